@@ -1,0 +1,729 @@
+#include "proxy/client_session.hpp"
+
+#include <algorithm>
+#include <charconv>
+
+#include "proxy/errors.hpp"
+#include "proxy/log.hpp"
+#include "proxy/resp/writer.hpp"
+
+namespace redis_sidecar {
+namespace {
+
+using clock = std::chrono::steady_clock;
+using commands::command_id;
+using commands::sub_id;
+
+constexpr std::size_t read_chunk = 64 * 1024;
+
+bool iequals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    char x = a[i], y = b[i];
+    if (x >= 'A' && x <= 'Z') x = static_cast<char>(x - 'A' + 'a');
+    if (y >= 'A' && y <= 'Z') y = static_cast<char>(y - 'A' + 'a');
+    if (x != y) return false;
+  }
+  return true;
+}
+
+bool parse_int(std::string_view s, long long& out) {
+  if (s.empty()) return false;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
+  return ec == std::errc() && p == s.data() + s.size();
+}
+
+// Seconds as Redis accepts them for blocking timeouts ("0", "1.5").
+bool parse_seconds_ms(std::string_view s, long long& ms) {
+  double d = 0;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), d);
+  if (ec != std::errc() || p != s.data() + s.size() || d < 0) return false;
+  ms = static_cast<long long>(d * 1000.0);
+  return true;
+}
+
+// For blocking commands: how long the command may block, in ms. nullopt: not blocking this time
+// (XREAD without BLOCK). 0: forever.
+std::optional<long long> block_ms(const commands::command_info& info,
+                                  std::span<const std::string_view> args) {
+  long long ms = 0;
+  if (info.flags & commands::blocking_opt) {  // XREAD / XREADGROUP [... BLOCK ms ...] STREAMS
+    for (std::size_t i = 1; i + 1 < args.size(); ++i) {
+      if (iequals(args[i], "streams")) return std::nullopt;
+      if (iequals(args[i], "block")) return parse_int(args[i + 1], ms) && ms > 0 ? ms : 0;
+    }
+    return std::nullopt;
+  }
+  if (args.size() < 2) return 0;
+  const std::string_view name = info.name;
+  if (name == "wait" || name == "waitaof") return parse_int(args.back(), ms) && ms > 0 ? ms : 0;
+  if (name == "blmpop" || name == "bzmpop") return parse_seconds_ms(args[1], ms) ? ms : 0;
+  return parse_seconds_ms(args.back(), ms) ? ms : 0;  // BLPOP, BRPOP, BLMOVE, BZPOPMIN, ...
+}
+
+bool valid_client_name(std::string_view name) {
+  return std::all_of(name.begin(), name.end(), [](char c) { return c >= '!' && c <= '~'; });
+}
+
+}  // namespace
+
+client_session::client_session(client_socket socket, session_context& ctx)
+    : socket_(std::move(socket)),
+      ctx_(ctx),
+      cfg_(ctx.cfg),
+      id_(ctx.next_client_id++),
+      parser_(ctx.cfg.limits),
+      writer_wake_(socket_.get_executor(), clock::time_point::max()),
+      drain_wake_(socket_.get_executor(), clock::time_point::max()),
+      db_(ctx.cfg.upstream.db),
+      authed_(ctx.cfg.requirepass.empty()) {
+  ctx_.sessions.insert(this);
+  ++ctx_.st.client_connections;
+}
+
+client_session::~client_session() { close_now(); }
+
+void client_session::start() {
+  auto self = shared_from_this();
+  asio::co_spawn(socket_.get_executor(), read_loop(self), asio::detached);
+  asio::co_spawn(socket_.get_executor(), write_loop(self), asio::detached);
+}
+
+void client_session::drain() {
+  if (closing_) return;
+  closing_ = true;
+  drain_wake_.cancel();
+  error_code ignored;
+  socket_.shutdown(asio::socket_base::shutdown_receive, ignored);
+  notify_writer();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading and dispatch
+
+awaitable<void> client_session::read_loop(std::shared_ptr<client_session> self) {
+  while (!closing_) {
+    // Frame and handle every complete request in the buffer.
+    batch_now_ = clock::now();
+    while (!closing_ && in_start_ < in_.size()) {
+      const std::string_view avail = std::string_view(in_).substr(in_start_);
+      const auto st = parser_.parse(avail);
+      if (st == resp::parse_status::need_more) break;
+      if (st == resp::parse_status::error) {
+        ctx_.st.count(error_kind::protocol);
+        reply_error(errors::for_request_error(parser_.error()));
+        close_after_flush();
+        break;
+      }
+      outcome o;
+      while ((o = handle(parser_.args(), avail.substr(0, parser_.frame_size()),
+                         parser_.is_inline())) == outcome::wait) {
+        // The barrier (or --max-pipeline): wait until the in-flight replies drain.
+        reader_waiting_ = true;
+        drain_wake_.expires_at(clock::time_point::max());
+        co_await drain_wake_.async_wait(use_nothrow);
+        reader_waiting_ = false;
+        batch_now_ = clock::now();
+        if (closing_ || closed_) co_return;
+      }
+      in_start_ += parser_.frame_size();
+      parser_.reset();
+      if (o == outcome::close) close_after_flush();
+      // Pipelines deeper than --max-pipeline: stop reading until replies drain.
+      if (slots_.size() >= cfg_.max_pipeline && !closing_) {
+        ctx_.st.count(error_kind::pipeline_full);
+        reader_waiting_ = true;
+        while (slots_.size() >= cfg_.max_pipeline && !closing_ && !closed_) {
+          drain_wake_.expires_at(clock::time_point::max());
+          co_await drain_wake_.async_wait(use_nothrow);
+        }
+        reader_waiting_ = false;
+        batch_now_ = clock::now();
+      }
+    }
+    if (closing_ || closed_) break;
+
+    // Make room and read more. A partial frame stays where it is unless the consumed part is large,
+    // so a big value arriving in many reads is not moved each time.
+    if (in_start_ == in_.size()) {
+      in_.clear();
+      in_start_ = 0;
+    } else if (in_start_ > 0 && in_start_ >= in_.size() / 2) {
+      in_.erase(0, in_start_);
+      in_start_ = 0;
+    }
+    if (in_.size() - in_start_ > cfg_.max_query_buffer_bytes) {
+      ctx_.st.count(error_kind::query_buffer);
+      reply_error(errors::query_buffer);
+      close_after_flush();
+      break;
+    }
+    const std::size_t old = in_.size();
+    in_.resize(old + read_chunk);
+    auto [ec, n] = co_await socket_.async_read_some(asio::buffer(in_.data() + old, read_chunk),
+                                                    use_nothrow);
+    in_.resize(old + n);
+    if (ec) break;
+  }
+  // The client is gone or leaving: let the writer flush what is ready, then close.
+  closing_ = true;
+  notify_writer();
+  (void)self;
+}
+
+client_session::outcome client_session::handle(std::span<const std::string_view> args,
+                                               std::string_view frame, bool is_inline) {
+  if (args.empty()) return outcome::next;  // empty lines and "*0": ignored, as Redis does
+  ++ctx_.st.requests;
+  if (is_inline) {  // forward inline commands as arrays
+    inline_scratch_.clear();
+    resp::append_command(inline_scratch_, args);
+    frame = inline_scratch_;
+  }
+  const commands::command_info* info = commands::lookup(args[0]);
+  const command_id id = info != nullptr ? info->id : command_id::other;
+
+  if (!authed_ && id != command_id::auth && id != command_id::hello && id != command_id::quit &&
+      id != command_id::reset) {
+    reply_error(errors::noauth);
+    return outcome::next;
+  }
+  if (raw_) return handle_raw(args, frame, info);
+
+  switch (id) {
+    case command_id::auth: return cmd_auth(args);
+    case command_id::hello: return cmd_hello(args);
+    case command_id::quit: reply_simple("OK"); return outcome::close;
+    case command_id::reset: return cmd_reset();
+    case command_id::select: return cmd_select(args, frame);
+    case command_id::client: return cmd_client(args, frame);
+    case command_id::multi: return forward_dedicated(frame, tag_multi);
+    case command_id::watch: return forward_dedicated(frame, tag_watch);
+    case command_id::exec:
+    case command_id::discard: return forward(frame, tag_exec);
+    case command_id::unwatch: return forward(frame, tag_unwatch);
+    case command_id::subscribe:
+    case command_id::psubscribe:
+    case command_id::ssubscribe:
+    case command_id::monitor: return enter_raw(frame);
+    case command_id::unsubscribe:
+    case command_id::punsubscribe:
+    case command_id::sunsubscribe: return local_unsubscribe(args);
+    default: break;
+  }
+  if (info != nullptr && (info->flags & commands::blocking) && !dedicated_) {
+    const auto ms = block_ms(*info, args);
+    if (ms) {
+      const auto deadline = *ms == 0 ? clock::time_point::max()
+                                     : batch_now_ + std::chrono::milliseconds(*ms) +
+                                           std::chrono::milliseconds(cfg_.command_timeout_ms);
+      return forward_dedicated(frame, tag_none, deadline);
+    }
+  }
+  if (info != nullptr && (info->flags & commands::blocking) && dedicated_) {
+    const auto ms = block_ms(*info, args);
+    if (ms && !in_multi_) {
+      const auto deadline = *ms == 0 ? clock::time_point::max()
+                                     : batch_now_ + std::chrono::milliseconds(*ms) +
+                                           std::chrono::milliseconds(cfg_.command_timeout_ms);
+      return forward(frame, tag_none, deadline);
+    }
+  }
+  return forward(frame);
+}
+
+// In raw mode everything goes to the dedicated connection as it is, except what the sidecar must
+// answer itself (its own AUTH, HELLO's AUTH part); replies interleave with pushes as Redis sends them.
+client_session::outcome client_session::handle_raw(std::span<const std::string_view> args,
+                                                   std::string_view frame,
+                                                   const commands::command_info* info) {
+  const command_id id = info != nullptr ? info->id : command_id::other;
+  if (id == command_id::auth) return cmd_auth(args);
+  if (id == command_id::reset) return cmd_reset();
+  if (id == command_id::hello && args.size() > 2) {
+    inline_scratch_.clear();
+    resp::append_command(inline_scratch_, args.first(2));  // HELLO <proto>: credentials stay here
+    frame = inline_scratch_;
+  }
+  if (id == command_id::hello && args.size() >= 2) {
+    long long v = 0;
+    if (parse_int(args[1], v) && (v == 2 || v == 3)) {
+      proto_ = static_cast<int>(v);
+      dedicated_->set_proto(proto_);
+    }
+  }
+  if (!dedicated_ || !dedicated_->send_raw(frame)) {
+    reply_error(std::string(errors::upstream_unavailable) + ": " +
+                (dedicated_ ? dedicated_->last_error() : std::string("connection lost")));
+    return outcome::close;
+  }
+  if (id == command_id::quit) return outcome::close;
+  return outcome::next;
+}
+
+client_session::outcome client_session::cmd_auth(std::span<const std::string_view> args) {
+  if (args.size() < 2 || args.size() > 3) {
+    reply_error("ERR wrong number of arguments for 'auth' command");
+    return outcome::next;
+  }
+  if (cfg_.requirepass.empty()) {
+    // No password of our own: accept, so apps that keep the upstream password in their REDIS_URL
+    // still connect. The upstream is authenticated by the sidecar with the URL's credentials.
+    reply_simple("OK");
+    return outcome::next;
+  }
+  const bool user_ok = args.size() == 2 || args[1] == "default";
+  if (user_ok && args.back() == cfg_.requirepass) {
+    authed_ = true;
+    reply_simple("OK");
+  } else {
+    ctx_.st.count(error_kind::auth);
+    reply_error(errors::wrongpass);
+  }
+  return outcome::next;
+}
+
+client_session::outcome client_session::cmd_hello(std::span<const std::string_view> args) {
+  int proto = proto_;
+  if (args.size() >= 2) {
+    long long v = 0;
+    if (!parse_int(args[1], v)) {
+      reply_error("ERR Protocol version is not an integer or out of range");
+      return outcome::next;
+    }
+    if (v != 2 && v != 3) {
+      reply_error(errors::noproto);
+      return outcome::next;
+    }
+    proto = static_cast<int>(v);
+  }
+  std::string_view setname;
+  bool has_setname = false;
+  bool auth_ok = authed_;
+  for (std::size_t i = 2; i < args.size(); ++i) {
+    if (iequals(args[i], "auth") && i + 2 < args.size()) {
+      if (cfg_.requirepass.empty() ||
+          (args[i + 1] == "default" && args[i + 2] == cfg_.requirepass)) {
+        auth_ok = true;
+      } else {
+        ctx_.st.count(error_kind::auth);
+        reply_error(errors::wrongpass);
+        return outcome::next;
+      }
+      i += 2;
+    } else if (iequals(args[i], "setname") && i + 1 < args.size()) {
+      setname = args[++i];
+      has_setname = true;
+    } else {
+      reply_error(std::string("ERR Syntax error in HELLO option '") + std::string(args[i]) + "'");
+      return outcome::next;
+    }
+  }
+  if (!auth_ok) {
+    reply_error(
+        "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO "
+        "<proto> AUTH <user> <pass> option can be used to authenticate the client and select the "
+        "RESP protocol version at the same time");
+    return outcome::next;
+  }
+  if (has_setname && !valid_client_name(setname)) {
+    reply_error(errors::client_name_spaces);
+    return outcome::next;
+  }
+  if (proto != proto_ && !slots_.empty()) return outcome::wait;  // replies change shape: drain first
+  if (proto != proto_ && dedicated_) {
+    // Keep the dedicated connection's protocol in step; its reply to our HELLO is dropped.
+    std::string req;
+    const std::string p = std::to_string(proto);
+    std::array<std::string_view, 2> hello{"HELLO", p};
+    resp::append_command(req, hello);
+    if (dedicated_->submit(req, pending_reply{nullptr, 0, default_deadline(), tag_none}))
+      dedicated_->set_proto(proto);
+  }
+  authed_ = true;
+  proto_ = proto;
+  if (has_setname) name_ = setname;
+  if (shared_ && shared_->proto() != proto_) shared_.reset();
+
+  std::string r;
+  resp::append_map_header(r, 7, proto_);
+  resp::append_bulk(r, "server");
+  resp::append_bulk(r, "redis");
+  resp::append_bulk(r, "version");
+  resp::append_bulk(r, upstream_version());
+  resp::append_bulk(r, "proto");
+  resp::append_integer(r, proto_);
+  resp::append_bulk(r, "id");
+  resp::append_integer(r, static_cast<std::int64_t>(id_));
+  resp::append_bulk(r, "mode");
+  resp::append_bulk(r, "standalone");
+  resp::append_bulk(r, "role");
+  resp::append_bulk(r, "master");
+  resp::append_bulk(r, "modules");
+  resp::append_array_header(r, 0);
+  reply(r);
+  return outcome::next;
+}
+
+client_session::outcome client_session::cmd_select(std::span<const std::string_view> args,
+                                                   std::string_view frame) {
+  if (args.size() != 2) {
+    reply_error("ERR wrong number of arguments for 'select' command");
+    return outcome::next;
+  }
+  long long db = 0;
+  if (!parse_int(args[1], db) || db < 0 || db > 1000000) {
+    reply_error(errors::not_integer);
+    return outcome::next;
+  }
+  if (!dedicated_ && db == cfg_.upstream.db) {  // already there: the shared connections use it
+    reply_simple("OK");
+    return outcome::next;
+  }
+  const outcome o = forward_dedicated(frame, tag_select);
+  if (o == outcome::next) select_dbs_.push_back(static_cast<int>(db));
+  return o;
+}
+
+client_session::outcome client_session::cmd_client(std::span<const std::string_view> args,
+                                                   std::string_view frame) {
+  const sub_id sub =
+      args.size() >= 2 ? commands::lookup_sub(command_id::client, args[1]) : sub_id::other;
+  switch (sub) {
+    case sub_id::client_setname:
+      if (args.size() != 3) break;
+      if (!valid_client_name(args[2])) {
+        reply_error(errors::client_name_spaces);
+        return outcome::next;
+      }
+      name_ = args[2];
+      reply_simple("OK");
+      return outcome::next;
+    case sub_id::client_getname:
+      if (args.size() != 2) break;
+      if (name_.empty()) {
+        std::string r;
+        resp::append_null(r, proto_);
+        reply(r);
+      } else {
+        std::string r;
+        resp::append_bulk(r, name_);
+        reply(r);
+      }
+      return outcome::next;
+    case sub_id::client_id:
+      if (args.size() != 2) break;
+      {
+        std::string r;
+        resp::append_integer(r, static_cast<std::int64_t>(id_));
+        reply(r);
+      }
+      return outcome::next;
+    case sub_id::client_setinfo:
+      if (args.size() != 4) break;
+      reply_simple("OK");  // library name and version: kept by clients for diagnostics only
+      return outcome::next;
+    case sub_id::client_reply:
+    case sub_id::client_tracking:
+    case sub_id::client_caching: return enter_raw(frame);
+    default: break;
+  }
+  return forward(frame);
+}
+
+client_session::outcome client_session::cmd_reset() {
+  if (!slots_.empty()) return outcome::wait;
+  drop_dedicated();
+  proto_ = 2;
+  db_ = cfg_.upstream.db;
+  in_multi_ = watching_ = raw_ = false;
+  name_.clear();
+  authed_ = cfg_.requirepass.empty();
+  if (shared_ && shared_->proto() != 2) shared_.reset();
+  reply_simple("RESET");
+  return outcome::next;
+}
+
+// UNSUBSCRIBE and friends outside subscribed mode: Redis answers one message per channel (or one
+// with a nil channel), each with count 0. Made here, since they would not map one-to-one upstream.
+client_session::outcome client_session::local_unsubscribe(std::span<const std::string_view> args) {
+  std::string kind(args[0]);
+  std::transform(kind.begin(), kind.end(), kind.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  std::string r;
+  auto one = [&](std::string_view* channel) {
+    resp::append_push_header(r, 3, proto_);
+    resp::append_bulk(r, kind);
+    if (channel != nullptr)
+      resp::append_bulk(r, *channel);
+    else
+      resp::append_null(r, proto_);
+    resp::append_integer(r, 0);
+  };
+  if (args.size() == 1) {
+    one(nullptr);
+  } else {
+    for (std::size_t i = 1; i < args.size(); ++i) {
+      std::string_view ch = args[i];
+      one(&ch);
+    }
+  }
+  reply(r);
+  return outcome::next;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forwarding
+
+std::chrono::steady_clock::time_point client_session::default_deadline() const {
+  return batch_now_ + std::chrono::milliseconds(cfg_.command_timeout_ms);
+}
+
+client_session::outcome client_session::forward(std::string_view frame, std::uint8_t t,
+                                                clock::time_point deadline) {
+  if (deadline == clock::time_point{}) deadline = default_deadline();
+  if (dedicated_) return submit_to(dedicated_, frame, t, deadline);
+  if (!shared_ || (slots_.empty() && !shared_->usable())) shared_ = ctx_.upstreams.shared(proto_);
+  return submit_to(shared_, frame, t, deadline);
+}
+
+client_session::outcome client_session::forward_dedicated(std::string_view frame, std::uint8_t t,
+                                                          clock::time_point deadline) {
+  if (!dedicated_) {
+    if (!slots_.empty()) return outcome::wait;  // the barrier: shared replies first
+    dedicated_ = ctx_.upstreams.acquire_dedicated(proto_);
+    dedicated_->set_owner(weak_from_this());
+  }
+  return forward(frame, t, deadline);
+}
+
+client_session::outcome client_session::submit_to(const std::shared_ptr<connection>& c,
+                                                  std::string_view frame, std::uint8_t t,
+                                                  clock::time_point deadline) {
+  if (c.get() != current_ && !slots_.empty()) return outcome::wait;
+  if (deadline == clock::time_point{}) deadline = default_deadline();
+  if (!c->submit(frame, pending_reply{shared_from_this(), next_seq_, deadline, t})) {
+    ctx_.st.count(error_kind::upstream_unavailable);
+    reply_error(std::string(errors::upstream_unavailable) + ": " + c->last_error());
+    return outcome::next;
+  }
+  current_ = c.get();
+  slots_.push_back(slot{});
+  ++next_seq_;
+  return outcome::next;
+}
+
+client_session::outcome client_session::enter_raw(std::string_view frame) {
+  if (!slots_.empty()) return outcome::wait;
+  if (!dedicated_) {
+    dedicated_ = ctx_.upstreams.acquire_dedicated(proto_);
+    dedicated_->set_owner(weak_from_this());
+  }
+  dedicated_->enter_raw(shared_from_this());
+  raw_ = true;
+  if (!dedicated_->send_raw(frame)) {
+    reply_error(std::string(errors::upstream_unavailable) + ": " + dedicated_->last_error());
+    return outcome::close;
+  }
+  return outcome::next;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Replies
+
+void client_session::reply(std::string_view bytes) {
+  if (slots_.empty()) {
+    out_.append(bytes);
+    notify_writer();
+    return;
+  }
+  slots_.push_back(slot{true, std::string(bytes)});
+  ++next_seq_;
+}
+
+void client_session::reply_error(std::string_view message) {
+  std::string r;
+  resp::append_error(r, message);
+  reply(r);
+}
+
+void client_session::reply_simple(std::string_view s) {
+  std::string r;
+  resp::append_simple(r, s);
+  reply(r);
+}
+
+void client_session::deliver(std::uint64_t seq, std::string_view frame, std::uint8_t t) {
+  if (closed_) return;
+  if (t != tag_none) apply_tag(frame, t);
+  const std::uint64_t index = seq - first_seq_;
+  if (index >= slots_.size()) return;  // not ours any more (RESET dropped it): nothing to do
+  if (index == 0) {
+    out_.append(frame);
+    slots_.pop_front();
+    ++first_seq_;
+    flush_ready();
+  } else {
+    slot& s = slots_[index];
+    s.ready = true;
+    s.data.assign(frame);
+  }
+  notify_writer();
+  check_output_limit();
+  if (slots_.empty()) {
+    current_ = nullptr;
+    maybe_release_dedicated();
+  }
+  if (reader_waiting_ && (slots_.empty() || slots_.size() < cfg_.max_pipeline)) drain_wake_.cancel();
+}
+
+void client_session::flush_ready() {
+  while (!slots_.empty() && slots_.front().ready) {
+    out_.append(slots_.front().data);
+    slots_.pop_front();
+    ++first_seq_;
+  }
+}
+
+void client_session::apply_tag(std::string_view frame, std::uint8_t t) {
+  const bool ok = !frame.empty() && frame[0] != '-' && frame[0] != '!';
+  switch (t) {
+    case tag_multi: in_multi_ = in_multi_ || ok; break;
+    case tag_exec: in_multi_ = watching_ = false; break;
+    case tag_watch: watching_ = watching_ || ok; break;
+    case tag_unwatch: watching_ = false; break;
+    case tag_select:
+      if (!select_dbs_.empty()) {
+        if (ok) db_ = select_dbs_.front();
+        select_dbs_.pop_front();
+      }
+      break;
+    default: break;
+  }
+}
+
+void client_session::deliver_raw(std::string_view frame) {
+  if (closed_) return;
+  out_.append(frame);
+  notify_writer();
+  if (out_.size() > cfg_.max_pubsub_output_bytes) {
+    ctx_.st.count(error_kind::output_buffer);
+    log::warn("client " + std::to_string(id_) + " closed: subscriber output above " +
+              std::to_string(cfg_.max_pubsub_output_bytes) + " bytes");
+    close_now();
+  }
+}
+
+void client_session::check_output_limit() {
+  if (out_.size() > cfg_.max_output_bytes) {
+    ctx_.st.count(error_kind::output_buffer);
+    log::warn("client " + std::to_string(id_) + " closed: unread replies above " +
+              std::to_string(cfg_.max_output_bytes) + " bytes");
+    close_now();
+  }
+}
+
+void client_session::dedicated_lost(connection* c) {
+  if (dedicated_.get() != c) return;
+  const bool dirty = !state_is_clean();
+  if (raw_) reply_error(std::string(errors::upstream_closed) + ": " + c->last_error());
+  if (current_ == c) current_ = nullptr;
+  dedicated_.reset();
+  if (dirty) {
+    // The client's connection state (subscriptions, transaction, db) is gone with the upstream
+    // connection: close the client too, so it reconnects and restores it, as with Redis itself.
+    raw_ = false;
+    close_after_flush();
+  }
+}
+
+bool client_session::state_is_clean() const {
+  return !raw_ && !in_multi_ && !watching_ && db_ == cfg_.upstream.db;
+}
+
+void client_session::maybe_release_dedicated() {
+  if (dedicated_ && state_is_clean() && slots_.empty() && select_dbs_.empty()) {
+    dedicated_->set_owner({});
+    ctx_.upstreams.release_dedicated(std::move(dedicated_));
+    dedicated_.reset();
+  }
+}
+
+void client_session::drop_dedicated() {
+  if (!dedicated_) return;
+  dedicated_->set_owner({});
+  if (state_is_clean() && slots_.empty())
+    ctx_.upstreams.release_dedicated(std::move(dedicated_));
+  else
+    dedicated_->close();
+  dedicated_.reset();
+  current_ = nullptr;
+}
+
+std::string_view client_session::upstream_version() const {
+  const std::string_view v = ctx_.upstreams.server_version();
+  return v.empty() ? std::string_view("7.0.0") : v;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writing and closing
+
+void client_session::notify_writer() {
+  if (writer_waiting_) writer_wake_.cancel();
+}
+
+awaitable<void> client_session::write_loop(std::shared_ptr<client_session> self) {
+  for (;;) {
+    while (out_.empty() && !closing_ && !closed_) {
+      writer_waiting_ = true;
+      writer_wake_.expires_at(clock::time_point::max());
+      co_await writer_wake_.async_wait(use_nothrow);
+      writer_waiting_ = false;
+    }
+    if (closed_) break;
+    if (out_.empty()) {
+      // Closing: wait for in-flight replies unless the client itself is gone.
+      if (slots_.empty() || !socket_.is_open()) break;
+      writer_waiting_ = true;
+      writer_wake_.expires_after(std::chrono::milliseconds(cfg_.command_timeout_ms));
+      auto [ec] = co_await writer_wake_.async_wait(use_nothrow);
+      writer_waiting_ = false;
+      if (!ec) break;  // timed out waiting: give up on the rest
+      continue;
+    }
+    wout_.clear();
+    wout_.swap(out_);
+    wout_busy_ = true;
+    auto [ec, n] = co_await asio::async_write(socket_, asio::buffer(wout_), use_nothrow);
+    wout_busy_ = false;
+    if (ec) break;
+    if (wout_.capacity() > 4 * 1024 * 1024) std::string().swap(wout_);  // do not keep huge buffers
+  }
+  close_now();
+  (void)self;
+}
+
+void client_session::close_after_flush() {
+  closing_ = true;
+  drain_wake_.cancel();
+  notify_writer();
+}
+
+void client_session::close_now() {
+  if (closed_) return;
+  closed_ = true;
+  closing_ = true;
+  ctx_.sessions.erase(this);
+  --ctx_.st.client_connections;
+  error_code ignored;
+  socket_.shutdown(asio::socket_base::shutdown_both, ignored);
+  socket_.close(ignored);
+  drain_wake_.cancel();
+  writer_wake_.cancel();
+  drop_dedicated();
+  shared_.reset();
+  slots_.clear();
+  out_.clear();
+}
+
+}  // namespace redis_sidecar

@@ -1,0 +1,158 @@
+// client_session: one application connection. Frames requests, routes each one (answered here,
+// forwarded to a shared pooled connection, or forwarded to a connection dedicated to this client
+// while it holds connection state), and writes replies back in request order.
+//
+// Ordering: every request that expects a reply gets a slot; a reply fills its slot and the writer
+// flushes filled slots from the front, all ready bytes in one write. Replies from one upstream
+// connection arrive in order, so a client only ever has requests in flight on one connection: when
+// the next request goes elsewhere (a shared connection -> a dedicated one, or back), reading pauses
+// until the slots drain (the barrier). That keeps Redis' per-client ordering (read your writes).
+//
+//   in_:    [ consumed | frame being parsed ... ]      slots_: [ pending | ready | pending ... ]
+//                        ^ in_start_                             ^ first_seq_
+//
+// Raw mode (SUBSCRIBE family, MONITOR, CLIENT REPLY/TRACKING): the dedicated connection's frames are
+// copied to the client as they come, and requests are forwarded without slots.
+//
+// Owned by its two coroutines (reader, writer) and by pending upstream entries (shared_ptr): a client
+// that leaves mid-pipeline leaves its entries queued; their replies are read and dropped, so the
+// upstream stream stays aligned. Lives on the server's io_context thread.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_set>
+
+#include "proxy/asio.hpp"
+#include "proxy/commands/command_table.hpp"
+#include "proxy/config/config.hpp"
+#include "proxy/resp/request_parser.hpp"
+#include "proxy/ring.hpp"
+#include "proxy/stats.hpp"
+#include "proxy/upstream/pool.hpp"
+
+namespace redis_sidecar {
+
+using client_socket = asio::generic::stream_protocol::socket;
+
+class client_session;
+
+/// What the server shares with its sessions.
+struct session_context {
+  const config& cfg;
+  pool& upstreams;
+  stats& st;
+  std::unordered_set<client_session*> sessions;  // open sessions, for shutdown and --max-clients
+  std::uint64_t next_client_id = 1;
+  bool draining = false;  // shutting down: sessions stop reading new requests
+};
+
+class client_session : public std::enable_shared_from_this<client_session> {
+ public:
+  /// What a reply tells the session about connection state (carried in pending_reply::tag).
+  enum tag : std::uint8_t { tag_none, tag_multi, tag_exec, tag_watch, tag_unwatch, tag_select };
+
+  client_session(client_socket socket, session_context& ctx);
+  ~client_session();
+
+  void start();
+  /// Stop reading; close once every in-flight reply has been written (graceful shutdown).
+  void drain();
+  bool idle() const { return slots_.empty() && out_.empty() && wout_busy_ == false; }
+
+  /// A reply for slot `seq`, from an upstream connection (or an error made for it).
+  void deliver(std::uint64_t seq, std::string_view frame, std::uint8_t tag);
+  /// A frame from the dedicated connection in raw mode.
+  void deliver_raw(std::string_view frame);
+  /// The dedicated connection closed for good.
+  void dedicated_lost(connection* c);
+
+ private:
+  enum class outcome : std::uint8_t { next, wait, close };
+
+  awaitable<void> read_loop(std::shared_ptr<client_session> self);
+  awaitable<void> write_loop(std::shared_ptr<client_session> self);
+
+  outcome handle(std::span<const std::string_view> args, std::string_view frame, bool is_inline);
+  outcome handle_raw(std::span<const std::string_view> args, std::string_view frame,
+                     const commands::command_info* info);
+  outcome cmd_auth(std::span<const std::string_view> args);
+  outcome cmd_hello(std::span<const std::string_view> args);
+  outcome cmd_select(std::span<const std::string_view> args, std::string_view frame);
+  outcome cmd_client(std::span<const std::string_view> args, std::string_view frame);
+  outcome cmd_reset();
+  outcome local_unsubscribe(std::span<const std::string_view> args);
+
+  /// Forwards to the dedicated connection if pinned, else to the shared one.
+  outcome forward(std::string_view frame, std::uint8_t t = tag_none,
+                  std::chrono::steady_clock::time_point deadline = {});
+  /// Pins a dedicated connection (after the barrier) and forwards to it.
+  outcome forward_dedicated(std::string_view frame, std::uint8_t t,
+                            std::chrono::steady_clock::time_point deadline = {});
+  outcome submit_to(const std::shared_ptr<connection>& c, std::string_view frame, std::uint8_t t,
+                    std::chrono::steady_clock::time_point deadline);
+  outcome enter_raw(std::string_view frame);
+
+  void reply(std::string_view bytes);  // a local reply, in order
+  void reply_error(std::string_view message);
+  void reply_simple(std::string_view s);
+  void apply_tag(std::string_view frame, std::uint8_t t);
+  void flush_ready();
+  void notify_writer();
+  void maybe_release_dedicated();
+  void drop_dedicated();
+  bool state_is_clean() const;
+  void close_after_flush();
+  void close_now();
+  void check_output_limit();
+  std::chrono::steady_clock::time_point default_deadline() const;
+  std::string_view upstream_version() const;
+
+  struct slot {
+    bool ready = false;
+    std::string data;
+  };
+
+  client_socket socket_;
+  session_context& ctx_;
+  const config& cfg_;
+  std::uint64_t id_;
+
+  std::string in_;
+  std::size_t in_start_ = 0;
+  resp::request_parser parser_;
+  std::string inline_scratch_;  // inline commands re-encoded as arrays
+
+  ring<slot> slots_;
+  std::uint64_t first_seq_ = 0;  // seq of slots_.front()
+  std::uint64_t next_seq_ = 0;
+  std::string out_;   // replies ready to write
+  std::string wout_;  // being written
+  bool wout_busy_ = false;
+  steady_timer writer_wake_;
+  bool writer_waiting_ = false;
+  steady_timer drain_wake_;  // the reader waits on it at the barrier
+  bool reader_waiting_ = false;
+
+  std::shared_ptr<connection> shared_;     // this client's shared connection
+  std::shared_ptr<connection> dedicated_;  // while the client holds connection state
+  connection* current_ = nullptr;          // where the in-flight requests are
+  ring<int> select_dbs_;                   // dbs of SELECTs in flight, in order
+
+  int proto_ = 2;
+  int db_;
+  bool authed_;
+  bool raw_ = false;
+  bool in_multi_ = false;
+  bool watching_ = false;
+  bool closing_ = false;   // no more requests; close after the writer flushed
+  bool closed_ = false;    // socket closed
+  std::string name_;
+  std::chrono::steady_clock::time_point batch_now_;
+};
+
+}  // namespace redis_sidecar

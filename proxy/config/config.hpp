@@ -1,0 +1,65 @@
+// config: every setting of the sidecar, from flags and REDIS_SIDECAR_* environment variables (a flag
+// wins over the environment). Parsing never exits: it returns one clear message naming the problem,
+// and main() prints it and exits 2. Each field says its default.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "proxy/config/url.hpp"
+#include "proxy/resp/limits.hpp"
+
+namespace redis_sidecar {
+
+struct listen_address {
+  std::string host = "127.0.0.1";  // or an IPv6 literal without brackets
+  std::uint16_t port = 6379;
+  std::string unix_path;           // non-empty: listen on this Unix socket instead
+};
+
+struct config {
+  listen_address listen;                 // --listen, default 127.0.0.1:6379 (unix:/path for a socket)
+  upstream_url upstream;                 // --upstream, else REDIS_SIDECAR_UPSTREAM, else REDIS_URL
+  bool upstream_set = false;             // false: no upstream configured (start-up fails)
+  std::string upstream_source;           // which flag or variable gave the upstream, for messages
+
+  std::string tls_ca_file;               // --tls-ca-file, default: the system trust store
+  std::string tls_cert_file;             // --tls-cert-file (mTLS), default none
+  std::string tls_key_file;              // --tls-key-file (mTLS), default none
+  std::string tls_server_name;           // --tls-server-name, default: the URL's host
+  bool tls_insecure_skip_verify = false; // --tls-insecure-skip-verify, default off
+
+  std::string requirepass;               // --requirepass: clients must AUTH with it; default none
+
+  std::size_t pool_size = 2;             // --pool-size: shared upstream connections per protocol (2, 3), default 2
+  std::uint32_t connect_timeout_ms = 2000;  // --connect-timeout-ms: TCP + TLS + handshake, default 2000
+  std::uint32_t command_timeout_ms = 5000;  // --command-timeout-ms: reply deadline, default 5000
+  std::uint32_t reconnect_min_ms = 50;      // --reconnect-min-ms: first backoff, default 50
+  std::uint32_t reconnect_max_ms = 5000;    // --reconnect-max-ms: backoff cap, default 5000
+
+  std::size_t max_clients = 10000;          // --max-clients, default 10000 (Redis' maxclients)
+  std::size_t max_pipeline = 10000;         // --max-pipeline: in-flight requests per client before
+                                            // the sidecar stops reading from it, default 10000
+  std::size_t max_query_buffer_bytes = 1024ull * 1024 * 1024;  // --max-query-buffer-bytes, default 1 GiB
+  std::size_t max_output_bytes = 1024ull * 1024 * 1024;  // --max-output-bytes: unread replies per
+                                                        // client before it is closed, default 1 GiB
+  std::size_t max_pubsub_output_bytes = 32ull * 1024 * 1024;  // --max-pubsub-output-bytes, default 32 MiB
+  resp::limits limits;                      // --max-bulk-bytes, --max-multibulk-len, --max-inline-bytes
+
+  std::string log_level = "info";           // --log-level: debug|info|warn|error, default info
+  bool check_config = false;                // --check-config: validate and exit
+};
+
+enum class parse_outcome { run, exit_ok, exit_error };
+
+/// Parses argv and the environment (`getenv`). `out_message` receives --help / --version text
+/// (exit_ok) or the one-line error (exit_error).
+parse_outcome parse_config(int argc, const char* const* argv, config& out, std::string& out_message);
+
+/// The --help text.
+std::string usage();
+
+}  // namespace redis_sidecar

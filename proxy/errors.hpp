@@ -1,0 +1,60 @@
+// errors: every error string a client can see from the sidecar itself, in one place, so tests
+// compare exact bytes. Upstream errors pass through untouched and are not listed here.
+#pragma once
+
+#include <string_view>
+
+#include "proxy/resp/request_parser.hpp"
+
+namespace redis_sidecar::errors {
+
+// Protocol errors: the connection is closed after the reply, as Redis does.
+inline constexpr std::string_view invalid_multibulk_length = "ERR Protocol error: invalid multibulk length";
+inline constexpr std::string_view invalid_bulk_length = "ERR Protocol error: invalid bulk length";
+inline constexpr std::string_view too_big_inline = "ERR Protocol error: too big inline request";
+inline constexpr std::string_view too_big_count = "ERR Protocol error: too big mbulk count string";
+inline constexpr std::string_view unbalanced_quotes = "ERR Protocol error: unbalanced quotes in request";
+inline constexpr std::string_view bad_crlf = "ERR Protocol error: expected '\\r\\n' after bulk payload";
+inline constexpr std::string_view expected_bulk = "ERR Protocol error: expected '$'";
+
+inline std::string_view for_request_error(resp::request_error e) {
+  switch (e) {
+    case resp::request_error::invalid_multibulk_length: return invalid_multibulk_length;
+    case resp::request_error::invalid_bulk_length: return invalid_bulk_length;
+    case resp::request_error::expected_bulk: return expected_bulk;
+    case resp::request_error::too_big_inline: return too_big_inline;
+    case resp::request_error::too_big_count: return too_big_count;
+    case resp::request_error::unbalanced_quotes: return unbalanced_quotes;
+    case resp::request_error::bad_crlf: return bad_crlf;
+    case resp::request_error::none: break;
+  }
+  return "ERR Protocol error";
+}
+
+// Limits.
+inline constexpr std::string_view max_clients = "ERR max number of clients reached";
+inline constexpr std::string_view query_buffer = "ERR Protocol error: client query buffer limit reached";
+
+// Authentication against the sidecar's own --requirepass.
+inline constexpr std::string_view noauth = "NOAUTH Authentication required.";
+inline constexpr std::string_view wrongpass =
+    "WRONGPASS invalid username-password pair or user is disabled.";
+inline constexpr std::string_view auth_not_configured =
+    "ERR AUTH <password> called without any password configured for the default user. "
+    "Are you sure your configuration is correct?";
+
+// Arguments of commands the sidecar answers itself.
+inline constexpr std::string_view syntax = "ERR syntax error";
+inline constexpr std::string_view noproto = "NOPROTO unsupported protocol version";
+inline constexpr std::string_view invalid_db = "ERR DB index is out of range";
+inline constexpr std::string_view not_integer = "ERR value is not an integer or out of range";
+inline constexpr std::string_view client_name_spaces =
+    "ERR Client names cannot contain spaces, newlines or special characters.";
+
+// The upstream. The reason after the colon is a fixed word or a masked message, never a password.
+inline constexpr std::string_view upstream_unavailable = "ERR upstream unavailable";  // + ": reason"
+inline constexpr std::string_view upstream_timeout = "ERR upstream command timeout";
+inline constexpr std::string_view upstream_closed = "ERR upstream connection lost";
+inline constexpr std::string_view upstream_protocol = "ERR upstream protocol error";
+
+}  // namespace redis_sidecar::errors

@@ -1,0 +1,215 @@
+// reply_parser: frame boundaries of RESP2/RESP3 replies with an explicit stack of open aggregates.
+//
+// Each call resumes at pos_: completed elements are never looked at again, and a bulk payload is
+// skipped by its announced length. Limit decisions depend only on the bytes, never on how they were
+// split into reads, so feeding a frame whole or in pieces gives the same result.
+//
+// Only the structure is checked here; the text of simple lines (":", ",", "(") is left to
+// value.cpp, except the two types whose body is fixed: "#" must be "t" or "f" and "_" must be
+// empty.
+#include "proxy/resp/reply_parser.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+
+namespace redis_sidecar::resp {
+namespace {
+
+// Redis' string2ll: optional '-', no '+', no leading zeros except "0" itself, no spaces, no
+// overflow.
+bool parse_decimal(std::string_view s, std::int64_t& out) {
+  if (s.empty()) return false;
+  if (s == "0") {
+    out = 0;
+    return true;
+  }
+  bool negative = false;
+  std::size_t i = 0;
+  if (s[0] == '-') {
+    negative = true;
+    i = 1;
+    if (s.size() == 1) return false;
+  }
+  if (s[i] < '1' || s[i] > '9') return false;
+  std::uint64_t v = 0;
+  for (; i < s.size(); ++i) {
+    if (s[i] < '0' || s[i] > '9') return false;
+    const auto digit = static_cast<std::uint64_t>(s[i] - '0');
+    if (v > (std::numeric_limits<std::uint64_t>::max() - digit) / 10) return false;
+    v = v * 10 + digit;
+  }
+  constexpr auto max = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
+  if (negative) {
+    if (v > max + 1) return false;
+    out = v == max + 1 ? std::numeric_limits<std::int64_t>::min() : -static_cast<std::int64_t>(v);
+  } else {
+    if (v > max) return false;
+    out = static_cast<std::int64_t>(v);
+  }
+  return true;
+}
+
+enum class line_result { found, need_more, too_long };
+
+// Looks for the "\r\n" ending the line that starts at `start`, resuming the search at `scan`. The
+// line (without its "\r\n") may hold at most `max_line` bytes. On `found`, `cr` is the index of
+// '\r'.
+line_result find_crlf(std::string_view data, std::size_t start, std::size_t& scan,
+                      std::size_t max_line, std::size_t& cr) {
+  const std::size_t avail = data.size() - start;
+  const std::size_t window = max_line < avail ? std::min(avail, max_line + 2) : avail;
+  const std::size_t end = start + window;
+  std::size_t i = std::max(scan, start);
+  while (i + 1 < end) {
+    const void* hit = std::memchr(data.data() + i, '\r', end - 1 - i);
+    if (hit == nullptr) break;
+    i = static_cast<std::size_t>(static_cast<const char*>(hit) - data.data());
+    if (data[i + 1] == '\n') {
+      cr = i;
+      return line_result::found;
+    }
+    ++i;
+  }
+  scan = end > start ? end - 1 : start;  // the last byte may be a '\r' whose '\n' is still to come
+  // Too long once max_line + 1 bytes are in and the last of them cannot start the "\r\n".
+  if (max_line >= avail) return line_result::need_more;
+  if (window == max_line + 2 || data[start + max_line] != '\r') return line_result::too_long;
+  return line_result::need_more;
+}
+
+enum class shape { line, bulk, aggregate, unknown };
+
+shape shape_of(char type) {
+  switch (type) {
+    case '+':
+    case '-':
+    case ':':
+    case '_':
+    case ',':
+    case '#':
+    case '(': return shape::line;
+    case '$':
+    case '!':
+    case '=': return shape::bulk;
+    case '*':
+    case '%':
+    case '~':
+    case '>':
+    case '|': return shape::aggregate;
+    default: return shape::unknown;
+  }
+}
+
+}  // namespace
+
+reply_parser::reply_parser(const limits& l) : limits_(l) {}
+
+void reply_parser::reset() {
+  pos_ = 0;
+  scan_ = 0;
+  bulk_len_ = -1;
+  frame_size_ = 0;
+  type_ = 0;
+  error_ = reply_error::none;
+  stack_.clear();  // keeps capacity
+}
+
+parse_status reply_parser::fail(reply_error e) {
+  error_ = e;
+  return parse_status::error;
+}
+
+bool reply_parser::value_done() {
+  while (!stack_.empty()) {
+    if (--stack_.back().remaining > 0) return false;
+    stack_.pop_back();
+  }
+  return true;
+}
+
+// True when the value whose header comes next is the frame's own value: at depth 0, or right after
+// the pairs of top-level attributes.
+bool reply_parser::is_top_level() const {
+  return std::all_of(stack_.begin(), stack_.end(),
+                     [](const level& l) { return l.attribute && l.remaining == 1; });
+}
+
+parse_status reply_parser::parse(std::string_view data) {
+  if (error_ != reply_error::none) return parse_status::error;
+  for (;;) {
+    if (frame_size_ > 0) return parse_status::complete;
+    if (bulk_len_ >= 0) {
+      // Jump straight to the payload's end: its bytes are never scanned.
+      const auto len = static_cast<std::uint64_t>(bulk_len_);
+      if (data.size() - pos_ < len + 2) return parse_status::need_more;
+      if (data[pos_ + len] != '\r' || data[pos_ + len + 1] != '\n') {
+        return fail(reply_error::bad_crlf);
+      }
+      pos_ += len + 2;
+      scan_ = pos_;
+      bulk_len_ = -1;
+      if (value_done()) frame_size_ = pos_;
+      continue;
+    }
+    const parse_status st = read_header(data);
+    if (st != parse_status::complete) return st;
+  }
+}
+
+// Reads one header line at pos_. Returns `complete` when it was consumed (the frame itself may
+// still be unfinished), need_more or error otherwise.
+parse_status reply_parser::read_header(std::string_view data) {
+  if (pos_ >= data.size()) return parse_status::need_more;
+  const char type = data[pos_];
+  const shape kind = shape_of(type);
+  if (kind == shape::unknown) return fail(reply_error::bad_type);
+  std::size_t cr = 0;
+  switch (find_crlf(data, pos_, scan_, limits_.max_inline_bytes, cr)) {
+    case line_result::need_more: return parse_status::need_more;
+    case line_result::too_long:
+      return fail(kind == shape::line ? reply_error::line_too_long : reply_error::bad_length);
+    case line_result::found: break;
+  }
+  const std::string_view body = data.substr(pos_ + 1, cr - pos_ - 1);
+  if (type != '|' && type_ == 0 && is_top_level()) type_ = type;
+  pos_ = scan_ = cr + 2;
+
+  if (kind == shape::line) {
+    if (type == '_' && !body.empty()) return fail(reply_error::bad_crlf);
+    if (type == '#' && body != "t" && body != "f") return fail(reply_error::bad_type);
+    if (value_done()) frame_size_ = pos_;
+    return parse_status::complete;
+  }
+  std::int64_t n = 0;
+  if (!parse_decimal(body, n)) return fail(reply_error::bad_length);
+  if (n == -1 && (type == '$' || type == '*')) {  // RESP2 nulls
+    if (value_done()) frame_size_ = pos_;
+    return parse_status::complete;
+  }
+  if (n < 0) return fail(reply_error::bad_length);
+  if (kind == shape::bulk) {
+    if (static_cast<std::uint64_t>(n) > limits_.max_bulk_bytes)
+      return fail(reply_error::bad_length);
+    bulk_len_ = n;
+    return parse_status::complete;
+  }
+  if (static_cast<std::uint64_t>(n) > limits_.max_multibulk_len) {
+    return fail(reply_error::bad_length);
+  }
+  const bool pairs = type == '%' || type == '|';
+  if (pairs && n > (std::numeric_limits<std::int64_t>::max() - 1) / 2) {
+    return fail(reply_error::bad_length);
+  }
+  // An attribute is followed by the value it annotates: both count as one element of the parent.
+  const std::int64_t elements = (pairs ? 2 * n : n) + (type == '|' ? 1 : 0);
+  if (elements == 0) {
+    if (value_done()) frame_size_ = pos_;
+    return parse_status::complete;
+  }
+  if (stack_.size() >= limits_.max_nesting) return fail(reply_error::too_deep);
+  stack_.push_back(level{elements, type == '|'});
+  return parse_status::complete;
+}
+
+}  // namespace redis_sidecar::resp

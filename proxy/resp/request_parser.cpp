@@ -1,0 +1,278 @@
+// request_parser: multibulk and inline framing with Redis' own rules (networking.c,
+// processMultibulkBuffer / processInlineBuffer, sds.c sdssplitargs).
+//
+// Every limit decision depends only on the bytes, never on how they were split into reads: a line
+// is too long when its end is not within the first max_inline_bytes (+ terminator) bytes, whether
+// or not the terminator has arrived yet. So feeding a frame whole or in pieces gives the same
+// result.
+#include "proxy/resp/request_parser.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+
+namespace redis_sidecar::resp {
+namespace {
+
+// Redis' string2ll: optional '-', no '+', no leading zeros except "0" itself, no spaces, no
+// overflow.
+bool parse_decimal(std::string_view s, std::int64_t& out) {
+  if (s.empty()) return false;
+  if (s == "0") {
+    out = 0;
+    return true;
+  }
+  bool negative = false;
+  std::size_t i = 0;
+  if (s[0] == '-') {
+    negative = true;
+    i = 1;
+    if (s.size() == 1) return false;
+  }
+  if (s[i] < '1' || s[i] > '9') return false;
+  std::uint64_t v = 0;
+  for (; i < s.size(); ++i) {
+    if (s[i] < '0' || s[i] > '9') return false;
+    const auto digit = static_cast<std::uint64_t>(s[i] - '0');
+    if (v > (std::numeric_limits<std::uint64_t>::max() - digit) / 10) return false;
+    v = v * 10 + digit;
+  }
+  constexpr auto max = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
+  if (negative) {
+    if (v > max + 1) return false;
+    out = v == max + 1 ? std::numeric_limits<std::int64_t>::min() : -static_cast<std::int64_t>(v);
+  } else {
+    if (v > max) return false;
+    out = static_cast<std::int64_t>(v);
+  }
+  return true;
+}
+
+enum class line_result { found, need_more, too_long };
+
+// Looks for the "\r\n" ending the line that starts at `start`, resuming the search at `scan`. The
+// line (without its "\r\n") may hold at most `max_line` bytes. On `found`, `cr` is the index of
+// '\r'.
+line_result find_crlf(std::string_view data, std::size_t start, std::size_t& scan,
+                      std::size_t max_line, std::size_t& cr) {
+  const std::size_t avail = data.size() - start;
+  const std::size_t window = max_line < avail ? std::min(avail, max_line + 2) : avail;
+  const std::size_t end = start + window;
+  std::size_t i = std::max(scan, start);
+  while (i + 1 < end) {
+    const void* hit = std::memchr(data.data() + i, '\r', end - 1 - i);
+    if (hit == nullptr) break;
+    i = static_cast<std::size_t>(static_cast<const char*>(hit) - data.data());
+    if (data[i + 1] == '\n') {
+      cr = i;
+      return line_result::found;
+    }
+    ++i;
+  }
+  scan = end > start ? end - 1 : start;  // the last byte may be a '\r' whose '\n' is still to come
+  // Too long once max_line + 1 bytes are in and the last of them cannot start the "\r\n".
+  if (max_line >= avail) return line_result::need_more;
+  if (window == max_line + 2 || data[start + max_line] != '\r') return line_result::too_long;
+  return line_result::need_more;
+}
+
+bool is_hex(char c) {
+  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  return c - 'A' + 10;
+}
+
+bool is_space(char c) {  // C isspace in the "C" locale
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+}
+
+// sdssplitargs over one line. Redis splits a C string, so the line ends at its first NUL byte.
+// Appends the unescaped arguments to `scratch` and their (offset, length) to `out`.
+bool split_inline(std::string_view line, std::string& scratch,
+                  std::vector<std::pair<std::size_t, std::size_t>>& out) {
+  line = line.substr(0, line.find('\0'));
+  const auto at = [&](std::size_t i) { return i < line.size() ? line[i] : '\0'; };
+  std::size_t p = 0;
+  for (;;) {
+    while (p < line.size() && is_space(line[p])) ++p;
+    if (p >= line.size()) return true;
+    const std::size_t begin = scratch.size();
+    bool in_dq = false, in_sq = false, done = false;
+    while (!done) {
+      const char c = at(p);
+      if (in_dq) {
+        if (c == '\\' && at(p + 1) == 'x' && is_hex(at(p + 2)) && is_hex(at(p + 3))) {
+          scratch.push_back(static_cast<char>(hex_value(at(p + 2)) * 16 + hex_value(at(p + 3))));
+          p += 3;
+        } else if (c == '\\' && at(p + 1) != '\0') {
+          ++p;
+          switch (at(p)) {
+            case 'n': scratch.push_back('\n'); break;
+            case 'r': scratch.push_back('\r'); break;
+            case 't': scratch.push_back('\t'); break;
+            case 'b': scratch.push_back('\b'); break;
+            case 'a': scratch.push_back('\a'); break;
+            default: scratch.push_back(at(p)); break;
+          }
+        } else if (c == '"') {
+          // A closing quote must be followed by a space or by the end of the line.
+          if (at(p + 1) != '\0' && !is_space(at(p + 1))) return false;
+          done = true;
+        } else if (c == '\0') {
+          return false;  // unterminated quotes
+        } else {
+          scratch.push_back(c);
+        }
+      } else if (in_sq) {
+        if (c == '\\' && at(p + 1) == '\'') {
+          ++p;
+          scratch.push_back('\'');
+        } else if (c == '\'') {
+          if (at(p + 1) != '\0' && !is_space(at(p + 1))) return false;
+          done = true;
+        } else if (c == '\0') {
+          return false;
+        } else {
+          scratch.push_back(c);
+        }
+      } else {
+        switch (c) {
+          case ' ':
+          case '\n':
+          case '\r':
+          case '\t':
+          case '\0': done = true; break;
+          case '"': in_dq = true; break;
+          case '\'': in_sq = true; break;
+          default: scratch.push_back(c); break;
+        }
+      }
+      if (p < line.size()) ++p;
+    }
+    out.emplace_back(begin, scratch.size() - begin);
+  }
+}
+
+}  // namespace
+
+request_parser::request_parser(const limits& l) : limits_(l) {}
+
+void request_parser::reset() {
+  pos_ = 0;
+  scan_ = 0;
+  remaining_ = -1;
+  bulk_len_ = -1;
+  frame_size_ = 0;
+  inline_ = false;
+  error_ = request_error::none;
+  offsets_.clear();  // keeps capacity: no allocation per request once warm
+  views_.clear();
+  inline_scratch_.clear();
+}
+
+parse_status request_parser::fail(request_error e) {
+  error_ = e;
+  return parse_status::error;
+}
+
+void request_parser::build_views(const char* base) {
+  views_.clear();
+  for (const auto& [offset, length] : offsets_) views_.emplace_back(base + offset, length);
+}
+
+parse_status request_parser::parse(std::string_view data) {
+  if (error_ != request_error::none) return parse_status::error;
+  if (frame_size_ > 0) {
+    // Already complete: the buffer may have moved since, so point the views at it again.
+    build_views(inline_ ? inline_scratch_.data() : data.data());
+    return parse_status::complete;
+  }
+  if (data.empty()) return parse_status::need_more;
+  if (remaining_ < 0 && data[0] != '*') inline_ = true;
+  return inline_ ? parse_inline(data) : parse_multibulk(data);
+}
+
+parse_status request_parser::parse_multibulk(std::string_view data) {
+  std::size_t cr = 0;
+  if (remaining_ < 0) {
+    switch (find_crlf(data, 0, scan_, limits_.max_inline_bytes, cr)) {
+      case line_result::need_more: return parse_status::need_more;
+      case line_result::too_long: return fail(request_error::too_big_count);
+      case line_result::found: break;
+    }
+    std::int64_t n = 0;
+    if (!parse_decimal(data.substr(1, cr - 1), n) || n < -1 ||
+        (n > 0 && static_cast<std::uint64_t>(n) > limits_.max_multibulk_len)) {
+      return fail(request_error::invalid_multibulk_length);
+    }
+    pos_ = scan_ = cr + 2;
+    if (n <= 0) {
+      frame_size_ = pos_;
+      views_.clear();
+      return parse_status::complete;
+    }
+    remaining_ = n;
+    offsets_.clear();
+    // Reserve what a sane request needs; a hostile "*2000000000" must not allocate up front.
+    offsets_.reserve(static_cast<std::size_t>(std::min<std::int64_t>(n, 1024)));
+  }
+  while (remaining_ > 0) {
+    if (bulk_len_ < 0) {
+      if (pos_ >= data.size()) return parse_status::need_more;
+      if (data[pos_] != '$') return fail(request_error::expected_bulk);
+      switch (find_crlf(data, pos_, scan_, limits_.max_inline_bytes, cr)) {
+        case line_result::need_more: return parse_status::need_more;
+        case line_result::too_long: return fail(request_error::too_big_count);
+        case line_result::found: break;
+      }
+      std::int64_t len = 0;
+      if (!parse_decimal(data.substr(pos_ + 1, cr - pos_ - 1), len) || len < 0 ||
+          static_cast<std::uint64_t>(len) > limits_.max_bulk_bytes) {
+        return fail(request_error::invalid_bulk_length);
+      }
+      bulk_len_ = len;
+      pos_ = cr + 2;
+    }
+    // Jump straight to the payload's end: its bytes are never scanned.
+    const auto len = static_cast<std::uint64_t>(bulk_len_);
+    if (data.size() - pos_ < len + 2) return parse_status::need_more;
+    if (data[pos_ + len] != '\r' || data[pos_ + len + 1] != '\n') {
+      return fail(request_error::bad_crlf);
+    }
+    offsets_.emplace_back(pos_, len);
+    pos_ += len + 2;
+    scan_ = pos_;
+    bulk_len_ = -1;
+    --remaining_;
+  }
+  frame_size_ = pos_;
+  build_views(data.data());
+  return parse_status::complete;
+}
+
+parse_status request_parser::parse_inline(std::string_view data) {
+  // The line (without its "\n") may hold at most max_inline_bytes bytes.
+  const std::size_t max = limits_.max_inline_bytes;
+  const std::size_t window = max < data.size() ? max + 1 : data.size();
+  const std::size_t from = std::min(scan_, window);
+  const void* hit = std::memchr(data.data() + from, '\n', window - from);
+  if (hit == nullptr) {
+    scan_ = window;
+    return max < data.size() ? fail(request_error::too_big_inline) : parse_status::need_more;
+  }
+  const auto nl = static_cast<std::size_t>(static_cast<const char*>(hit) - data.data());
+  std::string_view line = data.substr(0, nl);
+  if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+  inline_scratch_.clear();
+  offsets_.clear();
+  if (!split_inline(line, inline_scratch_, offsets_)) return fail(request_error::unbalanced_quotes);
+  frame_size_ = nl + 1;
+  build_views(inline_scratch_.data());
+  return parse_status::complete;
+}
+
+}  // namespace redis_sidecar::resp

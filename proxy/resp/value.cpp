@@ -1,0 +1,199 @@
+// value: decodes a frame in two passes. reply_parser first checks the structure (lengths, CRLFs,
+// nesting bounded by limits.max_nesting), so the recursive pass below is bounded too; it still
+// checks every bound itself and reports malformed text (":abc", "=3\r\nabc") as nullopt.
+#include "proxy/resp/value.hpp"
+
+#include <algorithm>
+#include <limits>
+
+#include "proxy/resp/reply_parser.hpp"
+
+namespace redis_sidecar::resp {
+namespace {
+
+// Redis' string2ll: optional '-', no '+', no leading zeros except "0" itself, no spaces, no
+// overflow.
+bool parse_decimal(std::string_view s, std::int64_t& out) {
+  if (s.empty()) return false;
+  if (s == "0") {
+    out = 0;
+    return true;
+  }
+  bool negative = false;
+  std::size_t i = 0;
+  if (s[0] == '-') {
+    negative = true;
+    i = 1;
+    if (s.size() == 1) return false;
+  }
+  if (s[i] < '1' || s[i] > '9') return false;
+  std::uint64_t v = 0;
+  for (; i < s.size(); ++i) {
+    if (s[i] < '0' || s[i] > '9') return false;
+    const auto digit = static_cast<std::uint64_t>(s[i] - '0');
+    if (v > (std::numeric_limits<std::uint64_t>::max() - digit) / 10) return false;
+    v = v * 10 + digit;
+  }
+  constexpr auto max = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
+  if (negative) {
+    if (v > max + 1) return false;
+    out = v == max + 1 ? std::numeric_limits<std::int64_t>::min() : -static_cast<std::int64_t>(v);
+  } else {
+    if (v > max) return false;
+    out = static_cast<std::int64_t>(v);
+  }
+  return true;
+}
+
+constexpr std::int64_t max_pairs = std::numeric_limits<std::int64_t>::max() / 2;
+
+bool is_big_number(std::string_view s) {
+  if (!s.empty() && s[0] == '-') s.remove_prefix(1);
+  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+// Recursive descent over a frame reply_parser accepted. Depth is bounded by max_depth regardless.
+class decoder {
+ public:
+  decoder(std::string_view in, std::size_t max_depth) : in_(in), max_depth_(max_depth) {}
+
+  bool read(value& out, std::size_t depth);
+  std::size_t pos() const { return pos_; }
+
+ private:
+  bool line(std::string_view& body);
+  bool bulk(std::int64_t len, std::string_view& payload);
+  bool aggregate(value& out, std::int64_t count, std::size_t depth);
+
+  std::string_view in_;
+  std::size_t pos_ = 0;
+  std::size_t max_depth_;
+};
+
+bool decoder::line(std::string_view& body) {
+  const std::size_t cr = in_.find("\r\n", pos_);
+  if (cr == std::string_view::npos) return false;
+  body = in_.substr(pos_, cr - pos_);
+  pos_ = cr + 2;
+  return true;
+}
+
+bool decoder::bulk(std::int64_t len, std::string_view& payload) {
+  const auto n = static_cast<std::uint64_t>(len);
+  if (len < 0 || in_.size() - pos_ < n + 2) return false;
+  if (in_.substr(pos_ + n, 2) != "\r\n") return false;
+  payload = in_.substr(pos_, n);
+  pos_ += n + 2;
+  return true;
+}
+
+bool decoder::aggregate(value& out, std::int64_t count, std::size_t depth) {
+  // Every element takes at least 3 bytes ("_\r\n"): never reserve more than the input can hold.
+  const std::size_t cap = (in_.size() - pos_) / 3;
+  out.elements.reserve(std::min(static_cast<std::size_t>(count), cap));
+  for (std::int64_t i = 0; i < count; ++i) {
+    out.elements.emplace_back();
+    if (!read(out.elements.back(), depth + 1)) return false;
+  }
+  return true;
+}
+
+bool decoder::read(value& out, std::size_t depth) {
+  if (depth > max_depth_ || pos_ >= in_.size()) return false;
+  const char type = in_[pos_++];
+  std::string_view body;
+  if (!line(body)) return false;
+  std::int64_t n = 0;
+  std::string_view payload;
+  switch (type) {
+    case '+':
+      out.type = value::kind::simple_string;
+      out.str = body;
+      return true;
+    case '-':
+      out.type = value::kind::error;
+      out.str = body;
+      return true;
+    case ':': out.type = value::kind::integer; return parse_decimal(body, out.integer);
+    case '_': out.type = value::kind::null; return body.empty();
+    case ',':
+      out.type = value::kind::double_;
+      out.str = body;
+      return !body.empty();
+    case '(':
+      out.type = value::kind::big_number;
+      out.str = body;
+      return is_big_number(body);
+    case '#':
+      out.type = value::kind::boolean;
+      out.integer = body == "t" ? 1 : 0;
+      return body == "t" || body == "f";
+    case '$':
+    case '!':
+    case '=':
+      if (!parse_decimal(body, n)) return false;
+      if (n == -1 && type == '$') {
+        out.type = value::kind::null;
+        return true;
+      }
+      if (!bulk(n, payload)) return false;
+      if (type == '=') {  // verbatim string: "txt:" or "mkd:" then the text
+        if (payload.size() < 4 || payload[3] != ':') return false;
+        payload.remove_prefix(4);
+      }
+      out.type = type == '!' ? value::kind::error : value::kind::bulk_string;
+      out.str = payload;
+      return true;
+    case '|': {  // attribute: decoded and dropped, then the value it annotates
+      if (!parse_decimal(body, n) || n < 0 || n > max_pairs) return false;
+      value attributes;
+      if (!aggregate(attributes, 2 * n, depth)) return false;
+      return read(out, depth + 1);
+    }
+    default: break;
+  }
+  if (!parse_decimal(body, n)) return false;
+  if (n == -1 && type == '*') {
+    out.type = value::kind::null;
+    return true;
+  }
+  if (n < 0) return false;
+  switch (type) {
+    case '*': out.type = value::kind::array; break;
+    case '~': out.type = value::kind::set; break;
+    case '>': out.type = value::kind::push; break;
+    case '%':
+      if (n > max_pairs) return false;
+      out.type = value::kind::map;
+      return aggregate(out, 2 * n, depth);  // key, value, key, value, ...
+    default: return false;
+  }
+  return aggregate(out, n, depth);
+}
+
+}  // namespace
+
+const value* value::find(std::string_view key) const {
+  if (type != kind::map) return nullptr;
+  for (std::size_t i = 0; i + 1 < elements.size(); i += 2) {
+    const value& k = elements[i];
+    const bool is_string = k.type == kind::simple_string || k.type == kind::bulk_string;
+    if (is_string && k.str == key) return &elements[i + 1];
+  }
+  return nullptr;
+}
+
+std::optional<value> decode(std::string_view frame) {
+  const limits l;
+  reply_parser framer(l);
+  if (framer.parse(frame) != parse_status::complete || framer.frame_size() != frame.size()) {
+    return std::nullopt;
+  }
+  // The framer bounds nesting by max_nesting levels; an attribute chain adds one level per link.
+  decoder d(frame, 2 * l.max_nesting + 2);
+  value out;
+  if (!d.read(out, 0) || d.pos() != frame.size()) return std::nullopt;
+  return out;
+}
+
+}  // namespace redis_sidecar::resp

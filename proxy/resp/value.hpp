@@ -1,0 +1,41 @@
+// value: a decoded RESP2/RESP3 reply as a tree, for the few replies the sidecar reads itself
+// (HELLO during the upstream handshake, probes, state-changing replies). Not used on the forwarding
+// path: it allocates. Decoding takes one complete frame as framed by reply_parser.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace redis_sidecar::resp {
+
+struct value {
+  enum class kind : std::uint8_t {
+    simple_string,  // '+'
+    error,          // '-' and '!' (blob error)
+    integer,        // ':'
+    bulk_string,    // '$' and '=' (verbatim, text without the "txt:" prefix)
+    null,           // '_', "$-1", "*-1"
+    array,          // '*'
+    map,            // '%' (elements hold key, value, key, value, ...)
+    set,            // '~'
+    push,           // '>'
+    double_,        // ',' (text kept in `str`)
+    boolean,        // '#'
+    big_number,     // '(' (text kept in `str`)
+  };
+  kind type = kind::null;
+  std::string str;       // strings, errors, doubles, big numbers
+  std::int64_t integer = 0;  // integers; booleans as 0/1
+  std::vector<value> elements;
+
+  /// For maps: the value under `key` (compared case-sensitively), or nullptr.
+  const value* find(std::string_view key) const;
+};
+
+/// Decodes one complete frame. Returns nullopt on malformed input (never throws, never asserts).
+std::optional<value> decode(std::string_view frame);
+
+}  // namespace redis_sidecar::resp

@@ -1,0 +1,149 @@
+#include "proxy/server.hpp"
+
+#include <openssl/ssl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "proxy/errors.hpp"
+#include "proxy/log.hpp"
+
+namespace redis_sidecar {
+
+std::optional<ssl::context> make_tls_context(const config& cfg, std::string& error) {
+  ssl::context ctx(ssl::context::tls_client);
+  SSL_CTX_set_min_proto_version(ctx.native_handle(), TLS1_2_VERSION);
+  error_code ec;
+  if (!cfg.tls_ca_file.empty()) {
+    ctx.load_verify_file(cfg.tls_ca_file, ec);
+    if (ec) {
+      error = "cannot load --tls-ca-file " + cfg.tls_ca_file + ": " + ec.message();
+      return std::nullopt;
+    }
+  } else {
+    ctx.set_default_verify_paths(ec);
+    if (ec) {
+      error = "cannot load the system trust store: " + ec.message();
+      return std::nullopt;
+    }
+  }
+  if (!cfg.tls_cert_file.empty()) {
+    ctx.use_certificate_chain_file(cfg.tls_cert_file, ec);
+    if (ec) {
+      error = "cannot load --tls-cert-file " + cfg.tls_cert_file + ": " + ec.message();
+      return std::nullopt;
+    }
+    ctx.use_private_key_file(cfg.tls_key_file, ssl::context::pem, ec);
+    if (ec) {
+      error = "cannot load --tls-key-file " + cfg.tls_key_file + ": " + ec.message();
+      return std::nullopt;
+    }
+  }
+  ctx.set_verify_mode(cfg.tls_insecure_skip_verify ? ssl::verify_none : ssl::verify_peer);
+  return ctx;
+}
+
+server::server(asio::io_context& io, const config& cfg, ssl::context* tls)
+    : io_(io),
+      cfg_(cfg),
+      pool_(io.get_executor(), cfg, tls, stats_),
+      ctx_{cfg, pool_, stats_, {}, 1, false} {}
+
+bool server::listen(std::string& error) {
+  error_code ec;
+  if (!cfg_.listen.unix_path.empty()) {
+    ::unlink(cfg_.listen.unix_path.c_str());  // a stale socket from an earlier run
+    unix_acceptor_.emplace(io_);
+    asio::local::stream_protocol::endpoint ep(cfg_.listen.unix_path);
+    unix_acceptor_->open(ep.protocol(), ec);
+    if (!ec) unix_acceptor_->bind(ep, ec);
+    if (!ec) unix_acceptor_->listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) {
+      error = "cannot listen on unix:" + cfg_.listen.unix_path + ": " + ec.message();
+      return false;
+    }
+    return true;
+  }
+  auto addr = asio::ip::make_address(cfg_.listen.host, ec);
+  if (ec) {
+    error = "--listen: '" + cfg_.listen.host + "' is not an IP address";
+    return false;
+  }
+  tcp::endpoint ep(addr, cfg_.listen.port);
+  tcp_acceptor_.emplace(io_);
+  tcp_acceptor_->open(ep.protocol(), ec);
+  if (!ec) tcp_acceptor_->set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) tcp_acceptor_->bind(ep, ec);
+  if (!ec) tcp_acceptor_->listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) {
+    error = "cannot listen on " + cfg_.listen.host + ":" + std::to_string(cfg_.listen.port) + ": " +
+            ec.message();
+    return false;
+  }
+  port_ = tcp_acceptor_->local_endpoint().port();
+  return true;
+}
+
+void server::start() {
+  pool_.warm_up();
+  asio::co_spawn(io_, accept_loop(), asio::detached);
+}
+
+awaitable<void> server::accept_loop() {
+  for (;;) {
+    if (tcp_acceptor_) {
+      auto [ec, sock] = co_await tcp_acceptor_->async_accept(use_nothrow);
+      if (ec == asio::error::operation_aborted || !tcp_acceptor_->is_open()) co_return;
+      if (ec) continue;  // e.g. EMFILE: try again (the listener stays up)
+      error_code ignored;
+      sock.set_option(tcp::no_delay(true), ignored);
+      const auto ep = sock.local_endpoint(ignored);
+      client_socket generic(io_, asio::generic::stream_protocol(ep.protocol().family(), IPPROTO_TCP),
+                            sock.release(ignored));
+      admit(std::move(generic));
+    } else {
+      auto [ec, sock] = co_await unix_acceptor_->async_accept(use_nothrow);
+      if (ec == asio::error::operation_aborted || !unix_acceptor_->is_open()) co_return;
+      if (ec) continue;
+      error_code ignored;
+      client_socket generic(io_, asio::generic::stream_protocol(AF_UNIX, 0), sock.release(ignored));
+      admit(std::move(generic));
+    }
+  }
+}
+
+void server::admit(client_socket socket) {
+  if (ctx_.sessions.size() >= cfg_.max_clients || ctx_.draining) {
+    stats_.count(error_kind::max_clients);
+    std::string r = "-";
+    r.append(errors::max_clients);
+    r.append("\r\n");
+    error_code ignored;
+    socket.non_blocking(true, ignored);
+    socket.write_some(asio::buffer(r), ignored);  // best effort, never blocks
+    socket.close(ignored);
+    return;
+  }
+  std::make_shared<client_session>(std::move(socket), ctx_)->start();
+}
+
+awaitable<void> server::shutdown(std::chrono::milliseconds grace) {
+  error_code ignored;
+  ctx_.draining = true;
+  if (tcp_acceptor_) tcp_acceptor_->close(ignored);
+  if (unix_acceptor_) {
+    unix_acceptor_->close(ignored);
+    ::unlink(cfg_.listen.unix_path.c_str());
+  }
+  // Copy: drain() may close sessions, which removes them from the set.
+  std::vector<client_session*> open(ctx_.sessions.begin(), ctx_.sessions.end());
+  for (auto* s : open) s->drain();
+  steady_timer t(io_);
+  const auto until = std::chrono::steady_clock::now() + grace;
+  while (!ctx_.sessions.empty() && std::chrono::steady_clock::now() < until) {
+    t.expires_after(std::chrono::milliseconds(20));
+    co_await t.async_wait(use_nothrow);
+  }
+  pool_.close_all();
+}
+
+}  // namespace redis_sidecar

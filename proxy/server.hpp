@@ -1,0 +1,52 @@
+// server: the listener and the process-wide pieces every session shares (configuration, upstream
+// pool, TLS context, stats). Accepts on TCP or a Unix socket, enforces --max-clients, and shuts down
+// gracefully: stop accepting, let in-flight requests finish (bounded), then close.
+// Everything runs on one io_context thread.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "proxy/asio.hpp"
+#include "proxy/client_session.hpp"
+#include "proxy/config/config.hpp"
+#include "proxy/stats.hpp"
+#include "proxy/upstream/pool.hpp"
+
+namespace redis_sidecar {
+
+/// The TLS client context for rediss:// upstreams: verification on (system store or --tls-ca-file),
+/// TLS 1.2 or newer, optional client certificate. Returns nullopt and sets `error` when a file
+/// cannot be loaded. Start-up only.
+std::optional<ssl::context> make_tls_context(const config& cfg, std::string& error);
+
+class server {
+ public:
+  server(asio::io_context& io, const config& cfg, ssl::context* tls);
+
+  /// Binds the listener. Returns false with a message (address in use, bad path, ...).
+  bool listen(std::string& error);
+  /// The bound TCP port (after listen), for logs and tests.
+  std::uint16_t port() const { return port_; }
+  void start();
+  /// Graceful stop: no new clients, in-flight requests finish (up to `grace`), then close all.
+  awaitable<void> shutdown(std::chrono::milliseconds grace);
+
+  stats& counters() { return stats_; }
+
+ private:
+  awaitable<void> accept_loop();
+  void admit(client_socket socket);
+
+  asio::io_context& io_;
+  const config& cfg_;
+  stats stats_;
+  pool pool_;
+  session_context ctx_;
+  std::optional<tcp::acceptor> tcp_acceptor_;
+  std::optional<asio::local::stream_protocol::acceptor> unix_acceptor_;
+  std::uint16_t port_ = 0;
+};
+
+}  // namespace redis_sidecar

@@ -1,0 +1,142 @@
+#include "proxy/upstream/connect_fsm.hpp"
+
+#include <array>
+#include <charconv>
+
+#include "proxy/resp/writer.hpp"
+
+namespace redis_sidecar {
+namespace {
+
+constexpr std::string_view client_name = "redis-sidecar";
+
+bool starts_with_ci(std::string_view s, std::string_view prefix) {
+  if (s.size() < prefix.size()) return false;
+  for (std::size_t i = 0; i < prefix.size(); ++i) {
+    char a = s[i];
+    if (a >= 'A' && a <= 'Z') a = static_cast<char>(a - 'A' + 'a');
+    if (a != prefix[i]) return false;
+  }
+  return true;
+}
+
+// Redis' error text never contains the password we sent, so it is safe to quote.
+std::string auth_failure(const resp::value& reply) {
+  if (starts_with_ci(reply.str, "noauth"))
+    return "authentication required by the upstream, but the URL has no password: " + reply.str;
+  return "authentication failed: " + reply.str;
+}
+
+}  // namespace
+
+connect_fsm::connect_fsm(const upstream_url& url, int proto) : url_(url), proto_(proto) {}
+
+connect_fsm::step connect_fsm::start() {
+  phase_ = phase::resolving;
+  return step::resolve;
+}
+
+connect_fsm::step connect_fsm::on_done(std::string_view error) {
+  if (!error.empty()) {
+    switch (phase_) {
+      case phase::resolving: return fail("cannot resolve " + url_.host + ": " + std::string(error));
+      case phase::connecting: return fail("cannot connect to " + url_.endpoint() + ": " + std::string(error));
+      case phase::handshaking: return fail("TLS handshake with " + url_.endpoint() + " failed: " + std::string(error));
+      default: return fail("write to " + url_.endpoint() + " failed: " + std::string(error));
+    }
+  }
+  switch (phase_) {
+    case phase::resolving: phase_ = phase::connecting; return step::connect;
+    case phase::connecting:
+      if (url_.tls) {
+        phase_ = phase::handshaking;
+        return step::tls_handshake;
+      }
+      return send_hello();
+    case phase::handshaking: return send_hello();
+    case phase::hello:
+    case phase::auth:
+    case phase::select: return step::receive;  // the request went out: wait for its reply
+    case phase::done: return step::ready;
+  }
+  return fail("connect sequence out of order");
+}
+
+connect_fsm::step connect_fsm::send_hello() {
+  phase_ = phase::hello;
+  out_.clear();
+  const std::string proto = std::to_string(proto_);
+  if (url_.password.empty()) {
+    std::array<std::string_view, 4> args{"HELLO", proto, "SETNAME", client_name};
+    resp::append_command(out_, args);
+  } else {
+    const std::string_view user = url_.username.empty() ? "default" : url_.username;
+    std::array<std::string_view, 7> args{"HELLO", proto, "AUTH", user, url_.password, "SETNAME",
+                                         client_name};
+    resp::append_command(out_, args);
+  }
+  return step::send;
+}
+
+connect_fsm::step connect_fsm::send_auth() {
+  phase_ = phase::auth;
+  out_.clear();
+  if (url_.username.empty()) {
+    std::array<std::string_view, 2> args{"AUTH", url_.password};
+    resp::append_command(out_, args);
+  } else {
+    std::array<std::string_view, 3> args{"AUTH", url_.username, url_.password};
+    resp::append_command(out_, args);
+  }
+  return step::send;
+}
+
+connect_fsm::step connect_fsm::after_auth() {
+  if (url_.db == 0) {
+    phase_ = phase::done;
+    return step::ready;
+  }
+  phase_ = phase::select;
+  out_.clear();
+  const std::string db = std::to_string(url_.db);
+  std::array<std::string_view, 2> args{"SELECT", db};
+  resp::append_command(out_, args);
+  return step::send;
+}
+
+connect_fsm::step connect_fsm::on_reply(const resp::value& reply) {
+  const bool is_error = reply.type == resp::value::kind::error;
+  switch (phase_) {
+    case phase::hello:
+      if (!is_error) {
+        if (const resp::value* v = reply.find("version")) version_ = v->str;
+        return after_auth();
+      }
+      // Redis before 6 has no HELLO; it can still serve RESP2 with AUTH.
+      if (starts_with_ci(reply.str, "err unknown command") && proto_ == 2) {
+        if (url_.password.empty()) return after_auth();
+        return send_auth();
+      }
+      if (starts_with_ci(reply.str, "err unknown command"))
+        return fail("the upstream does not support RESP3 (no HELLO command): " + reply.str);
+      if (starts_with_ci(reply.str, "noproto"))
+        return fail("the upstream does not support RESP" + std::to_string(proto_) + ": " + reply.str);
+      return fail(auth_failure(reply));
+    case phase::auth:
+      if (is_error) return fail(auth_failure(reply));
+      return after_auth();
+    case phase::select:
+      if (is_error) return fail("SELECT " + std::to_string(url_.db) + " failed: " + reply.str);
+      phase_ = phase::done;
+      return step::ready;
+    default: return fail("unexpected reply during connect");
+  }
+}
+
+connect_fsm::step connect_fsm::fail(std::string message) {
+  error_ = std::move(message);
+  phase_ = phase::done;
+  return step::failed;
+}
+
+}  // namespace redis_sidecar

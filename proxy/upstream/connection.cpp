@@ -1,0 +1,399 @@
+#include "proxy/upstream/connection.hpp"
+
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include <random>
+
+#include "proxy/client_session.hpp"
+#include "proxy/config/url.hpp"
+#include "proxy/errors.hpp"
+#include "proxy/log.hpp"
+#include "proxy/resp/value.hpp"
+#include "proxy/upstream/connect_fsm.hpp"
+
+namespace redis_sidecar {
+namespace {
+
+using clock = std::chrono::steady_clock;
+
+constexpr std::size_t read_chunk = 16 * 1024;
+
+std::string error_frame(std::string_view prefix, std::string_view reason = {}) {
+  std::string out = "-";
+  out.append(prefix);
+  if (!reason.empty()) {
+    out.append(": ");
+    // A reply line must not contain CR or LF.
+    for (char c : reason) out.push_back(c == '\r' || c == '\n' ? ' ' : c);
+  }
+  out.append("\r\n");
+  return out;
+}
+
+std::string tls_error_text(const error_code& ec, SSL* ssl) {
+  if (ssl != nullptr) {
+    long verify = SSL_get_verify_result(ssl);
+    if (verify != X509_V_OK)
+      return std::string("certificate verify failed: ") + X509_verify_cert_error_string(verify);
+  }
+  return ec.message();
+}
+
+}  // namespace
+
+connection::connection(asio::any_io_executor ex, const config& cfg, ssl::context* tls, stats& st,
+                       int proto, bool reconnect)
+    : ex_(ex),
+      cfg_(cfg),
+      tls_ctx_(tls),
+      stats_(st),
+      proto_(proto),
+      reconnect_(reconnect),
+      wake_(ex, clock::time_point::max()),
+      tick_(ex),
+      backoff_timer_(ex),
+      parser_(cfg.limits) {}
+
+void connection::start() {
+  asio::co_spawn(ex_, run(shared_from_this()), asio::detached);
+}
+
+void connection::close() {
+  if (closing_) return;
+  closing_ = true;
+  backoff_timer_.cancel();
+  teardown("closed", false);
+}
+
+bool connection::submit(std::string_view request, pending_reply entry) {
+  if (!usable()) return false;
+  wbuf_.append(request);
+  pending_.push_back(std::move(entry));
+  ++stats_.inflight_requests;
+  wake_.cancel();
+  return true;
+}
+
+void connection::enter_raw(std::shared_ptr<client_session> sink) { raw_sink_ = std::move(sink); }
+
+bool connection::send_raw(std::string_view request) {
+  if (!usable()) return false;
+  wbuf_.append(request);
+  wake_.cancel();
+  return true;
+}
+
+std::chrono::milliseconds connection::backoff() {
+  // Exponential from reconnect_min_ms, capped at reconnect_max_ms, with "equal jitter": a random
+  // point in the upper half, so a fleet of sidecars does not reconnect in lockstep.
+  thread_local std::minstd_rand rng{std::random_device{}()};
+  const unsigned shift = attempts_ > 16 ? 16 : attempts_;
+  std::uint64_t ms = static_cast<std::uint64_t>(cfg_.reconnect_min_ms) << shift;
+  if (ms > cfg_.reconnect_max_ms) ms = cfg_.reconnect_max_ms;
+  const std::uint64_t half = ms / 2;
+  return std::chrono::milliseconds(half + (half > 0 ? rng() % (half + 1) : 0));
+}
+
+awaitable<void> connection::run(std::shared_ptr<connection> self) {
+  while (!closing_) {
+    if (attempts_ > 0 || counted_ready_) ++stats_.upstream_reconnects;
+    const bool ok = co_await connect_once();
+    if (closing_) break;
+    if (!ok) {
+      ++attempts_;
+      if (state_ != state::down)
+        log::warn("upstream " + cfg_.upstream.masked() + " unavailable: " + last_error_);
+      state_ = state::down;
+      fail_pending(error_frame(errors::upstream_unavailable, last_error_));
+      wbuf_.clear();
+      if (!reconnect_) break;
+      backoff_timer_.expires_after(backoff());
+      co_await backoff_timer_.async_wait(use_nothrow);
+      continue;
+    }
+    if (attempts_ > 0 || counted_ready_) log::info("upstream " + cfg_.upstream.masked() + " connected");
+    attempts_ = 0;
+    state_ = state::ready;
+    counted_ready_ = true;
+    ++stats_.upstream_connections;
+    broken_ = false;
+    timed_out_ = false;
+    wake_.expires_at(clock::time_point::max());
+    {
+      using namespace asio::experimental::awaitable_operators;
+      co_await (read_loop() && write_loop() && watchdog());
+    }
+    --stats_.upstream_connections;
+    fail_pending(timed_out_ ? error_frame(errors::upstream_timeout)
+                            : error_frame(errors::upstream_closed, last_error_));
+    wbuf_.clear();
+    rbuf_.clear();
+    rstart_ = 0;
+    parser_.reset();
+    if (!closing_) log::warn("upstream connection lost: " + last_error_);
+    if (!reconnect_) break;
+    state_ = state::connecting;  // one immediate attempt; requests queue meanwhile
+  }
+  state_ = state::closed;
+  fail_pending(error_frame(errors::upstream_closed, last_error_));
+  if (auto owner = owner_.lock()) owner->dedicated_lost(this);
+  raw_sink_.reset();
+  (void)self;
+}
+
+awaitable<std::tuple<error_code, std::size_t>> connection::read_some(asio::mutable_buffer buf) {
+  if (tls_) co_return co_await tls_->async_read_some(buf, use_nothrow);
+  co_return co_await plain_->async_read_some(buf, use_nothrow);
+}
+
+awaitable<std::tuple<error_code, std::size_t>> connection::write_all(asio::const_buffer buf) {
+  if (tls_) co_return co_await asio::async_write(*tls_, buf, use_nothrow);
+  co_return co_await asio::async_write(*plain_, buf, use_nothrow);
+}
+
+// One connect attempt, under a deadline that closes the socket when it fires (which aborts any
+// operation in progress, TLS included).
+awaitable<bool> connection::connect_once() {
+  tls_.reset();
+  plain_.reset();
+  plain_.emplace(ex_);
+  const upstream_url& url = cfg_.upstream;
+  connect_fsm fsm(url, proto_);
+
+  auto self = shared_from_this();
+  bool deadline_hit = false;
+  steady_timer deadline(ex_);
+  deadline.expires_after(std::chrono::milliseconds(cfg_.connect_timeout_ms));
+  deadline.async_wait([self, &deadline_hit](error_code ec) {
+    if (ec) return;
+    deadline_hit = true;
+    error_code ignored;
+    if (self->tls_) self->tls_->lowest_layer().close(ignored);
+    if (self->plain_) self->plain_->close(ignored);
+  });
+
+  tcp::resolver resolver(ex_);
+  tcp::resolver::results_type endpoints;
+  std::string reply_buf;
+  resp::reply_parser parser(cfg_.limits);
+  std::size_t parsed_from = 0;
+
+  auto step = fsm.start();
+  while (step != connect_fsm::step::ready && step != connect_fsm::step::failed) {
+    std::string error;
+    switch (step) {
+      case connect_fsm::step::resolve: {
+        auto [ec, results] =
+            co_await resolver.async_resolve(url.host, std::to_string(url.port), use_nothrow);
+        if (ec) error = ec.message();
+        endpoints = results;
+        step = fsm.on_done(error);
+        break;
+      }
+      case connect_fsm::step::connect: {
+        auto [ec, ep] = co_await asio::async_connect(*plain_, endpoints, use_nothrow);
+        if (ec) error = deadline_hit ? "timed out" : ec.message();
+        if (!ec) {
+          error_code ignored;
+          plain_->set_option(tcp::no_delay(true), ignored);
+          if (tls_ctx_ != nullptr) {
+            tls_.emplace(std::move(*plain_), *tls_ctx_);
+            plain_.reset();
+          }
+        }
+        step = fsm.on_done(error);
+        break;
+      }
+      case connect_fsm::step::tls_handshake: {
+        const std::string& name =
+            cfg_.tls_server_name.empty() ? url.host : cfg_.tls_server_name;
+        error_code addr_ec;
+        asio::ip::make_address(name, addr_ec);
+        if (addr_ec)  // SNI carries host names only, never IP literals
+          SSL_ctrl(tls_->native_handle(), SSL_CTRL_SET_TLSEXT_HOSTNAME, TLSEXT_NAMETYPE_host_name,
+                   const_cast<char*>(name.c_str()));
+        if (!cfg_.tls_insecure_skip_verify) {
+          tls_->set_verify_mode(ssl::verify_peer);
+          tls_->set_verify_callback(ssl::host_name_verification(name));
+        }
+        auto [ec] = co_await tls_->async_handshake(ssl::stream_base::client, use_nothrow);
+        if (ec) error = deadline_hit ? "timed out" : tls_error_text(ec, tls_->native_handle());
+        step = fsm.on_done(error);
+        break;
+      }
+      case connect_fsm::step::send: {
+        auto [ec, n] = co_await write_all(asio::buffer(fsm.bytes()));
+        if (ec) error = deadline_hit ? "timed out" : ec.message();
+        step = fsm.on_done(error);
+        break;
+      }
+      case connect_fsm::step::receive: {
+        // Read until one complete reply is framed.
+        resp::parse_status st;
+        while ((st = parser.parse(std::string_view(reply_buf).substr(parsed_from))) ==
+               resp::parse_status::need_more) {
+          const std::size_t old = reply_buf.size();
+          reply_buf.resize(old + 4096);
+          auto [ec, n] = co_await read_some(asio::buffer(reply_buf.data() + old, 4096));
+          reply_buf.resize(old + n);
+          if (ec) {
+            error = deadline_hit ? "timed out" : ec.message();
+            break;
+          }
+        }
+        if (!error.empty()) {
+          step = fsm.on_done(error);
+          break;
+        }
+        if (st == resp::parse_status::error) {
+          step = fsm.on_done("protocol error in handshake reply");
+          break;
+        }
+        auto value = resp::decode(std::string_view(reply_buf).substr(parsed_from, parser.frame_size()));
+        parsed_from += parser.frame_size();
+        parser.reset();
+        if (!value) {
+          step = fsm.on_done("protocol error in handshake reply");
+          break;
+        }
+        step = fsm.on_reply(*value);
+        break;
+      }
+      default: break;
+    }
+  }
+  deadline.cancel();
+  if (step == connect_fsm::step::failed) {
+    last_error_ = fsm.error();
+    error_code ignored;
+    if (tls_) tls_->lowest_layer().close(ignored);
+    if (plain_) plain_->close(ignored);
+    co_return false;
+  }
+  server_version_ = fsm.server_version();
+  // Bytes after the last handshake reply belong to nobody: the upstream speaks only when asked.
+  co_return true;
+}
+
+void connection::teardown(std::string reason, bool timed_out) {
+  if (!broken_) {
+    broken_ = true;
+    timed_out_ = timed_out;
+    if (!reason.empty()) last_error_ = std::move(reason);
+  }
+  error_code ignored;
+  if (tls_) tls_->lowest_layer().close(ignored);
+  if (plain_) plain_->close(ignored);
+  wake_.cancel();
+  tick_.cancel();
+}
+
+awaitable<void> connection::read_loop() {
+  for (;;) {
+    if (rbuf_.size() - rstart_ < read_chunk) {
+      // Compact, then make room for one more chunk.
+      if (rstart_ > 0) {
+        rbuf_.erase(0, rstart_);
+        rstart_ = 0;
+      }
+    }
+    const std::size_t old = rbuf_.size();
+    rbuf_.resize(old + read_chunk);
+    auto [ec, n] = co_await read_some(asio::buffer(rbuf_.data() + old, read_chunk));
+    rbuf_.resize(old + n);
+    if (ec || broken_) {
+      teardown(ec == asio::error::eof ? "closed by the upstream" : ec.message(), false);
+      co_return;
+    }
+    // Frame every complete reply in the buffer.
+    for (;;) {
+      const std::string_view avail = std::string_view(rbuf_).substr(rstart_);
+      if (avail.empty()) break;
+      const auto st = parser_.parse(avail);
+      if (st == resp::parse_status::need_more) break;
+      if (st == resp::parse_status::error) {
+        stats_.count(error_kind::upstream_protocol);
+        log::error("upstream sent a malformed reply; resetting the connection");
+        teardown("upstream protocol error", false);
+        co_return;
+      }
+      const std::size_t size = parser_.frame_size();
+      const bool push = parser_.is_push();
+      parser_.reset();
+      dispatch(avail.substr(0, size), push);
+      rstart_ += size;
+      if (broken_) co_return;
+    }
+    if (rstart_ == rbuf_.size()) {
+      rbuf_.clear();
+      rstart_ = 0;
+    }
+  }
+}
+
+void connection::dispatch(std::string_view frame, bool push) {
+  if (raw_sink_) {
+    raw_sink_->deliver_raw(frame);
+    return;
+  }
+  if (push) return;  // no pushes are expected outside raw mode (no tracking, no subscriptions)
+  if (pending_.empty()) {
+    stats_.count(error_kind::upstream_protocol);
+    teardown("upstream sent a reply nobody asked for", false);
+    return;
+  }
+  pending_reply entry = std::move(pending_.front());
+  pending_.pop_front();
+  --stats_.inflight_requests;
+  if (entry.sink) entry.sink->deliver(entry.seq, frame, entry.tag);
+}
+
+awaitable<void> connection::write_loop() {
+  for (;;) {
+    while (wbuf_.empty() && !broken_) {
+      wake_.expires_at(clock::time_point::max());
+      co_await wake_.async_wait(use_nothrow);
+    }
+    if (broken_) co_return;
+    wbuf_inflight_.clear();
+    wbuf_inflight_.swap(wbuf_);
+    auto [ec, n] = co_await write_all(asio::buffer(wbuf_inflight_));
+    if (ec || broken_) {
+      teardown(ec ? ec.message() : std::string(), false);
+      co_return;
+    }
+  }
+}
+
+awaitable<void> connection::watchdog() {
+  const auto period = std::chrono::milliseconds(
+      cfg_.command_timeout_ms < 400 ? std::max<std::uint32_t>(cfg_.command_timeout_ms / 4, 5) : 100);
+  while (!broken_) {
+    tick_.expires_after(period);
+    co_await tick_.async_wait(use_nothrow);
+    if (broken_) co_return;
+    if (!pending_.empty() && pending_.front().deadline < clock::now()) {
+      stats_.count(error_kind::upstream_timeout);
+      log::warn("upstream reply overdue after " + std::to_string(cfg_.command_timeout_ms) +
+                " ms; resetting the connection");
+      teardown("command timeout", true);
+      co_return;
+    }
+  }
+}
+
+void connection::fail_pending(std::string_view error_line) {
+  while (!pending_.empty()) {
+    pending_reply entry = std::move(pending_.front());
+    pending_.pop_front();
+    --stats_.inflight_requests;
+    if (entry.sink) {
+      if (error_line.find("unavailable") != std::string_view::npos)
+        stats_.count(error_kind::upstream_unavailable);
+      entry.sink->deliver(entry.seq, error_line, entry.tag);
+    }
+  }
+}
+
+}  // namespace redis_sidecar

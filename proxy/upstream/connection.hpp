@@ -1,0 +1,124 @@
+// connection: one upstream Redis connection (plain TCP or TLS), pipelined. Requests are appended to
+// an output buffer and written in one batch per wake-up; replies are framed as they arrive and
+// handed, in order, to whoever is waiting for them (a client session's reply slot, or nobody for the
+// sidecar's own requests). Owned by the pool (shared connections, reconnecting with backoff) or by a
+// client session (dedicated connections, which do not reconnect). Lives on the server's io_context
+// thread; nothing here is thread-safe.
+//
+//   client sessions --submit(bytes, entry)--> [ wbuf_ ] --write--> upstream
+//                                             [ pending_: entry, entry, ... ]  (FIFO, one per request)
+//   client sessions <--deliver(seq, frame)--- [ rbuf_ ] <--read--- upstream
+//
+// In raw mode (subscribed clients, MONITOR, CLIENT REPLY OFF) there are no entries: every frame goes
+// to the raw sink as it comes.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "proxy/asio.hpp"
+#include "proxy/config/config.hpp"
+#include "proxy/resp/reply_parser.hpp"
+#include "proxy/ring.hpp"
+#include "proxy/stats.hpp"
+
+namespace redis_sidecar {
+
+class client_session;
+
+/// One request waiting for its reply.
+struct pending_reply {
+  std::shared_ptr<client_session> sink;  // nullptr: the sidecar's own request, reply dropped
+  std::uint64_t seq = 0;                 // the sink's reply slot
+  std::chrono::steady_clock::time_point deadline;
+  std::uint8_t tag = 0;                  // what the sink learns from the reply (client_session::tag)
+};
+
+class connection : public std::enable_shared_from_this<connection> {
+ public:
+  enum class state : std::uint8_t {
+    connecting,  // first attempt, or reconnecting right after a loss: requests queue
+    ready,       // requests are written as they come
+    down,        // the last attempt failed: requests fail at once until the next attempt succeeds
+    closed,      // closed for good (dedicated connections, shutdown)
+  };
+
+  /// `tls` is null for redis:// upstreams. `reconnect`: shared pool connections reconnect with
+  /// backoff for as long as the process runs; dedicated ones close for good when lost.
+  connection(asio::any_io_executor ex, const config& cfg, ssl::context* tls, stats& st, int proto,
+             bool reconnect);
+
+  void start();
+  void close();
+
+  /// Queues a request. Returns false (and queues nothing) when the connection is down or closed;
+  /// the caller replies with last_error().
+  bool submit(std::string_view request, pending_reply entry);
+
+  /// Raw mode: from now on every frame goes to `sink` and requests are written without entries.
+  void enter_raw(std::shared_ptr<client_session> sink);
+  bool raw() const { return raw_sink_ != nullptr; }
+  bool send_raw(std::string_view request);
+
+  /// The client session to tell when a dedicated connection is lost.
+  void set_owner(std::weak_ptr<client_session> owner) { owner_ = std::move(owner); }
+
+  state current_state() const { return state_; }
+  bool usable() const { return state_ == state::connecting || state_ == state::ready; }
+  std::size_t pending() const { return pending_.size(); }
+  /// Why the connection is down, safe to show (no credentials).
+  const std::string& last_error() const { return last_error_; }
+  int proto() const { return proto_; }
+  void set_proto(int p) { proto_ = p; }
+  const std::string& server_version() const { return server_version_; }
+
+ private:
+  awaitable<void> run(std::shared_ptr<connection> self);
+  awaitable<bool> connect_once();
+  awaitable<void> read_loop();
+  awaitable<void> write_loop();
+  awaitable<void> watchdog();
+  awaitable<std::tuple<error_code, std::size_t>> read_some(asio::mutable_buffer buf);
+  awaitable<std::tuple<error_code, std::size_t>> write_all(asio::const_buffer buf);
+  void teardown(std::string reason, bool timed_out);
+  void fail_pending(std::string_view error_line);
+  void dispatch(std::string_view frame, bool push);
+  std::chrono::milliseconds backoff();
+
+  asio::any_io_executor ex_;
+  const config& cfg_;
+  ssl::context* tls_ctx_;
+  stats& stats_;
+  int proto_;
+  bool reconnect_;
+
+  std::optional<tcp::socket> plain_;
+  std::optional<ssl::stream<tcp::socket>> tls_;
+  steady_timer wake_;     // the writer sleeps on it; submit() cancels it
+  steady_timer tick_;     // the watchdog's period
+  steady_timer backoff_timer_;
+
+  state state_ = state::connecting;
+  bool broken_ = false;    // the current stream failed; loops wind down
+  bool timed_out_ = false;
+  bool closing_ = false;   // close() was called
+  unsigned attempts_ = 0;  // consecutive failed attempts
+  std::string last_error_;
+  std::string server_version_;
+
+  std::string wbuf_;  // requests not yet written
+  std::string wbuf_inflight_;
+  std::string rbuf_;
+  std::size_t rstart_ = 0;
+  resp::reply_parser parser_;
+  ring<pending_reply> pending_;
+  std::shared_ptr<client_session> raw_sink_;
+  std::weak_ptr<client_session> owner_;
+  bool counted_ready_ = false;
+};
+
+}  // namespace redis_sidecar

@@ -1,0 +1,49 @@
+// pool: the upstream connections of one server. Shared connections carry stateless traffic from all
+// clients, multiplexed and pipelined; there are `pool_size` of them per protocol version (RESP2 and
+// RESP3 replies differ, so a RESP3 client never shares a connection with a RESP2 one), opened on
+// first use. Dedicated connections serve one client while it holds connection state (MULTI, WATCH,
+// blocking commands, SELECT, subscriptions); clean ones are kept idle for the next such client.
+// Lives on the server's io_context thread.
+#pragma once
+
+#include <array>
+#include <string_view>
+#include <memory>
+#include <vector>
+
+#include "proxy/upstream/connection.hpp"
+
+namespace redis_sidecar {
+
+class pool {
+ public:
+  pool(asio::any_io_executor ex, const config& cfg, ssl::context* tls, stats& st);
+
+  /// A shared connection for a new client of protocol `proto` (round robin). Never null.
+  std::shared_ptr<connection> shared(int proto);
+
+  /// A connection for one client's exclusive use: an idle clean one if any, else a new one.
+  std::shared_ptr<connection> acquire_dedicated(int proto);
+  /// Gives back a dedicated connection whose state is clean (no MULTI, WATCH, subscription, db 0
+  /// of the URL, nothing pending); kept idle up to a bound, else closed.
+  void release_dedicated(std::shared_ptr<connection> c);
+
+  /// Opens the RESP2 shared connections now (start-up), so the first client does not wait.
+  void warm_up();
+  /// The upstream's version as its HELLO reported it ("7.0.15"), or empty before any connect.
+  std::string_view server_version() const;
+  void close_all();
+
+ private:
+  static constexpr std::size_t max_idle_dedicated = 16;  // per protocol
+
+  asio::any_io_executor ex_;
+  const config& cfg_;
+  ssl::context* tls_;
+  stats& stats_;
+  std::array<std::vector<std::shared_ptr<connection>>, 2> shared_;  // [0]: RESP2, [1]: RESP3
+  std::array<std::size_t, 2> next_{};
+  std::array<std::vector<std::shared_ptr<connection>>, 2> idle_;
+};
+
+}  // namespace redis_sidecar

@@ -1,0 +1,112 @@
+// libFuzzer target for resp::reply_parser and resp::decode. The first bytes choose the limits and
+// the read sizes; the rest is an upstream byte stream. It is framed whole and in reads of
+// pseudo-random sizes into a re-allocated, compacted buffer; both must give the same frames and
+// final state. Every complete frame is also decoded, which must agree with the framer on what is a
+// frame.
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "proxy/resp/reply_parser.hpp"
+#include "proxy/resp/value.hpp"
+
+namespace {
+
+using redis_sidecar::resp::limits;
+using redis_sidecar::resp::parse_status;
+using redis_sidecar::resp::reply_error;
+using redis_sidecar::resp::reply_parser;
+
+void check(bool ok) {
+  if (!ok) __builtin_trap();
+}
+
+struct frame {
+  std::string bytes;
+  char type;
+  bool operator==(const frame&) const = default;
+};
+
+struct run_result {
+  std::vector<frame> frames;
+  parse_status last = parse_status::need_more;
+  reply_error error = reply_error::none;
+  bool operator==(const run_result&) const = default;
+};
+
+constexpr std::string_view known_types = "+-:$*_,#(!=%~>";
+
+bool drain(reply_parser& p, std::string& buffer, run_result& r, bool decode_frames) {
+  for (;;) {
+    const parse_status st = p.parse(buffer);
+    r.last = st;
+    if (st == parse_status::error) {
+      r.error = p.error();
+      check(r.error != reply_error::none);
+      return false;
+    }
+    if (st == parse_status::need_more) return true;
+    check(p.frame_size() > 0 && p.frame_size() <= buffer.size());
+    check(known_types.find(p.type()) != std::string_view::npos);
+    frame f{buffer.substr(0, p.frame_size()), p.type()};
+    if (decode_frames) {
+      // decode() frames with default limits: it must never accept more or less than one frame.
+      const auto v = redis_sidecar::resp::decode(f.bytes);
+      if (v.has_value()) {
+        reply_parser strict;
+        check(strict.parse(f.bytes) == parse_status::complete);
+        check(strict.frame_size() == f.bytes.size());
+      }
+      std::string extended = f.bytes + "+";
+      check(!redis_sidecar::resp::decode(extended).has_value());
+    }
+    r.frames.push_back(std::move(f));
+    buffer.erase(0, p.frame_size());
+    p.reset();
+  }
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  if (size < 3) return 0;
+  limits l;
+  if ((data[0] & 1) != 0) {  // tiny limits, to reach every limit branch
+    l.max_inline_bytes = 1 + data[0] % 24;
+    l.max_bulk_bytes = data[0] % 40;
+    l.max_multibulk_len = data[0] % 6;
+    l.max_nesting = data[0] % 5;
+  }
+  std::uint32_t seed = data[1] | (static_cast<std::uint32_t>(data[2]) << 8) | 1u;
+  const std::string_view input(reinterpret_cast<const char*>(data) + 3, size - 3);
+
+  run_result whole;
+  {
+    reply_parser p(l);
+    std::string buffer(input);
+    drain(p, buffer, whole, true);
+  }
+
+  run_result split;
+  {
+    reply_parser p(l);
+    std::string buffer;
+    std::size_t at = 0;
+    bool ok = true;
+    while (ok && at < input.size()) {
+      seed ^= seed << 13;  // xorshift32: read sizes from 1 to 16 bytes
+      seed ^= seed >> 17;
+      seed ^= seed << 5;
+      const std::size_t n = 1 + seed % 16;
+      std::string next = buffer;  // a fresh allocation, as after compaction
+      next.append(input.substr(at, n));
+      buffer.swap(next);
+      at += n;
+      ok = drain(p, buffer, split, false);
+    }
+  }
+  check(whole == split);
+  return 0;
+}

@@ -1,0 +1,200 @@
+// common: what the integration tests share. A `proxied` fixture (a plaintext redis-server and a
+// sidecar in front of it), small hiredis wrappers that fail the test with a readable message, a
+// RESP2/RESP3 frame reader for raw sockets, and a deadline poller for recovery checks.
+//
+// Direct mode: with REDIS_SIDECAR_IT_DIRECT=1 in the environment, `proxied` starts no sidecar and
+// port() is the upstream's own port, so the tests that describe plain Redis behaviour can be
+// checked against Redis itself. Tests of sidecar-only behaviour call SIDECAR_ONLY() first.
+#pragma once
+
+#include <catch2/catch.hpp>
+
+#include <cstdlib>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "proxy/errors.hpp"
+#include "tests/support/harness.hpp"
+
+namespace redis_sidecar::test {
+
+inline bool direct_mode() {
+  const char* v = std::getenv("REDIS_SIDECAR_IT_DIRECT");
+  return v != nullptr && std::string_view(v) == "1";
+}
+
+// Skips the rest of a test that only makes sense against the sidecar.
+#define SIDECAR_ONLY()                                   \
+  do {                                                   \
+    if (::redis_sidecar::test::direct_mode()) {          \
+      WARN("sidecar-only test: skipped in direct mode"); \
+      return;                                            \
+    }                                                    \
+  } while (false)
+
+/// "-<error>\r\n": the bytes a client receives for a sidecar error string.
+inline std::string error_bytes(std::string_view e) { return "-" + std::string(e) + "\r\n"; }
+
+/// A plaintext upstream and, unless in direct mode, a sidecar in front of it.
+struct proxied {
+  redis_server redis;
+  std::optional<sidecar> side;
+
+  explicit proxied(redis_options opts = {}, std::vector<std::string> args = {})
+      : redis(std::move(opts)) {
+    if (direct_mode()) return;
+    args.insert(args.begin(), {"--upstream", redis.url()});
+    side.emplace(std::move(args));
+    if (!side->running()) FAIL("sidecar exited at start-up:\n" << side->log());
+  }
+  /// Where clients connect: the sidecar, or the upstream in direct mode.
+  std::uint16_t port() const { return side ? side->port() : redis.port(); }
+  context_ptr client() const { return connect(port()); }
+  /// A connection straight to the upstream, for checking what really happened there.
+  context_ptr upstream() const {
+    context_ptr c{redis.connect_direct()};
+    REQUIRE(c);
+    return c;
+  }
+};
+
+/// Sends argv and requires a reply (not an I/O error or timeout).
+inline reply_ptr must(redisContext* c, const std::vector<std::string>& argv) {
+  auto r = command(c, argv);
+  INFO("command " << argv.at(0) << ": " << (c->err != 0 ? c->errstr : ""));
+  REQUIRE(r);
+  return r;
+}
+
+inline std::string describe(const redisReply* r) {
+  if (r == nullptr) return "(no reply)";
+  switch (r->type) {
+    case REDIS_REPLY_STRING: return "string " + std::string(r->str, r->len);
+    case REDIS_REPLY_STATUS: return "status " + std::string(r->str, r->len);
+    case REDIS_REPLY_ERROR: return "error " + std::string(r->str, r->len);
+    case REDIS_REPLY_INTEGER: return "integer " + std::to_string(r->integer);
+    case REDIS_REPLY_NIL: return "nil";
+    case REDIS_REPLY_ARRAY: return "array of " + std::to_string(r->elements);
+    default: return "type " + std::to_string(r->type);
+  }
+}
+
+/// A bulk string or status reply's text; fails the test on any other reply.
+inline std::string str(redisContext* c, const std::vector<std::string>& argv) {
+  auto r = must(c, argv);
+  INFO(argv.at(0) << " replied " << describe(r.get()));
+  REQUIRE((r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS));
+  return std::string(r->str, r->len);
+}
+
+inline long long integer(redisContext* c, const std::vector<std::string>& argv) {
+  auto r = must(c, argv);
+  INFO(argv.at(0) << " replied " << describe(r.get()));
+  REQUIRE(r->type == REDIS_REPLY_INTEGER);
+  return r->integer;
+}
+
+/// An error reply's text; fails the test on any other reply.
+inline std::string error_of(redisContext* c, const std::vector<std::string>& argv) {
+  auto r = must(c, argv);
+  INFO(argv.at(0) << " replied " << describe(r.get()));
+  REQUIRE(r->type == REDIS_REPLY_ERROR);
+  return std::string(r->str, r->len);
+}
+
+inline bool is_nil(redisContext* c, const std::vector<std::string>& argv) {
+  auto r = must(c, argv);
+  return r->type == REDIS_REPLY_NIL;
+}
+
+/// The string elements of an array reply.
+inline std::vector<std::string> strings(const redisReply* r) {
+  std::vector<std::string> out;
+  if (r == nullptr || r->type != REDIS_REPLY_ARRAY) return out;
+  for (std::size_t i = 0; i < r->elements; ++i) {
+    const redisReply* e = r->element[i];
+    if (e->type == REDIS_REPLY_INTEGER) {
+      out.push_back(std::to_string(e->integer));
+    } else if (e->str != nullptr) {
+      out.emplace_back(e->str, e->len);
+    } else {
+      out.emplace_back("(nil)");
+    }
+  }
+  return out;
+}
+
+inline std::vector<std::string> elements(redisContext* c, const std::vector<std::string>& argv) {
+  auto r = must(c, argv);
+  INFO(argv.at(0) << " replied " << describe(r.get()));
+  REQUIRE(r->type == REDIS_REPLY_ARRAY);
+  return strings(r.get());
+}
+
+/// Size of the first complete RESP2/RESP3 value in `in` starting at `pos`, or 0 if incomplete.
+inline std::size_t resp_value_end(std::string_view in, std::size_t pos) {
+  auto eol = in.find("\r\n", pos);
+  if (pos >= in.size() || eol == std::string_view::npos) return 0;
+  char type = in[pos];
+  std::string_view line = in.substr(pos + 1, eol - pos - 1);
+  std::size_t next = eol + 2;
+  long long n = 0;
+  if (std::string_view("$!=*~>%|").find(type) != std::string_view::npos) {
+    n = std::strtoll(std::string(line).c_str(), nullptr, 10);
+  }
+  switch (type) {
+    case '$':
+    case '!':
+    case '=':
+      if (n < 0) return next;
+      return in.size() >= next + n + 2 ? next + n + 2 : 0;
+    case '*':
+    case '~':
+    case '>':
+    case '%':
+    case '|': {
+      if (n < 0) return next;
+      long long count = (type == '%' || type == '|') ? 2 * n : n;
+      for (long long i = 0; i < count; ++i) {
+        next = resp_value_end(in, next);
+        if (next == 0) return 0;
+      }
+      return type == '|' ? resp_value_end(in, next) : next;  // attributes precede a value
+    }
+    default: return next;  // + - : _ # , (
+  }
+}
+
+/// Reads exactly one RESP value from a raw client (empty string on timeout).
+inline std::string read_value(raw_client& c) {
+  std::string buf;
+  for (;;) {
+    if (!buf.empty() && resp_value_end(buf, 0) == buf.size()) return buf;
+    std::string byte = c.read_exact(1);
+    if (byte.empty()) return {};
+    buf += byte;
+  }
+}
+
+/// Polls `f` until it returns true or `deadline` passes. For recovery checks: the deadline is a
+/// failure signal, never a speed assertion.
+template <class F>
+bool eventually(F f, std::chrono::milliseconds deadline = std::chrono::seconds(15)) {
+  auto end = std::chrono::steady_clock::now() + deadline;
+  while (std::chrono::steady_clock::now() < end) {
+    if (f()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return f();
+}
+
+/// A fresh connection still gets PONG: the server survived whatever the test did.
+inline void check_still_serving(std::uint16_t port) {
+  auto c = connect(port);
+  CHECK(str(c.get(), {"PING"}) == "PONG");
+}
+
+}  // namespace redis_sidecar::test

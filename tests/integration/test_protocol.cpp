@@ -1,0 +1,183 @@
+// Protocol: byte-exact checks through a raw socket. Malformed requests get Redis' protocol error
+// and a closed connection (and nobody else notices), inline commands work, HELLO switches one
+// client between RESP2 and RESP3, and the client limit is enforced with Redis' error.
+#include "tests/integration/common.hpp"
+
+namespace redis_sidecar::test {
+namespace {
+
+// Sends `request` on a fresh connection and checks that the reply is exactly `expected` (or, when
+// `prefix_only`, starts with it: Redis adds detail to some messages), then that the connection is
+// closed and the server still serves others.
+void check_protocol_error(const proxied& env, const std::string& request, std::string_view error,
+                          bool prefix_only = false) {
+  INFO("request: " << request.substr(0, 40));
+  raw_client raw(env.port());
+  raw.send(request);
+  std::string expected = error_bytes(error);
+  std::string got = read_value(raw);
+  if (prefix_only) {
+    CHECK(got.starts_with(expected.substr(0, expected.size() - 2)));
+  } else {
+    CHECK(got == expected);
+  }
+  CHECK(raw.closed_by_peer());
+  check_still_serving(env.port());
+}
+
+TEST_CASE("malformed multibulk and bulk lengths are rejected and the connection closed",
+          "[protocol]") {
+  proxied env;
+  check_protocol_error(env, "*abc\r\n", errors::invalid_multibulk_length);
+  check_protocol_error(env, "*1\r\n$abc\r\n", errors::invalid_bulk_length);
+  check_protocol_error(env, "*1\r\n$-5\r\n", errors::invalid_bulk_length);
+  // Redis appends ", got '+'"; the sidecar's message is that prefix.
+  check_protocol_error(env, "*1\r\n+foo\r\n", errors::expected_bulk, direct_mode());
+}
+
+TEST_CASE("a good request before a malformed one is still answered", "[protocol]") {
+  proxied env;
+  raw_client raw(env.port());
+  raw.send("*1\r\n$4\r\nPING\r\n*x\r\n");
+  CHECK(read_value(raw) == "+PONG\r\n");
+  CHECK(read_value(raw) == error_bytes(errors::invalid_multibulk_length));
+  CHECK(raw.closed_by_peer());
+}
+
+TEST_CASE("announced sizes above the limits are rejected before the payload",
+          "[protocol][limits]") {
+  SIDECAR_ONLY();  // Redis' own limits cannot be set this low
+  proxied env(
+      {}, {"--max-bulk-bytes", "1024", "--max-multibulk-len", "16", "--max-inline-bytes", "1024"});
+  // Only the header is sent: the error must come without waiting for 2000 payload bytes.
+  check_protocol_error(env, "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2000\r\n", errors::invalid_bulk_length);
+  check_protocol_error(env, "*17\r\n", errors::invalid_multibulk_length);
+  check_protocol_error(env, std::string(2000, 'x'), errors::too_big_inline);
+
+  // Right at the limits is fine.
+  auto c = env.client();
+  std::vector<std::string> argv = {"MSET"};
+  for (int i = 0; i < 7; ++i) argv.insert(argv.end(), {"k" + std::to_string(i), "v"});
+  CHECK(argv.size() == 15);
+  CHECK(str(c.get(), argv) == "OK");
+  CHECK(str(c.get(), {"SET", "k", std::string(1024, 'b')}) == "OK");
+  CHECK(str(c.get(), {"GET", "k"}) == std::string(1024, 'b'));
+}
+
+TEST_CASE("an endless inline line is rejected with too big inline request", "[protocol][limits]") {
+  proxied env;
+  // Redis' fixed limit is 64 KiB; the sidecar's default must not be below that either. Send
+  // exactly enough to cross it so the server has read everything before it closes.
+  const std::size_t size = 64 * 1024 + 1;
+  raw_client raw(env.port());
+  raw.send(std::string(size, 'y'));
+  CHECK(read_value(raw) == error_bytes(errors::too_big_inline));
+  CHECK(raw.closed_by_peer());
+  check_still_serving(env.port());
+}
+
+TEST_CASE("inline commands work, with quoting", "[protocol][inline]") {
+  proxied env;
+  raw_client raw(env.port());
+  raw.send("PING\r\n");
+  CHECK(read_value(raw) == "+PONG\r\n");
+  raw.send("SET k \"a b\"\r\n");
+  CHECK(read_value(raw) == "+OK\r\n");
+  raw.send("*2\r\n$3\r\nGET\r\n$1\r\nk\r\n");
+  CHECK(read_value(raw) == "$3\r\na b\r\n");
+  raw.send("GET k\n");  // a bare newline ends an inline command too
+  CHECK(read_value(raw) == "$3\r\na b\r\n");
+  raw.send("SET q \"x\\ny\"\r\nGET q\r\n");  // escapes inside double quotes, two in one write
+  CHECK(read_value(raw) == "+OK\r\n");
+  CHECK(read_value(raw) == "$3\r\nx\ny\r\n");
+  raw.send("\r\n\r\nPING\r\n");  // empty lines are ignored
+  CHECK(read_value(raw) == "+PONG\r\n");
+  raw.send("SET k \"unterminated\r\n");
+  CHECK(read_value(raw) == error_bytes(errors::unbalanced_quotes));
+  CHECK(raw.closed_by_peer());
+}
+
+TEST_CASE("requests split at every byte still work", "[protocol]") {
+  proxied env;
+  raw_client raw(env.port());
+  const std::string request = "*3\r\n$3\r\nSET\r\n$5\r\nsplit\r\n$6\r\nval\r\nx\r\n";
+  for (char ch : request) raw.send(std::string(1, ch));
+  CHECK(read_value(raw) == "+OK\r\n");
+  raw.send("*2\r\n$3\r\nGET\r\n$5\r\nsplit\r\n");
+  CHECK(read_value(raw) == "$6\r\nval\r\nx\r\n");
+}
+
+TEST_CASE("HELLO 3 switches one client to RESP3 maps; HELLO 2 switches back", "[protocol][resp3]") {
+  proxied env;
+  auto other = env.client();  // a RESP2 client alongside
+  CHECK(integer(other.get(), {"HSET", "h", "f", "v"}) == 1);
+
+  raw_client raw(env.port());
+  raw.send("*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n");
+  std::string hello = read_value(raw);
+  CHECK(hello.starts_with("%"));
+  CHECK(hello.find("$5\r\nproto\r\n:3\r\n") != std::string::npos);
+
+  raw.send("*2\r\n$7\r\nHGETALL\r\n$1\r\nh\r\n");
+  CHECK(read_value(raw) == "%1\r\n$1\r\nf\r\n$1\r\nv\r\n");
+  raw.send("*2\r\n$3\r\nGET\r\n$7\r\nmissing\r\n");
+  CHECK(read_value(raw) == "_\r\n");
+  raw.send("*3\r\n$6\r\nZSCORE\r\n$1\r\nz\r\n$1\r\nm\r\n");
+  CHECK(read_value(raw) == "_\r\n");
+
+  // Meanwhile the RESP2 client still gets RESP2.
+  CHECK(elements(other.get(), {"HGETALL", "h"}) == std::vector<std::string>{"f", "v"});
+  CHECK(is_nil(other.get(), {"GET", "missing"}));
+
+  raw.send("*2\r\n$5\r\nHELLO\r\n$1\r\n2\r\n");
+  std::string hello2 = read_value(raw);
+  CHECK(hello2.starts_with("*"));
+  raw.send("*2\r\n$7\r\nHGETALL\r\n$1\r\nh\r\n");
+  CHECK(read_value(raw) == "*2\r\n$1\r\nf\r\n$1\r\nv\r\n");
+  raw.send("*2\r\n$3\r\nGET\r\n$7\r\nmissing\r\n");
+  CHECK(read_value(raw) == "$-1\r\n");
+
+  raw.send("*2\r\n$5\r\nHELLO\r\n$1\r\n4\r\n");
+  CHECK(read_value(raw) == error_bytes(errors::noproto));
+}
+
+TEST_CASE("RESP3 pub/sub messages arrive as pushes", "[protocol][resp3][pubsub]") {
+  proxied env;
+  raw_client sub(env.port());
+  sub.send("*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n");
+  CHECK(read_value(sub).starts_with("%"));
+  sub.send("*2\r\n$9\r\nSUBSCRIBE\r\n$2\r\nch\r\n");
+  CHECK(read_value(sub) == ">3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n");
+
+  auto pub = env.client();
+  CHECK(integer(pub.get(), {"PUBLISH", "ch", "hi"}) == 1);
+  CHECK(read_value(sub) == ">3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$2\r\nhi\r\n");
+
+  // In RESP3 a subscribed client may still run ordinary commands.
+  sub.send("*2\r\n$3\r\nGET\r\n$7\r\nmissing\r\n");
+  CHECK(read_value(sub) == "_\r\n");
+}
+
+TEST_CASE("clients above --max-clients get Redis' error and are closed", "[protocol][limits]") {
+  redis_options opts;
+  if (direct_mode()) opts.extra.push_back("maxclients 2");
+  proxied env(opts, {"--max-clients", "2"});
+  auto a = env.client();
+  auto b = env.client();
+  CHECK(str(a.get(), {"PING"}) == "PONG");
+  CHECK(str(b.get(), {"PING"}) == "PONG");
+
+  raw_client third(env.port());
+  CHECK(read_value(third) == error_bytes(errors::max_clients));
+  CHECK(third.closed_by_peer());
+
+  b.reset();  // a slot frees up
+  CHECK(eventually([&] {
+    auto c = env.client();
+    auto r = command(c.get(), {"PING"});
+    return r && r->type == REDIS_REPLY_STATUS;
+  }));
+}
+
+}  // namespace
+}  // namespace redis_sidecar::test

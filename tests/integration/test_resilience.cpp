@@ -1,0 +1,139 @@
+// Resilience: an upstream that dies, restarts or stalls gives clients error replies (never a hang:
+// hiredis' 10 s timeout turns a hang into a missing reply, which fails the test), and the sidecar
+// recovers by itself. Clients that leave mid-pipeline or mid-BLPOP leave no trace upstream.
+#include "tests/integration/common.hpp"
+
+namespace redis_sidecar::test {
+namespace {
+
+long long blocked_clients(const proxied& env) {
+  auto up = env.upstream();
+  auto text = str(up.get(), {"INFO", "clients"});
+  auto pos = text.find("blocked_clients:");
+  return pos == std::string::npos ? -1 : std::atoll(text.c_str() + pos + 16);
+}
+
+void start_blpop(redisContext* c, const std::string& key) {
+  const char* argv[] = {"BLPOP", key.c_str(), "0"};
+  REQUIRE(redisAppendCommandArgv(c, 3, argv, nullptr) == REDIS_OK);
+  int done = 0;
+  while (done == 0) REQUIRE(redisBufferWrite(c, &done) == REDIS_OK);
+}
+
+reply_ptr next_reply(redisContext* c) {
+  void* raw = nullptr;
+  if (redisGetReply(c, &raw) != REDIS_OK) return nullptr;
+  return reply_ptr{static_cast<redisReply*>(raw)};
+}
+
+bool set_and_get(redisContext* c, const std::string& key, const std::string& value) {
+  auto set = command(c, {"SET", key, value});
+  auto get = command(c, {"GET", key});
+  return set && set->type == REDIS_REPLY_STATUS && get && get->type == REDIS_REPLY_STRING &&
+         std::string(get->str, get->len) == value;
+}
+
+TEST_CASE("upstream killed and restarted: errors during the outage, then recovery",
+          "[resilience]") {
+  SIDECAR_ONLY();
+  proxied env;
+  auto c = env.client();
+  auto blocked = env.client();
+  REQUIRE(set_and_get(c.get(), "k", "before"));
+  start_blpop(blocked.get(), "jobs");
+  REQUIRE(eventually([&] { return blocked_clients(env) == 1; }));
+
+  env.redis.kill();
+
+  // The request in flight when the upstream died gets an error.
+  auto lost = next_reply(blocked.get());
+  REQUIRE(lost);
+  INFO("in-flight BLPOP got " << describe(lost.get()));
+  CHECK(lost->type == REDIS_REPLY_ERROR);
+  CHECK(std::string(lost->str).starts_with("ERR upstream"));
+
+  // New requests during the outage get errors, in order, on old and new connections.
+  for (int i = 0; i < 3; ++i) CHECK(error_of(c.get(), {"GET", "k"}).starts_with("ERR upstream"));
+  for (int i = 0; i < 50; ++i) {
+    const char* argv[] = {"GET", "k"};
+    REQUIRE(redisAppendCommandArgv(c.get(), 2, argv, nullptr) == REDIS_OK);
+  }
+  int errors_seen = 0;
+  for (int i = 0; i < 50; ++i) {
+    auto r = next_reply(c.get());
+    REQUIRE(r);
+    if (r->type == REDIS_REPLY_ERROR) ++errors_seen;
+  }
+  CHECK(errors_seen == 50);
+  {
+    auto fresh = env.client();
+    CHECK(error_of(fresh.get(), {"SET", "k", "x"}).starts_with("ERR upstream"));
+  }
+
+  env.redis.start();  // same port; data is gone (no persistence)
+  CHECK(eventually([&] { return set_and_get(c.get(), "k", "after"); }));
+  CHECK(str(c.get(), {"GET", "k"}) == "after");
+  CHECK(eventually([&] { return set_and_get(blocked.get(), "b", "after"); }));
+  auto fresh = env.client();
+  CHECK(str(fresh.get(), {"GET", "k"}) == "after");
+  CHECK(env.side->running());
+}
+
+TEST_CASE("stalled upstream: --command-timeout-ms gives an error, then recovery", "[resilience]") {
+  SIDECAR_ONLY();
+  proxied env({}, {"--command-timeout-ms", "500", "--connect-timeout-ms", "500"});
+  auto c = env.client();
+  REQUIRE(set_and_get(c.get(), "k", "kept"));
+
+  env.redis.pause();
+  CHECK(error_of(c.get(), {"GET", "k"}).starts_with(errors::upstream_timeout));
+  CHECK(error_of(c.get(), {"GET", "k"}).starts_with("ERR upstream"));
+  env.redis.resume();
+
+  CHECK(eventually([&] {
+    auto r = command(c.get(), {"GET", "k"});
+    return r && r->type == REDIS_REPLY_STRING && std::string(r->str) == "kept";
+  }));
+  CHECK(set_and_get(c.get(), "k2", "fine"));
+  auto fresh = env.client();
+  CHECK(str(fresh.get(), {"GET", "k2"}) == "fine");
+}
+
+TEST_CASE("a client that leaves mid-pipeline does not disturb others", "[resilience]") {
+  proxied env;
+  auto setup = env.client();
+  const std::string big(10000, 'z');
+  REQUIRE(str(setup.get(), {"SET", "big", big}) == "OK");
+  {
+    raw_client leaver(env.port());
+    std::string pipeline;
+    for (int i = 0; i < 2000; ++i) pipeline += "*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n";
+    leaver.send(pipeline);
+    // Closes without reading ~20 MB of replies.
+  }
+  auto c = env.client();
+  int wrong = 0;
+  for (int i = 0; i < 200; ++i) {
+    if (!set_and_get(c.get(), "own:" + std::to_string(i), "value-" + std::to_string(i))) ++wrong;
+  }
+  CHECK(wrong == 0);
+  CHECK(str(c.get(), {"GET", "big"}) == big);
+}
+
+TEST_CASE("a client that leaves during BLPOP does not steal a later push",
+          "[resilience][blocking]") {
+  proxied env;
+  {
+    auto leaver = env.client();
+    start_blpop(leaver.get(), "jobs");
+    REQUIRE(eventually([&] { return blocked_clients(env) == 1; }));
+  }
+  CHECK(eventually([&] { return blocked_clients(env) == 0; }));
+  auto c = env.client();
+  CHECK(integer(c.get(), {"LPUSH", "jobs", "job-1"}) == 1);
+  CHECK(integer(c.get(), {"LLEN", "jobs"}) == 1);
+  CHECK(str(c.get(), {"LPOP", "jobs"}) == "job-1");
+}
+
+}  // namespace
+}  // namespace redis_sidecar::test

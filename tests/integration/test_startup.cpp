@@ -1,0 +1,99 @@
+// Start-up: bad configuration exits non-zero with one line naming the problem (and never echoing a
+// secret), --help and --version exit 0, and the environment fallbacks (REDIS_URL,
+// REDIS_SIDECAR_<FLAG>) configure a working sidecar.
+#include <algorithm>
+#include <regex>
+
+#include "tests/integration/common.hpp"
+
+namespace redis_sidecar::test {
+namespace {
+
+std::string trimmed(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
+// Runs the binary with a bad configuration: it must exit non-zero with one line containing
+// `names`, and without `secret` (when given).
+void check_rejected(std::vector<std::string> args, const std::string& names,
+                    std::vector<std::string> env = {}, const std::string& secret = "") {
+  auto [code, output] = run_sidecar_once(args, env);
+  std::string line = trimmed(output);
+  INFO("output: " << output);
+  CHECK(code != 0);
+  CHECK(!line.empty());
+  CHECK(line.find('\n') == std::string::npos);
+  CHECK(line.find(names) != std::string::npos);
+  if (!secret.empty()) CHECK(output.find(secret) == std::string::npos);
+}
+
+TEST_CASE("bad configuration exits non-zero with one line naming the problem", "[startup]") {
+  SIDECAR_ONLY();
+  check_rejected({"--upstream", "ftp://x"}, "ftp");
+  check_rejected({"--upstream", "ftp://user:hunter2-secret@x:1"}, "ftp", {}, "hunter2-secret");
+  check_rejected({"--upstream", "redis://127.0.0.1:1", "--pool-size", "0"}, "pool-size");
+  check_rejected({"--upstream", "redis://127.0.0.1:1", "--command-timeout-ms", "soon"},
+                 "command-timeout-ms");
+  check_rejected({"--upstream", "redis://127.0.0.1:1", "--listen", "127.0.0.1:notaport"}, "listen");
+  check_rejected({"--upstream", "redis://127.0.0.1:1", "--no-such-flag"}, "no-such-flag");
+  check_rejected({"--upstream", "redis://127.0.0.1:1", "--requirepas=hunter3-secret"}, "requirepas",
+                 {}, "hunter3-secret");
+  check_rejected({}, "upstream");  // the harness never passes REDIS_URL on
+  check_rejected({}, "REDIS_URL", {"REDIS_URL=ftp://x"});
+  check_rejected({"--upstream", "redis://127.0.0.1:1", "--tls-ca-file", "/nonexistent/ca.crt"},
+                 "tls-ca-file");
+}
+
+TEST_CASE("--help and --version exit 0", "[startup]") {
+  SIDECAR_ONLY();
+  auto [help_code, help] = run_sidecar_once({"--help"});
+  CHECK(help_code == 0);
+  CHECK(help.find("--upstream") != std::string::npos);
+  CHECK(help.find("--requirepass") != std::string::npos);
+
+  auto [version_code, version] = run_sidecar_once({"--version"});
+  CHECK(version_code == 0);
+  CHECK(std::regex_search(version, std::regex(R"(\d+\.\d+\.\d+)")));
+}
+
+TEST_CASE("REDIS_URL and REDIS_SIDECAR_* configure the sidecar", "[startup][auth]") {
+  SIDECAR_ONLY();
+  redis_server redis;
+  sidecar side({}, {"REDIS_URL=" + redis.url(), "REDIS_SIDECAR_REQUIREPASS=env-pass-31"});
+  REQUIRE(side.running());
+  auto c = connect(side.port());
+  CHECK(error_of(c.get(), {"SET", "k", "v"}) == errors::noauth);
+  CHECK(str(c.get(), {"AUTH", "env-pass-31"}) == "OK");
+  CHECK(str(c.get(), {"SET", "k", "from-env"}) == "OK");
+  auto up = context_ptr{redis.connect_direct()};
+  REQUIRE(up);
+  CHECK(str(up.get(), {"GET", "k"}) == "from-env");
+}
+
+TEST_CASE("a flag wins over the environment", "[startup]") {
+  SIDECAR_ONLY();
+  redis_server redis;
+  sidecar side({"--upstream", redis.url()}, {"REDIS_URL=redis://127.0.0.1:1"});
+  REQUIRE(side.running());
+  auto c = connect(side.port());
+  CHECK(str(c.get(), {"SET", "k", "flag"}) == "OK");
+  auto up = context_ptr{redis.connect_direct()};
+  REQUIRE(up);
+  CHECK(str(up.get(), {"GET", "k"}) == "flag");
+}
+
+TEST_CASE("SIGTERM stops the sidecar", "[startup]") {
+  SIDECAR_ONLY();
+  redis_server redis;
+  sidecar side({"--upstream", redis.url()});
+  REQUIRE(side.running());
+  auto c = connect(side.port());
+  CHECK(str(c.get(), {"PING"}) == "PONG");
+  side.terminate();
+  CHECK(!side.running());
+  CHECK(side.wait_exit() == 0);
+}
+
+}  // namespace
+}  // namespace redis_sidecar::test

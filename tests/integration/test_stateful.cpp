@@ -1,0 +1,189 @@
+// Stateful commands: pub/sub, blocking pops, transactions with WATCH, SELECT, client names and
+// RESET keep their per-connection meaning through the sidecar, even though ordinary commands share
+// upstream connections. Every test here also runs against Redis itself with
+// REDIS_SIDECAR_IT_DIRECT=1.
+#include "tests/integration/common.hpp"
+
+namespace redis_sidecar::test {
+namespace {
+
+using strs = std::vector<std::string>;
+
+reply_ptr next_reply(redisContext* c) {
+  void* raw = nullptr;
+  if (redisGetReply(c, &raw) != REDIS_OK) return nullptr;
+  return reply_ptr{static_cast<redisReply*>(raw)};
+}
+
+long long info_field(redisContext* c, const std::string& section, const std::string& field) {
+  auto text = str(c, {"INFO", section});
+  auto pos = text.find(field + ":");
+  if (pos == std::string::npos) return -1;
+  return std::atoll(text.c_str() + pos + field.size() + 1);
+}
+
+TEST_CASE("pub/sub: SUBSCRIBE and PSUBSCRIBE receive what another client publishes",
+          "[stateful][pubsub]") {
+  proxied env;
+  auto sub = env.client();
+  auto pub = env.client();
+
+  CHECK(elements(sub.get(), {"SUBSCRIBE", "news"}) == strs{"subscribe", "news", "1"});
+  CHECK(integer(pub.get(), {"PUBLISH", "news", "hello"}) == 1);
+  auto msg = next_reply(sub.get());
+  REQUIRE(msg);
+  CHECK(strings(msg.get()) == strs{"message", "news", "hello"});
+
+  const std::string binary("a\0\r\nb\xff", 6);
+  CHECK(integer(pub.get(), {"PUBLISH", "news", binary}) == 1);
+  msg = next_reply(sub.get());
+  REQUIRE(msg);
+  CHECK(strings(msg.get()) == strs{"message", "news", binary});
+
+  CHECK(elements(sub.get(), {"PSUBSCRIBE", "sport.*"}) == strs{"psubscribe", "sport.*", "2"});
+  CHECK(integer(pub.get(), {"PUBLISH", "sport.tennis", "ace"}) == 1);
+  msg = next_reply(sub.get());
+  REQUIRE(msg);
+  CHECK(strings(msg.get()) == strs{"pmessage", "sport.*", "sport.tennis", "ace"});
+
+  CHECK(elements(sub.get(), {"UNSUBSCRIBE", "news"}) == strs{"unsubscribe", "news", "1"});
+  CHECK(integer(pub.get(), {"PUBLISH", "news", "nobody"}) == 0);
+  CHECK(elements(sub.get(), {"PUNSUBSCRIBE", "sport.*"}) == strs{"punsubscribe", "sport.*", "0"});
+  // Out of subscribed mode, the connection is an ordinary one again.
+  CHECK(str(sub.get(), {"SET", "after-pubsub", "1"}) == "OK");
+  CHECK(str(sub.get(), {"GET", "after-pubsub"}) == "1");
+}
+
+TEST_CASE("BLPOP waits for an LPUSH from another client, without holding up others",
+          "[stateful][blocking]") {
+  proxied env;
+  auto blocked = env.client();
+  auto other = env.client();
+  auto up = env.upstream();
+
+  const char* argv[] = {"BLPOP", "queue", "0"};
+  REQUIRE(redisAppendCommandArgv(blocked.get(), 3, argv, nullptr) == REDIS_OK);
+  int done = 0;
+  while (done == 0) REQUIRE(redisBufferWrite(blocked.get(), &done) == REDIS_OK);
+  REQUIRE(eventually([&] { return info_field(up.get(), "clients", "blocked_clients") == 1; }));
+
+  CHECK(str(other.get(), {"SET", "unrelated", "still-served"}) == "OK");
+  CHECK(str(other.get(), {"GET", "unrelated"}) == "still-served");
+  CHECK(integer(other.get(), {"LPUSH", "queue", "job-1"}) == 1);
+
+  auto popped = next_reply(blocked.get());
+  REQUIRE(popped);
+  CHECK(strings(popped.get()) == strs{"queue", "job-1"});
+  CHECK(integer(other.get(), {"LLEN", "queue"}) == 0);
+  CHECK(str(blocked.get(), {"PING"}) == "PONG");
+}
+
+TEST_CASE("a blocking command may outlive --command-timeout-ms", "[stateful][blocking]") {
+  proxied env({}, {"--command-timeout-ms", "500"});
+  auto c = env.client();
+  auto r = must(c.get(), {"BLPOP", "empty-queue", "2"});
+  INFO("BLPOP replied " << describe(r.get()));
+  CHECK(r->type == REDIS_REPLY_NIL);
+  CHECK(str(c.get(), {"PING"}) == "PONG");
+}
+
+TEST_CASE("MULTI/EXEC runs queued commands; DISCARD and EXECABORT work", "[stateful][multi]") {
+  proxied env;
+  auto a = env.client();
+  auto b = env.client();
+
+  CHECK(str(a.get(), {"MULTI"}) == "OK");
+  CHECK(str(a.get(), {"SET", "x", "1"}) == "QUEUED");
+  CHECK(str(a.get(), {"INCR", "x"}) == "QUEUED");
+  CHECK(str(a.get(), {"GET", "x"}) == "QUEUED");
+  CHECK(is_nil(b.get(), {"GET", "x"}));  // nothing ran yet
+  auto exec = must(a.get(), {"EXEC"});
+  REQUIRE(exec->type == REDIS_REPLY_ARRAY);
+  REQUIRE(exec->elements == 3);
+  CHECK(exec->element[0]->type == REDIS_REPLY_STATUS);
+  CHECK(exec->element[1]->integer == 2);
+  CHECK(std::string(exec->element[2]->str) == "2");
+  CHECK(str(b.get(), {"GET", "x"}) == "2");
+
+  CHECK(str(a.get(), {"MULTI"}) == "OK");
+  CHECK(str(a.get(), {"SET", "d", "1"}) == "QUEUED");
+  CHECK(str(a.get(), {"DISCARD"}) == "OK");
+  CHECK(is_nil(a.get(), {"GET", "d"}));
+
+  CHECK(str(a.get(), {"MULTI"}) == "OK");
+  CHECK(error_of(a.get(), {"INCR"}).starts_with("ERR wrong number of arguments"));
+  CHECK(error_of(a.get(), {"EXEC"}).starts_with("EXECABORT"));
+  CHECK(error_of(a.get(), {"EXEC"}) == "ERR EXEC without MULTI");
+}
+
+TEST_CASE("WATCH aborts EXEC when another client changed the key", "[stateful][multi]") {
+  proxied env;
+  auto a = env.client();
+  auto b = env.client();
+
+  CHECK(str(a.get(), {"SET", "k", "original"}) == "OK");
+  CHECK(str(a.get(), {"WATCH", "k"}) == "OK");
+  CHECK(str(a.get(), {"MULTI"}) == "OK");
+  CHECK(str(a.get(), {"SET", "k", "mine"}) == "QUEUED");
+  CHECK(str(b.get(), {"SET", "k", "theirs"}) == "OK");
+  auto exec = must(a.get(), {"EXEC"});
+  INFO("EXEC replied " << describe(exec.get()));
+  CHECK(exec->type == REDIS_REPLY_NIL);
+  CHECK(str(a.get(), {"GET", "k"}) == "theirs");
+
+  // Without interference the same transaction commits.
+  CHECK(str(a.get(), {"WATCH", "k"}) == "OK");
+  CHECK(str(a.get(), {"MULTI"}) == "OK");
+  CHECK(str(a.get(), {"SET", "k", "mine"}) == "QUEUED");
+  CHECK(elements(a.get(), {"EXEC"}) == strs{"OK"});
+  CHECK(str(b.get(), {"GET", "k"}) == "mine");
+}
+
+TEST_CASE("SELECT is per client and lands in the upstream's database", "[stateful][select]") {
+  proxied env;
+  auto up = env.upstream();
+  {
+    auto a = env.client();
+    auto b = env.client();
+    CHECK(str(a.get(), {"SELECT", "1"}) == "OK");
+    CHECK(str(a.get(), {"SET", "k", "in-db1"}) == "OK");
+    CHECK(is_nil(b.get(), {"GET", "k"}));
+    CHECK(str(b.get(), {"SET", "k", "in-db0"}) == "OK");
+    CHECK(str(a.get(), {"GET", "k"}) == "in-db1");
+    CHECK(error_of(a.get(), {"SELECT", "100000"}) == errors::invalid_db);
+    CHECK(str(a.get(), {"GET", "k"}) == "in-db1");
+  }
+  CHECK(str(up.get(), {"GET", "k"}) == "in-db0");
+  CHECK(str(up.get(), {"SELECT", "1"}) == "OK");
+  CHECK(str(up.get(), {"GET", "k"}) == "in-db1");
+
+  // Clients that come later start in db 0: no shared connection was left in db 1.
+  for (int i = 0; i < 10; ++i) {
+    auto c = env.client();
+    CHECK(str(c.get(), {"GET", "k"}) == "in-db0");
+  }
+}
+
+TEST_CASE("CLIENT SETNAME/GETNAME are per client; RESET restores defaults", "[stateful]") {
+  proxied env;
+  auto a = env.client();
+  auto b = env.client();
+
+  CHECK(is_nil(a.get(), {"CLIENT", "GETNAME"}));
+  CHECK(str(a.get(), {"CLIENT", "SETNAME", "worker-a"}) == "OK");
+  CHECK(str(a.get(), {"CLIENT", "GETNAME"}) == "worker-a");
+  CHECK(is_nil(b.get(), {"CLIENT", "GETNAME"}));
+  CHECK(error_of(a.get(), {"CLIENT", "SETNAME", "has space"}) == errors::client_name_spaces);
+  CHECK(str(a.get(), {"CLIENT", "GETNAME"}) == "worker-a");
+
+  CHECK(str(a.get(), {"SELECT", "2"}) == "OK");
+  CHECK(str(a.get(), {"SET", "r", "db2"}) == "OK");
+  CHECK(str(a.get(), {"MULTI"}) == "OK");
+  CHECK(str(a.get(), {"RESET"}) == "RESET");
+  CHECK(is_nil(a.get(), {"GET", "r"}));  // back in db 0, out of MULTI
+  CHECK(str(a.get(), {"SELECT", "2"}) == "OK");
+  CHECK(str(a.get(), {"GET", "r"}) == "db2");
+}
+
+}  // namespace
+}  // namespace redis_sidecar::test

@@ -1,0 +1,217 @@
+// TLS and authentication: the sidecar reaches TLS upstreams (verified against the test CA, with
+// client certificates for mTLS), authenticates with the password or ACL user of its upstream URL,
+// refuses to talk to an upstream it cannot verify, never logs a password, and applies its own
+// --requirepass to clients (or accepts any AUTH when it has none, for apps with a password in
+// REDIS_URL).
+#include <algorithm>
+#include <cctype>
+
+#include "tests/integration/common.hpp"
+
+namespace redis_sidecar::test {
+namespace {
+
+std::string lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(),
+                 [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
+  return s;
+}
+
+redis_options tls_server(bool client_auth = false, const std::string& password = "") {
+  redis_options opts;
+  opts.tls = true;
+  opts.tls_client_auth = client_auth;
+  opts.requirepass = password;
+  return opts;
+}
+
+redis_options password_server(const std::string& password) {
+  redis_options opts;
+  opts.requirepass = password;
+  return opts;
+}
+
+std::unique_ptr<sidecar> start_sidecar(std::vector<std::string> args) {
+  auto side = std::make_unique<sidecar>(std::move(args));
+  if (!side->running()) FAIL("sidecar exited at start-up:\n" << side->log());
+  return side;
+}
+
+// SET then GET through the sidecar both work.
+void check_round_trip(std::uint16_t port) {
+  auto c = connect(port);
+  CHECK(str(c.get(), {"SET", "tls-key", "tls-value"}) == "OK");
+  CHECK(str(c.get(), {"GET", "tls-key"}) == "tls-value");
+}
+
+// The error a fresh client gets for a command when the upstream is unusable.
+std::string upstream_error(const sidecar& side) {
+  auto c = connect(side.port());
+  return error_of(c.get(), {"GET", "k"});
+}
+
+TEST_CASE("TLS upstream verified with --tls-ca-file", "[tls]") {
+  SIDECAR_ONLY();
+  const auto& certs = test_certificates();
+  redis_server redis(tls_server());
+  auto side = start_sidecar({"--upstream", redis.url(), "--tls-ca-file", certs.ca_crt});
+  check_round_trip(side->port());
+  CHECK(redis_cli(redis, {"GET", "tls-key"}) == "tls-value\n");
+}
+
+TEST_CASE("TLS upstream with the wrong CA: commands fail, the log says why", "[tls]") {
+  SIDECAR_ONLY();
+  const auto& certs = test_certificates();
+  redis_server redis(tls_server());
+  auto side = start_sidecar({"--upstream", redis.url(), "--tls-ca-file", certs.other_ca_crt});
+  CHECK(side->running());
+  CHECK(upstream_error(*side).starts_with(errors::upstream_unavailable));
+  CHECK(eventually([&] { return lower(side->log()).find("certificate") != std::string::npos; },
+                   std::chrono::seconds(5)));
+  CHECK(side->running());
+  CHECK(redis_cli(redis, {"DBSIZE"}) == "0\n");
+}
+
+TEST_CASE("TLS upstream whose name does not match --tls-server-name is refused", "[tls]") {
+  SIDECAR_ONLY();
+  const auto& certs = test_certificates();
+  redis_server redis(tls_server());
+  auto side = start_sidecar({"--upstream", redis.url(), "--tls-ca-file", certs.ca_crt,
+                             "--tls-server-name", "not-this-host.example"});
+  CHECK(upstream_error(*side).starts_with(errors::upstream_unavailable));
+}
+
+TEST_CASE("tls-insecure-skip-verify talks to an unverifiable upstream", "[tls]") {
+  SIDECAR_ONLY();
+  const auto& certs = test_certificates();
+  redis_server redis(tls_server());
+  auto side = start_sidecar({"--upstream", redis.url(), "--tls-ca-file", certs.other_ca_crt,
+                             "--tls-insecure-skip-verify"});
+  check_round_trip(side->port());
+}
+
+TEST_CASE("mTLS upstream: the client certificate is presented", "[tls]") {
+  SIDECAR_ONLY();
+  const auto& certs = test_certificates();
+  redis_server redis(tls_server(true));
+  {
+    auto side =
+        start_sidecar({"--upstream", redis.url(), "--tls-ca-file", certs.ca_crt, "--tls-cert-file",
+                       certs.client_crt, "--tls-key-file", certs.client_key});
+    check_round_trip(side->port());
+    CHECK(redis_cli(redis, {"GET", "tls-key"}) == "tls-value\n");
+  }
+  // Without a client certificate the upstream refuses the sidecar.
+  auto side = start_sidecar({"--upstream", redis.url(), "--tls-ca-file", certs.ca_crt});
+  CHECK(upstream_error(*side).starts_with("ERR upstream"));
+}
+
+TEST_CASE("TLS upstream with a password", "[tls][auth]") {
+  SIDECAR_ONLY();
+  const auto& certs = test_certificates();
+  const std::string password = "tls-pass-91c2";
+  redis_server redis(tls_server(false, password));
+  auto side = start_sidecar({"--upstream", redis.url("", password), "--tls-ca-file", certs.ca_crt});
+  check_round_trip(side->port());
+  CHECK(side->log().find(password) == std::string::npos);
+}
+
+TEST_CASE("upstream requirepass from the URL", "[auth]") {
+  SIDECAR_ONLY();
+  const std::string password = "up-pass-5d1e";
+  redis_server redis(password_server(password));
+  auto side = start_sidecar({"--upstream", redis.url("", password)});
+  check_round_trip(side->port());
+  auto up = context_ptr{redis.connect_direct()};
+  REQUIRE(up);
+  CHECK(str(up.get(), {"GET", "tls-key"}) == "tls-value");
+  CHECK(side->log().find(password) == std::string::npos);
+}
+
+TEST_CASE("upstream ACL user from the URL, with its limited permissions", "[auth]") {
+  SIDECAR_ONLY();
+  redis_options opts;
+  opts.requirepass = "admin-pass-0b7";
+  opts.acl = {"user app on >app-secret-4e9 ~app:* &* +@all -@dangerous"};
+  redis_server redis(opts);
+  auto side = start_sidecar({"--upstream", redis.url("app", "app-secret-4e9")});
+  auto c = connect(side->port());
+  CHECK(str(c.get(), {"SET", "app:1", "allowed"}) == "OK");
+  CHECK(str(c.get(), {"GET", "app:1"}) == "allowed");
+  CHECK(error_of(c.get(), {"SET", "other:1", "denied"}).starts_with("NOPERM"));
+  CHECK(error_of(c.get(), {"FLUSHALL"}).starts_with("NOPERM"));
+
+  auto up = context_ptr{redis.connect_direct()};
+  REQUIRE(up);
+  CHECK(str(up.get(), {"GET", "app:1"}) == "allowed");
+  CHECK(is_nil(up.get(), {"GET", "other:1"}));
+  CHECK(str(up.get(), {"CLIENT", "LIST"}).find("user=app") != std::string::npos);
+  auto log = side->log();
+  CHECK(log.find("app-secret-4e9") == std::string::npos);
+}
+
+TEST_CASE("wrong upstream password: commands fail and the password is never logged", "[auth]") {
+  SIDECAR_ONLY();
+  const std::string wrong = "wrong-pass-7f3a";
+  redis_server redis(password_server("right-pass-22c8"));
+  auto side = start_sidecar({"--upstream", redis.url("", wrong)});
+  for (int i = 0; i < 3; ++i) {
+    std::string e = upstream_error(*side);
+    CHECK(e.starts_with("ERR upstream"));
+    CHECK(e.find(wrong) == std::string::npos);
+  }
+  CHECK(side->running());
+  side->terminate();
+  auto log = side->log();
+  CHECK(!log.empty());
+  CHECK(log.find(wrong) == std::string::npos);
+  CHECK(log.find("right-pass-22c8") == std::string::npos);
+}
+
+TEST_CASE("sidecar requirepass: NOAUTH, WRONGPASS, then OK", "[auth]") {
+  // Direct mode checks the same bytes against a Redis with requirepass.
+  redis_options opts;
+  if (direct_mode()) opts.requirepass = "side-pass-8a1";
+  proxied env(opts, {"--requirepass", "side-pass-8a1"});
+  auto c = env.client();
+  CHECK(error_of(c.get(), {"GET", "k"}) == errors::noauth);
+  CHECK(error_of(c.get(), {"SET", "k", "v"}) == errors::noauth);
+  CHECK(error_of(c.get(), {"AUTH", "not-it"}) == errors::wrongpass);
+  CHECK(error_of(c.get(), {"GET", "k"}) == errors::noauth);
+  CHECK(str(c.get(), {"AUTH", "side-pass-8a1"}) == "OK");
+  CHECK(str(c.get(), {"SET", "k", "v"}) == "OK");
+  CHECK(str(c.get(), {"GET", "k"}) == "v");
+
+  auto d = env.client();
+  CHECK(error_of(d.get(), {"AUTH", "default", "not-it"}) == errors::wrongpass);
+  CHECK(str(d.get(), {"AUTH", "default", "side-pass-8a1"}) == "OK");
+  CHECK(str(d.get(), {"GET", "k"}) == "v");
+
+  raw_client raw(env.port());
+  raw.send("*5\r\n$5\r\nHELLO\r\n$1\r\n3\r\n$4\r\nAUTH\r\n$7\r\ndefault\r\n$6\r\nnot-it\r\n");
+  CHECK(read_value(raw) == error_bytes(errors::wrongpass));
+  raw.send(
+      "*5\r\n$5\r\nHELLO\r\n$1\r\n3\r\n$4\r\nAUTH\r\n$7\r\ndefault\r\n$13\r\nside-pass-8a1\r\n");
+  CHECK(read_value(raw).starts_with("%"));
+  raw.send("*2\r\n$3\r\nGET\r\n$1\r\nk\r\n");
+  CHECK(read_value(raw) == "$1\r\nv\r\n");
+  if (env.side) CHECK(env.side->log().find("side-pass-8a1") == std::string::npos);
+}
+
+TEST_CASE("without --requirepass, any AUTH is accepted", "[auth]") {
+  SIDECAR_ONLY();  // Redis itself would refuse AUTH without a configured password
+  proxied env;
+  auto c = env.client();
+  CHECK(str(c.get(), {"AUTH", "anything"}) == "OK");
+  CHECK(str(c.get(), {"AUTH", "someuser", "somepass"}) == "OK");
+  CHECK(str(c.get(), {"SET", "k", "v"}) == "OK");
+
+  raw_client raw(env.port());
+  raw.send("*5\r\n$5\r\nHELLO\r\n$1\r\n3\r\n$4\r\nAUTH\r\n$4\r\nuser\r\n$4\r\npass\r\n");
+  CHECK(read_value(raw).starts_with("%"));
+  raw.send("*2\r\n$3\r\nGET\r\n$1\r\nk\r\n");
+  CHECK(read_value(raw) == "$1\r\nv\r\n");
+}
+
+}  // namespace
+}  // namespace redis_sidecar::test

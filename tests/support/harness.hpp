@@ -1,0 +1,145 @@
+// harness: real processes for integration tests. Starts redis-server (plain or TLS, with
+// certificates generated at test time by the openssl CLI, with requirepass or ACL users) and the
+// built redis-sidecar binary on free loopback ports, and a small hiredis-based client.
+// Every process is stopped (SIGKILL as a last resort) when its object is destroyed.
+#pragma once
+
+#include <hiredis/hiredis.h>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace redis_sidecar::test {
+
+/// Certificates made once per test process in a private temp dir: a CA, a server certificate for
+/// localhost/127.0.0.1 signed by it, a client certificate (mTLS) signed by it, and a second,
+/// unrelated CA (for "wrong CA" tests).
+struct tls_files {
+  std::string dir;
+  std::string ca_crt, ca_key;
+  std::string server_crt, server_key;
+  std::string client_crt, client_key;
+  std::string other_ca_crt;  // a CA that did not sign the server certificate
+};
+const tls_files& test_certificates();
+
+/// A loopback TCP port that nobody listens on right now.
+std::uint16_t free_port();
+
+struct redis_options {
+  bool tls = false;  // TLS only (port 0 for plaintext), server cert from test_certificates()
+  bool tls_client_auth = false;  // require client certificates (mTLS)
+  std::string requirepass;       // default user password
+  std::vector<std::string>
+      acl;  // extra "user ..." ACL lines, e.g. "user app on >secret ~* &* +@all"
+  std::vector<std::string> extra;  // extra config lines, e.g. "notify-keyspace-events KEA"
+};
+
+class redis_server {
+ public:
+  explicit redis_server(redis_options opts = {});
+  ~redis_server();
+  redis_server(const redis_server&) = delete;
+  redis_server& operator=(const redis_server&) = delete;
+
+  std::uint16_t port() const { return port_; }
+  /// redis:// or rediss:// URL with the given credentials, e.g. url("app", "secret", 3).
+  std::string url(const std::string& user = "", const std::string& password = "",
+                  int db = -1) const;
+
+  void stop();    // SIGTERM and wait
+  void kill();    // SIGKILL and wait
+  void pause();   // SIGSTOP: a stalled upstream
+  void resume();  // SIGCONT
+  void start();   // (re)start on the same port with the same options; waits until it answers PING
+
+  /// A direct connection to this server, authenticated as the options say (default user /
+  /// requirepass), with a 10 s I/O timeout. nullptr for a TLS server (hiredis 0.14 has no TLS: use
+  /// redis_cli() to inspect a TLS server) or when the connection fails. The caller owns it.
+  redisContext* connect_direct() const;
+
+ private:
+  friend std::string redis_cli(const redis_server& server, std::vector<std::string> args);
+  redis_options opts_;
+  std::uint16_t port_ = 0;
+  int pid_ = -1;
+  std::string dir_;
+};
+
+/// Runs `redis-cli` against `server` with the right flags (--tls, CA, client certificate for
+/// mTLS, -a requirepass) followed by `args`, and returns its stdout (raw output format, one value
+/// per line; empty when it could not run). Works for plaintext and TLS servers.
+std::string redis_cli(const redis_server& server, std::vector<std::string> args);
+
+class sidecar {
+ public:
+  /// Starts the built binary with `args` (plus "--listen 127.0.0.1:<free port>" unless args has
+  /// --listen) and `env` ("NAME=value" entries added to the environment; REDIS_URL and
+  /// REDIS_SIDECAR_* from the test's own environment are never passed on). Waits up to 10 s until
+  /// the port accepts connections or the process exits.
+  explicit sidecar(std::vector<std::string> args, std::vector<std::string> env = {});
+  ~sidecar();
+  sidecar(const sidecar&) = delete;
+  sidecar& operator=(const sidecar&) = delete;
+
+  std::uint16_t port() const { return port_; }
+  bool running();
+  /// Waits for exit and returns the exit code (or 128+signal); -1 if still running at the
+  /// timeout. For start-up failure tests.
+  int wait_exit(std::chrono::milliseconds timeout = std::chrono::seconds(10));
+  /// Everything the process wrote to stdout and stderr so far.
+  std::string log() const;
+  void terminate();  // SIGTERM and wait (SIGKILL after 3 s)
+
+ private:
+  std::uint16_t port_ = 0;
+  int pid_ = -1;
+  std::string dir_;
+  std::string log_path_;
+  std::optional<int> exit_code_;
+};
+
+/// Runs the binary to completion with args and env (no --listen added; killed after 10 s);
+/// returns {exit code, stdout+stderr}.
+std::pair<int, std::string> run_sidecar_once(std::vector<std::string> args,
+                                             std::vector<std::string> env = {});
+
+/// hiredis replies owned by unique_ptr.
+struct reply_deleter {
+  void operator()(redisReply* r) const { freeReplyObject(r); }
+};
+using reply_ptr = std::unique_ptr<redisReply, reply_deleter>;
+struct context_deleter {
+  void operator()(redisContext* c) const { redisFree(c); }
+};
+using context_ptr = std::unique_ptr<redisContext, context_deleter>;
+
+/// A plaintext hiredis connection to 127.0.0.1:port (with a 10 s I/O timeout), or throws.
+context_ptr connect(std::uint16_t port);
+/// Sends argv (binary safe) and returns the reply, or nullptr on I/O error.
+reply_ptr command(redisContext* c, const std::vector<std::string>& argv);
+
+/// A raw socket client for byte-exact tests (malformed input, RESP3 bytes, split writes).
+class raw_client {
+ public:
+  explicit raw_client(std::uint16_t port);
+  ~raw_client();
+  void send(const std::string& bytes);
+  /// Reads until `n` bytes arrived or timeout; returns what arrived.
+  std::string read_exact(std::size_t n,
+                         std::chrono::milliseconds timeout = std::chrono::seconds(5));
+  /// Reads whatever arrives until the peer is quiet for `quiet` or closes.
+  std::string read_some(std::chrono::milliseconds quiet = std::chrono::milliseconds(200));
+  /// True when the peer closed the connection (read returns 0) within timeout.
+  bool closed_by_peer(std::chrono::milliseconds timeout = std::chrono::seconds(5));
+
+ private:
+  int fd_ = -1;
+};
+
+}  // namespace redis_sidecar::test

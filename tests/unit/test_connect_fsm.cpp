@@ -1,0 +1,192 @@
+// The upstream connect sequence, action by action, for every branch: plain and TLS, with and
+// without credentials, HELLO refused by old servers, authentication failures, SELECT.
+#include <catch2/catch.hpp>
+
+#include "proxy/resp/value.hpp"
+#include "proxy/upstream/connect_fsm.hpp"
+
+using redis_sidecar::connect_fsm;
+using redis_sidecar::upstream_url;
+using step = connect_fsm::step;
+namespace resp = redis_sidecar::resp;
+
+namespace {
+
+resp::value reply_of(std::string_view frame) {
+  auto v = resp::decode(frame);
+  REQUIRE(v.has_value());
+  return *v;
+}
+
+const std::string_view ok_frame = "+OK\r\n";
+const std::string_view hello_frame =
+    "%3\r\n$6\r\nserver\r\n$5\r\nredis\r\n$7\r\nversion\r\n$6\r\n7.0.15\r\n$5\r\nproto\r\n:3\r\n";
+
+upstream_url url(bool tls, std::string user, std::string pass, int db) {
+  upstream_url u;
+  u.tls = tls;
+  u.host = "cache.example";
+  u.port = 6380;
+  u.username = std::move(user);
+  u.password = std::move(pass);
+  u.db = db;
+  return u;
+}
+
+// Drives resolve/connect/(handshake) successfully and returns the first `send` step.
+step through_transport(connect_fsm& fsm, bool tls) {
+  REQUIRE(fsm.start() == step::resolve);
+  REQUIRE(fsm.on_done("") == step::connect);
+  if (tls) {
+    REQUIRE(fsm.on_done("") == step::tls_handshake);
+  }
+  return fsm.on_done("");
+}
+
+}  // namespace
+
+TEST_CASE("plain upstream without credentials: HELLO then ready", "[connect_fsm]") {
+  const auto u = url(false, "", "", 0);
+  connect_fsm fsm(u, 2);
+  REQUIRE(through_transport(fsm, false) == step::send);
+  CHECK(fsm.bytes() ==
+        "*4\r\n$5\r\nHELLO\r\n$1\r\n2\r\n$7\r\nSETNAME\r\n$13\r\nredis-sidecar\r\n");
+  REQUIRE(fsm.on_done("") == step::receive);
+  CHECK(fsm.on_reply(reply_of(hello_frame)) == step::ready);
+  CHECK(fsm.server_version() == "7.0.15");
+}
+
+TEST_CASE("TLS upstream with ACL user and db: handshake, HELLO AUTH, SELECT", "[connect_fsm]") {
+  const auto u = url(true, "app", "s3cret", 5);
+  connect_fsm fsm(u, 3);
+  REQUIRE(through_transport(fsm, true) == step::send);
+  CHECK(fsm.bytes() ==
+        "*7\r\n$5\r\nHELLO\r\n$1\r\n3\r\n$4\r\nAUTH\r\n$3\r\napp\r\n$6\r\ns3cret\r\n"
+        "$7\r\nSETNAME\r\n$13\r\nredis-sidecar\r\n");
+  REQUIRE(fsm.on_done("") == step::receive);
+  REQUIRE(fsm.on_reply(reply_of(hello_frame)) == step::send);
+  CHECK(fsm.bytes() == "*2\r\n$6\r\nSELECT\r\n$1\r\n5\r\n");
+  REQUIRE(fsm.on_done("") == step::receive);
+  CHECK(fsm.on_reply(reply_of(ok_frame)) == step::ready);
+}
+
+TEST_CASE("password only authenticates the default user", "[connect_fsm]") {
+  const auto u = url(false, "", "pw", 0);
+  connect_fsm fsm(u, 2);
+  REQUIRE(through_transport(fsm, false) == step::send);
+  CHECK(fsm.bytes().find("$7\r\ndefault\r\n$2\r\npw\r\n") != std::string_view::npos);
+}
+
+TEST_CASE("Redis without HELLO: AUTH then SELECT in RESP2", "[connect_fsm]") {
+  const auto u = url(false, "", "pw", 2);
+  connect_fsm fsm(u, 2);
+  REQUIRE(through_transport(fsm, false) == step::send);
+  REQUIRE(fsm.on_done("") == step::receive);
+  REQUIRE(fsm.on_reply(reply_of("-ERR unknown command 'HELLO'\r\n")) == step::send);
+  CHECK(fsm.bytes() == "*2\r\n$4\r\nAUTH\r\n$2\r\npw\r\n");
+  REQUIRE(fsm.on_done("") == step::receive);
+  REQUIRE(fsm.on_reply(reply_of(ok_frame)) == step::send);
+  CHECK(fsm.bytes() == "*2\r\n$6\r\nSELECT\r\n$1\r\n2\r\n");
+  REQUIRE(fsm.on_done("") == step::receive);
+  CHECK(fsm.on_reply(reply_of(ok_frame)) == step::ready);
+  CHECK(fsm.server_version().empty());
+}
+
+TEST_CASE("Redis without HELLO and without password: straight to ready", "[connect_fsm]") {
+  const auto u = url(false, "", "", 0);
+  connect_fsm fsm(u, 2);
+  REQUIRE(through_transport(fsm, false) == step::send);
+  REQUIRE(fsm.on_done("") == step::receive);
+  CHECK(fsm.on_reply(reply_of("-ERR unknown command 'HELLO'\r\n")) == step::ready);
+}
+
+TEST_CASE("RESP3 needs HELLO", "[connect_fsm]") {
+  const auto u = url(false, "", "", 0);
+  connect_fsm fsm(u, 3);
+  REQUIRE(through_transport(fsm, false) == step::send);
+  REQUIRE(fsm.on_done("") == step::receive);
+  CHECK(fsm.on_reply(reply_of("-ERR unknown command 'HELLO'\r\n")) == step::failed);
+  CHECK(fsm.error().find("RESP3") != std::string_view::npos);
+}
+
+TEST_CASE("authentication failures never echo the password", "[connect_fsm]") {
+  const auto u = url(true, "app", "hunter2", 0);
+  SECTION("WRONGPASS") {
+    connect_fsm fsm(u, 2);
+    REQUIRE(through_transport(fsm, true) == step::send);
+    REQUIRE(fsm.on_done("") == step::receive);
+    CHECK(fsm.on_reply(reply_of("-WRONGPASS invalid username-password pair or user is "
+                                "disabled.\r\n")) == step::failed);
+    CHECK(fsm.error().find("authentication failed") != std::string_view::npos);
+    CHECK(fsm.error().find("hunter2") == std::string_view::npos);
+  }
+  SECTION("AUTH after HELLO fallback fails") {
+    connect_fsm fsm(u, 2);
+    REQUIRE(through_transport(fsm, true) == step::send);
+    REQUIRE(fsm.on_done("") == step::receive);
+    REQUIRE(fsm.on_reply(reply_of("-ERR unknown command 'HELLO'\r\n")) == step::send);
+    REQUIRE(fsm.on_done("") == step::receive);
+    CHECK(fsm.on_reply(reply_of("-WRONGPASS nope\r\n")) == step::failed);
+    CHECK(fsm.error().find("hunter2") == std::string_view::npos);
+  }
+}
+
+TEST_CASE("NOAUTH: the upstream wants a password the URL lacks", "[connect_fsm]") {
+  const auto u = url(false, "", "", 0);
+  connect_fsm fsm(u, 2);
+  REQUIRE(through_transport(fsm, false) == step::send);
+  REQUIRE(fsm.on_done("") == step::receive);
+  CHECK(fsm.on_reply(reply_of("-NOAUTH HELLO must be called with the client already "
+                              "authenticated\r\n")) == step::failed);
+  CHECK(fsm.error().find("URL has no password") != std::string_view::npos);
+}
+
+TEST_CASE("NOPROTO and SELECT failures", "[connect_fsm]") {
+  SECTION("NOPROTO") {
+    const auto u = url(false, "", "", 0);
+    connect_fsm fsm(u, 3);
+    REQUIRE(through_transport(fsm, false) == step::send);
+    REQUIRE(fsm.on_done("") == step::receive);
+    CHECK(fsm.on_reply(reply_of("-NOPROTO unsupported protocol version\r\n")) == step::failed);
+  }
+  SECTION("SELECT out of range") {
+    const auto u = url(false, "", "", 99);
+    connect_fsm fsm(u, 2);
+    REQUIRE(through_transport(fsm, false) == step::send);
+    REQUIRE(fsm.on_done("") == step::receive);
+    REQUIRE(fsm.on_reply(reply_of(hello_frame)) == step::send);
+    REQUIRE(fsm.on_done("") == step::receive);
+    CHECK(fsm.on_reply(reply_of("-ERR DB index is out of range\r\n")) == step::failed);
+    CHECK(fsm.error().find("SELECT 99") != std::string_view::npos);
+  }
+}
+
+TEST_CASE("transport failures name the step and the endpoint", "[connect_fsm]") {
+  const auto u = url(true, "", "", 0);
+  SECTION("resolve") {
+    connect_fsm fsm(u, 2);
+    REQUIRE(fsm.start() == step::resolve);
+    CHECK(fsm.on_done("Host not found") == step::failed);
+    CHECK(fsm.error() == "cannot resolve cache.example: Host not found");
+  }
+  SECTION("connect") {
+    connect_fsm fsm(u, 2);
+    fsm.start();
+    REQUIRE(fsm.on_done("") == step::connect);
+    CHECK(fsm.on_done("Connection refused") == step::failed);
+    CHECK(fsm.error() == "cannot connect to cache.example:6380: Connection refused");
+  }
+  SECTION("handshake") {
+    connect_fsm fsm(u, 2);
+    fsm.start();
+    fsm.on_done("");
+    REQUIRE(fsm.on_done("") == step::tls_handshake);
+    CHECK(fsm.on_done("certificate verify failed") == step::failed);
+    CHECK(fsm.error().find("TLS handshake with cache.example:6380 failed") == 0);
+  }
+  SECTION("write") {
+    connect_fsm fsm(u, 2);
+    REQUIRE(through_transport(fsm, true) == step::send);
+    CHECK(fsm.on_done("Broken pipe") == step::failed);
+  }
+}

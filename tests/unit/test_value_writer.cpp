@@ -1,0 +1,197 @@
+// Tests of resp::decode (RESP2/RESP3 frames into a tree, malformed input as nullopt) and of the
+// writer's exact bytes in both protocol versions, including writer -> decode round trips.
+#include <catch2/catch.hpp>
+
+#include <string>
+#include <vector>
+
+#include "proxy/resp/value.hpp"
+#include "proxy/resp/writer.hpp"
+
+using namespace std::string_literals;
+using namespace redis_sidecar::resp;
+
+TEST_CASE("decode reads every RESP2 and RESP3 type", "[resp][value]") {
+  struct row {
+    std::string frame;
+    value::kind type;
+    std::string str;
+    std::int64_t integer;
+  };
+  const std::vector<row> rows = {
+      {"+OK\r\n", value::kind::simple_string, "OK", 0},
+      {"-ERR bad\r\n", value::kind::error, "ERR bad", 0},
+      {"!8\r\nERR\r\nbad\r\n", value::kind::error, "ERR\r\nbad", 0},
+      {":-42\r\n", value::kind::integer, "", -42},
+      {":9223372036854775807\r\n", value::kind::integer, "", 9223372036854775807},
+      {"$3\r\na\0b\r\n"s, value::kind::bulk_string, "a\0b"s, 0},
+      {"$0\r\n\r\n", value::kind::bulk_string, "", 0},
+      {"=15\r\ntxt:Some string\r\n", value::kind::bulk_string, "Some string", 0},
+      {"$-1\r\n", value::kind::null, "", 0},
+      {"*-1\r\n", value::kind::null, "", 0},
+      {"_\r\n", value::kind::null, "", 0},
+      {",3.14\r\n", value::kind::double_, "3.14", 0},
+      {",inf\r\n", value::kind::double_, "inf", 0},
+      {"#t\r\n", value::kind::boolean, "", 1},
+      {"#f\r\n", value::kind::boolean, "", 0},
+      {"(12345678901234567890\r\n", value::kind::big_number, "12345678901234567890", 0},
+      {"|1\r\n+key\r\n+val\r\n:5\r\n", value::kind::integer, "", 5},
+  };
+  for (const auto& r : rows) {
+    INFO(r.frame);
+    const auto v = decode(r.frame);
+    REQUIRE(v.has_value());
+    CHECK(v->type == r.type);
+    CHECK(v->str == r.str);
+    CHECK(v->integer == r.integer);
+    CHECK(v->elements.empty());
+  }
+}
+
+TEST_CASE("decode builds aggregates", "[resp][value]") {
+  SECTION("HELLO 3 reply map") {
+    const std::string hello =
+        "%7\r\n$6\r\nserver\r\n$5\r\nredis\r\n$7\r\nversion\r\n$6\r\n7.0.15\r\n$5\r\nproto\r\n"
+        ":3\r\n$2\r\nid\r\n:3\r\n$4\r\nmode\r\n$10\r\nstandalone\r\n$4\r\nrole\r\n$6\r\nmaster\r\n"
+        "$7\r\nmodules\r\n*0\r\n";
+    const auto v = decode(hello);
+    REQUIRE(v.has_value());
+    REQUIRE(v->type == value::kind::map);
+    REQUIRE(v->elements.size() == 14);
+    CHECK(v->elements[0].str == "server");
+    CHECK(v->elements[1].str == "redis");
+    REQUIRE(v->find("proto") != nullptr);
+    CHECK(v->find("proto")->integer == 3);
+    CHECK(v->find("version")->str == "7.0.15");
+    CHECK(v->find("modules")->type == value::kind::array);
+    CHECK(v->find("Proto") == nullptr);
+    CHECK(v->elements[1].find("x") == nullptr);  // not a map
+  }
+  SECTION("push, set, nested arrays and attributes inside aggregates") {
+    const auto push = decode(">3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$2\r\nhi\r\n");
+    REQUIRE(push.has_value());
+    CHECK(push->type == value::kind::push);
+    REQUIRE(push->elements.size() == 3);
+    CHECK(push->elements[2].str == "hi");
+
+    const auto set = decode("~2\r\n+a\r\n:1\r\n");
+    REQUIRE(set.has_value());
+    CHECK(set->type == value::kind::set);
+    CHECK(set->elements[1].integer == 1);
+
+    const auto nested = decode("*2\r\n*1\r\n$-1\r\n|1\r\n+k\r\n+v\r\n%1\r\n+a\r\n#t\r\n");
+    REQUIRE(nested.has_value());
+    REQUIRE(nested->elements.size() == 2);
+    CHECK(nested->elements[0].elements[0].type == value::kind::null);
+    CHECK(nested->elements[1].type == value::kind::map);
+    CHECK(nested->elements[1].find("a")->integer == 1);
+  }
+}
+
+TEST_CASE("decode rejects malformed frames without throwing", "[resp][value]") {
+  const std::vector<std::string> bad = {
+      "",
+      "+OK",
+      "+OK\r\n+OK\r\n",  // more than one frame
+      ":abc\r\n",
+      ":+1\r\n",
+      ":\r\n",
+      ":99999999999999999999\r\n",
+      "(12a\r\n",
+      "(\r\n",
+      ",\r\n",
+      "#x\r\n",
+      "_x\r\n",
+      "=3\r\nabc\r\n",  // verbatim text needs its "txt:" prefix
+      "=4\r\ntxt_\r\n",
+      "$3\r\nabcd\r\n",
+      "$-2\r\n",
+      "*2\r\n:1\r\n",
+      "%1\r\n+a\r\n",
+      "x\r\n",
+      "$?\r\n",
+      "*1\r\n:x\r\n",
+  };
+  for (const auto& f : bad) {
+    INFO(f);
+    CHECK_FALSE(decode(f).has_value());
+  }
+  SECTION("deep nesting fails instead of overflowing the stack") {
+    std::string deep;
+    for (int i = 0; i < 100000; ++i) deep += "*1\r\n";
+    deep += ":1\r\n";
+    CHECK_FALSE(decode(deep).has_value());
+    std::string attrs;
+    for (int i = 0; i < 100000; ++i) attrs += "|1\r\n+k\r\n+v\r\n";
+    attrs += ":1\r\n";
+    CHECK_FALSE(decode(attrs).has_value());
+    std::string ok;
+    for (int i = 0; i < 64; ++i) ok += "*1\r\n";
+    ok += ":1\r\n";
+    CHECK(decode(ok).has_value());
+  }
+}
+
+TEST_CASE("writer emits exact bytes in both protocols", "[resp][writer]") {
+  std::string out;
+  const auto bytes = [&](auto&& fn) {
+    out.clear();
+    fn();
+    return out;
+  };
+  CHECK(bytes([&] { append_simple(out, "OK"); }) == "+OK\r\n");
+  CHECK(bytes([&] { append_error(out, "ERR syntax error"); }) == "-ERR syntax error\r\n");
+  CHECK(bytes([&] { append_integer(out, 0); }) == ":0\r\n");
+  CHECK(bytes([&] { append_integer(out, -9223372036854775807 - 1); }) ==
+        ":-9223372036854775808\r\n");
+  CHECK(bytes([&] { append_integer(out, 9223372036854775807); }) == ":9223372036854775807\r\n");
+  CHECK(bytes([&] { append_bulk(out, ""); }) == "$0\r\n\r\n");
+  CHECK(bytes([&] { append_bulk(out, "a\0\r\nb"s); }) == "$5\r\na\0\r\nb\r\n"s);
+  for (int proto : {2, 3}) {
+    INFO("proto " << proto);
+    const bool v3 = proto == 3;
+    CHECK(bytes([&] { append_null(out, proto); }) == (v3 ? "_\r\n" : "$-1\r\n"));
+    CHECK(bytes([&] { append_null_array(out, proto); }) == (v3 ? "_\r\n" : "*-1\r\n"));
+    CHECK(bytes([&] { append_map_header(out, 3, proto); }) == (v3 ? "%3\r\n" : "*6\r\n"));
+    CHECK(bytes([&] { append_set_header(out, 2, proto); }) == (v3 ? "~2\r\n" : "*2\r\n"));
+    CHECK(bytes([&] { append_push_header(out, 3, proto); }) == (v3 ? ">3\r\n" : "*3\r\n"));
+    CHECK(bytes([&] { append_bool(out, true, proto); }) == (v3 ? "#t\r\n" : ":1\r\n"));
+    CHECK(bytes([&] { append_bool(out, false, proto); }) == (v3 ? "#f\r\n" : ":0\r\n"));
+  }
+  CHECK(bytes([&] { append_array_header(out, 0); }) == "*0\r\n");
+  CHECK(bytes([&] { append_array_header(out, 12345); }) == "*12345\r\n");
+
+  const std::vector<std::string_view> args = {"SET", "key", "", "a b\r\n"};
+  CHECK(bytes([&] { append_command(out, args); }) ==
+        "*4\r\n$3\r\nSET\r\n$3\r\nkey\r\n$0\r\n\r\n$5\r\na b\r\n\r\n");
+  CHECK(bytes([&] { append_command(out, {}); }) == "*0\r\n");
+
+  // Appends, never overwrites.
+  out = "+A\r\n";
+  append_simple(out, "B");
+  CHECK(out == "+A\r\n+B\r\n");
+}
+
+TEST_CASE("writer output decodes back to what was written", "[resp][writer][value]") {
+  for (int proto : {2, 3}) {
+    std::string out;
+    append_map_header(out, 2, proto);
+    append_bulk(out, "proto");
+    append_integer(out, proto);
+    append_simple(out, "flag");
+    append_bool(out, true, proto);
+    const auto v = decode(out);
+    REQUIRE(v.has_value());
+    CHECK(v->type == (proto == 3 ? value::kind::map : value::kind::array));
+    REQUIRE(v->elements.size() == 4);
+    CHECK(v->elements[1].integer == proto);
+    CHECK(v->elements[3].integer == 1);
+    CHECK(v->elements[3].type == (proto == 3 ? value::kind::boolean : value::kind::integer));
+    if (proto == 3) CHECK(v->find("proto")->integer == 3);
+
+    out.clear();
+    append_null(out, proto);
+    REQUIRE(decode(out).has_value());
+    CHECK(decode(out)->type == value::kind::null);
+  }
+}
