@@ -163,7 +163,14 @@ awaitable<void> client_session::read_loop(std::shared_ptr<client_session> self) 
     auto [ec, n] = co_await socket_.async_read_some(asio::buffer(in_.data() + old, read_chunk),
                                                     use_nothrow);
     in_.resize(old + n);
-    if (ec) break;
+    if (ec) {
+      // The client closed or reset its connection. As Redis does, drop it at once: a blocking
+      // command it left behind must not hold (or later steal from) the upstream, and its queued
+      // shared replies are read and dropped. (A drain shut our receive side: closing_ is set then,
+      // and in-flight replies are still written.)
+      if (!closing_) close_now();
+      break;
+    }
   }
   // The client is gone or leaving: let the writer flush what is ready, then close.
   closing_ = true;

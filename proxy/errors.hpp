@@ -57,4 +57,21 @@ inline constexpr std::string_view upstream_timeout = "ERR upstream command timeo
 inline constexpr std::string_view upstream_closed = "ERR upstream connection lost";
 inline constexpr std::string_view upstream_protocol = "ERR upstream protocol error";
 
+// Fallback mode (upstream unreachable, L1 serving). The command name is filled in, lowercase.
+inline constexpr std::string_view fallback_not_servable_prefix = "UNAVAILABLE upstream unreachable, '";
+inline constexpr std::string_view fallback_not_servable_suffix =
+    "' cannot be served from the local cache";
+inline constexpr std::string_view fallback_miss =
+    "UNAVAILABLE upstream unreachable and the key is not in the local cache";
+inline constexpr std::string_view fallback_incr_miss =
+    "UNAVAILABLE upstream unreachable and the key is not in the local cache, so it cannot be "
+    "incremented";
+inline constexpr std::string_view fallback_writes_rejected =
+    "UNAVAILABLE upstream unreachable; writes are rejected until it is back "
+    "(--fallback-writes=reject)";
+inline constexpr std::string_view fallback_journal_full =
+    "UNAVAILABLE upstream unreachable and the fallback journal is full "
+    "(--fallback-journal-max-bytes); the write was not applied";
+inline constexpr std::string_view increment_overflow = "ERR increment or decrement would overflow";
+
 }  // namespace redis_sidecar::errors

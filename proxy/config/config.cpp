@@ -20,7 +20,7 @@
 namespace redis_sidecar {
 namespace {
 
-enum class kind { text, boolean, millis, count, bytes, listen, upstream, log_level };
+enum class kind { text, boolean, millis, seconds, count, bytes, listen, metrics_listen, upstream, choice };
 
 using field =
     std::variant<std::monostate, std::string config::*, bool config::*, std::uint32_t config::*,
@@ -36,6 +36,7 @@ struct option {
   unsigned long long max = 0;
   std::string_view help;
   std::string_view default_text = {};  // empty: printed from a default config
+  std::string_view choices = {};       // kind::choice: the allowed values, '|' separated
 };
 
 constexpr auto u32_max = std::numeric_limits<std::uint32_t>::max();
@@ -88,8 +89,40 @@ const std::array options{
            u32_max, "first reconnect backoff"},
     option{"reconnect-max-ms", "Timeouts", "MS", kind::millis, &config::reconnect_max_ms, 1,
            u32_max, "reconnect backoff cap"},
-    option{"log-level", "Logging", "LEVEL", kind::log_level, &config::log_level, 0, 0,
-           "debug, info, warn or error"},
+    option{"cache-mode", "Cache and fallback", "MODE", kind::choice, &config::cache_mode, 0, 0,
+           "auto or fallback: L1 serves GET/SET while the upstream is down; off: no L1", {},
+           "auto|fallback|off"},
+    option{"cache-max-bytes", "Cache and fallback", "BYTES", kind::bytes, &config::cache_max_bytes,
+           4096, size_max, "L1 size bound: keys, values and per-entry overhead"},
+    option{"cache-max-entry-bytes", "Cache and fallback", "BYTES", kind::bytes,
+           &config::cache_max_entry_bytes, 1, size_max, "largest key + value kept in L1"},
+    option{"cache-ttl", "Cache and fallback", "DURATION", kind::seconds, &config::cache_ttl_ms, 1,
+           u32_max, "oldest value L1 may serve (300, 300s, 5m, 1500ms)", "300s"},
+    option{"fallback-miss", "Cache and fallback", "nil|error", kind::choice,
+           &config::fallback_miss, 0, 0, "GET of a key L1 does not hold, during fallback", {},
+           "nil|error"},
+    option{"fallback-writes", "Cache and fallback", "journal|reject", kind::choice,
+           &config::fallback_writes, 0, 0,
+           "writes during fallback: journal (replayed on recovery) or reject", {},
+           "journal|reject"},
+    option{"fallback-journal-max-bytes", "Cache and fallback", "BYTES", kind::bytes,
+           &config::fallback_journal_max_bytes, 1, size_max,
+           "writes kept for replay; when full, further writes get an error"},
+    option{"health-probe-interval-ms", "Cache and fallback", "MS", kind::millis,
+           &config::health_probe_interval_ms, 10, u32_max, "upstream health probe period"},
+    option{"health-probe-timeout-ms", "Cache and fallback", "MS", kind::millis,
+           &config::health_probe_timeout_ms, 10, u32_max, "a probe slower than this fails"},
+    option{"fallback-after-ms", "Cache and fallback", "MS", kind::millis,
+           &config::fallback_after_ms, 0, u32_max,
+           "how long the upstream may fail before fallback starts"},
+    option{"recover-after-probes", "Cache and fallback", "N", kind::count,
+           &config::recover_after_probes, 1, 1000, "good probes in a row that end fallback"},
+    option{"metrics-listen", "Metrics", "HOST:PORT", kind::metrics_listen, field{}, 0, 0,
+           "/metrics, /healthz and /readyz (off: disabled)", "0.0.0.0:9379"},
+    option{"log-level", "Logging", "LEVEL", kind::choice, &config::log_level, 0, 0,
+           "debug, info, warn or error", {}, "debug|info|warn|error"},
+    option{"log-format", "Logging", "FORMAT", kind::choice, &config::log_format, 0, 0,
+           "text or json (one object per line)", {}, "text|json"},
     option{"check-config", "General", "", kind::boolean, &config::check_config, 0, 0,
            "validate the configuration and exit"},
 };
@@ -147,6 +180,22 @@ std::optional<unsigned long long> parse_number(std::string_view v, bool sizes) {
   if (suffix == "gb") mul = 1024ull * 1024 * 1024;
   if (mul == 0 || n > top / mul) return std::nullopt;
   return n * mul;
+}
+
+// A duration in ms: "300" (seconds), "300s", "5m", "1h", "1500ms".
+std::optional<unsigned long long> parse_duration_ms(std::string_view v) {
+  std::size_t digits = 0;
+  while (digits < v.size() && v[digits] >= '0' && v[digits] <= '9') ++digits;
+  const auto n = parse_number(v.substr(0, digits), false);
+  if (!n) return std::nullopt;
+  const auto unit = lowercase(v.substr(digits));
+  unsigned long long mul = 0;
+  if (unit.empty() || unit == "s") mul = 1000;
+  if (unit == "ms") mul = 1;
+  if (unit == "m") mul = 60'000;
+  if (unit == "h") mul = 3'600'000;
+  if (mul == 0 || *n > std::numeric_limits<unsigned long long>::max() / mul) return std::nullopt;
+  return *n * mul;
 }
 
 bool fail_with(std::string& why, std::string_view text) {
@@ -211,6 +260,14 @@ std::string apply(const option& o, std::string_view source, std::string_view val
       cfg.*std::get<bool config::*>(o.target) = *b;
       return {};
     }
+    case kind::seconds: {
+      const auto ms = parse_duration_ms(value);
+      if (!ms || *ms < o.min || *ms > o.max)
+        return invalid(source, value,
+                       "expected a duration: seconds (300), or with a unit: 1500ms, 300s, 5m, 1h");
+      cfg.*std::get<std::uint32_t config::*>(o.target) = static_cast<std::uint32_t>(*ms);
+      return {};
+    }
     case kind::millis:
     case kind::count:
     case kind::bytes: {
@@ -232,13 +289,35 @@ std::string apply(const option& o, std::string_view source, std::string_view val
       cfg.upstream_set = true;
       cfg.upstream_source = source;
       return {};
-    case kind::log_level: {
-      auto level = lowercase(value);
-      if (level == "warning") level = "warn";
-      if (level != "debug" && level != "info" && level != "warn" && level != "error")
-        return invalid(source, value, "expected debug, info, warn or error");
-      cfg.log_level = level;
+    case kind::metrics_listen:
+      if (lowercase(value) == "off") {
+        cfg.metrics_enabled = false;
+        return {};
+      }
+      if (value.substr(0, 5) == "unix:")
+        return invalid(source, value, "the metrics endpoint needs a TCP HOST:PORT (or off)");
+      if (!parse_listen(value, cfg.metrics_listen, why)) return invalid(source, value, why);
+      cfg.metrics_enabled = true;
       return {};
+    case kind::choice: {
+      auto v = lowercase(value);
+      if (o.name == "log-level" && v == "warning") v = "warn";
+      std::string_view rest = o.choices;
+      while (!rest.empty()) {
+        const auto bar = rest.find('|');
+        if (rest.substr(0, bar) == v) {
+          cfg.*std::get<std::string config::*>(o.target) = v;
+          return {};
+        }
+        rest = bar == std::string_view::npos ? std::string_view() : rest.substr(bar + 1);
+      }
+      // "debug|info|warn|error" -> "expected debug, info, warn or error"
+      std::string expected(o.choices);
+      const auto last = expected.rfind('|');
+      if (last != std::string::npos) expected.replace(last, 1, " or ");
+      for (auto bar = expected.find('|'); bar != std::string::npos; bar = expected.find('|'))
+        expected.replace(bar, 1, ", ");
+      return invalid(source, value, "expected " + expected);
     }
   }
   return {};

@@ -49,7 +49,29 @@ struct config {
   std::size_t max_pubsub_output_bytes = 32ull * 1024 * 1024;  // --max-pubsub-output-bytes, default 32 MiB
   resp::limits limits;                      // --max-bulk-bytes, --max-multibulk-len, --max-inline-bytes
 
+  // L1 cache and fallback (see cache/lru_cache.hpp and proxy/health.hpp).
+  std::string cache_mode = "auto";          // --cache-mode: auto|fallback|off, default auto (today
+                                            // auto = fallback: L1 serves only during outages)
+  std::size_t cache_max_bytes = 64ull * 1024 * 1024;    // --cache-max-bytes, default 64 MiB
+  std::size_t cache_max_entry_bytes = 1024ull * 1024;   // --cache-max-entry-bytes, default 1 MiB
+  std::uint32_t cache_ttl_ms = 300'000;     // --cache-ttl: oldest value L1 may serve, default 300s
+  std::string fallback_miss = "nil";        // --fallback-miss: nil|error, GET of a key L1 lacks
+                                            // during fallback, default nil (cache-aside apps)
+  std::string fallback_writes = "journal";  // --fallback-writes: journal|reject, default journal
+  std::size_t fallback_journal_max_bytes = 16ull * 1024 * 1024;  // --fallback-journal-max-bytes,
+                                                                 // default 16 MiB
+  std::uint32_t health_probe_interval_ms = 250;  // --health-probe-interval-ms, default 250
+  std::uint32_t health_probe_timeout_ms = 500;   // --health-probe-timeout-ms, default 500
+  std::uint32_t fallback_after_ms = 1000;   // --fallback-after-ms: failing this long -> fallback,
+                                            // default 1000
+  std::uint32_t recover_after_probes = 2;   // --recover-after-probes: good probes to leave
+                                            // fallback, default 2
+
+  listen_address metrics_listen{"0.0.0.0", 9379, {}};  // --metrics-listen, default 0.0.0.0:9379
+  bool metrics_enabled = true;              // false when --metrics-listen=off
+
   std::string log_level = "info";           // --log-level: debug|info|warn|error, default info
+  std::string log_format = "text";          // --log-format: text|json, default text
   bool check_config = false;                // --check-config: validate and exit
 };
 

@@ -137,6 +137,8 @@ bool reply_parser::is_top_level() const {
 
 parse_status reply_parser::parse(std::string_view data) {
   if (error_ != reply_error::none) return parse_status::error;
+  // Shorter than what was already framed: a caller bug, but never read past data.size().
+  if (frame_size_ == 0 && data.size() < pos_) return parse_status::need_more;
   for (;;) {
     if (frame_size_ > 0) return parse_status::complete;
     if (bulk_len_ >= 0) {

@@ -191,7 +191,8 @@ parse_status request_parser::parse(std::string_view data) {
     build_views(inline_ ? inline_scratch_.data() : data.data());
     return parse_status::complete;
   }
-  if (data.empty()) return parse_status::need_more;
+  // Shorter than what was already framed: a caller bug, but never read past data.size().
+  if (data.empty() || data.size() < pos_) return parse_status::need_more;
   if (remaining_ < 0 && data[0] != '*') inline_ = true;
   return inline_ ? parse_inline(data) : parse_multibulk(data);
 }

@@ -70,7 +70,10 @@ connect_fsm::step connect_fsm::send_hello() {
     std::array<std::string_view, 4> args{"HELLO", proto, "SETNAME", client_name};
     resp::append_command(out_, args);
   } else {
-    const std::string_view user = url_.username.empty() ? "default" : url_.username;
+    // Both arms must be string_views: mixing "default" with a std::string would make the
+    // conditional a temporary std::string that dies before `args` is used.
+    const std::string_view user =
+        url_.username.empty() ? std::string_view("default") : std::string_view(url_.username);
     std::array<std::string_view, 7> args{"HELLO", proto, "AUTH", user, url_.password, "SETNAME",
                                          client_name};
     resp::append_command(out_, args);

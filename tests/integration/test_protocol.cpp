@@ -107,7 +107,8 @@ TEST_CASE("requests split at every byte still work", "[protocol]") {
   CHECK(read_value(raw) == "$6\r\nval\r\nx\r\n");
 }
 
-TEST_CASE("HELLO 3 switches one client to RESP3 maps; HELLO 2 switches back", "[protocol][resp3]") {
+TEST_CASE("HELLO 3 switches one client to RESP3 maps, then HELLO 2 switches back",
+          "[protocol][resp3]") {
   proxied env;
   auto other = env.client();  // a RESP2 client alongside
   CHECK(integer(other.get(), {"HSET", "h", "f", "v"}) == 1);

@@ -122,7 +122,9 @@ TEST_CASE("a client that leaves mid-pipeline does not disturb others", "[resilie
 
 TEST_CASE("a client that leaves during BLPOP does not steal a later push",
           "[resilience][blocking]") {
-  proxied env;
+  // A command timeout far beyond `eventually`'s window: the blocked upstream connection must be
+  // closed because its client left, not because a deadline passed.
+  proxied env({}, {"--command-timeout-ms=120000"});
   {
     auto leaver = env.client();
     start_blpop(leaver.get(), "jobs");

@@ -45,7 +45,7 @@ TEST_CASE("bad configuration exits non-zero with one line naming the problem", "
                  "tls-ca-file");
 }
 
-TEST_CASE("--help and --version exit 0", "[startup]") {
+TEST_CASE("help and version flags exit 0", "[startup]") {
   SIDECAR_ONLY();
   auto [help_code, help] = run_sidecar_once({"--help"});
   CHECK(help_code == 0);

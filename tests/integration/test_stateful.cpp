@@ -87,7 +87,7 @@ TEST_CASE("a blocking command may outlive --command-timeout-ms", "[stateful][blo
   CHECK(str(c.get(), {"PING"}) == "PONG");
 }
 
-TEST_CASE("MULTI/EXEC runs queued commands; DISCARD and EXECABORT work", "[stateful][multi]") {
+TEST_CASE("MULTI/EXEC runs queued commands, DISCARD and EXECABORT work", "[stateful][multi]") {
   proxied env;
   auto a = env.client();
   auto b = env.client();
@@ -164,7 +164,7 @@ TEST_CASE("SELECT is per client and lands in the upstream's database", "[statefu
   }
 }
 
-TEST_CASE("CLIENT SETNAME/GETNAME are per client; RESET restores defaults", "[stateful]") {
+TEST_CASE("CLIENT SETNAME/GETNAME are per client, RESET restores defaults", "[stateful]") {
   proxied env;
   auto a = env.client();
   auto b = env.client();

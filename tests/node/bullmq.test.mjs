@@ -1,4 +1,5 @@
-// BullMQ 5 (over ioredis) through the sidecar to a TLS Redis: a queue, a worker and queue events, the
+// BullMQ 5 (over ioredis) through the sidecar to a TLS Redis with a password (in the sidecar's
+// upstream URL only): a queue, a worker and queue events, the
 // way job systems use Redis: Lua scripts for every state change, blocking commands (BZPOPMIN) to
 // wait for work, pub/sub-like streams (XREAD BLOCK) for events, and named connections.
 
@@ -11,7 +12,7 @@ let stack;
 const closers = [];
 
 before(async () => {
-  stack = await startStack({ tls: true });
+  stack = await startStack({ tls: true, upstreamPassword: 'upstream-secret' });
 });
 
 after(async () => {
@@ -19,7 +20,7 @@ after(async () => {
   await stack?.stop();
 });
 
-describe('BullMQ', () => {
+describe('BullMQ', { timeout: 120000 }, () => {
   it('a worker processes jobs added to a queue', async () => {
     // Workers need maxRetriesPerRequest: null (their blocking commands must not be retried).
     const connection = { host: '127.0.0.1', port: stack.port, maxRetriesPerRequest: null };

@@ -17,6 +17,18 @@ import path from 'node:path';
 const host = '127.0.0.1';
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
+// Safety net when a test file dies or is interrupted before its after() hook: no process or temp
+// dir outlives it.
+const liveChildren = new Set();
+const liveDirs = new Set();
+process.on('exit', () => {
+  for (const proc of liveChildren) proc.kill('SIGKILL');
+  for (const dir of liveDirs) rmSync(dir, { recursive: true, force: true });
+});
+for (const signal of ['SIGINT', 'SIGTERM']) {
+  process.once(signal, () => process.exit(128 + os.constants.signals[signal]));
+}
+
 /// A loopback TCP port that nobody listens on right now.
 export function freePort() {
   return new Promise((resolve, reject) => {
@@ -57,6 +69,7 @@ class Child {
     this.output = '';
     this.exit = null;
     this.proc = spawn(file, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+    liveChildren.add(this.proc);
     const keep = (chunk) => {
       this.output += chunk.toString();
     };
@@ -69,6 +82,7 @@ class Child {
         resolve(this.exit);
       });
       this.proc.once('exit', (code, signal) => {
+        liveChildren.delete(this.proc);
         this.exit = { code, signal };
         resolve(this.exit);
       });
@@ -167,7 +181,8 @@ function sidecarProblem(exit, output) {
 /// Starts the processes for one test file. Options:
 ///   tls (default true): the sidecar reaches Redis over TLS (rediss://, --tls-ca-file).
 ///   upstreamPassword: Redis requires this password; the sidecar's upstream URL carries it.
-/// Returns { port, upstreamPort, direct, url(password?, db?), stop() }:
+///   (In direct mode Redis gets no password.)
+/// Returns { port, upstreamPort, upstreamPassword, upstreamUrl(), direct, url(password?, db?), stop() }:
 ///   port          where clients connect (the sidecar; Redis itself in direct mode)
 ///   upstreamPort  Redis' plaintext port, for checks that go around the sidecar
 export async function startStack({ tls = true, upstreamPassword = '' } = {}) {
@@ -177,10 +192,13 @@ export async function startStack({ tls = true, upstreamPassword = '' } = {}) {
       '(or set REDIS_SIDECAR_TEST_DIRECT=1 to run the clients against redis-server directly)');
   }
   const dir = mkdtempSync(path.join(os.tmpdir(), 'sidecar-node-'));
-  const redis = await startRedis(dir, { tls: tls && !direct, requirepass: upstreamPassword });
+  liveDirs.add(dir);
+  // In direct mode the clients would have to send Redis' password themselves: run without one.
+  const password = direct ? '' : upstreamPassword;
+  const redis = await startRedis(dir, { tls: tls && !direct, requirepass: password });
   let sidecar = null;
   if (!direct) {
-    const auth = upstreamPassword ? `:${encodeURIComponent(upstreamPassword)}@` : '';
+    const auth = password ? `:${encodeURIComponent(password)}@` : '';
     const upstream = tls ? `rediss://${auth}${host}:${redis.tlsPort}` : `redis://${auth}${host}:${redis.port}`;
     try {
       sidecar = await startSidecar(upstream, tls ? ['--tls-ca-file', redis.certs.ca] : []);
@@ -194,10 +212,16 @@ export async function startStack({ tls = true, upstreamPassword = '' } = {}) {
   return {
     port,
     upstreamPort: redis.port,
+    upstreamPassword: password,
     direct,
-    /// redis://[:password@]127.0.0.1:port[/db] for the client-facing port.
-    url(password = '', db = null) {
+    /// A redis:// URL for Redis' plaintext port with its password, for checks around the sidecar.
+    upstreamUrl() {
       const auth = password ? `:${encodeURIComponent(password)}@` : '';
+      return `redis://${auth}${host}:${redis.port}`;
+    },
+    /// redis://[:password@]127.0.0.1:port[/db] for the client-facing port.
+    url(clientPassword = '', db = null) {
+      const auth = clientPassword ? `:${encodeURIComponent(clientPassword)}@` : '';
       return `redis://${auth}${host}:${port}${db === null ? '' : `/${db}`}`;
     },
     /// Stops the sidecar then Redis; throws if the sidecar did not end cleanly.
@@ -210,6 +234,7 @@ export async function startStack({ tls = true, upstreamPassword = '' } = {}) {
       }
       await redis.child.stop();
       rmSync(dir, { recursive: true, force: true });
+      liveDirs.delete(dir);
       if (problem) throw new Error(problem);
     },
   };

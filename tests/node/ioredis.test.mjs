@@ -38,7 +38,7 @@ after(async () => {
   await stack?.stop();
 });
 
-describe('ioredis (RESP2)', () => {
+describe('ioredis (RESP2)', { timeout: 120000 }, () => {
   it('connects and passes the INFO ready check', async () => {
     const c = client({ enableReadyCheck: true, lazyConnect: true });
     // Capture what ioredis' ready check (an INFO command at connect time) saw.

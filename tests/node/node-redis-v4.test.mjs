@@ -1,4 +1,5 @@
-// @redis/client 1.x (the node-redis v4 core, RESP2 only) through the sidecar to a plaintext Redis:
+// @redis/client 1.x (the node-redis v4 core, RESP2 only) through the sidecar to a plaintext Redis
+// that requires a password (the sidecar's upstream URL carries it; clients send none or another):
 // connect-time AUTH, SELECT (URL database) and CLIENT SETNAME, plain commands, 1,000 auto-pipelined
 // commands, MULTI/EXEC, WATCH on an isolated connection, pub/sub, BLPOP on the isolation pool, and
 // EVAL. Writes are checked on Redis itself, around the sidecar.
@@ -23,8 +24,8 @@ async function connect(options = {}) {
 }
 
 before(async () => {
-  stack = await startStack({ tls: false });
-  upstream = createClient({ url: `redis://127.0.0.1:${stack.upstreamPort}` });
+  stack = await startStack({ tls: false, upstreamPassword: 'upstream-secret' });
+  upstream = createClient({ url: stack.upstreamUrl() });
   upstream.on('error', () => {});
   await upstream.connect();
 });
@@ -35,7 +36,7 @@ after(async () => {
   await stack?.stop();
 });
 
-describe('node-redis v4 (@redis/client 1.x, RESP2)', () => {
+describe('node-redis v4 (@redis/client 1.x, RESP2)', { timeout: 120000 }, () => {
   it('connects and answers PING', async () => {
     const c = await connect();
     assert.equal(await c.ping(), 'PONG');

@@ -47,7 +47,7 @@ for (const RESP of [2, 3]) {
     return d;
   }
 
-  describe(`node-redis v5 (RESP${RESP})`, () => {
+  describe(`node-redis v5 (RESP${RESP})`, { timeout: 120000 }, () => {
     it('connects and answers PING', async () => {
       const c = await connect();
       assert.equal(await c.ping(), 'PONG');

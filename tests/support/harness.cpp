@@ -18,7 +18,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -36,10 +38,17 @@ namespace {
 using clock_type = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 
+// Throws, after printing the reason: the Catch2 main may be built without exception translation,
+// and a test that fails because its set-up failed must still say why.
+[[noreturn]] void harness_error(const std::string& what) {
+  std::fprintf(stderr, "harness: %s\n", what.c_str());
+  throw std::runtime_error(what);
+}
+
 std::string make_temp_dir(const char* prefix) {
   std::string tmpl = std::string("/tmp/") + prefix + "-XXXXXX";
   if (::mkdtemp(tmpl.data()) == nullptr) {
-    throw std::runtime_error("mkdtemp failed: " + std::string(std::strerror(errno)));
+    harness_error("mkdtemp failed: " + std::string(std::strerror(errno)));
   }
   return tmpl;
 }
@@ -61,7 +70,7 @@ std::string read_file(const std::string& path) {
 void write_file(const std::string& path, const std::string& text) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   out << text;
-  if (!out) throw std::runtime_error("cannot write " + path);
+  if (!out) harness_error("cannot write " + path);
 }
 
 // The child's environment: ours without REDIS_URL and REDIS_SIDECAR_* (so a developer's shell
@@ -105,7 +114,7 @@ int spawn(std::vector<std::string> argv, std::vector<std::string> env,
   pid_t pid = -1;
   int rc = ::posix_spawnp(&pid, argv_c[0], &actions, nullptr, argv_c.data(), env_c.data());
   ::posix_spawn_file_actions_destroy(&actions);
-  if (rc != 0) throw std::runtime_error("cannot start " + argv[0] + ": " + std::strerror(rc));
+  if (rc != 0) harness_error("cannot start " + argv[0] + ": " + std::strerror(rc));
   return pid;
 }
 
@@ -170,7 +179,7 @@ bool port_accepts(std::uint16_t port) {
 void run_openssl(std::vector<std::string> args) {
   args.insert(args.begin(), "openssl");
   auto [code, output] = run_capture(args, child_environment({}));
-  if (code != 0) throw std::runtime_error("openssl " + args[1] + " failed: " + output);
+  if (code != 0) harness_error("openssl " + args[1] + " failed: " + output);
 }
 
 // Makes a key and a certificate signed by ca (self-signed when ca is empty).
@@ -246,7 +255,7 @@ const tls_files& test_certificates() {
 
 std::uint16_t free_port() {
   int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) throw std::runtime_error("socket failed");
+  if (fd < 0) harness_error("socket failed");
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -254,7 +263,7 @@ std::uint16_t free_port() {
   if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
       ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
     ::close(fd);
-    throw std::runtime_error("cannot bind a loopback port");
+    harness_error("cannot bind a loopback port");
   }
   ::close(fd);
   return ntohs(addr.sin_port);
@@ -263,32 +272,52 @@ std::uint16_t free_port() {
 // ---------------------------------------------------------------------------------------------
 // redis_server
 
-redis_server::redis_server(redis_options opts) : opts_(std::move(opts)) {
-  port_ = free_port();
-  dir_ = make_temp_dir("rsit-redis");
+namespace {
+
+std::string redis_config(const redis_options& opts, std::uint16_t port, const std::string& dir) {
   std::ostringstream conf;
   conf << "bind 127.0.0.1\n"
        << "daemonize no\n"
        << "save \"\"\n"
        << "appendonly no\n"
-       << "dir " << dir_ << "\n"
-       << "logfile " << dir_ << "/redis.log\n";
-  if (opts_.tls) {
+       << "dir " << dir << "\n"
+       << "logfile " << dir << "/redis.log\n";
+  if (opts.tls) {
     const auto& certs = test_certificates();
     conf << "port 0\n"
-         << "tls-port " << port_ << "\n"
+         << "tls-port " << port << "\n"
          << "tls-cert-file " << certs.server_crt << "\n"
          << "tls-key-file " << certs.server_key << "\n"
          << "tls-ca-cert-file " << certs.ca_crt << "\n"
-         << "tls-auth-clients " << (opts_.tls_client_auth ? "yes" : "no") << "\n";
+         << "tls-auth-clients " << (opts.tls_client_auth ? "yes" : "no") << "\n";
   } else {
-    conf << "port " << port_ << "\n";
+    conf << "port " << port << "\n";
   }
-  if (!opts_.requirepass.empty()) conf << "requirepass " << opts_.requirepass << "\n";
-  for (const auto& line : opts_.acl) conf << line << "\n";
-  for (const auto& line : opts_.extra) conf << line << "\n";
-  write_file(dir_ + "/redis.conf", conf.str());
-  start();
+  if (!opts.requirepass.empty()) conf << "requirepass " << opts.requirepass << "\n";
+  for (const auto& line : opts.acl) conf << line << "\n";
+  for (const auto& line : opts.extra) conf << line << "\n";
+  return conf.str();
+}
+
+}  // namespace
+
+redis_server::redis_server(redis_options opts) : opts_(std::move(opts)) {
+  dir_ = make_temp_dir("rsit-redis");
+  // free_port() races with other processes; a port taken meanwhile gets another try.
+  for (int attempt = 1;; ++attempt) {
+    port_ = free_port();
+    write_file(dir_ + "/redis.conf", redis_config(opts_, port_, dir_));
+    std::filesystem::remove(dir_ + "/redis.log");
+    try {
+      start();
+      return;
+    } catch (...) {
+      bool port_taken = read_file(dir_ + "/redis.log").find("in use") != std::string::npos;
+      if (attempt < 3 && port_taken) continue;
+      remove_temp_dir(dir_);  // the destructor will not run
+      throw;
+    }
+  }
 }
 
 redis_server::~redis_server() {
@@ -337,8 +366,8 @@ void redis_server::start() {
   while (clock_type::now() < deadline) {
     if (auto code = wait_for(pid_, 0ms)) {
       pid_ = -1;
-      throw std::runtime_error("redis-server exited with " + std::to_string(*code) + ": " +
-                               read_file(dir_ + "/stdout.log") + read_file(dir_ + "/redis.log"));
+      harness_error("redis-server exited with " + std::to_string(*code) + ": " +
+                    read_file(dir_ + "/stdout.log") + read_file(dir_ + "/redis.log"));
     }
     if (port_accepts(port_)) {
       if (opts_.tls) {
@@ -349,8 +378,10 @@ void redis_server::start() {
     }
     std::this_thread::sleep_for(20ms);
   }
-  throw std::runtime_error("redis-server on port " + std::to_string(port_) +
-                           " did not answer PING within 10 s");
+  terminate_and_reap(pid_);
+  pid_ = -1;
+  harness_error("redis-server on port " + std::to_string(port_) +
+                " did not answer PING within 10 s");
 }
 
 redisContext* redis_server::connect_direct() const {
@@ -389,7 +420,7 @@ std::string redis_cli(const redis_server& server, std::vector<std::string> args)
   argv.insert(argv.end(), args.begin(), args.end());
 
   int fds[2];
-  if (::pipe2(fds, O_CLOEXEC) != 0) throw std::runtime_error("pipe failed");
+  if (::pipe2(fds, O_CLOEXEC) != 0) harness_error("pipe failed");
   int devnull = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
   int pid = -1;
   try {
@@ -404,8 +435,7 @@ std::string redis_cli(const redis_server& server, std::vector<std::string> args)
     pid_t child = -1;
     int rc = ::posix_spawnp(&child, "redis-cli", &actions, nullptr, argv_c.data(), env_c.data());
     ::posix_spawn_file_actions_destroy(&actions);
-    if (rc != 0)
-      throw std::runtime_error(std::string("cannot start redis-cli: ") + std::strerror(rc));
+    if (rc != 0) harness_error(std::string("cannot start redis-cli: ") + std::strerror(rc));
     pid = child;
   } catch (...) {
     ::close(fds[0]);
@@ -467,7 +497,12 @@ sidecar::sidecar(std::vector<std::string> args, std::vector<std::string> env) {
     args.insert(args.begin(), {"--listen", "127.0.0.1:" + std::to_string(port_)});
   }
   args.insert(args.begin(), REDIS_SIDECAR_BINARY);
-  pid_ = spawn(std::move(args), child_environment(env), log_path_);
+  try {
+    pid_ = spawn(std::move(args), child_environment(env), log_path_);
+  } catch (...) {
+    remove_temp_dir(dir_);  // the destructor will not run
+    throw;
+  }
   auto deadline = clock_type::now() + 10s;
   while (clock_type::now() < deadline) {
     if (!running()) return;
@@ -520,10 +555,9 @@ std::pair<int, std::string> run_sidecar_once(std::vector<std::string> args,
 context_ptr connect(std::uint16_t port) {
   timeval tv{10, 0};
   context_ptr c{redisConnectWithTimeout("127.0.0.1", port, tv)};
-  if (!c) throw std::runtime_error("hiredis: out of memory");
+  if (!c) harness_error("hiredis: out of memory");
   if (c->err != 0) {
-    throw std::runtime_error("cannot connect to 127.0.0.1:" + std::to_string(port) + ": " +
-                             c->errstr);
+    harness_error("cannot connect to 127.0.0.1:" + std::to_string(port) + ": " + c->errstr);
   }
   redisSetTimeout(c.get(), tv);
   return c;
@@ -545,14 +579,14 @@ reply_ptr command(redisContext* c, const std::vector<std::string>& argv) {
 
 raw_client::raw_client(std::uint16_t port) {
   fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd_ < 0) throw std::runtime_error("socket failed");
+  if (fd_ < 0) harness_error("socket failed");
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(port);
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   if (::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
     ::close(fd_);
-    throw std::runtime_error("cannot connect to 127.0.0.1:" + std::to_string(port));
+    harness_error("cannot connect to 127.0.0.1:" + std::to_string(port));
   }
 }
 
@@ -565,8 +599,7 @@ void raw_client::send(const std::string& bytes) {
   while (off < bytes.size()) {
     ssize_t n = ::send(fd_, bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0)
-      throw std::runtime_error("raw_client send failed: " + std::string(std::strerror(errno)));
+    if (n <= 0) harness_error("raw_client send failed: " + std::string(std::strerror(errno)));
     off += static_cast<std::size_t>(n);
   }
 }

@@ -48,7 +48,8 @@ class redis_server {
   redis_server& operator=(const redis_server&) = delete;
 
   std::uint16_t port() const { return port_; }
-  /// redis:// or rediss:// URL with the given credentials, e.g. url("app", "secret", 3).
+  /// redis:// or rediss:// URL with the given credentials (percent-encoded), e.g.
+  /// url("app", "secret", 3) or url("", "pass") for requirepass.
   std::string url(const std::string& user = "", const std::string& password = "",
                   int db = -1) const;
 
@@ -73,7 +74,7 @@ class redis_server {
 
 /// Runs `redis-cli` against `server` with the right flags (--tls, CA, client certificate for
 /// mTLS, -a requirepass) followed by `args`, and returns its stdout (raw output format, one value
-/// per line; empty when it could not run). Works for plaintext and TLS servers.
+/// per line). Works for plaintext and TLS servers; throws if redis-cli cannot be started.
 std::string redis_cli(const redis_server& server, std::vector<std::string> args);
 
 class sidecar {

@@ -375,7 +375,7 @@ TEST_CASE("sizes, log level spellings and repeated flags", "[config]") {
   CHECK(run_ok({up, "--requirepass=--dashes"}).requirepass == "--dashes");
 }
 
-TEST_CASE("--listen forms, including a Unix socket", "[config]") {
+TEST_CASE("listen address forms (--listen), including a Unix socket", "[config]") {
   env_guard env;
   struct c {
     std::string value, host;
@@ -489,4 +489,55 @@ TEST_CASE("a failed parse leaves the config untouched", "[config]") {
   CHECK(parse_config(3, argv, c, message) == parse_outcome::exit_error);
   CHECK(c.pool_size == 42);
   CHECK_FALSE(c.upstream_set);
+}
+
+TEST_CASE("cache, fallback, metrics and logging options", "[config]") {
+  env_guard env;
+  const config d;
+  CHECK(d.cache_mode == "auto");
+  CHECK(d.cache_ttl_ms == 300'000);
+  CHECK(d.fallback_writes == "journal");
+  CHECK(d.fallback_miss == "nil");
+  CHECK(d.metrics_enabled);
+  CHECK(d.metrics_listen.host == "0.0.0.0");
+  CHECK(d.metrics_listen.port == 9379);
+
+  const std::vector<std::pair<std::string, std::uint32_t>> durations{
+      {"300", 300'000}, {"300s", 300'000}, {"5m", 300'000}, {"1h", 3'600'000}, {"1500ms", 1500},
+      {"1500MS", 1500}};
+  for (const auto& [text, ms] : durations) {
+    INFO(text);
+    CHECK(run_ok({up, "--cache-ttl=" + text}).cache_ttl_ms == ms);
+  }
+  env.set("REDIS_SIDECAR_CACHE_TTL", "2m");
+  env.set("REDIS_SIDECAR_FALLBACK_WRITES", "REJECT");
+  env.set("REDIS_SIDECAR_METRICS_LISTEN", "off");
+  env.set("REDIS_SIDECAR_LOG_FORMAT", "json");
+  config c = run_ok({up});
+  CHECK(c.cache_ttl_ms == 120'000);
+  CHECK(c.fallback_writes == "reject");
+  CHECK_FALSE(c.metrics_enabled);
+  CHECK(c.log_format == "json");
+  c = run_ok({up, "--metrics-listen=127.0.0.1:0", "--cache-mode=fallback",
+              "--cache-max-bytes=1mb", "--fallback-miss=error"});
+  CHECK(c.metrics_enabled);
+  CHECK(c.metrics_listen.host == "127.0.0.1");
+  CHECK(c.metrics_listen.port == 0);
+  CHECK(c.cache_mode == "fallback");
+  CHECK(c.cache_max_bytes == 1024 * 1024);
+  CHECK(c.fallback_miss == "error");
+
+  CHECK_THAT(error_of({up, "--cache-ttl=5d"}),
+             Catch::StartsWith("invalid value '5d' for --cache-ttl: expected a duration"));
+  CHECK_THAT(error_of({up, "--cache-ttl=0"}), Catch::StartsWith("invalid value '0' for --cache-ttl"));
+  CHECK(error_of({up, "--cache-mode=lru"}) ==
+        "invalid value 'lru' for --cache-mode: expected auto, fallback or off");
+  CHECK(error_of({up, "--fallback-writes=drop"}) ==
+        "invalid value 'drop' for --fallback-writes: expected journal or reject");
+  CHECK(error_of({up, "--log-format=xml"}) ==
+        "invalid value 'xml' for --log-format: expected text or json");
+  CHECK_THAT(error_of({up, "--metrics-listen=unix:/tmp/m.sock"}),
+             Catch::Contains("needs a TCP HOST:PORT"));
+  CHECK_THAT(error_of({up, "--metrics-listen=127.0.0.1:99999"}),
+             Catch::StartsWith("invalid value '127.0.0.1:99999' for --metrics-listen"));
 }
