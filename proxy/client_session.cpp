@@ -61,6 +61,32 @@ std::optional<long long> block_ms(const commands::command_info& info,
   return parse_seconds_ms(args.back(), ms) ? ms : 0;  // BLPOP, BRPOP, BLMOVE, BZPOPMIN, ...
 }
 
+std::int64_t mono_ms(clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
+}
+
+std::int64_t wall_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// Commands the session answers itself (or that manage the session), also in fallback mode.
+bool session_command(command_id id) {
+  switch (id) {
+    case command_id::auth:
+    case command_id::hello:
+    case command_id::quit:
+    case command_id::reset:
+    case command_id::select:
+    case command_id::client:
+    case command_id::unsubscribe:
+    case command_id::punsubscribe:
+    case command_id::sunsubscribe: return true;
+    default: return false;
+  }
+}
+
 bool valid_client_name(std::string_view name) {
   return std::all_of(name.begin(), name.end(), [](char c) { return c >= '!' && c <= '~'; });
 }
@@ -76,7 +102,8 @@ client_session::client_session(client_socket socket, session_context& ctx)
       writer_wake_(socket_.get_executor(), clock::time_point::max()),
       drain_wake_(socket_.get_executor(), clock::time_point::max()),
       db_(ctx.cfg.upstream.db),
-      authed_(ctx.cfg.requirepass.empty()) {
+      authed_(ctx.cfg.requirepass.empty()),
+      op_parser_(ctx.cfg.limits) {
   ctx_.sessions.insert(this);
   ++ctx_.st.client_connections;
 }
@@ -196,6 +223,8 @@ client_session::outcome client_session::handle(std::span<const std::string_view>
     return outcome::next;
   }
   if (raw_) return handle_raw(args, frame, info);
+  if (ctx_.health->serving_from_l1() && !dedicated_ && !session_command(id))
+    return serve_fallback(info, args, frame);
 
   switch (id) {
     case command_id::auth: return cmd_auth(args);
@@ -204,10 +233,14 @@ client_session::outcome client_session::handle(std::span<const std::string_view>
     case command_id::reset: return cmd_reset();
     case command_id::select: return cmd_select(args, frame);
     case command_id::client: return cmd_client(args, frame);
-    case command_id::multi: return forward_dedicated(frame, tag_multi);
+    case command_id::multi:
+      multi_open_ = true;
+      return forward_dedicated(frame, tag_multi);
     case command_id::watch: return forward_dedicated(frame, tag_watch);
     case command_id::exec:
-    case command_id::discard: return forward(frame, tag_exec);
+    case command_id::discard:
+      multi_open_ = false;
+      return forward(frame, tag_exec);
     case command_id::unwatch: return forward(frame, tag_unwatch);
     case command_id::subscribe:
     case command_id::psubscribe:
@@ -236,7 +269,28 @@ client_session::outcome client_session::handle(std::span<const std::string_view>
       return forward(frame, tag_none, deadline);
     }
   }
-  return forward(frame);
+  cache_tier& tier = *ctx_.tier;
+  if (info != nullptr && tier.wants_reply(*info)) {
+    tier.on_request(effective_db(), *info, args);
+    if (multi_open_) {
+      if (info->flags & commands::write) multi_writes_.emplace_back(frame);
+    } else {
+      fill_info_ = info;
+      fill_frame_ = frame;
+    }
+  }
+  const outcome o = forward(frame);
+  fill_info_ = nullptr;
+  return o;
+}
+
+client_session::outcome client_session::serve_fallback(const commands::command_info* info,
+                                                       std::span<const std::string_view> args,
+                                                       std::string_view frame) {
+  std::string r;
+  ctx_.tier->serve(effective_db(), info, args, frame, proto_, mono_ms(batch_now_), wall_ms(), r);
+  reply(r);
+  return outcome::next;
 }
 
 // In raw mode everything goes to the dedicated connection as it is, except what the sidecar must
@@ -443,7 +497,8 @@ client_session::outcome client_session::cmd_reset() {
   drop_dedicated();
   proto_ = 2;
   db_ = cfg_.upstream.db;
-  in_multi_ = watching_ = raw_ = false;
+  in_multi_ = watching_ = raw_ = multi_open_ = false;
+  multi_writes_.clear();
   name_.clear();
   authed_ = cfg_.requirepass.empty();
   if (shared_ && shared_->proto() != 2) shared_.reset();
@@ -515,9 +570,42 @@ client_session::outcome client_session::submit_to(const std::shared_ptr<connecti
     return outcome::next;
   }
   current_ = c.get();
+  if (fill_info_ != nullptr) {
+    cache_ops_.push_back(cache_op{next_seq_, fill_info_, effective_db(),
+                                  arena_base_ + cache_arena_.size(), fill_frame_.size()});
+    cache_arena_.append(fill_frame_);
+  }
   slots_.push_back(slot{});
   ++next_seq_;
   return outcome::next;
+}
+
+// The reply to a request that updates L1, applied in reply order. Ops whose slots were dropped
+// (RESET) are skipped.
+void client_session::apply_cache_op(std::uint64_t seq, std::string_view reply) {
+  while (!cache_ops_.empty() && cache_ops_.front().seq < seq) cache_ops_.pop_front();
+  if (!cache_ops_.empty() && cache_ops_.front().seq == seq) {
+    const cache_op op = cache_ops_.front();
+    cache_ops_.pop_front();
+    const std::string_view frame =
+        std::string_view(cache_arena_).substr(op.offset - arena_base_, op.size);
+    if (op_parser_.parse(frame) == resp::parse_status::complete)
+      ctx_.tier->on_reply(op.db, *op.info, op_parser_.args(), reply,
+                          mono_ms(clock::now()), wall_ms());
+    op_parser_.reset();
+  }
+  if (cache_ops_.empty()) {
+    arena_base_ += cache_arena_.size();
+    cache_arena_.clear();
+  } else if (const std::size_t used = cache_ops_.front().offset - arena_base_;
+             used > 64 * 1024 && used > cache_arena_.size() / 2) {
+    cache_arena_.erase(0, used);
+    arena_base_ += used;
+  }
+}
+
+int client_session::effective_db() const {
+  return select_dbs_.empty() ? db_ : select_dbs_.back();
 }
 
 client_session::outcome client_session::enter_raw(std::string_view frame) {
@@ -562,6 +650,7 @@ void client_session::reply_simple(std::string_view s) {
 
 void client_session::deliver(std::uint64_t seq, std::string_view frame, std::uint8_t t) {
   if (closed_) return;
+  if (!cache_ops_.empty()) apply_cache_op(seq, frame);
   if (t != tag_none) apply_tag(frame, t);
   const std::uint64_t index = seq - first_seq_;
   if (index >= slots_.size()) return;  // not ours any more (RESET dropped it): nothing to do
@@ -596,7 +685,10 @@ void client_session::apply_tag(std::string_view frame, std::uint8_t t) {
   const bool ok = !frame.empty() && frame[0] != '-' && frame[0] != '!';
   switch (t) {
     case tag_multi: in_multi_ = in_multi_ || ok; break;
-    case tag_exec: in_multi_ = watching_ = false; break;
+    case tag_exec:
+      in_multi_ = watching_ = false;
+      invalidate_multi_writes();
+      break;
     case tag_watch: watching_ = watching_ || ok; break;
     case tag_unwatch: watching_ = false; break;
     case tag_select:
@@ -607,6 +699,19 @@ void client_session::apply_tag(std::string_view frame, std::uint8_t t) {
       break;
     default: break;
   }
+}
+
+// EXEC (or DISCARD) came back: the queued writes ran (or not); either way L1 forgets their keys
+// once more, now that no reply that raced with them can still arrive.
+void client_session::invalidate_multi_writes() {
+  for (const std::string& frame : multi_writes_) {
+    if (op_parser_.parse(frame) == resp::parse_status::complete && !op_parser_.args().empty()) {
+      if (const auto* info = commands::lookup(op_parser_.args()[0]))
+        ctx_.tier->on_request(effective_db(), *info, op_parser_.args());
+    }
+    op_parser_.reset();
+  }
+  multi_writes_.clear();
 }
 
 void client_session::deliver_raw(std::string_view frame) {
@@ -731,6 +836,9 @@ void client_session::close_now() {
   shared_.reset();
   slots_.clear();
   out_.clear();
+  cache_ops_.clear();
+  cache_arena_.clear();
+  multi_writes_.clear();
 }
 
 }  // namespace redis_sidecar

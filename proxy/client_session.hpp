@@ -26,6 +26,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_set>
+#include <vector>
 
 #include "proxy/asio.hpp"
 #include "proxy/commands/command_table.hpp"
@@ -33,6 +34,8 @@
 #include "proxy/resp/request_parser.hpp"
 #include "proxy/ring.hpp"
 #include "proxy/stats.hpp"
+#include "proxy/tier/cache_tier.hpp"
+#include "proxy/tier/health_fsm.hpp"
 #include "proxy/upstream/pool.hpp"
 
 namespace redis_sidecar {
@@ -49,15 +52,17 @@ struct session_context {
   std::unordered_set<client_session*> sessions;  // open sessions, for shutdown and --max-clients
   std::uint64_t next_client_id = 1;
   bool draining = false;  // shutting down: sessions stop reading new requests
+  cache_tier* tier = nullptr;        // the L1 tier (always set by the server)
+  const health_fsm* health = nullptr;  // the upstream's health: fallback serves from L1
 };
 
-class client_session : public std::enable_shared_from_this<client_session> {
+class client_session : public reply_sink, public std::enable_shared_from_this<client_session> {
  public:
   /// What a reply tells the session about connection state (carried in pending_reply::tag).
   enum tag : std::uint8_t { tag_none, tag_multi, tag_exec, tag_watch, tag_unwatch, tag_select };
 
   client_session(client_socket socket, session_context& ctx);
-  ~client_session();
+  ~client_session() override;
 
   void start();
   /// Stop reading; close once every in-flight reply has been written (graceful shutdown).
@@ -65,7 +70,7 @@ class client_session : public std::enable_shared_from_this<client_session> {
   bool idle() const { return slots_.empty() && out_.empty() && wout_busy_ == false; }
 
   /// A reply for slot `seq`, from an upstream connection (or an error made for it).
-  void deliver(std::uint64_t seq, std::string_view frame, std::uint8_t tag);
+  void deliver(std::uint64_t seq, std::string_view frame, std::uint8_t tag) override;
   /// A frame from the dedicated connection in raw mode.
   void deliver_raw(std::string_view frame);
   /// The dedicated connection closed for good.
@@ -86,6 +91,11 @@ class client_session : public std::enable_shared_from_this<client_session> {
   outcome cmd_client(std::span<const std::string_view> args, std::string_view frame);
   outcome cmd_reset();
   outcome local_unsubscribe(std::span<const std::string_view> args);
+  outcome serve_fallback(const commands::command_info* info,
+                         std::span<const std::string_view> args, std::string_view frame);
+  void apply_cache_op(std::uint64_t seq, std::string_view reply);
+  void invalidate_multi_writes();
+  int effective_db() const;  // db_ after the SELECTs in flight
 
   /// Forwards to the dedicated connection if pinned, else to the shared one.
   outcome forward(std::string_view frame, std::uint8_t t = tag_none,
@@ -153,6 +163,25 @@ class client_session : public std::enable_shared_from_this<client_session> {
   bool closed_ = false;    // socket closed
   std::string name_;
   std::chrono::steady_clock::time_point batch_now_;
+
+  // Requests whose replies update L1 (cache_tier::wants_reply), in seq order. Their frames sit in
+  // one FIFO arena so recording one costs no allocation once warm:
+  //   cache_arena_: [ consumed | frame of ops_.front() | frame | ... ]
+  struct cache_op {
+    std::uint64_t seq;
+    const commands::command_info* info;
+    int db;
+    std::size_t offset;  // into cache_arena_
+    std::size_t size;
+  };
+  const commands::command_info* fill_info_ = nullptr;  // set while handle() forwards such a request
+  std::string_view fill_frame_;
+  ring<cache_op> cache_ops_;
+  std::string cache_arena_;
+  std::size_t arena_base_ = 0;  // absolute offset of cache_arena_[0]
+  bool multi_open_ = false;     // MULTI sent, EXEC/DISCARD not yet
+  resp::request_parser op_parser_;
+  std::vector<std::string> multi_writes_;  // writes queued in MULTI: invalidated again at EXEC
 };
 
 }  // namespace redis_sidecar

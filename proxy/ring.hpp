@@ -17,6 +17,8 @@ class ring {
 
   T& front() { return items_[head_]; }
   T& back() { return items_[wrap(head_ + size_ - 1)]; }
+  const T& front() const { return items_[head_]; }
+  const T& back() const { return items_[wrap(head_ + size_ - 1)]; }
   T& operator[](std::size_t i) { return items_[wrap(head_ + i)]; }
 
   void push_back(T v) {

@@ -46,7 +46,9 @@ server::server(asio::io_context& io, const config& cfg, ssl::context* tls)
     : io_(io),
       cfg_(cfg),
       pool_(io.get_executor(), cfg, tls, stats_),
-      ctx_{cfg, pool_, stats_, {}, 1, false} {}
+      tier_(cfg),
+      monitor_(std::make_shared<upstream_monitor>(io.get_executor(), cfg, tls, stats_, pool_, tier_)),
+      ctx_{cfg, pool_, stats_, {}, 1, false, &tier_, &monitor_->health()} {}
 
 bool server::listen(std::string& error) {
   error_code ec;
@@ -85,6 +87,7 @@ bool server::listen(std::string& error) {
 
 void server::start() {
   pool_.warm_up();
+  monitor_->start();
   asio::co_spawn(io_, accept_loop(), asio::detached);
 }
 
@@ -143,6 +146,7 @@ awaitable<void> server::shutdown(std::chrono::milliseconds grace) {
     t.expires_after(std::chrono::milliseconds(20));
     co_await t.async_wait(use_nothrow);
   }
+  monitor_->stop();
   pool_.close_all();
 }
 

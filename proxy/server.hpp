@@ -4,6 +4,7 @@
 // Everything runs on one io_context thread.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -12,6 +13,8 @@
 #include "proxy/client_session.hpp"
 #include "proxy/config/config.hpp"
 #include "proxy/stats.hpp"
+#include "proxy/tier/cache_tier.hpp"
+#include "proxy/tier/upstream_monitor.hpp"
 #include "proxy/upstream/pool.hpp"
 
 namespace redis_sidecar {
@@ -34,6 +37,10 @@ class server {
   awaitable<void> shutdown(std::chrono::milliseconds grace);
 
   stats& counters() { return stats_; }
+  const cache_tier& tier() const { return tier_; }
+  const upstream_monitor& monitor() const { return *monitor_; }
+  /// Called on the io_context thread after each health change and probe (metrics, /readyz).
+  void on_health_change(std::function<void()> f) { monitor_->on_change(std::move(f)); }
 
  private:
   awaitable<void> accept_loop();
@@ -43,6 +50,8 @@ class server {
   const config& cfg_;
   stats stats_;
   pool pool_;
+  cache_tier tier_;
+  std::shared_ptr<upstream_monitor> monitor_;
   session_context ctx_;
   std::optional<tcp::acceptor> tcp_acceptor_;
   std::optional<asio::local::stream_protocol::acceptor> unix_acceptor_;

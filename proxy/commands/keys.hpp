@@ -1,7 +1,7 @@
 // keys: which arguments of a request are keys, from the command table. The cache tier uses it to
 // invalidate what a write touches, so it errs on the side of too many: for writes whose keys depend
-// on options (SORT ... STORE, GEORADIUS ... STORE, MIGRATE, ...) every argument counts as a possible
-// key, and invalidating a key that L1 does not hold costs one hash lookup.
+// on options (SORT ... STORE, GEORADIUS ... STORE, MIGRATE, ...) every argument counts as a
+// possible key, and invalidating a key that L1 does not hold costs one hash lookup.
 //
 // Scripts (EVAL, EVALSHA, FCALL and their _RO forms) yield the keys they declare through numkeys;
 // keys a script touches without declaring them are not visible here (see README, cache tier).
@@ -26,7 +26,8 @@ void for_each_key(const command_info& info, std::span<const std::string_view> ar
   const long long n = static_cast<long long>(args.size());
   if (info.flags & script) {
     const long long keys = script_numkeys(args);
-    for (long long i = 3; keys > 0 && i < 3 + keys && i < n; ++i) f(args[static_cast<std::size_t>(i)]);
+    for (long long i = 3; keys > 0 && i < 3 + keys && i < n; ++i)
+      f(args[static_cast<std::size_t>(i)]);
     return;
   }
   if ((info.flags & movable_keys) && (info.flags & write)) {

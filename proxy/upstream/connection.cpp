@@ -66,6 +66,10 @@ void connection::close() {
   teardown("closed", false);
 }
 
+void connection::reset(std::string reason) {
+  if (state_ == state::ready && !broken_) teardown(std::move(reason), false);
+}
+
 bool connection::submit(std::string_view request, pending_reply entry) {
   if (!usable()) return false;
   wbuf_.append(request);
@@ -102,7 +106,7 @@ awaitable<void> connection::run(std::shared_ptr<connection> self) {
     if (closing_) break;
     if (!ok) {
       ++attempts_;
-      if (state_ != state::down)
+      if (state_ != state::down && !quiet_)
         log::warn("upstream " + cfg_.upstream.masked() + " unavailable: " + last_error_);
       state_ = state::down;
       fail_pending(error_frame(errors::upstream_unavailable, last_error_));
@@ -112,7 +116,7 @@ awaitable<void> connection::run(std::shared_ptr<connection> self) {
       co_await backoff_timer_.async_wait(use_nothrow);
       continue;
     }
-    if (attempts_ > 0 || counted_ready_) log::info("upstream " + cfg_.upstream.masked() + " connected");
+    if ((attempts_ > 0 || counted_ready_) && !quiet_) log::info("upstream " + cfg_.upstream.masked() + " connected");
     attempts_ = 0;
     state_ = state::ready;
     counted_ready_ = true;
@@ -131,7 +135,7 @@ awaitable<void> connection::run(std::shared_ptr<connection> self) {
     rbuf_.clear();
     rstart_ = 0;
     parser_.reset();
-    if (!closing_) log::warn("upstream connection lost: " + last_error_);
+    if (!closing_ && !quiet_) log::warn("upstream connection lost: " + last_error_);
     if (!reconnect_) break;
     state_ = state::connecting;  // one immediate attempt; requests queue meanwhile
   }
@@ -374,8 +378,9 @@ awaitable<void> connection::watchdog() {
     co_await tick_.async_wait(use_nothrow);
     if (broken_) co_return;
     if (!pending_.empty() && pending_.front().deadline < clock::now()) {
-      stats_.count(error_kind::upstream_timeout);
-      log::warn("upstream reply overdue after " + std::to_string(cfg_.command_timeout_ms) +
+      if (!quiet_) stats_.count(error_kind::upstream_timeout);
+      if (!quiet_)
+        log::warn("upstream reply overdue after " + std::to_string(cfg_.command_timeout_ms) +
                 " ms; resetting the connection");
       teardown("command timeout", true);
       co_return;

@@ -25,6 +25,7 @@
 #include "proxy/resp/reply_parser.hpp"
 #include "proxy/ring.hpp"
 #include "proxy/stats.hpp"
+#include "proxy/upstream/reply_sink.hpp"
 
 namespace redis_sidecar {
 
@@ -32,7 +33,7 @@ class client_session;
 
 /// One request waiting for its reply.
 struct pending_reply {
-  std::shared_ptr<client_session> sink;  // nullptr: the sidecar's own request, reply dropped
+  std::shared_ptr<reply_sink> sink;      // nullptr: the sidecar's own request, reply dropped
   std::uint64_t seq = 0;                 // the sink's reply slot
   std::chrono::steady_clock::time_point deadline;
   std::uint8_t tag = 0;                  // what the sink learns from the reply (client_session::tag)
@@ -66,6 +67,13 @@ class connection : public std::enable_shared_from_this<connection> {
 
   /// The client session to tell when a dedicated connection is lost.
   void set_owner(std::weak_ptr<client_session> owner) { owner_ = std::move(owner); }
+  /// Quiet connections log nothing themselves (the health probe: its monitor logs transitions).
+  void set_quiet(bool q) { quiet_ = q; }
+  /// Drops the current stream (pending requests fail at once) and reconnects if it may.
+  void reset(std::string reason);
+  /// True while the connection is failing its pending requests (their frames are its own errors,
+  /// not the upstream's replies).
+  bool failing() const { return broken_ || state_ != state::ready; }
 
   state current_state() const { return state_; }
   bool usable() const { return state_ == state::connecting || state_ == state::ready; }
@@ -119,6 +127,7 @@ class connection : public std::enable_shared_from_this<connection> {
   std::shared_ptr<client_session> raw_sink_;
   std::weak_ptr<client_session> owner_;
   bool counted_ready_ = false;
+  bool quiet_ = false;
 };
 
 }  // namespace redis_sidecar

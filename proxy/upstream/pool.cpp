@@ -56,6 +56,11 @@ std::string_view pool::server_version() const {
   return {};
 }
 
+void pool::reset_shared(const std::string& reason) {
+  for (auto& conns : shared_)
+    for (auto& c : conns) c->reset(reason);
+}
+
 void pool::close_all() {
   for (auto& conns : shared_)
     for (auto& c : conns) c->close();

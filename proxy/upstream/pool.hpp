@@ -7,6 +7,7 @@
 #pragma once
 
 #include <array>
+#include <string>
 #include <string_view>
 #include <memory>
 #include <vector>
@@ -32,6 +33,8 @@ class pool {
   void warm_up();
   /// The upstream's version as its HELLO reported it ("7.0.15"), or empty before any connect.
   std::string_view server_version() const;
+  /// Drops the shared connections' streams (their pending requests fail at once); they reconnect.
+  void reset_shared(const std::string& reason);
   void close_all();
 
  private:

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Builds the RESP fuzz targets standalone with clang++-14 (libFuzzer + ASan + UBSan) and runs each for
+# Builds the fuzz targets standalone with clang++-14 (libFuzzer + ASan + UBSan) and runs each for
 # N seconds (first argument, default 30). Exits non-zero when a target crashes or fails to build.
 #
 #   tests/fuzz/run.sh [seconds]        build dir: $FUZZ_BUILD_DIR, default <repo>/build-fuzz
+#   FUZZ_TARGETS="fuzz_cache" tests/fuzz/run.sh 60      only the named targets
 #
 # New corpus entries go to the build dir; the seed corpora in tests/fuzz/corpus are only read.
 set -euo pipefail
@@ -14,21 +15,32 @@ out="${FUZZ_BUILD_DIR:-${root}/build-fuzz}"
 cxx="${CXX_FUZZ:-clang++-14}"
 mkdir -p "${out}"
 
+# Each target: its name (fuzz_<name>.cpp), its seed corpus (tests/fuzz/corpus/<dir>) and the
+# directory whose *.cpp it is built with, so the code under test carries the coverage instrumentation.
+targets=(
+  "request_parser request proxy/resp"
+  "reply_parser reply proxy/resp"
+  "cache cache cache"
+)
+wanted="${FUZZ_TARGETS:-}"
+
 status=0
-for target in request reply; do
-  bin="${out}/fuzz_${target}_parser"
+for spec in "${targets[@]}"; do
+  read -r name corpus_name sources <<<"${spec}"
+  if [[ -n "${wanted}" && " ${wanted} " != *" fuzz_${name} "* ]]; then continue; fi
+  bin="${out}/fuzz_${name}"
   echo "== building ${bin}"
   "${cxx}" -std=c++20 -O1 -g -fno-omit-frame-pointer \
     -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
     -Wall -Wextra -Wpedantic -Wshadow -Wold-style-cast \
-    -I"${root}" "${root}"/proxy/resp/*.cpp "${here}/fuzz_${target}_parser.cpp" -o "${bin}"
+    -I"${root}" "${root}/${sources}"/*.cpp "${here}/fuzz_${name}.cpp" -o "${bin}"
 
-  corpus="${out}/corpus/${target}"
+  corpus="${out}/corpus/${corpus_name}"
   mkdir -p "${corpus}" "${out}/artifacts"
   echo "== running ${bin} for ${seconds}s"
   if ! "${bin}" -max_total_time="${seconds}" -print_final_stats=1 -max_len=4096 \
-      -artifact_prefix="${out}/artifacts/${target}-" "${corpus}" "${here}/corpus/${target}"; then
-    echo "!! fuzz_${target}_parser failed; reproducer in ${out}/artifacts/" >&2
+      -artifact_prefix="${out}/artifacts/${corpus_name}-" "${corpus}" "${here}/corpus/${corpus_name}"; then
+    echo "!! fuzz_${name} failed; reproducer in ${out}/artifacts/" >&2
     status=1
   fi
 done

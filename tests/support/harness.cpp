@@ -468,16 +468,18 @@ std::string redis_cli(const redis_server& server, std::vector<std::string> args)
 
 namespace {
 
-std::optional<std::uint16_t> listen_port_of(const std::vector<std::string>& args) {
+std::optional<std::uint16_t> listen_port_of(const std::vector<std::string>& args,
+                                            const std::string& flag = "--listen") {
   for (std::size_t i = 0; i < args.size(); ++i) {
     std::string value;
-    if (args[i] == "--listen" && i + 1 < args.size()) {
+    if (args[i] == flag && i + 1 < args.size()) {
       value = args[i + 1];
-    } else if (args[i].starts_with("--listen=")) {
-      value = args[i].substr(9);
+    } else if (args[i].starts_with(flag + "=")) {
+      value = args[i].substr(flag.size() + 1);
     } else {
       continue;
     }
+    if (value == "off") return std::uint16_t{0};
     auto colon = value.rfind(':');
     if (colon == std::string::npos) return std::uint16_t{0};
     return static_cast<std::uint16_t>(std::atoi(value.c_str() + colon + 1));
@@ -495,6 +497,13 @@ sidecar::sidecar(std::vector<std::string> args, std::vector<std::string> env) {
   } else {
     port_ = free_port();
     args.insert(args.begin(), {"--listen", "127.0.0.1:" + std::to_string(port_)});
+  }
+  // Never the default metrics port: tests run in parallel.
+  if (auto port = listen_port_of(args, "--metrics-listen")) {
+    metrics_port_ = *port;
+  } else {
+    metrics_port_ = free_port();
+    args.insert(args.begin(), "--metrics-listen=127.0.0.1:" + std::to_string(metrics_port_));
   }
   args.insert(args.begin(), REDIS_SIDECAR_BINARY);
   try {

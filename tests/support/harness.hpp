@@ -68,6 +68,7 @@ class redis_server {
   friend std::string redis_cli(const redis_server& server, std::vector<std::string> args);
   redis_options opts_;
   std::uint16_t port_ = 0;
+  std::uint16_t metrics_port_ = 0;
   int pid_ = -1;
   std::string dir_;
 };
@@ -89,6 +90,8 @@ class sidecar {
   sidecar& operator=(const sidecar&) = delete;
 
   std::uint16_t port() const { return port_; }
+  /// The /metrics, /healthz, /readyz port (a free one unless args has --metrics-listen).
+  std::uint16_t metrics_port() const { return metrics_port_; }
   bool running();
   /// Waits for exit and returns the exit code (or 128+signal); -1 if still running at the
   /// timeout. For start-up failure tests.
@@ -99,6 +102,7 @@ class sidecar {
 
  private:
   std::uint16_t port_ = 0;
+  std::uint16_t metrics_port_ = 0;
   int pid_ = -1;
   std::string dir_;
   std::string log_path_;

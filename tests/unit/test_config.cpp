@@ -252,7 +252,7 @@ TEST_CASE("a bad upstream URL names its source and hides the password", "[config
   CHECK_THAT(f, Catch::StartsWith("--upstream: ") && !Catch::Contains("Hunter2"));
 }
 
-TEST_CASE("--help and --version exit successfully", "[config]") {
+TEST_CASE("help and version flags exit successfully", "[config]") {
   env_guard env;
   auto r = parse({"--version"});
   CHECK(r.outcome == parse_outcome::exit_ok);

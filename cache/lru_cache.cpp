@@ -1,0 +1,428 @@
+// lru_cache: see lru_cache.hpp for the contract, layout and accounting.
+#include "cache/lru_cache.hpp"
+
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <utility>
+
+namespace redis_sidecar::cache {
+
+namespace {
+
+using detail::entry_header;
+
+constexpr std::uint32_t min_capacity = 16;
+constexpr std::uint32_t max_capacity = std::uint32_t{1} << 31;  // slot numbers stay below npos
+
+constexpr std::uint64_t k1 = 0x87c37b91114253d5ULL;
+constexpr std::uint64_t k2 = 0x4cf5ad432745937fULL;
+
+std::uint64_t rotl(std::uint64_t v, int r) { return (v << r) | (v >> (64 - r)); }
+
+// One MurmurHash3-x64-style round per 8-byte word.
+std::uint64_t mix(std::uint64_t h, std::uint64_t w) {
+  w *= k1;
+  w = rotl(w, 31);
+  w *= k2;
+  h ^= w;
+  return rotl(h, 27) * 5 + 0x52dce729;
+}
+
+std::uint64_t finish(std::uint64_t h) {
+  h ^= h >> 33;
+  h *= 0xff51afd7ed558ccdULL;
+  h ^= h >> 33;
+  h *= 0xc4ceb9fe1a85ec53ULL;
+  return h ^ (h >> 33);
+}
+
+// A fast non-cryptographic 64-bit hash of (db, key); the size is mixed in first, so keys that
+// differ only by trailing '\0' bytes hash differently.
+std::uint64_t hash_key(int db, std::string_view key) {
+  std::uint64_t h = mix(static_cast<std::uint32_t>(db), key.size());
+  const char* p = key.data();
+  std::size_t n = key.size();
+  for (; n >= 8; p += 8, n -= 8) {
+    std::uint64_t w;
+    std::memcpy(&w, p, 8);
+    h = mix(h, w);
+  }
+  if (n > 0) {
+    std::uint64_t w = 0;
+    std::memcpy(&w, p, n);
+    h = mix(h, w);
+  }
+  return finish(h);
+}
+
+std::uint8_t tag_of(std::uint64_t hash) { return static_cast<std::uint8_t>((hash >> 57) | 0x80); }
+
+unsigned char* put_varint(unsigned char* p, std::uint64_t v) {
+  for (; v >= 0x80; v >>= 7) *p++ = static_cast<unsigned char>(v | 0x80);
+  *p++ = static_cast<unsigned char>(v);
+  return p;
+}
+
+const unsigned char* get_varint(const unsigned char* p, std::uint64_t& v) {
+  v = 0;
+  for (int shift = 0;; shift += 7) {
+    const unsigned char b = *p++;
+    v |= static_cast<std::uint64_t>(b & 0x7f) << shift;
+    if ((b & 0x80) == 0) return p;
+  }
+}
+
+struct decoded {
+  int db;
+  std::string_view key;
+  std::string_view value;
+};
+
+decoded decode(const entry_header* e) {
+  const auto* p = reinterpret_cast<const unsigned char*>(e + 1);
+  std::uint64_t db = 0;
+  std::uint64_t key_size = 0;
+  std::uint64_t value_size = 0;
+  p = get_varint(p, db);
+  p = get_varint(p, key_size);
+  p = get_varint(p, value_size);
+  const auto* key = reinterpret_cast<const char*>(p);
+  return {static_cast<int>(static_cast<std::uint32_t>(db)),
+          {key, key_size},
+          {key + key_size, value_size}};
+}
+
+std::uint64_t hash_of(const entry_header* e) {
+  const decoded d = decode(e);
+  return hash_key(d.db, d.key);
+}
+
+std::size_t charge_of(const entry_header* e) {
+  const decoded d = decode(e);
+  return lru_cache::charge(d.db, d.key.size(), d.value.size());
+}
+
+bool is_expired(time_ms expires_at, time_ms now) {
+  return expires_at != no_expiry && expires_at <= now;
+}
+
+}  // namespace
+
+lru_cache::lru_cache(options o) : options_(o) {}
+
+lru_cache::~lru_cache() { release(); }
+
+lru_cache::lru_cache(lru_cache&& other) noexcept
+    : options_(other.options_),
+      slots_(std::exchange(other.slots_, nullptr)),
+      tags_(std::exchange(other.tags_, nullptr)),
+      capacity_(std::exchange(other.capacity_, 0)),
+      head_(std::exchange(other.head_, npos)),
+      tail_(std::exchange(other.tail_, npos)),
+      cursor_(std::exchange(other.cursor_, 0)),
+      entries_(std::exchange(other.entries_, 0)),
+      bytes_(std::exchange(other.bytes_, 0)),
+      evictions_(std::exchange(other.evictions_, 0)),
+      expirations_(std::exchange(other.expirations_, 0)) {}
+
+lru_cache& lru_cache::operator=(lru_cache&& other) noexcept {
+  if (this != &other) {
+    lru_cache moved(std::move(other));
+    std::swap(options_, moved.options_);
+    std::swap(slots_, moved.slots_);
+    std::swap(tags_, moved.tags_);
+    std::swap(capacity_, moved.capacity_);
+    std::swap(head_, moved.head_);
+    std::swap(tail_, moved.tail_);
+    std::swap(cursor_, moved.cursor_);
+    std::swap(entries_, moved.entries_);
+    std::swap(bytes_, moved.bytes_);
+    std::swap(evictions_, moved.evictions_);
+    std::swap(expirations_, moved.expirations_);
+  }
+  return *this;
+}
+
+std::optional<entry_view> lru_cache::get(int db, std::string_view key, time_ms now) {
+  const std::uint32_t s = find(db, key, hash_key(db, key));
+  if (s == npos) return std::nullopt;
+  entry_header* e = slots_[s];
+  if (is_expired(e->expires_at, now)) {
+    remove(s);
+    ++expirations_;
+    return std::nullopt;
+  }
+  if (s != head_) {
+    unlink(s);
+    link_front(s);
+  }
+  return entry_view{decode(e).value, e->expires_at};
+}
+
+std::optional<entry_view> lru_cache::peek(int db, std::string_view key, time_ms now) const {
+  const std::uint32_t s = find(db, key, hash_key(db, key));
+  if (s == npos || is_expired(slots_[s]->expires_at, now)) return std::nullopt;
+  return entry_view{decode(slots_[s]).value, slots_[s]->expires_at};
+}
+
+bool lru_cache::put(int db, std::string_view key, std::string_view value, time_ms expires_at,
+                    time_ms now) {
+  const std::uint64_t hash = hash_key(db, key);
+  if (const std::uint32_t old = find(db, key, hash); old != npos) remove(old);
+  const std::size_t c = charge(db, key.size(), value.size());
+  if (key.size() > options_.max_entry_bytes ||
+      value.size() > options_.max_entry_bytes - key.size() || c > options_.max_bytes ||
+      is_expired(expires_at, now)) {
+    return false;
+  }
+  evict_for(c, now);
+  if (!reserve_one()) return false;
+  void* block = std::malloc(detail::block_size(db, key.size(), value.size()));
+  if (block == nullptr) return false;
+  auto* e = new (block) entry_header{npos, npos, expires_at};
+  unsigned char* p = reinterpret_cast<unsigned char*>(e + 1);
+  p = put_varint(p, static_cast<std::uint32_t>(db));
+  p = put_varint(p, key.size());
+  p = put_varint(p, value.size());
+  if (!key.empty()) std::memcpy(p, key.data(), key.size());
+  if (!value.empty()) std::memcpy(p + key.size(), value.data(), value.size());
+
+  const std::uint32_t mask = capacity_ - 1;
+  std::uint32_t s = static_cast<std::uint32_t>(hash) & mask;
+  while (tags_[s] != 0) s = (s + 1) & mask;
+  tags_[s] = tag_of(hash);
+  slots_[s] = e;
+  link_front(s);
+  bytes_ += c;
+  ++entries_;
+  return true;
+}
+
+bool lru_cache::erase(int db, std::string_view key) {
+  const std::uint32_t s = find(db, key, hash_key(db, key));
+  if (s == npos) return false;
+  remove(s);
+  return true;
+}
+
+bool lru_cache::erase(int db, std::string_view key, time_ms now) {
+  const std::uint32_t s = find(db, key, hash_key(db, key));
+  if (s == npos) return false;
+  const bool live = !is_expired(slots_[s]->expires_at, now);
+  remove(s);
+  if (!live) ++expirations_;
+  return live;
+}
+
+bool lru_cache::set_expiry(int db, std::string_view key, time_ms expires_at, time_ms now) {
+  const std::uint32_t s = find(db, key, hash_key(db, key));
+  if (s == npos) return false;
+  if (is_expired(slots_[s]->expires_at, now)) {
+    remove(s);
+    ++expirations_;
+    return false;
+  }
+  if (is_expired(expires_at, now)) {
+    remove(s);
+  } else {
+    slots_[s]->expires_at = expires_at;
+  }
+  return true;
+}
+
+void lru_cache::clear() {
+  release();
+  head_ = tail_ = npos;
+  cursor_ = 0;
+  entries_ = 0;
+  bytes_ = 0;
+}
+
+void lru_cache::clear_db(int db) {
+  // Walks the LRU list. remove() may shift the next entry to another slot, but blocks never move
+  // and shifts patch links, so the walk resumes from the last kept entry's (updated) next link.
+  const entry_header* kept = nullptr;
+  std::uint32_t s = head_;
+  while (s != npos) {
+    if (decode(slots_[s]).db == db) {
+      remove(s);
+    } else {
+      kept = slots_[s];
+    }
+    s = kept != nullptr ? kept->next : head_;
+  }
+}
+
+std::size_t lru_cache::expire_some(time_ms now, std::size_t max_checks) {
+  if (capacity_ == 0) return 0;
+  // At most one pass over the index per call, so a small cache is not examined twice.
+  const std::size_t max_visits =
+      max_checks > capacity_ / 4 ? std::size_t{capacity_} : 4 * max_checks;
+  std::size_t removed = 0;
+  std::size_t checks = 0;
+  for (std::size_t visits = 0; checks < max_checks && visits < max_visits && entries_ > 0;
+       ++visits) {
+    const std::uint32_t s = cursor_;
+    if (tags_[s] != 0) {
+      ++checks;
+      if (is_expired(slots_[s]->expires_at, now)) {
+        remove(s);  // a later entry may have shifted into s: examine s again
+        ++expirations_;
+        ++removed;
+        continue;
+      }
+    }
+    cursor_ = (s + 1) & (capacity_ - 1);
+  }
+  return removed;
+}
+
+std::uint32_t lru_cache::find(int db, std::string_view key, std::uint64_t hash) const {
+  if (capacity_ == 0) return npos;
+  const std::uint32_t mask = capacity_ - 1;
+  const std::uint8_t tag = tag_of(hash);
+  for (std::uint32_t s = static_cast<std::uint32_t>(hash) & mask; tags_[s] != 0;
+       s = (s + 1) & mask) {
+    if (tags_[s] != tag) continue;
+    const decoded d = decode(slots_[s]);
+    if (d.db == db && d.key == key) return s;
+  }
+  return npos;
+}
+
+entry_ref lru_cache::ref(std::uint32_t slot) const {
+  const decoded d = decode(slots_[slot]);
+  return {d.db, d.key, d.value, slots_[slot]->expires_at};
+}
+
+void lru_cache::link_front(std::uint32_t slot) {
+  entry_header* e = slots_[slot];
+  e->prev = npos;
+  e->next = head_;
+  if (head_ != npos) {
+    slots_[head_]->prev = slot;
+  } else {
+    tail_ = slot;
+  }
+  head_ = slot;
+}
+
+void lru_cache::unlink(std::uint32_t slot) {
+  const entry_header* e = slots_[slot];
+  if (e->prev != npos) {
+    slots_[e->prev]->next = e->next;
+  } else {
+    head_ = e->next;
+  }
+  if (e->next != npos) {
+    slots_[e->next]->prev = e->prev;
+  } else {
+    tail_ = e->prev;
+  }
+}
+
+// Moves the entry in slot `from` to the empty slot `to` and patches its neighbours' links.
+void lru_cache::move_slot(std::uint32_t from, std::uint32_t to) {
+  entry_header* e = slots_[from];
+  tags_[to] = tags_[from];
+  slots_[to] = e;
+  if (e->prev != npos) {
+    slots_[e->prev]->next = to;
+  } else {
+    head_ = to;
+  }
+  if (e->next != npos) {
+    slots_[e->next]->prev = to;
+  } else {
+    tail_ = to;
+  }
+}
+
+// Unlinks and frees the entry, then closes the hole with a backward shift: each following entry of
+// the probe run moves into the hole unless its home slot lies after the hole.
+void lru_cache::remove(std::uint32_t slot) {
+  entry_header* e = slots_[slot];
+  bytes_ -= charge_of(e);
+  --entries_;
+  unlink(slot);
+  std::free(e);
+
+  const std::uint32_t mask = capacity_ - 1;
+  std::uint32_t hole = slot;
+  for (std::uint32_t s = (slot + 1) & mask; tags_[s] != 0; s = (s + 1) & mask) {
+    const std::uint32_t home = static_cast<std::uint32_t>(hash_of(slots_[s])) & mask;
+    if (((s - home) & mask) < ((s - hole) & mask)) continue;
+    move_slot(s, hole);
+    hole = s;
+  }
+  tags_[hole] = 0;
+  slots_[hole] = nullptr;
+}
+
+// Evicts least recent entries until `needed` more bytes fit.
+void lru_cache::evict_for(std::size_t needed, time_ms now) {
+  while (tail_ != npos && bytes_ + needed > options_.max_bytes) {
+    const bool expired = is_expired(slots_[tail_]->expires_at, now);
+    remove(tail_);
+    ++(expired ? expirations_ : evictions_);
+  }
+}
+
+// Makes room in the index for one more entry, growing it at load 3/4.
+bool lru_cache::reserve_one() {
+  if (capacity_ == 0) return rehash(min_capacity);
+  if ((static_cast<std::uint64_t>(entries_) + 1) * 4 <= static_cast<std::uint64_t>(capacity_) * 3) {
+    return true;
+  }
+  return capacity_ < max_capacity && rehash(capacity_ * 2);
+}
+
+// Builds an index of `capacity` slots, inserting the entries in LRU order and relinking them.
+bool lru_cache::rehash(std::uint32_t capacity) {
+  void* memory = std::calloc(capacity, sizeof(entry_header*) + 1);
+  if (memory == nullptr) return false;
+  auto** slots = static_cast<entry_header**>(memory);
+  auto* tags = reinterpret_cast<std::uint8_t*>(slots + capacity);
+  const std::uint32_t mask = capacity - 1;
+  std::uint32_t head = npos;
+  std::uint32_t prev = npos;
+  for (std::uint32_t s = head_; s != npos;) {
+    entry_header* e = slots_[s];
+    s = e->next;
+    const std::uint64_t hash = hash_of(e);
+    std::uint32_t t = static_cast<std::uint32_t>(hash) & mask;
+    while (tags[t] != 0) t = (t + 1) & mask;
+    tags[t] = tag_of(hash);
+    slots[t] = e;
+    e->prev = prev;
+    e->next = npos;
+    if (prev != npos) {
+      slots[prev]->next = t;
+    } else {
+      head = t;
+    }
+    prev = t;
+  }
+  std::free(slots_);
+  slots_ = slots;
+  tags_ = tags;
+  capacity_ = capacity;
+  head_ = head;
+  tail_ = prev;
+  cursor_ = 0;
+  return true;
+}
+
+// Frees every entry block and the index.
+void lru_cache::release() {
+  for (std::uint32_t s = 0; s < capacity_; ++s) {
+    if (tags_[s] != 0) std::free(slots_[s]);
+  }
+  std::free(slots_);
+  slots_ = nullptr;
+  tags_ = nullptr;
+  capacity_ = 0;
+}
+
+}  // namespace redis_sidecar::cache

@@ -1,0 +1,214 @@
+// lru_cache: the sidecar's in-process L1 tier. A least-recently-used map from (db, key) to a value
+// and an optional expiry, bounded by bytes, that the proxy fills from GET/SET traffic and answers
+// from while the upstream Redis is down (and later as a near cache).
+//
+// Goals
+//   - A hard bound on accounted bytes (options.max_bytes), where the account charges keys, values
+//     and an honest per-entry overhead, so that --cache-max-bytes roughly bounds real memory.
+//   - A per-entry size limit (options.max_entry_bytes): large pairs are not kept.
+//   - An optional expiry per entry, applied lazily on lookup and incrementally by expire_some().
+//   - O(1) expected get, peek, put, erase, set_expiry; small memory per entry (about 50 bytes
+//     beyond key and value for 16-byte keys and 64-byte values; see cache/bench/cache_memory.cpp).
+//   - Keys are arbitrary bytes ('\0' included); db is any int (Redis uses 0-15).
+// Non-goals
+//   - Thread safety: none. One thread (the proxy's io_context thread) owns the cache.
+//   - Redis data types other than strings, persistence, cross-process sharing.
+//   - Exceptions: none are thrown; an allocation failure makes put() return false.
+//
+// Time: every call that needs time takes `now`, monotonic milliseconds supplied by the caller, so
+// tests are deterministic. An entry with expires_at t (t != no_expiry) is live while now < t.
+// no_expiry (0) is reserved: callers use a clock whose values are never 0 (steady_clock since
+// boot) or add an offset.
+//
+// Memory layout. Each entry is one malloc block; the index is one allocation of C slots (C a power
+// of two, load <= 3/4, linear probing with backward-shift deletion):
+//
+//   entry block:  [ prev u32 | next u32 | expires_at i64 | db, key size, value size as LEB128
+//                   varints | key bytes | value bytes ]
+//   index:        [ entry* x C ][ tag u8 x C ]        tag 0: empty, else 0x80 | 7 bits of hash
+//
+// The LRU list links are index slot numbers, not pointers (8 bytes instead of 16); when an entry
+// moves between slots (deletion's backward shift, index growth) its neighbours' links are patched.
+//
+// Accounting. charge(db, key, value) = key size + value size + entry_overhead(db, key, value),
+// where entry_overhead = malloc_block_size(block) - key - value + index_bytes_per_entry:
+//   - block = 16-byte header + the three varints + key + value bytes;
+//   - malloc_block_size(n) = max(32, round_up(n + 8, 16)), glibc's chunk size for an n-byte request
+//     (other allocators differ by a few bytes);
+//   - index_bytes_per_entry = 18: 9 bytes per slot times 2 slots per entry, the average of the
+//     1.33 to 2.67 slots per entry the index holds between growths.
+// bytes() is the sum of charges of the stored entries (expired ones included until removed).
+//
+// Validity of string_views: the views in entry_view and entry_ref point into the cache and stay
+// valid until the next non-const call on it. Views passed in are not retained.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string_view>
+
+namespace redis_sidecar::cache {
+
+/// Monotonic milliseconds supplied by the caller.
+using time_ms = std::int64_t;
+/// The expires_at value of an entry without expiry.
+inline constexpr time_ms no_expiry = 0;
+
+struct options {
+  /// Bound on accounted bytes (keys + values + entry_overhead). Default 64 MiB.
+  std::size_t max_bytes = 64 * 1024 * 1024;
+  /// Key+value pairs larger than this (key size + value size) are not kept. Default 1 MiB.
+  std::size_t max_entry_bytes = 1024 * 1024;
+};
+
+/// A found value: valid until the next non-const call on the cache.
+struct entry_view {
+  std::string_view value;
+  time_ms expires_at;  // no_expiry: none
+};
+
+/// One stored entry as for_each() shows it (expired ones included until removed).
+struct entry_ref {
+  int db;
+  std::string_view key;
+  std::string_view value;
+  time_ms expires_at;
+};
+
+namespace detail {
+
+/// The fixed start of every entry block; the varints, key and value follow it.
+struct entry_header {
+  std::uint32_t prev;  // slot of the next more recent entry, or lru_cache::npos
+  std::uint32_t next;  // slot of the next less recent entry, or lru_cache::npos
+  std::int64_t expires_at;
+};
+
+constexpr std::size_t varint_size(std::uint64_t v) {
+  std::size_t n = 1;
+  for (; v >= 0x80; v >>= 7) ++n;
+  return n;
+}
+
+/// Bytes an entry block holds: header, varints, key and value.
+constexpr std::size_t block_size(int db, std::size_t key_size, std::size_t value_size) {
+  return sizeof(entry_header) + varint_size(static_cast<std::uint32_t>(db)) +
+         varint_size(key_size) + varint_size(value_size) + key_size + value_size;
+}
+
+/// glibc malloc's chunk size for an n-byte request on 64-bit targets.
+constexpr std::size_t malloc_block_size(std::size_t n) {
+  const std::size_t chunk = (n + 8 + 15) & ~std::size_t{15};
+  return chunk < 32 ? 32 : chunk;
+}
+
+}  // namespace detail
+
+class lru_cache {
+ public:
+  /// The slot number that means "none" in LRU links.
+  static constexpr std::uint32_t npos = UINT32_MAX;
+  /// Index bytes charged per entry (see the accounting paragraph above).
+  static constexpr std::size_t index_bytes_per_entry = 18;
+
+  /// What the account charges per entry beyond its key and value bytes.
+  static constexpr std::size_t entry_overhead(int db, std::size_t key_size,
+                                              std::size_t value_size) {
+    return detail::malloc_block_size(detail::block_size(db, key_size, value_size)) - key_size -
+           value_size + index_bytes_per_entry;
+  }
+  /// The full charge of an entry: key + value + entry_overhead.
+  static constexpr std::size_t charge(int db, std::size_t key_size, std::size_t value_size) {
+    return key_size + value_size + entry_overhead(db, key_size, value_size);
+  }
+
+  explicit lru_cache(options o = {});
+  ~lru_cache();
+  lru_cache(const lru_cache&) = delete;
+  lru_cache& operator=(const lru_cache&) = delete;
+  lru_cache(lru_cache&& other) noexcept;
+  lru_cache& operator=(lru_cache&& other) noexcept;
+
+  /// The value and expiry when present and live at `now`; promotes the entry to most recent. An
+  /// entry found expired is removed (counted in expirations()).
+  std::optional<entry_view> get(int db, std::string_view key, time_ms now);
+
+  /// As get(), without promoting and without removing (for TTL and EXISTS).
+  std::optional<entry_view> peek(int db, std::string_view key, time_ms now) const;
+
+  /// Inserts or replaces, as most recent, evicting least recent entries until it fits. Returns
+  /// false, after removing any old entry for the key, when key + value is larger than
+  /// max_entry_bytes, the charge is larger than max_bytes, expires_at is already past at `now`, or
+  /// memory could not be allocated. Least recent entries evicted while already expired count as
+  /// expirations, others as evictions.
+  bool put(int db, std::string_view key, std::string_view value, time_ms expires_at, time_ms now);
+
+  /// Removes the entry; true if one was stored, even if already expired. Not counted as eviction
+  /// or expiration.
+  bool erase(int db, std::string_view key);
+
+  /// Removes the entry; true only if it was live at `now` (as DEL counts keys). An expired entry
+  /// removed here counts as an expiration.
+  bool erase(int db, std::string_view key, time_ms now);
+
+  /// Sets (or with no_expiry removes) the expiry of a live entry, without promoting it. False when
+  /// absent or expired at `now` (then removed, counted as an expiration). An expires_at already
+  /// past removes the entry and returns true, as EXPIRE with a past time deletes the key.
+  bool set_expiry(int db, std::string_view key, time_ms expires_at, time_ms now);
+
+  /// Removes every entry (FLUSHALL) and releases the index. Counters are kept.
+  void clear();
+
+  /// Removes every entry of `db` (FLUSHDB). O(entries).
+  void clear_db(int db);
+
+  /// Incremental active expiry: examines up to max_checks entries, visiting at most
+  /// min(4 * max_checks, index_slots()) index slots, resuming where the previous call stopped, and
+  /// removes those expired at `now`. Returns how many it removed.
+  std::size_t expire_some(time_ms now, std::size_t max_checks);
+
+  /// Calls f(entry_ref) for every stored entry, most recent first, expired ones included. f must
+  /// not modify the cache.
+  template <class F>
+  void for_each(F&& f) const {
+    for (std::uint32_t s = head_; s != npos; s = slots_[s]->next) f(ref(s));
+  }
+
+  std::size_t entries() const { return entries_; }
+  std::size_t bytes() const { return bytes_; }
+  std::size_t max_bytes() const { return options_.max_bytes; }
+  std::size_t max_entry_bytes() const { return options_.max_entry_bytes; }
+  /// Slots in the index (0 or a power of two); each costs 9 bytes.
+  std::size_t index_slots() const { return capacity_; }
+  std::uint64_t evictions() const { return evictions_; }
+  std::uint64_t expirations() const { return expirations_; }
+
+ private:
+  using entry_header = detail::entry_header;
+
+  std::uint32_t find(int db, std::string_view key, std::uint64_t hash) const;
+  entry_ref ref(std::uint32_t slot) const;
+  void link_front(std::uint32_t slot);
+  void unlink(std::uint32_t slot);
+  void move_slot(std::uint32_t from, std::uint32_t to);
+  void remove(std::uint32_t slot);
+  void evict_for(std::size_t needed, time_ms now);
+  bool reserve_one();
+  bool rehash(std::uint32_t capacity);
+  void release();
+
+  options options_;
+  entry_header** slots_ = nullptr;  // capacity_ entry pointers, followed by the tags_ array
+  std::uint8_t* tags_ = nullptr;    // capacity_ tags, in the same allocation as slots_
+  std::uint32_t capacity_ = 0;      // 0 or a power of two
+  std::uint32_t head_ = npos;       // most recent
+  std::uint32_t tail_ = npos;       // least recent
+  std::uint32_t cursor_ = 0;        // the slot expire_some() examines next
+  std::size_t entries_ = 0;
+  std::size_t bytes_ = 0;
+  std::uint64_t evictions_ = 0;
+  std::uint64_t expirations_ = 0;
+};
+
+}  // namespace redis_sidecar::cache

@@ -1,0 +1,582 @@
+#include "proxy/tier/cache_tier.hpp"
+
+#include <charconv>
+#include <cstring>
+#include <limits>
+#include <optional>
+
+#include "proxy/commands/keys.hpp"
+#include "proxy/errors.hpp"
+#include "proxy/resp/writer.hpp"
+
+namespace redis_sidecar {
+namespace {
+
+using commands::command_id;
+using commands::command_info;
+constexpr std::int64_t never = std::numeric_limits<std::int64_t>::max();
+
+bool iequals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    char x = a[i], y = b[i];
+    if (x >= 'A' && x <= 'Z') x = static_cast<char>(x - 'A' + 'a');
+    if (y >= 'A' && y <= 'Z') y = static_cast<char>(y - 'A' + 'a');
+    if (x != y) return false;
+  }
+  return true;
+}
+
+std::optional<std::int64_t> to_int(std::string_view s) {
+  std::int64_t v = 0;
+  if (s.empty()) return std::nullopt;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || p != s.data() + s.size()) return std::nullopt;
+  return v;
+}
+
+// One element of a reply at `pos`: a bulk string (value set), a null (nullopt, ok), or anything
+// else (ok = false). Advances `pos` past it.
+struct bulk_read {
+  bool ok = false;
+  std::optional<std::string_view> value;
+};
+
+bulk_read read_bulk(std::string_view frame, std::size_t& pos) {
+  bulk_read r;
+  if (pos >= frame.size()) return r;
+  const auto eol = frame.find("\r\n", pos);
+  if (eol == std::string_view::npos) return r;
+  const char type = frame[pos];
+  const std::string_view head = frame.substr(pos + 1, eol - pos - 1);
+  if (type == '_') {
+    pos = eol + 2;
+    r.ok = true;
+    return r;
+  }
+  if (type != '$') return r;
+  const auto len = to_int(head);
+  if (!len) return r;
+  if (*len < 0) {
+    pos = eol + 2;
+    r.ok = true;
+    return r;
+  }
+  const auto start = eol + 2;
+  const auto size = static_cast<std::size_t>(*len);
+  if (start + size + 2 > frame.size()) return r;
+  r.value = frame.substr(start, size);
+  r.ok = true;
+  pos = start + size + 2;
+  return r;
+}
+
+// Reads "*N\r\n" at the start of `frame`; -1 when it is not an array header.
+std::int64_t read_array_header(std::string_view frame, std::size_t& pos) {
+  if (frame.empty() || frame[0] != '*') return -1;
+  const auto eol = frame.find("\r\n");
+  if (eol == std::string_view::npos) return -1;
+  const auto n = to_int(frame.substr(1, eol - 1));
+  pos = eol + 2;
+  return n ? *n : -1;
+}
+
+bool is_ok(std::string_view reply) { return reply == "+OK\r\n"; }
+
+std::string_view lower_name(const command_info* info, std::string_view fallback) {
+  return info != nullptr ? info->name : fallback;
+}
+
+}  // namespace
+
+// SET's options, as Redis parses them (see t_string.c parseExtendedStringArgumentsOrReply).
+struct cache_tier::set_options {
+  bool nx = false, xx = false, get = false, keepttl = false;
+  std::int64_t expiry = 0;  // monotonic ms, 0: none
+  std::string_view error;   // non-empty: the request is invalid
+
+  static set_options parse(std::span<const std::string_view> args, std::size_t first,
+                           cache::time_ms now, std::int64_t wall_ms) {
+    set_options o;
+    bool has_expiry = false;
+    for (std::size_t i = first; i < args.size(); ++i) {
+      const std::string_view a = args[i];
+      const bool last = i + 1 >= args.size();
+      if (iequals(a, "nx") && !o.xx) {
+        o.nx = true;
+      } else if (iequals(a, "xx") && !o.nx) {
+        o.xx = true;
+      } else if (iequals(a, "get")) {
+        o.get = true;
+      } else if (iequals(a, "keepttl") && !has_expiry) {
+        o.keepttl = true;
+      } else if ((iequals(a, "ex") || iequals(a, "px") || iequals(a, "exat") ||
+                  iequals(a, "pxat")) &&
+                 !o.keepttl && !has_expiry && !last) {
+        has_expiry = true;
+        const auto v = to_int(args[++i]);
+        if (!v) {
+          o.error = errors::not_integer;
+          return o;
+        }
+        const bool seconds = iequals(a, "ex") || iequals(a, "exat");
+        const bool absolute = iequals(a, "exat") || iequals(a, "pxat");
+        if (*v <= 0 || (seconds && *v > never / 1000)) {
+          o.error = "ERR invalid expire time in 'set' command";
+          return o;
+        }
+        const std::int64_t ms = seconds ? *v * 1000 : *v;
+        o.expiry = absolute ? now + (ms - wall_ms) : now + ms;
+        if (o.expiry <= 0) o.expiry = 1;  // already past: expires at once
+      } else {
+        o.error = errors::syntax;
+        return o;
+      }
+    }
+    return o;
+  }
+};
+
+cache_tier::cache_tier(const config& cfg)
+    : enabled_(cfg.cache_mode != "off"),
+      miss_is_error_(cfg.fallback_miss == "error"),
+      journal_writes_(cfg.fallback_writes == "journal"),
+      ttl_ms_(cfg.cache_ttl_ms),
+      l1_(cache::options{cfg.cache_max_bytes, cfg.cache_max_entry_bytes}),
+      journal_(cfg.fallback_journal_max_bytes) {}
+
+// ---------------------------------------------------------------------------------------------
+// L1 entries
+
+void cache_tier::store(int db, std::string_view key, std::string_view value,
+                       std::int64_t upstream_expiry, cache::time_ms now) {
+  scratch_.clear();
+  if (upstream_expiry > 0) {
+    scratch_.push_back('e');
+    char bytes[8];
+    std::memcpy(bytes, &upstream_expiry, 8);
+    scratch_.append(bytes, 8);
+  } else {
+    scratch_.push_back('n');
+  }
+  scratch_.append(value);
+  std::int64_t expires = now + ttl_ms_;
+  if (upstream_expiry > 0 && upstream_expiry < expires) expires = upstream_expiry;
+  if (l1_.put(db, key, scratch_, expires, now)) ++counters_.fills;
+}
+
+void cache_tier::invalidate(int db, std::string_view key) {
+  if (l1_.erase(db, key)) ++counters_.invalidations;
+}
+
+std::optional<cache_tier::stored> cache_tier::lookup(int db, std::string_view key,
+                                                     cache::time_ms now) {
+  const auto e = l1_.get(db, key, now);
+  if (!e || e->value.empty()) return std::nullopt;
+  stored s;
+  if (e->value[0] == 'e' && e->value.size() >= 9) {
+    std::memcpy(&s.upstream_expiry, e->value.data() + 1, 8);
+    s.value = e->value.substr(9);
+  } else {
+    s.value = e->value.substr(1);
+  }
+  return s;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Normal operation
+
+bool cache_tier::wants_reply(const command_info& info) const {
+  return enabled_ && (info.flags & (commands::cacheable | commands::write)) != 0;
+}
+
+void cache_tier::on_request(int db, const command_info& info,
+                            std::span<const std::string_view> args) {
+  if (!enabled_ || !(info.flags & commands::write)) return;
+  if (info.flags & commands::flush) {
+    if (info.id == command_id::flushall)
+      l1_.clear();
+    else
+      l1_.clear_db(db);
+    return;
+  }
+  if (info.name == "swapdb") {
+    l1_.clear();
+    return;
+  }
+  commands::for_each_key(info, args, [&](std::string_view key) { invalidate(db, key); });
+  // MOVE key db / COPY src dst DB n: the key also changes in the other db.
+  if ((info.name == "move" && args.size() == 3) || info.name == "copy") {
+    for (std::size_t i = 2; i < args.size(); ++i) {
+      const auto other = to_int(args[i]);
+      if (other && *other >= 0 && *other <= std::numeric_limits<int>::max()) {
+        for (std::size_t k = 1; k < args.size() && k < 3; ++k)
+          invalidate(static_cast<int>(*other), args[k]);
+      }
+    }
+  }
+}
+
+void cache_tier::on_reply(int db, const command_info& info, std::span<const std::string_view> args,
+                          std::string_view reply, cache::time_ms now, std::int64_t wall_ms) {
+  if (!enabled_ || reply.empty()) return;
+  if ((reply[0] == '-' || reply[0] == '!') && !(info.flags & commands::write)) {
+    // A read that failed says nothing about the key (the error may be the sidecar's own, for an
+    // upstream that went away), except that a key of another type is no string to keep.
+    if (reply.substr(1, 9) == "WRONGTYPE")
+      commands::for_each_key(info, args, [&](std::string_view key) { invalidate(db, key); });
+    return;
+  }
+  switch (info.id) {
+    case command_id::get: {
+      if (args.size() != 2) return;
+      std::size_t pos = 0;
+      const auto r = read_bulk(reply, pos);
+      if (r.ok && r.value)
+        store(db, args[1], *r.value, 0, now);
+      else
+        invalidate(db, args[1]);
+      return;
+    }
+    case command_id::mget: {
+      std::size_t pos = 0;
+      if (read_array_header(reply, pos) != static_cast<std::int64_t>(args.size()) - 1) return;
+      for (std::size_t i = 1; i < args.size(); ++i) {
+        const auto r = read_bulk(reply, pos);
+        if (!r.ok) return;
+        if (r.value)
+          store(db, args[i], *r.value, 0, now);
+        else
+          invalidate(db, args[i]);
+      }
+      return;
+    }
+    case command_id::set: {
+      if (args.size() < 3) return;
+      const auto o = set_options::parse(args, 3, now, wall_ms);
+      // Stored only when the reply proves the value was set: "+OK" without GET. With GET and no
+      // condition the set always happens. KEEPTTL keeps an expiry we do not know: not stored.
+      const bool applied =
+          o.error.empty() && !o.keepttl &&
+          ((!o.get && is_ok(reply)) || (o.get && !o.nx && !o.xx && reply[0] != '-'));
+      if (applied)
+        store(db, args[1], args[2], o.expiry, now);
+      else
+        invalidate(db, args[1]);
+      return;
+    }
+    case command_id::setex:
+    case command_id::psetex: {
+      const auto v = args.size() == 4 ? to_int(args[2]) : std::nullopt;
+      if (v && *v > 0 && is_ok(reply))
+        store(db, args[1], args[3], now + (info.id == command_id::setex ? *v * 1000 : *v), now);
+      else if (args.size() >= 2)
+        invalidate(db, args[1]);
+      return;
+    }
+    case command_id::mset:
+    case command_id::msetnx: {
+      const bool applied = info.id == command_id::mset ? is_ok(reply) : reply == ":1\r\n";
+      for (std::size_t i = 1; i + 1 < args.size(); i += 2) {
+        if (applied)
+          store(db, args[i], args[i + 1], 0, now);
+        else
+          invalidate(db, args[i]);
+      }
+      return;
+    }
+    default: on_request(db, info, args); return;  // any other write: invalidate again
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fallback
+
+bool cache_tier::journal_write(int db, std::string_view frame, std::string& out) {
+  if (!journal_writes_) {
+    ++counters_.rejected;
+    resp::append_error(out, errors::fallback_writes_rejected);
+    return false;
+  }
+  if (!journal_.push(db, frame)) {
+    ++counters_.rejected;
+    resp::append_error(out, errors::fallback_journal_full);
+    return false;
+  }
+  ++counters_.journaled;
+  return true;
+}
+
+cache_tier::result cache_tier::serve(int db, const command_info* info,
+                                     std::span<const std::string_view> args, std::string_view frame,
+                                     int proto, cache::time_ms now, std::int64_t wall_ms,
+                                     std::string& out) {
+  const std::string_view name = lower_name(info, "other");
+  auto not_servable = [&] {
+    ++counters_.not_servable;
+    std::string e(errors::fallback_not_servable_prefix);
+    e += info != nullptr ? info->name : std::string_view("unknown");
+    e += errors::fallback_not_servable_suffix;
+    resp::append_error(out, e);
+    return result::not_servable;
+  };
+  if (!enabled_ || info == nullptr) return not_servable();
+  auto wrong_args = [&] {
+    resp::append_error(out,
+                       "ERR wrong number of arguments for '" + std::string(name) + "' command");
+    ++counters_.served;
+    return result::served;
+  };
+  const auto n = args.size();
+  if (info->arity > 0 ? n != static_cast<std::size_t>(info->arity)
+                      : n < static_cast<std::size_t>(-info->arity))
+    return wrong_args();
+
+  result r = result::served;
+  if (name == "get") {
+    r = serve_get(db, args[1], proto, now, out);
+  } else if (name == "mget") {
+    r = serve_mget(db, args, proto, now, out);
+  } else if (name == "exists") {
+    std::int64_t count = 0;
+    for (std::size_t i = 1; i < n; ++i) count += lookup(db, args[i], now) ? 1 : 0;
+    resp::append_integer(out, count);
+  } else if (name == "ttl" || name == "pttl") {
+    r = serve_ttl(db, args[1], name == "pttl", now, out);
+  } else if (name == "set" || name == "setex" || name == "psetex") {
+    r = serve_set(db, args, frame, proto, now, wall_ms, out);
+  } else if (name == "mset") {
+    if (n % 2 == 0) return wrong_args();
+    if (journal_write(db, frame, out)) {
+      for (std::size_t i = 1; i + 1 < n; i += 2) store(db, args[i], args[i + 1], 0, now);
+      resp::append_simple(out, "OK");
+    }
+  } else if (name == "del" || name == "unlink") {
+    r = serve_write_keys(db, args, frame, now, out);
+  } else if (name == "expire" || name == "pexpire") {
+    r = serve_expire(db, args, frame, name == "pexpire", now, out);
+  } else if (name == "incr" || name == "decr") {
+    r = serve_incr(db, args, frame, name == "incr" ? 1 : -1, false, now, out);
+  } else if (name == "incrby" || name == "decrby") {
+    r = serve_incr(db, args, frame, name == "incrby" ? 1 : -1, true, now, out);
+  } else if (name == "ping") {
+    if (n == 1)
+      resp::append_simple(out, "PONG");
+    else if (n == 2)
+      resp::append_bulk(out, args[1]);
+    else
+      return wrong_args();
+  } else if (name == "echo") {
+    resp::append_bulk(out, args[1]);
+  } else {
+    return not_servable();
+  }
+  if (r == result::served) ++counters_.served;
+  return r;
+}
+
+cache_tier::result cache_tier::serve_get(int db, std::string_view key, int proto,
+                                         cache::time_ms now, std::string& out) {
+  if (const auto s = lookup(db, key, now)) {
+    ++counters_.hits;
+    resp::append_bulk(out, s->value);
+    return result::served;
+  }
+  ++counters_.misses;
+  if (miss_is_error_)
+    resp::append_error(out, errors::fallback_miss);
+  else
+    resp::append_null(out, proto);
+  return result::served;
+}
+
+cache_tier::result cache_tier::serve_mget(int db, std::span<const std::string_view> args, int proto,
+                                          cache::time_ms now, std::string& out) {
+  const std::size_t start = out.size();
+  resp::append_array_header(out, args.size() - 1);
+  for (std::size_t i = 1; i < args.size(); ++i) {
+    if (const auto s = lookup(db, args[i], now)) {
+      ++counters_.hits;
+      resp::append_bulk(out, s->value);
+      continue;
+    }
+    ++counters_.misses;
+    if (miss_is_error_) {
+      out.resize(start);
+      resp::append_error(out, errors::fallback_miss);
+      return result::served;
+    }
+    resp::append_null(out, proto);
+  }
+  return result::served;
+}
+
+cache_tier::result cache_tier::serve_ttl(int db, std::string_view key, bool ms, cache::time_ms now,
+                                         std::string& out) {
+  const auto s = lookup(db, key, now);
+  if (!s) {
+    resp::append_integer(out, -2);
+  } else if (s->upstream_expiry == 0) {
+    resp::append_integer(out, -1);
+  } else {
+    const std::int64_t left = s->upstream_expiry > now ? s->upstream_expiry - now : 0;
+    resp::append_integer(out, ms ? left : (left + 500) / 1000);
+  }
+  return result::served;
+}
+
+cache_tier::result cache_tier::serve_set(int db, std::span<const std::string_view> args,
+                                         std::string_view frame, int proto, cache::time_ms now,
+                                         std::int64_t wall_ms, std::string& out) {
+  std::string_view key = args[1], value;
+  set_options o;
+  if (iequals(args[0], "set")) {
+    value = args[2];
+    o = set_options::parse(args, 3, now, wall_ms);
+  } else {  // SETEX key seconds value / PSETEX key ms value
+    value = args[3];
+    const auto v = to_int(args[2]);
+    if (!v) {
+      o.error = errors::not_integer;
+    } else if (*v <= 0) {
+      o.error = iequals(args[0], "setex") ? "ERR invalid expire time in 'setex' command"
+                                          : "ERR invalid expire time in 'psetex' command";
+    } else {
+      o.expiry = now + (iequals(args[0], "setex") ? *v * 1000 : *v);
+    }
+  }
+  if (!o.error.empty()) {
+    resp::append_error(out, o.error);
+    return result::served;
+  }
+  const auto old = lookup(db, key, now);
+  const bool condition = !(o.nx && old) && !(o.xx && !old);
+  std::string old_value;
+  if (o.get && old) old_value = old->value;
+  if (condition) {
+    if (!journal_write(db, frame, out)) return result::served;
+    std::int64_t expiry = o.expiry;
+    if (o.keepttl && old) expiry = old->upstream_expiry;
+    store(db, key, value, expiry, now);
+  }
+  if (o.get) {
+    if (old)
+      resp::append_bulk(out, old_value);
+    else
+      resp::append_null(out, proto);
+  } else if (condition) {
+    resp::append_simple(out, "OK");
+  } else {
+    resp::append_null(out, proto);
+  }
+  return result::served;
+}
+
+cache_tier::result cache_tier::serve_expire(int db, std::span<const std::string_view> args,
+                                            std::string_view frame, bool ms, cache::time_ms now,
+                                            std::string& out) {
+  const auto v = to_int(args[2]);
+  if (!v || (!ms && (*v > never / 1000 || *v < -(never / 1000)))) {
+    resp::append_error(out, errors::not_integer);
+    return result::served;
+  }
+  bool nx = false, xx = false, gt = false, lt = false;
+  for (std::size_t i = 3; i < args.size(); ++i) {
+    if (iequals(args[i], "nx"))
+      nx = true;
+    else if (iequals(args[i], "xx"))
+      xx = true;
+    else if (iequals(args[i], "gt"))
+      gt = true;
+    else if (iequals(args[i], "lt"))
+      lt = true;
+    else {
+      resp::append_error(out, "ERR Unsupported option " + std::string(args[i]));
+      return result::served;
+    }
+  }
+  const auto s = lookup(db, args[1], now);
+  if (!s) {  // L1 does not hold the key: Redis would answer 0 if the upstream lacks it too
+    if (!journal_write(db, frame, out)) return result::served;
+    resp::append_integer(out, 0);
+    return result::served;
+  }
+  const std::int64_t when = now + (ms ? *v : *v * 1000);
+  const std::int64_t current = s->upstream_expiry;  // 0: persistent (infinite)
+  bool apply = true;
+  if (nx && current != 0) apply = false;
+  if (xx && current == 0) apply = false;
+  if (gt && (current == 0 || when <= current)) apply = false;
+  if (lt && current != 0 && when >= current) apply = false;
+  if (!apply) {
+    resp::append_integer(out, 0);
+    return result::served;
+  }
+  if (!journal_write(db, frame, out)) return result::served;
+  if (when <= now) {
+    invalidate(db, args[1]);
+  } else {
+    const std::string value(s->value);
+    store(db, args[1], value, when, now);
+  }
+  resp::append_integer(out, 1);
+  return result::served;
+}
+
+cache_tier::result cache_tier::serve_incr(int db, std::span<const std::string_view> args,
+                                          std::string_view frame, std::int64_t sign, bool by,
+                                          cache::time_ms now, std::string& out) {
+  std::int64_t delta = 1;
+  if (by) {
+    const auto v = to_int(args[2]);
+    if (!v || (sign < 0 && *v == std::numeric_limits<std::int64_t>::min())) {
+      resp::append_error(out, errors::not_integer);
+      return result::served;
+    }
+    delta = *v;
+  }
+  delta *= sign;
+  const auto s = lookup(db, args[1], now);
+  if (!s) {
+    ++counters_.misses;
+    resp::append_error(out, errors::fallback_incr_miss);
+    return result::served;
+  }
+  const auto current = to_int(s->value);
+  if (!current || s->value.size() > 20 || (s->value.size() > 1 && s->value[0] == '0')) {
+    resp::append_error(out, errors::not_integer);
+    return result::served;
+  }
+  std::int64_t next = 0;
+  if (__builtin_add_overflow(*current, delta, &next)) {
+    resp::append_error(out, errors::increment_overflow);
+    return result::served;
+  }
+  const std::int64_t expiry = s->upstream_expiry;
+  if (!journal_write(db, frame, out)) return result::served;
+  ++counters_.hits;
+  const std::string text = std::to_string(next);
+  store(db, args[1], text, expiry, now);
+  resp::append_integer(out, next);
+  return result::served;
+}
+
+cache_tier::result cache_tier::serve_write_keys(int db, std::span<const std::string_view> args,
+                                                std::string_view frame, cache::time_ms now,
+                                                std::string& out) {
+  if (!journal_write(db, frame, out)) return result::served;
+  std::int64_t removed = 0;
+  for (std::size_t i = 1; i < args.size(); ++i)
+    if (l1_.erase(db, args[i], now)) ++removed;
+  resp::append_integer(out, removed);
+  return result::served;
+}
+
+void cache_tier::replayed(int db, std::span<const std::string_view> args) {
+  ++counters_.replayed;
+  if (args.empty()) return;
+  if (const command_info* info = commands::lookup(args[0]))
+    commands::for_each_key(*info, args, [&](std::string_view key) { l1_.erase(db, key); });
+}
+
+}  // namespace redis_sidecar

@@ -1,0 +1,121 @@
+// cache_tier: what the sidecar does with its L1 cache, without I/O. Two jobs:
+//
+//  1. Normal operation: L1 is kept warm from the traffic that passes through. GET and MGET replies
+//     fill it; SET in all its forms (and SETEX, PSETEX, MSET, MSETNX) fills it with the value the
+//     upstream acknowledged; every other write invalidates the keys it touches (commands/keys.hpp),
+//     once when the request goes out and again when its reply comes back, so a read reply that
+//     raced with the write cannot leave an old value behind. Replies are applied in the order the
+//     upstream connection returns them. L1 does not answer reads in this mode.
+//  2. Fallback (the upstream is unreachable): `serve` answers GET, MGET, EXISTS, TTL, PTTL, SET
+//  (all
+//     forms), SETEX, PSETEX, MSET, DEL, UNLINK, EXPIRE, PEXPIRE, INCR/DECR/INCRBY/DECRBY on cached
+//     integers, PING and ECHO from L1. Writes it accepts are first appended to the write journal
+//     (replayed upstream, in order, on recovery); a write the journal cannot hold is refused with
+//     an error and changes nothing, so an acknowledged write is never dropped.
+//
+// Entry lifetime: an entry expires at the upstream's expiry when a command told it (SET EX, SETEX,
+// ...), and never later than --cache-ttl after it was stored, the bound on how old a value served
+// from L1 may be. L1 values carry a small header so TTL/PTTL can tell the upstream's expiry from
+// the staleness bound:
+//
+//   stored value: [ 'n' | value ... ]                        no upstream expiry known
+//                 [ 'e' | 8-byte upstream expiry (ms) | value ... ]
+//
+// Times: `now` is monotonic milliseconds (the cache's clock); `wall_ms` is Unix time in ms, used
+// only to convert EXAT/PXAT. Owned by the server, used on its thread only.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "cache/lru_cache.hpp"
+#include "cache/write_journal.hpp"
+#include "proxy/commands/command_table.hpp"
+#include "proxy/config/config.hpp"
+
+namespace redis_sidecar {
+
+struct tier_counters {
+  std::uint64_t hits = 0;           // fallback reads answered with a value from L1
+  std::uint64_t misses = 0;         // fallback reads of keys L1 does not hold
+  std::uint64_t fills = 0;          // values stored from upstream traffic
+  std::uint64_t invalidations = 0;  // keys dropped because a write touched them
+  std::uint64_t served = 0;         // requests answered in fallback mode
+  std::uint64_t not_servable = 0;   // requests refused in fallback mode
+  std::uint64_t journaled = 0;      // writes accepted into the journal
+  std::uint64_t rejected = 0;       // writes refused (journal full, or --fallback-writes=reject)
+  std::uint64_t replayed = 0;       // journaled writes the upstream acknowledged after recovery
+};
+
+class cache_tier {
+ public:
+  explicit cache_tier(const config& cfg);
+
+  /// False with --cache-mode=off: nothing is stored, nothing is served.
+  bool enabled() const { return enabled_; }
+
+  // --- normal operation -----------------------------------------------------------------------
+  /// True when the reply to `info` updates L1: the caller keeps the request until then.
+  bool wants_reply(const commands::command_info& info) const;
+  /// Before forwarding a request: invalidates the keys a write touches.
+  void on_request(int db, const commands::command_info& info,
+                  std::span<const std::string_view> args);
+  /// The upstream's reply to a request that wants_reply(), in the connection's order.
+  void on_reply(int db, const commands::command_info& info, std::span<const std::string_view> args,
+                std::string_view reply, cache::time_ms now, std::int64_t wall_ms);
+
+  // --- fallback -------------------------------------------------------------------------------
+  enum class result : std::uint8_t { served, not_servable };
+  /// Answers `args` from L1 into `out` (RESP for protocol `proto`), journaling writes. `frame` is
+  /// the request as the upstream should see it on replay. not_servable: `out` holds the error.
+  result serve(int db, const commands::command_info* info, std::span<const std::string_view> args,
+               std::string_view frame, int proto, cache::time_ms now, std::int64_t wall_ms,
+               std::string& out);
+  /// A journaled write the upstream acknowledged on replay: L1 forgets its keys (the upstream's
+  /// result is the truth; traffic fills L1 again).
+  void replayed(int db, std::span<const std::string_view> args);
+
+  cache::write_journal& journal() { return journal_; }
+  const cache::lru_cache& l1() const { return l1_; }
+  cache::lru_cache& l1() { return l1_; }
+  const tier_counters& counters() const { return counters_; }
+
+ private:
+  struct set_options;
+  struct stored {
+    std::int64_t upstream_expiry = 0;  // 0: none known
+    std::string_view value;
+  };
+
+  void store(int db, std::string_view key, std::string_view value, std::int64_t upstream_expiry,
+             cache::time_ms now);
+  void invalidate(int db, std::string_view key);
+  std::optional<stored> lookup(int db, std::string_view key, cache::time_ms now);
+  bool journal_write(int db, std::string_view frame, std::string& out);
+
+  result serve_get(int db, std::string_view key, int proto, cache::time_ms now, std::string& out);
+  result serve_mget(int db, std::span<const std::string_view> args, int proto, cache::time_ms now,
+                    std::string& out);
+  result serve_ttl(int db, std::string_view key, bool ms, cache::time_ms now, std::string& out);
+  result serve_set(int db, std::span<const std::string_view> args, std::string_view frame,
+                   int proto, cache::time_ms now, std::int64_t wall_ms, std::string& out);
+  result serve_expire(int db, std::span<const std::string_view> args, std::string_view frame,
+                      bool ms, cache::time_ms now, std::string& out);
+  result serve_incr(int db, std::span<const std::string_view> args, std::string_view frame,
+                    std::int64_t sign, bool by, cache::time_ms now, std::string& out);
+  result serve_write_keys(int db, std::span<const std::string_view> args, std::string_view frame,
+                          cache::time_ms now, std::string& out);
+
+  bool enabled_;
+  bool miss_is_error_;
+  bool journal_writes_;
+  std::int64_t ttl_ms_;
+  cache::lru_cache l1_;
+  cache::write_journal journal_;
+  tier_counters counters_;
+  std::string scratch_;  // the encoded value being stored
+};
+
+}  // namespace redis_sidecar

@@ -1,0 +1,71 @@
+// health_fsm: the upstream's health as the sidecar sees it, as an explicit state machine without
+// I/O. The upstream monitor (tier/upstream_monitor.hpp) feeds it probe results, connection
+// failures and command timeouts, with the time; it answers whether requests go upstream or are
+// served from L1, and reports each transition once, with its cause.
+//
+//              failure                      failing for fallback_after_ms
+//   healthy ------------> failing ----------------------------------------> fallback
+//      ^   <-------------   |  probe ok                                       |    ^
+//      |                                              recover_after_probes    |    | failure
+//      |    journal replayed                          good probes in a row    v    |
+//      +--------------------------------------------------------------- recovering
+//
+// In `failing` requests still go upstream (a blip is not an outage); in `fallback` and
+// `recovering` they are served from L1, and writes go to the journal, which the monitor replays
+// in `recovering` before new traffic reaches the upstream again.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace redis_sidecar {
+
+enum class upstream_state : std::uint8_t { healthy, failing, fallback, recovering };
+
+std::string_view to_string(upstream_state s);
+
+class health_fsm {
+ public:
+  struct options {
+    std::int64_t fallback_after_ms = 1000;   // failing this long -> fallback (0: at once)
+    std::uint32_t recover_after_probes = 2;  // good probes in a row that end fallback
+  };
+
+  explicit health_fsm(options o) : options_(o) {}
+
+  /// Each returns true when the state changed; transition() then describes it.
+  bool on_probe_ok(std::int64_t now, double latency_ms);
+  bool on_failure(std::int64_t now, std::string cause);
+  bool on_tick(std::int64_t now);
+  bool on_replay_done(std::int64_t now);
+
+  upstream_state state() const { return state_; }
+  /// True while requests are answered from L1 (fallback, recovering).
+  bool serving_from_l1() const {
+    return state_ == upstream_state::fallback || state_ == upstream_state::recovering;
+  }
+  bool upstream_up() const { return state_ == upstream_state::healthy; }
+  /// The last failure's cause (already free of credentials), empty when none yet.
+  const std::string& last_error() const { return last_error_; }
+  double last_probe_ms() const { return last_probe_ms_; }
+  std::uint64_t transitions() const { return transitions_; }
+  std::uint64_t fallback_entries() const { return fallback_entries_; }
+  /// "healthy -> failing: connection refused", for the log.
+  const std::string& transition() const { return transition_; }
+
+ private:
+  bool move_to(upstream_state next, std::string_view cause);
+
+  options options_;
+  upstream_state state_ = upstream_state::healthy;
+  std::int64_t failing_since_ = 0;
+  std::uint32_t good_probes_ = 0;
+  std::string last_error_;
+  double last_probe_ms_ = 0;
+  std::uint64_t transitions_ = 0;
+  std::uint64_t fallback_entries_ = 0;
+  std::string transition_;
+};
+
+}  // namespace redis_sidecar

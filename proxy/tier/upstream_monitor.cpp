@@ -1,0 +1,204 @@
+#include "proxy/tier/upstream_monitor.hpp"
+
+#include <array>
+
+#include "proxy/log.hpp"
+#include "proxy/resp/writer.hpp"
+#include "proxy/upstream/connection.hpp"
+
+namespace redis_sidecar {
+namespace {
+
+using clock = std::chrono::steady_clock;
+
+constexpr std::size_t replay_window = 256;  // journal records in flight during replay
+
+// "-ERR upstream unavailable: connection refused\r\n" -> "ERR upstream unavailable: ..."
+std::string error_text(std::string_view frame) {
+  if (!frame.empty() && (frame[0] == '-' || frame[0] == '!')) frame.remove_prefix(1);
+  while (!frame.empty() && (frame.back() == '\n' || frame.back() == '\r')) frame.remove_suffix(1);
+  return std::string(frame.substr(0, 300));
+}
+
+}  // namespace
+
+upstream_monitor::upstream_monitor(asio::any_io_executor ex, const config& cfg, ssl::context* tls,
+                                   stats& st, pool& upstreams, cache_tier& tier)
+    : ex_(ex),
+      cfg_(cfg),
+      tls_(tls),
+      stats_(st),
+      pool_(upstreams),
+      tier_(tier),
+      fsm_(health_fsm::options{cfg.fallback_after_ms, cfg.recover_after_probes}),
+      timer_(ex),
+      replay_db_(cfg.upstream.db),
+      replay_parser_(cfg.limits) {}
+
+std::int64_t upstream_monitor::now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(clock::now().time_since_epoch())
+      .count();
+}
+
+void upstream_monitor::start() { asio::co_spawn(ex_, run(shared_from_this()), asio::detached); }
+
+void upstream_monitor::stop() {
+  stopped_ = true;
+  timer_.cancel();
+  if (probe_conn_) probe_conn_->close();
+  if (replay_conn_) replay_conn_->close();
+}
+
+std::shared_ptr<connection> upstream_monitor::open_connection() {
+  auto c = std::make_shared<connection>(ex_, cfg_, tls_, stats_, 2, false);
+  c->set_quiet(true);
+  c->start();
+  return c;
+}
+
+awaitable<void> upstream_monitor::run(std::shared_ptr<upstream_monitor> self) {
+  timeouts_seen_ = stats_.errors[static_cast<std::size_t>(error_kind::upstream_timeout)];
+  while (!stopped_) {
+    const std::int64_t now = now_ms();
+    // Command timeouts on the data plane are failures too (a stalled upstream).
+    const auto timeouts = stats_.errors[static_cast<std::size_t>(error_kind::upstream_timeout)];
+    if (timeouts != timeouts_seen_) {
+      timeouts_seen_ = timeouts;
+      failure("upstream command timeout");
+    }
+    if (fsm_.on_tick(now)) transitioned();
+    if (!probe_outstanding_) probe();
+    tier_.l1().expire_some(now, 200);
+    if (on_change_) on_change_();
+    timer_.expires_after(std::chrono::milliseconds(cfg_.health_probe_interval_ms));
+    co_await timer_.async_wait(use_nothrow);
+  }
+  (void)self;
+}
+
+void upstream_monitor::probe() {
+  if (!probe_conn_ || probe_conn_->current_state() == connection::state::closed ||
+      probe_conn_->current_state() == connection::state::down)
+    probe_conn_ = open_connection();
+  static constexpr std::string_view ping = "*1\r\n$4\r\nPING\r\n";
+  probe_sent_ = clock::now();
+  const auto deadline = probe_sent_ + std::chrono::milliseconds(cfg_.health_probe_timeout_ms);
+  if (!probe_conn_->submit(ping, pending_reply{shared_from_this(), 0, deadline, tag_probe})) {
+    failure(probe_conn_->last_error().empty() ? "upstream unavailable" : probe_conn_->last_error());
+    probe_conn_.reset();
+    return;
+  }
+  probe_outstanding_ = true;
+}
+
+void upstream_monitor::deliver(std::uint64_t seq, std::string_view frame, std::uint8_t t) {
+  (void)seq;
+  const bool error = frame.empty() || frame[0] == '-' || frame[0] == '!';
+  if (t == tag_probe) {
+    probe_outstanding_ = false;
+    if (error) {
+      // Our own error frames say why the connection failed; an upstream error to PING (LOADING,
+      // MASTERDOWN, NOAUTH after a password change) is a failure too.
+      std::string cause = error_text(frame);
+      if (cause.find("command timeout") != std::string::npos)
+        cause = "no reply to the health probe within " +
+                std::to_string(cfg_.health_probe_timeout_ms) + " ms";
+      failure(std::move(cause));
+      if (probe_conn_) probe_conn_->close();
+      probe_conn_.reset();
+      return;
+    }
+    const double ms = std::chrono::duration<double, std::milli>(clock::now() - probe_sent_).count();
+    if (fsm_.on_probe_ok(now_ms(), ms)) transitioned();
+    return;
+  }
+  if (t == tag_select) {
+    if (error && replay_conn_ && replay_conn_->failing()) replay_failed(error_text(frame));
+    return;
+  }
+  if (t != tag_replay || replay_outstanding_ == 0) return;
+  if (error && replay_conn_ && replay_conn_->failing()) {
+    replay_failed(error_text(frame));
+    return;
+  }
+  // The upstream answered this write (an error reply, e.g. WRONGTYPE, is an answer: the write is
+  // done as far as replay goes; it is logged, not retried).
+  auto& journal = tier_.journal();
+  const auto& record = journal.front();
+  if (error)
+    log::warn("fallback journal replay: the upstream refused a write: " + error_text(frame));
+  if (replay_parser_.parse(record.frame) == resp::parse_status::complete)
+    tier_.replayed(record.db, replay_parser_.args());
+  replay_parser_.reset();
+  journal.pop_front();
+  --replay_outstanding_;
+  replay_some();
+}
+
+void upstream_monitor::failure(std::string cause) {
+  if (fsm_.on_failure(now_ms(), std::move(cause))) transitioned();
+}
+
+void upstream_monitor::transitioned() {
+  const upstream_state s = fsm_.state();
+  if (s == upstream_state::healthy)
+    log::info("upstream " + cfg_.upstream.masked() + ": " + fsm_.transition());
+  else
+    log::warn("upstream " + cfg_.upstream.masked() + ": " + fsm_.transition());
+  if (s == upstream_state::fallback) {
+    // Requests waiting on a stalled upstream fail now, not at their deadlines.
+    pool_.reset_shared("upstream unreachable (fallback mode)");
+    if (replay_conn_) replay_conn_->close();
+    replay_conn_.reset();
+    replay_outstanding_ = 0;
+  }
+  if (s == upstream_state::recovering) {
+    replay_conn_ = open_connection();
+    replay_db_ = cfg_.upstream.db;
+    replay_outstanding_ = 0;
+    if (!tier_.journal().empty())
+      log::info("replaying " + std::to_string(tier_.journal().size()) +
+                " writes accepted during fallback");
+    replay_some();
+  }
+  if (on_change_) on_change_();
+}
+
+void upstream_monitor::replay_some() {
+  if (fsm_.state() != upstream_state::recovering || !replay_conn_) return;
+  auto& journal = tier_.journal();
+  if (journal.size() == replay_outstanding_) {
+    if (replay_outstanding_ == 0) {
+      replay_conn_->close();
+      replay_conn_.reset();
+      if (fsm_.on_replay_done(now_ms())) transitioned();
+    }
+    return;
+  }
+  const auto deadline = clock::now() + std::chrono::milliseconds(cfg_.command_timeout_ms);
+  while (replay_outstanding_ < journal.size() && replay_outstanding_ < replay_window) {
+    const auto& record = journal.at(replay_outstanding_);
+    if (record.db != replay_db_) {
+      std::string select;
+      const std::string db = std::to_string(record.db);
+      const std::array<std::string_view, 2> args{"SELECT", db};
+      resp::append_command(select, args);
+      if (!replay_conn_->submit(select, pending_reply{shared_from_this(), 0, deadline, tag_select}))
+        return replay_failed(replay_conn_->last_error());
+      replay_db_ = record.db;
+    }
+    if (!replay_conn_->submit(record.frame,
+                              pending_reply{shared_from_this(), 0, deadline, tag_replay}))
+      return replay_failed(replay_conn_->last_error());
+    ++replay_outstanding_;
+  }
+}
+
+void upstream_monitor::replay_failed(std::string cause) {
+  replay_outstanding_ = 0;
+  if (replay_conn_) replay_conn_->close();
+  replay_conn_.reset();
+  failure("journal replay failed: " + cause);
+}
+
+}  // namespace redis_sidecar

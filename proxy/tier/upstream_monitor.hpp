@@ -1,0 +1,80 @@
+// upstream_monitor: drives the health state machine (tier/health_fsm.hpp) with real I/O, and
+// replays the fallback journal when the upstream comes back.
+//
+// Every --health-probe-interval-ms it sends PING on a probe connection of its own (opened again
+// after each failure, so a probe also tests connect, TLS and AUTH) with a deadline of
+// --health-probe-timeout-ms, and reads the pool's command-timeout counter: a reply is a good
+// probe, anything else a failure with its cause. Transitions are logged once each. Entering
+// fallback resets the shared connections, so requests stuck on a stalled upstream fail at once
+// instead of waiting for their own deadlines. In `recovering` it replays the journal, in order,
+// on a connection of its own (SELECTing each write's db), and only then declares the upstream
+// healthy; a write whose reply is lost to a new failure stays in the journal and is sent again.
+//
+// Lives on the server's io_context thread; owned by the server, outlives every session.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "proxy/asio.hpp"
+#include "proxy/config/config.hpp"
+#include "proxy/resp/request_parser.hpp"
+#include "proxy/stats.hpp"
+#include "proxy/tier/cache_tier.hpp"
+#include "proxy/tier/health_fsm.hpp"
+#include "proxy/upstream/pool.hpp"
+#include "proxy/upstream/reply_sink.hpp"
+
+namespace redis_sidecar {
+
+class upstream_monitor : public reply_sink, public std::enable_shared_from_this<upstream_monitor> {
+ public:
+  upstream_monitor(asio::any_io_executor ex, const config& cfg, ssl::context* tls, stats& st,
+                   pool& upstreams, cache_tier& tier);
+
+  void start();
+  void stop();
+
+  const health_fsm& health() const { return fsm_; }
+  /// Called after every state change and probe (for metrics and /readyz).
+  void on_change(std::function<void()> f) { on_change_ = std::move(f); }
+
+  void deliver(std::uint64_t seq, std::string_view frame, std::uint8_t tag) override;
+
+ private:
+  enum tag : std::uint8_t { tag_probe = 1, tag_replay = 2, tag_select = 3 };
+
+  awaitable<void> run(std::shared_ptr<upstream_monitor> self);
+  void probe();
+  void failure(std::string cause);
+  void transitioned();
+  void replay_some();
+  void replay_failed(std::string cause);
+  std::shared_ptr<connection> open_connection();
+  static std::int64_t now_ms();
+
+  asio::any_io_executor ex_;
+  const config& cfg_;
+  ssl::context* tls_;
+  stats& stats_;
+  pool& pool_;
+  cache_tier& tier_;
+  health_fsm fsm_;
+  steady_timer timer_;
+  bool stopped_ = false;
+  std::function<void()> on_change_;
+
+  std::shared_ptr<connection> probe_conn_;
+  bool probe_outstanding_ = false;
+  std::chrono::steady_clock::time_point probe_sent_;
+  std::uint64_t timeouts_seen_ = 0;
+
+  std::shared_ptr<connection> replay_conn_;
+  std::size_t replay_outstanding_ = 0;  // journal records sent, not yet acknowledged
+  int replay_db_ = 0;                   // the replay connection's db after the SELECTs sent
+  resp::request_parser replay_parser_;
+};
+
+}  // namespace redis_sidecar

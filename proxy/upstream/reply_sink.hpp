@@ -1,0 +1,19 @@
+// reply_sink: whoever waits for replies from an upstream connection. Client sessions are sinks
+// (replies go into their ordered slots); so are the sidecar's own users of the upstream, the health
+// probe and the fallback journal's replay. One seam, so the connection never needs to know which.
+#pragma once
+
+#include <cstdint>
+#include <string_view>
+
+namespace redis_sidecar {
+
+class reply_sink {
+ public:
+  virtual ~reply_sink() = default;
+  /// The reply for request `seq` (the sink's own numbering), or an error frame the connection made
+  /// for it ("-ERR upstream ...") when the request cannot be answered.
+  virtual void deliver(std::uint64_t seq, std::string_view frame, std::uint8_t tag) = 0;
+};
+
+}  // namespace redis_sidecar

@@ -1,0 +1,178 @@
+// Fallback: when the upstream dies or stalls, GET/SET keep working from the sidecar's L1 tier,
+// writes are journaled and replayed in order when the upstream returns, and everything else fails
+// at once with one clear error. Real redis-server processes, killed, stopped and restarted.
+#include "tests/integration/common.hpp"
+
+namespace redis_sidecar::test {
+namespace {
+
+// Fast detection so the suite stays quick; the defaults are exercised by the last test.
+const std::vector<std::string> quick = {"--fallback-after-ms=200", "--health-probe-interval-ms=50",
+                                        "--health-probe-timeout-ms=200", "--connect-timeout-ms=300",
+                                        "--reconnect-max-ms=200"};
+
+std::vector<std::string> with(std::vector<std::string> extra) {
+  std::vector<std::string> out = quick;
+  out.insert(out.end(), extra.begin(), extra.end());
+  return out;
+}
+
+std::string reply_text(redisContext* c, const std::vector<std::string>& argv) {
+  auto r = command(c, argv);
+  if (!r) return "(no reply)";
+  return describe(r.get());
+}
+
+// Waits until the sidecar answers `argv` from L1 as `expected` (it is in fallback mode).
+bool in_fallback(const proxied& env, const std::vector<std::string>& argv,
+                 const std::string& expected) {
+  std::string last;
+  const bool ok = eventually([&] {
+    auto c = connect(env.port());
+    last = c ? reply_text(c.get(), argv) : "(no connection)";
+    return last == expected;
+  });
+  if (!ok) UNSCOPED_INFO("last reply: " << last << "\nsidecar log:\n" << env.side->log());
+  return ok;
+}
+
+std::string unavailable(std::string_view command) {
+  return std::string(errors::fallback_not_servable_prefix) + std::string(command) +
+         std::string(errors::fallback_not_servable_suffix);
+}
+
+}  // namespace
+
+TEST_CASE("upstream killed: L1 serves GET/SET, writes replay in order on restart", "[fallback]") {
+  SIDECAR_ONLY();
+  proxied env({}, with({}));
+  auto c = env.client();
+  auto up = env.upstream();
+  CHECK(str(c.get(), {"SET", "a", "1"}) == "OK");
+  CHECK(str(up.get(), {"SET", "filled", "from-upstream"}) == "OK");
+  CHECK(str(c.get(), {"GET", "filled"}) == "from-upstream");  // fills L1
+  CHECK(str(c.get(), {"SET", "n", "41", "EX", "1000"}) == "OK");
+  CHECK(str(c.get(), {"SET", "gone", "x"}) == "OK");
+  CHECK(integer(c.get(), {"DEL", "gone"}) == 1);  // invalidates L1
+
+  env.redis.kill();
+  REQUIRE(in_fallback(env, {"GET", "a"}, "string 1"));
+  c = env.client();
+  CHECK(str(c.get(), {"GET", "filled"}) == "from-upstream");
+  CHECK(is_nil(c.get(), {"GET", "gone"}));
+  CHECK(is_nil(c.get(), {"GET", "never-seen"}));
+  CHECK(str(c.get(), {"PING"}) == "PONG");
+  // The journal, in this order: each later write depends on the one before.
+  CHECK(str(c.get(), {"SET", "k", "1"}) == "OK");
+  CHECK(integer(c.get(), {"INCRBY", "k", "10"}) == 11);
+  CHECK(str(c.get(), {"SET", "k", "7"}) == "OK");
+  CHECK(integer(c.get(), {"INCR", "k"}) == 8);
+  CHECK(integer(c.get(), {"INCR", "n"}) == 42);
+  CHECK(integer(c.get(), {"TTL", "n"}) > 900);
+  CHECK(str(c.get(), {"SET", "t", "v", "EX", "1000"}) == "OK");
+  CHECK(str(c.get(), {"MSET", "m1", "x", "m2", "y"}) == "OK");
+  CHECK(integer(c.get(), {"DEL", "m2"}) == 1);
+  CHECK(integer(c.get(), {"EXISTS", "m1", "m2", "k"}) == 2);
+  CHECK(error_of(c.get(), {"HGETALL", "h"}) == unavailable("hgetall"));
+  CHECK(error_of(c.get(), {"LPUSH", "l", "x"}) == unavailable("lpush"));
+
+  env.redis.start();  // empty: no persistence, so what it holds after recovery came from replay
+  REQUIRE(eventually([&] {
+    auto u = env.upstream();
+    auto r = command(u.get(), {"GET", "k"});
+    return r && r->type == REDIS_REPLY_STRING && std::string(r->str, r->len) == "8";
+  }));
+  up = env.upstream();
+  // INCR is replayed as INCR: the restarted upstream lost n, so its count starts again.
+  CHECK(str(up.get(), {"GET", "n"}) == "1");
+  CHECK(integer(up.get(), {"TTL", "t"}) > 900);
+  CHECK(str(up.get(), {"GET", "m1"}) == "x");
+  CHECK(is_nil(up.get(), {"GET", "m2"}));
+  // Back in normal operation: reads go to the upstream again (which never had "a" after restart).
+  REQUIRE(eventually([&] {
+    auto cc = connect(env.port());
+    return cc && reply_text(cc.get(), {"HSET", "h", "f", "v"}) == "integer 1";
+  }));
+  c = env.client();
+  CHECK(is_nil(c.get(), {"GET", "a"}));
+  CHECK(str(c.get(), {"GET", "k"}) == "8");
+  const std::string log = env.side->log();
+  INFO(log);
+  CHECK(log.find("healthy -> failing") != std::string::npos);
+  CHECK(log.find("failing -> fallback") != std::string::npos);
+  CHECK(log.find("fallback -> recovering") != std::string::npos);
+  CHECK(log.find("recovering -> healthy: fallback journal replayed") != std::string::npos);
+}
+
+TEST_CASE("stalled upstream: fallback starts without waiting for command timeouts", "[fallback]") {
+  SIDECAR_ONLY();
+  // A command timeout far longer than the test: only fallback can answer in time.
+  proxied env({}, with({"--command-timeout-ms=60000"}));
+  auto c = env.client();
+  CHECK(str(c.get(), {"SET", "a", "before"}) == "OK");
+  env.redis.pause();
+  REQUIRE(in_fallback(env, {"GET", "a"}, "string before"));
+  c = env.client();
+  CHECK(str(c.get(), {"SET", "a", "during"}) == "OK");
+  CHECK(str(c.get(), {"GET", "a"}) == "during");
+  env.redis.resume();
+  REQUIRE(eventually([&] {
+    auto u = env.upstream();
+    auto r = command(u.get(), {"GET", "a"});
+    return r && r->type == REDIS_REPLY_STRING && std::string(r->str, r->len) == "during";
+  }));
+}
+
+TEST_CASE("fallback write policies: reject, and a full journal", "[fallback]") {
+  SIDECAR_ONLY();
+  SECTION("--fallback-writes=reject") {
+    proxied env({}, with({"--fallback-writes=reject"}));
+    auto c = env.client();
+    CHECK(str(c.get(), {"SET", "a", "1"}) == "OK");
+    env.redis.kill();
+    REQUIRE(in_fallback(env, {"GET", "a"}, "string 1"));
+    c = env.client();
+    CHECK(error_of(c.get(), {"SET", "a", "2"}) == std::string(errors::fallback_writes_rejected));
+    CHECK(str(c.get(), {"GET", "a"}) == "1");
+  }
+  SECTION("--fallback-journal-max-bytes") {
+    proxied env({}, with({"--fallback-journal-max-bytes=600"}));
+    auto c = env.client();
+    CHECK(str(c.get(), {"SET", "a", "1"}) == "OK");
+    env.redis.kill();
+    REQUIRE(in_fallback(env, {"GET", "a"}, "string 1"));
+    c = env.client();
+    int accepted = 0;
+    std::string refused;
+    for (int i = 0; i < 100 && refused.empty(); ++i) {
+      auto r = must(c.get(), {"SET", "key" + std::to_string(i), std::string(20, 'v')});
+      if (r->type == REDIS_REPLY_STATUS)
+        ++accepted;
+      else
+        refused = describe(r.get());
+    }
+    CHECK(accepted > 0);
+    CHECK(refused == "error " + std::string(errors::fallback_journal_full));
+    // The refused write changed nothing; the accepted ones are all replayed.
+    CHECK(is_nil(c.get(), {"GET", "key" + std::to_string(accepted)}));
+    env.redis.start();
+    REQUIRE(eventually([&] {
+      auto u = env.upstream();
+      auto r = command(u.get(), {"DBSIZE"});
+      return r && r->type == REDIS_REPLY_INTEGER && r->integer == accepted;
+    }));
+  }
+}
+
+TEST_CASE("fallback miss policy error, and the default thresholds detect an outage", "[fallback]") {
+  SIDECAR_ONLY();
+  proxied env({}, {"--fallback-miss=error"});  // default detection thresholds
+  auto c = env.client();
+  CHECK(str(c.get(), {"SET", "a", "1"}) == "OK");
+  env.redis.kill();
+  REQUIRE(in_fallback(env, {"GET", "a"}, "string 1"));
+  c = env.client();
+  CHECK(error_of(c.get(), {"GET", "b"}) == std::string(errors::fallback_miss));
+}
+
+}  // namespace redis_sidecar::test

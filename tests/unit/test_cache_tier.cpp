@@ -1,0 +1,325 @@
+// The cache tier without I/O: filling and invalidating L1 from requests and their replies, and
+// answering from L1 in fallback mode, byte for byte. Also the health state machine.
+#include <catch2/catch.hpp>
+#include <string>
+#include <vector>
+
+#include "proxy/commands/command_table.hpp"
+#include "proxy/resp/writer.hpp"
+#include "proxy/tier/cache_tier.hpp"
+#include "proxy/tier/health_fsm.hpp"
+
+using namespace redis_sidecar;
+
+namespace {
+
+constexpr std::int64_t t0 = 1'000'000;             // monotonic ms
+constexpr std::int64_t wall0 = 1'800'000'000'000;  // Unix ms at t0
+
+struct request {
+  std::vector<std::string> words;
+  std::vector<std::string_view> args;
+  std::string frame;
+  explicit request(std::vector<std::string> w) : words(std::move(w)) {
+    for (const auto& s : words) args.emplace_back(s);
+    resp::append_command(frame, args);
+  }
+  const commands::command_info& info() const { return *commands::lookup(words[0]); }
+};
+
+config make_config(std::vector<std::string> flags = {}) {
+  config c;
+  for (const auto& f : flags) {
+    if (f == "miss=error") c.fallback_miss = "error";
+    if (f == "reject") c.fallback_writes = "reject";
+    if (f == "tiny-journal") c.fallback_journal_max_bytes = 200;
+    if (f == "off") c.cache_mode = "off";
+  }
+  c.cache_ttl_ms = 60'000;
+  return c;
+}
+
+// Sends `words` through the tier in normal operation with the upstream's `reply`.
+void pass(cache_tier& tier, std::vector<std::string> words, std::string_view reply, int db = 0,
+          std::int64_t now = t0) {
+  request r(std::move(words));
+  REQUIRE(tier.wants_reply(r.info()));
+  tier.on_request(db, r.info(), r.args);
+  tier.on_reply(db, r.info(), r.args, reply, now, wall0 + (now - t0));
+}
+
+// Serves `words` in fallback mode; returns the reply bytes.
+std::string serve(cache_tier& tier, std::vector<std::string> words, int proto = 2, int db = 0,
+                  std::int64_t now = t0) {
+  request r(std::move(words));
+  std::string out;
+  tier.serve(db, commands::lookup(r.words[0]), r.args, r.frame, proto, now, wall0 + (now - t0),
+             out);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("tier: GET and MGET replies fill L1, nil replies drop entries", "[tier]") {
+  const config cfg = make_config();
+  cache_tier tier(cfg);
+  pass(tier, {"GET", "a"}, "$3\r\none\r\n");
+  pass(tier, {"MGET", "b", "c", "d"}, "*3\r\n$1\r\nB\r\n$-1\r\n$0\r\n\r\n");
+  CHECK(serve(tier, {"GET", "a"}) == "$3\r\none\r\n");
+  CHECK(serve(tier, {"MGET", "a", "b", "c", "d"}) ==
+        "*4\r\n$3\r\none\r\n$1\r\nB\r\n$-1\r\n$0\r\n\r\n");
+  pass(tier, {"GET", "a"}, "$-1\r\n");
+  CHECK(serve(tier, {"GET", "a"}) == "$-1\r\n");
+  pass(tier, {"GET", "b"}, "_\r\n");  // RESP3 null
+  CHECK(serve(tier, {"EXISTS", "b", "d"}) == ":1\r\n");
+  // An error to a read changes nothing (it may be the sidecar's own, for a lost upstream) ...
+  pass(tier, {"GET", "d"}, "-ERR upstream unavailable: connection refused\r\n");
+  CHECK(serve(tier, {"EXISTS", "d"}) == ":1\r\n");
+  // ... except WRONGTYPE: the key is no string any more.
+  pass(tier, {"GET", "d"},
+       "-WRONGTYPE Operation against a key holding the wrong kind of value\r\n");
+  CHECK(serve(tier, {"EXISTS", "d"}) == ":0\r\n");
+  // The tier's own bound: --cache-ttl after the fill, the value is gone.
+  pass(tier, {"GET", "a"}, "$1\r\nx\r\n");
+  CHECK(serve(tier, {"GET", "a"}, 2, 0, t0 + 59'999) == "$1\r\nx\r\n");
+  CHECK(serve(tier, {"GET", "a"}, 2, 0, t0 + 60'000) == "$-1\r\n");
+}
+
+TEST_CASE("tier: SET forms store what the upstream acknowledged", "[tier]") {
+  const config cfg = make_config();
+  cache_tier tier(cfg);
+  pass(tier, {"SET", "k1", "v1"}, "+OK\r\n");
+  pass(tier, {"SET", "k2", "v2", "EX", "10"}, "+OK\r\n");
+  pass(tier, {"SET", "k3", "v3", "NX"}, "$-1\r\n");  // not set: the key exists upstream
+  pass(tier, {"SET", "k4", "v4", "GET"}, "$3\r\nold\r\n");
+  pass(tier, {"SET", "k5", "v5", "KEEPTTL"}, "+OK\r\n");  // expiry unknown: not kept
+  pass(tier, {"SET", "k6", "v6", "PXAT", std::to_string(wall0 + 5000)}, "+OK\r\n");
+  pass(tier, {"SETEX", "k7", "100", "v7"}, "+OK\r\n");
+  pass(tier, {"PSETEX", "k8", "1500", "v8"}, "+OK\r\n");
+  pass(tier, {"MSET", "m1", "x", "m2", "y"}, "+OK\r\n");
+  pass(tier, {"MSETNX", "n1", "x", "n2", "y"}, ":0\r\n");
+  pass(tier, {"SET", "k9", "v9"}, "-OOM command not allowed\r\n");
+  CHECK(serve(tier, {"GET", "k1"}) == "$2\r\nv1\r\n");
+  CHECK(serve(tier, {"TTL", "k1"}) == ":-1\r\n");
+  CHECK(serve(tier, {"TTL", "k2"}) == ":10\r\n");
+  CHECK(serve(tier, {"PTTL", "k2"}, 2, 0, t0 + 2500) == ":7500\r\n");
+  CHECK(serve(tier, {"GET", "k2"}, 2, 0, t0 + 10'000) == "$-1\r\n");  // expired with the upstream
+  CHECK(serve(tier, {"EXISTS", "k3", "k5", "k9", "n1", "n2"}) == ":0\r\n");
+  CHECK(serve(tier, {"GET", "k4"}) == "$2\r\nv4\r\n");
+  CHECK(serve(tier, {"PTTL", "k6"}) == ":5000\r\n");
+  CHECK(serve(tier, {"TTL", "k7"}) == ":100\r\n");
+  CHECK(serve(tier, {"PTTL", "k8"}) == ":1500\r\n");
+  CHECK(serve(tier, {"MGET", "m1", "m2"}) == "*2\r\n$1\r\nx\r\n$1\r\ny\r\n");
+}
+
+TEST_CASE("tier: writes invalidate the keys they touch", "[tier]") {
+  const config cfg = make_config();
+  cache_tier tier(cfg);
+  auto fill = [&](int db = 0) {
+    for (const char* k : {"a", "b", "c", "d"}) pass(tier, {"GET", k}, "$1\r\nv\r\n", db);
+  };
+  auto held = [&](int db = 0) { return serve(tier, {"EXISTS", "a", "b", "c", "d"}, 2, db); };
+  fill();
+  pass(tier, {"DEL", "a", "b"}, ":2\r\n");
+  CHECK(held() == ":2\r\n");
+  fill();
+  pass(tier, {"INCR", "a"}, ":1\r\n");
+  pass(tier, {"APPEND", "b", "x"}, ":2\r\n");
+  pass(tier, {"EXPIRE", "c", "10"}, ":1\r\n");
+  CHECK(held() == ":1\r\n");
+  fill();
+  pass(tier, {"RENAME", "a", "d"}, "+OK\r\n");
+  CHECK(held() == ":2\r\n");
+  fill();
+  pass(tier, {"EVAL", "return 1", "2", "a", "b", "c"}, ":1\r\n");  // c is an argument, not a key
+  CHECK(held() == ":2\r\n");
+  fill();
+  pass(tier, {"SORT", "list", "STORE", "c"}, ":0\r\n");  // movable keys: every argument counts
+  CHECK(held() == ":3\r\n");
+  fill();
+  fill(1);
+  pass(tier, {"FLUSHDB"}, "+OK\r\n", 1);
+  CHECK(held(1) == ":0\r\n");
+  CHECK(held(0) == ":4\r\n");
+  pass(tier, {"MOVE", "a", "1"}, ":1\r\n");
+  CHECK(held(0) == ":3\r\n");
+  fill(1);
+  pass(tier, {"FLUSHALL"}, "+OK\r\n");
+  CHECK(held(0) == ":0\r\n");
+  CHECK(held(1) == ":0\r\n");
+  // A GET reply that raced with a write: the write's reply invalidates again.
+  request get({"GET", "a"});
+  request del({"DEL", "a"});
+  tier.on_request(0, get.info(), get.args);
+  tier.on_request(0, del.info(), del.args);
+  tier.on_reply(0, get.info(), get.args, "$3\r\nold\r\n", t0, wall0);
+  tier.on_reply(0, del.info(), del.args, ":1\r\n", t0, wall0);
+  CHECK(held() == ":0\r\n");
+}
+
+TEST_CASE("tier: fallback reads", "[tier][fallback]") {
+  const config cfg = make_config();
+  cache_tier tier(cfg);
+  pass(tier, {"GET", "a"}, "$3\r\none\r\n");
+  CHECK(serve(tier, {"GET", "a"}) == "$3\r\none\r\n");
+  CHECK(serve(tier, {"GET", "missing"}) == "$-1\r\n");
+  CHECK(serve(tier, {"GET", "missing"}, 3) == "_\r\n");
+  CHECK(serve(tier, {"MGET", "a", "missing"}, 3) == "*2\r\n$3\r\none\r\n_\r\n");
+  CHECK(serve(tier, {"TTL", "missing"}) == ":-2\r\n");
+  CHECK(serve(tier, {"PING"}) == "+PONG\r\n");
+  CHECK(serve(tier, {"PING", "hi"}) == "$2\r\nhi\r\n");
+  CHECK(serve(tier, {"ECHO", "x"}) == "$1\r\nx\r\n");
+  CHECK(serve(tier, {"GET"}) == "-ERR wrong number of arguments for 'get' command\r\n");
+  CHECK(serve(tier, {"HGETALL", "h"}) ==
+        "-UNAVAILABLE upstream unreachable, 'hgetall' cannot be served from the local cache\r\n");
+  CHECK(serve(tier, {"NOSUCHCOMMAND"}) ==
+        "-UNAVAILABLE upstream unreachable, 'unknown' cannot be served from the local cache\r\n");
+  CHECK(tier.counters().hits == 2);
+  CHECK(tier.counters().misses == 3);
+  CHECK(tier.journal().empty());
+
+  const config strict = make_config({"miss=error"});
+  cache_tier t2(strict);
+  CHECK(serve(t2, {"GET", "x"}) ==
+        "-UNAVAILABLE upstream unreachable and the key is not in the local cache\r\n");
+  CHECK(serve(t2, {"MGET", "x"}) ==
+        "-UNAVAILABLE upstream unreachable and the key is not in the local cache\r\n");
+}
+
+TEST_CASE("tier: fallback writes are journaled in order and applied to L1", "[tier][fallback]") {
+  const config cfg = make_config();
+  cache_tier tier(cfg);
+  pass(tier, {"GET", "n"}, "$2\r\n41\r\n");
+  pass(tier, {"SET", "e", "v", "EX", "100"}, "+OK\r\n");
+  CHECK(serve(tier, {"SET", "k", "v"}) == "+OK\r\n");
+  CHECK(serve(tier, {"SET", "k", "w", "NX"}) == "$-1\r\n");
+  CHECK(serve(tier, {"SET", "k", "w", "XX", "GET"}) == "$1\r\nv\r\n");
+  CHECK(serve(tier, {"SET", "new", "w", "XX"}) == "$-1\r\n");
+  CHECK(serve(tier, {"SET", "k", "w", "EX", "0"}) ==
+        "-ERR invalid expire time in 'set' command\r\n");
+  CHECK(serve(tier, {"SET", "k", "w", "EX"}) == "-ERR syntax error\r\n");
+  CHECK(serve(tier, {"SET", "e", "v2", "KEEPTTL"}) == "+OK\r\n");
+  CHECK(serve(tier, {"TTL", "e"}) == ":100\r\n");
+  CHECK(serve(tier, {"SETEX", "s", "5", "x"}) == "+OK\r\n");
+  CHECK(serve(tier, {"TTL", "s"}) == ":5\r\n");
+  CHECK(serve(tier, {"MSET", "m1", "1", "m2", "2"}) == "+OK\r\n");
+  CHECK(serve(tier, {"INCR", "n"}) == ":42\r\n");
+  CHECK(serve(tier, {"DECRBY", "n", "50"}) == ":-8\r\n");
+  CHECK(serve(tier, {"INCR", "k"}) == "-ERR value is not an integer or out of range\r\n");
+  CHECK(serve(tier, {"INCR", "nothing"}) ==
+        "-UNAVAILABLE upstream unreachable and the key is not in the local cache, so it cannot "
+        "be incremented\r\n");
+  CHECK(serve(tier, {"EXPIRE", "m1", "10"}) == ":1\r\n");
+  CHECK(serve(tier, {"EXPIRE", "m1", "20", "NX"}) == ":0\r\n");
+  CHECK(serve(tier, {"EXPIRE", "m1", "5", "GT"}) == ":0\r\n");
+  CHECK(serve(tier, {"PEXPIRE", "m1", "5000", "LT"}) == ":1\r\n");
+  CHECK(serve(tier, {"PTTL", "m1"}) == ":5000\r\n");
+  CHECK(serve(tier, {"DEL", "m2", "unknown"}) == ":1\r\n");
+  CHECK(serve(tier, {"GET", "n"}) == "$2\r\n-8\r\n");
+
+  // Every accepted write, in order, and nothing else (failed conditions and errors are not).
+  std::vector<std::string> journaled;
+  auto& j = tier.journal();
+  while (!j.empty()) {
+    journaled.push_back(j.front().frame);
+    j.pop_front();
+  }
+  std::vector<std::string> expected;
+  for (std::vector<std::string> w :
+       std::vector<std::vector<std::string>>{{"SET", "k", "v"},
+                                             {"SET", "k", "w", "XX", "GET"},
+                                             {"SET", "e", "v2", "KEEPTTL"},
+                                             {"SETEX", "s", "5", "x"},
+                                             {"MSET", "m1", "1", "m2", "2"},
+                                             {"INCR", "n"},
+                                             {"DECRBY", "n", "50"},
+                                             {"EXPIRE", "m1", "10"},
+                                             {"PEXPIRE", "m1", "5000", "LT"},
+                                             {"DEL", "m2", "unknown"}})
+    expected.push_back(request(w).frame);
+  CHECK(journaled == expected);
+}
+
+TEST_CASE("tier: a full journal or reject mode refuses writes and changes nothing",
+          "[tier][fallback]") {
+  const config small = make_config({"tiny-journal"});
+  cache_tier tier(small);
+  std::string last;
+  int accepted = 0;
+  for (int i = 0; i < 20; ++i) {
+    last = serve(tier, {"SET", "k" + std::to_string(i), "value"});
+    if (last == "+OK\r\n") ++accepted;
+  }
+  CHECK(accepted > 0);
+  CHECK(accepted < 20);
+  CHECK(last ==
+        "-UNAVAILABLE upstream unreachable and the fallback journal is full "
+        "(--fallback-journal-max-bytes); the write was not applied\r\n");
+  CHECK(serve(tier, {"EXISTS", "k19"}) == ":0\r\n");
+  CHECK(tier.journal().size() == static_cast<std::size_t>(accepted));
+  CHECK(tier.counters().rejected == static_cast<std::uint64_t>(20 - accepted));
+
+  const config reject = make_config({"reject"});
+  cache_tier r(reject);
+  CHECK(serve(r, {"SET", "k", "v"}) ==
+        "-UNAVAILABLE upstream unreachable; writes are rejected until it is back "
+        "(--fallback-writes=reject)\r\n");
+  CHECK(serve(r, {"DEL", "k"}).rfind("-UNAVAILABLE", 0) == 0);
+  CHECK(r.journal().empty());
+}
+
+TEST_CASE("tier: replayed writes make L1 forget their keys", "[tier][fallback]") {
+  const config cfg = make_config();
+  cache_tier tier(cfg);
+  CHECK(serve(tier, {"SET", "k", "v", "NX"}) == "+OK\r\n");
+  request r({"SET", "k", "v", "NX"});
+  tier.replayed(0, r.args);
+  CHECK(serve(tier, {"EXISTS", "k"}) == ":0\r\n");
+  CHECK(tier.counters().replayed == 1);
+}
+
+TEST_CASE("tier: --cache-mode=off stores and serves nothing", "[tier]") {
+  const config cfg = make_config({"off"});
+  cache_tier tier(cfg);
+  request get({"GET", "a"});
+  CHECK_FALSE(tier.wants_reply(get.info()));
+  CHECK(serve(tier, {"GET", "a"}).rfind("-UNAVAILABLE", 0) == 0);
+}
+
+TEST_CASE("health: healthy, failing, fallback, recovering, healthy", "[health]") {
+  health_fsm h({1000, 2});
+  CHECK(h.state() == upstream_state::healthy);
+  CHECK_FALSE(h.on_probe_ok(0, 0.3));
+  CHECK(h.on_failure(100, "connection refused"));
+  CHECK(h.state() == upstream_state::failing);
+  CHECK(h.transition() == "healthy -> failing: connection refused");
+  CHECK_FALSE(h.serving_from_l1());
+  CHECK_FALSE(h.on_tick(1099));
+  CHECK(h.on_tick(1100));
+  CHECK(h.state() == upstream_state::fallback);
+  CHECK(h.serving_from_l1());
+  CHECK_FALSE(h.on_probe_ok(1200, 0.5));  // one good probe is not enough
+  CHECK_FALSE(h.on_failure(1300, "timeout"));
+  CHECK_FALSE(h.on_probe_ok(1400, 0.5));  // the count started again
+  CHECK(h.on_probe_ok(1500, 0.5));
+  CHECK(h.state() == upstream_state::recovering);
+  CHECK(h.serving_from_l1());
+  CHECK(h.on_replay_done(1600));
+  CHECK(h.state() == upstream_state::healthy);
+  CHECK(h.transitions() == 4);
+  CHECK(h.fallback_entries() == 1);
+
+  // A blip: failing, then a good probe, no fallback.
+  CHECK(h.on_failure(2000, "reset"));
+  CHECK(h.on_probe_ok(2100, 0.2));
+  CHECK(h.state() == upstream_state::healthy);
+  // Failure during replay goes back to fallback.
+  health_fsm quick({0, 1});
+  CHECK(quick.on_failure(0, "refused"));
+  CHECK(quick.state() == upstream_state::fallback);
+  CHECK(quick.on_probe_ok(10, 0.1));
+  CHECK(quick.state() == upstream_state::recovering);
+  CHECK(quick.on_failure(20, "lost during replay"));
+  CHECK(quick.state() == upstream_state::fallback);
+  CHECK(quick.last_error() == "lost during replay");
+}
