@@ -143,6 +143,8 @@ awaitable<void> client_session::read_loop(std::shared_ptr<client_session> self) 
         break;
       }
       outcome o;
+      answered_here_ = false;
+      answered_by_ = metrics::source::local;
       while ((o = handle(parser_.args(), avail.substr(0, parser_.frame_size()),
                          parser_.is_inline())) == outcome::wait) {
         // The barrier (or --max-pipeline): wait until the in-flight replies drain.
@@ -153,6 +155,7 @@ awaitable<void> client_session::read_loop(std::shared_ptr<client_session> self) 
         batch_now_ = clock::now();
         if (closing_ || closed_) co_return;
       }
+      if (answered_here_) ctx_.metrics->observe(command_, answered_by_, clock::now() - batch_now_);
       in_start_ += parser_.frame_size();
       parser_.reset();
       if (o == outcome::close) close_after_flush();
@@ -216,6 +219,8 @@ client_session::outcome client_session::handle(std::span<const std::string_view>
   }
   const commands::command_info* info = commands::lookup(args[0]);
   const command_id id = info != nullptr ? info->id : command_id::other;
+  command_ = static_cast<std::uint16_t>(info != nullptr ? info - commands::all().data()
+                                                        : ctx_.metrics->other_command());
 
   if (!authed_ && id != command_id::auth && id != command_id::hello && id != command_id::quit &&
       id != command_id::reset) {
@@ -290,6 +295,7 @@ client_session::outcome client_session::serve_fallback(const commands::command_i
   std::string r;
   ctx_.tier->serve(effective_db(), info, args, frame, proto_, mono_ms(batch_now_), wall_ms(), r);
   reply(r);
+  answered_by_ = metrics::source::fallback;
   return outcome::next;
 }
 
@@ -575,7 +581,7 @@ client_session::outcome client_session::submit_to(const std::shared_ptr<connecti
                                   arena_base_ + cache_arena_.size(), fill_frame_.size()});
     cache_arena_.append(fill_frame_);
   }
-  slots_.push_back(slot{});
+  slots_.push_back(slot{false, {}, batch_now_, command_});
   ++next_seq_;
   return outcome::next;
 }
@@ -627,12 +633,13 @@ client_session::outcome client_session::enter_raw(std::string_view frame) {
 // Replies
 
 void client_session::reply(std::string_view bytes) {
+  answered_here_ = true;
   if (slots_.empty()) {
     out_.append(bytes);
     notify_writer();
     return;
   }
-  slots_.push_back(slot{true, std::string(bytes)});
+  slots_.push_back(slot{true, std::string(bytes), {}, 0});
   ++next_seq_;
 }
 
@@ -654,13 +661,14 @@ void client_session::deliver(std::uint64_t seq, std::string_view frame, std::uin
   if (t != tag_none) apply_tag(frame, t);
   const std::uint64_t index = seq - first_seq_;
   if (index >= slots_.size()) return;  // not ours any more (RESET dropped it): nothing to do
+  slot& s = slots_[index];
+  ctx_.metrics->observe(s.command, metrics::source::upstream, clock::now() - s.start);
   if (index == 0) {
     out_.append(frame);
     slots_.pop_front();
     ++first_seq_;
     flush_ready();
   } else {
-    slot& s = slots_[index];
     s.ready = true;
     s.data.assign(frame);
   }

@@ -28,6 +28,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "metrics/sidecar_metrics.hpp"
 #include "proxy/asio.hpp"
 #include "proxy/commands/command_table.hpp"
 #include "proxy/config/config.hpp"
@@ -54,6 +55,7 @@ struct session_context {
   bool draining = false;  // shutting down: sessions stop reading new requests
   cache_tier* tier = nullptr;        // the L1 tier (always set by the server)
   const health_fsm* health = nullptr;  // the upstream's health: fallback serves from L1
+  metrics::sidecar_metrics* metrics = nullptr;  // request latencies (always set by the server)
 };
 
 class client_session : public reply_sink, public std::enable_shared_from_this<client_session> {
@@ -125,6 +127,8 @@ class client_session : public reply_sink, public std::enable_shared_from_this<cl
   struct slot {
     bool ready = false;
     std::string data;
+    std::chrono::steady_clock::time_point start;  // when the request was framed (latency)
+    std::uint16_t command = 0;                    // metrics command index
   };
 
   client_socket socket_;
@@ -163,6 +167,9 @@ class client_session : public reply_sink, public std::enable_shared_from_this<cl
   bool closed_ = false;    // socket closed
   std::string name_;
   std::chrono::steady_clock::time_point batch_now_;
+  std::uint16_t command_ = 0;          // metrics command index of the request being handled
+  bool answered_here_ = false;         // handle() replied itself (local or from L1)
+  metrics::source answered_by_ = metrics::source::local;
 
   // Requests whose replies update L1 (cache_tier::wants_reply), in seq order. Their frames sit in
   // one FIFO arena so recording one costs no allocation once warm:

@@ -4,11 +4,16 @@
 #include <cstdio>
 #include <exception>
 #include <iostream>
+#include <optional>
 
+#include "metrics/exporter.hpp"
+#include "metrics/sidecar_metrics.hpp"
 #include "proxy/asio.hpp"
+#include "proxy/commands/command_table.hpp"
 #include "proxy/config/config.hpp"
 #include "proxy/log.hpp"
 #include "proxy/server.hpp"
+#include "proxy/stats.hpp"
 
 namespace rs = redis_sidecar;
 
@@ -33,14 +38,34 @@ int run(const rs::config& cfg) {
     return 0;
   }
 
-  rs::asio::io_context io(1);
-  rs::server srv(io, cfg, tls ? &*tls : nullptr);
+  // Metrics: label values fixed now (command names in table order, so a command's index in the
+  // table is its label index), served from --metrics-listen unless it is off.
+  rs::metrics::label_sets labels;
+  for (const auto& c : rs::commands::all()) labels.commands.emplace_back(c.name);
+  for (auto k : rs::error_kind_names) labels.error_kinds.emplace_back(k);
+  labels.cache_modes = {"auto", "fallback", "off"};
+  labels.version = REDIS_SIDECAR_VERSION;
+  rs::metrics::sidecar_metrics metrics(std::move(labels));
+  std::optional<rs::metrics::exporter> exporter;
   std::string error;
+  if (cfg.metrics_enabled) {
+    exporter.emplace(metrics);
+    if (!exporter->start(cfg.metrics_listen.host, cfg.metrics_listen.port, error)) {
+      rs::log::error(error + " (--metrics-listen; 'off' disables it)");
+      return 2;
+    }
+  }
+
+  rs::asio::io_context io(1);
+  rs::server srv(io, cfg, tls ? &*tls : nullptr, metrics, exporter ? &*exporter : nullptr);
   if (!srv.listen(error)) {
     rs::log::error(error);
     return 2;
   }
   srv.start();
+  if (exporter)
+    rs::log::info("metrics on http://" + cfg.metrics_listen.host + ":" +
+                  std::to_string(exporter->port()) + "/metrics (/healthz, /readyz)");
   const std::string where = cfg.listen.unix_path.empty()
                                 ? cfg.listen.host + ":" + std::to_string(srv.port())
                                 : "unix:" + cfg.listen.unix_path;
@@ -81,6 +106,8 @@ int main(int argc, char** argv) {
     }
     rs::log::level lvl;
     if (rs::log::parse_level(cfg.log_level, lvl)) rs::log::set_level(lvl);
+    rs::log::format fmt;
+    if (rs::log::parse_format(cfg.log_format, fmt)) rs::log::set_format(fmt);
     return run(cfg);
   } catch (const std::exception& e) {  // start-up only: the data plane does not throw
     std::cerr << "redis-sidecar: " << e.what() << '\n';

@@ -42,13 +42,74 @@ std::optional<ssl::context> make_tls_context(const config& cfg, std::string& err
   return ctx;
 }
 
-server::server(asio::io_context& io, const config& cfg, ssl::context* tls)
+server::server(asio::io_context& io, const config& cfg, ssl::context* tls,
+               metrics::sidecar_metrics& m, metrics::exporter* exp)
     : io_(io),
       cfg_(cfg),
       pool_(io.get_executor(), cfg, tls, stats_),
       tier_(cfg),
-      monitor_(std::make_shared<upstream_monitor>(io.get_executor(), cfg, tls, stats_, pool_, tier_)),
-      ctx_{cfg, pool_, stats_, {}, 1, false, &tier_, &monitor_->health()} {}
+      monitor_(
+          std::make_shared<upstream_monitor>(io.get_executor(), cfg, tls, stats_, pool_, tier_)),
+      ctx_{cfg, pool_, stats_, {}, 1, false, &tier_, &monitor_->health(), &m},
+      metrics_(m),
+      exporter_(exp) {
+  metrics_[metrics::gauge_id::cache_max_bytes].set(static_cast<std::int64_t>(cfg.cache_max_bytes));
+  metrics_[metrics::gauge_id::fallback_journal_max_bytes].set(
+      static_cast<std::int64_t>(cfg.fallback_journal_max_bytes));
+  const auto modes = metrics_.cache_modes();
+  for (std::size_t i = 0; i < modes.size(); ++i)
+    if (modes[i] == cfg.cache_mode) metrics_.set_cache_mode(i);
+  monitor_->on_change([this] { publish(); });
+}
+
+void server::publish() {
+  using metrics::counter_id;
+  using metrics::gauge_id;
+  auto add = [&](counter_id id, std::uint64_t now, std::uint64_t& last) {
+    if (now > last) metrics_[id].inc(now - last);
+    last = now;
+  };
+  const tier_counters& tc = tier_.counters();
+  const health_fsm& h = monitor_->health();
+  auto& p = published_;
+  add(counter_id::requests, stats_.requests, p.requests);
+  add(counter_id::cache_hits, tc.hits, p.hits);
+  add(counter_id::cache_misses, tc.misses, p.misses);
+  add(counter_id::cache_evictions, tier_.l1().evictions(), p.evictions);
+  add(counter_id::cache_invalidations, tc.invalidations, p.invalidations);
+  add(counter_id::upstream_reconnects, stats_.upstream_reconnects, p.reconnects);
+  add(counter_id::fallback_transitions, h.fallback_switches(), p.transitions);
+  add(counter_id::fallback_writes_replayed, tc.replayed, p.replayed);
+  add(counter_id::fallback_writes_rejected, tc.rejected, p.rejected);
+  for (std::size_t k = 0; k < p.errors.size(); ++k) {
+    if (stats_.errors[k] > p.errors[k]) metrics_.count_error(k, stats_.errors[k] - p.errors[k]);
+    p.errors[k] = stats_.errors[k];
+  }
+  metrics_[gauge_id::cache_entries].set(static_cast<std::int64_t>(tier_.l1().entries()));
+  metrics_[gauge_id::cache_bytes].set(static_cast<std::int64_t>(tier_.l1().bytes()));
+  metrics_[gauge_id::client_connections].set(stats_.client_connections);
+  metrics_[gauge_id::inflight_requests].set(stats_.inflight_requests);
+  metrics_[gauge_id::upstream_connections].set(stats_.upstream_connections);
+  metrics_[gauge_id::upstream_up].set(h.upstream_up() ? 1 : 0);
+  metrics_[gauge_id::upstream_probe_duration].set(
+      static_cast<std::int64_t>(h.last_probe_ms() * 1e6));
+  metrics_[gauge_id::fallback_active].set(h.serving_from_l1() ? 1 : 0);
+  metrics_[gauge_id::fallback_journal_bytes].set(
+      static_cast<std::int64_t>(tier_.journal().bytes()));
+  if (exporter_ == nullptr) return;
+  metrics::health_snapshot snap;
+  // Ready while clients can be answered: from the upstream, or from L1 in fallback.
+  snap.ready = !ctx_.draining && (!h.serving_from_l1() || tier_.enabled());
+  snap.upstream_state = std::string(to_string(h.state()));
+  snap.upstream_up = h.upstream_up();
+  snap.last_error = h.last_error();
+  if (h.probes() > 0) snap.last_probe_seconds = h.last_probe_ms() / 1000.0;
+  snap.cache_mode = cfg_.cache_mode;
+  snap.fallback_active = h.serving_from_l1();
+  snap.cache_entries = tier_.l1().entries();
+  snap.cache_bytes = tier_.l1().bytes();
+  exporter_->publish(std::move(snap));
+}
 
 bool server::listen(std::string& error) {
   error_code ec;
@@ -100,7 +161,8 @@ awaitable<void> server::accept_loop() {
       error_code ignored;
       sock.set_option(tcp::no_delay(true), ignored);
       const auto ep = sock.local_endpoint(ignored);
-      client_socket generic(io_, asio::generic::stream_protocol(ep.protocol().family(), IPPROTO_TCP),
+      client_socket generic(io_,
+                            asio::generic::stream_protocol(ep.protocol().family(), IPPROTO_TCP),
                             sock.release(ignored));
       admit(std::move(generic));
     } else {
@@ -132,6 +194,7 @@ void server::admit(client_socket socket) {
 awaitable<void> server::shutdown(std::chrono::milliseconds grace) {
   error_code ignored;
   ctx_.draining = true;
+  publish();  // /readyz: not ready from now on
   if (tcp_acceptor_) tcp_acceptor_->close(ignored);
   if (unix_acceptor_) {
     unix_acceptor_->close(ignored);

@@ -1,7 +1,7 @@
 // server: the listener and the process-wide pieces every session shares (configuration, upstream
-// pool, TLS context, stats). Accepts on TCP or a Unix socket, enforces --max-clients, and shuts down
-// gracefully: stop accepting, let in-flight requests finish (bounded), then close.
-// Everything runs on one io_context thread.
+// pool, TLS context, stats). Accepts on TCP or a Unix socket, enforces --max-clients, and shuts
+// down gracefully: stop accepting, let in-flight requests finish (bounded), then close. Everything
+// runs on one io_context thread.
 #pragma once
 
 #include <functional>
@@ -9,6 +9,8 @@
 #include <optional>
 #include <string>
 
+#include "metrics/exporter.hpp"
+#include "metrics/sidecar_metrics.hpp"
 #include "proxy/asio.hpp"
 #include "proxy/client_session.hpp"
 #include "proxy/config/config.hpp"
@@ -26,7 +28,9 @@ std::optional<ssl::context> make_tls_context(const config& cfg, std::string& err
 
 class server {
  public:
-  server(asio::io_context& io, const config& cfg, ssl::context* tls);
+  /// `m` and `exp` (null when --metrics-listen=off) outlive the server.
+  server(asio::io_context& io, const config& cfg, ssl::context* tls, metrics::sidecar_metrics& m,
+         metrics::exporter* exp);
 
   /// Binds the listener. Returns false with a message (address in use, bad path, ...).
   bool listen(std::string& error);
@@ -45,6 +49,16 @@ class server {
  private:
   awaitable<void> accept_loop();
   void admit(client_socket socket);
+  /// Copies the data plane's counters into the metrics and the health into /readyz. Runs on the
+  /// io_context thread after each probe tick and health change.
+  void publish();
+
+  /// Last values copied into monotonic counters, to add only the difference.
+  struct published {
+    std::uint64_t requests = 0, hits = 0, misses = 0, evictions = 0, invalidations = 0;
+    std::uint64_t reconnects = 0, transitions = 0, replayed = 0, rejected = 0;
+    std::array<std::uint64_t, static_cast<std::size_t>(error_kind::count_)> errors{};
+  };
 
   asio::io_context& io_;
   const config& cfg_;
@@ -53,6 +67,9 @@ class server {
   cache_tier tier_;
   std::shared_ptr<upstream_monitor> monitor_;
   session_context ctx_;
+  metrics::sidecar_metrics& metrics_;
+  metrics::exporter* exporter_;
+  published published_;
   std::optional<tcp::acceptor> tcp_acceptor_;
   std::optional<asio::local::stream_protocol::acceptor> unix_acceptor_;
   std::uint16_t port_ = 0;

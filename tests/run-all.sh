@@ -41,7 +41,7 @@ run_checked() {
 
 # --- 1. packages --------------------------------------------------------------------------------
 packages=(g++ cmake make pkg-config libboost1.81-dev libboost-url1.81-dev libhiredis-dev
-  prometheus-cpp-dev catch2 libssl-dev redis-server redis-tools openssl ca-certificates clang-14
+  prometheus-cpp-dev catch2 libssl-dev redis-server redis-tools prometheus openssl ca-certificates clang-14
   libclang-rt-14-dev)
 install_packages() {
   local missing=() p

@@ -16,7 +16,9 @@ bool health_fsm::move_to(upstream_state next, std::string_view cause) {
   if (next == state_) return false;
   transition_ = std::string(to_string(state_)) + " -> " + std::string(to_string(next));
   if (!cause.empty()) transition_ += ": " + std::string(cause);
+  const bool was_l1 = serving_from_l1();
   state_ = next;
+  if (serving_from_l1() != was_l1) ++fallback_switches_;
   ++transitions_;
   if (next == upstream_state::fallback) ++fallback_entries_;
   good_probes_ = 0;
@@ -26,6 +28,7 @@ bool health_fsm::move_to(upstream_state next, std::string_view cause) {
 bool health_fsm::on_probe_ok(std::int64_t now, double latency_ms) {
   (void)now;
   last_probe_ms_ = latency_ms;
+  ++probes_;
   switch (state_) {
     case upstream_state::healthy: return false;
     case upstream_state::failing:

@@ -49,8 +49,11 @@ class health_fsm {
   /// The last failure's cause (already free of credentials), empty when none yet.
   const std::string& last_error() const { return last_error_; }
   double last_probe_ms() const { return last_probe_ms_; }
+  std::uint64_t probes() const { return probes_; }  // good probes so far
   std::uint64_t transitions() const { return transitions_; }
   std::uint64_t fallback_entries() const { return fallback_entries_; }
+  /// Times serving_from_l1() changed (entered or left fallback mode).
+  std::uint64_t fallback_switches() const { return fallback_switches_; }
   /// "healthy -> failing: connection refused", for the log.
   const std::string& transition() const { return transition_; }
 
@@ -63,8 +66,10 @@ class health_fsm {
   std::uint32_t good_probes_ = 0;
   std::string last_error_;
   double last_probe_ms_ = 0;
+  std::uint64_t probes_ = 0;
   std::uint64_t transitions_ = 0;
   std::uint64_t fallback_entries_ = 0;
+  std::uint64_t fallback_switches_ = 0;
   std::string transition_;
 };
 

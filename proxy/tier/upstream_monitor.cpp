@@ -50,7 +50,7 @@ void upstream_monitor::stop() {
 }
 
 std::shared_ptr<connection> upstream_monitor::open_connection() {
-  auto c = std::make_shared<connection>(ex_, cfg_, tls_, stats_, 2, false);
+  auto c = std::make_shared<connection>(ex_, cfg_, tls_, own_stats_, 2, false);
   c->set_quiet(true);
   c->start();
   return c;

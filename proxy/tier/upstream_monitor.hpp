@@ -58,7 +58,8 @@ class upstream_monitor : public reply_sink, public std::enable_shared_from_this<
   asio::any_io_executor ex_;
   const config& cfg_;
   ssl::context* tls_;
-  stats& stats_;
+  stats& stats_;     // the data plane's: its command timeouts count as failures
+  stats own_stats_;  // the probe's and replay's connections: kept out of the client gauges
   pool& pool_;
   cache_tier& tier_;
   health_fsm fsm_;

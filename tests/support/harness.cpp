@@ -672,3 +672,37 @@ bool raw_client::closed_by_peer(std::chrono::milliseconds timeout) {
 }
 
 }  // namespace redis_sidecar::test
+
+namespace redis_sidecar::test {
+
+background_process::background_process(std::vector<std::string> argv) {
+  dir_ = make_temp_dir("rsit-proc");
+  log_path_ = dir_ + "/output.log";
+  try {
+    pid_ = spawn(std::move(argv), child_environment({}), log_path_);
+  } catch (...) {
+    remove_temp_dir(dir_);
+    throw;
+  }
+}
+
+background_process::~background_process() {
+  terminate_and_reap(pid_);
+  remove_temp_dir(dir_);
+}
+
+bool background_process::running() {
+  if (pid_ <= 0) return false;
+  if (wait_for(pid_, 0ms)) {
+    pid_ = -1;
+    return false;
+  }
+  return true;
+}
+
+std::string background_process::log() const {
+  std::ifstream in(log_path_);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+}  // namespace redis_sidecar::test

@@ -109,6 +109,25 @@ class sidecar {
   std::optional<int> exit_code_;
 };
 
+/// Any other program the tests need running (a Prometheus server, ...): started with `argv`, its
+/// output captured, SIGTERM (then SIGKILL) and reaped on destruction.
+class background_process {
+ public:
+  explicit background_process(std::vector<std::string> argv);
+  ~background_process();
+  background_process(const background_process&) = delete;
+  background_process& operator=(const background_process&) = delete;
+  bool running();
+  std::string log() const;
+  /// A directory of its own, removed with it (for configuration and data files).
+  const std::string& dir() const { return dir_; }
+
+ private:
+  int pid_ = -1;
+  std::string dir_;
+  std::string log_path_;
+};
+
 /// Runs the binary to completion with args and env (no --listen added; killed after 10 s);
 /// returns {exit code, stdout+stderr}.
 std::pair<int, std::string> run_sidecar_once(std::vector<std::string> args,

@@ -1,0 +1,180 @@
+// Observability end to end: the sidecar's /metrics, /healthz and /readyz through each upstream
+// state, gauges of active things back to 0 when traffic stops, and a real Prometheus server
+// scraping the sidecar and answering queries through its HTTP API.
+#include <stdlib.h>
+
+#include <filesystem>
+#include <fstream>
+#include <regex>
+
+#include "tests/integration/common.hpp"
+#include "tests/metrics/http_get.hpp"
+
+namespace redis_sidecar::test {
+namespace {
+
+const std::vector<std::string> quick = {"--fallback-after-ms=200", "--health-probe-interval-ms=50",
+                                        "--health-probe-timeout-ms=200", "--connect-timeout-ms=300",
+                                        "--reconnect-max-ms=200"};
+
+// The value of an unlabelled series (or one with exactly `labels`) in an exposition; -1 if absent.
+double sample(const std::string& text, const std::string& name, const std::string& labels = "") {
+  const std::string head = labels.empty() ? name + " " : name + "{" + labels + "} ";
+  const auto pos = text.find("\n" + head);
+  if (pos == std::string::npos) return -1;
+  return std::atof(text.c_str() + pos + 1 + head.size());
+}
+
+std::string metrics_text(const proxied& env) {
+  return "\n" + http_get(env.side->metrics_port(), "/metrics").body;
+}
+
+bool metric_becomes(const proxied& env, const std::string& name, double value) {
+  return eventually([&] { return sample(metrics_text(env), name) == value; });
+}
+
+// Prometheus' instant query result for `expr`: the first sample's value, or nullopt.
+std::optional<double> prom_query(std::uint16_t port, const std::string& expr) {
+  std::string q;
+  for (char c : expr) {
+    if (std::isalnum(static_cast<unsigned char>(c)) || c == '_')
+      q += c;
+    else {
+      char buf[4];
+      std::snprintf(buf, sizeof buf, "%%%02X", static_cast<unsigned char>(c));
+      q += buf;
+    }
+  }
+  const auto r = http_get(port, "/api/v1/query?query=" + q);
+  static const std::regex value(R"re("value":\[[0-9.]+,"([^"]+)"\])re");
+  std::smatch m;
+  if (r.status != 200 || !std::regex_search(r.body, m, value)) return std::nullopt;
+  return std::atof(m[1].str().c_str());
+}
+
+}  // namespace
+
+TEST_CASE("healthz and readyz in each upstream state", "[observability]") {
+  SIDECAR_ONLY();
+  proxied env({}, quick);
+  const auto port = env.side->metrics_port();
+  REQUIRE(eventually([&] { return http_get(port, "/readyz").status == 200; }));
+  auto ready = http_get(port, "/readyz");
+  CHECK(ready.body.find(R"("status":"ready")") != std::string::npos);
+  CHECK(ready.body.find(R"("state":"healthy")") != std::string::npos);
+  CHECK(http_get(port, "/healthz").status == 200);
+
+  env.redis.kill();
+  // In fallback the sidecar still answers clients (from L1): ready, with the state and the cause.
+  REQUIRE(eventually([&] {
+    return http_get(port, "/readyz").body.find(R"("state":"fallback")") != std::string::npos;
+  }));
+  ready = http_get(port, "/readyz");
+  CHECK(ready.status == 200);
+  CHECK(ready.body.find(R"("fallback":{"active":true})") != std::string::npos);
+  CHECK(ready.body.find("Connection refused") != std::string::npos);
+  CHECK(http_get(port, "/healthz").status == 200);
+  env.redis.start();
+  REQUIRE(eventually([&] {
+    return http_get(port, "/readyz").body.find(R"("state":"healthy")") != std::string::npos;
+  }));
+}
+
+TEST_CASE("readyz is 503 when the upstream is down and the cache is off", "[observability]") {
+  SIDECAR_ONLY();
+  proxied env({}, {"--cache-mode=off", "--fallback-after-ms=200", "--health-probe-interval-ms=50"});
+  const auto port = env.side->metrics_port();
+  REQUIRE(eventually([&] { return http_get(port, "/readyz").status == 200; }));
+  env.redis.kill();
+  REQUIRE(eventually([&] { return http_get(port, "/readyz").status == 503; }));
+  CHECK(http_get(port, "/readyz").body.find(R"("status":"not_ready")") != std::string::npos);
+  CHECK(http_get(port, "/healthz").status == 200);
+}
+
+TEST_CASE("gauges of active things return to 0, counters count", "[observability]") {
+  SIDECAR_ONLY();
+  proxied env({}, quick);
+  {
+    std::vector<context_ptr> clients;
+    for (int i = 0; i < 20; ++i) clients.push_back(env.client());
+    for (auto& c : clients) CHECK(str(c.get(), {"SET", "k", "v"}) == "OK");
+    REQUIRE(metric_becomes(env, "redis_sidecar_client_connections", 20));
+    // A blocked client is in flight.
+    const char* argv[] = {"BLPOP", "q", "0"};
+    REQUIRE(redisAppendCommandArgv(clients[0].get(), 3, argv, nullptr) == REDIS_OK);
+    int done = 0;
+    while (done == 0) REQUIRE(redisBufferWrite(clients[0].get(), &done) == REDIS_OK);
+    CHECK(metric_becomes(env, "redis_sidecar_inflight_requests", 1));
+  }
+  CHECK(metric_becomes(env, "redis_sidecar_client_connections", 0));
+  CHECK(metric_becomes(env, "redis_sidecar_inflight_requests", 0));
+  const auto text = metrics_text(env);
+  CHECK(sample(text, "redis_sidecar_requests_total") >= 21);
+  CHECK(sample(text, "redis_sidecar_request_duration_seconds_count",
+               R"(command="set",source="upstream")") == 20);
+  CHECK(sample(text, "redis_sidecar_upstream_up") == 1);
+  CHECK(sample(text, "redis_sidecar_cache_entries") == 1);
+  CHECK(sample(text, "redis_sidecar_build_info", R"(version=")" REDIS_SIDECAR_VERSION R"(")") == 1);
+}
+
+TEST_CASE("a real Prometheus scrapes the sidecar and sees hits, misses and fallback",
+          "[observability][prometheus]") {
+  SIDECAR_ONLY();
+  proxied env({}, quick);
+  char tmpl[] = "/tmp/rsit-prom-XXXXXX";
+  REQUIRE(::mkdtemp(tmpl) != nullptr);
+  const std::string dir = tmpl;
+  const auto prom_port = free_port();
+  {
+    std::ofstream cfg(dir + "/prometheus.yml");
+    cfg << "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+           "scrape_configs:\n"
+           "  - job_name: redis-sidecar\n"
+           "    static_configs: [{targets: ['127.0.0.1:"
+        << env.side->metrics_port() << "']}]\n";
+  }
+  std::optional<double> up, hits, misses, fallback;
+  {
+    background_process prom({"prometheus", "--config.file=" + dir + "/prometheus.yml",
+                             "--storage.tsdb.path=" + dir + "/data",
+                             "--web.listen-address=127.0.0.1:" + std::to_string(prom_port)});
+    INFO(prom.log());
+    REQUIRE(eventually([&] { return (up = prom_query(prom_port, "up")) && *up == 1; },
+                       std::chrono::seconds(40)));
+
+    auto c = env.client();
+    CHECK(str(c.get(), {"SET", "hot", "1"}) == "OK");
+    env.redis.kill();
+    REQUIRE(eventually([&] {
+      auto cc = connect(env.port());
+      return cc && describe(command(cc.get(), {"GET", "hot"}).get()) == "string 1";
+    }));
+    c = env.client();
+    for (int i = 0; i < 5; ++i) CHECK(str(c.get(), {"GET", "hot"}) == "1");  // hits
+    for (int i = 0; i < 3; ++i) CHECK(is_nil(c.get(), {"GET", "cold"}));     // misses
+    CHECK(eventually(
+        [&] {
+          return (fallback = prom_query(prom_port, "redis_sidecar_fallback_active")) &&
+                 *fallback == 1;
+        },
+        std::chrono::seconds(20)));
+    CHECK(eventually(
+        [&] {
+          hits = prom_query(prom_port, "redis_sidecar_cache_hits_total");
+          misses = prom_query(prom_port, "redis_sidecar_cache_misses_total");
+          return hits && misses && *hits >= 5 && *misses >= 3;
+        },
+        std::chrono::seconds(20)));
+    env.redis.start();
+    CHECK(eventually(
+        [&] {
+          return (fallback = prom_query(prom_port, "redis_sidecar_fallback_active")) &&
+                 *fallback == 0;
+        },
+        std::chrono::seconds(20)));
+    CHECK(prom_query(prom_port, "redis_sidecar_fallback_transitions_total").value_or(0) == 2);
+  }
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace redis_sidecar::test
