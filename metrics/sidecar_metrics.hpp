@@ -48,6 +48,8 @@ enum class counter_id : std::uint8_t {
   fallback_transitions,
   fallback_writes_replayed,
   fallback_writes_rejected,
+  cache_invalidations_received,
+  cache_stale_serves,
   count_
 };
 
@@ -70,6 +72,10 @@ inline constexpr std::array<family_info, static_cast<std::size_t>(counter_id::co
          "Journaled writes replayed to the upstream after an outage."},
         {"redis_sidecar_fallback_writes_rejected_total", family_type::counter,
          "Writes refused during fallback (reject mode, or the journal was full)."},
+        {"redis_sidecar_cache_invalidations_received_total", family_type::counter,
+         "Invalidation messages received from the upstream (CLIENT TRACKING)."},
+        {"redis_sidecar_cache_stale_serves_total", family_type::counter,
+         "Fallback reads answered with an entry whose invalidation channel was lost."},
     }};
 
 /// Unlabelled gauges. The order is the order of `gauge_families`.

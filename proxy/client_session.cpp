@@ -190,8 +190,8 @@ awaitable<void> client_session::read_loop(std::shared_ptr<client_session> self) 
     }
     const std::size_t old = in_.size();
     in_.resize(old + read_chunk);
-    auto [ec, n] = co_await socket_.async_read_some(asio::buffer(in_.data() + old, read_chunk),
-                                                    use_nothrow);
+    auto [ec, n] =
+        co_await socket_.async_read_some(asio::buffer(in_.data() + old, read_chunk), use_nothrow);
     in_.resize(old + n);
     if (ec) {
       // The client closed or reset its connection. As Redis does, drop it at once: a blocking
@@ -231,6 +231,10 @@ client_session::outcome client_session::handle(std::span<const std::string_view>
   if (ctx_.health->serving_from_l1() && !dedicated_ && !session_command(id))
     return serve_fallback(info, args, frame);
 
+  if (id == command_id::get && args.size() == 2 && !dedicated_ && !multi_open_) {
+    if (const auto o = near_get(args[1])) return *o;
+  }
+
   switch (id) {
     case command_id::auth: return cmd_auth(args);
     case command_id::hello: return cmd_hello(args);
@@ -238,14 +242,10 @@ client_session::outcome client_session::handle(std::span<const std::string_view>
     case command_id::reset: return cmd_reset();
     case command_id::select: return cmd_select(args, frame);
     case command_id::client: return cmd_client(args, frame);
-    case command_id::multi:
-      multi_open_ = true;
-      return forward_dedicated(frame, tag_multi);
+    case command_id::multi: multi_open_ = true; return forward_dedicated(frame, tag_multi);
     case command_id::watch: return forward_dedicated(frame, tag_watch);
     case command_id::exec:
-    case command_id::discard:
-      multi_open_ = false;
-      return forward(frame, tag_exec);
+    case command_id::discard: multi_open_ = false; return forward(frame, tag_exec);
     case command_id::unwatch: return forward(frame, tag_unwatch);
     case command_id::subscribe:
     case command_id::psubscribe:
@@ -289,6 +289,34 @@ client_session::outcome client_session::handle(std::span<const std::string_view>
   return o;
 }
 
+std::optional<client_session::outcome> client_session::near_get(std::string_view key) {
+  cache_tier& tier = *ctx_.tier;
+  const auto mode = tier.mode();
+  if (mode != cache_tier::cache_mode::ttl && mode != cache_tier::cache_mode::tracking)
+    return std::nullopt;
+  const int db = effective_db();
+  if (const auto v = tier.hit(db, key, mono_ms(batch_now_))) {
+    std::string r;
+    resp::append_bulk(r, *v);
+    reply(r);
+    answered_by_ = metrics::source::cache;
+    return outcome::next;
+  }
+  near_cache* near = ctx_.near;
+  if (mode != cache_tier::cache_mode::tracking || !near->ready() || db != cfg_.upstream.db ||
+      !tier.key_cached(key))
+    return std::nullopt;
+  // A miss: read it on the channel (joined with other clients' reads of the key). Ordered like
+  // any request on another connection: the barrier first.
+  connection* channel = near->conn();
+  if (channel != current_ && !slots_.empty()) return outcome::wait;
+  near->fetch(key, shared_from_this(), next_seq_, proto_);
+  current_ = channel;
+  slots_.push_back(slot{false, {}, batch_now_, command_});
+  ++next_seq_;
+  return outcome::next;
+}
+
 client_session::outcome client_session::serve_fallback(const commands::command_info* info,
                                                        std::span<const std::string_view> args,
                                                        std::string_view frame) {
@@ -300,7 +328,8 @@ client_session::outcome client_session::serve_fallback(const commands::command_i
 }
 
 // In raw mode everything goes to the dedicated connection as it is, except what the sidecar must
-// answer itself (its own AUTH, HELLO's AUTH part); replies interleave with pushes as Redis sends them.
+// answer itself (its own AUTH, HELLO's AUTH part); replies interleave with pushes as Redis sends
+// them.
 client_session::outcome client_session::handle_raw(std::span<const std::string_view> args,
                                                    std::string_view frame,
                                                    const commands::command_info* info) {
@@ -397,7 +426,8 @@ client_session::outcome client_session::cmd_hello(std::span<const std::string_vi
     reply_error(errors::client_name_spaces);
     return outcome::next;
   }
-  if (proto != proto_ && !slots_.empty()) return outcome::wait;  // replies change shape: drain first
+  if (proto != proto_ && !slots_.empty())
+    return outcome::wait;  // replies change shape: drain first
   if (proto != proto_ && dedicated_) {
     // Keep the dedicated connection's protocol in step; its reply to our HELLO is dropped.
     std::string req;
@@ -596,8 +626,8 @@ void client_session::apply_cache_op(std::uint64_t seq, std::string_view reply) {
     const std::string_view frame =
         std::string_view(cache_arena_).substr(op.offset - arena_base_, op.size);
     if (op_parser_.parse(frame) == resp::parse_status::complete)
-      ctx_.tier->on_reply(op.db, *op.info, op_parser_.args(), reply,
-                          mono_ms(clock::now()), wall_ms());
+      ctx_.tier->on_reply(op.db, *op.info, op_parser_.args(), reply, mono_ms(clock::now()),
+                          wall_ms());
     op_parser_.reset();
   }
   if (cache_ops_.empty()) {
@@ -610,9 +640,7 @@ void client_session::apply_cache_op(std::uint64_t seq, std::string_view reply) {
   }
 }
 
-int client_session::effective_db() const {
-  return select_dbs_.empty() ? db_ : select_dbs_.back();
-}
+int client_session::effective_db() const { return select_dbs_.empty() ? db_ : select_dbs_.back(); }
 
 client_session::outcome client_session::enter_raw(std::string_view frame) {
   if (!slots_.empty()) return outcome::wait;
@@ -678,7 +706,8 @@ void client_session::deliver(std::uint64_t seq, std::string_view frame, std::uin
     current_ = nullptr;
     maybe_release_dedicated();
   }
-  if (reader_waiting_ && (slots_.empty() || slots_.size() < cfg_.max_pipeline)) drain_wake_.cancel();
+  if (reader_waiting_ && (slots_.empty() || slots_.size() < cfg_.max_pipeline))
+    drain_wake_.cancel();
 }
 
 void client_session::flush_ready() {

@@ -11,12 +11,12 @@
 //   in_:    [ consumed | frame being parsed ... ]      slots_: [ pending | ready | pending ... ]
 //                        ^ in_start_                             ^ first_seq_
 //
-// Raw mode (SUBSCRIBE family, MONITOR, CLIENT REPLY/TRACKING): the dedicated connection's frames are
-// copied to the client as they come, and requests are forwarded without slots.
+// Raw mode (SUBSCRIBE family, MONITOR, CLIENT REPLY/TRACKING): the dedicated connection's frames
+// are copied to the client as they come, and requests are forwarded without slots.
 //
-// Owned by its two coroutines (reader, writer) and by pending upstream entries (shared_ptr): a client
-// that leaves mid-pipeline leaves its entries queued; their replies are read and dropped, so the
-// upstream stream stays aligned. Lives on the server's io_context thread.
+// Owned by its two coroutines (reader, writer) and by pending upstream entries (shared_ptr): a
+// client that leaves mid-pipeline leaves its entries queued; their replies are read and dropped, so
+// the upstream stream stays aligned. Lives on the server's io_context thread.
 #pragma once
 
 #include <chrono>
@@ -37,6 +37,7 @@
 #include "proxy/stats.hpp"
 #include "proxy/tier/cache_tier.hpp"
 #include "proxy/tier/health_fsm.hpp"
+#include "proxy/tier/near_cache.hpp"
 #include "proxy/upstream/pool.hpp"
 
 namespace redis_sidecar {
@@ -52,10 +53,11 @@ struct session_context {
   stats& st;
   std::unordered_set<client_session*> sessions;  // open sessions, for shutdown and --max-clients
   std::uint64_t next_client_id = 1;
-  bool draining = false;  // shutting down: sessions stop reading new requests
-  cache_tier* tier = nullptr;        // the L1 tier (always set by the server)
-  const health_fsm* health = nullptr;  // the upstream's health: fallback serves from L1
+  bool draining = false;                        // shutting down: sessions stop reading new requests
+  cache_tier* tier = nullptr;                   // the L1 tier (always set by the server)
+  const health_fsm* health = nullptr;           // the upstream's health: fallback serves from L1
   metrics::sidecar_metrics* metrics = nullptr;  // request latencies (always set by the server)
+  near_cache* near = nullptr;  // tracking mode's channel (always set by the server)
 };
 
 class client_session : public reply_sink, public std::enable_shared_from_this<client_session> {
@@ -93,8 +95,10 @@ class client_session : public reply_sink, public std::enable_shared_from_this<cl
   outcome cmd_client(std::span<const std::string_view> args, std::string_view frame);
   outcome cmd_reset();
   outcome local_unsubscribe(std::span<const std::string_view> args);
-  outcome serve_fallback(const commands::command_info* info,
-                         std::span<const std::string_view> args, std::string_view frame);
+  /// GET in ttl/tracking mode: a hit from L1, or a read on the near cache's channel.
+  std::optional<outcome> near_get(std::string_view key);
+  outcome serve_fallback(const commands::command_info* info, std::span<const std::string_view> args,
+                         std::string_view frame);
   void apply_cache_op(std::uint64_t seq, std::string_view reply);
   void invalidate_multi_writes();
   int effective_db() const;  // db_ after the SELECTs in flight
@@ -163,12 +167,12 @@ class client_session : public reply_sink, public std::enable_shared_from_this<cl
   bool raw_ = false;
   bool in_multi_ = false;
   bool watching_ = false;
-  bool closing_ = false;   // no more requests; close after the writer flushed
-  bool closed_ = false;    // socket closed
+  bool closing_ = false;  // no more requests; close after the writer flushed
+  bool closed_ = false;   // socket closed
   std::string name_;
   std::chrono::steady_clock::time_point batch_now_;
-  std::uint16_t command_ = 0;          // metrics command index of the request being handled
-  bool answered_here_ = false;         // handle() replied itself (local or from L1)
+  std::uint16_t command_ = 0;   // metrics command index of the request being handled
+  bool answered_here_ = false;  // handle() replied itself (local or from L1)
   metrics::source answered_by_ = metrics::source::local;
 
   // Requests whose replies update L1 (cache_tier::wants_reply), in seq order. Their frames sit in

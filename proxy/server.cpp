@@ -50,16 +50,15 @@ server::server(asio::io_context& io, const config& cfg, ssl::context* tls,
       tier_(cfg),
       monitor_(
           std::make_shared<upstream_monitor>(io.get_executor(), cfg, tls, stats_, pool_, tier_)),
-      ctx_{cfg, pool_, stats_, {}, 1, false, &tier_, &monitor_->health(), &m},
+      near_(std::make_shared<near_cache>(io.get_executor(), cfg, tls, tier_)),
+      ctx_{cfg, pool_, stats_, {}, 1, false, &tier_, &monitor_->health(), &m, near_.get()},
       metrics_(m),
       exporter_(exp) {
   metrics_[metrics::gauge_id::cache_max_bytes].set(static_cast<std::int64_t>(cfg.cache_max_bytes));
   metrics_[metrics::gauge_id::fallback_journal_max_bytes].set(
       static_cast<std::int64_t>(cfg.fallback_journal_max_bytes));
-  const auto modes = metrics_.cache_modes();
-  for (std::size_t i = 0; i < modes.size(); ++i)
-    if (modes[i] == cfg.cache_mode) metrics_.set_cache_mode(i);
   monitor_->on_change([this] { publish(); });
+  near_->on_mode([this] { publish(); });
 }
 
 void server::publish() {
@@ -81,10 +80,15 @@ void server::publish() {
   add(counter_id::fallback_transitions, h.fallback_switches(), p.transitions);
   add(counter_id::fallback_writes_replayed, tc.replayed, p.replayed);
   add(counter_id::fallback_writes_rejected, tc.rejected, p.rejected);
+  add(counter_id::cache_invalidations_received, tc.pushed_invalidations, p.received);
+  add(counter_id::cache_stale_serves, tc.stale_serves, p.stale);
   for (std::size_t k = 0; k < p.errors.size(); ++k) {
     if (stats_.errors[k] > p.errors[k]) metrics_.count_error(k, stats_.errors[k] - p.errors[k]);
     p.errors[k] = stats_.errors[k];
   }
+  const auto modes = metrics_.cache_modes();
+  for (std::size_t i = 0; i < modes.size(); ++i)
+    if (modes[i] == cache_tier::mode_name(tier_.mode())) metrics_.set_cache_mode(i);
   metrics_[gauge_id::cache_entries].set(static_cast<std::int64_t>(tier_.l1().entries()));
   metrics_[gauge_id::cache_bytes].set(static_cast<std::int64_t>(tier_.l1().bytes()));
   metrics_[gauge_id::client_connections].set(stats_.client_connections);
@@ -104,7 +108,7 @@ void server::publish() {
   snap.upstream_up = h.upstream_up();
   snap.last_error = h.last_error();
   if (h.probes() > 0) snap.last_probe_seconds = h.last_probe_ms() / 1000.0;
-  snap.cache_mode = cfg_.cache_mode;
+  snap.cache_mode = std::string(cache_tier::mode_name(tier_.mode()));
   snap.fallback_active = h.serving_from_l1();
   snap.cache_entries = tier_.l1().entries();
   snap.cache_bytes = tier_.l1().bytes();
@@ -149,6 +153,7 @@ bool server::listen(std::string& error) {
 void server::start() {
   pool_.warm_up();
   monitor_->start();
+  near_->start();
   asio::co_spawn(io_, accept_loop(), asio::detached);
 }
 
@@ -210,6 +215,7 @@ awaitable<void> server::shutdown(std::chrono::milliseconds grace) {
     co_await t.async_wait(use_nothrow);
   }
   monitor_->stop();
+  near_->stop();
   pool_.close_all();
 }
 

@@ -16,6 +16,7 @@
 #include "proxy/config/config.hpp"
 #include "proxy/stats.hpp"
 #include "proxy/tier/cache_tier.hpp"
+#include "proxy/tier/near_cache.hpp"
 #include "proxy/tier/upstream_monitor.hpp"
 #include "proxy/upstream/pool.hpp"
 
@@ -57,6 +58,7 @@ class server {
   struct published {
     std::uint64_t requests = 0, hits = 0, misses = 0, evictions = 0, invalidations = 0;
     std::uint64_t reconnects = 0, transitions = 0, replayed = 0, rejected = 0;
+    std::uint64_t received = 0, stale = 0;
     std::array<std::uint64_t, static_cast<std::size_t>(error_kind::count_)> errors{};
   };
 
@@ -66,6 +68,7 @@ class server {
   pool pool_;
   cache_tier tier_;
   std::shared_ptr<upstream_monitor> monitor_;
+  std::shared_ptr<near_cache> near_;
   session_context ctx_;
   metrics::sidecar_metrics& metrics_;
   metrics::exporter* exporter_;

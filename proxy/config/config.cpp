@@ -90,8 +90,10 @@ const std::array options{
     option{"reconnect-max-ms", "Timeouts", "MS", kind::millis, &config::reconnect_max_ms, 1,
            u32_max, "reconnect backoff cap"},
     option{"cache-mode", "Cache and fallback", "MODE", kind::choice, &config::cache_mode, 0, 0,
-           "auto or fallback: L1 serves GET/SET while the upstream is down; off: no L1", {},
-           "auto|fallback|off"},
+           "tracking, ttl, fallback, off, or auto (the strongest the upstream supports)", {},
+           "auto|tracking|ttl|fallback|off"},
+    option{"cache-prefix", "Cache and fallback", "P1,P2", kind::text, &config::cache_prefix, 0, 0,
+           "key prefixes served from L1 (ttl mode needs them; tracking: all keys if none)", "none"},
     option{"cache-max-bytes", "Cache and fallback", "BYTES", kind::bytes, &config::cache_max_bytes,
            4096, size_max, "L1 size bound: keys, values and per-entry overhead"},
     option{"cache-max-entry-bytes", "Cache and fallback", "BYTES", kind::bytes,
@@ -451,6 +453,10 @@ std::string validate(const config& cfg, const sources& src) {
            std::string(source_of(src, "reconnect-max-ms")) + " (" +
            std::to_string(cfg.reconnect_max_ms) + ")";
   if (same_endpoint(cfg.listen, cfg.upstream)) return self_loop_message(cfg);
+  if (cfg.cache_mode == "ttl" && cfg.cache_prefix.empty())
+    return std::string(source_of(src, "cache-mode")) +
+           " is ttl but no --cache-prefix is set: ttl mode serves possibly stale values, so it "
+           "must be limited to the key prefixes where that is acceptable";
   return {};
 }
 

@@ -50,8 +50,11 @@ struct config {
   resp::limits limits;                      // --max-bulk-bytes, --max-multibulk-len, --max-inline-bytes
 
   // L1 cache and fallback (see cache/lru_cache.hpp and proxy/health.hpp).
-  std::string cache_mode = "auto";          // --cache-mode: auto|fallback|off, default auto (today
-                                            // auto = fallback: L1 serves only during outages)
+  std::string cache_mode = "auto";          // --cache-mode: auto|tracking|ttl|fallback|off,
+                                            // default auto (see README)
+  std::string cache_prefix;                 // --cache-prefix: comma-separated key prefixes that
+                                            // ttl mode serves (and tracking limits itself to),
+                                            // default none (tracking: all keys; ttl: required)
   std::size_t cache_max_bytes = 64ull * 1024 * 1024;    // --cache-max-bytes, default 64 MiB
   std::size_t cache_max_entry_bytes = 1024ull * 1024;   // --cache-max-entry-bytes, default 1 MiB
   std::uint32_t cache_ttl_ms = 300'000;     // --cache-ttl: oldest value L1 may serve, default 300s

@@ -137,27 +137,57 @@ struct cache_tier::set_options {
   }
 };
 
+cache_tier::cache_mode cache_tier::parse_mode(std::string_view m) {
+  if (m == "off") return cache_mode::off;
+  if (m == "ttl") return cache_mode::ttl;
+  if (m == "tracking") return cache_mode::tracking;
+  return cache_mode::fallback;  // "fallback", and "auto" until the upstream is probed
+}
+
+std::string_view cache_tier::mode_name(cache_mode m) {
+  switch (m) {
+    case cache_mode::off: return "off";
+    case cache_mode::fallback: return "fallback";
+    case cache_mode::ttl: return "ttl";
+    case cache_mode::tracking: return "tracking";
+  }
+  return "fallback";
+}
+
 cache_tier::cache_tier(const config& cfg)
     : enabled_(cfg.cache_mode != "off"),
+      mode_(parse_mode(cfg.cache_mode)),
       miss_is_error_(cfg.fallback_miss == "error"),
       journal_writes_(cfg.fallback_writes == "journal"),
       ttl_ms_(cfg.cache_ttl_ms),
       l1_(cache::options{cfg.cache_max_bytes, cfg.cache_max_entry_bytes}),
-      journal_(cfg.fallback_journal_max_bytes) {}
+      journal_(cfg.fallback_journal_max_bytes) {
+  std::string_view rest = cfg.cache_prefix;
+  while (!rest.empty()) {
+    const auto comma = rest.find(',');
+    const auto p = rest.substr(0, comma);
+    if (!p.empty()) prefixes_.emplace_back(p);
+    rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+  }
+}
 
 // ---------------------------------------------------------------------------------------------
 // L1 entries
 
 void cache_tier::store(int db, std::string_view key, std::string_view value,
-                       std::int64_t upstream_expiry, cache::time_ms now) {
+                       std::int64_t upstream_expiry, cache::time_ms now, bool tracked) {
   scratch_.clear();
+  scratch_.push_back(
+      static_cast<char>((upstream_expiry > 0 ? flag_expiry : 0) | (tracked ? flag_tracked : 0)));
   if (upstream_expiry > 0) {
-    scratch_.push_back('e');
     char bytes[8];
     std::memcpy(bytes, &upstream_expiry, 8);
     scratch_.append(bytes, 8);
-  } else {
-    scratch_.push_back('n');
+  }
+  if (tracked) {
+    char bytes[4];
+    std::memcpy(bytes, &epoch_, 4);
+    scratch_.append(bytes, 4);
   }
   scratch_.append(value);
   std::int64_t expires = now + ttl_ms_;
@@ -173,14 +203,59 @@ std::optional<cache_tier::stored> cache_tier::lookup(int db, std::string_view ke
                                                      cache::time_ms now) {
   const auto e = l1_.get(db, key, now);
   if (!e || e->value.empty()) return std::nullopt;
+  std::string_view v = e->value;
+  const auto flags = static_cast<unsigned char>(v[0]);
+  v.remove_prefix(1);
   stored s;
-  if (e->value[0] == 'e' && e->value.size() >= 9) {
-    std::memcpy(&s.upstream_expiry, e->value.data() + 1, 8);
-    s.value = e->value.substr(9);
-  } else {
-    s.value = e->value.substr(1);
+  if ((flags & flag_expiry) && v.size() >= 8) {
+    std::memcpy(&s.upstream_expiry, v.data(), 8);
+    v.remove_prefix(8);
   }
+  if ((flags & flag_tracked) && v.size() >= 4) {
+    std::uint32_t epoch = 0;
+    std::memcpy(&epoch, v.data(), 4);
+    v.remove_prefix(4);
+    s.tracked_fresh = epoch == epoch_;
+    s.tracked_stale = !s.tracked_fresh;
+  }
+  s.value = v;
   return s;
+}
+
+bool cache_tier::key_cached(std::string_view key) const {
+  if (prefixes_.empty()) return true;
+  for (const auto& p : prefixes_)
+    if (key.substr(0, p.size()) == p) return true;
+  return false;
+}
+
+std::optional<std::string_view> cache_tier::hit(int db, std::string_view key, cache::time_ms now) {
+  if (mode_ != cache_mode::ttl && mode_ != cache_mode::tracking) return std::nullopt;
+  if (!key_cached(key)) return std::nullopt;
+  const auto s = lookup(db, key, now);
+  // tracking: only entries the invalidation channel protects right now; ttl: any entry (each is
+  // younger than --cache-ttl by construction).
+  if (s && (mode_ == cache_mode::ttl || s->tracked_fresh)) {
+    ++counters_.hits;
+    return s->value;
+  }
+  ++counters_.misses;
+  return std::nullopt;
+}
+
+void cache_tier::store_tracked(int db, std::string_view key, std::string_view value,
+                               std::int64_t upstream_expiry, cache::time_ms now) {
+  store(db, key, value, upstream_expiry, now, true);
+}
+
+void cache_tier::invalidated(int db, std::string_view key) {
+  ++counters_.pushed_invalidations;
+  invalidate(db, key);
+}
+
+void cache_tier::flushed() {
+  ++counters_.pushed_invalidations;
+  l1_.clear();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -378,7 +453,7 @@ cache_tier::result cache_tier::serve(int db, const command_info* info,
 cache_tier::result cache_tier::serve_get(int db, std::string_view key, int proto,
                                          cache::time_ms now, std::string& out) {
   if (const auto s = lookup(db, key, now)) {
-    ++counters_.hits;
+    ++(s->tracked_stale ? counters_.stale_serves : counters_.hits);
     resp::append_bulk(out, s->value);
     return result::served;
   }
@@ -396,7 +471,7 @@ cache_tier::result cache_tier::serve_mget(int db, std::span<const std::string_vi
   resp::append_array_header(out, args.size() - 1);
   for (std::size_t i = 1; i < args.size(); ++i) {
     if (const auto s = lookup(db, args[i], now)) {
-      ++counters_.hits;
+      ++(s->tracked_stale ? counters_.stale_serves : counters_.hits);
       resp::append_bulk(out, s->value);
       continue;
     }

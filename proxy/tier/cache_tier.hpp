@@ -18,17 +18,22 @@
 // from L1 may be. L1 values carry a small header so TTL/PTTL can tell the upstream's expiry from
 // the staleness bound:
 //
-//   stored value: [ 'n' | value ... ]                        no upstream expiry known
-//                 [ 'e' | 8-byte upstream expiry (ms) | value ... ]
+//   stored value: [ flags | 8-byte upstream expiry (ms)? | 4-byte epoch? | value ... ]
+//
+// flags: bit 0 an upstream expiry follows, bit 1 the entry is tracked (read on the invalidation
+// channel in --cache-mode=tracking; the epoch says on which channel connection). Losing the
+// channel starts a new epoch: every tracked entry stops being fresh at once, without a scan.
 //
 // Times: `now` is monotonic milliseconds (the cache's clock); `wall_ms` is Unix time in ms, used
 // only to convert EXAT/PXAT. Owned by the server, used on its thread only.
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "cache/lru_cache.hpp"
 #include "cache/write_journal.hpp"
@@ -47,11 +52,41 @@ struct tier_counters {
   std::uint64_t journaled = 0;      // writes accepted into the journal
   std::uint64_t rejected = 0;       // writes refused (journal full, or --fallback-writes=reject)
   std::uint64_t replayed = 0;       // journaled writes the upstream acknowledged after recovery
+  std::uint64_t stale_serves = 0;   // fallback reads answered with an entry no longer tracked
+  std::uint64_t pushed_invalidations = 0;  // invalidation messages received (tracking)
 };
 
 class cache_tier {
  public:
+  /// How L1 answers reads in normal operation (--cache-mode; `auto` resolves to one of these).
+  enum class cache_mode : std::uint8_t {
+    off,       // no L1
+    fallback,  // L1 answers only in fallback mode
+    ttl,       // hits for keys with a --cache-prefix, at most --cache-ttl old, no invalidation
+               // beyond writes through this sidecar
+    tracking,  // hits kept coherent by the upstream's CLIENT TRACKING invalidations
+  };
+  static cache_mode parse_mode(std::string_view m);
+  static std::string_view mode_name(cache_mode m);
+
   explicit cache_tier(const config& cfg);
+
+  cache_mode mode() const { return mode_; }
+  void set_mode(cache_mode m) { mode_ = m; }
+  /// True when `key` may be served as a hit (it has a --cache-prefix, or no prefixes are set).
+  bool key_cached(std::string_view key) const;
+  /// A GET hit in normal operation: the value when L1 may answer it (mode ttl or tracking, a
+  /// cached key, and in tracking mode an entry the channel protects now). Counts hit or miss.
+  std::optional<std::string_view> hit(int db, std::string_view key, cache::time_ms now);
+  /// A value read on the invalidation channel (tracking): fresh until invalidated or the channel
+  /// is lost.
+  void store_tracked(int db, std::string_view key, std::string_view value,
+                     std::int64_t upstream_expiry, cache::time_ms now);
+  /// An invalidation message for `key` / for everything (FLUSHALL, FLUSHDB).
+  void invalidated(int db, std::string_view key);
+  void flushed();
+  /// The invalidation channel was lost: tracked entries stop being fresh at once.
+  void channel_lost() { ++epoch_; }
 
   /// False with --cache-mode=off: nothing is stored, nothing is served.
   bool enabled() const { return enabled_; }
@@ -84,13 +119,17 @@ class cache_tier {
 
  private:
   struct set_options;
+  static constexpr unsigned char flag_expiry = 1;
+  static constexpr unsigned char flag_tracked = 2;
   struct stored {
     std::int64_t upstream_expiry = 0;  // 0: none known
     std::string_view value;
+    bool tracked_fresh = false;  // tracked, and the channel it was read on is still up
+    bool tracked_stale = false;  // tracked, but that channel was lost since
   };
 
   void store(int db, std::string_view key, std::string_view value, std::int64_t upstream_expiry,
-             cache::time_ms now);
+             cache::time_ms now, bool tracked = false);
   void invalidate(int db, std::string_view key);
   std::optional<stored> lookup(int db, std::string_view key, cache::time_ms now);
   bool journal_write(int db, std::string_view frame, std::string& out);
@@ -109,6 +148,9 @@ class cache_tier {
                           cache::time_ms now, std::string& out);
 
   bool enabled_;
+  cache_mode mode_;
+  std::vector<std::string> prefixes_;  // --cache-prefix, comma separated
+  std::uint32_t epoch_ = 0;            // the invalidation channel's connection number
   bool miss_is_error_;
   bool journal_writes_;
   std::int64_t ttl_ms_;

@@ -142,6 +142,7 @@ awaitable<void> connection::run(std::shared_ptr<connection> self) {
   state_ = state::closed;
   fail_pending(error_frame(errors::upstream_closed, last_error_));
   if (auto owner = owner_.lock()) owner->dedicated_lost(this);
+  if (auto w = watcher_.lock()) w->closed(this);
   raw_sink_.reset();
   (void)self;
 }
@@ -341,7 +342,10 @@ void connection::dispatch(std::string_view frame, bool push) {
     raw_sink_->deliver_raw(frame);
     return;
   }
-  if (push) return;  // no pushes are expected outside raw mode (no tracking, no subscriptions)
+  if (push) {  // outside raw mode only tracking invalidations push, to a watcher if any
+    if (auto w = watcher_.lock()) w->pushed(this, frame);
+    return;
+  }
   if (pending_.empty()) {
     stats_.count(error_kind::upstream_protocol);
     teardown("upstream sent a reply nobody asked for", false);

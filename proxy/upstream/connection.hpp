@@ -67,6 +67,8 @@ class connection : public std::enable_shared_from_this<connection> {
 
   /// The client session to tell when a dedicated connection is lost.
   void set_owner(std::weak_ptr<client_session> owner) { owner_ = std::move(owner); }
+  /// Receives pushes outside raw mode and the end of the connection.
+  void set_watcher(std::weak_ptr<connection_watcher> w) { watcher_ = std::move(w); }
   /// Quiet connections log nothing themselves (the health probe: its monitor logs transitions).
   void set_quiet(bool q) { quiet_ = q; }
   /// Drops the current stream (pending requests fail at once) and reconnects if it may.
@@ -126,6 +128,7 @@ class connection : public std::enable_shared_from_this<connection> {
   ring<pending_reply> pending_;
   std::shared_ptr<client_session> raw_sink_;
   std::weak_ptr<client_session> owner_;
+  std::weak_ptr<connection_watcher> watcher_;
   bool counted_ready_ = false;
   bool quiet_ = false;
 };

@@ -16,4 +16,16 @@ class reply_sink {
   virtual void deliver(std::uint64_t seq, std::string_view frame, std::uint8_t tag) = 0;
 };
 
+class connection;
+
+/// Whoever must hear about a connection's out-of-band events: RESP3 pushes that answer no request
+/// (CLIENT TRACKING invalidations) and the end of the connection. The near cache is one.
+class connection_watcher {
+ public:
+  virtual ~connection_watcher() = default;
+  virtual void pushed(connection* c, std::string_view frame) = 0;
+  /// The connection closed for good (it does not reconnect); its pending requests already failed.
+  virtual void closed(connection* c) = 0;
+};
+
 }  // namespace redis_sidecar

@@ -81,7 +81,10 @@ TEST_CASE("upstream killed and restarted: errors during the outage, then recover
 
 TEST_CASE("stalled upstream: --command-timeout-ms gives an error, then recovery", "[resilience]") {
   SIDECAR_ONLY();
-  proxied env({}, {"--command-timeout-ms", "500", "--connect-timeout-ms", "500"});
+  // Pass-through behaviour: no L1 (the near cache would answer GET k from memory, and fallback
+  // would answer it after a second; both have tests of their own).
+  proxied env({}, {"--command-timeout-ms", "500", "--connect-timeout-ms", "500",
+                   "--cache-mode=off"});
   auto c = env.client();
   REQUIRE(set_and_get(c.get(), "k", "kept"));
 
