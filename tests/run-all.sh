@@ -5,6 +5,7 @@
 #   2. build-ci:   RelWithDebInfo, -Werror; ctest (unit, integration, node client tests)
 #   3. build-asan: Debug with ASan + UBSan; ctest again, sanitizer errors abort
 #   4. fuzzers:    tests/fuzz/run.sh, 20 s per target
+#   5. packaging:  tests/packaging/run.sh (Helm chart checks; Docker image built and run with podman)
 #
 # Every stage runs even when an earlier one failed (a failed build only fails the tests that need
 # it). The last line is "N passed, N failed" over all stages; the exit status is non-zero when
@@ -149,6 +150,23 @@ else
   else
     record "fuzzers" 0 1 $((SECONDS - t0))
   fi
+fi
+
+# --- packaging ----------------------------------------------------------------------------------
+# Dockerfile (built with buildah, run with podman) and the Helm chart (lint, schema, manifests
+# validated offline, rendered args accepted by the binary's --check-config). The host binary is the
+# one the release stage built, when it exists.
+banner "packaging (Dockerfile, Helm chart)"
+t0=$SECONDS
+if [[ -x $root/build-ci/proxy/redis-sidecar ]]; then
+  export REDIS_SIDECAR_BINARY=$root/build-ci/proxy/redis-sidecar
+fi
+run_checked bash tests/packaging/run.sh
+unset REDIS_SIDECAR_BINARY
+if ((last_rc == 0)); then
+  record "packaging" 1 0 $((SECONDS - t0))
+else
+  record "packaging" 0 1 $((SECONDS - t0))
 fi
 
 # --- summary ------------------------------------------------------------------------------------

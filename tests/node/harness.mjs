@@ -157,7 +157,9 @@ async function startSidecar(upstreamUrl, extraArgs) {
   const binary = process.env.REDIS_SIDECAR_BINARY;
   for (let attempt = 0; ; attempt++) {
     const port = await freePort();
-    const args = ['--listen', `${host}:${port}`, '--upstream', upstreamUrl, ...extraArgs];
+    // Metrics on an ephemeral port: the default (0.0.0.0:9379) would collide between tests.
+    const args = ['--listen', `${host}:${port}`, '--upstream', upstreamUrl,
+      '--metrics-listen', '127.0.0.1:0', ...extraArgs];
     const child = new Child('redis-sidecar', binary, args, {});
     try {
       await child.waitReady(port, 'PING', '+PONG');
