@@ -296,9 +296,7 @@ std::optional<client_session::outcome> client_session::near_get(std::string_view
     return std::nullopt;
   const int db = effective_db();
   if (const auto v = tier.hit(db, key, mono_ms(batch_now_))) {
-    std::string r;
-    resp::append_bulk(r, *v);
-    reply(r);
+    reply_bulk(*v);
     answered_by_ = metrics::source::cache;
     return outcome::next;
   }
@@ -668,6 +666,21 @@ void client_session::reply(std::string_view bytes) {
     return;
   }
   slots_.push_back(slot{true, std::string(bytes), {}, 0});
+  ++next_seq_;
+}
+
+// A bulk string reply (L1 hits): straight into the output when nothing is in flight, so a hit
+// costs no allocation.
+void client_session::reply_bulk(std::string_view value) {
+  answered_here_ = true;
+  if (slots_.empty()) {
+    resp::append_bulk(out_, value);
+    notify_writer();
+    return;
+  }
+  slot s{true, {}, {}, 0};
+  resp::append_bulk(s.data, value);
+  slots_.push_back(std::move(s));
   ++next_seq_;
 }
 

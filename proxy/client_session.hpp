@@ -114,6 +114,7 @@ class client_session : public reply_sink, public std::enable_shared_from_this<cl
   outcome enter_raw(std::string_view frame);
 
   void reply(std::string_view bytes);  // a local reply, in order
+  void reply_bulk(std::string_view value);
   void reply_error(std::string_view message);
   void reply_simple(std::string_view s);
   void apply_tag(std::string_view frame, std::uint8_t t);
