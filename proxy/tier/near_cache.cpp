@@ -151,6 +151,11 @@ void near_cache::deliver(std::uint64_t seq, std::string_view frame, std::uint8_t
     return;
   }
   const auto& value = v->elements[1];
+  if (value.type == resp::value::kind::error) {  // WRONGTYPE: the key holds no string
+    const std::string e = "-" + value.str + "\r\n";
+    for (auto& w : f.waiters) w.sink->deliver(w.seq, e, 0);
+    return;
+  }
   const bool found = value.type == resp::value::kind::bulk_string;
   if (found && !f.invalidated && ready_) {
     const std::int64_t pttl = v->elements[0].integer;

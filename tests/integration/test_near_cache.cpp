@@ -225,6 +225,10 @@ TEST_CASE("single flight: 100 concurrent misses on one key make one upstream rea
   const std::string stats = str(up.get(), {"INFO", "commandstats"});
   INFO(stats);
   CHECK(stats.find("cmdstat_get:calls=1,") != std::string::npos);
+  // A key of another type: the upstream's error, not a nil.
+  REQUIRE(integer(up.get(), {"LPUSH", "list", "x"}) == 1);
+  CHECK(error_of(clients[0].get(), {"GET", "list"}).rfind("WRONGTYPE", 0) == 0);
+  CHECK(is_nil(clients[0].get(), {"GET", "missing"}));
 }
 
 }  // namespace redis_sidecar::test
