@@ -26,6 +26,8 @@
 #include <filesystem>
 #include <fstream>
 #include <mutex>
+#include <random>
+#include <set>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
@@ -253,20 +255,32 @@ const tls_files& test_certificates() {
   return store.files;
 }
 
+// Ports come from 20000-31999 at random, below Linux's ephemeral range (32768-60999): the kernel
+// hands those to outgoing connections and to bind(0) in every process, so two test processes
+// asking it for a "free" port at the same moment can be given the same one. A port is returned
+// once per process, and only if it binds now.
 std::uint16_t free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) harness_error("socket failed");
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof addr;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+  static std::mutex mu;
+  static std::set<std::uint16_t> given;
+  static std::minstd_rand rng(static_cast<unsigned>(::getpid()) ^
+                              static_cast<unsigned>(clock_type::now().time_since_epoch().count()));
+  std::lock_guard lock(mu);
+  for (int attempt = 0; attempt < 1000; ++attempt) {
+    const auto port = static_cast<std::uint16_t>(20000 + rng() % 12000);
+    if (given.count(port) != 0) continue;
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) harness_error("socket failed");
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = htons(port);
+    const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
     ::close(fd);
-    harness_error("cannot bind a loopback port");
+    if (!ok) continue;
+    given.insert(port);
+    return port;
   }
-  ::close(fd);
-  return ntohs(addr.sin_port);
+  harness_error("cannot find a free loopback port");
 }
 
 // ---------------------------------------------------------------------------------------------
