@@ -1,6 +1,8 @@
 #include "proxy/tier/upstream_monitor.hpp"
 
+#include <algorithm>
 #include <array>
+#include <random>
 
 #include "proxy/log.hpp"
 #include "proxy/resp/writer.hpp"
@@ -67,7 +69,10 @@ awaitable<void> upstream_monitor::run(std::shared_ptr<upstream_monitor> self) {
       failure("upstream command timeout");
     }
     if (fsm_.on_tick(now)) transitioned();
-    if (!probe_outstanding_) probe();
+    if (!probe_outstanding_ && now >= next_probe_at_) {
+      probe();
+      next_probe_at_ = now + next_delay().count();
+    }
     tier_.l1().expire_some(now, 200);
     if (on_change_) on_change_();
     timer_.expires_after(std::chrono::milliseconds(cfg_.health_probe_interval_ms));
@@ -84,6 +89,7 @@ void upstream_monitor::probe() {
   probe_sent_ = clock::now();
   const auto deadline = probe_sent_ + std::chrono::milliseconds(cfg_.health_probe_timeout_ms);
   if (!probe_conn_->submit(ping, pending_reply{shared_from_this(), 0, deadline, tag_probe})) {
+    ++failed_probes_;
     failure(probe_conn_->last_error().empty() ? "upstream unavailable" : probe_conn_->last_error());
     probe_conn_.reset();
     return;
@@ -103,12 +109,14 @@ void upstream_monitor::deliver(std::uint64_t seq, std::string_view frame, std::u
       if (cause.find("command timeout") != std::string::npos)
         cause = "no reply to the health probe within " +
                 std::to_string(cfg_.health_probe_timeout_ms) + " ms";
+      ++failed_probes_;
       failure(std::move(cause));
       if (probe_conn_) probe_conn_->close();
       probe_conn_.reset();
       return;
     }
     const double ms = std::chrono::duration<double, std::milli>(clock::now() - probe_sent_).count();
+    failed_probes_ = 0;
     if (fsm_.on_probe_ok(now_ms(), ms)) transitioned();
     return;
   }
@@ -133,6 +141,20 @@ void upstream_monitor::deliver(std::uint64_t seq, std::string_view frame, std::u
   journal.pop_front();
   --replay_outstanding_;
   replay_some();
+}
+
+// The probe period: --health-probe-interval-ms while probes succeed; after failures it backs off
+// exponentially up to 2 s (never below the interval), with equal jitter, so a fleet of sidecars
+// does not hammer an upstream that is coming back, in lockstep.
+std::chrono::milliseconds upstream_monitor::next_delay() {
+  const std::uint64_t base = cfg_.health_probe_interval_ms;
+  if (failed_probes_ == 0) return std::chrono::milliseconds(base);
+  const std::uint64_t cap = std::max<std::uint64_t>(base, 2000);
+  const unsigned shift = failed_probes_ > 16 ? 16 : failed_probes_;
+  const std::uint64_t ms = std::min<std::uint64_t>(base << shift, cap);
+  const std::uint64_t half = ms / 2;
+  thread_local std::minstd_rand rng{std::random_device{}()};
+  return std::chrono::milliseconds(std::max<std::uint64_t>(base, half + rng() % (half + 1)));
 }
 
 void upstream_monitor::failure(std::string cause) {

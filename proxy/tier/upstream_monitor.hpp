@@ -54,6 +54,7 @@ class upstream_monitor : public reply_sink, public std::enable_shared_from_this<
   void replay_failed(std::string cause);
   std::shared_ptr<connection> open_connection();
   static std::int64_t now_ms();
+  std::chrono::milliseconds next_delay();
 
   asio::any_io_executor ex_;
   const config& cfg_;
@@ -71,6 +72,8 @@ class upstream_monitor : public reply_sink, public std::enable_shared_from_this<
   bool probe_outstanding_ = false;
   std::chrono::steady_clock::time_point probe_sent_;
   std::uint64_t timeouts_seen_ = 0;
+  unsigned failed_probes_ = 0;      // in a row, for the probe's backoff
+  std::int64_t next_probe_at_ = 0;  // monotonic ms
 
   std::shared_ptr<connection> replay_conn_;
   std::size_t replay_outstanding_ = 0;  // journal records sent, not yet acknowledged
