@@ -150,7 +150,13 @@ const option* find_option(std::string_view name) {
   return nullptr;
 }
 
-std::string quoted(std::string_view value) { return "'" + mask_url(value) + "'"; }
+// Built by appending: GCC 12 at -O3 warns (-Wrestrict, a known false positive) on "'" + string.
+std::string quoted(std::string_view value) {
+  std::string out = "'";
+  out += mask_url(value);
+  out += '\'';
+  return out;
+}
 
 std::optional<bool> parse_bool(std::string_view v) {
   const auto s = lowercase(v);
