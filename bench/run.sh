@@ -1,127 +1,120 @@
 #!/usr/bin/env bash
-# Throughput and latency of redis-sidecar next to the alternatives, all in front of one local Redis:
+# The performance benchmark of issue 7, in one command: redis-sidecar next to the alternatives, all
+# in front of one Redis 7 on this machine, measured side by side in one run.
 #
 #   direct        redis-benchmark -> Redis (plaintext)
-#   direct-tls    redis-benchmark -> Redis (TLS)                      <- the baseline for ratios
+#   direct-tls    redis-benchmark -> Redis (TLS)                       <- the baseline for ratios
 #   stunnel       redis-benchmark -> stunnel4 (client mode) -> Redis (TLS)
 #   nutcracker    redis-benchmark -> nutcracker (twemproxy) -> Redis (plaintext)
-#   sidecar       redis-benchmark -> redis-sidecar -> Redis (TLS)
+#   sidecar       redis-benchmark -> redis-sidecar -> Redis (TLS)        (pass-through:
+#                 --cache-mode=fallback, so L1 is filled from replies but never answers)
+#   sidecar-l1    redis-benchmark -> redis-sidecar serving L1 hits       (--cache-mode=ttl)
 #
-# Each round runs every target once per pipeline depth (-P 1, -P 16), so slow drifts of the machine
-# hit all targets alike; the table shows medians over the rounds. Then a single-connection GET
-# latency run (-c 1 -P 1) compares direct TLS, stunnel and the sidecar. Finally it checks, with
-# INFO commandstats on Redis, that the sidecar's GETs really reached Redis.
+# Sections (arguments; default: all of them, in this order):
+#   throughput   GET and SET, -c 50 -r 100000 -d 64, -P 1 and -P 16, every target, interleaved
+#                over ROUNDS rounds; medians, spread, p50/p99, CPU per request, every ratio and
+#                target of the issue; INFO commandstats proves pass-through requests reached Redis
+#   latency      GET at -c 1 -P 1 against direct-tls, stunnel, sidecar, sidecar-l1: added latency
+#   memory       idle RSS of a sidecar; RSS per L1 entry after 1,000,000 SETs through a sidecar
+#                (16-byte keys, 64-byte values); the cache module's own cache_memory_bench
+#   connections  1,000 app connections doing GET/SET through one sidecar: upstream connections
+#   remote       throughput + latency again inside a network namespace whose Redis ports are
+#                delayed by RTT_US (../shared/bench-tools/remote-upstream.sh, NFQUEUE delayer)
 #
-# Usage: bench/run.sh            (env: N requests per test and run, default 100000;
-#                                       ROUNDS, default 3; LATENCY_N, default N/5;
-#                                       REDIS_SIDECAR_BINARY, default ./build/proxy/redis-sidecar;
-#                                       KEEP_WORK=1 keeps the temp dir with certs and logs)
-# Needs: redis-server, redis-benchmark, redis-cli (7.x), stunnel4, nutcracker, openssl; installed
-# with apt-get when missing (as root). Everything runs on 127.0.0.1 on free ports.
+# Environment: N (requests per run, default 100000), ROUNDS (default 5), LATENCY_N (default
+# N/5), MEM_ENTRIES (default 1000000), CONNS (default 1000), RTT_US (default 800: with the
+# delayer's own ~0.2 ms this gives ~1 ms), REMOTE_ROUNDS (default ROUNDS), REDIS_SIDECAR_BINARY
+# (default build-rel/ or build/, else built), KEEP_WORK=1 keeps the temp dir.
+# Quick run: QUICK=1 (ROUNDS=1, N=20000, MEM_ENTRIES=200000).
+#
+# Installs what is missing with apt-get (root), picks free loopback ports, stops every process it
+# started on exit. Exit status non-zero only when a run fails or a correctness check fails; the
+# targets are reported, never asserted.
 set -euo pipefail
 
-N=${N:-100000}
-ROUNDS=${ROUNDS:-3}
-LATENCY_N=${LATENCY_N:-$((N / 5))}
-CLIENTS=50
 cd "$(dirname "$0")/.."
 repo=$(pwd)
+# shellcheck source=bench/lib.sh
+source "$repo/bench/lib.sh"
 
-log() { printf '== %s\n' "$*" >&2; }
-die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
-
-# --- dependencies ------------------------------------------------------------------------------
-missing=()
-for pair in redis-server:redis-server redis-benchmark:redis-tools redis-cli:redis-tools \
-            stunnel4:stunnel4 nutcracker:nutcracker openssl:openssl; do
-  command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
-done
-if ((${#missing[@]})); then
-  [[ $(id -u) -eq 0 ]] || die "missing ${missing[*]}: run as root or apt-get install them"
-  log "installing ${missing[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+if [[ -n ${QUICK:-} ]]; then
+  : "${ROUNDS:=1}" "${N:=20000}" "${MEM_ENTRIES:=200000}"
 fi
-# Debian installs nutcracker in /usr/sbin, which a non-login shell may not have on PATH.
+N=${N:-100000}
+ROUNDS=${ROUNDS:-5}
+LATENCY_N=${LATENCY_N:-$((N / 5))}
+MEM_ENTRIES=${MEM_ENTRIES:-1000000}
+CONNS=${CONNS:-1000}
+RTT_US=${RTT_US:-800}
+REMOTE_ROUNDS=${REMOTE_ROUNDS:-$ROUNDS}
+CLIENTS=50
+KEYS=100000
+inner=${BENCH_REMOTE_INNER:-}  # set when this is the run inside the delayed namespace
+
+sections=("$@")
+((${#sections[@]})) || sections=(throughput latency memory connections remote)
+wants() { [[ " ${sections[*]} " == *" $1 "* ]]; }
+
+ensure_commands redis-server:redis-server redis-benchmark:redis-tools redis-cli:redis-tools \
+  stunnel4:stunnel4 nutcracker:nutcracker openssl:openssl curl:curl
+wants remote && ensure_commands iptables:iptables cc:gcc
 nutcracker_bin=$(command -v nutcracker || echo /usr/sbin/nutcracker)
+sidecar_bin=$(find_sidecar "$repo")
+ulimit -n 65536 2>/dev/null || ulimit -n 4096 2>/dev/null || true
 
-sidecar_bin=${REDIS_SIDECAR_BINARY:-$repo/build/proxy/redis-sidecar}
-if [[ ! -x $sidecar_bin ]]; then
-  [[ -z ${REDIS_SIDECAR_BINARY:-} ]] || die "REDIS_SIDECAR_BINARY=$sidecar_bin is not executable"
-  log "building redis-sidecar (Release) in ./build"
-  cmake -S "$repo" -B "$repo/build" -DCMAKE_BUILD_TYPE=Release -DREDIS_SIDECAR_TESTS=OFF >/dev/null
-  cmake --build "$repo/build" --target redis-sidecar -j"$(nproc)" >/dev/null
-fi
-
-# --- processes and cleanup ---------------------------------------------------------------------
 work=$(mktemp -d /tmp/sidecar-bench.XXXXXX)
-pids=()
+netns=""
 cleanup() {
-  local pid
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  cleanup_processes
+  if [[ -n $netns ]]; then
+    NETNS=$netns "$repo/../shared/bench-tools/remote-upstream.sh" teardown >/dev/null 2>&1 || true
+  fi
   [[ -n ${KEEP_WORK:-} ]] || rm -rf "$work"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# A loopback port nothing listens on (and that this script has not handed out yet), below the
-# kernel's ephemeral range so that no outgoing connection holds it either.
-read -r ephemeral_lo _ </proc/sys/net/ipv4/ip_local_port_range || ephemeral_lo=32768
-((ephemeral_lo > 12000)) || ephemeral_lo=32768
-taken=" "
-free_port() {
-  local p
-  while :; do
-    p=$((10000 + RANDOM % (ephemeral_lo - 10000)))
-    [[ $taken == *" $p "* ]] && continue
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-      taken+="$p "
-      echo "$p"
-      return
-    fi
-  done
-}
+pass_flags=(--cache-mode=fallback)
+l1_flags=()
+l1_available=0
+if "$sidecar_bin" --help 2>/dev/null | grep -q -- '--cache-prefix'; then
+  l1_available=1
+  l1_flags=(--cache-mode=ttl --cache-prefix=key: --cache-ttl=1h --cache-max-bytes=256mb)
+fi
 
-# Waits until redis-cli gets PONG through `$@` (connection arguments), or fails after 10 s.
-wait_pong() {
-  local i
-  for i in $(seq 1 200); do
-    [[ $(redis-cli "$@" PING 2>/dev/null) == PONG ]] && return 0
-    sleep 0.05
-  done
-  tail -n 5 "$work"/*.log >&2 || true
-  die "no PONG from redis-cli $*"
-}
+if [[ -z $inner ]]; then
+  printf '# redis-sidecar benchmark, %s\n' "$(date -u '+%Y-%m-%d %H:%M UTC')"
+  printf '# machine: %s, %s cores, %s; load average at start: %s\n' "$(uname -r)" "$(nproc)" \
+    "$(awk -F: '/model name/ { sub(/^ +/, "", $2); print $2; exit }' /proc/cpuinfo)" \
+    "$(cut -d' ' -f1-3 /proc/loadavg)"
+  printf '# binary: %s\n' "$sidecar_bin"
+  printf '# redis-server %s, stunnel4 %s, nutcracker %s\n' \
+    "$(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p')" \
+    "$(stunnel4 -version 2>&1 | awk '/^stunnel/ { print $2; exit }')" \
+    "$("$nutcracker_bin" --version 2>&1 | awk '{ print $NF; exit }')"
+fi
 
+# --- the shared set-up: Redis, peers, sidecars ---------------------------------------------------
 log "certificates"
-(
-  cd "$work"
-  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=bench-ca \
-    -keyout ca.key -out ca.crt 2>/dev/null
-  openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout server.key -out server.csr 2>/dev/null
-  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >san.ext
-  openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
-    -extfile san.ext -out server.crt 2>/dev/null
-)
+make_certs "$work"
+if [[ -n $inner ]]; then  # the namespace's delayed ports, from remote-upstream.sh
+  redis_port=$REDIS_PORT
+  redis_tls_port=$REDIS_TLS_PORT
+else
+  redis_port=$(free_port)
+  redis_tls_port=$(free_port)
+fi
+taken_ports+="$redis_port $redis_tls_port "
 
-redis_port=$(free_port)
-redis_tls_port=$(free_port)
-stunnel_port=$(free_port)
-nutcracker_port=$(free_port)
-nutcracker_stats_port=$(free_port)
-sidecar_port=$(free_port)
+setup_targets() {
+  log "redis-server on $redis_port (TLS $redis_tls_port)"
+  start_redis "$redis_port" "$redis_tls_port" redis
+  redis_pid=$last_pid
+  log "filling Redis with $KEYS keys"
+  resp_sets 0 "$KEYS" | redis-cli -p "$redis_port" --pipe >/dev/null
 
-log "redis-server on $redis_port (TLS $redis_tls_port)"
-redis-server --port "$redis_port" --tls-port "$redis_tls_port" --bind 127.0.0.1 \
-  --tls-cert-file "$work/server.crt" --tls-key-file "$work/server.key" \
-  --tls-ca-cert-file "$work/ca.crt" --tls-auth-clients no \
-  --save '' --appendonly no --dir "$work" --logfile "$work/redis.log" &
-pids+=($!)
-wait_pong -p "$redis_port"
-
-log "stunnel4 (client mode) on $stunnel_port"
-cat >"$work/stunnel.conf" <<EOF
+  stunnel_port=$(free_port)
+  cat >"$work/stunnel.conf" <<EOF
 foreground = yes
 pid =
 debug = 3
@@ -134,12 +127,13 @@ CAfile = $work/ca.crt
 verifyChain = yes
 checkIP = 127.0.0.1
 EOF
-stunnel4 "$work/stunnel.conf" &
-pids+=($!)
-wait_pong -p "$stunnel_port"
+  log "stunnel4 on $stunnel_port"
+  spawn stunnel4 "$work/stunnel.conf"
+  stunnel_pid=$last_pid
+  wait_pong -p "$stunnel_port"
 
-log "nutcracker on $nutcracker_port"
-cat >"$work/nutcracker.yml" <<EOF
+  nutcracker_port=$(free_port)
+  cat >"$work/nutcracker.yml" <<EOF
 bench:
   listen: 127.0.0.1:$nutcracker_port
   hash: fnv1a_64
@@ -151,19 +145,32 @@ bench:
   servers:
     - 127.0.0.1:$redis_port:1
 EOF
-"$nutcracker_bin" -c "$work/nutcracker.yml" -s "$nutcracker_stats_port" -a 127.0.0.1 \
-  -o "$work/nutcracker.log" &
-pids+=($!)
-wait_pong -p "$nutcracker_port"
+  log "nutcracker on $nutcracker_port"
+  spawn "$nutcracker_bin" -c "$work/nutcracker.yml" -s "$(free_port)" -a 127.0.0.1 \
+    -o "$work/nutcracker.log"
+  nutcracker_pid=$last_pid
+  wait_pong -p "$nutcracker_port"
 
-log "redis-sidecar on $sidecar_port ($sidecar_bin)"
-"$sidecar_bin" --listen "127.0.0.1:$sidecar_port" --upstream "rediss://127.0.0.1:$redis_tls_port" \
-  --tls-ca-file "$work/ca.crt" --log-level warn 2>"$work/sidecar.log" &
-pids+=($!)
-wait_pong -p "$sidecar_port"
+  sidecar_port=$(free_port)
+  sidecar_mport=$(free_port)
+  # Pass-through: L1 is filled from replies (as always) but answers nothing while Redis is up.
+  log "redis-sidecar (pass-through: ${pass_flags[*]}) on $sidecar_port"
+  start_sidecar sidecar "$sidecar_port" "$sidecar_mport" "$redis_tls_port" "${pass_flags[@]}"
+  sidecar_pid=$last_pid
 
-# --- runs --------------------------------------------------------------------------------------
-targets=(direct direct-tls stunnel nutcracker sidecar)
+  targets=(direct direct-tls stunnel nutcracker sidecar)
+  if ((l1_available)); then
+    l1_port=$(free_port)
+    l1_mport=$(free_port)
+    log "redis-sidecar (L1 hits: ${l1_flags[*]}) on $l1_port"
+    start_sidecar sidecar-l1 "$l1_port" "$l1_mport" "$redis_tls_port" "${l1_flags[@]}"
+    l1_pid=$last_pid
+    # Warm L1 with every key redis-benchmark -r will ask for, through the sidecar itself.
+    resp_sets 0 "$KEYS" | redis-cli -p "$l1_port" --pipe >/dev/null
+    targets+=(sidecar-l1)
+  fi
+}
+
 target_args() {
   case $1 in
     direct) echo "-p $redis_port" ;;
@@ -171,125 +178,219 @@ target_args() {
     stunnel) echo "-p $stunnel_port" ;;
     nutcracker) echo "-p $nutcracker_port" ;;
     sidecar) echo "-p $sidecar_port" ;;
+    sidecar-l1) echo "-p $l1_port" ;;
+  esac
+}
+proxy_pid() {
+  case $1 in
+    stunnel) echo "$stunnel_pid" ;;
+    nutcracker) echo "$nutcracker_pid" ;;
+    sidecar) echo "$sidecar_pid" ;;
+    sidecar-l1) echo "$l1_pid" ;;
+    *) echo "" ;;
   esac
 }
 
-get_calls() {
-  redis-cli -p "$redis_port" INFO commandstats | tr -d '\r' |
-    sed -n 's/^cmdstat_get:calls=\([0-9]*\),.*/\1/p' | grep . || echo 0
-}
-
-results=$work/results.csv   # target,pipeline,test,rps,p50_ms,p99_ms
+results=$work/results.csv  # target,pipeline,test,rps,p50_ms,p99_ms,proxy_cpu_us,redis_cpu_us
 : >"$results"
-sidecar_gets_sent=0
-sidecar_gets_seen=0
+declare -A sent=() seen=()  # requests sent through a sidecar / calls Redis counted meanwhile
 
-# Runs redis-benchmark against target $1 with the remaining arguments; appends to $results.
+# bench TARGET PIPELINE TEST LABEL ARGS...: one redis-benchmark run of one test; appends a line.
 bench() {
-  local target=$1 pipeline=$2
-  shift 2
-  local before=0 after out
-  [[ $target == sidecar ]] && before=$(get_calls)
+  local target=$1 pipeline=$2 test=$3 label=$4
+  shift 4
+  local cmd=${test,,} ppid before after out line p0=0 p1=0 r0 r1 reqs
+  ppid=$(proxy_pid "$target")
+  before=$(cmdstat "$redis_port" "$cmd")
+  r0=$(cpu_ticks "$redis_pid")
+  [[ -n $ppid ]] && p0=$(cpu_ticks "$ppid")
   # shellcheck disable=SC2046  # target_args is a list of words on purpose
-  if ! out=$(redis-benchmark -h 127.0.0.1 $(target_args "$target") -P "$pipeline" --csv "$@" 2>&1); then
+  if ! out=$(redis-benchmark -h 127.0.0.1 $(target_args "$target") -P "$pipeline" -t "$cmd" \
+    -r "$KEYS" -d 64 --csv "$@" 2>&1); then
     die "redis-benchmark against $target failed: $out"
   fi
-  if [[ $target == sidecar ]]; then
-    after=$(get_calls)
-    sidecar_gets_seen=$((sidecar_gets_seen + after - before))
+  r1=$(cpu_ticks "$redis_pid")
+  [[ -n $ppid ]] && p1=$(cpu_ticks "$ppid")
+  after=$(cmdstat "$redis_port" "$cmd")
+  reqs=$(printf '%s\n' "$@" | awk 'p { print; exit } $0 == "-n" { p = 1 }')
+  if [[ $target == sidecar* ]]; then
+    sent[$target,$cmd]=$((${sent[$target,$cmd]:-0} + reqs))
+    seen[$target,$cmd]=$((${seen[$target,$cmd]:-0} + after - before))
   fi
   # "GET","rps","avg","min","p50","p95","p99","max"
-  printf '%s\n' "$out" | tr -d '"\r' | awk -F, -v t="$target" -v p="$pipeline" -v tag="$TAG" \
-    '$1 == "SET" || $1 == "GET" { print t "," p "," tag $1 "," $2 "," $5 "," $7 }' >>"$results"
-  local got
-  got=$(printf '%s\n' "$out" | grep -c '^"\(GET\|SET\)"' || true)
-  [[ $got -ge 1 ]] || die "no results from redis-benchmark against $target: $out"
+  line=$(printf '%s\n' "$out" | tr -d '"\r' | awk -F, -v t="$target" -v p="$pipeline" -v l="$label" \
+    -v pc="$(((p1 - p0) * 1000000 / clk_tck))" -v rc="$(((r1 - r0) * 1000000 / clk_tck))" -v n="$reqs" \
+    '$1 == "SET" || $1 == "GET" { printf "%s,%s,%s,%s,%s,%s,%.2f,%.2f\n", t, p, l, $2, $5, $7, pc / n, rc / n }')
+  [[ -n $line ]] || die "no result from redis-benchmark against $target: $out"
+  printf '%s\n' "$line" >>"$results"
 }
 
-TAG=""
-for round in $(seq 1 "$ROUNDS"); do
-  for pipeline in 1 16; do
-    for target in "${targets[@]}"; do
-      log "round $round/$ROUNDS  -P $pipeline  $target"
-      bench "$target" "$pipeline" -t get,set -c "$CLIENTS" -r 100000 -d 64 -n "$N"
-      [[ $target == sidecar ]] && sidecar_gets_sent=$((sidecar_gets_sent + N))
+run_throughput() {
+  local rounds=$1 round pipeline target test
+  for round in $(seq 1 "$rounds"); do
+    for pipeline in 1 16; do
+      for target in "${targets[@]}"; do
+        for test in SET GET; do
+          log "round $round/$rounds  -P $pipeline  $target $test"
+          bench "$target" "$pipeline" "$test" "$test" -c "$CLIENTS" -n "$N"
+        done
+      done
     done
   done
-done
+}
 
-TAG="c1-"
-for round in $(seq 1 "$ROUNDS"); do
-  for target in direct-tls stunnel sidecar; do
-    log "round $round/$ROUNDS  -c 1 -P 1 GET  $target"
-    bench "$target" 1 -t get -c 1 -r 100000 -d 64 -n "$LATENCY_N"
-    [[ $target == sidecar ]] && sidecar_gets_sent=$((sidecar_gets_sent + LATENCY_N))
+run_latency() {
+  local rounds=$1 round target
+  for round in $(seq 1 "$rounds"); do
+    for target in direct-tls stunnel sidecar ${l1_port:+sidecar-l1}; do
+      log "round $round/$rounds  -c 1 -P 1 GET  $target"
+      bench "$target" 1 GET c1-GET -c 1 -n "$LATENCY_N"
+    done
   done
-done
+}
 
-# --- report ------------------------------------------------------------------------------------
-# Median over rounds of rps, p50 and p99 per (target, pipeline, test); spread = (max-min)/median.
-summary=$work/summary.csv
-awk -F, '
-  function median(list,   a, n, i, j, x) {
-    n = split(list, a, " ")
-    for (i = 2; i <= n; i++) { x = a[i]; for (j = i - 1; j >= 1 && a[j] + 0 > x + 0; j--) a[j + 1] = a[j]; a[j + 1] = x }
-    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-  }
-  function lo(list,   a, n, i, m) { n = split(list, a, " "); m = a[1]; for (i = 2; i <= n; i++) if (a[i] + 0 < m + 0) m = a[i]; return m }
-  function hi(list,   a, n, i, m) { n = split(list, a, " "); m = a[1]; for (i = 2; i <= n; i++) if (a[i] + 0 > m + 0) m = a[i]; return m }
-  {
-    k = $1 "," $2 "," $3
-    if (!(k in rps)) order[++nk] = k
-    rps[k] = rps[k] " " $4; p50[k] = p50[k] " " $5; p99[k] = p99[k] " " $6
-  }
-  END {
-    for (i = 1; i <= nk; i++) {
-      k = order[i]; m = median(rps[k])
-      printf "%s,%.0f,%.1f,%.3f,%.3f\n", k, m, (m > 0 ? (hi(rps[k]) - lo(rps[k])) * 100 / m : 0), median(p50[k]), median(p99[k])
-    }
-  }' "$results" >"$summary"
+# The requests that went through each sidecar, and what Redis counted meanwhile.
+check_forwarded() {
+  local key target cmd
+  printf '\ncommandstats check (INFO commandstats on Redis, before and after each sidecar run)\n'
+  for key in "${!sent[@]}"; do
+    target=${key%,*}
+    cmd=${key#*,}
+    printf '  %-10s %-3s sent %9s   Redis counted %9s\n' "$target" "$cmd" "${sent[$key]}" "${seen[$key]}"
+  done | sort
+  for key in "${!sent[@]}"; do
+    [[ $key == sidecar,* ]] || continue
+    ((${seen[$key]} >= ${sent[$key]})) ||
+      die "Redis counted fewer ${key#*,} calls than were sent through the pass-through sidecar"
+  done
+  printf '  check passed: every request sent through the pass-through sidecar reached Redis\n'
+  if [[ -n ${sent[sidecar-l1,get]:-} ]]; then
+    printf '  sidecar-l1: %s of %s GETs answered from L1 without reaching Redis\n' \
+      "$((${sent[sidecar-l1,get]} - ${seen[sidecar-l1,get]}))" "${sent[sidecar-l1,get]}"
+  fi
+  if grep -q -i 'sanitizer\|runtime error' "$work"/sidecar*.log; then
+    cat "$work"/sidecar*.log >&2
+    die "a sidecar log has a sanitizer report"
+  fi
+}
 
-printf '\nredis-benchmark: -c %s -r 100000 -d 64 -n %s per test, %s rounds, medians over rounds\n' \
-  "$CLIENTS" "$N" "$ROUNDS"
-printf 'spread = (max - min) / median of ops/s over the rounds; vs tls = ops/s / direct-tls ops/s\n\n'
-awk -F, '
-  { key[NR] = $0; rps[$1 "," $2 "," $3] = $4 }
-  END {
-    printf "%-11s %3s %-5s %11s %7s %9s %9s %8s\n", "target", "-P", "test", "ops/s", "spread", "p50 ms", "p99 ms", "vs tls"
-    for (pass = 1; pass <= 2; pass++)
-      for (i = 1; i <= NR; i++) {
-        split(key[i], f, ",")
-        if (f[3] ~ /^c1-/) continue
-        if ((pass == 1) != (f[3] == "SET")) continue
-        base = rps["direct-tls," f[2] "," f[3]]
-        printf "%-11s %3s %-5s %11s %6s%% %9s %9s %7.2fx\n", f[1], f[2], f[3], f[4], f[5], f[6], f[7], (base > 0 ? f[4] / base : 0)
-      }
-    printf "\nsidecar compared with the other proxies (ops/s ratio, >1 means the sidecar is faster)\n"
-    for (i = 1; i <= NR; i++) {
-      split(key[i], f, ",")
-      if (f[1] != "sidecar" || f[3] ~ /^c1-/) continue
-      s = rps["stunnel," f[2] "," f[3]]; n = rps["nutcracker," f[2] "," f[3]]
-      printf "  -P %-2s %-4s  sidecar/stunnel %.2fx   sidecar/nutcracker %.2fx\n", f[2], f[3], (s > 0 ? f[4] / s : 0), (n > 0 ? f[4] / n : 0)
-    }
-    printf "\nsingle connection GET latency (-c 1 -P 1, -n %s): median p50 / p99 in microseconds\n", latency_n
-    for (i = 1; i <= NR; i++) {
-      split(key[i], f, ",")
-      if (f[3] != "c1-GET") continue
-      p50[f[1]] = f[6] * 1000; p99[f[1]] = f[7] * 1000
-      printf "  %-11s p50 %6.0f us   p99 %6.0f us   (%s ops/s)\n", f[1], p50[f[1]], p99[f[1]], f[4]
-    }
-    printf "  added by the sidecar over direct TLS: p50 %+.0f us, p99 %+.0f us\n", p50["sidecar"] - p50["direct-tls"], p99["sidecar"] - p99["direct-tls"]
-    printf "  added by stunnel over direct TLS:     p50 %+.0f us, p99 %+.0f us\n", p50["stunnel"] - p50["direct-tls"], p99["stunnel"] - p99["direct-tls"]
-  }' latency_n="$LATENCY_N" "$summary"
+report() {
+  awk -f "$repo/bench/report.awk" -v mode="$1" -v rounds="$2" -v n="$N" -v latency_n="$LATENCY_N" \
+    "$results"
+  ((l1_available)) ||
+    printf '  (sidecar-l1: not available yet: %s --help has no --cache-prefix)\n' "$sidecar_bin"
+}
 
-# --- the sidecar really forwarded ---------------------------------------------------------------
-printf '\nGETs sent through the sidecar: %s; GET calls Redis counted meanwhile: %s\n' \
-  "$sidecar_gets_sent" "$sidecar_gets_seen"
-if ((sidecar_gets_seen < sidecar_gets_sent)); then
-  die "Redis saw fewer GETs than were sent through the sidecar: replies did not all come from Redis"
+# --- memory ------------------------------------------------------------------------------------
+run_memory() {
+  local port mport pid idle0 rss0 rss1 entries bytes
+  port=$(free_port)
+  mport=$(free_port)
+  printf '\n### memory\n'
+  start_sidecar memory "$port" "$mport" "$redis_tls_port" --cache-max-bytes=1gb --cache-ttl=1h
+  pid=$last_pid
+  sleep 1
+  idle0=$(rss_kb "$pid")
+  printf '  idle RSS (started, upstream connected, no clients): %s KiB (%.1f MB)   target < 20 MB: %s\n' \
+    "$idle0" "$(awk -v k="$idle0" 'BEGIN { print k * 1024 / 1e6 }')" \
+    "$(awk -v k="$idle0" 'BEGIN { print (k * 1024 < 20e6 ? "met" : "MISSED") }')"
+  rss0=$(rss_kb "$pid")
+  log "memory: $MEM_ENTRIES SETs through a sidecar (16-byte keys, 64-byte values)"
+  resp_sets 1000000000 "$MEM_ENTRIES" | redis-cli -p "$port" --pipe >/dev/null
+  sleep 2  # the metrics gauges refresh once a second
+  rss1=$(rss_kb "$pid")
+  entries=$(metric "http://127.0.0.1:$mport/metrics" redis_sidecar_cache_entries)
+  bytes=$(metric "http://127.0.0.1:$mport/metrics" redis_sidecar_cache_bytes)
+  [[ -n $entries && $entries != 0 ]] || entries=$MEM_ENTRIES
+  awk -v r0="$rss0" -v r1="$rss1" -v e="$entries" -v n="$MEM_ENTRIES" -v b="$bytes" 'BEGIN {
+    per = (r1 - r0) * 1024 / e
+    printf "  L1 after %d SETs: %d entries, RSS +%.1f MB = %.1f bytes per entry, %.1f beyond key+value (80)\n", n, e, (r1 - r0) * 1024 / 1e6, per, per - 80
+    if (b != "") printf "  L1 accounted bytes: %.1f per entry (%.1f beyond key+value)\n", b / e, b / e - 80
+    printf "  target: <= 64 bytes per entry beyond key and value: %s\n", (per - 80 <= 64 ? "met" : "MISSED")
+  }'
+  printf '  RSS after the fill: %s KiB\n' "$rss1"
+  stop "$pid"
+  local cmb
+  for cmb in "$repo"/build-rel/cache/cache_memory_bench "$repo"/build*/cache/cache_memory_bench; do
+    if [[ -x $cmb ]]; then
+      printf '  cache module alone (%s %s):\n' "${cmb#"$repo"/}" "$MEM_ENTRIES"
+      "$cmb" "$MEM_ENTRIES" 2>&1 | sed 's/^/    /' || true
+      break
+    fi
+  done
+}
+
+# --- 1,000 connections ---------------------------------------------------------------------------
+run_connections() {
+  local port mport pid bpid max_up=0 max_clients=0 up cl i ports=""
+  port=$(free_port)
+  mport=$(free_port)
+  printf '\n### %s app connections doing GET/SET through one sidecar (default flags)\n' "$CONNS"
+  start_sidecar connections "$port" "$mport" "$redis_tls_port"
+  pid=$last_pid
+  spawn redis-benchmark -h 127.0.0.1 -p "$port" -c "$CONNS" -t get,set -r "$KEYS" -d 64 \
+    -n $((CONNS * 200)) -q >"$work/conns.out" 2>&1
+  bpid=$last_pid
+  for i in $(seq 1 240); do
+    kill -0 "$bpid" 2>/dev/null || break
+    up=$(ss -Htnp state established "( dport = :$redis_tls_port )" 2>/dev/null | grep -c "pid=$pid," || true)
+    cl=$(ss -Htn state established "( sport = :$port )" 2>/dev/null | wc -l)
+    if ((up > max_up)); then
+      max_up=$up
+      # The sidecar's local ports towards Redis, to find its connections in CLIENT LIST.
+      ports=$(ss -Htnp state established "( dport = :$redis_tls_port )" 2>/dev/null |
+        awk -v p="pid=$pid," 'index($0, p) { n = split($3, a, ":"); print a[n] }')
+      redis-cli -p "$redis_port" CLIENT LIST >"$work/client-list.txt"
+    fi
+    ((cl > max_clients)) && max_clients=$cl
+    sleep 0.25
+  done
+  wait "$bpid" || die "redis-benchmark -c $CONNS failed: $(tail -3 "$work/conns.out")"
+  printf '  app connections open at once (max seen, ss): %s\n' "$max_clients"
+  printf '  upstream connections of the sidecar (max seen, ss): %s (--pool-size 2)\n' "$max_up"
+  printf '  those connections as Redis lists them (CLIENT LIST at the maximum):\n'
+  for i in $ports; do
+    grep -E "addr=127\.0\.0\.1:$i " "$work/client-list.txt" |
+      awk '{ for (f = 1; f <= NF; f++) if ($f ~ /^(name|flags|cmd|tot-cmds)=/) printf "%s ", $f; print "" }' |
+      sed 's/^/    /'
+  done
+  printf '  target: at most the configured pool (default at most 4): %s\n' \
+    "$( ((max_up <= 4 && max_up > 0)) && echo met || echo MISSED)"
+  tr '\r' '\n' <"$work/conns.out" | grep -E '^(SET|GET):.*requests per second' | sed 's/^/  /'
+  stop "$pid"
+}
+
+# --- remote mode: this script again, inside a namespace with delayed Redis ports -----------------
+run_remote() {
+  local tools=$repo/../shared/bench-tools
+  [[ -x $tools/remote-upstream.sh ]] || die "no $tools/remote-upstream.sh"
+  netns=rsbench$$
+  local rport=16400 rtport=16401
+  log "remote mode: namespace $netns, +$RTT_US us on ports $rport/$rtport"
+  NETNS=$netns RTT_US=$RTT_US REDIS_PORT=$rport REDIS_TLS_PORT=$rtport QUEUE_NUM=$((100 + $$ % 900)) \
+    "$tools/remote-upstream.sh" setup 2>>"$work/remote.log" || die "remote set-up failed: $(tail -3 "$work/remote.log")"
+  printf '\n### remote upstream: Redis ports delayed by RTT_US=%s us (plus ~0.2 ms of the delayer)\n' "$RTT_US"
+  NETNS=$netns REDIS_PORT=$rport REDIS_TLS_PORT=$rtport "$tools/remote-upstream.sh" exec \
+    env BENCH_REMOTE_INNER=1 N="$N" ROUNDS="$REMOTE_ROUNDS" LATENCY_N="$LATENCY_N" \
+    REDIS_SIDECAR_BINARY="$sidecar_bin" bash "$repo/bench/run.sh" throughput latency
+  NETNS=$netns "$tools/remote-upstream.sh" teardown 2>>"$work/remote.log" || true
+  netns=""
+}
+
+if wants throughput || wants latency || wants memory || wants connections; then
+  setup_targets
 fi
-if grep -q -i 'sanitizer\|runtime error' "$work/sidecar.log"; then
-  cat "$work/sidecar.log" >&2
-  die "the sidecar log has a sanitizer report"
+wants throughput && run_throughput "$ROUNDS"
+wants latency && run_latency "$ROUNDS"
+if wants throughput || wants latency; then
+  report "$([[ -n $inner ]] && echo remote || echo local)" "$ROUNDS"
+  check_forwarded
+  printf '  RSS of the pass-through sidecar after the runs: %s KiB\n' "$(rss_kb "$sidecar_pid")"
 fi
-printf 'check passed: every GET sent through the sidecar reached Redis\n'
+wants memory && run_memory
+wants connections && run_connections
+if wants remote && [[ -z $inner ]]; then
+  cleanup_processes
+  run_remote
+fi
+[[ -n $inner ]] || printf '\n# load average at the end: %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)"
