@@ -335,7 +335,7 @@ run_connections() {
     kill -0 "$bpid" 2>/dev/null || break
     up=$(ss -Htnp state established "( dport = :$redis_tls_port )" 2>/dev/null | grep -c "pid=$pid," || true)
     cl=$(ss -Htn state established "( sport = :$port )" 2>/dev/null | wc -l)
-    if ((up > max_up)); then
+    if ((up >= max_up)); then  # the last sample at the maximum: the pool is busy by then
       max_up=$up
       # The sidecar's local ports towards Redis, to find its connections in CLIENT LIST.
       ports=$(ss -Htnp state established "( dport = :$redis_tls_port )" 2>/dev/null |
@@ -348,7 +348,7 @@ run_connections() {
   wait "$bpid" || die "redis-benchmark -c $CONNS failed: $(tail -3 "$work/conns.out")"
   printf '  app connections open at once (max seen, ss): %s\n' "$max_clients"
   printf '  upstream connections of the sidecar (max seen, ss): %s (--pool-size 2)\n' "$max_up"
-  printf '  those connections as Redis lists them (CLIENT LIST at the maximum):\n'
+  printf '  those connections as Redis lists them (CLIENT LIST, last sample at the maximum):\n'
   for i in $ports; do
     grep -E "addr=127\.0\.0\.1:$i " "$work/client-list.txt" |
       awk '{ for (f = 1; f <= NF; f++) if ($f ~ /^(name|flags|cmd|tot-cmds)=/) printf "%s ", $f; print "" }' |

@@ -169,7 +169,23 @@ std::optional<entry_view> lru_cache::peek(int db, std::string_view key, time_ms 
 bool lru_cache::put(int db, std::string_view key, std::string_view value, time_ms expires_at,
                     time_ms now) {
   const std::uint64_t hash = hash_key(db, key);
-  if (const std::uint32_t old = find(db, key, hash); old != npos) remove(old);
+  if (const std::uint32_t old = find(db, key, hash); old != npos) {
+    entry_header* e = slots_[old];
+    const std::string_view stored = decode(e).value;
+    if (stored.size() == value.size() && !is_expired(expires_at, now)) {
+      // The same size (a hot key refilled): overwrite in place. The charge is unchanged, so no
+      // free, malloc, index change or eviction.
+      if (!value.empty())
+        std::memmove(const_cast<char*>(stored.data()), value.data(), value.size());
+      e->expires_at = expires_at;
+      if (old != head_) {
+        unlink(old);
+        link_front(old);
+      }
+      return true;
+    }
+    remove(old);
+  }
   const std::size_t c = charge(db, key.size(), value.size());
   if (key.size() > options_.max_entry_bytes ||
       value.size() > options_.max_entry_bytes - key.size() || c > options_.max_bytes ||

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cstring>
 
 #include "proxy/errors.hpp"
 #include "proxy/log.hpp"
@@ -15,6 +16,8 @@ using commands::command_id;
 using commands::sub_id;
 
 constexpr std::size_t read_chunk = 64 * 1024;
+// An input buffer grown past this for a large request is released once it is empty again.
+constexpr std::size_t max_kept_input = 1024 * 1024;
 
 bool iequals(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;
@@ -132,8 +135,8 @@ awaitable<void> client_session::read_loop(std::shared_ptr<client_session> self) 
   while (!closing_) {
     // Frame and handle every complete request in the buffer.
     batch_now_ = clock::now();
-    while (!closing_ && in_start_ < in_.size()) {
-      const std::string_view avail = std::string_view(in_).substr(in_start_);
+    while (!closing_ && in_start_ < in_end_) {
+      const std::string_view avail(in_.data() + in_start_, in_end_ - in_start_);
       const auto st = parser_.parse(avail);
       if (st == resp::parse_status::need_more) break;
       if (st == resp::parse_status::error) {
@@ -173,26 +176,27 @@ awaitable<void> client_session::read_loop(std::shared_ptr<client_session> self) 
     }
     if (closing_ || closed_) break;
 
-    // Make room and read more. A partial frame stays where it is unless the consumed part is large,
-    // so a big value arriving in many reads is not moved each time.
-    if (in_start_ == in_.size()) {
-      in_.clear();
-      in_start_ = 0;
-    } else if (in_start_ > 0 && in_start_ >= in_.size() / 2) {
-      in_.erase(0, in_start_);
+    // Make room and read more. in_ keeps its size between reads (bytes past in_end_ are stale),
+    // so nothing is zero-filled per read; a partial frame moves to the front only when the room
+    // behind it runs short, and in_ grows only for a frame larger than it.
+    if (in_start_ == in_end_) {
+      in_start_ = in_end_ = 0;
+      if (in_.size() > max_kept_input) std::string().swap(in_);
+    } else if (in_start_ > 0 && in_.size() - in_end_ < read_chunk) {
+      std::memmove(in_.data(), in_.data() + in_start_, in_end_ - in_start_);
+      in_end_ -= in_start_;
       in_start_ = 0;
     }
-    if (in_.size() - in_start_ > cfg_.max_query_buffer_bytes) {
+    if (in_end_ - in_start_ > cfg_.max_query_buffer_bytes) {
       ctx_.st.count(error_kind::query_buffer);
       reply_error(errors::query_buffer);
       close_after_flush();
       break;
     }
-    const std::size_t old = in_.size();
-    in_.resize(old + read_chunk);
-    auto [ec, n] =
-        co_await socket_.async_read_some(asio::buffer(in_.data() + old, read_chunk), use_nothrow);
-    in_.resize(old + n);
+    if (in_.size() - in_end_ < read_chunk) in_.resize(std::max(2 * in_.size(), read_chunk));
+    auto [ec, n] = co_await socket_.async_read_some(
+        asio::buffer(in_.data() + in_end_, in_.size() - in_end_), use_nothrow);
+    in_end_ += n;
     if (ec) {
       // The client closed or reset its connection. As Redis does, drop it at once: a blocking
       // command it left behind must not hold (or later steal from) the upstream, and its queued

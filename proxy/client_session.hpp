@@ -8,8 +8,8 @@
 // the next request goes elsewhere (a shared connection -> a dedicated one, or back), reading pauses
 // until the slots drain (the barrier). That keeps Redis' per-client ordering (read your writes).
 //
-//   in_:    [ consumed | frame being parsed ... ]      slots_: [ pending | ready | pending ... ]
-//                        ^ in_start_                             ^ first_seq_
+//   in_:    [ consumed | frame being parsed ... | room ]   slots_: [ pending | ready | pending ]
+//                        ^ in_start_            ^ in_end_          ^ first_seq_
 //
 // Raw mode (SUBSCRIBE family, MONITOR, CLIENT REPLY/TRACKING): the dedicated connection's frames
 // are copied to the client as they come, and requests are forwarded without slots.
@@ -71,6 +71,8 @@ class client_session : public reply_sink, public std::enable_shared_from_this<cl
   void start();
   /// Stop reading; close once every in-flight reply has been written (graceful shutdown).
   void drain();
+  /// Closes at once, dropping replies not yet written (shutdown after the grace period).
+  void close_now();
   bool idle() const { return slots_.empty() && out_.empty() && wout_busy_ == false; }
 
   /// A reply for slot `seq`, from an upstream connection (or an error made for it).
@@ -124,7 +126,6 @@ class client_session : public reply_sink, public std::enable_shared_from_this<cl
   void drop_dedicated();
   bool state_is_clean() const;
   void close_after_flush();
-  void close_now();
   void check_output_limit();
   std::chrono::steady_clock::time_point default_deadline() const;
   std::string_view upstream_version() const;
@@ -143,6 +144,7 @@ class client_session : public reply_sink, public std::enable_shared_from_this<cl
 
   std::string in_;
   std::size_t in_start_ = 0;
+  std::size_t in_end_ = 0;  // in_[in_end_, size()) is room for the next read, not data
   resp::request_parser parser_;
   std::string inline_scratch_;  // inline commands re-encoded as arrays
 

@@ -214,6 +214,10 @@ awaitable<void> server::shutdown(std::chrono::milliseconds grace) {
     t.expires_after(std::chrono::milliseconds(20));
     co_await t.async_wait(use_nothrow);
   }
+  // Clients still open after the grace period are cut off, so that no session and upstream
+  // connection are left holding each other when the io_context stops.
+  open.assign(ctx_.sessions.begin(), ctx_.sessions.end());
+  for (auto* s : open) s->close_now();
   monitor_->stop();
   near_->stop();
   pool_.close_all();

@@ -13,70 +13,15 @@
 #include <cstring>
 #include <limits>
 
+#include "proxy/resp/detail/line.hpp"
+
 namespace redis_sidecar::resp {
 namespace {
 
-// Redis' string2ll: optional '-', no '+', no leading zeros except "0" itself, no spaces, no
-// overflow.
-bool parse_decimal(std::string_view s, std::int64_t& out) {
-  if (s.empty()) return false;
-  if (s == "0") {
-    out = 0;
-    return true;
-  }
-  bool negative = false;
-  std::size_t i = 0;
-  if (s[0] == '-') {
-    negative = true;
-    i = 1;
-    if (s.size() == 1) return false;
-  }
-  if (s[i] < '1' || s[i] > '9') return false;
-  std::uint64_t v = 0;
-  for (; i < s.size(); ++i) {
-    if (s[i] < '0' || s[i] > '9') return false;
-    const auto digit = static_cast<std::uint64_t>(s[i] - '0');
-    if (v > (std::numeric_limits<std::uint64_t>::max() - digit) / 10) return false;
-    v = v * 10 + digit;
-  }
-  constexpr auto max = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
-  if (negative) {
-    if (v > max + 1) return false;
-    out = v == max + 1 ? std::numeric_limits<std::int64_t>::min() : -static_cast<std::int64_t>(v);
-  } else {
-    if (v > max) return false;
-    out = static_cast<std::int64_t>(v);
-  }
-  return true;
-}
-
-enum class line_result { found, need_more, too_long };
-
-// Looks for the "\r\n" ending the line that starts at `start`, resuming the search at `scan`. The
-// line (without its "\r\n") may hold at most `max_line` bytes. On `found`, `cr` is the index of
-// '\r'.
-line_result find_crlf(std::string_view data, std::size_t start, std::size_t& scan,
-                      std::size_t max_line, std::size_t& cr) {
-  const std::size_t avail = data.size() - start;
-  const std::size_t window = max_line < avail ? std::min(avail, max_line + 2) : avail;
-  const std::size_t end = start + window;
-  std::size_t i = std::max(scan, start);
-  while (i + 1 < end) {
-    const void* hit = std::memchr(data.data() + i, '\r', end - 1 - i);
-    if (hit == nullptr) break;
-    i = static_cast<std::size_t>(static_cast<const char*>(hit) - data.data());
-    if (data[i + 1] == '\n') {
-      cr = i;
-      return line_result::found;
-    }
-    ++i;
-  }
-  scan = end > start ? end - 1 : start;  // the last byte may be a '\r' whose '\n' is still to come
-  // Too long once max_line + 1 bytes are in and the last of them cannot start the "\r\n".
-  if (max_line >= avail) return line_result::need_more;
-  if (window == max_line + 2 || data[start + max_line] != '\r') return line_result::too_long;
-  return line_result::need_more;
-}
+using detail::find_crlf;
+using detail::line_result;
+using detail::parse_decimal;
+using detail::quick_header;
 
 enum class shape { line, bulk, aggregate, unknown };
 
@@ -167,11 +112,16 @@ parse_status reply_parser::read_header(std::string_view data) {
   const shape kind = shape_of(type);
   if (kind == shape::unknown) return fail(reply_error::bad_type);
   std::size_t cr = 0;
-  switch (find_crlf(data, pos_, scan_, limits_.max_inline_bytes, cr)) {
-    case line_result::need_more: return parse_status::need_more;
-    case line_result::too_long:
-      return fail(kind == shape::line ? reply_error::line_too_long : reply_error::bad_length);
-    case line_result::found: break;
+  std::int64_t n = 0;
+  const bool counted =
+      kind != shape::line && quick_header(data, pos_, limits_.max_inline_bytes, n, cr);
+  if (!counted) {
+    switch (find_crlf(data, pos_, scan_, limits_.max_inline_bytes, cr)) {
+      case line_result::need_more: return parse_status::need_more;
+      case line_result::too_long:
+        return fail(kind == shape::line ? reply_error::line_too_long : reply_error::bad_length);
+      case line_result::found: break;
+    }
   }
   const std::string_view body = data.substr(pos_ + 1, cr - pos_ - 1);
   if (type != '|' && type_ == 0 && is_top_level()) type_ = type;
@@ -183,8 +133,7 @@ parse_status reply_parser::read_header(std::string_view data) {
     if (value_done()) frame_size_ = pos_;
     return parse_status::complete;
   }
-  std::int64_t n = 0;
-  if (!parse_decimal(body, n)) return fail(reply_error::bad_length);
+  if (!counted && !parse_decimal(body, n)) return fail(reply_error::bad_length);
   if (n == -1 && (type == '$' || type == '*')) {  // RESP2 nulls
     if (value_done()) frame_size_ = pos_;
     return parse_status::complete;

@@ -11,70 +11,15 @@
 #include <cstring>
 #include <limits>
 
+#include "proxy/resp/detail/line.hpp"
+
 namespace redis_sidecar::resp {
 namespace {
 
-// Redis' string2ll: optional '-', no '+', no leading zeros except "0" itself, no spaces, no
-// overflow.
-bool parse_decimal(std::string_view s, std::int64_t& out) {
-  if (s.empty()) return false;
-  if (s == "0") {
-    out = 0;
-    return true;
-  }
-  bool negative = false;
-  std::size_t i = 0;
-  if (s[0] == '-') {
-    negative = true;
-    i = 1;
-    if (s.size() == 1) return false;
-  }
-  if (s[i] < '1' || s[i] > '9') return false;
-  std::uint64_t v = 0;
-  for (; i < s.size(); ++i) {
-    if (s[i] < '0' || s[i] > '9') return false;
-    const auto digit = static_cast<std::uint64_t>(s[i] - '0');
-    if (v > (std::numeric_limits<std::uint64_t>::max() - digit) / 10) return false;
-    v = v * 10 + digit;
-  }
-  constexpr auto max = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
-  if (negative) {
-    if (v > max + 1) return false;
-    out = v == max + 1 ? std::numeric_limits<std::int64_t>::min() : -static_cast<std::int64_t>(v);
-  } else {
-    if (v > max) return false;
-    out = static_cast<std::int64_t>(v);
-  }
-  return true;
-}
-
-enum class line_result { found, need_more, too_long };
-
-// Looks for the "\r\n" ending the line that starts at `start`, resuming the search at `scan`. The
-// line (without its "\r\n") may hold at most `max_line` bytes. On `found`, `cr` is the index of
-// '\r'.
-line_result find_crlf(std::string_view data, std::size_t start, std::size_t& scan,
-                      std::size_t max_line, std::size_t& cr) {
-  const std::size_t avail = data.size() - start;
-  const std::size_t window = max_line < avail ? std::min(avail, max_line + 2) : avail;
-  const std::size_t end = start + window;
-  std::size_t i = std::max(scan, start);
-  while (i + 1 < end) {
-    const void* hit = std::memchr(data.data() + i, '\r', end - 1 - i);
-    if (hit == nullptr) break;
-    i = static_cast<std::size_t>(static_cast<const char*>(hit) - data.data());
-    if (data[i + 1] == '\n') {
-      cr = i;
-      return line_result::found;
-    }
-    ++i;
-  }
-  scan = end > start ? end - 1 : start;  // the last byte may be a '\r' whose '\n' is still to come
-  // Too long once max_line + 1 bytes are in and the last of them cannot start the "\r\n".
-  if (max_line >= avail) return line_result::need_more;
-  if (window == max_line + 2 || data[start + max_line] != '\r') return line_result::too_long;
-  return line_result::need_more;
-}
+using detail::find_crlf;
+using detail::line_result;
+using detail::parse_decimal;
+using detail::quick_header;
 
 bool is_hex(char c) {
   return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
@@ -180,8 +125,9 @@ parse_status request_parser::fail(request_error e) {
 }
 
 void request_parser::build_views(const char* base) {
-  views_.clear();
-  for (const auto& [offset, length] : offsets_) views_.emplace_back(base + offset, length);
+  views_.resize(offsets_.size());
+  for (std::size_t i = 0; i < offsets_.size(); ++i)
+    views_[i] = std::string_view(base + offsets_[i].first, offsets_[i].second);
 }
 
 parse_status request_parser::parse(std::string_view data) {
@@ -200,14 +146,17 @@ parse_status request_parser::parse(std::string_view data) {
 parse_status request_parser::parse_multibulk(std::string_view data) {
   std::size_t cr = 0;
   if (remaining_ < 0) {
-    switch (find_crlf(data, 0, scan_, limits_.max_inline_bytes, cr)) {
-      case line_result::need_more: return parse_status::need_more;
-      case line_result::too_long: return fail(request_error::too_big_count);
-      case line_result::found: break;
-    }
     std::int64_t n = 0;
-    if (!parse_decimal(data.substr(1, cr - 1), n) || n < -1 ||
-        (n > 0 && static_cast<std::uint64_t>(n) > limits_.max_multibulk_len)) {
+    if (!quick_header(data, 0, limits_.max_inline_bytes, n, cr)) {
+      switch (find_crlf(data, 0, scan_, limits_.max_inline_bytes, cr)) {
+        case line_result::need_more: return parse_status::need_more;
+        case line_result::too_long: return fail(request_error::too_big_count);
+        case line_result::found: break;
+      }
+      if (!parse_decimal(data.substr(1, cr - 1), n))
+        return fail(request_error::invalid_multibulk_length);
+    }
+    if (n < -1 || (n > 0 && static_cast<std::uint64_t>(n) > limits_.max_multibulk_len)) {
       return fail(request_error::invalid_multibulk_length);
     }
     pos_ = scan_ = cr + 2;
@@ -219,20 +168,24 @@ parse_status request_parser::parse_multibulk(std::string_view data) {
     remaining_ = n;
     offsets_.clear();
     // Reserve what a sane request needs; a hostile "*2000000000" must not allocate up front.
-    offsets_.reserve(static_cast<std::size_t>(std::min<std::int64_t>(n, 1024)));
+    if (offsets_.capacity() < 1024 && offsets_.capacity() < static_cast<std::uint64_t>(n))
+      offsets_.reserve(static_cast<std::size_t>(std::min<std::int64_t>(n, 1024)));
   }
   while (remaining_ > 0) {
     if (bulk_len_ < 0) {
       if (pos_ >= data.size()) return parse_status::need_more;
       if (data[pos_] != '$') return fail(request_error::expected_bulk);
-      switch (find_crlf(data, pos_, scan_, limits_.max_inline_bytes, cr)) {
-        case line_result::need_more: return parse_status::need_more;
-        case line_result::too_long: return fail(request_error::too_big_count);
-        case line_result::found: break;
-      }
       std::int64_t len = 0;
-      if (!parse_decimal(data.substr(pos_ + 1, cr - pos_ - 1), len) || len < 0 ||
-          static_cast<std::uint64_t>(len) > limits_.max_bulk_bytes) {
+      if (!quick_header(data, pos_, limits_.max_inline_bytes, len, cr)) {
+        switch (find_crlf(data, pos_, scan_, limits_.max_inline_bytes, cr)) {
+          case line_result::need_more: return parse_status::need_more;
+          case line_result::too_long: return fail(request_error::too_big_count);
+          case line_result::found: break;
+        }
+        if (!parse_decimal(data.substr(pos_ + 1, cr - pos_ - 1), len))
+          return fail(request_error::invalid_bulk_length);
+      }
+      if (len < 0 || static_cast<std::uint64_t>(len) > limits_.max_bulk_bytes) {
         return fail(request_error::invalid_bulk_length);
       }
       bulk_len_ = len;

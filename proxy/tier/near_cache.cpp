@@ -36,10 +36,18 @@ void near_cache::start() {
   asio::co_spawn(ex_, run(shared_from_this()), asio::detached);
 }
 
+// Lets go of the channel at once: its pending reads hold this object, so keeping conn_ would be
+// an ownership cycle if the io_context stops before the connection winds down.
 void near_cache::stop() {
   stopped_ = true;
   timer_.cancel();
+  ready_ = false;
   if (conn_) conn_->close();
+  conn_.reset();
+  order_.clear();
+  for (auto& [key, f] : inflight_)
+    for (auto& w : f.waiters) w.sink->deliver(w.seq, "-ERR sidecar shutting down\r\n", 0);
+  inflight_.clear();
 }
 
 // Keeps the channel open: reconnects after each loss, at the health probe's pace.

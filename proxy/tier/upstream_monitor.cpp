@@ -47,8 +47,12 @@ void upstream_monitor::start() { asio::co_spawn(ex_, run(shared_from_this()), as
 void upstream_monitor::stop() {
   stopped_ = true;
   timer_.cancel();
+  // Pending probes and replays hold this object: let go of the connections now, or they and this
+  // object would keep each other alive if the io_context stops before they wind down.
   if (probe_conn_) probe_conn_->close();
   if (replay_conn_) replay_conn_->close();
+  probe_conn_.reset();
+  replay_conn_.reset();
 }
 
 std::shared_ptr<connection> upstream_monitor::open_connection() {

@@ -3,6 +3,8 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+#include <algorithm>
+#include <cstring>
 #include <random>
 
 #include "proxy/client_session.hpp"
@@ -17,7 +19,10 @@ namespace {
 
 using clock = std::chrono::steady_clock;
 
+// Room for at least one TLS record (16 KiB) per read.
 constexpr std::size_t read_chunk = 16 * 1024;
+// A read buffer grown past this for a large reply is released once empty.
+constexpr std::size_t max_kept_rbuf = 1024 * 1024;
 
 std::string error_frame(std::string_view prefix, std::string_view reason = {}) {
   std::string out = "-";
@@ -55,9 +60,7 @@ connection::connection(asio::any_io_executor ex, const config& cfg, ssl::context
       backoff_timer_(ex),
       parser_(cfg.limits) {}
 
-void connection::start() {
-  asio::co_spawn(ex_, run(shared_from_this()), asio::detached);
-}
+void connection::start() { asio::co_spawn(ex_, run(shared_from_this()), asio::detached); }
 
 void connection::close() {
   if (closing_) return;
@@ -75,7 +78,7 @@ bool connection::submit(std::string_view request, pending_reply entry) {
   wbuf_.append(request);
   pending_.push_back(std::move(entry));
   ++stats_.inflight_requests;
-  wake_.cancel();
+  wake_writer();
   return true;
 }
 
@@ -84,8 +87,16 @@ void connection::enter_raw(std::shared_ptr<client_session> sink) { raw_sink_ = s
 bool connection::send_raw(std::string_view request) {
   if (!usable()) return false;
   wbuf_.append(request);
-  wake_.cancel();
+  wake_writer();
   return true;
+}
+
+// Cancelling a timer goes through the reactor's timer queue: only the first request after the
+// writer went to sleep pays for it, not every request of a batch.
+void connection::wake_writer() {
+  if (!writer_waiting_) return;
+  writer_waiting_ = false;
+  wake_.cancel();
 }
 
 std::chrono::milliseconds connection::backoff() {
@@ -116,7 +127,8 @@ awaitable<void> connection::run(std::shared_ptr<connection> self) {
       co_await backoff_timer_.async_wait(use_nothrow);
       continue;
     }
-    if ((attempts_ > 0 || counted_ready_) && !quiet_) log::info("upstream " + cfg_.upstream.masked() + " connected");
+    if ((attempts_ > 0 || counted_ready_) && !quiet_)
+      log::info("upstream " + cfg_.upstream.masked() + " connected");
     attempts_ = 0;
     state_ = state::ready;
     counted_ready_ = true;
@@ -132,8 +144,7 @@ awaitable<void> connection::run(std::shared_ptr<connection> self) {
     fail_pending(timed_out_ ? error_frame(errors::upstream_timeout)
                             : error_frame(errors::upstream_closed, last_error_));
     wbuf_.clear();
-    rbuf_.clear();
-    rstart_ = 0;
+    rstart_ = rend_ = 0;
     parser_.reset();
     if (!closing_ && !quiet_) log::warn("upstream connection lost: " + last_error_);
     if (!reconnect_) break;
@@ -211,8 +222,7 @@ awaitable<bool> connection::connect_once() {
         break;
       }
       case connect_fsm::step::tls_handshake: {
-        const std::string& name =
-            cfg_.tls_server_name.empty() ? url.host : cfg_.tls_server_name;
+        const std::string& name = cfg_.tls_server_name.empty() ? url.host : cfg_.tls_server_name;
         error_code addr_ec;
         asio::ip::make_address(name, addr_ec);
         if (addr_ec)  // SNI carries host names only, never IP literals
@@ -255,7 +265,8 @@ awaitable<bool> connection::connect_once() {
           step = fsm.on_done("protocol error in handshake reply");
           break;
         }
-        auto value = resp::decode(std::string_view(reply_buf).substr(parsed_from, parser.frame_size()));
+        auto value =
+            resp::decode(std::string_view(reply_buf).substr(parsed_from, parser.frame_size()));
         parsed_from += parser.frame_size();
         parser.reset();
         if (!value) {
@@ -294,27 +305,34 @@ void connection::teardown(std::string reason, bool timed_out) {
   tick_.cancel();
 }
 
+// Makes room for one read after rend_ without zero-filling anything in the steady state: rbuf_
+// keeps its size (bytes past rend_ are stale), the unfinished reply moves to the front only when
+// the room behind it runs short, and the buffer grows (the only time it is filled) only for a
+// reply larger than it. A buffer grown past max_kept_rbuf is let go once it is empty again.
+void connection::make_read_room() {
+  if (rstart_ == rend_) {
+    rstart_ = rend_ = 0;
+    if (rbuf_.size() > max_kept_rbuf) std::string().swap(rbuf_);
+  } else if (rstart_ > 0 && rbuf_.size() - rend_ < read_chunk) {
+    std::memmove(rbuf_.data(), rbuf_.data() + rstart_, rend_ - rstart_);
+    rend_ -= rstart_;
+    rstart_ = 0;
+  }
+  if (rbuf_.size() - rend_ < read_chunk) rbuf_.resize(std::max(2 * rbuf_.size(), 2 * read_chunk));
+}
+
 awaitable<void> connection::read_loop() {
   for (;;) {
-    if (rbuf_.size() - rstart_ < read_chunk) {
-      // Compact, then make room for one more chunk.
-      if (rstart_ > 0) {
-        rbuf_.erase(0, rstart_);
-        rstart_ = 0;
-      }
-    }
-    const std::size_t old = rbuf_.size();
-    rbuf_.resize(old + read_chunk);
-    auto [ec, n] = co_await read_some(asio::buffer(rbuf_.data() + old, read_chunk));
-    rbuf_.resize(old + n);
+    make_read_room();
+    auto [ec, n] = co_await read_some(asio::buffer(rbuf_.data() + rend_, rbuf_.size() - rend_));
+    rend_ += n;
     if (ec || broken_) {
       teardown(ec == asio::error::eof ? "closed by the upstream" : ec.message(), false);
       co_return;
     }
     // Frame every complete reply in the buffer.
-    for (;;) {
-      const std::string_view avail = std::string_view(rbuf_).substr(rstart_);
-      if (avail.empty()) break;
+    while (rstart_ < rend_) {
+      const std::string_view avail(rbuf_.data() + rstart_, rend_ - rstart_);
       const auto st = parser_.parse(avail);
       if (st == resp::parse_status::need_more) break;
       if (st == resp::parse_status::error) {
@@ -326,13 +344,9 @@ awaitable<void> connection::read_loop() {
       const std::size_t size = parser_.frame_size();
       const bool push = parser_.is_push();
       parser_.reset();
-      dispatch(avail.substr(0, size), push);
       rstart_ += size;
+      dispatch(avail.substr(0, size), push);
       if (broken_) co_return;
-    }
-    if (rstart_ == rbuf_.size()) {
-      rbuf_.clear();
-      rstart_ = 0;
     }
   }
 }
@@ -361,7 +375,9 @@ awaitable<void> connection::write_loop() {
   for (;;) {
     while (wbuf_.empty() && !broken_) {
       wake_.expires_at(clock::time_point::max());
+      writer_waiting_ = true;
       co_await wake_.async_wait(use_nothrow);
+      writer_waiting_ = false;
     }
     if (broken_) co_return;
     wbuf_inflight_.clear();
@@ -376,7 +392,8 @@ awaitable<void> connection::write_loop() {
 
 awaitable<void> connection::watchdog() {
   const auto period = std::chrono::milliseconds(
-      cfg_.command_timeout_ms < 400 ? std::max<std::uint32_t>(cfg_.command_timeout_ms / 4, 5) : 100);
+      cfg_.command_timeout_ms < 400 ? std::max<std::uint32_t>(cfg_.command_timeout_ms / 4, 5)
+                                    : 100);
   while (!broken_) {
     tick_.expires_after(period);
     co_await tick_.async_wait(use_nothrow);
@@ -385,7 +402,7 @@ awaitable<void> connection::watchdog() {
       if (!quiet_) stats_.count(error_kind::upstream_timeout);
       if (!quiet_)
         log::warn("upstream reply overdue after " + std::to_string(cfg_.command_timeout_ms) +
-                " ms; resetting the connection");
+                  " ms; resetting the connection");
       teardown("command timeout", true);
       co_return;
     }

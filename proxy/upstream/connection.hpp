@@ -1,16 +1,16 @@
 // connection: one upstream Redis connection (plain TCP or TLS), pipelined. Requests are appended to
 // an output buffer and written in one batch per wake-up; replies are framed as they arrive and
-// handed, in order, to whoever is waiting for them (a client session's reply slot, or nobody for the
-// sidecar's own requests). Owned by the pool (shared connections, reconnecting with backoff) or by a
-// client session (dedicated connections, which do not reconnect). Lives on the server's io_context
-// thread; nothing here is thread-safe.
+// handed, in order, to whoever is waiting for them (a client session's reply slot, or nobody for
+// the sidecar's own requests). Owned by the pool (shared connections, reconnecting with backoff) or
+// by a client session (dedicated connections, which do not reconnect). Lives on the server's
+// io_context thread; nothing here is thread-safe.
 //
 //   client sessions --submit(bytes, entry)--> [ wbuf_ ] --write--> upstream
-//                                             [ pending_: entry, entry, ... ]  (FIFO, one per request)
+//                                             [ pending_: entry, entry, ... ]  (one per request)
 //   client sessions <--deliver(seq, frame)--- [ rbuf_ ] <--read--- upstream
 //
-// In raw mode (subscribed clients, MONITOR, CLIENT REPLY OFF) there are no entries: every frame goes
-// to the raw sink as it comes.
+// In raw mode (subscribed clients, MONITOR, CLIENT REPLY OFF) there are no entries: every frame
+// goes to the raw sink as it comes.
 #pragma once
 
 #include <chrono>
@@ -33,10 +33,10 @@ class client_session;
 
 /// One request waiting for its reply.
 struct pending_reply {
-  std::shared_ptr<reply_sink> sink;      // nullptr: the sidecar's own request, reply dropped
-  std::uint64_t seq = 0;                 // the sink's reply slot
+  std::shared_ptr<reply_sink> sink;  // nullptr: the sidecar's own request, reply dropped
+  std::uint64_t seq = 0;             // the sink's reply slot
   std::chrono::steady_clock::time_point deadline;
-  std::uint8_t tag = 0;                  // what the sink learns from the reply (client_session::tag)
+  std::uint8_t tag = 0;  // what the sink learns from the reply (client_session::tag)
 };
 
 class connection : public std::enable_shared_from_this<connection> {
@@ -98,6 +98,8 @@ class connection : public std::enable_shared_from_this<connection> {
   void fail_pending(std::string_view error_line);
   void dispatch(std::string_view frame, bool push);
   std::chrono::milliseconds backoff();
+  void make_read_room();
+  void wake_writer();
 
   asio::any_io_executor ex_;
   const config& cfg_;
@@ -108,12 +110,12 @@ class connection : public std::enable_shared_from_this<connection> {
 
   std::optional<tcp::socket> plain_;
   std::optional<ssl::stream<tcp::socket>> tls_;
-  steady_timer wake_;     // the writer sleeps on it; submit() cancels it
-  steady_timer tick_;     // the watchdog's period
+  steady_timer wake_;  // the writer sleeps on it; submit() cancels it while writer_waiting_
+  steady_timer tick_;  // the watchdog's period
   steady_timer backoff_timer_;
 
   state state_ = state::connecting;
-  bool broken_ = false;    // the current stream failed; loops wind down
+  bool broken_ = false;  // the current stream failed; loops wind down
   bool timed_out_ = false;
   bool closing_ = false;   // close() was called
   unsigned attempts_ = 0;  // consecutive failed attempts
@@ -122,8 +124,12 @@ class connection : public std::enable_shared_from_this<connection> {
 
   std::string wbuf_;  // requests not yet written
   std::string wbuf_inflight_;
+  //   rbuf_: [ dispatched | unfinished reply ... | stale bytes, the next read lands here ]
+  //                        ^ rstart_             ^ rend_                              ^ size()
   std::string rbuf_;
   std::size_t rstart_ = 0;
+  std::size_t rend_ = 0;
+  bool writer_waiting_ = false;  // the writer sleeps on wake_
   resp::reply_parser parser_;
   ring<pending_reply> pending_;
   std::shared_ptr<client_session> raw_sink_;

@@ -343,11 +343,18 @@ std::string redis_server::url(const std::string& user, const std::string& passwo
   std::string out = opts_.tls ? "rediss://" : "redis://";
   if (!user.empty() || !password.empty()) {
     out += percent_encode(user);
-    if (!password.empty()) out += ":" + percent_encode(password);
+    if (!password.empty()) {  // appended piecewise: GCC 12 -O3 warns on "..." + string&&
+      out += ':';
+      out += percent_encode(password);
+    }
     out += "@";
   }
-  out += "127.0.0.1:" + std::to_string(port_);
-  if (db >= 0) out += "/" + std::to_string(db);
+  out += "127.0.0.1:";
+  out += std::to_string(port_);
+  if (db >= 0) {
+    out += '/';
+    out += std::to_string(db);
+  }
   return out;
 }
 
