@@ -73,7 +73,7 @@ inline constexpr std::array<family_info, static_cast<std::size_t>(counter_id::co
         {"redis_sidecar_fallback_writes_rejected_total", family_type::counter,
          "Writes refused during fallback (reject mode, or the journal was full)."},
         {"redis_sidecar_cache_invalidations_received_total", family_type::counter,
-         "Invalidation messages received from the upstream (CLIENT TRACKING)."},
+         "Invalidation messages received from the upstream (tracking or keyspace notifications)."},
         {"redis_sidecar_cache_stale_serves_total", family_type::counter,
          "Fallback reads answered with an entry whose invalidation channel was lost."},
     }};

@@ -296,8 +296,7 @@ client_session::outcome client_session::handle(std::span<const std::string_view>
 std::optional<client_session::outcome> client_session::near_get(std::string_view key) {
   cache_tier& tier = *ctx_.tier;
   const auto mode = tier.mode();
-  if (mode != cache_tier::cache_mode::ttl && mode != cache_tier::cache_mode::tracking)
-    return std::nullopt;
+  if (mode != cache_tier::cache_mode::ttl && !cache_tier::coherent(mode)) return std::nullopt;
   const int db = effective_db();
   if (const auto v = tier.hit(db, key, mono_ms(batch_now_))) {
     reply_bulk(*v);
@@ -305,7 +304,7 @@ std::optional<client_session::outcome> client_session::near_get(std::string_view
     return outcome::next;
   }
   near_cache* near = ctx_.near;
-  if (mode != cache_tier::cache_mode::tracking || !near->ready() || db != cfg_.upstream.db ||
+  if (!cache_tier::coherent(mode) || !near->ready() || db != cfg_.upstream.db ||
       !tier.key_cached(key))
     return std::nullopt;
   // A miss: read it on the channel (joined with other clients' reads of the key). Ordered like

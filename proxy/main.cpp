@@ -43,7 +43,7 @@ int run(const rs::config& cfg) {
   rs::metrics::label_sets labels;
   for (const auto& c : rs::commands::all()) labels.commands.emplace_back(c.name);
   for (auto k : rs::error_kind_names) labels.error_kinds.emplace_back(k);
-  labels.cache_modes = {"tracking", "ttl", "fallback", "off"};  // the mode in effect
+  labels.cache_modes = {"tracking", "keyspace", "ttl", "fallback", "off"};  // the mode in effect
   labels.version = REDIS_SIDECAR_VERSION;
   rs::metrics::sidecar_metrics metrics(std::move(labels));
   std::optional<rs::metrics::exporter> exporter;

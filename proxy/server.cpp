@@ -59,6 +59,8 @@ server::server(asio::io_context& io, const config& cfg, ssl::context* tls,
       static_cast<std::int64_t>(cfg.fallback_journal_max_bytes));
   monitor_->on_change([this] { publish(); });
   near_->on_mode([this] { publish(); });
+  // Reads in flight on the channel must not answer (or fill L1 for) misses after our own writes.
+  tier_.on_write([near = near_.get()](int db, std::string_view key) { near->written(db, key); });
 }
 
 void server::publish() {

@@ -50,8 +50,8 @@ struct config {
   resp::limits limits;                      // --max-bulk-bytes, --max-multibulk-len, --max-inline-bytes
 
   // L1 cache and fallback (see cache/lru_cache.hpp and proxy/health.hpp).
-  std::string cache_mode = "auto";          // --cache-mode: auto|tracking|ttl|fallback|off,
-                                            // default auto (see README)
+  std::string cache_mode = "auto";          // --cache-mode: auto|tracking|keyspace|ttl|
+                                            // fallback|off, default auto (see README)
   std::string cache_prefix;                 // --cache-prefix: comma-separated key prefixes that
                                             // ttl mode serves (and tracking limits itself to),
                                             // default none (tracking: all keys; ttl: required)

@@ -141,6 +141,7 @@ cache_tier::cache_mode cache_tier::parse_mode(std::string_view m) {
   if (m == "off") return cache_mode::off;
   if (m == "ttl") return cache_mode::ttl;
   if (m == "tracking") return cache_mode::tracking;
+  if (m == "keyspace") return cache_mode::keyspace;
   return cache_mode::fallback;  // "fallback", and "auto" until the upstream is probed
 }
 
@@ -150,6 +151,7 @@ std::string_view cache_tier::mode_name(cache_mode m) {
     case cache_mode::fallback: return "fallback";
     case cache_mode::ttl: return "ttl";
     case cache_mode::tracking: return "tracking";
+    case cache_mode::keyspace: return "keyspace";
   }
   return "fallback";
 }
@@ -197,6 +199,7 @@ void cache_tier::store(int db, std::string_view key, std::string_view value,
 
 void cache_tier::invalidate(int db, std::string_view key) {
   if (l1_.erase(db, key)) ++counters_.invalidations;
+  if (on_write_) on_write_(db, key);
 }
 
 std::optional<cache_tier::stored> cache_tier::lookup(int db, std::string_view key,
@@ -230,11 +233,11 @@ bool cache_tier::key_cached(std::string_view key) const {
 }
 
 std::optional<std::string_view> cache_tier::hit(int db, std::string_view key, cache::time_ms now) {
-  if (mode_ != cache_mode::ttl && mode_ != cache_mode::tracking) return std::nullopt;
+  if (mode_ != cache_mode::ttl && !coherent(mode_)) return std::nullopt;
   if (!key_cached(key)) return std::nullopt;
   const auto s = lookup(db, key, now);
-  // tracking: only entries the invalidation channel protects right now; ttl: any entry (each is
-  // younger than --cache-ttl by construction).
+  // tracking, keyspace: only entries the invalidation channel protects right now; ttl: any entry
+  // (each is younger than --cache-ttl by construction).
   if (s && (mode_ == cache_mode::ttl || s->tracked_fresh)) {
     ++counters_.hits;
     return s->value;
@@ -273,10 +276,12 @@ void cache_tier::on_request(int db, const command_info& info,
       l1_.clear();
     else
       l1_.clear_db(db);
+    if (on_write_) on_write_(-1, {});
     return;
   }
   if (info.name == "swapdb") {
     l1_.clear();
+    if (on_write_) on_write_(-1, {});
     return;
   }
   commands::for_each_key(info, args, [&](std::string_view key) { invalidate(db, key); });

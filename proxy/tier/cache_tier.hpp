@@ -21,14 +21,16 @@
 //   stored value: [ flags | 8-byte upstream expiry (ms)? | 4-byte epoch? | value ... ]
 //
 // flags: bit 0 an upstream expiry follows, bit 1 the entry is tracked (read on the invalidation
-// channel in --cache-mode=tracking; the epoch says on which channel connection). Losing the
-// channel starts a new epoch: every tracked entry stops being fresh at once, without a scan.
+// channel in --cache-mode=tracking or keyspace; the epoch says on which channel connection).
+// Losing the channel starts a new epoch: every tracked entry stops being fresh at once, without a
+// scan.
 //
 // Times: `now` is monotonic milliseconds (the cache's clock); `wall_ms` is Unix time in ms, used
 // only to convert EXAT/PXAT. Owned by the server, used on its thread only.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>
@@ -53,7 +55,7 @@ struct tier_counters {
   std::uint64_t rejected = 0;       // writes refused (journal full, or --fallback-writes=reject)
   std::uint64_t replayed = 0;       // journaled writes the upstream acknowledged after recovery
   std::uint64_t stale_serves = 0;   // fallback reads answered with an entry no longer tracked
-  std::uint64_t pushed_invalidations = 0;  // invalidation messages received (tracking)
+  std::uint64_t pushed_invalidations = 0;  // invalidation messages received (tracking, keyspace)
 };
 
 class cache_tier {
@@ -65,9 +67,14 @@ class cache_tier {
     ttl,       // hits for keys with a --cache-prefix, at most --cache-ttl old, no invalidation
                // beyond writes through this sidecar
     tracking,  // hits kept coherent by the upstream's CLIENT TRACKING invalidations
+    keyspace,  // hits kept coherent by the upstream's keyspace notifications
   };
   static cache_mode parse_mode(std::string_view m);
   static std::string_view mode_name(cache_mode m);
+  /// True for the modes whose hits an invalidation channel keeps coherent (tracking, keyspace).
+  static bool coherent(cache_mode m) {
+    return m == cache_mode::tracking || m == cache_mode::keyspace;
+  }
 
   explicit cache_tier(const config& cfg);
 
@@ -75,16 +82,20 @@ class cache_tier {
   void set_mode(cache_mode m) { mode_ = m; }
   /// True when `key` may be served as a hit (it has a --cache-prefix, or no prefixes are set).
   bool key_cached(std::string_view key) const;
-  /// A GET hit in normal operation: the value when L1 may answer it (mode ttl or tracking, a
-  /// cached key, and in tracking mode an entry the channel protects now). Counts hit or miss.
+  /// A GET hit in normal operation: the value when L1 may answer it (mode ttl, tracking or
+  /// keyspace, a cached key, and in the coherent modes an entry the channel protects now).
+  /// Counts hit or miss.
   std::optional<std::string_view> hit(int db, std::string_view key, cache::time_ms now);
-  /// A value read on the invalidation channel (tracking): fresh until invalidated or the channel
-  /// is lost.
+  /// A value read on the invalidation channel (tracking, keyspace): fresh until invalidated or
+  /// the channel is lost.
   void store_tracked(int db, std::string_view key, std::string_view value,
                      std::int64_t upstream_expiry, cache::time_ms now);
   /// An invalidation message for `key` / for everything (FLUSHALL, FLUSHDB).
   void invalidated(int db, std::string_view key);
   void flushed();
+  /// Called with each key the sidecar's own traffic invalidates (db < 0: a flush), so that a read
+  /// in flight elsewhere (the near cache's) knows its result may predate the write.
+  void on_write(std::function<void(int db, std::string_view key)> f) { on_write_ = std::move(f); }
   /// The invalidation channel was lost: tracked entries stop being fresh at once.
   void channel_lost() { ++epoch_; }
 
@@ -158,6 +169,7 @@ class cache_tier {
   cache::write_journal journal_;
   tier_counters counters_;
   std::string scratch_;  // the encoded value being stored
+  std::function<void(int, std::string_view)> on_write_;
 };
 
 }  // namespace redis_sidecar

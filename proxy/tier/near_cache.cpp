@@ -2,6 +2,7 @@
 
 #include <array>
 #include <chrono>
+#include <random>
 
 #include "proxy/log.hpp"
 #include "proxy/resp/value.hpp"
@@ -11,6 +12,7 @@ namespace redis_sidecar {
 namespace {
 
 using clock = std::chrono::steady_clock;
+using mode = cache_tier::cache_mode;
 
 std::int64_t mono_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(clock::now().time_since_epoch())
@@ -23,16 +25,25 @@ std::string error_text(std::string_view frame) {
   return std::string(frame.substr(0, 300));
 }
 
+std::string random_hex() {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  static constexpr char digits[] = "0123456789abcdef";
+  std::string out;
+  for (std::uint64_t v = rng(), i = 0; i < 16; ++i, v >>= 4) out.push_back(digits[v & 15]);
+  return out;
+}
+
 }  // namespace
 
 near_cache::near_cache(asio::any_io_executor ex, const config& cfg, ssl::context* tls,
                        cache_tier& tier)
-    : ex_(ex), cfg_(cfg), tls_(tls), tier_(tier), timer_(ex) {
+    : ex_(ex), cfg_(cfg), tls_(tls), tier_(tier), timer_(ex), probe_timer_(ex) {
   auto_ = cfg.cache_mode == "auto";
+  if (cfg.cache_mode == "keyspace") channel_ = channel::keyspace;
 }
 
 void near_cache::start() {
-  if (!auto_ && cfg_.cache_mode != "tracking") return;  // nothing to do in the other modes
+  if (!auto_ && !cache_tier::coherent(cache_tier::parse_mode(cfg_.cache_mode))) return;
   asio::co_spawn(ex_, run(shared_from_this()), asio::detached);
 }
 
@@ -41,37 +52,197 @@ void near_cache::start() {
 void near_cache::stop() {
   stopped_ = true;
   timer_.cancel();
+  probe_timer_.cancel();
   ready_ = false;
   if (conn_) conn_->close();
+  if (sub_) sub_->close();
   conn_.reset();
-  order_.clear();
-  for (auto& [key, f] : inflight_)
+  sub_.reset();
+  joinable_.clear();
+  for (auto& [read, f] : flights_)
     for (auto& w : f.waiters) w.sink->deliver(w.seq, "-ERR sidecar shutting down\r\n", 0);
-  inflight_.clear();
+  flights_.clear();
 }
 
 // Keeps the channel open: reconnects after each loss, at the health probe's pace.
 awaitable<void> near_cache::run(std::shared_ptr<near_cache> self) {
   while (!stopped_) {
-    if (!conn_ && !(settled_ && tier_.mode() != cache_tier::cache_mode::tracking)) open();
+    if (!conn_ && !(settled_ && !cache_tier::coherent(tier_.mode()))) open();
     timer_.expires_after(std::chrono::milliseconds(cfg_.health_probe_interval_ms));
     co_await timer_.async_wait(use_nothrow);
   }
   (void)self;
 }
 
-void near_cache::open() {
-  conn_ = std::make_shared<connection>(ex_, cfg_, tls_, own_stats_, 3, false);
-  conn_->set_quiet(true);
-  conn_->set_watcher(weak_from_this());
-  conn_->start();
-  static constexpr std::string_view tracking =
-      "*3\r\n$6\r\nCLIENT\r\n$8\r\nTRACKING\r\n$2\r\nON\r\n";
-  conn_->submit(tracking,
-                pending_reply{shared_from_this(), 0, clock::time_point::max(), tag_tracking});
+std::shared_ptr<connection> near_cache::make_connection(int proto, bool subscriber) {
+  auto c = std::make_shared<connection>(ex_, cfg_, tls_, own_stats_, proto, false);
+  c->set_quiet(true);
+  c->set_subscriber(subscriber);
+  c->set_watcher(weak_from_this());
+  c->start();
+  return c;
 }
 
-void near_cache::settle(cache_tier::cache_mode m, const std::string& why) {
+void near_cache::control(connection& c, std::span<const std::string_view> args, tag t) {
+  request_.clear();
+  resp::append_command(request_, args);
+  c.submit(request_, pending_reply{shared_from_this(), generation_, clock::time_point::max(), t});
+}
+
+// Sets up the channel for channel_ and proto_ (see the header's table).
+void near_cache::open() {
+  ++generation_;
+  sub_id_ = -1;
+  sub_ready_ = false;
+  conn_ = make_connection(proto_, false);
+  if (proto_ == 2) sub_ = make_connection(2, true);
+  if (channel_ == channel::tracking) {
+    if (proto_ == 3) {
+      const std::array<std::string_view, 3> on{"CLIENT", "TRACKING", "ON"};
+      control(*conn_, on, tag_tracking);
+      return;
+    }
+    const std::array<std::string_view, 2> id{"CLIENT", "ID"};
+    control(*sub_, id, tag_client_id);
+    subscribe();  // CLIENT TRACKING ... REDIRECT follows once both are answered
+    return;
+  }
+  if (keyspace_known_) {
+    subscribe();
+    return;
+  }
+  const std::array<std::string_view, 3> get{"CONFIG", "GET", "notify-keyspace-events"};
+  control(*conn_, get, tag_config);
+}
+
+// (P)SUBSCRIBE answers with pushes (RESP3) or pub/sub arrays (RESP2 subscriber mode), not with a
+// reply: it goes out without an entry, and its confirmation comes to pushed().
+void near_cache::subscribe() {
+  connection& c = proto_ == 3 ? *conn_ : *sub_;
+  request_.clear();
+  const std::string pattern = keyspace_pattern(cfg_.upstream.db);
+  if (channel_ == channel::tracking) {
+    const std::array<std::string_view, 2> args{"SUBSCRIBE", invalidate_channel};
+    resp::append_command(request_, args);
+  } else {
+    const std::array<std::string_view, 2> args{"PSUBSCRIBE", pattern};
+    resp::append_command(request_, args);
+  }
+  c.send_raw(request_);
+}
+
+void near_cache::subscribed() {
+  sub_ready_ = true;
+  if (channel_ == channel::tracking) {
+    redirect();
+  } else if (keyspace_known_) {
+    become_ready(mode::keyspace, "keyspace notifications, " + keyspace_why_);
+  } else if (probing_) {
+    start_probe();
+  }
+}
+
+// RESP2 tracking: the read connection's invalidations go to the subscriber connection.
+void near_cache::redirect() {
+  if (!sub_ready_ || sub_id_ < 0) return;
+  const std::string id = std::to_string(sub_id_);
+  const std::array<std::string_view, 5> on{"CLIENT", "TRACKING", "ON", "REDIRECT", id};
+  control(*conn_, on, tag_tracking);
+}
+
+void near_cache::on_config(std::string_view frame, bool error) {
+  const auto v = error ? std::nullopt : resp::decode(frame);
+  // [name, value] in RESP2, {name: value} in RESP3.
+  if (!v || v->elements.size() != 2) {
+    log::info("CONFIG GET notify-keyspace-events refused (" + error_text(frame) +
+              "); probing for keyspace notifications with one short-lived key");
+    probing_ = true;
+    subscribe();
+    return;
+  }
+  const std::string& flags = v->elements[1].str;
+  const std::string missing = missing_keyspace_flags(flags);
+  if (!missing.empty()) {
+    refused("notify-keyspace-events is '" + flags + "', without " + missing +
+            " (keyspace mode needs K plus A, or K plus g$xe)");
+    return;
+  }
+  keyspace_known_ = true;
+  keyspace_why_ = "notify-keyspace-events is '" + flags + "'";
+  subscribe();
+}
+
+// CONFIG is refused (managed services rename it): write one short-lived key and wait for its
+// notification.
+void near_cache::start_probe() {
+  probe_key_ = "redis-sidecar:probe:" + random_hex();
+  const std::array<std::string_view, 5> set{"SET", probe_key_, "1", "PX", "2000"};
+  control(*conn_, set, tag_probe);
+  probe_timer_.expires_after(std::chrono::milliseconds(cfg_.health_probe_timeout_ms));
+  probe_timer_.async_wait([w = weak_from_this(), g = generation_](error_code ec) {
+    if (auto self = w.lock(); self && !ec) self->probe_done(g, false);
+  });
+}
+
+void near_cache::probe_done(std::uint64_t generation, bool ok) {
+  if (generation != generation_ || !probing_) return;
+  probing_ = false;
+  probe_timer_.cancel();
+  if (!ok) {
+    refused("no keyspace notification for a probe write within " +
+            std::to_string(cfg_.health_probe_timeout_ms) +
+            " ms (CONFIG GET refused; notify-keyspace-events is probably off)");
+    return;
+  }
+  keyspace_known_ = true;
+  keyspace_why_ = "a probe write's notification arrived (CONFIG GET refused)";
+  become_ready(mode::keyspace, "keyspace notifications, " + keyspace_why_);
+}
+
+void near_cache::become_ready(mode m, const std::string& what) {
+  ready_ = true;
+  log::info("cache invalidation channel ready (" + what + ")");
+  settle(m, refusals_ + what);
+}
+
+// The upstream cannot keep L1 coherent the way channel_ tries: the next channel in auto mode,
+// else the mode after the coherent ones.
+void near_cache::refused(const std::string& why) {
+  drop_channel();
+  if (auto_ && channel_ == channel::tracking) {
+    log::info(why + "; trying keyspace notifications");
+    refusals_ = why + "; ";
+    channel_ = channel::keyspace;
+    open();
+    return;
+  }
+  if (!auto_) {
+    log::error("--cache-mode=" + cfg_.cache_mode + ": " + why + "; L1 serves only during outages");
+    settle(mode::fallback, why);
+  } else if (cfg_.cache_prefix.empty()) {
+    settle(mode::fallback, refusals_ + why + "; no --cache-prefix for ttl mode");
+  } else {
+    settle(mode::ttl, refusals_ + why + "; using ttl mode for --cache-prefix keys");
+  }
+}
+
+// Lets go of both connections. Reads in flight on the read connection are still answered (QUIT
+// comes after them) but, like any read in flight when the channel fails, not stored.
+void near_cache::drop_channel() {
+  ++generation_;
+  ready_ = false;
+  probing_ = false;
+  probe_timer_.cancel();
+  invalidate_all_flights();
+  static constexpr std::string_view quit = "*1\r\n$4\r\nQUIT\r\n";
+  if (conn_ && !conn_->submit(quit, pending_reply{nullptr, 0, clock::time_point::max(), 0}))
+    conn_->close();
+  if (sub_) sub_->close();
+  conn_.reset();
+  sub_.reset();
+}
+
+void near_cache::settle(mode m, const std::string& why) {
   if (!settled_ || tier_.mode() != m)
     log::info("cache mode " + std::string(cache_tier::mode_name(m)) + ": " + why);
   settled_ = true;
@@ -81,73 +252,94 @@ void near_cache::settle(cache_tier::cache_mode m, const std::string& why) {
 
 void near_cache::fetch(std::string_view key, std::shared_ptr<reply_sink> sink, std::uint64_t seq,
                        int proto) {
-  auto [it, fresh] = inflight_.try_emplace(std::string(key));
-  it->second.waiters.push_back(waiter{std::move(sink), seq, proto});
-  if (!fresh) return;  // single flight: joins the read in flight
+  if (auto j = joinable_.find(std::string(key)); j != joinable_.end()) {
+    flights_[j->second].waiters.push_back(waiter{std::move(sink), seq, proto});
+    return;  // single flight: joins the read in flight
+  }
   // MULTI, PTTL and GET answer +OK/+QUEUED (nobody waits for those); EXEC carries both results.
-  request_.clear();
-  std::array<std::size_t, 4> ends{};
   const std::array<std::string_view, 1> multi{"MULTI"};
   const std::array<std::string_view, 2> pttl{"PTTL", key};
   const std::array<std::string_view, 2> get{"GET", key};
   const std::array<std::string_view, 1> exec{"EXEC"};
-  resp::append_command(request_, multi);
-  ends[0] = request_.size();
-  resp::append_command(request_, pttl);
-  ends[1] = request_.size();
-  resp::append_command(request_, get);
-  ends[2] = request_.size();
-  resp::append_command(request_, exec);
-  ends[3] = request_.size();
   const auto deadline = clock::now() + std::chrono::milliseconds(cfg_.command_timeout_ms);
+  const std::uint64_t read = next_read_++;
   bool ok = true;
-  std::size_t begin = 0;
-  for (std::size_t i = 0; i < ends.size() && ok; ++i) {
-    const std::string_view part = std::string_view(request_).substr(begin, ends[i] - begin);
-    begin = ends[i];
-    ok = i < 3 ? conn_->submit(part, pending_reply{nullptr, 0, deadline, 0})
-               : conn_->submit(part, pending_reply{shared_from_this(), 0, deadline, tag_read});
+  for (auto args :
+       {std::span<const std::string_view>(multi), std::span<const std::string_view>(pttl),
+        std::span<const std::string_view>(get)}) {
+    request_.clear();
+    resp::append_command(request_, args);
+    ok = ok && conn_->submit(request_, pending_reply{nullptr, 0, deadline, 0});
   }
+  request_.clear();
+  resp::append_command(request_, exec);
+  ok = ok && conn_->submit(request_, pending_reply{shared_from_this(), read, deadline, tag_read});
   if (!ok) {
-    flight f = std::move(it->second);
-    inflight_.erase(it);
-    for (auto& w : f.waiters) w.sink->deliver(w.seq, "-ERR upstream connection lost\r\n", 0);
+    sink->deliver(seq, "-ERR upstream connection lost\r\n", 0);
     return;
   }
-  order_.emplace_back(key);
+  flight& f = flights_[read];
+  f.key = std::string(key);
+  f.waiters.push_back(waiter{std::move(sink), seq, proto});
+  joinable_.emplace(f.key, read);
+}
+
+void near_cache::written(int db, std::string_view key) {
+  if (flights_.empty()) return;
+  if (db < 0) return invalidate_all_flights();
+  if (db == cfg_.upstream.db) invalidate_flights(key);
+}
+
+void near_cache::invalidate_all_flights() {
+  for (auto& [read, f] : flights_) f.invalidated = true;
+  joinable_.clear();
+}
+
+void near_cache::invalidate_flights(std::string_view key) {
+  const auto j = joinable_.find(std::string(key));
+  if (j == joinable_.end()) return;
+  flights_[j->second].invalidated = true;
+  joinable_.erase(j);
 }
 
 void near_cache::deliver(std::uint64_t seq, std::string_view frame, std::uint8_t t) {
-  (void)seq;
   const bool error = frame.empty() || frame[0] == '-' || frame[0] == '!';
-  if (t == tag_tracking) {
-    if (!error) {
-      ready_ = true;
-      log::info("cache invalidation channel ready (CLIENT TRACKING on)");
-      settle(cache_tier::cache_mode::tracking, "the upstream accepts CLIENT TRACKING");
+  if (t == tag_read) return read_done(seq, frame, error);
+  if (seq != generation_) return;  // a channel given up since
+  if (error && ((conn_ && conn_->failing()) || (sub_ && sub_->failing())))
+    return;  // the connection failed, not the command: closed() follows
+  switch (t) {
+    case tag_tracking:
+      if (error)
+        return refused("CLIENT TRACKING refused by the upstream (" + error_text(frame) + ")");
+      return become_ready(mode::tracking, proto_ == 3 ? "CLIENT TRACKING on"
+                                                      : "CLIENT TRACKING on, RESP2 with REDIRECT");
+    case tag_client_id: {
+      const auto v = error ? std::nullopt : resp::decode(frame);
+      if (!v || v->type != resp::value::kind::integer)
+        return refused("CLIENT ID refused by the upstream (" + error_text(frame) + ")");
+      sub_id_ = v->integer;
+      return redirect();
+    }
+    case tag_config: return on_config(frame, error);
+    case tag_probe:
+      if (error) {
+        probing_ = false;
+        return refused("the keyspace probe write was refused (" + error_text(frame) + ")");
+      }
       return;
-    }
-    if (conn_ && conn_->failing()) return;  // the connection failed: closed() follows
-    const std::string why = "CLIENT TRACKING refused by the upstream (" + error_text(frame) + ")";
-    if (auto_) {
-      if (cfg_.cache_prefix.empty())
-        settle(cache_tier::cache_mode::fallback, why + "; no --cache-prefix for ttl mode");
-      else
-        settle(cache_tier::cache_mode::ttl, why + "; using ttl mode for --cache-prefix keys");
-    } else {
-      log::error("--cache-mode=tracking: " + why + "; L1 serves only during outages");
-      settle(cache_tier::cache_mode::fallback, why);
-    }
-    if (conn_) conn_->close();
-    return;
+    default: return;
   }
-  if (t != tag_read || order_.empty()) return;
-  const std::string key = std::move(order_.front());
-  order_.pop_front();
-  auto it = inflight_.find(key);
-  if (it == inflight_.end()) return;
+}
+
+void near_cache::read_done(std::uint64_t read, std::string_view frame, bool error) {
+  const auto it = flights_.find(read);
+  if (it == flights_.end()) return;
   flight f = std::move(it->second);
-  inflight_.erase(it);
+  flights_.erase(it);
+  if (const auto j = joinable_.find(f.key); j != joinable_.end() && j->second == read)
+    joinable_.erase(j);
+  const std::string& key = f.key;
   if (error) {
     for (auto& w : f.waiters) w.sink->deliver(w.seq, frame, 0);
     return;
@@ -170,11 +362,10 @@ void near_cache::deliver(std::uint64_t seq, std::string_view frame, std::uint8_t
     const std::int64_t now = mono_ms();
     tier_.store_tracked(cfg_.upstream.db, key, value.str, pttl > 0 ? now + pttl : 0, now);
   }
-  answer(key, f, value.str, found);
+  answer(f, value.str, found);
 }
 
-void near_cache::answer(const std::string& key, flight& f, std::string_view value, bool found) {
-  (void)key;
+void near_cache::answer(flight& f, std::string_view value, bool found) {
   std::string bulk, null2, null3;
   if (found) resp::append_bulk(bulk, value);
   for (auto& w : f.waiters) {
@@ -188,40 +379,44 @@ void near_cache::answer(const std::string& key, flight& f, std::string_view valu
   }
 }
 
-// ">2 invalidate [key ...]" or ">2 invalidate null" (FLUSHALL / FLUSHDB).
+// Pushes of the RESP3 connection and pub/sub arrays of the RESP2 subscriber connection; see
+// parse_channel_message for their shapes.
 void near_cache::pushed(connection* c, std::string_view frame) {
-  if (c != conn_.get()) return;
+  if (c == nullptr || (c != conn_.get() && c != sub_.get())) return;
   const auto v = resp::decode(frame);
-  if (!v || v->elements.size() != 2 || v->elements[0].str != "invalidate") return;
-  const auto& keys = v->elements[1];
-  if (keys.type == resp::value::kind::null) {
+  if (!v) return;
+  const channel_message m = parse_channel_message(*v, cfg_.upstream.db);
+  switch (m.what) {
+    case channel_message::kind::subscribed: return subscribed();
+    case channel_message::kind::keys:
+    case channel_message::kind::flush: return invalidate(m);
+    default: return;
+  }
+}
+
+void near_cache::invalidate(const channel_message& m) {
+  if (m.what == channel_message::kind::flush) {
     tier_.flushed();
-    for (auto& [k, f] : inflight_) f.invalidated = true;
+    invalidate_all_flights();
     return;
   }
-  for (const auto& k : keys.elements) {
-    tier_.invalidated(cfg_.upstream.db, k.str);
-    if (auto it = inflight_.find(k.str); it != inflight_.end()) it->second.invalidated = true;
+  for (const auto& k : m.keys) {
+    tier_.invalidated(cfg_.upstream.db, k);
+    invalidate_flights(k);
+    if (probing_ && k == probe_key_) probe_done(generation_, true);
   }
 }
 
 void near_cache::closed(connection* c) {
-  if (c != conn_.get()) return;
-  if (ready_) log::warn("cache invalidation channel lost: " + c->last_error());
-  if (ready_) tier_.channel_lost();  // tracked entries are no longer fresh
-  ready_ = false;
-  order_.clear();
-  // Reads in flight were failed by the connection already; nothing else waits.
-  inflight_.clear();
+  if (c == nullptr || (c != conn_.get() && c != sub_.get())) return;
   const std::string error = c->last_error();
-  conn_.reset();
-  // An upstream without RESP3 cannot track on one connection: settle auto mode now.
-  if (!settled_ && error.find("RESP3") != std::string::npos) {
-    const std::string why = "the upstream does not speak RESP3 (" + error + ")";
-    if (auto_ && !cfg_.cache_prefix.empty())
-      settle(cache_tier::cache_mode::ttl, why + "; using ttl mode for --cache-prefix keys");
-    else
-      settle(cache_tier::cache_mode::fallback, why);
+  if (ready_) log::warn("cache invalidation channel lost: " + error);
+  if (ready_) tier_.channel_lost();  // protected entries are no longer fresh
+  drop_channel();
+  // An upstream without RESP3 (no HELLO 3): the channel is opened again in RESP2.
+  if (proto_ == 3 && error.find("RESP3") != std::string::npos) {
+    log::info("the cache invalidation channel uses RESP2: " + error);
+    proto_ = 2;
   }
 }
 

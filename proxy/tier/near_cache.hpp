@@ -1,24 +1,37 @@
-// near_cache: the coherent near cache (--cache-mode=tracking, or auto on a Redis that allows it).
-// GET hits are answered from L1 in normal operation; what keeps them correct is Redis' CLIENT
-// TRACKING on one RESP3 connection of the sidecar's own, the channel:
+// near_cache: the coherent near cache (--cache-mode=tracking or keyspace, or auto on a Redis that
+// allows one of them). GET hits are answered from L1 in normal operation; what keeps them correct
+// is an invalidation channel of the sidecar's own, in one of four shapes:
 //
-//   session GET miss --fetch--> [ MULTI / PTTL key / GET key / EXEC ] --> upstream (tracks key)
-//   session slot   <--value--- [ EXEC reply: ttl, value ]  <--+
-//   L1 erase       <--------- [ >invalidate [keys] push ]  <--+  same connection, in order
+//   tracking, RESP3   one connection: CLIENT TRACKING ON; reads and ">2 invalidate" pushes
+//   tracking, RESP2   a subscriber connection (CLIENT ID, SUBSCRIBE __redis__:invalidate) and a
+//                     read connection with CLIENT TRACKING ON REDIRECT <id>
+//   keyspace, RESP3   one connection: PSUBSCRIBE __keyspace@<db>__:*; reads and ">4 pmessage"
+//   keyspace, RESP2   a subscriber connection (PSUBSCRIBE) and a read connection
 //
-// Reads and invalidations share the connection, so they arrive in the order Redis produced them.
-// Still, a read in flight when an invalidation for its key arrives is answered but not stored.
-// Concurrent misses for one key join one read (single flight). The server TTL comes with the
-// read and may only shorten the local one (--cache-ttl). When the channel is lost every tracked
-// entry stops being fresh at once (cache_tier::channel_lost); the channel is opened again, and
-// entries are filled again by new reads.
+//   session GET miss --fetch--> [ MULTI / PTTL key / GET key / EXEC ] --> read connection
+//   session slot   <--value--- [ EXEC reply: ttl, value ]
+//   L1 erase       <--------- [ invalidation for key ]  <-- same connection (RESP3) or the
+//                                                           subscriber connection (RESP2)
 //
-// In auto mode the first connection also decides the mode: tracking when CLIENT TRACKING is
-// accepted, else ttl when --cache-prefix is set, else fallback; the choice and its reason are
-// logged and exported. Lives on the server's io_context thread.
+// On one connection reads and invalidations arrive in the order Redis produced them; on two they
+// do not, so the rule that covers both is: a read in flight when an invalidation for its key
+// arrives is answered but not stored. Concurrent misses for one key join one read (single
+// flight). The server TTL comes with the read and may only shorten the local one (--cache-ttl).
+// When either connection is lost every entry the channel protected stops being fresh at once
+// (cache_tier::channel_lost); the channel is opened again at the health probe's pace, and entries
+// are filled again by new reads.
+//
+// Keyspace mode first checks that the upstream publishes what it needs: CONFIG GET
+// notify-keyspace-events must hold K and A (or g $ x e); where CONFIG is refused, a probe writes
+// one key (redis-sidecar:probe:<random hex>, PX 2000) and waits --health-probe-timeout-ms for its
+// notification.
+//
+// In auto mode the first connections decide the mode: tracking when CLIENT TRACKING is accepted,
+// else keyspace when notifications are on, else ttl when --cache-prefix is set, else fallback;
+// the choice and its reasons are logged and exported. An upstream that refuses RESP3 is asked
+// again in RESP2. Lives on the server's io_context thread.
 #pragma once
 
-#include <deque>
 #include <functional>
 #include <memory>
 #include <string>
@@ -29,6 +42,7 @@
 #include "proxy/config/config.hpp"
 #include "proxy/stats.hpp"
 #include "proxy/tier/cache_tier.hpp"
+#include "proxy/tier/channel_message.hpp"
 #include "proxy/upstream/connection.hpp"
 #include "proxy/upstream/reply_sink.hpp"
 
@@ -43,37 +57,66 @@ class near_cache : public reply_sink,
   void start();
   void stop();
 
-  /// True while misses can be read on the channel (mode tracking, channel up).
+  /// True while misses can be read on the channel (a coherent mode, channel up).
   bool ready() const { return ready_; }
-  /// The channel's connection: a session's requests in flight there are ordered with it.
+  /// The read connection: a session's requests in flight there are ordered with it.
   connection* conn() const { return conn_.get(); }
   /// Reads `key` (the URL's db) on the channel, or joins a read in flight; the reply goes to
   /// `sink->deliver(seq, ...)` as RESP for protocol `proto`. Precondition: ready().
   void fetch(std::string_view key, std::shared_ptr<reply_sink> sink, std::uint64_t seq, int proto);
 
-  /// Called when auto mode settles (or tracking is refused), for metrics.
+  /// Called when auto mode settles (or the forced mode is refused), for metrics.
   void on_mode(std::function<void()> f) { on_mode_ = std::move(f); }
+
+  /// The sidecar's own traffic wrote `key` of `db` (db < 0: a flush): reads of it in flight may
+  /// predate the write, so they are neither stored nor joined.
+  void written(int db, std::string_view key);
 
   void deliver(std::uint64_t seq, std::string_view frame, std::uint8_t tag) override;
   void pushed(connection* c, std::string_view frame) override;
   void closed(connection* c) override;
 
  private:
-  enum tag : std::uint8_t { tag_tracking = 1, tag_read = 2 };
+  // What a reply answers. Control replies carry the channel's generation as their seq, so a
+  // reply from a channel given up since is ignored; reads carry their read number.
+  enum tag : std::uint8_t {
+    tag_tracking = 1,   // CLIENT TRACKING ON [REDIRECT id]
+    tag_read = 2,       // EXEC of MULTI / PTTL / GET
+    tag_client_id = 3,  // CLIENT ID of the subscriber connection
+    tag_config = 4,     // CONFIG GET notify-keyspace-events
+    tag_probe = 5,      // SET of the probe key
+  };
+  enum class channel : std::uint8_t { tracking, keyspace };
   struct waiter {
     std::shared_ptr<reply_sink> sink;
     std::uint64_t seq;
     int proto;
   };
   struct flight {
+    std::string key;
     std::vector<waiter> waiters;
-    bool invalidated = false;  // an invalidation arrived while the read was in flight
+    bool invalidated = false;  // an invalidation (or a write of ours) came while it was in flight
   };
 
   awaitable<void> run(std::shared_ptr<near_cache> self);
+  std::shared_ptr<connection> make_connection(int proto, bool subscriber);
   void open();
+  void control(connection& c, std::span<const std::string_view> args, tag t);
+  void subscribe();
+  void subscribed();
+  void redirect();
+  void on_config(std::string_view frame, bool error);
+  void start_probe();
+  void probe_done(std::uint64_t generation, bool ok);
+  void become_ready(cache_tier::cache_mode m, const std::string& what);
+  void refused(const std::string& why);
+  void drop_channel();
   void settle(cache_tier::cache_mode m, const std::string& why);
-  void answer(const std::string& key, flight& f, std::string_view value, bool found);
+  void invalidate(const channel_message& m);
+  void invalidate_flights(std::string_view key);
+  void invalidate_all_flights();
+  void read_done(std::uint64_t read, std::string_view frame, bool error);
+  void answer(flight& f, std::string_view value, bool found);
 
   asio::any_io_executor ex_;
   const config& cfg_;
@@ -81,16 +124,33 @@ class near_cache : public reply_sink,
   cache_tier& tier_;
   stats own_stats_;  // the channel is the sidecar's own: kept out of the client gauges
   steady_timer timer_;
+  steady_timer probe_timer_;
   bool stopped_ = false;
   bool auto_ = false;     // --cache-mode=auto: the mode is not settled yet
-  bool settled_ = false;  // the mode is known (tracking works, or was refused)
+  bool settled_ = false;  // the mode is known (a channel works, or none can)
   bool ready_ = false;
   std::function<void()> on_mode_;
 
-  std::shared_ptr<connection> conn_;
-  std::unordered_map<std::string, flight> inflight_;
-  std::deque<std::string> order_;  // keys of the reads sent, in order (EXEC replies match them)
-  std::string request_;            // scratch for the MULTI/PTTL/GET/EXEC batch
+  channel channel_ = channel::tracking;  // what open() sets up
+  int proto_ = 3;                        // 2 once the upstream refused RESP3
+  bool keyspace_known_ = false;          // notifications confirmed: reopening only subscribes
+  std::string keyspace_why_;             // how they were confirmed
+  std::string refusals_;                 // why stronger modes were refused (auto), for the log
+  bool probing_ = false;
+  std::string probe_key_;
+
+  std::uint64_t generation_ = 0;      // the channel's number; control replies carry it
+  std::shared_ptr<connection> conn_;  // reads (and, in RESP3, the invalidations)
+  std::shared_ptr<connection> sub_;   // RESP2: the subscriber connection
+  std::int64_t sub_id_ = -1;          // its CLIENT ID (tracking with REDIRECT)
+  bool sub_ready_ = false;            // the subscription is confirmed
+
+  // Reads in flight by read number. A key's read is joinable until something invalidates the key:
+  // a miss after that must not be answered by a read that may predate the write.
+  std::unordered_map<std::uint64_t, flight> flights_;
+  std::unordered_map<std::string, std::uint64_t> joinable_;  // key -> read number
+  std::uint64_t next_read_ = 1;
+  std::string request_;  // scratch for the MULTI/PTTL/GET/EXEC batch
 };
 
 }  // namespace redis_sidecar

@@ -356,7 +356,9 @@ void connection::dispatch(std::string_view frame, bool push) {
     raw_sink_->deliver_raw(frame);
     return;
   }
-  if (push) {  // outside raw mode only tracking invalidations push, to a watcher if any
+  // Outside raw mode only the near cache's channel pushes (RESP3), or receives pub/sub arrays
+  // (RESP2 subscriber mode); both go to the watcher, if any.
+  if (push || (subscriber_ && is_pubsub_event(frame))) {
     if (auto w = watcher_.lock()) w->pushed(this, frame);
     return;
   }

@@ -11,6 +11,10 @@
 //
 // In raw mode (subscribed clients, MONITOR, CLIENT REPLY OFF) there are no entries: every frame
 // goes to the raw sink as it comes.
+//
+// In subscriber mode (the near cache's RESP2 invalidation channel) requests still have entries,
+// but pub/sub arrays that answer none (message, pmessage, subscribe confirmations) go to the
+// watcher, as RESP3 pushes do.
 #pragma once
 
 #include <chrono>
@@ -69,6 +73,9 @@ class connection : public std::enable_shared_from_this<connection> {
   void set_owner(std::weak_ptr<client_session> owner) { owner_ = std::move(owner); }
   /// Receives pushes outside raw mode and the end of the connection.
   void set_watcher(std::weak_ptr<connection_watcher> w) { watcher_ = std::move(w); }
+  /// Subscriber mode: RESP2 pub/sub arrays go to the watcher instead of the pending FIFO. Send
+  /// (P)SUBSCRIBE with send_raw(): its confirmations come as such arrays, not as replies.
+  void set_subscriber(bool on) { subscriber_ = on; }
   /// Quiet connections log nothing themselves (the health probe: its monitor logs transitions).
   void set_quiet(bool q) { quiet_ = q; }
   /// Drops the current stream (pending requests fail at once) and reconnects if it may.
@@ -137,6 +144,7 @@ class connection : public std::enable_shared_from_this<connection> {
   std::weak_ptr<connection_watcher> watcher_;
   bool counted_ready_ = false;
   bool quiet_ = false;
+  bool subscriber_ = false;  // RESP2 pub/sub arrays go to the watcher
 };
 
 }  // namespace redis_sidecar

@@ -3,6 +3,7 @@
 // probe and the fallback journal's replay. One seam, so the connection never needs to know which.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <string_view>
 
@@ -19,7 +20,8 @@ class reply_sink {
 class connection;
 
 /// Whoever must hear about a connection's out-of-band events: RESP3 pushes that answer no request
-/// (CLIENT TRACKING invalidations) and the end of the connection. The near cache is one.
+/// (CLIENT TRACKING invalidations, keyspace notifications), the RESP2 pub/sub arrays of a
+/// subscriber connection, and the end of the connection. The near cache is one.
 class connection_watcher {
  public:
   virtual ~connection_watcher() = default;
@@ -27,5 +29,16 @@ class connection_watcher {
   /// The connection closed for good (it does not reconnect); its pending requests already failed.
   virtual void closed(connection* c) = 0;
 };
+
+/// True for a RESP2 pub/sub array a subscribed connection receives without a request of its own
+/// waiting (a message, pmessage or (p)subscribe confirmation), as Redis writes them (lower case).
+inline bool is_pubsub_event(std::string_view frame) {
+  static constexpr std::array<std::string_view, 4> heads{
+      "*3\r\n$7\r\nmessage\r\n", "*4\r\n$8\r\npmessage\r\n", "*3\r\n$9\r\nsubscribe\r\n",
+      "*3\r\n$10\r\npsubscribe\r\n"};
+  for (auto h : heads)
+    if (frame.substr(0, h.size()) == h) return true;
+  return false;
+}
 
 }  // namespace redis_sidecar

@@ -3,6 +3,7 @@
 // across a killed tracking connection and an upstream restart; ttl mode's bounded staleness;
 // auto mode's choice when tracking is refused; single flight for concurrent misses.
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <thread>
 
@@ -229,6 +230,36 @@ TEST_CASE("single flight: 100 concurrent misses on one key make one upstream rea
   REQUIRE(integer(up.get(), {"LPUSH", "list", "x"}) == 1);
   CHECK(error_of(clients[0].get(), {"GET", "list"}).rfind("WRONGTYPE", 0) == 0);
   CHECK(is_nil(clients[0].get(), {"GET", "missing"}));
+}
+
+TEST_CASE("tracking: a client reads its own writes while other clients keep misses in flight",
+          "[near][tracking]") {
+  SIDECAR_ONLY();
+  proxied env({}, with({}));
+  REQUIRE(mode_is(env, "tracking"));
+  // Readers keep a read of "hot" in flight on the channel most of the time; each write through
+  // the sidecar must not be answered, for its writer, by a read that started before it.
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> readers;
+  for (int i = 0; i < 4; ++i) {
+    readers.emplace_back([&env, &stop] {
+      auto c = env.client();
+      while (!stop) command(c.get(), {"GET", "hot"});
+    });
+  }
+  auto writer = env.client();
+  int mismatches = 0;
+  std::string first;
+  for (int i = 1; i <= 2000; ++i) {
+    const std::string v = std::to_string(i);
+    REQUIRE(str(writer.get(), {"SET", "hot", v}) == "OK");
+    const std::string got = get(writer.get(), "hot");
+    if (got != v && mismatches++ == 0) first = "wrote " + v + ", read " + got;
+  }
+  stop = true;
+  for (auto& t : readers) t.join();
+  INFO(first);
+  CHECK(mismatches == 0);
 }
 
 }  // namespace redis_sidecar::test

@@ -323,3 +323,32 @@ TEST_CASE("health: healthy, failing, fallback, recovering, healthy", "[health]")
   CHECK(quick.state() == upstream_state::fallback);
   CHECK(quick.last_error() == "lost during replay");
 }
+
+TEST_CASE("tier: coherent modes serve only entries the channel protects now", "[tier][near]") {
+  config cfg = make_config();
+  cfg.cache_prefix = "";
+  for (const auto m : {cache_tier::cache_mode::tracking, cache_tier::cache_mode::keyspace}) {
+    INFO("mode " << cache_tier::mode_name(m));
+    CHECK(cache_tier::coherent(m));
+    CHECK(cache_tier::parse_mode(cache_tier::mode_name(m)) == m);
+    cache_tier tier(cfg);
+    tier.set_mode(m);
+    pass(tier, {"GET", "plain"}, "$1\r\nv\r\n");  // filled from traffic: not protected
+    CHECK_FALSE(tier.hit(0, "plain", t0));
+    tier.store_tracked(0, "k", "v1", 0, t0);
+    REQUIRE(tier.hit(0, "k", t0) == std::optional<std::string_view>("v1"));
+    CHECK_FALSE(tier.hit(1, "k", t0));  // another db
+    tier.invalidated(0, "k");
+    CHECK_FALSE(tier.hit(0, "k", t0));
+    tier.store_tracked(0, "k", "v2", 0, t0);
+    tier.channel_lost();
+    CHECK_FALSE(tier.hit(0, "k", t0));  // still in L1, but no longer fresh
+    tier.store_tracked(0, "k", "v3", t0 + 10, t0);
+    CHECK(tier.hit(0, "k", t0 + 9) == std::optional<std::string_view>("v3"));
+    CHECK_FALSE(tier.hit(0, "k", t0 + 10));  // the server TTL shortened it
+    CHECK(tier.counters().pushed_invalidations == 1);
+  }
+  CHECK_FALSE(cache_tier::coherent(cache_tier::cache_mode::ttl));
+  CHECK_FALSE(cache_tier::coherent(cache_tier::cache_mode::fallback));
+  CHECK(cache_tier::parse_mode("keyspace") == cache_tier::cache_mode::keyspace);
+}

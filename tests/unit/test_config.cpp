@@ -531,7 +531,7 @@ TEST_CASE("cache, fallback, metrics and logging options", "[config]") {
              Catch::StartsWith("invalid value '5d' for --cache-ttl: expected a duration"));
   CHECK_THAT(error_of({up, "--cache-ttl=0"}), Catch::StartsWith("invalid value '0' for --cache-ttl"));
   CHECK(error_of({up, "--cache-mode=lru"}) ==
-        "invalid value 'lru' for --cache-mode: expected auto, tracking, ttl, fallback or off");
+        "invalid value 'lru' for --cache-mode: expected auto, tracking, keyspace, ttl, fallback or off");
   CHECK(error_of({up, "--fallback-writes=drop"}) ==
         "invalid value 'drop' for --fallback-writes: expected journal or reject");
   CHECK(error_of({up, "--log-format=xml"}) ==

@@ -1,0 +1,275 @@
+// The near cache kept coherent by keyspace notifications, and by CLIENT TRACKING with REDIRECT
+// on a RESP2 upstream, against a real redis-server: the staleness checker (a writer talking to
+// Redis directly, a reader through the sidecar) in each shape of the channel, across a killed
+// subscriber connection and an upstream restart; auto mode's chain (tracking -> keyspace -> ttl
+// -> fallback) and its metric; detection of notifications by CONFIG GET and, where CONFIG is
+// denied, by a probe write.
+#include <algorithm>
+#include <chrono>
+
+#include "tests/integration/common.hpp"
+#include "tests/metrics/http_get.hpp"
+
+namespace redis_sidecar::test {
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+
+const std::vector<std::string> quick = {"--health-probe-interval-ms=20", "--fallback-after-ms=200",
+                                        "--connect-timeout-ms=300", "--reconnect-max-ms=200"};
+
+std::vector<std::string> with(std::vector<std::string> extra) {
+  std::vector<std::string> out = quick;
+  out.insert(out.end(), extra.begin(), extra.end());
+  return out;
+}
+
+const std::string notify_on = "notify-keyspace-events Kg$xe";
+const std::string no_tracking = "user default on nopass ~* &* +@all -client|tracking";
+const std::string no_tracking_no_config = no_tracking + " -config";
+const std::string no_hello = "rename-command HELLO \"\"";  // a RESP2-only upstream
+
+redis_options options(std::vector<std::string> extra, std::vector<std::string> acl = {}) {
+  redis_options o;
+  o.extra = std::move(extra);
+  o.acl = std::move(acl);
+  return o;
+}
+
+double metric(const proxied& env, const std::string& series) {
+  const std::string text = "\n" + http_get(env.side->metrics_port(), "/metrics").body;
+  const auto pos = text.find("\n" + series + " ");
+  return pos == std::string::npos ? -1 : std::atof(text.c_str() + pos + series.size() + 2);
+}
+
+bool mode_is(const proxied& env, const std::string& mode) {
+  return eventually(
+      [&] { return metric(env, "redis_sidecar_cache_mode{mode=\"" + mode + "\"}") == 1; });
+}
+
+bool logged(const proxied& env, const std::string& what) {
+  return eventually([&] { return env.side->log().find(what) != std::string::npos; });
+}
+
+std::size_t count(const std::string& text, const std::string& what) {
+  std::size_t n = 0;
+  for (auto pos = text.find(what); pos != std::string::npos; pos = text.find(what, pos + 1)) ++n;
+  return n;
+}
+
+std::string get(redisContext* c, const std::string& key) {
+  auto r = command(c, {"GET", key});
+  if (!r) return "(no reply)";
+  if (r->type == REDIS_REPLY_NIL) return "(nil)";
+  return std::string(r->str, r->len);
+}
+
+// One round of the staleness checker (as in test_near_cache.cpp): the writer changes `key`
+// directly on Redis (SET to `version`, or DEL when `version` is 0); from the acknowledgement on,
+// the reader reads through the sidecar until it sees the change. Returns how long the old value
+// was still served, and checks the strict rule: once the sidecar has received the invalidation,
+// no read returns the old value.
+std::chrono::microseconds staleness_round(const proxied& env, redisContext* writer,
+                                          redisContext* reader, const std::string& key,
+                                          int version) {
+  const std::string v = version == 0 ? "(nil)" : std::to_string(version);
+  const double received_before = metric(env, "redis_sidecar_cache_invalidations_received_total");
+  if (version == 0)
+    REQUIRE(integer(writer, {"DEL", key}) == 1);
+  else
+    REQUIRE(str(writer, {"SET", key, v}) == "OK");
+  const auto acked = clock_type::now();
+  std::chrono::microseconds stale{0};
+  for (;;) {
+    const std::string got = get(reader, key);
+    if (got == v) break;
+    INFO("read " << got << " while expecting " << v);
+    REQUIRE(got != "(no reply)");
+    if (version > 0 && got != "(nil)") REQUIRE(std::stoi(got) < version);  // never the future
+    stale = std::chrono::duration_cast<std::chrono::microseconds>(clock_type::now() - acked);
+    REQUIRE(stale < std::chrono::seconds(5));
+  }
+  INFO("version " << version << "; sidecar log:\n" << env.side->log());
+  REQUIRE(eventually([&] {
+    return metric(env, "redis_sidecar_cache_invalidations_received_total") > received_before;
+  }));
+  for (int i = 0; i < 3; ++i) REQUIRE(get(reader, key) == v);
+  return stale;
+}
+
+// Versions from..to of `key`, each read twice first (a fill, then a hit) and then changed.
+std::vector<std::chrono::microseconds> run_checker(const proxied& env, redisContext* writer,
+                                                   redisContext* reader, const std::string& key,
+                                                   int from, int to) {
+  std::vector<std::chrono::microseconds> stale;
+  for (int version = from; version <= to; ++version) {
+    REQUIRE(get(reader, key) == std::to_string(version - 1));
+    REQUIRE(get(reader, key) == std::to_string(version - 1));
+    stale.push_back(staleness_round(env, writer, reader, key, version));
+  }
+  return stale;
+}
+
+std::string distribution(std::vector<std::chrono::microseconds> v) {
+  std::sort(v.begin(), v.end());
+  const auto at = [&](double q) { return v[static_cast<std::size_t>(q * (v.size() - 1))].count(); };
+  const auto stale = std::count_if(v.begin(), v.end(), [](auto d) { return d.count() > 0; });
+  return std::to_string(v.size()) + " writes, " + std::to_string(stale) +
+         " with a stale read; staleness p50 " + std::to_string(at(0.5)) + " us, p99 " +
+         std::to_string(at(0.99)) + " us, max " + std::to_string(v.back().count()) + " us";
+}
+
+// CLIENT KILL of the upstream connection whose CLIENT LIST line holds `field` (" psub=1 ",
+// " sub=1 ").
+void kill_client_with(const proxied& env, const std::string& field) {
+  auto admin = env.upstream();
+  const std::string clients = str(admin.get(), {"CLIENT", "LIST"});
+  INFO(clients);
+  const auto at = clients.find(field);
+  REQUIRE(at != std::string::npos);
+  const auto line = clients.rfind("id=", at);
+  const std::string id = clients.substr(line + 3, clients.find(' ', line) - line - 3);
+  REQUIRE(integer(admin.get(), {"CLIENT", "KILL", "ID", id}) == 1);
+}
+
+// The checker, then the subscriber connection killed, then an upstream restart: no stale hit
+// while the channel is down, coherent again once it is back.
+void coherent_across_failures(proxied& env, const std::string& subscriber_field,
+                              const std::string& label) {
+  // A forced mode is exported from the start; hits wait for the channel.
+  REQUIRE(logged(env, "invalidation channel ready"));
+  auto writer = env.upstream();
+  auto reader = env.client();
+  REQUIRE(str(writer.get(), {"SET", "ver", "0"}) == "OK");
+  const double hits_before = metric(env, "redis_sidecar_cache_hits_total");
+  auto stale = run_checker(env, writer.get(), reader.get(), "ver", 1, 40);
+  WARN(label << " staleness: " << distribution(stale));
+  CHECK(metric(env, "redis_sidecar_cache_hits_total") - hits_before >= 40);
+  // Deletes invalidate too (a generic event).
+  REQUIRE(get(reader.get(), "ver") == "40");
+  staleness_round(env, writer.get(), reader.get(), "ver", 0);
+  REQUIRE(str(writer.get(), {"SET", "ver", "40"}) == "OK");
+  REQUIRE(eventually([&] { return get(reader.get(), "ver") == "40"; }));
+
+  // The subscriber connection killed.
+  const auto ready_before = count(env.side->log(), "invalidation channel ready");
+  REQUIRE(get(reader.get(), "ver") == "40");
+  kill_client_with(env, subscriber_field);
+  REQUIRE(logged(env, "channel lost"));
+  REQUIRE(str(writer.get(), {"SET", "ver", "41"}) == "OK");
+  CHECK(get(reader.get(), "ver") == "41");
+  REQUIRE(eventually(
+      [&] { return count(env.side->log(), "invalidation channel ready") == ready_before + 1; }));
+  run_checker(env, writer.get(), reader.get(), "ver", 42, 50);
+
+  // An upstream restart (empty afterwards).
+  REQUIRE(get(reader.get(), "ver") == "50");
+  env.redis.stop();
+  env.redis.start();
+  writer = env.upstream();
+  REQUIRE(eventually([&] {
+    auto c = connect(env.port());
+    return c && get(c.get(), "ver") == "(nil)";
+  }));
+  reader = env.client();
+  REQUIRE(str(writer.get(), {"SET", "ver", "100"}) == "OK");
+  REQUIRE(eventually([&] { return get(reader.get(), "ver") == "100"; }));
+  REQUIRE(eventually(
+      [&] { return count(env.side->log(), "invalidation channel ready") == ready_before + 2; }));
+  run_checker(env, writer.get(), reader.get(), "ver", 101, 110);
+}
+
+}  // namespace
+
+TEST_CASE("keyspace: hits coherent with direct writes, RESP3 (one connection)",
+          "[near][keyspace]") {
+  SIDECAR_ONLY();
+  proxied env(options({notify_on}), with({"--cache-mode=keyspace"}));
+  REQUIRE(mode_is(env, "keyspace"));
+  CHECK(logged(env, "notify-keyspace-events is 'g$xeK'"));
+  coherent_across_failures(env, " psub=1 ", "keyspace (RESP3)");
+}
+
+TEST_CASE("keyspace: hits coherent with direct writes, RESP2 (subscriber connection)",
+          "[near][keyspace]") {
+  SIDECAR_ONLY();
+  proxied env(options({notify_on, no_hello}), with({"--cache-mode=keyspace"}));
+  REQUIRE(mode_is(env, "keyspace"));
+  CHECK(logged(env, "channel uses RESP2"));
+  coherent_across_failures(env, " psub=1 ", "keyspace (RESP2)");
+}
+
+TEST_CASE("tracking with REDIRECT on a RESP2-only upstream", "[near][tracking][redirect]") {
+  SIDECAR_ONLY();
+  proxied env(options({no_hello}), with({}));
+  REQUIRE(mode_is(env, "tracking"));
+  CHECK(logged(env, "RESP2 with REDIRECT"));
+  coherent_across_failures(env, " sub=1 ", "tracking (RESP2, REDIRECT)");
+}
+
+TEST_CASE("auto mode: keyspace when tracking is refused, ttl or fallback without notifications",
+          "[near][auto][keyspace]") {
+  SIDECAR_ONLY();
+  SECTION("tracking refused, notifications on: keyspace") {
+    proxied env(options({notify_on}, {no_tracking}), with({}));
+    CHECK(mode_is(env, "keyspace"));
+    CHECK(logged(env, "CLIENT TRACKING refused"));
+    CHECK(logged(env, "cache mode keyspace"));
+    auto writer = env.upstream();
+    auto reader = env.client();
+    REQUIRE(str(writer.get(), {"SET", "ver", "0"}) == "OK");
+    run_checker(env, writer.get(), reader.get(), "ver", 1, 5);
+  }
+  SECTION("tracking refused, RESP2 only, notifications on: keyspace") {
+    proxied env(options({notify_on, no_hello}, {no_tracking}), with({}));
+    CHECK(mode_is(env, "keyspace"));
+    CHECK(logged(env, "CLIENT TRACKING refused"));
+  }
+  SECTION("tracking refused, notifications off, prefixes set: ttl") {
+    proxied env(options({}, {no_tracking}), with({"--cache-prefix=user:"}));
+    CHECK(mode_is(env, "ttl"));
+    CHECK(logged(env, "notify-keyspace-events is '', without Kg$xe"));
+  }
+  SECTION("tracking refused, notifications without expirations and evictions: fallback") {
+    proxied env(options({"notify-keyspace-events Kg$"}, {no_tracking}), with({}));
+    CHECK(mode_is(env, "fallback"));
+    CHECK(logged(env, "without xe"));
+  }
+  SECTION("--cache-mode=keyspace without notifications: fallback, said as an error") {
+    proxied env(options({}), with({"--cache-mode=keyspace"}));
+    CHECK(mode_is(env, "fallback"));
+    CHECK(logged(env, "--cache-mode=keyspace: notify-keyspace-events is ''"));
+  }
+}
+
+TEST_CASE("keyspace detection by a probe write where CONFIG is denied",
+          "[near][auto][keyspace][probe]") {
+  SIDECAR_ONLY();
+  SECTION("notifications on: the probe's notification arrives") {
+    proxied env(options({notify_on}, {no_tracking_no_config}), with({}));
+    CHECK(mode_is(env, "keyspace"));
+    CHECK(logged(env, "probing for keyspace notifications"));
+    CHECK(logged(env, "a probe write's notification arrived"));
+    // The probe key is short-lived (PX 2000) and named so it cannot clash.
+    auto up = env.upstream();
+    auto keys = must(up.get(), {"KEYS", "redis-sidecar:probe:*"});
+    REQUIRE(keys->type == REDIS_REPLY_ARRAY);
+    for (std::size_t i = 0; i < keys->elements; ++i) {
+      const std::string k(keys->element[i]->str, keys->element[i]->len);
+      CHECK(k.size() == std::string("redis-sidecar:probe:").size() + 16);
+      const long long pttl = integer(up.get(), {"PTTL", k});
+      CHECK((pttl == -2 || (pttl > 0 && pttl <= 2000)));
+    }
+    auto writer = env.upstream();
+    auto reader = env.client();
+    REQUIRE(str(writer.get(), {"SET", "ver", "0"}) == "OK");
+    run_checker(env, writer.get(), reader.get(), "ver", 1, 5);
+  }
+  SECTION("notifications off: no notification within the probe timeout") {
+    proxied env(options({}, {no_tracking_no_config}), with({"--cache-prefix=user:"}));
+    CHECK(mode_is(env, "ttl"));
+    CHECK(logged(env, "no keyspace notification for a probe write"));
+  }
+}
+
+}  // namespace redis_sidecar::test
