@@ -300,6 +300,14 @@ void cache_tier::on_request(int db, const command_info& info,
 void cache_tier::on_reply(int db, const command_info& info, std::span<const std::string_view> args,
                           std::string_view reply, cache::time_ms now, std::int64_t wall_ms) {
   if (!enabled_ || reply.empty()) return;
+  if (on_write_ && (info.flags & commands::write)) {
+    // The write has run: a channel read still in flight may have run before it, and its reply
+    // can arrive after this one (another connection), so it must not fill L1 or be joined.
+    if ((info.flags & commands::flush) || info.name == "swapdb")
+      on_write_(-1, {});
+    else
+      commands::for_each_key(info, args, [&](std::string_view key) { on_write_(db, key); });
+  }
   if ((reply[0] == '-' || reply[0] == '!') && !(info.flags & commands::write)) {
     // A read that failed says nothing about the key (the error may be the sidecar's own, for an
     // upstream that went away), except that a key of another type is no string to keep.

@@ -1,6 +1,8 @@
 // The cache tier without I/O: filling and invalidating L1 from requests and their replies, and
 // answering from L1 in fallback mode, byte for byte. Also the health state machine.
 #include <catch2/catch.hpp>
+
+#include <map>
 #include <string>
 #include <vector>
 
@@ -351,4 +353,32 @@ TEST_CASE("tier: coherent modes serve only entries the channel protects now", "[
   CHECK_FALSE(cache_tier::coherent(cache_tier::cache_mode::ttl));
   CHECK_FALSE(cache_tier::coherent(cache_tier::cache_mode::fallback));
   CHECK(cache_tier::parse_mode("keyspace") == cache_tier::cache_mode::keyspace);
+}
+
+TEST_CASE("tier: on_write hears each written key at request and at reply, and flushes", "[tier]") {
+  const config cfg = make_config();
+  cache_tier tier(cfg);
+  std::map<std::string, int> heard;  // "db:key" -> times
+  tier.on_write(
+      [&](int db, std::string_view key) { ++heard[std::to_string(db) + ":" + std::string(key)]; });
+  // A write is heard when it goes out and again when its reply is in (it has run by then).
+  const auto sent = [&](std::vector<std::string> words, std::string_view reply, int db = 0) {
+    const request r(std::move(words));
+    tier.on_request(db, r.info(), r.args);
+    const auto before = heard;
+    tier.on_reply(db, r.info(), r.args, reply, t0, wall0);
+    return before;
+  };
+  CHECK(sent({"SET", "k", "v"}, "+OK\r\n", 3) == std::map<std::string, int>{{"3:k", 1}});
+  CHECK(heard["3:k"] >= 2);
+  const auto reads = heard;
+  pass(tier, {"GET", "k"}, "$1\r\nv\r\n", 3);  // reads: not writes
+  CHECK(heard == reads);
+  sent({"DEL", "a", "b"}, ":2\r\n");
+  CHECK(heard["0:a"] >= 2);
+  CHECK(heard["0:b"] >= 2);
+  sent({"SET", "c", "v", "NX"}, "$-1\r\n");  // not applied, but it ran
+  CHECK(heard["0:c"] >= 2);
+  sent({"FLUSHALL"}, "+OK\r\n");
+  CHECK(heard["-1:"] >= 2);
 }
