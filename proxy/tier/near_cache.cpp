@@ -98,7 +98,7 @@ void near_cache::open() {
   if (proto_ == 2) sub_ = make_connection(2, true);
   if (channel_ == channel::tracking) {
     if (proto_ == 3) {
-      const std::array<std::string_view, 3> on{"CLIENT", "TRACKING", "ON"};
+      const std::array<std::string_view, 4> on{"CLIENT", "TRACKING", "ON", "OPTIN"};
       control(*conn_, on, tag_tracking);
       return;
     }
@@ -146,7 +146,7 @@ void near_cache::subscribed() {
 void near_cache::redirect() {
   if (!sub_ready_ || sub_id_ < 0) return;
   const std::string id = std::to_string(sub_id_);
-  const std::array<std::string_view, 5> on{"CLIENT", "TRACKING", "ON", "REDIRECT", id};
+  const std::array<std::string_view, 6> on{"CLIENT", "TRACKING", "ON", "REDIRECT", id, "OPTIN"};
   control(*conn_, on, tag_tracking);
 }
 
@@ -256,7 +256,11 @@ void near_cache::fetch(std::string_view key, std::shared_ptr<reply_sink> sink, s
     flights_[j->second].waiters.push_back(waiter{std::move(sink), seq, proto});
     return;  // single flight: joins the read in flight
   }
-  // MULTI, PTTL and GET answer +OK/+QUEUED (nobody waits for those); EXEC carries both results.
+  // OPTIN tracking: CLIENT CACHING YES makes Redis track the keys of the next command, here the
+  // whole transaction, so only keys read for L1 are tracked. CLIENT CACHING, MULTI, PTTL and GET
+  // answer +OK/+QUEUED (nobody waits for those); EXEC carries both results.
+  const bool optin = channel_ == channel::tracking;
+  const std::array<std::string_view, 3> caching{"CLIENT", "CACHING", "YES"};
   const std::array<std::string_view, 1> multi{"MULTI"};
   const std::array<std::string_view, 2> pttl{"PTTL", key};
   const std::array<std::string_view, 2> get{"GET", key};
@@ -264,6 +268,11 @@ void near_cache::fetch(std::string_view key, std::shared_ptr<reply_sink> sink, s
   const auto deadline = clock::now() + std::chrono::milliseconds(cfg_.command_timeout_ms);
   const std::uint64_t read = next_read_++;
   bool ok = true;
+  if (optin) {
+    request_.clear();
+    resp::append_command(request_, caching);
+    ok = conn_->submit(request_, pending_reply{nullptr, 0, deadline, 0});
+  }
   for (auto args :
        {std::span<const std::string_view>(multi), std::span<const std::string_view>(pttl),
         std::span<const std::string_view>(get)}) {
