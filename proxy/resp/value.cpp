@@ -6,44 +6,13 @@
 #include <algorithm>
 #include <limits>
 
+#include "proxy/resp/detail/line.hpp"
 #include "proxy/resp/reply_parser.hpp"
 
 namespace redis_sidecar::resp {
 namespace {
 
-// Redis' string2ll: optional '-', no '+', no leading zeros except "0" itself, no spaces, no
-// overflow.
-bool parse_decimal(std::string_view s, std::int64_t& out) {
-  if (s.empty()) return false;
-  if (s == "0") {
-    out = 0;
-    return true;
-  }
-  bool negative = false;
-  std::size_t i = 0;
-  if (s[0] == '-') {
-    negative = true;
-    i = 1;
-    if (s.size() == 1) return false;
-  }
-  if (s[i] < '1' || s[i] > '9') return false;
-  std::uint64_t v = 0;
-  for (; i < s.size(); ++i) {
-    if (s[i] < '0' || s[i] > '9') return false;
-    const auto digit = static_cast<std::uint64_t>(s[i] - '0');
-    if (v > (std::numeric_limits<std::uint64_t>::max() - digit) / 10) return false;
-    v = v * 10 + digit;
-  }
-  constexpr auto max = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
-  if (negative) {
-    if (v > max + 1) return false;
-    out = v == max + 1 ? std::numeric_limits<std::int64_t>::min() : -static_cast<std::int64_t>(v);
-  } else {
-    if (v > max) return false;
-    out = static_cast<std::int64_t>(v);
-  }
-  return true;
-}
+using detail::parse_decimal;  // Redis' string2ll rules, shared with the framers
 
 constexpr std::int64_t max_pairs = std::numeric_limits<std::int64_t>::max() / 2;
 
