@@ -7,22 +7,12 @@
 #include <algorithm>
 #include <chrono>
 
-#include "tests/integration/common.hpp"
-#include "tests/metrics/http_get.hpp"
+#include "tests/integration/near_support.hpp"
 
 namespace redis_sidecar::test {
 namespace {
 
-using clock_type = std::chrono::steady_clock;
-
-const std::vector<std::string> quick = {"--health-probe-interval-ms=20", "--fallback-after-ms=200",
-                                        "--connect-timeout-ms=300", "--reconnect-max-ms=200"};
-
-std::vector<std::string> with(std::vector<std::string> extra) {
-  std::vector<std::string> out = quick;
-  out.insert(out.end(), extra.begin(), extra.end());
-  return out;
-}
+using namespace near;
 
 const std::string notify_on = "notify-keyspace-events Kg$xe";
 const std::string no_tracking = "user default on nopass ~* &* +@all -client|tracking";
@@ -36,67 +26,6 @@ redis_options options(std::vector<std::string> extra, std::vector<std::string> a
   return o;
 }
 
-double metric(const proxied& env, const std::string& series) {
-  const std::string text = "\n" + http_get(env.side->metrics_port(), "/metrics").body;
-  const auto pos = text.find("\n" + series + " ");
-  return pos == std::string::npos ? -1 : std::atof(text.c_str() + pos + series.size() + 2);
-}
-
-bool mode_is(const proxied& env, const std::string& mode) {
-  return eventually(
-      [&] { return metric(env, "redis_sidecar_cache_mode{mode=\"" + mode + "\"}") == 1; });
-}
-
-bool logged(const proxied& env, const std::string& what) {
-  return eventually([&] { return env.side->log().find(what) != std::string::npos; });
-}
-
-std::size_t count(const std::string& text, const std::string& what) {
-  std::size_t n = 0;
-  for (auto pos = text.find(what); pos != std::string::npos; pos = text.find(what, pos + 1)) ++n;
-  return n;
-}
-
-std::string get(redisContext* c, const std::string& key) {
-  auto r = command(c, {"GET", key});
-  if (!r) return "(no reply)";
-  if (r->type == REDIS_REPLY_NIL) return "(nil)";
-  return std::string(r->str, r->len);
-}
-
-// One round of the staleness checker (as in test_near_cache.cpp): the writer changes `key`
-// directly on Redis (SET to `version`, or DEL when `version` is 0); from the acknowledgement on,
-// the reader reads through the sidecar until it sees the change. Returns how long the old value
-// was still served, and checks the strict rule: once the sidecar has received the invalidation,
-// no read returns the old value.
-std::chrono::microseconds staleness_round(const proxied& env, redisContext* writer,
-                                          redisContext* reader, const std::string& key,
-                                          int version) {
-  const std::string v = version == 0 ? "(nil)" : std::to_string(version);
-  const double received_before = metric(env, "redis_sidecar_cache_invalidations_received_total");
-  if (version == 0)
-    REQUIRE(integer(writer, {"DEL", key}) == 1);
-  else
-    REQUIRE(str(writer, {"SET", key, v}) == "OK");
-  const auto acked = clock_type::now();
-  std::chrono::microseconds stale{0};
-  for (;;) {
-    const std::string got = get(reader, key);
-    if (got == v) break;
-    INFO("read " << got << " while expecting " << v);
-    REQUIRE(got != "(no reply)");
-    if (version > 0 && got != "(nil)") REQUIRE(std::stoi(got) < version);  // never the future
-    stale = std::chrono::duration_cast<std::chrono::microseconds>(clock_type::now() - acked);
-    REQUIRE(stale < std::chrono::seconds(5));
-  }
-  INFO("version " << version << "; sidecar log:\n" << env.side->log());
-  REQUIRE(eventually([&] {
-    return metric(env, "redis_sidecar_cache_invalidations_received_total") > received_before;
-  }));
-  for (int i = 0; i < 3; ++i) REQUIRE(get(reader, key) == v);
-  return stale;
-}
-
 // Versions from..to of `key`, each read twice first (a fill, then a hit) and then changed.
 std::vector<std::chrono::microseconds> run_checker(const proxied& env, redisContext* writer,
                                                    redisContext* reader, const std::string& key,
@@ -105,18 +34,9 @@ std::vector<std::chrono::microseconds> run_checker(const proxied& env, redisCont
   for (int version = from; version <= to; ++version) {
     REQUIRE(get(reader, key) == std::to_string(version - 1));
     REQUIRE(get(reader, key) == std::to_string(version - 1));
-    stale.push_back(staleness_round(env, writer, reader, key, version));
+    stale.push_back(staleness_round(env, writer, reader, key, version, true));
   }
   return stale;
-}
-
-std::string distribution(std::vector<std::chrono::microseconds> v) {
-  std::sort(v.begin(), v.end());
-  const auto at = [&](double q) { return v[static_cast<std::size_t>(q * (v.size() - 1))].count(); };
-  const auto stale = std::count_if(v.begin(), v.end(), [](auto d) { return d.count() > 0; });
-  return std::to_string(v.size()) + " writes, " + std::to_string(stale) +
-         " with a stale read; staleness p50 " + std::to_string(at(0.5)) + " us, p99 " +
-         std::to_string(at(0.99)) + " us, max " + std::to_string(v.back().count()) + " us";
 }
 
 // CLIENT KILL of the upstream connection whose CLIENT LIST line holds `field` (" psub=1 ",
@@ -164,14 +84,7 @@ void coherent_across_failures(proxied& env, const std::string& subscriber_field,
 
   // An upstream restart (empty afterwards).
   REQUIRE(get(reader.get(), "ver") == "50");
-  env.redis.stop();
-  env.redis.start();
-  writer = env.upstream();
-  REQUIRE(eventually([&] {
-    auto c = connect(env.port());
-    return c && get(c.get(), "ver") == "(nil)";
-  }));
-  reader = env.client();
+  restart_upstream(env, writer, reader, "ver");  // empty afterwards
   REQUIRE(str(writer.get(), {"SET", "ver", "100"}) == "OK");
   REQUIRE(eventually([&] { return get(reader.get(), "ver") == "100"; }));
   REQUIRE(eventually(

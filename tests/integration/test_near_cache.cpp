@@ -7,85 +7,10 @@
 #include <chrono>
 #include <thread>
 
-#include "tests/integration/common.hpp"
-#include "tests/metrics/http_get.hpp"
+#include "tests/integration/near_support.hpp"
 
 namespace redis_sidecar::test {
-namespace {
-
-using clock_type = std::chrono::steady_clock;
-
-const std::vector<std::string> quick = {"--health-probe-interval-ms=20", "--fallback-after-ms=200",
-                                        "--connect-timeout-ms=300", "--reconnect-max-ms=200"};
-
-std::vector<std::string> with(std::vector<std::string> extra) {
-  std::vector<std::string> out = quick;
-  out.insert(out.end(), extra.begin(), extra.end());
-  return out;
-}
-
-double metric(const proxied& env, const std::string& series) {
-  const std::string text = "\n" + http_get(env.side->metrics_port(), "/metrics").body;
-  const auto pos = text.find("\n" + series + " ");
-  return pos == std::string::npos ? -1 : std::atof(text.c_str() + pos + series.size() + 2);
-}
-
-bool mode_is(const proxied& env, const std::string& mode) {
-  return eventually(
-      [&] { return metric(env, "redis_sidecar_cache_mode{mode=\"" + mode + "\"}") == 1; });
-}
-
-std::string get(redisContext* c, const std::string& key) {
-  auto r = command(c, {"GET", key});
-  if (!r) return "(no reply)";
-  if (r->type == REDIS_REPLY_NIL) return "(nil)";
-  return std::string(r->str, r->len);
-}
-
-// One round of the staleness checker: the writer sets `key` to `version` directly on Redis; from
-// the acknowledgement on, readers through the sidecar read until they see it. Returns how long
-// the old version was still served (0 when never), and checks the strict rule: once the
-// sidecar has received the invalidation, no read returns an older version.
-std::chrono::microseconds staleness_round(const proxied& env, redisContext* writer,
-                                          redisContext* reader, const std::string& key,
-                                          int version) {
-  const std::string v = std::to_string(version);
-  const double received_before = metric(env, "redis_sidecar_cache_invalidations_received_total");
-  REQUIRE(str(writer, {"SET", key, v}) == "OK");
-  const auto acked = clock_type::now();
-  std::chrono::microseconds stale{0};
-  for (;;) {
-    const std::string got = get(reader, key);
-    if (got == v) break;
-    INFO("read " << got << " while expecting " << v);
-    REQUIRE(std::stoi(got) < version);  // never a version from the future, never garbage
-    stale = std::chrono::duration_cast<std::chrono::microseconds>(clock_type::now() - acked);
-    REQUIRE(stale < std::chrono::seconds(5));
-  }
-  // The strict rule: after the invalidation was delivered, only the new version.
-  REQUIRE(eventually([&] {
-    return metric(env, "redis_sidecar_cache_invalidations_received_total") > received_before;
-  }));
-  for (int i = 0; i < 3; ++i) REQUIRE(get(reader, key) == v);
-  return stale;
-}
-
-std::size_t count(const std::string& text, const std::string& what) {
-  std::size_t n = 0;
-  for (auto pos = text.find(what); pos != std::string::npos; pos = text.find(what, pos + 1)) ++n;
-  return n;
-}
-
-std::string distribution(std::vector<std::chrono::microseconds> v) {
-  std::sort(v.begin(), v.end());
-  const auto at = [&](double q) { return v[static_cast<std::size_t>(q * (v.size() - 1))].count(); };
-  const auto stale = std::count_if(v.begin(), v.end(), [](auto d) { return d.count() > 0; });
-  return std::to_string(v.size()) + " writes, " + std::to_string(stale) +
-         " with a stale read; staleness p50 " + std::to_string(at(0.5)) + " us, p99 " +
-         std::to_string(at(0.99)) + " us, max " + std::to_string(v.back().count()) + " us";
-}
-
-}  // namespace
+using namespace near;
 
 TEST_CASE("tracking: hits stay coherent with writes made directly on Redis", "[near][tracking]") {
   SIDECAR_ONLY();
@@ -126,14 +51,7 @@ TEST_CASE("tracking: hits stay coherent with writes made directly on Redis", "[n
   }
   SECTION("an upstream restart: no stale hits after it") {
     REQUIRE(get(reader.get(), "ver") == "60");
-    env.redis.stop();
-    env.redis.start();  // empty
-    writer = env.upstream();
-    REQUIRE(eventually([&] {
-      auto c = connect(env.port());
-      return c && get(c.get(), "ver") == "(nil)";
-    }));
-    reader = env.client();
+    restart_upstream(env, writer, reader, "ver");  // empty afterwards
     REQUIRE(str(writer.get(), {"SET", "ver", "100"}) == "OK");
     REQUIRE(eventually([&] { return get(reader.get(), "ver") == "100"; }));
     REQUIRE(eventually([&] { return count(env.side->log(), "invalidation channel ready") == 2; }));
