@@ -50,6 +50,7 @@ enum class counter_id : std::uint8_t {
   fallback_writes_rejected,
   cache_invalidations_received,
   cache_stale_serves,
+  upstream_writes,
   count_
 };
 
@@ -76,6 +77,9 @@ inline constexpr std::array<family_info, static_cast<std::size_t>(counter_id::co
          "Invalidation messages received from the upstream (tracking or keyspace notifications)."},
         {"redis_sidecar_cache_stale_serves_total", family_type::counter,
          "Fallback reads answered with an entry whose invalidation channel was lost."},
+        {"redis_sidecar_upstream_writes_total", family_type::counter,
+         "Writes to upstream connections; each carries every request queued for its connection "
+         "when the event loop's turn ended."},
     }};
 
 /// Unlabelled gauges. The order is the order of `gauge_families`.

@@ -11,6 +11,7 @@
 #include "proxy/asio.hpp"
 #include "proxy/commands/command_table.hpp"
 #include "proxy/config/config.hpp"
+#include "proxy/event_loop.hpp"
 #include "proxy/log.hpp"
 #include "proxy/server.hpp"
 #include "proxy/stats.hpp"
@@ -85,7 +86,7 @@ int run(const rs::config& cfg) {
         },
         rs::asio::detached);
   });
-  io.run();
+  rs::event_loop::run(io);
   rs::log::info("stopped");
   return 0;
 }

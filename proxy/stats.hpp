@@ -10,15 +10,15 @@ namespace redis_sidecar {
 
 /// Kinds of errors and limit hits (bounded: these are the `kind` label values).
 enum class error_kind : std::uint8_t {
-  protocol,             // malformed client input (connection closed)
-  max_clients,          // --max-clients reached (connection refused with an error)
-  query_buffer,         // --max-query-buffer-bytes reached (connection closed)
-  output_buffer,        // --max-output-bytes / --max-pubsub-output-bytes reached (closed)
-  pipeline_full,        // --max-pipeline reached (reading paused until replies drain)
-  auth,                 // wrong password against --requirepass
-  upstream_timeout,     // a reply did not arrive within --command-timeout-ms
-  upstream_unavailable, // a request failed because the upstream could not be reached
-  upstream_protocol,    // the upstream sent something unparseable (connection reset)
+  protocol,              // malformed client input (connection closed)
+  max_clients,           // --max-clients reached (connection refused with an error)
+  query_buffer,          // --max-query-buffer-bytes reached (connection closed)
+  output_buffer,         // --max-output-bytes / --max-pubsub-output-bytes reached (closed)
+  pipeline_full,         // --max-pipeline reached (reading paused until replies drain)
+  auth,                  // wrong password against --requirepass
+  upstream_timeout,      // a reply did not arrive within --command-timeout-ms
+  upstream_unavailable,  // a request failed because the upstream could not be reached
+  upstream_protocol,     // the upstream sent something unparseable (connection reset)
   count_
 };
 
@@ -33,6 +33,7 @@ struct stats {
   std::int64_t inflight_requests = 0;     // gauge: requests waiting for an upstream reply
   std::uint64_t upstream_reconnects = 0;  // counter: connect attempts after the first
   std::uint64_t requests = 0;             // counter: requests framed from clients
+  std::uint64_t upstream_writes = 0;      // counter: writes to upstream connections (batches)
   std::array<std::uint64_t, static_cast<std::size_t>(error_kind::count_)> errors{};
 
   void count(error_kind k) { ++errors[static_cast<std::size_t>(k)]; }

@@ -92,9 +92,25 @@ bool connection::send_raw(std::string_view request) {
 }
 
 // Cancelling a timer goes through the reactor's timer queue: only the first request after the
-// writer went to sleep pays for it, not every request of a batch.
+// writer went to sleep pays for it, not every request of a batch. The writer wakes when the event
+// loop's turn is over (event_loop.hpp), so that the requests of every client ready in this turn
+// join the write; a batch already a full TLS record long goes at once.
 void connection::wake_writer() {
   if (!writer_waiting_) return;
+  if (wbuf_.size() < turn_batch_max_bytes && !broken_) {
+    if (wake_deferred_) return;
+    if (event_loop::defer(shared_from_this())) {
+      wake_deferred_ = true;
+      return;
+    }
+  }
+  writer_waiting_ = false;
+  wake_.cancel();
+}
+
+void connection::turn_ended() {
+  wake_deferred_ = false;
+  if (!writer_waiting_) return;  // woken already: the batch outgrew the turn, or teardown
   writer_waiting_ = false;
   wake_.cancel();
 }
@@ -384,6 +400,7 @@ awaitable<void> connection::write_loop() {
     if (broken_) co_return;
     wbuf_inflight_.clear();
     wbuf_inflight_.swap(wbuf_);
+    ++stats_.upstream_writes;
     auto [ec, n] = co_await write_all(asio::buffer(wbuf_inflight_));
     if (ec || broken_) {
       teardown(ec ? ec.message() : std::string(), false);

@@ -1,9 +1,9 @@
 // connection: one upstream Redis connection (plain TCP or TLS), pipelined. Requests are appended to
-// an output buffer and written in one batch per wake-up; replies are framed as they arrive and
-// handed, in order, to whoever is waiting for them (a client session's reply slot, or nobody for
-// the sidecar's own requests). Owned by the pool (shared connections, reconnecting with backoff) or
-// by a client session (dedicated connections, which do not reconnect). Lives on the server's
-// io_context thread; nothing here is thread-safe.
+// an output buffer and written in one batch per turn of the event loop; replies are framed as they
+// arrive and handed, in order, to whoever is waiting for them (a client session's reply slot, or
+// nobody for the sidecar's own requests). Owned by the pool (shared connections, reconnecting with
+// backoff) or by a client session (dedicated connections, which do not reconnect). Lives on the
+// server's io_context thread; nothing here is thread-safe.
 //
 //   client sessions --submit(bytes, entry)--> [ wbuf_ ] --write--> upstream
 //                                             [ pending_: entry, entry, ... ]  (one per request)
@@ -26,6 +26,7 @@
 
 #include "proxy/asio.hpp"
 #include "proxy/config/config.hpp"
+#include "proxy/event_loop.hpp"
 #include "proxy/resp/reply_parser.hpp"
 #include "proxy/ring.hpp"
 #include "proxy/stats.hpp"
@@ -43,8 +44,11 @@ struct pending_reply {
   std::uint8_t tag = 0;  // what the sink learns from the reply (client_session::tag)
 };
 
-class connection : public std::enable_shared_from_this<connection> {
+class connection : public std::enable_shared_from_this<connection>, public turn_listener {
  public:
+  /// A batch this long (a TLS record's worth) is written at once rather than at the turn's end.
+  static constexpr std::size_t turn_batch_max_bytes = 16 * 1024;
+
   enum class state : std::uint8_t {
     connecting,  // first attempt, or reconnecting right after a loss: requests queue
     ready,       // requests are written as they come
@@ -107,6 +111,7 @@ class connection : public std::enable_shared_from_this<connection> {
   std::chrono::milliseconds backoff();
   void make_read_room();
   void wake_writer();
+  void turn_ended() override;
 
   asio::any_io_executor ex_;
   const config& cfg_;
@@ -137,6 +142,7 @@ class connection : public std::enable_shared_from_this<connection> {
   std::size_t rstart_ = 0;
   std::size_t rend_ = 0;
   bool writer_waiting_ = false;  // the writer sleeps on wake_
+  bool wake_deferred_ = false;   // the writer wakes at the end of this turn (turn_ended())
   resp::reply_parser parser_;
   ring<pending_reply> pending_;
   std::shared_ptr<client_session> raw_sink_;

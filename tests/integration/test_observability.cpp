@@ -1,6 +1,7 @@
 // Observability end to end: the sidecar's /metrics, /healthz and /readyz through each upstream
 // state, gauges of active things back to 0 when traffic stops, and a real Prometheus server
 // scraping the sidecar and answering queries through its HTTP API.
+#include <signal.h>
 #include <stdlib.h>
 
 #include <filesystem>
@@ -115,6 +116,42 @@ TEST_CASE("gauges of active things return to 0, counters count", "[observability
   CHECK(sample(text, "redis_sidecar_upstream_up") == 1);
   CHECK(sample(text, "redis_sidecar_cache_entries") == 1);
   CHECK(sample(text, "redis_sidecar_build_info", R"(version=")" REDIS_SIDECAR_VERSION R"(")") == 1);
+}
+
+// 50 clients' requests that are all ready at once (they arrive while the sidecar is stopped) are
+// one turn of its event loop, and leave in one write per upstream connection: the pool's two,
+// plus the odd health probe. Waking a writer per request would make it about 50.
+TEST_CASE("requests ready in the same turn share one upstream write", "[observability]") {
+  SIDECAR_ONLY();
+  proxied env({}, {"--cache-mode=fallback", "--health-probe-interval-ms=300"});
+  REQUIRE(str(env.client().get(), {"SET", "k", "v"}) == "OK");
+  REQUIRE(
+      eventually([&] { return sample(metrics_text(env), "redis_sidecar_requests_total") >= 1; }));
+  const auto before = metrics_text(env);
+  const double writes_before = sample(before, "redis_sidecar_upstream_writes_total");
+  const double requests_before = sample(before, "redis_sidecar_requests_total");
+  REQUIRE(writes_before >= 1);
+
+  constexpr int clients = 50;
+  const std::string get = "*2\r\n$3\r\nGET\r\n$1\r\nk\r\n";
+  std::vector<std::unique_ptr<raw_client>> raw;
+  REQUIRE(::kill(env.side->pid(), SIGSTOP) == 0);
+  for (int i = 0; i < clients; ++i) {
+    raw.push_back(std::make_unique<raw_client>(env.side->port()));
+    raw.back()->send(get);
+  }
+  REQUIRE(::kill(env.side->pid(), SIGCONT) == 0);
+  for (auto& c : raw) CHECK(c->read_exact(7) == "$1\r\nv\r\n");
+
+  std::string after;
+  REQUIRE(eventually([&] {
+    after = metrics_text(env);
+    return sample(after, "redis_sidecar_requests_total") >= requests_before + clients;
+  }));
+  const double writes = sample(after, "redis_sidecar_upstream_writes_total") - writes_before;
+  INFO("upstream writes for " << clients << " requests: " << writes);
+  CHECK(writes >= 1);
+  CHECK(writes <= 6);
 }
 
 TEST_CASE("a real Prometheus scrapes the sidecar and sees hits, misses and fallback",

@@ -92,6 +92,8 @@ class sidecar {
   std::uint16_t port() const { return port_; }
   /// The /metrics, /healthz, /readyz port (a free one unless args has --metrics-listen).
   std::uint16_t metrics_port() const { return metrics_port_; }
+  /// The process id, for tests that stop and continue the process (SIGSTOP, SIGCONT).
+  int pid() const { return pid_; }
   bool running();
   /// Waits for exit and returns the exit code (or 128+signal); -1 if still running at the
   /// timeout. For start-up failure tests.

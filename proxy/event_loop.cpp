@@ -1,0 +1,50 @@
+#include "proxy/event_loop.hpp"
+
+#include <vector>
+
+namespace redis_sidecar::event_loop {
+namespace {
+
+struct loop_state {
+  bool running = false;
+  std::vector<std::shared_ptr<turn_listener>> deferred;  // in the order they were deferred
+  std::vector<std::shared_ptr<turn_listener>> calling;   // the batch turn_ended() is called on
+};
+
+thread_local loop_state state;
+
+// Calls every listener deferred so far; listeners may defer again (for the next turn).
+bool end_turn() {
+  if (state.deferred.empty()) return false;
+  state.calling.swap(state.deferred);
+  for (auto& l : state.calling) l->turn_ended();
+  state.calling.clear();
+  return true;
+}
+
+}  // namespace
+
+void run(asio::io_context& io) {
+  struct running_guard {
+    running_guard() { state.running = true; }
+    ~running_guard() {
+      state.running = false;
+      state.deferred.clear();
+    }
+  } guard;
+  for (;;) {
+    io.poll();  // the turn: every ready handler, polling the reactor until nothing is ready
+    if (io.stopped()) return;
+    if (end_turn()) continue;  // the listeners' handlers are ready now: run them
+    io.run_one();              // block for the next event (or timer)
+    if (io.stopped()) return;
+  }
+}
+
+bool defer(std::shared_ptr<turn_listener> listener) {
+  if (!state.running) return false;
+  state.deferred.push_back(std::move(listener));
+  return true;
+}
+
+}  // namespace redis_sidecar::event_loop
