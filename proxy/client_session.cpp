@@ -114,6 +114,8 @@ client_session::client_session(client_socket socket, session_context& ctx)
 client_session::~client_session() { close_now(); }
 
 void client_session::start() {
+  error_code ignored;
+  socket_.non_blocking(true, ignored);  // turn_ended() writes without blocking
   auto self = shared_from_this();
   asio::co_spawn(socket_.get_executor(), read_loop(self), asio::detached);
   asio::co_spawn(socket_.get_executor(), write_loop(self), asio::detached);
@@ -833,8 +835,35 @@ std::string_view client_session::upstream_version() const {
 // ---------------------------------------------------------------------------------------------
 // Writing and closing
 
+// Replies go out when the event loop's turn is over (event_loop.hpp), so that every reply that
+// came in this turn (a pipeline's worth, from one upstream read) leaves in one send.
 void client_session::notify_writer() {
-  if (writer_waiting_) writer_wake_.cancel();
+  if (!writer_waiting_ || write_deferred_) return;
+  if (event_loop::defer(shared_from_this())) {
+    write_deferred_ = true;
+    return;
+  }
+  writer_waiting_ = false;
+  writer_wake_.cancel();
+}
+
+// The writer is idle, so nothing is being written: when the socket takes every ready byte now,
+// the writer need not wake at all (no timer, no coroutine hop); otherwise it takes over the rest.
+// Large outputs go to the writer directly, which does not move the unsent rest around.
+void client_session::turn_ended() {
+  write_deferred_ = false;
+  if (!writer_waiting_) return;
+  if (!closing_ && !closed_ && !out_.empty() && out_.size() <= inline_write_max_bytes) {
+    error_code ec;
+    const std::size_t n = socket_.write_some(asio::buffer(out_), ec);  // non-blocking socket
+    if (!ec && n == out_.size()) {
+      out_.clear();
+      return;
+    }
+    if (!ec) out_.erase(0, n);
+  }
+  writer_waiting_ = false;
+  writer_wake_.cancel();
 }
 
 awaitable<void> client_session::write_loop(std::shared_ptr<client_session> self) {

@@ -32,6 +32,7 @@
 #include "proxy/asio.hpp"
 #include "proxy/commands/command_table.hpp"
 #include "proxy/config/config.hpp"
+#include "proxy/event_loop.hpp"
 #include "proxy/resp/request_parser.hpp"
 #include "proxy/ring.hpp"
 #include "proxy/stats.hpp"
@@ -60,7 +61,9 @@ struct session_context {
   near_cache* near = nullptr;  // tracking mode's channel (always set by the server)
 };
 
-class client_session : public reply_sink, public std::enable_shared_from_this<client_session> {
+class client_session : public reply_sink,
+                       public turn_listener,
+                       public std::enable_shared_from_this<client_session> {
  public:
   /// What a reply tells the session about connection state (carried in pending_reply::tag).
   enum tag : std::uint8_t { tag_none, tag_multi, tag_exec, tag_watch, tag_unwatch, tag_select };
@@ -122,6 +125,7 @@ class client_session : public reply_sink, public std::enable_shared_from_this<cl
   void apply_tag(std::string_view frame, std::uint8_t t);
   void flush_ready();
   void notify_writer();
+  void turn_ended() override;
   void maybe_release_dedicated();
   void drop_dedicated();
   bool state_is_clean() const;
@@ -156,7 +160,9 @@ class client_session : public reply_sink, public std::enable_shared_from_this<cl
   bool wout_busy_ = false;
   steady_timer writer_wake_;
   bool writer_waiting_ = false;
-  steady_timer drain_wake_;  // the reader waits on it at the barrier
+  static constexpr std::size_t inline_write_max_bytes = 64 * 1024;
+  bool write_deferred_ = false;  // replies go out when the event loop's turn ends (turn_ended())
+  steady_timer drain_wake_;      // the reader waits on it at the barrier
   bool reader_waiting_ = false;
 
   std::shared_ptr<connection> shared_;     // this client's shared connection
