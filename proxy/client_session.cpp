@@ -603,7 +603,7 @@ client_session::outcome client_session::submit_to(const std::shared_ptr<connecti
                                                   clock::time_point deadline) {
   if (c.get() != current_ && !slots_.empty()) return outcome::wait;
   if (deadline == clock::time_point{}) deadline = default_deadline();
-  if (!c->submit(frame, pending_reply{shared_from_this(), next_seq_, deadline, t})) {
+  if (!c->submit(frame, pending_reply{sink_ref(this), next_seq_, deadline, t})) {
     ctx_.st.count(error_kind::upstream_unavailable);
     reply_error(std::string(errors::upstream_unavailable) + ": " + c->last_error());
     return outcome::next;
@@ -621,16 +621,20 @@ client_session::outcome client_session::submit_to(const std::shared_ptr<connecti
 
 // The reply to a request that updates L1, applied in reply order. Ops whose slots were dropped
 // (RESET) are skipped.
-void client_session::apply_cache_op(std::uint64_t seq, std::string_view reply) {
+void client_session::apply_cache_op(std::uint64_t seq, std::string_view reply,
+                                    clock::time_point received) {
   while (!cache_ops_.empty() && cache_ops_.front().seq < seq) cache_ops_.pop_front();
   if (!cache_ops_.empty() && cache_ops_.front().seq == seq) {
     const cache_op op = cache_ops_.front();
     cache_ops_.pop_front();
     const std::string_view frame =
         std::string_view(cache_arena_).substr(op.offset - arena_base_, op.size);
-    if (op_parser_.parse(frame) == resp::parse_status::complete)
-      ctx_.tier->on_reply(op.db, *op.info, op_parser_.args(), reply, mono_ms(clock::now()),
-                          wall_ms());
+    if (op_parser_.parse(frame) == resp::parse_status::complete) {
+      // Wall time matters only to SET's EXAT/PXAT options: not read for anything shorter.
+      const auto args = op_parser_.args();
+      const std::int64_t wall = op.info->id == command_id::set && args.size() > 3 ? wall_ms() : 0;
+      ctx_.tier->on_reply(op.db, *op.info, args, reply, mono_ms(received), wall);
+    }
     op_parser_.reset();
   }
   if (cache_ops_.empty()) {
@@ -701,14 +705,15 @@ void client_session::reply_simple(std::string_view s) {
   reply(r);
 }
 
-void client_session::deliver(std::uint64_t seq, std::string_view frame, std::uint8_t t) {
+void client_session::deliver(std::uint64_t seq, std::string_view frame, std::uint8_t t,
+                             clock::time_point received) {
   if (closed_) return;
-  if (!cache_ops_.empty()) apply_cache_op(seq, frame);
+  if (!cache_ops_.empty()) apply_cache_op(seq, frame, received);
   if (t != tag_none) apply_tag(frame, t);
   const std::uint64_t index = seq - first_seq_;
   if (index >= slots_.size()) return;  // not ours any more (RESET dropped it): nothing to do
   slot& s = slots_[index];
-  ctx_.metrics->observe(s.command, metrics::source::upstream, clock::now() - s.start);
+  ctx_.metrics->observe(s.command, metrics::source::upstream, received - s.start);
   if (index == 0) {
     out_.append(frame);
     slots_.pop_front();

@@ -79,13 +79,16 @@ class client_session : public reply_sink,
   bool idle() const { return slots_.empty() && out_.empty() && wout_busy_ == false; }
 
   /// A reply for slot `seq`, from an upstream connection (or an error made for it).
-  void deliver(std::uint64_t seq, std::string_view frame, std::uint8_t tag) override;
+  void deliver(std::uint64_t seq, std::string_view frame, std::uint8_t tag,
+               std::chrono::steady_clock::time_point received) override;
   /// A frame from the dedicated connection in raw mode.
   void deliver_raw(std::string_view frame);
   /// The dedicated connection closed for good.
   void dedicated_lost(connection* c);
 
  private:
+  std::shared_ptr<reply_sink> owner() override { return shared_from_this(); }
+
   enum class outcome : std::uint8_t { next, wait, close };
 
   awaitable<void> read_loop(std::shared_ptr<client_session> self);
@@ -104,7 +107,8 @@ class client_session : public reply_sink,
   std::optional<outcome> near_get(std::string_view key);
   outcome serve_fallback(const commands::command_info* info, std::span<const std::string_view> args,
                          std::string_view frame);
-  void apply_cache_op(std::uint64_t seq, std::string_view reply);
+  void apply_cache_op(std::uint64_t seq, std::string_view reply,
+                      std::chrono::steady_clock::time_point received);
   void invalidate_multi_writes();
   int effective_db() const;  // db_ after the SELECTs in flight
 

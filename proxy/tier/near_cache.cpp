@@ -60,7 +60,8 @@ void near_cache::stop() {
   sub_.reset();
   joinable_.clear();
   for (auto& [read, f] : flights_)
-    for (auto& w : f.waiters) w.sink->deliver(w.seq, "-ERR sidecar shutting down\r\n", 0);
+    for (auto& w : f.waiters)
+      w.sink->deliver(w.seq, "-ERR sidecar shutting down\r\n", 0, clock::now());
   flights_.clear();
 }
 
@@ -86,7 +87,7 @@ std::shared_ptr<connection> near_cache::make_connection(int proto, bool subscrib
 void near_cache::control(connection& c, std::span<const std::string_view> args, tag t) {
   request_.clear();
   resp::append_command(request_, args);
-  c.submit(request_, pending_reply{shared_from_this(), generation_, clock::time_point::max(), t});
+  c.submit(request_, pending_reply{sink_ref(this), generation_, clock::time_point::max(), t});
 }
 
 // Sets up the channel for channel_ and proto_ (see the header's table).
@@ -282,9 +283,9 @@ void near_cache::fetch(std::string_view key, std::shared_ptr<reply_sink> sink, s
   }
   request_.clear();
   resp::append_command(request_, exec);
-  ok = ok && conn_->submit(request_, pending_reply{shared_from_this(), read, deadline, tag_read});
+  ok = ok && conn_->submit(request_, pending_reply{sink_ref(this), read, deadline, tag_read});
   if (!ok) {
-    sink->deliver(seq, "-ERR upstream connection lost\r\n", 0);
+    sink->deliver(seq, "-ERR upstream connection lost\r\n", 0, clock::now());
     return;
   }
   flight& f = flights_[read];
@@ -311,9 +312,10 @@ void near_cache::invalidate_flights(std::string_view key) {
   joinable_.erase(j);
 }
 
-void near_cache::deliver(std::uint64_t seq, std::string_view frame, std::uint8_t t) {
+void near_cache::deliver(std::uint64_t seq, std::string_view frame, std::uint8_t t,
+                         clock::time_point received) {
   const bool error = frame.empty() || frame[0] == '-' || frame[0] == '!';
-  if (t == tag_read) return read_done(seq, frame, error);
+  if (t == tag_read) return read_done(seq, frame, error, received);
   if (seq != generation_) return;  // a channel given up since
   if (error && ((conn_ && conn_->failing()) || (sub_ && sub_->failing())))
     return;  // the connection failed, not the command: closed() follows
@@ -341,7 +343,8 @@ void near_cache::deliver(std::uint64_t seq, std::string_view frame, std::uint8_t
   }
 }
 
-void near_cache::read_done(std::uint64_t read, std::string_view frame, bool error) {
+void near_cache::read_done(std::uint64_t read, std::string_view frame, bool error,
+                           clock::time_point received) {
   const auto it = flights_.find(read);
   if (it == flights_.end()) return;
   flight f = std::move(it->second);
@@ -350,19 +353,20 @@ void near_cache::read_done(std::uint64_t read, std::string_view frame, bool erro
     joinable_.erase(j);
   const std::string& key = f.key;
   if (error) {
-    for (auto& w : f.waiters) w.sink->deliver(w.seq, frame, 0);
+    for (auto& w : f.waiters) w.sink->deliver(w.seq, frame, 0, received);
     return;
   }
   // EXEC: [PTTL, GET] (null when the transaction was aborted, which it cannot be here).
   const auto v = resp::decode(frame);
   if (!v || v->elements.size() != 2 || v->elements[0].type != resp::value::kind::integer) {
-    for (auto& w : f.waiters) w.sink->deliver(w.seq, "-ERR unexpected reply from upstream\r\n", 0);
+    for (auto& w : f.waiters)
+      w.sink->deliver(w.seq, "-ERR unexpected reply from upstream\r\n", 0, received);
     return;
   }
   const auto& value = v->elements[1];
   if (value.type == resp::value::kind::error) {  // WRONGTYPE: the key holds no string
     const std::string e = "-" + value.str + "\r\n";
-    for (auto& w : f.waiters) w.sink->deliver(w.seq, e, 0);
+    for (auto& w : f.waiters) w.sink->deliver(w.seq, e, 0, received);
     return;
   }
   const bool found = value.type == resp::value::kind::bulk_string;
@@ -371,19 +375,19 @@ void near_cache::read_done(std::uint64_t read, std::string_view frame, bool erro
     const std::int64_t now = mono_ms();
     tier_.store_tracked(cfg_.upstream.db, key, value.str, pttl > 0 ? now + pttl : 0, now);
   }
-  answer(f, value.str, found);
+  answer(f, value.str, found, received);
 }
 
-void near_cache::answer(flight& f, std::string_view value, bool found) {
+void near_cache::answer(flight& f, std::string_view value, bool found, clock::time_point received) {
   std::string bulk, null2, null3;
   if (found) resp::append_bulk(bulk, value);
   for (auto& w : f.waiters) {
     if (found) {
-      w.sink->deliver(w.seq, bulk, 0);
+      w.sink->deliver(w.seq, bulk, 0, received);
     } else {
       std::string& n = w.proto == 3 ? null3 : null2;
       if (n.empty()) resp::append_null(n, w.proto);
-      w.sink->deliver(w.seq, n, 0);
+      w.sink->deliver(w.seq, n, 0, received);
     }
   }
 }

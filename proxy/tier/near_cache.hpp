@@ -72,11 +72,14 @@ class near_cache : public reply_sink,
   /// predate the write, so they are neither stored nor joined.
   void written(int db, std::string_view key);
 
-  void deliver(std::uint64_t seq, std::string_view frame, std::uint8_t tag) override;
+  void deliver(std::uint64_t seq, std::string_view frame, std::uint8_t tag,
+               std::chrono::steady_clock::time_point received) override;
   void pushed(connection* c, std::string_view frame) override;
   void closed(connection* c) override;
 
  private:
+  std::shared_ptr<reply_sink> owner() override { return shared_from_this(); }
+
   // What a reply answers. Control replies carry the channel's generation as their seq, so a
   // reply from a channel given up since is ignored; reads carry their read number.
   enum tag : std::uint8_t {
@@ -115,8 +118,10 @@ class near_cache : public reply_sink,
   void invalidate(const channel_message& m);
   void invalidate_flights(std::string_view key);
   void invalidate_all_flights();
-  void read_done(std::uint64_t read, std::string_view frame, bool error);
-  void answer(flight& f, std::string_view value, bool found);
+  void read_done(std::uint64_t read, std::string_view frame, bool error,
+                 std::chrono::steady_clock::time_point received);
+  void answer(flight& f, std::string_view value, bool found,
+              std::chrono::steady_clock::time_point received);
 
   asio::any_io_executor ex_;
   const config& cfg_;

@@ -92,7 +92,7 @@ void upstream_monitor::probe() {
   static constexpr std::string_view ping = "*1\r\n$4\r\nPING\r\n";
   probe_sent_ = clock::now();
   const auto deadline = probe_sent_ + std::chrono::milliseconds(cfg_.health_probe_timeout_ms);
-  if (!probe_conn_->submit(ping, pending_reply{shared_from_this(), 0, deadline, tag_probe})) {
+  if (!probe_conn_->submit(ping, pending_reply{sink_ref(this), 0, deadline, tag_probe})) {
     ++failed_probes_;
     failure(probe_conn_->last_error().empty() ? "upstream unavailable" : probe_conn_->last_error());
     probe_conn_.reset();
@@ -101,7 +101,8 @@ void upstream_monitor::probe() {
   probe_outstanding_ = true;
 }
 
-void upstream_monitor::deliver(std::uint64_t seq, std::string_view frame, std::uint8_t t) {
+void upstream_monitor::deliver(std::uint64_t seq, std::string_view frame, std::uint8_t t,
+                               clock::time_point received) {
   (void)seq;
   const bool error = frame.empty() || frame[0] == '-' || frame[0] == '!';
   if (t == tag_probe) {
@@ -119,7 +120,7 @@ void upstream_monitor::deliver(std::uint64_t seq, std::string_view frame, std::u
       probe_conn_.reset();
       return;
     }
-    const double ms = std::chrono::duration<double, std::milli>(clock::now() - probe_sent_).count();
+    const double ms = std::chrono::duration<double, std::milli>(received - probe_sent_).count();
     failed_probes_ = 0;
     if (fsm_.on_probe_ok(now_ms(), ms)) transitioned();
     return;
@@ -209,12 +210,11 @@ void upstream_monitor::replay_some() {
       const std::string db = std::to_string(record.db);
       const std::array<std::string_view, 2> args{"SELECT", db};
       resp::append_command(select, args);
-      if (!replay_conn_->submit(select, pending_reply{shared_from_this(), 0, deadline, tag_select}))
+      if (!replay_conn_->submit(select, pending_reply{sink_ref(this), 0, deadline, tag_select}))
         return replay_failed(replay_conn_->last_error());
       replay_db_ = record.db;
     }
-    if (!replay_conn_->submit(record.frame,
-                              pending_reply{shared_from_this(), 0, deadline, tag_replay}))
+    if (!replay_conn_->submit(record.frame, pending_reply{sink_ref(this), 0, deadline, tag_replay}))
       return replay_failed(replay_conn_->last_error());
     ++replay_outstanding_;
   }

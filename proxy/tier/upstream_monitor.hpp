@@ -41,9 +41,12 @@ class upstream_monitor : public reply_sink, public std::enable_shared_from_this<
   /// Called after every state change and probe (for metrics and /readyz).
   void on_change(std::function<void()> f) { on_change_ = std::move(f); }
 
-  void deliver(std::uint64_t seq, std::string_view frame, std::uint8_t tag) override;
+  void deliver(std::uint64_t seq, std::string_view frame, std::uint8_t tag,
+               std::chrono::steady_clock::time_point received) override;
 
  private:
+  std::shared_ptr<reply_sink> owner() override { return shared_from_this(); }
+
   enum tag : std::uint8_t { tag_probe = 1, tag_replay = 2, tag_select = 3 };
 
   awaitable<void> run(std::shared_ptr<upstream_monitor> self);

@@ -346,6 +346,7 @@ awaitable<void> connection::read_loop() {
       teardown(ec == asio::error::eof ? "closed by the upstream" : ec.message(), false);
       co_return;
     }
+    const auto received = clock::now();
     // Frame every complete reply in the buffer.
     while (rstart_ < rend_) {
       const std::string_view avail(rbuf_.data() + rstart_, rend_ - rstart_);
@@ -361,13 +362,13 @@ awaitable<void> connection::read_loop() {
       const bool push = parser_.is_push();
       parser_.reset();
       rstart_ += size;
-      dispatch(avail.substr(0, size), push);
+      dispatch(avail.substr(0, size), push, received);
       if (broken_) co_return;
     }
   }
 }
 
-void connection::dispatch(std::string_view frame, bool push) {
+void connection::dispatch(std::string_view frame, bool push, clock::time_point received) {
   if (raw_sink_) {
     raw_sink_->deliver_raw(frame);
     return;
@@ -386,7 +387,7 @@ void connection::dispatch(std::string_view frame, bool push) {
   pending_reply entry = std::move(pending_.front());
   pending_.pop_front();
   --stats_.inflight_requests;
-  if (entry.sink) entry.sink->deliver(entry.seq, frame, entry.tag);
+  if (entry.sink) entry.sink->deliver(entry.seq, frame, entry.tag, received);
 }
 
 awaitable<void> connection::write_loop() {
@@ -429,6 +430,7 @@ awaitable<void> connection::watchdog() {
 }
 
 void connection::fail_pending(std::string_view error_line) {
+  const auto now = clock::now();
   while (!pending_.empty()) {
     pending_reply entry = std::move(pending_.front());
     pending_.pop_front();
@@ -436,7 +438,7 @@ void connection::fail_pending(std::string_view error_line) {
     if (entry.sink) {
       if (error_line.find("unavailable") != std::string_view::npos)
         stats_.count(error_kind::upstream_unavailable);
-      entry.sink->deliver(entry.seq, error_line, entry.tag);
+      entry.sink->deliver(entry.seq, error_line, entry.tag, now);
     }
   }
 }

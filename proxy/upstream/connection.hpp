@@ -38,8 +38,8 @@ class client_session;
 
 /// One request waiting for its reply.
 struct pending_reply {
-  std::shared_ptr<reply_sink> sink;  // nullptr: the sidecar's own request, reply dropped
-  std::uint64_t seq = 0;             // the sink's reply slot
+  sink_ref sink;          // nullptr: the sidecar's own request, reply dropped
+  std::uint64_t seq = 0;  // the sink's reply slot
   std::chrono::steady_clock::time_point deadline;
   std::uint8_t tag = 0;  // what the sink learns from the reply (client_session::tag)
 };
@@ -107,7 +107,7 @@ class connection : public std::enable_shared_from_this<connection>, public turn_
   awaitable<std::tuple<error_code, std::size_t>> write_all(asio::const_buffer buf);
   void teardown(std::string reason, bool timed_out);
   void fail_pending(std::string_view error_line);
-  void dispatch(std::string_view frame, bool push);
+  void dispatch(std::string_view frame, bool push, std::chrono::steady_clock::time_point received);
   std::chrono::milliseconds backoff();
   void make_read_room();
   void wake_writer();

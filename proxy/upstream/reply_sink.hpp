@@ -4,8 +4,12 @@
 #pragma once
 
 #include <array>
+#include <chrono>
+#include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string_view>
+#include <utility>
 
 namespace redis_sidecar {
 
@@ -13,8 +17,54 @@ class reply_sink {
  public:
   virtual ~reply_sink() = default;
   /// The reply for request `seq` (the sink's own numbering), or an error frame the connection made
-  /// for it ("-ERR upstream ...") when the request cannot be answered.
-  virtual void deliver(std::uint64_t seq, std::string_view frame, std::uint8_t tag) = 0;
+  /// for it ("-ERR upstream ...") when the request cannot be answered. `received`: when the read
+  /// that brought it completed (one clock reading per read, shared by every reply in it).
+  virtual void deliver(std::uint64_t seq, std::string_view frame, std::uint8_t tag,
+                       std::chrono::steady_clock::time_point received) = 0;
+
+ protected:
+  /// The shared_ptr that owns this sink (its shared_from_this()).
+  virtual std::shared_ptr<reply_sink> owner() = 0;
+
+ private:
+  friend class sink_ref;
+  std::uint32_t waiting_ = 0;        // sink_refs that point here
+  std::shared_ptr<reply_sink> pin_;  // set while waiting_ > 0
+};
+
+/// What a pending request holds of its sink: like a shared_ptr, it keeps the sink alive until the
+/// reply is delivered or the request dropped, but it counts without atomics. The sink is pinned
+/// (one shared_ptr copy) while it has requests pending, so a client with 16 requests in flight
+/// pays for one shared_ptr copy, not 16. Everything runs on the io_context thread.
+class sink_ref {
+ public:
+  sink_ref() = default;
+  sink_ref(std::nullptr_t) {}  // NOLINT(google-explicit-constructor): no sink, reply dropped
+  explicit sink_ref(reply_sink* s) : s_(s) {
+    if (s_ != nullptr && s_->waiting_++ == 0) s_->pin_ = s_->owner();
+  }
+  sink_ref(sink_ref&& other) noexcept : s_(std::exchange(other.s_, nullptr)) {}
+  sink_ref& operator=(sink_ref&& other) noexcept {
+    if (this != &other) {
+      reset();
+      s_ = std::exchange(other.s_, nullptr);
+    }
+    return *this;
+  }
+  sink_ref(const sink_ref&) = delete;
+  sink_ref& operator=(const sink_ref&) = delete;
+  ~sink_ref() { reset(); }
+
+  /// Lets go of the sink; the last reference unpins it, which may destroy it.
+  void reset() {
+    reply_sink* s = std::exchange(s_, nullptr);
+    if (s != nullptr && --s->waiting_ == 0) std::shared_ptr<reply_sink> last = std::move(s->pin_);
+  }
+  reply_sink* operator->() const { return s_; }
+  explicit operator bool() const { return s_ != nullptr; }
+
+ private:
+  reply_sink* s_ = nullptr;
 };
 
 class connection;
