@@ -94,6 +94,9 @@ END {
   if (("stunnel" in lat50) && ("direct-tls" in lat50))
     printf "  added by stunnel over direct TLS:     p50 %+.0f us, p99 %+.0f us\n", \
       lat50["stunnel"] - lat50["direct-tls"], lat99["stunnel"] - lat99["direct-tls"]
+  if (("nutcracker" in lat50) && ("direct" in lat50))
+    printf "  added by nutcracker over direct:      p50 %+.0f us, p99 %+.0f us  (one plaintext proxy hop)\n", \
+      lat50["nutcracker"] - lat50["direct"], lat99["nutcracker"] - lat99["direct"]
 
   printf "\ntargets (issue 7; ratios from this run, informational: never a pass/fail test)\n"
   if (mode == "remote") {

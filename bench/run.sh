@@ -14,7 +14,8 @@
 #   throughput   GET and SET, -c 50 -r 100000 -d 64, -P 1 and -P 16, every target, interleaved
 #                over ROUNDS rounds; medians, spread, p50/p99, CPU per request, every ratio and
 #                target of the issue; INFO commandstats proves pass-through requests reached Redis
-#   latency      GET at -c 1 -P 1 against direct-tls, stunnel, sidecar, sidecar-l1: added latency
+#   latency      GET at -c 1 -P 1 against every target: the latency each proxy adds (nutcracker over
+#                direct plaintext shows what one plaintext proxy hop costs on this machine)
 #   memory       idle RSS of a sidecar; RSS per L1 entry after 1,000,000 SETs through a sidecar
 #                (16-byte keys, 64-byte values); the cache module's own cache_memory_bench
 #   connections  1,000 app connections doing GET/SET through one sidecar: upstream connections
@@ -242,7 +243,7 @@ run_throughput() {
 run_latency() {
   local rounds=$1 round target
   for round in $(seq 1 "$rounds"); do
-    for target in direct-tls stunnel sidecar ${l1_port:+sidecar-l1}; do
+    for target in direct direct-tls stunnel nutcracker sidecar ${l1_port:+sidecar-l1}; do
       log "round $round/$rounds  -c 1 -P 1 GET  $target"
       bench "$target" 1 GET c1-GET -c 1 -n "$LATENCY_N"
     done
