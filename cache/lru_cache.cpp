@@ -307,6 +307,13 @@ std::uint32_t lru_cache::find(int db, std::string_view key, std::uint64_t hash) 
   return npos;
 }
 
+std::optional<std::span<char>> lru_cache::value_in_place(int db, std::string_view key) {
+  const std::uint32_t s = find(db, key, hash_key(db, key));
+  if (s == npos) return std::nullopt;
+  const std::string_view value = decode(slots_[s]).value;
+  return std::span<char>(const_cast<char*>(value.data()), value.size());
+}
+
 entry_ref lru_cache::ref(std::uint32_t slot) const {
   const decoded d = decode(slots_[slot]);
   return {d.db, d.key, d.value, slots_[slot]->expires_at};

@@ -46,6 +46,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string_view>
 
 namespace redis_sidecar::cache {
@@ -156,6 +157,10 @@ class lru_cache {
   /// absent or expired at `now` (then removed, counted as an expiration). An expires_at already
   /// past removes the entry and returns true, as EXPIRE with a past time deletes the key.
   bool set_expiry(int db, std::string_view key, time_ms expires_at, time_ms now);
+
+  /// The value bytes of a stored entry (expired or not), to change in place: no promotion, no
+  /// change of expiry or charge. Valid until the next non-const call. nullopt when absent.
+  std::optional<std::span<char>> value_in_place(int db, std::string_view key);
 
   /// Removes every entry (FLUSHALL) and releases the index. Counters are kept.
   void clear();

@@ -202,12 +202,28 @@ void cache_tier::invalidate(int db, std::string_view key) {
   if (on_write_) on_write_(db, key);
 }
 
+// As invalidate(), for a write whose reply stores the key again (the SET family): the entry stays,
+// hidden, so that the reply can overwrite it in place.
+void cache_tier::hide(int db, std::string_view key) {
+  if (const auto v = l1_.value_in_place(db, key)) {
+    if (v->empty()) {
+      l1_.erase(db, key);
+      ++counters_.invalidations;
+    } else if (!((*v)[0] & flag_writing)) {
+      (*v)[0] = static_cast<char>((*v)[0] | flag_writing);
+      ++counters_.invalidations;
+    }
+  }
+  if (on_write_) on_write_(db, key);
+}
+
 std::optional<cache_tier::stored> cache_tier::lookup(int db, std::string_view key,
                                                      cache::time_ms now) {
   const auto e = l1_.get(db, key, now);
   if (!e || e->value.empty()) return std::nullopt;
   std::string_view v = e->value;
   const auto flags = static_cast<unsigned char>(v[0]);
+  if (flags & flag_writing) return std::nullopt;
   v.remove_prefix(1);
   stored s;
   if ((flags & flag_expiry) && v.size() >= 8) {
@@ -283,6 +299,16 @@ void cache_tier::on_request(int db, const command_info& info,
     l1_.clear();
     if (on_write_) on_write_(-1, {});
     return;
+  }
+  switch (info.id) {
+    case command_id::set:
+    case command_id::setex:
+    case command_id::psetex:
+    case command_id::mset:
+    case command_id::msetnx:
+      commands::for_each_key(info, args, [&](std::string_view key) { hide(db, key); });
+      return;
+    default: break;
   }
   commands::for_each_key(info, args, [&](std::string_view key) { invalidate(db, key); });
   // MOVE key db / COPY src dst DB n: the key also changes in the other db.

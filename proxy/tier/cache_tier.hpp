@@ -4,8 +4,10 @@
 //     fill it; SET in all its forms (and SETEX, PSETEX, MSET, MSETNX) fills it with the value the
 //     upstream acknowledged; every other write invalidates the keys it touches (commands/keys.hpp),
 //     once when the request goes out and again when its reply comes back, so a read reply that
-//     raced with the write cannot leave an old value behind. Replies are applied in the order the
-//     upstream connection returns them. L1 does not answer reads in this mode.
+//     raced with the write cannot leave an old value behind. The SET family hides its keys' entries
+//     while the write is in flight instead of dropping them: its reply overwrites them, in place
+//     when the size is unchanged (no free, malloc or index shift per write). Replies are applied in
+//     the order the upstream connection returns them. L1 does not answer reads in this mode.
 //  2. Fallback (the upstream is unreachable): `serve` answers GET, MGET, EXISTS, TTL, PTTL, SET
 //  (all
 //     forms), SETEX, PSETEX, MSET, DEL, UNLINK, EXPIRE, PEXPIRE, INCR/DECR/INCRBY/DECRBY on cached
@@ -21,7 +23,9 @@
 //   stored value: [ flags | 8-byte upstream expiry (ms)? | 4-byte epoch? | value ... ]
 //
 // flags: bit 0 an upstream expiry follows, bit 1 the entry is tracked (read on the invalidation
-// channel in --cache-mode=tracking or keyspace; the epoch says on which channel connection).
+// channel in --cache-mode=tracking or keyspace; the epoch says on which channel connection), bit 2
+// a write to the key is in flight (hidden: lookups miss until the write's reply replaces or drops
+// the entry).
 // Losing the channel starts a new epoch: every tracked entry stops being fresh at once, without a
 // scan.
 //
@@ -132,6 +136,7 @@ class cache_tier {
   struct set_options;
   static constexpr unsigned char flag_expiry = 1;
   static constexpr unsigned char flag_tracked = 2;
+  static constexpr unsigned char flag_writing = 4;
   struct stored {
     std::int64_t upstream_expiry = 0;  // 0: none known
     std::string_view value;
@@ -142,6 +147,7 @@ class cache_tier {
   void store(int db, std::string_view key, std::string_view value, std::int64_t upstream_expiry,
              cache::time_ms now, bool tracked = false);
   void invalidate(int db, std::string_view key);
+  void hide(int db, std::string_view key);
   std::optional<stored> lookup(int db, std::string_view key, cache::time_ms now);
   bool journal_write(int db, std::string_view frame, std::string& out);
 

@@ -159,6 +159,52 @@ TEST_CASE("tier: writes invalidate the keys they touch", "[tier]") {
   CHECK(held() == ":0\r\n");
 }
 
+TEST_CASE("tier: a SET in flight hides its key until the reply replaces or drops it", "[tier]") {
+  const config cfg = make_config();
+  cache_tier tier(cfg);
+  pass(tier, {"GET", "k"}, "$2\r\nv1\r\n");
+  pass(tier, {"GET", "m"}, "$2\r\nm1\r\n");
+  const auto before = tier.counters().invalidations;
+
+  request set({"SET", "k", "v2"});
+  tier.on_request(0, set.info(), set.args);
+  CHECK(serve(tier, {"GET", "k"}) == "$-1\r\n");  // its value is unknown while the write is out
+  CHECK(serve(tier, {"EXISTS", "k", "m"}) == ":1\r\n");
+  CHECK(tier.counters().invalidations == before + 1);
+  tier.on_request(0, set.info(), set.args);  // a second write to a hidden entry: counted once
+  CHECK(tier.counters().invalidations == before + 1);
+  CHECK(tier.l1().entries() == 2);  // kept, for the reply to overwrite
+  tier.on_reply(0, set.info(), set.args, "+OK\r\n", t0, wall0);
+  CHECK(serve(tier, {"GET", "k"}) == "$2\r\nv2\r\n");
+
+  request longer({"SET", "k", "a longer value"});
+  tier.on_request(0, longer.info(), longer.args);
+  tier.on_reply(0, longer.info(), longer.args, "+OK\r\n", t0, wall0);
+  CHECK(serve(tier, {"GET", "k"}) == "$14\r\na longer value\r\n");
+
+  request failed({"SET", "k", "v3"});
+  tier.on_request(0, failed.info(), failed.args);
+  tier.on_reply(0, failed.info(), failed.args, "-ERR upstream connection lost\r\n", t0, wall0);
+  CHECK(serve(tier, {"GET", "k"}) == "$-1\r\n");
+  CHECK(tier.l1().entries() == 1);  // dropped: only m is left
+
+  request mset({"MSET", "m", "m2", "n", "n1"});
+  tier.on_request(0, mset.info(), mset.args);
+  CHECK(serve(tier, {"EXISTS", "m", "n"}) == ":0\r\n");
+  tier.on_reply(0, mset.info(), mset.args, "+OK\r\n", t0, wall0);
+  CHECK(serve(tier, {"MGET", "m", "n"}) == "*2\r\n$2\r\nm2\r\n$2\r\nn1\r\n");
+
+  // A GET reply that raced with the SET (read before it ran) does not unhide an old value for
+  // long: the SET's reply overwrites it.
+  request get({"GET", "m"});
+  request set_m({"SET", "m", "m3"});
+  tier.on_request(0, get.info(), get.args);
+  tier.on_request(0, set_m.info(), set_m.args);
+  tier.on_reply(0, get.info(), get.args, "$2\r\nm2\r\n", t0, wall0);
+  tier.on_reply(0, set_m.info(), set_m.args, "+OK\r\n", t0, wall0);
+  CHECK(serve(tier, {"GET", "m"}) == "$2\r\nm3\r\n");
+}
+
 TEST_CASE("tier: fallback reads", "[tier][fallback]") {
   const config cfg = make_config();
   cache_tier tier(cfg);
