@@ -56,7 +56,12 @@ std::uint64_t hash_key(int db, std::string_view key) {
   return finish(h);
 }
 
-std::uint8_t tag_of(std::uint64_t hash) { return static_cast<std::uint8_t>((hash >> 57) | 0x80); }
+// Tag bits (see the layout in lru_cache.hpp): 0x80 marks a used slot, ref_bit is the CLOCK
+// reference bit, the low 6 bits are hash bits that let find() skip most non-matching slots.
+constexpr std::uint8_t ref_bit = 0x40;
+
+// The tag of a new entry: reference bit clear.
+std::uint8_t tag_of(std::uint64_t hash) { return static_cast<std::uint8_t>((hash >> 58) | 0x80); }
 
 unsigned char* put_varint(unsigned char* p, std::uint64_t v) {
   for (; v >= 0x80; v >>= 7) *p++ = static_cast<unsigned char>(v | 0x80);
@@ -153,10 +158,7 @@ std::optional<entry_view> lru_cache::get(int db, std::string_view key, time_ms n
     ++expirations_;
     return std::nullopt;
   }
-  if (s != head_) {
-    unlink(s);
-    link_front(s);
-  }
+  tags_[s] |= ref_bit;
   return entry_view{decode(e).value, e->expires_at};
 }
 
@@ -174,14 +176,12 @@ bool lru_cache::put(int db, std::string_view key, std::string_view value, time_m
     const std::string_view stored = decode(e).value;
     if (stored.size() == value.size() && !is_expired(expires_at, now)) {
       // The same size (a hot key refilled): overwrite in place. The charge is unchanged, so no
-      // free, malloc, index change or eviction.
+      // free, malloc, index change or eviction, and the reference bit stands for the move to the
+      // head that would touch the neighbours' slots and blocks.
       if (!value.empty())
         std::memmove(const_cast<char*>(stored.data()), value.data(), value.size());
       e->expires_at = expires_at;
-      if (old != head_) {
-        unlink(old);
-        link_front(old);
-      }
+      tags_[old] |= ref_bit;
       return true;
     }
     remove(old);
@@ -256,7 +256,7 @@ void lru_cache::clear() {
 }
 
 void lru_cache::clear_db(int db) {
-  // Walks the LRU list. remove() may shift the next entry to another slot, but blocks never move
+  // Walks the queue. remove() may shift the next entry to another slot, but blocks never move
   // and shifts patch links, so the walk resumes from the last kept entry's (updated) next link.
   const entry_header* kept = nullptr;
   std::uint32_t s = head_;
@@ -300,7 +300,7 @@ std::uint32_t lru_cache::find(int db, std::string_view key, std::uint64_t hash) 
   const std::uint8_t tag = tag_of(hash);
   for (std::uint32_t s = static_cast<std::uint32_t>(hash) & mask; tags_[s] != 0;
        s = (s + 1) & mask) {
-    if (tags_[s] != tag) continue;
+    if ((tags_[s] & ~ref_bit) != tag) continue;
     const decoded d = decode(slots_[s]);
     if (d.db == db && d.key == key) return s;
   }
@@ -316,7 +316,7 @@ std::optional<std::span<char>> lru_cache::value_in_place(int db, std::string_vie
 
 entry_ref lru_cache::ref(std::uint32_t slot) const {
   const decoded d = decode(slots_[slot]);
-  return {d.db, d.key, d.value, slots_[slot]->expires_at};
+  return {d.db, d.key, d.value, slots_[slot]->expires_at, (tags_[slot] & ref_bit) != 0};
 }
 
 void lru_cache::link_front(std::uint32_t slot) {
@@ -345,7 +345,8 @@ void lru_cache::unlink(std::uint32_t slot) {
   }
 }
 
-// Moves the entry in slot `from` to the empty slot `to` and patches its neighbours' links.
+// Moves the entry in slot `from` to the empty slot `to` and patches its neighbours' links. The
+// whole tag moves, reference bit included.
 void lru_cache::move_slot(std::uint32_t from, std::uint32_t to) {
   entry_header* e = slots_[from];
   tags_[to] = tags_[from];
@@ -383,12 +384,24 @@ void lru_cache::remove(std::uint32_t slot) {
   slots_[hole] = nullptr;
 }
 
-// Evicts least recent entries until `needed` more bytes fit.
+// Removes tail entries until `needed` more bytes fit, giving referenced ones a second chance
+// (CLOCK; see Eviction in lru_cache.hpp). Ends: each requeue clears one of finitely many bits.
 void lru_cache::evict_for(std::size_t needed, time_ms now) {
   while (tail_ != npos && bytes_ + needed > options_.max_bytes) {
-    const bool expired = is_expired(slots_[tail_]->expires_at, now);
-    remove(tail_);
-    ++(expired ? expirations_ : evictions_);
+    const std::uint32_t s = tail_;
+    if (is_expired(slots_[s]->expires_at, now)) {
+      remove(s);
+      ++expirations_;
+    } else if ((tags_[s] & ref_bit) != 0) {
+      tags_[s] &= static_cast<std::uint8_t>(~ref_bit);
+      if (s != head_) {
+        unlink(s);
+        link_front(s);
+      }
+    } else {
+      remove(s);
+      ++evictions_;
+    }
   }
 }
 
@@ -401,7 +414,9 @@ bool lru_cache::reserve_one() {
   return capacity_ < max_capacity && rehash(capacity_ * 2);
 }
 
-// Builds an index of `capacity` slots, inserting the entries in LRU order and relinking them.
+// Builds an index of `capacity` slots, inserting the entries in queue order and relinking them.
+// Tags are copied, not recomputed: the hash bits do not depend on the capacity, and the reference
+// bits must survive.
 bool lru_cache::rehash(std::uint32_t capacity) {
   void* memory = std::calloc(capacity, sizeof(entry_header*) + 1);
   if (memory == nullptr) return false;
@@ -412,11 +427,11 @@ bool lru_cache::rehash(std::uint32_t capacity) {
   std::uint32_t prev = npos;
   for (std::uint32_t s = head_; s != npos;) {
     entry_header* e = slots_[s];
+    const std::uint8_t tag = tags_[s];
     s = e->next;
-    const std::uint64_t hash = hash_of(e);
-    std::uint32_t t = static_cast<std::uint32_t>(hash) & mask;
+    std::uint32_t t = static_cast<std::uint32_t>(hash_of(e)) & mask;
     while (tags[t] != 0) t = (t + 1) & mask;
-    tags[t] = tag_of(hash);
+    tags[t] = tag;
     slots[t] = e;
     e->prev = prev;
     e->next = npos;

@@ -1,19 +1,33 @@
-// lru_cache: the sidecar's in-process L1 tier. A least-recently-used map from (db, key) to a value
-// and an optional expiry, bounded by bytes, that the proxy fills from GET/SET traffic and answers
-// from while the upstream Redis is down (and later as a near cache).
+// lru_cache: the sidecar's in-process L1 tier. A map from (db, key) to a value and an optional
+// expiry, bounded by bytes, that the proxy fills from GET/SET traffic and answers from while the
+// upstream Redis is down (and later as a near cache). Eviction is CLOCK (second chance), an
+// approximation of least-recently-used that costs no list move per access.
 //
 // Goals
 //   - A hard bound on accounted bytes (options.max_bytes), where the account charges keys, values
 //     and an honest per-entry overhead, so that --cache-max-bytes roughly bounds real memory.
+//   - Cheap hits: get() and a same-size put() (every GET reply refills its key) set a bit in the
+//     index, which find() has already read, instead of relinking the entry and its neighbours.
 //   - A per-entry size limit (options.max_entry_bytes): large pairs are not kept.
 //   - An optional expiry per entry, applied lazily on lookup and incrementally by expire_some().
-//   - O(1) expected get, peek, put, erase, set_expiry; small memory per entry (about 50 bytes
-//     beyond key and value for 16-byte keys and 64-byte values; see cache/bench/cache_memory.cpp).
+//   - O(1) expected get, peek, put, erase, set_expiry (put: amortized, see Eviction); small memory
+//     per entry (about 50 bytes beyond key and value for 16-byte keys and 64-byte values; see
+//     cache/bench/cache_memory.cpp).
 //   - Keys are arbitrary bytes ('\0' included); db is any int (Redis uses 0-15).
 // Non-goals
 //   - Thread safety: none. One thread (the proxy's io_context thread) owns the cache.
 //   - Redis data types other than strings, persistence, cross-process sharing.
 //   - Exceptions: none are thrown; an allocation failure makes put() return false.
+//   - Exact LRU order: a hit does not move its entry (see Eviction).
+//
+// Eviction (CLOCK, second chance). Entries sit in a queue, head = most recently inserted or
+// requeued. Each has a reference bit: clear when inserted, set by get() and by a put() that
+// overwrites the value in place (same size). While a put() needs room, the tail entry is
+//   - removed and counted as an expiration if expired at `now` (whatever its bit);
+//   - else, if its bit is set, given a second chance: the bit is cleared and it moves to the head;
+//   - else removed and counted as an eviction.
+// Every requeue clears a bit, so the loop ends; a put() may requeue every entry once, but each
+// requeue pays for one earlier hit, so the cost is O(1) amortized.
 //
 // Time: every call that needs time takes `now`, monotonic milliseconds supplied by the caller, so
 // tests are deterministic. An entry with expires_at t (t != no_expiry) is live while now < t.
@@ -25,10 +39,14 @@
 //
 //   entry block:  [ prev u32 | next u32 | expires_at i64 | db, key size, value size as LEB128
 //                   varints | key bytes | value bytes ]
-//   index:        [ entry* x C ][ tag u8 x C ]        tag 0: empty, else 0x80 | 7 bits of hash
+//   index:        [ entry* x C ][ tag u8 x C ]
+//   tag u8:       0 = empty; else bit 7 = 1 (used) | bit 6 = ref | bits 5-0 = hash bits 63-58
 //
-// The LRU list links are index slot numbers, not pointers (8 bytes instead of 16); when an entry
-// moves between slots (deletion's backward shift, index growth) its neighbours' links are patched.
+// find() compares tags without the ref bit. The reference bit lives in the tag so that setting it
+// touches no memory that find() has not just read, and it moves with the entry: a backward shift
+// copies the whole tag, index growth keeps it. The queue links are index slot numbers, not
+// pointers (8 bytes instead of 16); when an entry moves between slots (deletion's backward shift,
+// index growth) its neighbours' links are patched.
 //
 // Accounting. charge(db, key, value) = key size + value size + entry_overhead(db, key, value),
 // where entry_overhead = malloc_block_size(block) - key - value + index_bytes_per_entry:
@@ -75,14 +93,15 @@ struct entry_ref {
   std::string_view key;
   std::string_view value;
   time_ms expires_at;
+  bool referenced;  // the reference bit (see Eviction): hit since inserted or last requeued
 };
 
 namespace detail {
 
 /// The fixed start of every entry block; the varints, key and value follow it.
 struct entry_header {
-  std::uint32_t prev;  // slot of the next more recent entry, or lru_cache::npos
-  std::uint32_t next;  // slot of the next less recent entry, or lru_cache::npos
+  std::uint32_t prev;  // slot of the entry nearer the head (queued later), or lru_cache::npos
+  std::uint32_t next;  // slot of the entry nearer the tail (queued earlier), or lru_cache::npos
   std::int64_t expires_at;
 };
 
@@ -108,7 +127,7 @@ constexpr std::size_t malloc_block_size(std::size_t n) {
 
 class lru_cache {
  public:
-  /// The slot number that means "none" in LRU links.
+  /// The slot number that means "none" in queue links.
   static constexpr std::uint32_t npos = UINT32_MAX;
   /// Index bytes charged per entry (see the accounting paragraph above).
   static constexpr std::size_t index_bytes_per_entry = 18;
@@ -131,18 +150,21 @@ class lru_cache {
   lru_cache(lru_cache&& other) noexcept;
   lru_cache& operator=(lru_cache&& other) noexcept;
 
-  /// The value and expiry when present and live at `now`; promotes the entry to most recent. An
-  /// entry found expired is removed (counted in expirations()).
+  /// The value and expiry when present and live at `now`; sets the entry's reference bit (it does
+  /// not move). An entry found expired is removed (counted in expirations()).
   std::optional<entry_view> get(int db, std::string_view key, time_ms now);
 
-  /// As get(), without promoting and without removing (for TTL and EXISTS).
+  /// As get(), without setting the reference bit and without removing (for TTL and EXISTS).
   std::optional<entry_view> peek(int db, std::string_view key, time_ms now) const;
 
-  /// Inserts or replaces, as most recent, evicting least recent entries until it fits. Returns
-  /// false, after removing any old entry for the key, when key + value is larger than
-  /// max_entry_bytes, the charge is larger than max_bytes, expires_at is already past at `now`, or
-  /// memory could not be allocated. Least recent entries evicted while already expired count as
-  /// expirations, others as evictions.
+  /// Inserts or replaces. When the key is stored with a value of the same size and expires_at is
+  /// not past at `now`, overwrites value and expiry in place and sets the reference bit, keeping
+  /// the entry's place in the queue. Otherwise removes any old entry for the key and inserts at
+  /// the head with the bit clear, first evicting from the tail until it fits (see Eviction: tail
+  /// entries already expired count as expirations, others as evictions). Returns false, after
+  /// removing any old entry for the key, when key + value is larger than max_entry_bytes, the
+  /// charge is larger than max_bytes, expires_at is already past at `now`, or memory could not be
+  /// allocated.
   bool put(int db, std::string_view key, std::string_view value, time_ms expires_at, time_ms now);
 
   /// Removes the entry; true if one was stored, even if already expired. Not counted as eviction
@@ -153,9 +175,9 @@ class lru_cache {
   /// removed here counts as an expiration.
   bool erase(int db, std::string_view key, time_ms now);
 
-  /// Sets (or with no_expiry removes) the expiry of a live entry, without promoting it. False when
-  /// absent or expired at `now` (then removed, counted as an expiration). An expires_at already
-  /// past removes the entry and returns true, as EXPIRE with a past time deletes the key.
+  /// Sets (or with no_expiry removes) the expiry of a live entry, leaving its reference bit. False
+  /// when absent or expired at `now` (then removed, counted as an expiration). An expires_at
+  /// already past removes the entry and returns true, as EXPIRE with a past time deletes the key.
   bool set_expiry(int db, std::string_view key, time_ms expires_at, time_ms now);
 
   /// The value bytes of a stored entry (expired or not), to change in place: no promotion, no
@@ -173,8 +195,8 @@ class lru_cache {
   /// removes those expired at `now`. Returns how many it removed.
   std::size_t expire_some(time_ms now, std::size_t max_checks);
 
-  /// Calls f(entry_ref) for every stored entry, most recent first, expired ones included. f must
-  /// not modify the cache.
+  /// Calls f(entry_ref) for every stored entry in queue order, head (most recently inserted or
+  /// requeued) first, expired ones included. f must not modify the cache.
   template <class F>
   void for_each(F&& f) const {
     for (std::uint32_t s = head_; s != npos; s = slots_[s]->next) f(ref(s));
@@ -207,8 +229,8 @@ class lru_cache {
   entry_header** slots_ = nullptr;  // capacity_ entry pointers, followed by the tags_ array
   std::uint8_t* tags_ = nullptr;    // capacity_ tags, in the same allocation as slots_
   std::uint32_t capacity_ = 0;      // 0 or a power of two
-  std::uint32_t head_ = npos;       // most recent
-  std::uint32_t tail_ = npos;       // least recent
+  std::uint32_t head_ = npos;       // most recently inserted or requeued
+  std::uint32_t tail_ = npos;       // the next eviction candidate
   std::uint32_t cursor_ = 0;        // the slot expire_some() examines next
   std::size_t entries_ = 0;
   std::size_t bytes_ = 0;

@@ -1,7 +1,8 @@
 // reference_model: the executable specification of lru_cache, for the unit tests and the fuzzer
-// (the product never includes it). A std::list in recency order plus a std::map, written for
+// (the product never includes it). A std::list in CLOCK queue order (front = most recently
+// inserted or requeued), each item with its reference bit, plus a std::map, written for
 // obviousness, not speed: the same operations with the same results, the same charges
-// (lru_cache::charge), the same eviction order and counters. compare() reports the first
+// (lru_cache::charge), the same second-chance eviction and counters. compare() reports the first
 // difference between a cache and a model, so tests and the fuzzer share one definition of "same".
 #pragma once
 
@@ -26,6 +27,7 @@ class reference_model {
     std::string key;
     std::string value;
     time_ms expires_at;
+    bool referenced = false;  // set by get() and an in-place put(); cleared by a requeue
   };
 
   explicit reference_model(options o) : options_(o) {}
@@ -38,7 +40,7 @@ class reference_model {
       ++expirations_;
       return std::nullopt;
     }
-    lru_.splice(lru_.begin(), lru_, it);
+    it->referenced = true;
     return entry_view{it->value, it->expires_at};
   }
 
@@ -49,18 +51,35 @@ class reference_model {
   }
 
   bool put(int db, std::string_view key, std::string_view value, time_ms expires_at, time_ms now) {
-    erase(db, key);
+    const bool past = expires_at != no_expiry && expires_at <= now;
+    if (auto it = find(db, key); it != lru_.end()) {
+      if (it->value.size() == value.size() && !past) {
+        // In place: same charge, same queue position, reference bit set.
+        it->value = value;
+        it->expires_at = expires_at;
+        it->referenced = true;
+        return true;
+      }
+      remove(it);
+    }
     const std::size_t c = lru_cache::charge(db, key.size(), value.size());
-    if (key.size() + value.size() > options_.max_entry_bytes || c > options_.max_bytes ||
-        (expires_at != no_expiry && expires_at <= now)) {
+    if (key.size() + value.size() > options_.max_entry_bytes || c > options_.max_bytes || past) {
       return false;
     }
     while (!lru_.empty() && bytes_ + c > options_.max_bytes) {
-      const bool was_expired = expired(lru_.back(), now);
-      remove(std::prev(lru_.end()));
-      ++(was_expired ? expirations_ : evictions_);
+      const auto tail = std::prev(lru_.end());
+      if (expired(*tail, now)) {
+        remove(tail);
+        ++expirations_;
+      } else if (tail->referenced) {
+        tail->referenced = false;  // second chance
+        lru_.splice(lru_.begin(), lru_, tail);
+      } else {
+        remove(tail);
+        ++evictions_;
+      }
     }
-    lru_.push_front(item{db, std::string(key), std::string(value), expires_at});
+    lru_.push_front(item{db, std::string(key), std::string(value), expires_at, false});
     index_[{db, std::string(key)}] = lru_.begin();
     bytes_ += c;
     return true;
@@ -158,16 +177,16 @@ class reference_model {
   }
 
   options options_;
-  list lru_;  // most recent first
+  list lru_;  // queue order: most recently inserted or requeued first
   std::map<std::pair<int, std::string>, list::iterator> index_;
   std::size_t bytes_ = 0;
   std::uint64_t evictions_ = 0;
   std::uint64_t expirations_ = 0;
 };
 
-/// "" when the cache and the model hold the same entries in the same recency order with the same
-/// values, expiries, byte counts and counters; otherwise the first difference. Also checks the
-/// cache's own invariants: bytes() is the sum of charges and at most max_bytes().
+/// "" when the cache and the model hold the same entries in the same queue order with the same
+/// values, expiries, reference bits, byte counts and counters; otherwise the first difference.
+/// Also checks the cache's own invariants: bytes() is the sum of charges and at most max_bytes().
 inline std::string compare(const lru_cache& cache, const reference_model& model) {
   std::string problem;
   std::size_t sum = 0;
@@ -183,11 +202,13 @@ inline std::string compare(const lru_cache& cache, const reference_model& model)
     }
     const auto& m = *expected++;
     if (e.db != m.db || e.key != m.key)
-      problem = "recency order differs at key " + m.key;
+      problem = "queue order differs at key " + m.key;
     else if (e.value != m.value)
       problem = "value differs for key " + m.key;
     else if (e.expires_at != m.expires_at)
       problem = "expiry differs for key " + m.key;
+    else if (e.referenced != m.referenced)
+      problem = "reference bit differs for key " + m.key;
   });
   if (listed != cache.entries()) return "entries() differs from the entries listed";
   if (sum != cache.bytes()) return "bytes() differs from the sum of charges";

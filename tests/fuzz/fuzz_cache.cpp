@@ -3,7 +3,8 @@
 // four dbs) and values, with a fake clock that only moves forward. Every operation runs on the
 // cache and on the reference model (cache/detail/reference_model.hpp); any difference in a result
 // (presence, value, expiry, return value, removal count) or in the full state after the operation
-// (entries in recency order, bytes, counters, bytes <= max_bytes) aborts.
+// (entries in CLOCK queue order with their reference bits, bytes, counters, bytes <= max_bytes)
+// aborts.
 #include <climits>
 #include <cstddef>
 #include <cstdint>

@@ -1,7 +1,9 @@
 // Tests of cache::lru_cache. Scenarios are tables of steps, each with its expected result, and end
-// with the expected contents in recency order; after every step the cache's accounting is checked
-// (bytes() is the sum of charges, entries() the number listed, bytes() <= max_bytes()). A seeded
-// randomized test then runs long operation sequences against the reference model.
+// with the expected contents in queue order (head first, '*' marking a set reference bit); after
+// every step the cache's accounting is checked (bytes() is the sum of charges, entries() the number
+// listed, bytes() <= max_bytes()). A seeded randomized test then runs long operation sequences
+// against the reference model (cache/detail/reference_model.hpp), which also compares reference
+// bits.
 #include <catch2/catch.hpp>
 
 #include <climits>
@@ -24,13 +26,24 @@ namespace detail = redis_sidecar::cache::detail;
 
 namespace {
 
-enum class op { put, get, peek, erase, erase_live, set_expiry, clear, clear_db, expire_some };
+enum class op {
+  put,
+  get,
+  peek,
+  erase,
+  erase_live,
+  set_expiry,
+  clear,
+  clear_db,
+  expire_some,
+  contents
+};
 
 struct step {
   op what;
   int db = 0;
   std::string key;
-  std::string value;               // put: the value; get/peek: the value expected when found
+  std::string value;  // put: the value; get/peek: the value expected; contents: contents()
   time_ms expires_at = no_expiry;  // put/set_expiry: the argument; get/peek: the expected expiry
   time_ms now = 0;
   bool ok = true;           // put/erase/set_expiry: the result; get/peek: found
@@ -73,12 +86,14 @@ step clear_db(int db) { return {op::clear_db, db, "", "", 0, 0, true}; }
 step expire_some(time_ms now, std::size_t checks, std::size_t removed) {
   return {op::expire_some, 0, "", "", 0, now, true, checks, removed};
 }
+// Checks the contents (as contents() prints them) in the middle of a scenario.
+step holds(std::string expected) { return {op::contents, 0, "", std::move(expected), 0, 0, true}; }
 
 std::string printable(std::string_view s) {
   std::string out;
   for (const char c : s) {
     const auto u = static_cast<unsigned char>(c);
-    if (u >= 0x21 && u < 0x7f && c != '\\') {
+    if (u >= 0x21 && u < 0x7f && c != '\\' && c != '*') {
       out += c;
     } else {
       static constexpr char hex[] = "0123456789abcdef";
@@ -90,13 +105,14 @@ std::string printable(std::string_view s) {
   return out;
 }
 
-// "db:key=value[@expiry]" per entry, most recent first.
+// "db:key=value[@expiry][*]" per entry in queue order, head first; '*': reference bit set.
 std::string contents(const lru_cache& c) {
   std::string out;
   c.for_each([&](const entry_ref& e) {
     if (!out.empty()) out += ' ';
     out += std::to_string(e.db) + ":" + printable(e.key) + "=" + printable(e.value);
     if (e.expires_at != no_expiry) out += "@" + std::to_string(e.expires_at);
+    if (e.referenced) out += '*';
   });
   return out;
 }
@@ -122,6 +138,7 @@ void run(lru_cache& c, const step& s) {
     case op::clear: c.clear(); break;
     case op::clear_db: c.clear_db(s.db); break;
     case op::expire_some: REQUIRE(c.expire_some(s.now, s.checks) == s.removed); break;
+    case op::contents: REQUIRE(contents(c) == s.value); break;
     case op::get:
     case op::peek: {
       const auto found = s.what == op::get ? c.get(s.db, s.key, s.now) : c.peek(s.db, s.key, s.now);
@@ -161,33 +178,80 @@ static_assert(lru_cache::charge(0, 1, 20) > unit);
 
 std::vector<scenario> scenarios() {
   return {
-      {"put then get", room_for(10), {put("a", "1"), get("a", "1"), miss("b")}, "0:a=1"},
+      {"put then get", room_for(10), {put("a", "1"), get("a", "1"), miss("b")}, "0:a=1*"},
       {"replace keeps one entry with the new value",
        room_for(10),
        {put("a", "1"), put("a", "22"), get("a", "22")},
-       "0:a=22"},
-      {"get promotes",
+       "0:a=22*"},
+      {"put inserts at the head with the reference bit clear",
        room_for(10),
-       {put("a", "1"), put("b", "2"), put("c", "3"), get("a", "1")},
-       "0:a=1 0:c=3 0:b=2"},
-      {"peek does not promote",
+       {put("a", "1"), put("b", "2"), put("c", "3")},
+       "0:c=3 0:b=2 0:a=1"},
+      {"get sets the reference bit and does not move the entry",
+       room_for(10),
+       {put("a", "1"), put("b", "2"), put("c", "3"), get("a", "1"), holds("0:c=3 0:b=2 0:a=1*"),
+        get("c", "3"), get("a", "1")},
+       "0:c=3* 0:b=2 0:a=1*"},
+      {"peek neither moves nor references",
        room_for(10),
        {put("a", "1"), put("b", "2"), peek("a", "1")},
        "0:b=2 0:a=1"},
-      {"replace promotes",
+      {"a same-size replace overwrites in place and references",
        room_for(10),
        {put("a", "1"), put("b", "2"), put("a", "3")},
-       "0:a=3 0:b=2"},
-      {"a same-size replace takes the new expiry and promotes",
+       "0:b=2 0:a=3*"},
+      {"a different-size replace goes to the head with the bit clear",
        room_for(10),
-       {put("a", "1", 100, 0), put("b", "2"), put("a", "3", 200, 150), get("a", "3", 150, 200),
-        put("b", "4"), put("a", "5", no_expiry, 300), get("a", "5", 300)},
-       "0:a=5 0:b=4"},
-      {"eviction takes the least recent",
+       {put("a", "1"), put("b", "2"), get("a", "1"), holds("0:b=2 0:a=1*"), put("a", "33")},
+       "0:a=33 0:b=2"},
+      {"a same-size replace takes the new expiry in place, even over an expired entry",
+       room_for(10),
+       {put("a", "1", 100, 0), put("b", "2"), put("a", "3", 200, 150), holds("0:b=2 0:a=3@200*"),
+        get("a", "3", 150, 200), put("b", "4"), put("a", "5", no_expiry, 300), get("a", "5", 300)},
+       "0:b=4* 0:a=5*"},
+      {"a referenced tail gets a second chance at the head; the entry after it goes instead",
        room_for(3),
-       {put("a", "1"), put("b", "2"), put("c", "3"), get("a", "1"), put("d", "4"), miss("b")},
-       "0:d=4 0:a=1 0:c=3",
+       {put("a", "1"), put("b", "2"), put("c", "3"), get("a", "1"), put("d", "4"),
+        holds("0:d=4 0:a=1 0:c=3"), miss("b"), put("e", "5"), holds("0:e=5 0:d=4 0:a=1"),
+        put("f", "6")},
+       "0:f=6 0:e=5 0:d=4",
+       3},
+      {"referenced tails are requeued in order until an unreferenced one is found",
+       room_for(3),
+       {put("a", "1"), put("b", "2"), put("c", "3"), get("a", "1"), get("b", "2"), put("d", "4")},
+       "0:d=4 0:b=2 0:a=1",
        1},
+      {"when every entry is referenced, eviction comes round to the oldest",
+       room_for(3),
+       {put("a", "1"), put("b", "2"), put("c", "3"), get("c", "3"), get("a", "1"), get("b", "2"),
+        put("d", "4")},
+       "0:d=4 0:c=3 0:b=2",
+       1},
+      {"a lone referenced entry is evicted after its second chance",
+       room_for(1),
+       {put("a", "1"), get("a", "1"), put("b", "2")},
+       "0:b=2",
+       1},
+      {"an expired referenced tail is removed as expired, not requeued",
+       room_for(3),
+       {put("a", "1", 10, 0), put("b", "2"), put("c", "3"), get("a", "1", 5, 10),
+        holds("0:c=3 0:b=2 0:a=1@10*"), put("d", "4", no_expiry, 20)},
+       "0:d=4 0:c=3 0:b=2",
+       0,
+       1},
+      {"an expired entry reached after a second chance counts as expired",
+       room_for(3),
+       {put("a", "1"), put("b", "2", 10, 0), put("c", "3"), get("a", "1"),
+        put("d", "4", no_expiry, 20)},
+       "0:d=4 0:a=1 0:c=3",
+       0,
+       1},
+      {"a same-size put references in place and survives one eviction",
+       room_for(3),
+       {put("a", "1"), put("b", "2"), put("c", "3"), put("a", "9"), holds("0:c=3 0:b=2 0:a=9*"),
+        put("d", "4"), miss("b"), holds("0:d=4 0:a=9 0:c=3"), put("e", "5")},
+       "0:e=5 0:d=4 0:a=9",
+       2},
       {"a larger entry evicts several",
        room_for(3),
        {put("a", "1"), put("b", "2"), put("c", "3"), put("k", wide)},
@@ -222,10 +286,11 @@ std::vector<scenario> scenarios() {
         expire("a", no_expiry, 10, true), get("a", "1", 500), expire("x", 5, 0, false),
         expire("a", 100, 100, true), miss("a", 100)},
        "0:b=2"},
-      {"set_expiry does not promote",
+      {"set_expiry neither moves nor changes the reference bit",
        room_for(10),
-       {put("a", "1"), put("b", "2"), expire("a", 100, 0, true)},
-       "0:b=2 0:a=1@100"},
+       {put("a", "1"), put("b", "2"), expire("a", 100, 0, true), holds("0:b=2 0:a=1@100"),
+        get("a", "1", 0, 100), expire("a", 200, 0, true)},
+       "0:b=2 0:a=1@200*"},
       {"set_expiry on an expired entry removes it",
        room_for(10),
        {put("a", "1", 10, 0), expire("a", 100, 20, false), peek_miss("a", 0)},
@@ -258,13 +323,13 @@ std::vector<scenario> scenarios() {
         put_db(INT_MAX, "k", "max"), put_db(INT_MIN, "k", "min"), get_db(0, "k", "zero"),
         get_db(1, "k", "one"), get_db(-1, "k", "minus"), get_db(INT_MAX, "k", "max"),
         get_db(INT_MIN, "k", "min"), erase("k", true, 1), miss("k", 0, 1), get_db(0, "k", "zero")},
-       "0:k=zero " + std::to_string(INT_MIN) + ":k=min 2147483647:k=max -1:k=minus"},
+       std::to_string(INT_MIN) + ":k=min* 2147483647:k=max* -1:k=minus* 0:k=zero*"},
       {"binary keys and values",
        room_for(10),
        {put("a\0b"s, "1\0"s), put("a\0c"s, "2"), put("a", "3"), put("a\0"s, "4"),
         put("", "\0\r\n"s), get("a\0b"s, "1\0"s), get("a\0"s, "4"), get("a", "3"),
         get("", "\0\r\n"s)},
-       "0:=\\x00\\x0d\\x0a 0:a=3 0:a\\x00=4 0:a\\x00b=1\\x00 0:a\\x00c=2"},
+       "0:=\\x00\\x0d\\x0a* 0:a\\x00=4* 0:a=3* 0:a\\x00c=2 0:a\\x00b=1\\x00*"},
       {"expire_some removes only expired entries",
        room_for(10),
        {put("a", "1", 10, 0), put("b", "2"), put("c", "3", 10, 0), put("d", "4", 50, 0),
@@ -272,7 +337,7 @@ std::vector<scenario> scenarios() {
        "0:d=4@50 0:b=2",
        0,
        2},
-      {"an expired least recent entry evicted counts as expired",
+      {"an expired tail entry evicted counts as expired",
        room_for(2),
        {put("a", "1", 10, 0), put("b", "2"), put("c", "3", no_expiry, 20), put("d", "4")},
        "0:d=4 0:c=3",
@@ -375,6 +440,87 @@ TEST_CASE("lru_cache moves", "[cache]") {
   CHECK(c.max_bytes() == big);
   REQUIRE(c.put(0, "c", "3", no_expiry, 0));
   CHECK(contents(c) == "0:c=3 0:b=2 0:a=1");
+}
+
+namespace {
+
+// Keys of one size ("k0042", "n0042"), so every entry with value "v" has the same charge.
+std::string key5(char prefix, int i) {
+  std::string k = std::to_string(10000 + i);
+  k[0] = prefix;
+  return k;
+}
+
+}  // namespace
+
+TEST_CASE("lru_cache reference bits survive index growth and backward shifts", "[cache]") {
+  constexpr int n = 600;
+  const std::size_t each = lru_cache::charge(0, 5, 1);
+  lru_cache c(options{n * each, big});
+  // Every third key is referenced right after its insert, so the early ones carry their bit
+  // through every growth of the index (16 -> 1024 slots).
+  for (int i = 0; i < n; ++i) {
+    REQUIRE(c.put(0, key5('k', i), "v", no_expiry, 0));
+    if (i % 3 == 0) REQUIRE(c.get(0, key5('k', i), 0).has_value());
+  }
+  REQUIRE(c.index_slots() == 1024);
+  // At load 0.59, erasing every fifth key shifts many later entries back into the holes.
+  for (int i = 0; i < n; i += 5) REQUIRE(c.erase(0, key5('k', i)));
+  // Queue order is insertion order, newest first; erased keys are skipped.
+  int expected = n - 1;
+  int listed = 0;
+  c.for_each([&](const entry_ref& e) {
+    if (expected % 5 == 0) --expected;
+    INFO("key " << e.key);
+    CHECK(e.key == key5('k', expected));
+    CHECK(e.referenced == (expected % 3 == 0));
+    --expected;
+    ++listed;
+  });
+  CHECK(listed == n - n / 5);
+  CHECK(c.evictions() == 0);
+
+  // Refill the 120 erased places, then insert one entry per unreferenced old one (320): the
+  // 160 referenced old entries are requeued at the head instead, behind the first 120 new ones.
+  constexpr int unreferenced = n - n / 3 - n / 5 + n / 15;
+  for (int i = 0; i < n / 5 + unreferenced; ++i) {
+    REQUIRE(c.put(0, key5('n', i), "v", no_expiry, 0));
+  }
+  CHECK(c.evictions() == std::uint64_t{unreferenced});
+  CHECK(c.entries() == n);
+  for (int i = 0; i < n; ++i) {
+    INFO("old key " << i);
+    CHECK(c.peek(0, key5('k', i), 0).has_value() == (i % 3 == 0 && i % 5 != 0));
+  }
+  for (int i = 0; i < n / 5 + unreferenced; ++i) CHECK(c.peek(0, key5('n', i), 0).has_value());
+  c.for_each([&](const entry_ref& e) { CHECK_FALSE(e.referenced); });
+  check_accounting(c);
+}
+
+TEST_CASE("lru_cache finds entries whatever their reference bit", "[cache]") {
+  // 6 tag bits: with 500 keys many share a tag, some referenced and some not.
+  constexpr int n = 500;
+  lru_cache c(options{big, big});
+  for (int i = 0; i < n; ++i) REQUIRE(c.put(0, key5('k', i), "v", no_expiry, 0));
+  for (int i = 0; i < n; i += 2) REQUIRE(c.get(0, key5('k', i), 0).has_value());
+  for (int i = 0; i < n; ++i) {
+    INFO("key " << i);
+    REQUIRE(c.peek(0, key5('k', i), 0).has_value());
+    REQUIRE(c.get(0, key5('k', i), 0).has_value());
+    // A same-size put of a key find() missed would insert a second entry.
+    REQUIRE(c.put(0, key5('k', i), "w", no_expiry, 0));
+    REQUIRE(c.entries() == n);
+  }
+  c.for_each([&](const entry_ref& e) {
+    CHECK(e.value == "w");
+    CHECK(e.referenced);
+  });
+  // A different-size put replaces (bit cleared), erase finds every entry.
+  for (int i = 0; i < n; i += 3) REQUIRE(c.put(0, key5('k', i), "xx", no_expiry, 0));
+  REQUIRE(c.entries() == n);
+  for (int i = 0; i < n; ++i) REQUIRE(c.erase(0, key5('k', i)));
+  CHECK(c.entries() == 0);
+  CHECK(c.bytes() == 0);
 }
 
 namespace {
