@@ -598,3 +598,24 @@ TEST_CASE("lru_cache agrees with the reference model on random operations", "[ca
     }
   }
 }
+
+TEST_CASE("lru_cache value_in_place changes bytes without touching recency or expiry", "[cache]") {
+  lru_cache c(options{big, big});
+  REQUIRE(c.put(0, "a", "abc", 500, 0));
+  REQUIRE(c.put(0, "b", "x", no_expiry, 0));
+  REQUIRE(c.put(1, "a", "", no_expiry, 0));
+  const auto v = c.value_in_place(0, "a");
+  REQUIRE(v);
+  REQUIRE(v->size() == 3);
+  (*v)[0] = 'z';
+  CHECK(contents(c) == "1:a= 0:b=x 0:a=zbc@500");  // no move, no reference bit
+  CHECK(c.value_in_place(1, "a")->empty());
+  CHECK_FALSE(c.value_in_place(2, "a"));
+  CHECK_FALSE(c.value_in_place(0, "c"));
+  const std::size_t bytes = c.bytes();
+  CHECK(c.get(0, "a", 499)->value == "zbc");
+  CHECK(c.bytes() == bytes);
+  CHECK(c.value_in_place(0, "a"));  // expired entries too: the caller decides
+  CHECK_FALSE(c.get(0, "a", 500));
+  CHECK_FALSE(c.value_in_place(0, "a"));
+}
