@@ -307,6 +307,23 @@ std::uint32_t lru_cache::find(int db, std::string_view key, std::uint64_t hash) 
   return npos;
 }
 
+void lru_cache::prefetch_index(int db, std::string_view key) const {
+  if (capacity_ == 0) return;
+  const std::uint32_t s = static_cast<std::uint32_t>(hash_key(db, key)) & (capacity_ - 1);
+  __builtin_prefetch(&tags_[s]);
+  __builtin_prefetch(&slots_[s]);
+}
+
+void lru_cache::prefetch_entry(int db, std::string_view key) const {
+  if (capacity_ == 0) return;
+  const std::uint32_t s = static_cast<std::uint32_t>(hash_key(db, key)) & (capacity_ - 1);
+  if (tags_[s] == 0) return;
+  // The header and key lie in the first cache line; a 64-byte value reaches into the second.
+  const char* e = reinterpret_cast<const char*>(slots_[s]);
+  __builtin_prefetch(e);
+  __builtin_prefetch(e + 64);
+}
+
 std::optional<std::span<char>> lru_cache::value_in_place(int db, std::string_view key) {
   const std::uint32_t s = find(db, key, hash_key(db, key));
   if (s == npos) return std::nullopt;

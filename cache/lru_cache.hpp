@@ -180,6 +180,13 @@ class lru_cache {
   /// already past removes the entry and returns true, as EXPIRE with a past time deletes the key.
   bool set_expiry(int db, std::string_view key, time_ms expires_at, time_ms now);
 
+  /// Hints for a lookup of `key` coming soon, in two steps some operations apart, so that it does
+  /// not wait for memory: prefetch_index starts loading the key's home slot of the index;
+  /// prefetch_entry, later, when that slot is likely in cache, the entry it points to. Neither
+  /// changes anything; both cost a hash of the key.
+  void prefetch_index(int db, std::string_view key) const;
+  void prefetch_entry(int db, std::string_view key) const;
+
   /// The value bytes of a stored entry (expired or not), to change in place: no promotion, no
   /// change of expiry or charge. Valid until the next non-const call. nullopt when absent.
   std::optional<std::span<char>> value_in_place(int db, std::string_view key);

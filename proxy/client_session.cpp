@@ -288,6 +288,10 @@ client_session::outcome client_session::handle(std::span<const std::string_view>
     } else {
       fill_info_ = info;
       fill_frame_ = frame;
+      fill_key_ = {};
+      if (info->first_key == 1 && args.size() > 1 && args[1].data() >= frame.data() &&
+          args[1].data() + args[1].size() <= frame.data() + frame.size())
+        fill_key_ = args[1];
     }
   }
   const outcome o = forward(frame);
@@ -610,8 +614,11 @@ client_session::outcome client_session::submit_to(const std::shared_ptr<connecti
   }
   current_ = c.get();
   if (fill_info_ != nullptr) {
-    cache_ops_.push_back(cache_op{next_seq_, fill_info_, effective_db(),
-                                  arena_base_ + cache_arena_.size(), fill_frame_.size()});
+    cache_ops_.push_back(cache_op{
+        next_seq_, fill_info_, effective_db(), arena_base_ + cache_arena_.size(),
+        fill_frame_.size(),
+        static_cast<std::uint32_t>(fill_key_.empty() ? 0 : fill_key_.data() - fill_frame_.data()),
+        static_cast<std::uint32_t>(fill_key_.size())});
     cache_arena_.append(fill_frame_);
   }
   slots_.push_back(slot{false, {}, batch_now_, command_});
@@ -627,6 +634,10 @@ void client_session::apply_cache_op(std::uint64_t seq, std::string_view reply,
   if (!cache_ops_.empty() && cache_ops_.front().seq == seq) {
     const cache_op op = cache_ops_.front();
     cache_ops_.pop_front();
+    // The replies behind this one usually came in the same read: start loading their L1 slots, so
+    // that their stores do not wait for memory (the index two replies ahead, the entry one).
+    if (cache_ops_.size() > 1) prefetch_cache_op(cache_ops_[1], false);
+    if (!cache_ops_.empty()) prefetch_cache_op(cache_ops_.front(), true);
     const std::string_view frame =
         std::string_view(cache_arena_).substr(op.offset - arena_base_, op.size);
     if (op_parser_.parse(frame) == resp::parse_status::complete) {
@@ -645,6 +656,14 @@ void client_session::apply_cache_op(std::uint64_t seq, std::string_view reply,
     cache_arena_.erase(0, used);
     arena_base_ += used;
   }
+}
+
+void client_session::prefetch_cache_op(const cache_op& op, bool entry) const {
+  if (op.key_size == 0) return;
+  ctx_.tier->prefetch(
+      op.db,
+      std::string_view(cache_arena_).substr(op.offset - arena_base_ + op.key_offset, op.key_size),
+      entry);
 }
 
 int client_session::effective_db() const { return select_dbs_.empty() ? db_ : select_dbs_.back(); }

@@ -197,9 +197,13 @@ class client_session : public reply_sink,
     int db;
     std::size_t offset;  // into cache_arena_
     std::size_t size;
+    std::uint32_t key_offset;  // the first key, within the frame (key_size 0: none known)
+    std::uint32_t key_size;
   };
   const commands::command_info* fill_info_ = nullptr;  // set while handle() forwards such a request
   std::string_view fill_frame_;
+  std::string_view fill_key_;  // its first key, when it lies within fill_frame_
+  void prefetch_cache_op(const cache_op& op, bool entry) const;
   ring<cache_op> cache_ops_;
   std::string cache_arena_;
   std::size_t arena_base_ = 0;  // absolute offset of cache_arena_[0]

@@ -127,6 +127,15 @@ class cache_tier {
   /// result is the truth; traffic fills L1 again).
   void replayed(int db, std::span<const std::string_view> args);
 
+  /// See lru_cache::prefetch_index and prefetch_entry: for the key of a reply coming soon.
+  void prefetch(int db, std::string_view key, bool entry) const {
+    if (!enabled_) return;
+    if (entry)
+      l1_.prefetch_entry(db, key);
+    else
+      l1_.prefetch_index(db, key);
+  }
+
   cache::write_journal& journal() { return journal_; }
   const cache::lru_cache& l1() const { return l1_; }
   cache::lru_cache& l1() { return l1_; }

@@ -619,3 +619,17 @@ TEST_CASE("lru_cache value_in_place changes bytes without touching recency or ex
   CHECK_FALSE(c.get(0, "a", 500));
   CHECK_FALSE(c.value_in_place(0, "a"));
 }
+
+TEST_CASE("lru_cache prefetch hints change nothing", "[cache]") {
+  lru_cache c(options{big, big});
+  c.prefetch_index(0, "a");  // an empty cache has no index yet
+  c.prefetch_entry(0, "a");
+  for (int i = 0; i < 100; ++i) REQUIRE(c.put(0, "k" + std::to_string(i), "v", no_expiry, 0));
+  const std::string before = contents(c);
+  for (int i = 0; i < 200; ++i) {  // present and absent keys, other dbs
+    c.prefetch_index(i % 3, "k" + std::to_string(i));
+    c.prefetch_entry(i % 3, "k" + std::to_string(i));
+  }
+  CHECK(contents(c) == before);
+  CHECK(c.entries() == 100);
+}
