@@ -253,7 +253,7 @@ void near_cache::settle(mode m, const std::string& why) {
 
 void near_cache::fetch(std::string_view key, std::shared_ptr<reply_sink> sink, std::uint64_t seq,
                        int proto) {
-  if (auto j = joinable_.find(std::string(key)); j != joinable_.end()) {
+  if (auto j = joinable_.find(key); j != joinable_.end()) {
     flights_[j->second].waiters.push_back(waiter{std::move(sink), seq, proto});
     return;  // single flight: joins the read in flight
   }
@@ -306,7 +306,7 @@ void near_cache::invalidate_all_flights() {
 }
 
 void near_cache::invalidate_flights(std::string_view key) {
-  const auto j = joinable_.find(std::string(key));
+  const auto j = joinable_.find(key);
   if (j == joinable_.end()) return;
   flights_[j->second].invalidated = true;
   joinable_.erase(j);

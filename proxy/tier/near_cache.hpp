@@ -35,6 +35,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -153,7 +154,15 @@ class near_cache : public reply_sink,
   // Reads in flight by read number. A key's read is joinable until something invalidates the key:
   // a miss after that must not be answered by a read that may predate the write.
   std::unordered_map<std::uint64_t, flight> flights_;
-  std::unordered_map<std::string, std::uint64_t> joinable_;  // key -> read number
+  // Looked up by string_view (every write the sidecar forwards asks): no std::string per lookup.
+  struct key_hash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const noexcept {
+      return std::hash<std::string_view>{}(s);
+    }
+  };
+  std::unordered_map<std::string, std::uint64_t, key_hash, std::equal_to<>>
+      joinable_;  // key -> read number
   std::uint64_t next_read_ = 1;
   std::string request_;  // scratch for the MULTI/PTTL/GET/EXEC batch
 };
