@@ -588,7 +588,11 @@ client_session::outcome client_session::forward(std::string_view frame, std::uin
                                                 clock::time_point deadline) {
   if (deadline == clock::time_point{}) deadline = default_deadline();
   if (dedicated_) return submit_to(dedicated_, frame, t, deadline);
-  if (!shared_ || (slots_.empty() && !shared_->usable())) shared_ = ctx_.upstreams.shared(proto_);
+  // Nothing in flight: free to join whichever shared connection is forming this turn's write.
+  if (!shared_ || slots_.empty()) {
+    const auto& c = ctx_.upstreams.shared(proto_, shared_.get());
+    if (c != shared_) shared_ = c;
+  }
   return submit_to(shared_, frame, t, deadline);
 }
 

@@ -91,6 +91,8 @@ class connection : public std::enable_shared_from_this<connection>, public turn_
   state current_state() const { return state_; }
   bool usable() const { return state_ == state::connecting || state_ == state::ready; }
   std::size_t pending() const { return pending_.size(); }
+  /// Ready, with requests waiting for this turn's write.
+  bool batching() const { return state_ == state::ready && !broken_ && !wbuf_.empty(); }
   /// Why the connection is down, safe to show (no credentials).
   const std::string& last_error() const { return last_error_; }
   int proto() const { return proto_; }

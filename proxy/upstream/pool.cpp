@@ -5,7 +5,7 @@ namespace redis_sidecar {
 pool::pool(asio::any_io_executor ex, const config& cfg, ssl::context* tls, stats& st)
     : ex_(ex), cfg_(cfg), tls_(tls), stats_(st) {}
 
-std::shared_ptr<connection> pool::shared(int proto) {
+const std::shared_ptr<connection>& pool::shared(int proto, const connection* current) {
   auto& conns = shared_[proto == 3 ? 1 : 0];
   if (conns.empty()) {
     for (std::size_t i = 0; i < cfg_.pool_size; ++i) {
@@ -14,10 +14,14 @@ std::shared_ptr<connection> pool::shared(int proto) {
       conns.push_back(std::move(c));
     }
   }
+  for (const auto& c : conns)
+    if (c->batching()) return c;
+  for (const auto& c : conns)
+    if (c.get() == current && c->usable()) return c;
   auto& next = next_[proto == 3 ? 1 : 0];
   // Prefer a usable connection: when one is down, new clients go to the others.
   for (std::size_t i = 0; i < conns.size(); ++i) {
-    auto& c = conns[next++ % conns.size()];
+    const auto& c = conns[next++ % conns.size()];
     if (c->usable()) return c;
   }
   return conns[next++ % conns.size()];

@@ -7,9 +7,9 @@
 #pragma once
 
 #include <array>
+#include <memory>
 #include <string>
 #include <string_view>
-#include <memory>
 #include <vector>
 
 #include "proxy/upstream/connection.hpp"
@@ -20,8 +20,11 @@ class pool {
  public:
   pool(asio::any_io_executor ex, const config& cfg, ssl::context* tls, stats& st);
 
-  /// A shared connection for a new client of protocol `proto` (round robin). Never null.
-  std::shared_ptr<connection> shared(int proto);
+  /// A shared connection for a request of protocol `proto` from a client with nothing in flight:
+  /// one whose write for this turn is already forming, so that requests of many clients share one
+  /// write and one TLS record; else `current` (the client's last one) while usable; else the next
+  /// usable one, round robin. Never null; valid as long as the pool.
+  const std::shared_ptr<connection>& shared(int proto, const connection* current = nullptr);
 
   /// A connection for one client's exclusive use: an idle clean one if any, else a new one.
   std::shared_ptr<connection> acquire_dedicated(int proto);
