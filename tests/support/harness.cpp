@@ -541,8 +541,18 @@ sidecar::sidecar(std::vector<std::string> args, std::vector<std::string> env) {
   }
 }
 
+// A sanitizer report in the sidecar's own log (a leak found at exit, a report from a process that
+// kept running) fails the test run loudly: nothing else would notice it.
 sidecar::~sidecar() {
   terminate();
+  const std::string text = read_file(log_path_);
+  for (const char* mark : {"ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"}) {
+    if (text.find(mark) != std::string::npos) {
+      std::fprintf(stderr, "sanitizer report in the sidecar's log (%s):\n%s\n", log_path_.c_str(),
+                   text.c_str());
+      std::abort();
+    }
+  }
   remove_temp_dir(dir_);
 }
 
