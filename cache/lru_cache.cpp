@@ -1,6 +1,7 @@
 // lru_cache: see lru_cache.hpp for the contract, layout and accounting.
 #include "cache/lru_cache.hpp"
 
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -319,9 +320,9 @@ void lru_cache::prefetch_entry(int db, std::string_view key) const {
   const std::uint32_t s = static_cast<std::uint32_t>(hash_key(db, key)) & (capacity_ - 1);
   if (tags_[s] == 0) return;
   // The header and key lie in the first cache line; a 64-byte value reaches into the second.
-  const char* e = reinterpret_cast<const char*>(slots_[s]);
-  __builtin_prefetch(e);
-  __builtin_prefetch(e + 64);
+  const auto e = reinterpret_cast<std::uintptr_t>(slots_[s]);  // + 64 may pass a short block
+  __builtin_prefetch(reinterpret_cast<const void*>(e));
+  __builtin_prefetch(reinterpret_cast<const void*>(e + 64));
 }
 
 std::optional<std::span<char>> lru_cache::value_in_place(int db, std::string_view key) {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cstdint>
 #include <cstring>
 
 #include "proxy/errors.hpp"
@@ -289,8 +290,11 @@ client_session::outcome client_session::handle(std::span<const std::string_view>
       fill_info_ = info;
       fill_frame_ = frame;
       fill_key_ = {};
-      if (info->first_key == 1 && args.size() > 1 && args[1].data() >= frame.data() &&
-          args[1].data() + args[1].size() <= frame.data() + frame.size())
+      // The key must lie within the frame (not so for inline commands, whose frame is rebuilt);
+      // addresses compared as integers, since they may point into different buffers.
+      const auto at = [](std::string_view s) { return reinterpret_cast<std::uintptr_t>(s.data()); };
+      if (info->first_key == 1 && args.size() > 1 && at(args[1]) >= at(frame) &&
+          at(args[1]) + args[1].size() <= at(frame) + frame.size())
         fill_key_ = args[1];
     }
   }
@@ -304,6 +308,7 @@ std::optional<client_session::outcome> client_session::near_get(std::string_view
   const auto mode = tier.mode();
   if (mode != cache_tier::cache_mode::ttl && !cache_tier::coherent(mode)) return std::nullopt;
   const int db = effective_db();
+  if (writes_key_in_flight(db, key)) return std::nullopt;  // forwarded: ordered after the write
   if (const auto v = tier.hit(db, key, mono_ms(batch_now_))) {
     reply_bulk(*v);
     answered_by_ = metrics::source::cache;
@@ -618,6 +623,7 @@ client_session::outcome client_session::submit_to(const std::shared_ptr<connecti
   }
   current_ = c.get();
   if (fill_info_ != nullptr) {
+    if (fill_info_->flags & commands::write) ++writes_in_flight_;
     cache_ops_.push_back(cache_op{
         next_seq_, fill_info_, effective_db(), arena_base_ + cache_arena_.size(),
         fill_frame_.size(),
@@ -634,10 +640,10 @@ client_session::outcome client_session::submit_to(const std::shared_ptr<connecti
 // (RESET) are skipped.
 void client_session::apply_cache_op(std::uint64_t seq, std::string_view reply,
                                     clock::time_point received) {
-  while (!cache_ops_.empty() && cache_ops_.front().seq < seq) cache_ops_.pop_front();
+  while (!cache_ops_.empty() && cache_ops_.front().seq < seq) pop_cache_op();
   if (!cache_ops_.empty() && cache_ops_.front().seq == seq) {
     const cache_op op = cache_ops_.front();
-    cache_ops_.pop_front();
+    pop_cache_op();
     // The replies behind this one usually came in the same read: start loading their L1 slots, so
     // that their stores do not wait for memory (the index two replies ahead, the entry one).
     if (cache_ops_.size() > 1) prefetch_cache_op(cache_ops_[1], false);
@@ -660,6 +666,32 @@ void client_session::apply_cache_op(std::uint64_t seq, std::string_view reply,
     cache_arena_.erase(0, used);
     arena_base_ += used;
   }
+}
+
+void client_session::pop_cache_op() {
+  if (cache_ops_.front().info->flags & commands::write) --writes_in_flight_;
+  cache_ops_.pop_front();
+}
+
+// True when a write of this client that may touch `key` of `db` is still waiting for its reply:
+// an L1 hit must not answer a read of it then (the client would miss its own write). Writes whose
+// keys are not known here (several keys, or not at argument 1) count as touching every key.
+bool client_session::writes_key_in_flight(int db, std::string_view key) const {
+  if (writes_in_flight_ == 0) return false;
+  for (std::size_t i = 0; i < cache_ops_.size(); ++i) {
+    const cache_op& op = cache_ops_[i];
+    const commands::command_info& info = *op.info;
+    if (!(info.flags & commands::write)) continue;
+    if (info.flags & commands::flush || info.name == "swapdb" || info.name == "move" ||
+        info.name == "copy")
+      return true;  // may change the key in another db, or every key
+    if (op.key_size == 0 || info.last_key != 1) return true;
+    if (op.db != db) continue;
+    if (std::string_view(cache_arena_)
+            .substr(op.offset - arena_base_ + op.key_offset, op.key_size) == key)
+      return true;
+  }
+  return false;
 }
 
 void client_session::prefetch_cache_op(const cache_op& op, bool entry) const {
@@ -790,7 +822,7 @@ void client_session::invalidate_multi_writes() {
   for (const std::string& frame : multi_writes_) {
     if (op_parser_.parse(frame) == resp::parse_status::complete && !op_parser_.args().empty()) {
       if (const auto* info = commands::lookup(op_parser_.args()[0]))
-        ctx_.tier->on_request(effective_db(), *info, op_parser_.args());
+        ctx_.tier->on_request(effective_db(), *info, op_parser_.args(), false);
     }
     op_parser_.reset();
   }
@@ -947,6 +979,7 @@ void client_session::close_now() {
   slots_.clear();
   out_.clear();
   cache_ops_.clear();
+  writes_in_flight_ = 0;
   cache_arena_.clear();
   multi_writes_.clear();
 }

@@ -14,9 +14,10 @@
 // Raw mode (SUBSCRIBE family, MONITOR, CLIENT REPLY/TRACKING): the dedicated connection's frames
 // are copied to the client as they come, and requests are forwarded without slots.
 //
-// Owned by its two coroutines (reader, writer) and by pending upstream entries (shared_ptr): a
-// client that leaves mid-pipeline leaves its entries queued; their replies are read and dropped, so
-// the upstream stream stays aligned. Lives on the server's io_context thread.
+// Owned by its two coroutines (reader, writer) and, while it has requests pending upstream, by
+// their entries (sink_ref, reply_sink.hpp): a client that leaves mid-pipeline leaves its entries
+// queued; their replies are read and dropped, so the upstream stream stays aligned. Lives on the
+// server's io_context thread.
 #pragma once
 
 #include <chrono>
@@ -204,6 +205,9 @@ class client_session : public reply_sink,
   std::string_view fill_frame_;
   std::string_view fill_key_;  // its first key, when it lies within fill_frame_
   void prefetch_cache_op(const cache_op& op, bool entry) const;
+  void pop_cache_op();
+  bool writes_key_in_flight(int db, std::string_view key) const;
+  std::size_t writes_in_flight_ = 0;  // write ops in cache_ops_
   ring<cache_op> cache_ops_;
   std::string cache_arena_;
   std::size_t arena_base_ = 0;  // absolute offset of cache_arena_[0]

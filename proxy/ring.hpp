@@ -20,6 +20,7 @@ class ring {
   const T& front() const { return items_[head_]; }
   const T& back() const { return items_[wrap(head_ + size_ - 1)]; }
   T& operator[](std::size_t i) { return items_[wrap(head_ + i)]; }
+  const T& operator[](std::size_t i) const { return items_[wrap(head_ + i)]; }
 
   void push_back(T v) {
     if (size_ == items_.size()) grow();

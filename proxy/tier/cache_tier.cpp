@@ -285,7 +285,7 @@ bool cache_tier::wants_reply(const command_info& info) const {
 }
 
 void cache_tier::on_request(int db, const command_info& info,
-                            std::span<const std::string_view> args) {
+                            std::span<const std::string_view> args, bool reply_stores) {
   if (!enabled_ || !(info.flags & commands::write)) return;
   if (info.flags & commands::flush) {
     if (info.id == command_id::flushall)
@@ -300,7 +300,7 @@ void cache_tier::on_request(int db, const command_info& info,
     if (on_write_) on_write_(-1, {});
     return;
   }
-  switch (info.id) {
+  switch (reply_stores ? info.id : command_id::other) {
     case command_id::set:
     case command_id::setex:
     case command_id::psetex:
@@ -680,8 +680,10 @@ cache_tier::result cache_tier::serve_write_keys(int db, std::span<const std::str
                                                 std::string& out) {
   if (!journal_write(db, frame, out)) return result::served;
   std::int64_t removed = 0;
-  for (std::size_t i = 1; i < args.size(); ++i)
-    if (l1_.erase(db, args[i], now)) ++removed;
+  for (std::size_t i = 1; i < args.size(); ++i) {
+    if (lookup(db, args[i], now)) ++removed;  // what EXISTS would have counted
+    l1_.erase(db, args[i]);
+  }
   resp::append_integer(out, removed);
   return result::served;
 }

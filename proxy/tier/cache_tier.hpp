@@ -6,14 +6,16 @@
 //     once when the request goes out and again when its reply comes back, so a read reply that
 //     raced with the write cannot leave an old value behind. The SET family hides its keys' entries
 //     while the write is in flight instead of dropping them: its reply overwrites them, in place
-//     when the size is unchanged (no free, malloc or index shift per write). Replies are applied in
+//     when the size is unchanged (no free, malloc or index shift per write). (A read that ran
+//     before such a write on another connection, and whose reply comes after the write's, stores
+//     the older value: --cache-mode=ttl may serve it until --cache-ttl, as it may any value; the
+//     coherent modes never serve values stored from this path.) Replies are applied in
 //     the order the upstream connection returns them. L1 does not answer reads in this mode.
-//  2. Fallback (the upstream is unreachable): `serve` answers GET, MGET, EXISTS, TTL, PTTL, SET
-//  (all
-//     forms), SETEX, PSETEX, MSET, DEL, UNLINK, EXPIRE, PEXPIRE, INCR/DECR/INCRBY/DECRBY on cached
-//     integers, PING and ECHO from L1. Writes it accepts are first appended to the write journal
-//     (replayed upstream, in order, on recovery); a write the journal cannot hold is refused with
-//     an error and changes nothing, so an acknowledged write is never dropped.
+//  2. Fallback (the upstream is unreachable): `serve` answers GET, MGET, EXISTS, TTL, PTTL,
+//     SET (all forms), SETEX, PSETEX, MSET, DEL, UNLINK, EXPIRE, PEXPIRE, the INCR family on
+//     cached integers, PING and ECHO from L1. Writes it accepts are first appended to the write
+//     journal (replayed upstream, in order, on recovery); a write the journal cannot hold is
+//     refused with an error and changes nothing, so an acknowledged write is never dropped.
 //
 // Entry lifetime: an entry expires at the upstream's expiry when a command told it (SET EX, SETEX,
 // ...), and never later than --cache-ttl after it was stored, the bound on how old a value served
@@ -109,9 +111,11 @@ class cache_tier {
   // --- normal operation -----------------------------------------------------------------------
   /// True when the reply to `info` updates L1: the caller keeps the request until then.
   bool wants_reply(const commands::command_info& info) const;
-  /// Before forwarding a request: invalidates the keys a write touches.
+  /// Before forwarding a request: invalidates the keys a write touches. The SET family's entries
+  /// are hidden rather than dropped (its reply stores over them) unless `reply_stores` is false:
+  /// the write's reply will not come through on_reply (a transaction's queued writes).
   void on_request(int db, const commands::command_info& info,
-                  std::span<const std::string_view> args);
+                  std::span<const std::string_view> args, bool reply_stores = true);
   /// The upstream's reply to a request that wants_reply(), in the connection's order.
   void on_reply(int db, const commands::command_info& info, std::span<const std::string_view> args,
                 std::string_view reply, cache::time_ms now, std::int64_t wall_ms);

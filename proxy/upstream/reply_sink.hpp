@@ -15,6 +15,9 @@ namespace redis_sidecar {
 
 class reply_sink {
  public:
+  reply_sink() = default;
+  reply_sink(const reply_sink&) = delete;  // sink_refs point at this object
+  reply_sink& operator=(const reply_sink&) = delete;
   virtual ~reply_sink() = default;
   /// The reply for request `seq` (the sink's own numbering), or an error frame the connection made
   /// for it ("-ERR upstream ...") when the request cannot be answered. `received`: when the read
@@ -41,7 +44,9 @@ class sink_ref {
   sink_ref() = default;
   sink_ref(std::nullptr_t) {}  // NOLINT(google-explicit-constructor): no sink, reply dropped
   explicit sink_ref(reply_sink* s) : s_(s) {
-    if (s_ != nullptr && s_->waiting_++ == 0) s_->pin_ = s_->owner();
+    if (s_ == nullptr) return;
+    if (s_->waiting_ == 0) s_->pin_ = s_->owner();  // first: owner() may throw (bad_weak_ptr)
+    ++s_->waiting_;
   }
   sink_ref(sink_ref&& other) noexcept : s_(std::exchange(other.s_, nullptr)) {}
   sink_ref& operator=(sink_ref&& other) noexcept {

@@ -203,6 +203,19 @@ TEST_CASE("tier: a SET in flight hides its key until the reply replaces or drops
   tier.on_reply(0, get.info(), get.args, "$2\r\nm2\r\n", t0, wall0);
   tier.on_reply(0, set_m.info(), set_m.args, "+OK\r\n", t0, wall0);
   CHECK(serve(tier, {"GET", "m"}) == "$2\r\nm3\r\n");
+
+  // Fallback DEL counts what a read would have seen: a hidden entry is not there.
+  request hide_m({"SET", "m", "m4"});
+  tier.on_request(0, hide_m.info(), hide_m.args);
+  CHECK(serve(tier, {"DEL", "m", "n"}) == ":1\r\n");
+  CHECK(tier.l1().entries() == 0);
+
+  // A transaction's queued writes: their EXEC reply does not come through on_reply, so nothing
+  // is left hidden; the entry goes.
+  pass(tier, {"GET", "q"}, "$2\r\nq1\r\n");
+  request queued({"SET", "q", "q2"});
+  tier.on_request(0, queued.info(), queued.args, false);
+  CHECK(tier.l1().entries() == 0);
 }
 
 TEST_CASE("tier: fallback reads", "[tier][fallback]") {

@@ -83,3 +83,15 @@ TEST_CASE("sink_ref: moves transfer the hold, null refs hold nothing", "[sink_re
   sink.reset();
   CHECK(destroyed == 1);
 }
+
+TEST_CASE("sink_ref: a sink that cannot be pinned is not counted as held", "[sink_ref]") {
+  int destroyed = 0;
+  {
+    counting_sink unowned(destroyed);  // no shared_ptr owns it: owner() throws
+    CHECK_THROWS_AS(sink_ref(&unowned), std::bad_weak_ptr);
+    // Had the first attempt counted itself, this one would skip pinning and hold nothing.
+    CHECK_THROWS_AS(sink_ref(&unowned), std::bad_weak_ptr);
+    CHECK(unowned.owner_calls == 2);
+  }
+  CHECK(destroyed == 1);
+}
