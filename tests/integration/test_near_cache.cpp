@@ -62,6 +62,33 @@ TEST_CASE("tracking: hits stay coherent with writes made directly on Redis", "[n
   }
 }
 
+// A client pipelines two SETs of one key and then reads it: the first SET's reply (stored in L1)
+// can come while the second is still in flight, and an L1 hit must not answer the read with it.
+// The window is narrow (a large second value widens it), so this runs many rounds.
+TEST_CASE("ttl mode: a client reads its own pipelined writes", "[near][ttl]") {
+  SIDECAR_ONLY();
+  proxied env({}, with({"--cache-mode=ttl", "--cache-prefix=t:", "--cache-ttl=60s"}));
+  REQUIRE(mode_is(env, "ttl"));
+  raw_client c(env.side->port());
+  auto frame = [](std::initializer_list<std::string> words) {
+    std::string f = "*" + std::to_string(words.size()) + "\r\n";
+    for (const auto& w : words) f += "$" + std::to_string(w.size()) + "\r\n" + w + "\r\n";
+    return f;
+  };
+  int violations = 0;
+  for (int round = 0; round < 200; ++round) {
+    const std::string small = "small" + std::to_string(round);
+    const std::string big = std::to_string(round) + "-" + std::string(200'000, 'x');
+    c.send(frame({"SET", "t:k", small}) + frame({"SET", "t:k", big}));
+    if (round % 4 != 0) std::this_thread::sleep_for(std::chrono::microseconds(200 * (round % 4)));
+    c.send(frame({"GET", "t:k"}));
+    const std::string want = "+OK\r\n+OK\r\n$" + std::to_string(big.size()) + "\r\n" + big + "\r\n";
+    const std::string got = c.read_exact(want.size());
+    if (got != want) ++violations;
+  }
+  CHECK(violations == 0);
+}
+
 TEST_CASE("ttl mode: staleness stays within --cache-ttl", "[near][ttl]") {
   SIDECAR_ONLY();
   proxied env({}, with({"--cache-mode=ttl", "--cache-prefix=t:", "--cache-ttl=300ms"}));
