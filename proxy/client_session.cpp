@@ -1,6 +1,7 @@
 #include "proxy/client_session.hpp"
 
 #include <algorithm>
+#include <array>
 #include <charconv>
 #include <cstdint>
 #include <cstring>
@@ -138,6 +139,7 @@ awaitable<void> client_session::read_loop(std::shared_ptr<client_session> self) 
   while (!closing_) {
     // Frame and handle every complete request in the buffer.
     batch_now_ = clock::now();
+    prefetch_requests(std::string_view(in_.data() + in_start_, in_end_ - in_start_));
     while (!closing_ && in_start_ < in_end_) {
       const std::string_view avail(in_.data() + in_start_, in_end_ - in_start_);
       const auto st = parser_.parse(avail);
@@ -666,6 +668,65 @@ void client_session::apply_cache_op(std::uint64_t seq, std::string_view reply,
     cache_arena_.erase(0, used);
     arena_base_ += used;
   }
+}
+
+namespace {
+
+// Reads "<prefix><decimal>\r\n" at `pos`; false on anything else (a hint: never an error).
+bool read_header(std::string_view in, std::size_t& pos, char prefix, std::size_t& n) {
+  if (pos >= in.size() || in[pos] != prefix) return false;
+  n = 0;
+  std::size_t i = pos + 1;
+  const std::size_t start = i;
+  for (; i < in.size() && in[i] >= '0' && in[i] <= '9' && i - start < 10; ++i)
+    n = n * 10 + static_cast<std::size_t>(in[i] - '0');
+  if (i == start || i + 1 >= in.size() || in[i] != '\r' || in[i + 1] != '\n') return false;
+  pos = i + 2;
+  return true;
+}
+
+bool is_word(std::string_view arg, std::string_view upper) {
+  if (arg.size() != upper.size()) return false;
+  for (std::size_t i = 0; i < arg.size(); ++i)
+    if ((arg[i] & ~0x20) != upper[i]) return false;
+  return true;
+}
+
+}  // namespace
+
+// The requests of one read that look up L1 while they are handled (the SET family hides its entry;
+// GET answers hits in the serving modes) would each wait for memory in turn: start loading all
+// their L1 slots first, index then entries, so that the waits overlap. A quick walk over complete
+// RESP arrays only; anything else ends it (the parser proper sees every byte anyway).
+void client_session::prefetch_requests(std::string_view in) const {
+  cache_tier& tier = *ctx_.tier;
+  if (!tier.enabled() || in.size() < 64) return;
+  const bool hits = tier.mode() == cache_tier::cache_mode::ttl || cache_tier::coherent(tier.mode());
+  const int db = effective_db();
+  std::array<std::string_view, 32> keys;
+  std::size_t count = 0;
+  std::size_t pos = 0;
+  while (count < keys.size() && pos < in.size()) {
+    std::size_t args = 0;
+    if (!read_header(in, pos, '*', args) || args < 2 || args > 64) break;
+    std::string_view name, key;
+    bool complete = true;
+    for (std::size_t a = 0; a < args && complete; ++a) {
+      std::size_t len = 0;
+      complete = read_header(in, pos, '$', len) && len <= in.size() && in.size() - pos >= len + 2;
+      if (!complete) break;
+      if (a == 0) name = in.substr(pos, len);
+      if (a == 1) key = in.substr(pos, len);
+      pos += len + 2;
+    }
+    if (!complete) break;
+    if (is_word(name, "SET") || is_word(name, "SETEX") || is_word(name, "PSETEX") ||
+        (hits && is_word(name, "GET")))
+      keys[count++] = key;
+  }
+  if (count < 2) return;  // one lookup has nothing to overlap with
+  for (std::size_t i = 0; i < count; ++i) tier.prefetch(db, keys[i], false);
+  for (std::size_t i = 0; i < count; ++i) tier.prefetch(db, keys[i], true);
 }
 
 void client_session::pop_cache_op() {

@@ -206,6 +206,7 @@ class client_session : public reply_sink,
   std::string_view fill_key_;  // its first key, when it lies within fill_frame_
   void prefetch_cache_op(const cache_op& op, bool entry) const;
   void pop_cache_op();
+  void prefetch_requests(std::string_view in) const;
   bool writes_key_in_flight(int db, std::string_view key) const;
   std::size_t writes_in_flight_ = 0;  // write ops in cache_ops_
   ring<cache_op> cache_ops_;
