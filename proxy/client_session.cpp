@@ -8,6 +8,7 @@
 
 #include "proxy/errors.hpp"
 #include "proxy/log.hpp"
+#include "proxy/resp/detail/line.hpp"
 #include "proxy/resp/writer.hpp"
 
 namespace redis_sidecar {
@@ -672,23 +673,15 @@ void client_session::apply_cache_op(std::uint64_t seq, std::string_view reply,
 
 namespace {
 
-// Reads "<prefix><decimal>\r\n" at `pos`; false on anything else (a hint: never an error).
+// Reads "<prefix><decimal>\r\n" at `pos` with the framers' header fast path; false on anything
+// else (a hint: never an error).
 bool read_header(std::string_view in, std::size_t& pos, char prefix, std::size_t& n) {
-  if (pos >= in.size() || in[pos] != prefix) return false;
-  n = 0;
-  std::size_t i = pos + 1;
-  const std::size_t start = i;
-  for (; i < in.size() && in[i] >= '0' && in[i] <= '9' && i - start < 10; ++i)
-    n = n * 10 + static_cast<std::size_t>(in[i] - '0');
-  if (i == start || i + 1 >= in.size() || in[i] != '\r' || in[i + 1] != '\n') return false;
-  pos = i + 2;
-  return true;
-}
-
-bool is_word(std::string_view arg, std::string_view upper) {
-  if (arg.size() != upper.size()) return false;
-  for (std::size_t i = 0; i < arg.size(); ++i)
-    if ((arg[i] & ~0x20) != upper[i]) return false;
+  std::int64_t value = 0;
+  std::size_t cr = 0;
+  if (pos >= in.size() || in[pos] != prefix || !resp::detail::quick_header(in, pos, 20, value, cr))
+    return false;
+  n = static_cast<std::size_t>(value);
+  pos = cr + 2;
   return true;
 }
 
@@ -720,8 +713,10 @@ void client_session::prefetch_requests(std::string_view in) const {
       pos += len + 2;
     }
     if (!complete) break;
-    if (is_word(name, "SET") || is_word(name, "SETEX") || is_word(name, "PSETEX") ||
-        (hits && is_word(name, "GET")))
+    const commands::command_info* info = commands::lookup(name);
+    const command_id id = info != nullptr ? info->id : command_id::other;
+    if (id == command_id::set || id == command_id::setex || id == command_id::psetex ||
+        (hits && id == command_id::get))
       keys[count++] = key;
   }
   if (count < 2) return;  // one lookup has nothing to overlap with
