@@ -743,19 +743,18 @@ bool client_session::writes_key_in_flight(int db, std::string_view key) const {
       return true;  // may change the key in another db, or every key
     if (op.key_size == 0 || info.last_key != 1) return true;
     if (op.db != db) continue;
-    if (std::string_view(cache_arena_)
-            .substr(op.offset - arena_base_ + op.key_offset, op.key_size) == key)
-      return true;
+    if (op_key(op) == key) return true;
   }
   return false;
 }
 
+std::string_view client_session::op_key(const cache_op& op) const {
+  return std::string_view(cache_arena_)
+      .substr(op.offset - arena_base_ + op.key_offset, op.key_size);
+}
+
 void client_session::prefetch_cache_op(const cache_op& op, bool entry) const {
-  if (op.key_size == 0) return;
-  ctx_.tier->prefetch(
-      op.db,
-      std::string_view(cache_arena_).substr(op.offset - arena_base_ + op.key_offset, op.key_size),
-      entry);
+  if (op.key_size != 0) ctx_.tier->prefetch(op.db, op_key(op), entry);
 }
 
 int client_session::effective_db() const { return select_dbs_.empty() ? db_ : select_dbs_.back(); }
