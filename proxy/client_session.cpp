@@ -714,10 +714,8 @@ void client_session::prefetch_requests(std::string_view in) const {
     }
     if (!complete) break;
     const commands::command_info* info = commands::lookup(name);
-    const command_id id = info != nullptr ? info->id : command_id::other;
-    if (id == command_id::set || id == command_id::setex || id == command_id::psetex ||
-        (hits && id == command_id::get))
-      keys[count++] = key;
+    if (info != nullptr && (cache_tier::hides_keys(*info) || (hits && info->id == command_id::get)))
+      keys[count++] = key;  // the first key only (MSET's others are not worth a longer walk)
   }
   if (count < 2) return;  // one lookup has nothing to overlap with
   for (std::size_t i = 0; i < count; ++i) tier.prefetch(db, keys[i], false);
@@ -738,9 +736,7 @@ bool client_session::writes_key_in_flight(int db, std::string_view key) const {
     const cache_op& op = cache_ops_[i];
     const commands::command_info& info = *op.info;
     if (!(info.flags & commands::write)) continue;
-    if (info.flags & commands::flush || info.name == "swapdb" || info.name == "move" ||
-        info.name == "copy")
-      return true;  // may change the key in another db, or every key
+    if (cache_tier::writes_beyond_keys(info)) return true;  // in another db, or every key
     if (op.key_size == 0 || info.last_key != 1) return true;
     if (op.db != db) continue;
     if (op_key(op) == key) return true;

@@ -284,6 +284,22 @@ bool cache_tier::wants_reply(const command_info& info) const {
   return enabled_ && (info.flags & (commands::cacheable | commands::write)) != 0;
 }
 
+bool cache_tier::hides_keys(const command_info& info) {
+  switch (info.id) {
+    case command_id::set:
+    case command_id::setex:
+    case command_id::psetex:
+    case command_id::mset:
+    case command_id::msetnx: return true;
+    default: return false;
+  }
+}
+
+bool cache_tier::writes_beyond_keys(const command_info& info) {
+  return (info.flags & commands::flush) != 0 || info.name == "swapdb" || info.name == "move" ||
+         info.name == "copy";
+}
+
 void cache_tier::on_request(int db, const command_info& info,
                             std::span<const std::string_view> args, bool reply_stores) {
   if (!enabled_ || !(info.flags & commands::write)) return;
@@ -300,15 +316,9 @@ void cache_tier::on_request(int db, const command_info& info,
     if (on_write_) on_write_(-1, {});
     return;
   }
-  switch (reply_stores ? info.id : command_id::other) {
-    case command_id::set:
-    case command_id::setex:
-    case command_id::psetex:
-    case command_id::mset:
-    case command_id::msetnx:
-      commands::for_each_key(info, args, [&](std::string_view key) { hide(db, key); });
-      return;
-    default: break;
+  if (reply_stores && hides_keys(info)) {
+    commands::for_each_key(info, args, [&](std::string_view key) { hide(db, key); });
+    return;
   }
   commands::for_each_key(info, args, [&](std::string_view key) { invalidate(db, key); });
   // MOVE key db / COPY src dst DB n: the key also changes in the other db.

@@ -116,6 +116,12 @@ class cache_tier {
   /// the write's reply will not come through on_reply (a transaction's queued writes).
   void on_request(int db, const commands::command_info& info,
                   std::span<const std::string_view> args, bool reply_stores = true);
+  /// True for the writes on_request hides rather than drops (the SET family: SET, SETEX, PSETEX,
+  /// MSET, MSETNX): their keys' L1 slots are looked up when the request is seen.
+  static bool hides_keys(const commands::command_info& info);
+  /// True for the writes that may change keys other than their key arguments in the request's
+  /// db: every key (FLUSHDB, FLUSHALL, SWAPDB) or keys of another db (MOVE, COPY ... DB n).
+  static bool writes_beyond_keys(const commands::command_info& info);
   /// The upstream's reply to a request that wants_reply(), in the connection's order.
   void on_reply(int db, const commands::command_info& info, std::span<const std::string_view> args,
                 std::string_view reply, cache::time_ms now, std::int64_t wall_ms);

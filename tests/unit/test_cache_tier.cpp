@@ -159,6 +159,29 @@ TEST_CASE("tier: writes invalidate the keys they touch", "[tier]") {
   CHECK(held() == ":0\r\n");
 }
 
+TEST_CASE("tier: which writes hide their keys, which reach beyond them", "[tier]") {
+  auto info = [](const char* name) -> const commands::command_info& {
+    return *commands::lookup(name);
+  };
+  for (const char* name : {"SET", "setex", "PSETEX", "MSET", "MSETNX"}) {
+    INFO(name);
+    CHECK(cache_tier::hides_keys(info(name)));
+    CHECK_FALSE(cache_tier::writes_beyond_keys(info(name)));
+  }
+  for (const char* name : {"GET", "GETSET", "SETNX", "SETRANGE", "DEL", "INCR", "APPEND"}) {
+    INFO(name);
+    CHECK_FALSE(cache_tier::hides_keys(info(name)));
+  }
+  for (const char* name : {"FLUSHDB", "FLUSHALL", "SWAPDB", "MOVE", "COPY"}) {
+    INFO(name);
+    CHECK(cache_tier::writes_beyond_keys(info(name)));
+  }
+  for (const char* name : {"DEL", "RENAME", "INCR", "EXPIRE", "GET", "MSET"}) {
+    INFO(name);
+    CHECK_FALSE(cache_tier::writes_beyond_keys(info(name)));
+  }
+}
+
 TEST_CASE("tier: a SET in flight hides its key until the reply replaces or drops it", "[tier]") {
   const config cfg = make_config();
   cache_tier tier(cfg);
