@@ -12,8 +12,8 @@
 # probe runs once a minute here, so its work does not blur the counts.
 #
 # Workloads (WORKLOADS, default all): c1-get, c1-set (-c 1 -P 1: one request per wake-up, every
-# cost paid per request), c50-get (-c 50 -P 1), p16-get (-c 50 -P 16). Batching at -c 50 depends on
-# timing, so those vary a little between runs; -c 1 does not.
+# cost paid per request), c50-get (-c 50 -P 1), p16-get and p16-set (-c 50 -P 16). Batching at
+# -c 50 depends on timing, so those vary a little between runs; -c 1 does not.
 # Env: N1 (requests at -c 1, default 2000), N50 (default 20000), SIDECAR_FLAGS (default
 # --cache-mode=fallback; e.g. add --cache-mode=off or --metrics-listen=off to price L1 or metrics),
 # KEEP_WORK=1, CALLGRIND_OUT=DIR (keep the callgrind files there for callgrind_annotate).
@@ -26,7 +26,7 @@ source "$repo/bench/lib.sh"
 
 N1=${N1:-2000}
 N50=${N50:-20000}
-WORKLOADS=${WORKLOADS:-"c1-get c1-set c50-get p16-get"}
+WORKLOADS=${WORKLOADS:-"c1-get c1-set c50-get p16-get p16-set"}
 SIDECAR_FLAGS=${SIDECAR_FLAGS:---cache-mode=fallback}
 ensure_commands redis-server:redis-server redis-benchmark:redis-tools redis-cli:redis-tools \
   openssl:openssl valgrind:valgrind callgrind_annotate:valgrind
@@ -51,6 +51,7 @@ workload_args() {
     c1-set) echo "-t set -c 1 -P 1 -n $N1" ;;
     c50-get) echo "-t get -c 50 -P 1 -n $N50" ;;
     p16-get) echo "-t get -c 50 -P 16 -n $N50" ;;
+    p16-set) echo "-t set -c 50 -P 16 -n $N50" ;;
     *) die "unknown workload $1" ;;
   esac
 }
