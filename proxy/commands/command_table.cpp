@@ -1,11 +1,12 @@
 // command_table: the table rows (generated from a Redis 7.0 `COMMAND` reply) and the lookups the
-// router runs on every request. Lookup lowercases the name into a stack buffer, narrows to the rows
-// sharing its first letter, and binary-searches them: no allocation, a handful of comparisons.
+// router runs on every request. lookup hashes the name (ASCII case folded) into a compile-time
+// index and confirms the one row it finds: no allocation, no copy, one pass over the name.
 #include "proxy/commands/command_table.hpp"
 
 #include <algorithm>
 #include <array>
 #include <cstddef>
+#include <cstdint>
 
 namespace redis_sidecar::commands {
 namespace {
@@ -314,20 +315,39 @@ static_assert(sorted_unique_lowercase(client_subs), "sub rows must be sorted, un
 constexpr std::size_t max_name = longest_name(table);
 constexpr std::size_t max_sub_name = longest_name(client_subs);
 
-// first_row[c - 'a'] .. first_row[c - 'a' + 1]: the rows whose name starts with letter c.
-constexpr std::array<std::uint16_t, 27> first_row = [] {
-  std::array<std::uint16_t, 27> starts{};
-  std::size_t row = 0;
-  for (std::size_t letter = 0; letter < 26; ++letter) {
-    starts[letter] = static_cast<std::uint16_t>(row);
-    while (row < std::size(table) && static_cast<std::size_t>(table[row].name[0] - 'a') == letter) {
-      ++row;
-    }
+// lookup's index: an open-addressing hash table of row numbers, built at compile time. The hash
+// folds ASCII case as it reads (c | 0x20 maps 'A'-'Z' onto 'a'-'z' and leaves every name byte as
+// it is in both spellings), so a name is read once more only to confirm the match.
+constexpr std::uint32_t folded_hash(std::string_view s) {
+  std::uint32_t h = 2166136261u;  // FNV-1a
+  for (const char c : s) h = (h ^ (static_cast<unsigned char>(c) | 0x20u)) * 16777619u;
+  return h;
+}
+
+constexpr std::size_t slot_count = 1024;
+constexpr std::uint16_t empty_slot = 0xffff;
+static_assert(std::size(table) * 4 <= slot_count, "keep the index at most a quarter full");
+
+constexpr std::array<std::uint16_t, slot_count> slots = [] {
+  std::array<std::uint16_t, slot_count> index{};
+  for (auto& slot : index) slot = empty_slot;
+  for (std::size_t row = 0; row < std::size(table); ++row) {
+    std::size_t i = folded_hash(table[row].name) & (slot_count - 1);
+    while (index[i] != empty_slot) i = (i + 1) & (slot_count - 1);
+    index[i] = static_cast<std::uint16_t>(row);
   }
-  starts[26] = static_cast<std::uint16_t>(row);
-  return starts;
+  return index;
 }();
-static_assert(first_row[26] == std::size(table), "every row is reachable from its first letter");
+
+// `in` equals the lowercase `name` ignoring ASCII case.
+bool equal_folded(std::string_view in, std::string_view name) {
+  if (in.size() != name.size()) return false;
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    const char c = in[i];
+    if ((c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c) != name[i]) return false;
+  }
+  return true;
+}
 
 // ASCII lowercase of `in` into `buf`; an empty view when `in` is empty or cannot be a known name.
 template <std::size_t N>
@@ -350,11 +370,12 @@ const Row* find(const Row* begin, const Row* end, std::string_view key) {
 }  // namespace
 
 const command_info* lookup(std::string_view name) {
-  std::array<char, max_name> buf;
-  const std::string_view key = to_lower(name, buf);
-  if (key.empty() || key[0] < 'a' || key[0] > 'z') return nullptr;
-  const auto letter = static_cast<std::size_t>(key[0] - 'a');
-  return find(table + first_row[letter], table + first_row[letter + 1], key);
+  if (name.empty() || name.size() > max_name) return nullptr;
+  for (std::size_t i = folded_hash(name) & (slot_count - 1);; i = (i + 1) & (slot_count - 1)) {
+    const std::uint16_t row = slots[i];
+    if (row == empty_slot) return nullptr;
+    if (equal_folded(name, table[row].name)) return &table[row];
+  }
 }
 
 sub_id lookup_sub(command_id container, std::string_view sub) {

@@ -78,6 +78,9 @@ TEST_CASE("unknown, empty and oversized names are not found") {
     INFO(name.size());
     CHECK(cmd::lookup(name) == nullptr);
   }
+  // Same hash as bitfield_ro ('_' | 0x20 == 0x7f): the index's match is confirmed byte by byte.
+  CHECK(cmd::lookup("bitfield\x7fro") == nullptr);
+  CHECK(cmd::lookup("BITFIELD_RO") == cmd::lookup("bitfield_ro"));
   // A known name followed by anything is a different name.
   CHECK(cmd::lookup("GETS") == nullptr);
   CHECK(cmd::lookup(std::string_view("get", 2)) == nullptr);
