@@ -339,12 +339,13 @@ constexpr std::array<std::uint16_t, slot_count> slots = [] {
   return index;
 }();
 
+char lower_ascii(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
+
 // `in` equals the lowercase `name` ignoring ASCII case.
 bool equal_folded(std::string_view in, std::string_view name) {
   if (in.size() != name.size()) return false;
   for (std::size_t i = 0; i < in.size(); ++i) {
-    const char c = in[i];
-    if ((c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c) != name[i]) return false;
+    if (lower_ascii(in[i]) != name[i]) return false;
   }
   return true;
 }
@@ -353,10 +354,7 @@ bool equal_folded(std::string_view in, std::string_view name) {
 template <std::size_t N>
 std::string_view to_lower(std::string_view in, std::array<char, N>& buf) {
   if (in.size() > N) return {};
-  for (std::size_t i = 0; i < in.size(); ++i) {
-    const char c = in[i];
-    buf[i] = (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
-  }
+  for (std::size_t i = 0; i < in.size(); ++i) buf[i] = lower_ascii(in[i]);
   return {buf.data(), in.size()};
 }
 
