@@ -24,7 +24,9 @@ FUZZ_SECONDS=${FUZZ_SECONDS:-20}
 work=$(mktemp -d /tmp/run-all.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 results=$work/results  # lines: "<stage name>|<passed>|<failed>|<seconds>"
+failures=$work/failures  # lines: "<stage name>: <failed test>", repeated in the summary
 : >"$results"
+: >"$failures"
 started=$SECONDS
 
 banner() { printf '\n==== %s ====\n' "$*"; }
@@ -102,6 +104,9 @@ run_ctest() {
   failed=$(sed -E 's/.* ([0-9]+) tests? failed out of.*/\1/' <<<"$summary")
   total=$(sed -E 's/.* out of ([0-9]+).*/\1/' <<<"$summary")
   passed=$((total - failed))
+  # ctest's list after "The following tests FAILED:", e.g. "	 17 - near_cache (Failed)".
+  sed -n '/^The following tests FAILED:/,/^[^[:space:]]/{/^[[:space:]]/p}' "$log" |
+    sed -E "s/^[[:space:]]*/$label: /" >>"$failures" || true
   if ((total == 0)); then
     echo "!! $label: no tests found" >&2
     failed=1
@@ -178,6 +183,10 @@ while IFS='|' read -r name passed failed secs; do
   total_passed=$((total_passed + passed))
   total_failed=$((total_failed + failed))
 done <"$results"
+if [[ -s $failures ]]; then
+  echo "  failed tests:"
+  sed 's/^/    /' "$failures"
+fi
 printf '  total time %ss\n' $((SECONDS - started))
 echo "$total_passed passed, $total_failed failed"
 ((total_failed == 0))
