@@ -44,7 +44,7 @@ enum class command_id : std::uint8_t {
   xread, xreadgroup,
   get, mget, set, setex, psetex, mset, msetnx, getdel, getex, del, unlink,
   eval, eval_ro, evalsha, evalsha_ro, fcall, fcall_ro,
-  flushdb, flushall,
+  flushdb, flushall, swapdb, move, copy,
   info, command,
 };
 

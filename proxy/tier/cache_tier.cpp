@@ -296,8 +296,8 @@ bool cache_tier::hides_keys(const command_info& info) {
 }
 
 bool cache_tier::writes_beyond_keys(const command_info& info) {
-  return (info.flags & commands::flush) != 0 || info.name == "swapdb" || info.name == "move" ||
-         info.name == "copy";
+  return (info.flags & commands::flush) != 0 || info.id == command_id::swapdb ||
+         info.id == command_id::move || info.id == command_id::copy;
 }
 
 void cache_tier::on_request(int db, const command_info& info,
@@ -311,7 +311,7 @@ void cache_tier::on_request(int db, const command_info& info,
     if (on_write_) on_write_(-1, {});
     return;
   }
-  if (info.name == "swapdb") {
+  if (info.id == command_id::swapdb) {
     l1_.clear();
     if (on_write_) on_write_(-1, {});
     return;
@@ -322,7 +322,7 @@ void cache_tier::on_request(int db, const command_info& info,
   }
   commands::for_each_key(info, args, [&](std::string_view key) { invalidate(db, key); });
   // MOVE key db / COPY src dst DB n: the key also changes in the other db.
-  if ((info.name == "move" && args.size() == 3) || info.name == "copy") {
+  if ((info.id == command_id::move && args.size() == 3) || info.id == command_id::copy) {
     for (std::size_t i = 2; i < args.size(); ++i) {
       const auto other = to_int(args[i]);
       if (other && *other >= 0 && *other <= std::numeric_limits<int>::max()) {
@@ -339,7 +339,7 @@ void cache_tier::on_reply(int db, const command_info& info, std::span<const std:
   if (on_write_ && (info.flags & commands::write)) {
     // The write has run: a channel read still in flight may have run before it, and its reply
     // can arrive after this one (another connection), so it must not fill L1 or be joined.
-    if ((info.flags & commands::flush) || info.name == "swapdb")
+    if ((info.flags & commands::flush) || info.id == command_id::swapdb)
       on_write_(-1, {});
     else
       commands::for_each_key(info, args, [&](std::string_view key) { on_write_(db, key); });

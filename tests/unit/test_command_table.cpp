@@ -238,6 +238,9 @@ TEST_CASE("every command_id except other names exactly one row") {
       {"fcall_ro", id::fcall_ro},
       {"flushdb", id::flushdb},
       {"flushall", id::flushall},
+      {"swapdb", id::swapdb},
+      {"move", id::move},
+      {"copy", id::copy},
       {"info", id::info},
       {"command", id::command},
   };
