@@ -186,7 +186,7 @@ bool eventually(F f, std::chrono::milliseconds deadline = std::chrono::seconds(1
   auto end = std::chrono::steady_clock::now() + deadline;
   while (std::chrono::steady_clock::now() < end) {
     if (f()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   return f();
 }
