@@ -70,6 +70,7 @@ sidecar_metrics::sidecar_metrics(label_sets labels)
       error_kinds_(std::move(labels.error_kinds)),
       cache_modes_(std::move(labels.cache_modes)),
       version_(std::move(labels.version)) {
+  cache_mode_.set(static_cast<std::int64_t>(cache_modes_.size()));  // none yet
   const auto other = std::find(commands_.begin(), commands_.end(), "other");
   if (other == commands_.end()) {
     other_ = commands_.size();

@@ -203,7 +203,8 @@ class sidecar_metrics {
   void count_error(std::size_t kind, std::uint64_t n = 1) noexcept {
     if (kind < error_kinds_.size()) errors_[kind].inc(n);
   }
-  /// Marks `mode` (an index into `cache_modes()`) as the active cache mode.
+  /// Marks `mode` (an index into `cache_modes()`) as the active cache mode. Until the first call
+  /// no mode is marked: every redis_sidecar_cache_mode series is 0.
   void set_cache_mode(std::size_t mode) noexcept {
     cache_mode_.set(static_cast<std::int64_t>(mode));
   }

@@ -58,9 +58,21 @@ server::server(asio::io_context& io, const config& cfg, ssl::context* tls,
   metrics_[metrics::gauge_id::fallback_journal_max_bytes].set(
       static_cast<std::int64_t>(cfg.fallback_journal_max_bytes));
   monitor_->on_change([this] { publish(); });
+  monitor_->on_fallback([near = std::weak_ptr<near_cache>(near_)](const std::string& reason) {
+    if (auto n = near.lock()) n->upstream_stalled(reason);
+  });
   near_->on_mode([this] { publish(); });
   // Reads in flight on the channel must not answer (or fill L1 for) misses after our own writes.
   tier_.on_write([near = near_.get()](int db, std::string_view key) { near->written(db, key); });
+  // Before the first probe publishes: the gauge's zero would name the first mode (tracking) while
+  // auto mode has not chosen one yet.
+  publish_cache_mode();
+}
+
+void server::publish_cache_mode() {
+  const auto modes = metrics_.cache_modes();
+  for (std::size_t i = 0; i < modes.size(); ++i)
+    if (modes[i] == cache_tier::mode_name(tier_.mode())) metrics_.set_cache_mode(i);
 }
 
 void server::publish() {
@@ -89,9 +101,7 @@ void server::publish() {
     if (stats_.errors[k] > p.errors[k]) metrics_.count_error(k, stats_.errors[k] - p.errors[k]);
     p.errors[k] = stats_.errors[k];
   }
-  const auto modes = metrics_.cache_modes();
-  for (std::size_t i = 0; i < modes.size(); ++i)
-    if (modes[i] == cache_tier::mode_name(tier_.mode())) metrics_.set_cache_mode(i);
+  publish_cache_mode();
   metrics_[gauge_id::cache_entries].set(static_cast<std::int64_t>(tier_.l1().entries()));
   metrics_[gauge_id::cache_bytes].set(static_cast<std::int64_t>(tier_.l1().bytes()));
   metrics_[gauge_id::client_connections].set(stats_.client_connections);

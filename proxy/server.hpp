@@ -53,6 +53,8 @@ class server {
   /// Copies the data plane's counters into the metrics and the health into /readyz. Runs on the
   /// io_context thread after each probe tick and health change.
   void publish();
+  /// Sets redis_sidecar_cache_mode from the tier's mode (part of publish(), and at construction).
+  void publish_cache_mode();
 
   /// Last values copied into monotonic counters, to add only the difference.
   struct published {

@@ -65,6 +65,11 @@ void near_cache::stop() {
   flights_.clear();
 }
 
+void near_cache::upstream_stalled(const std::string& reason) {
+  if (conn_) conn_->reset(reason);
+  if (sub_) sub_->reset(reason);
+}
+
 // Keeps the channel open: reconnects after each loss, at the health probe's pace.
 awaitable<void> near_cache::run(std::shared_ptr<near_cache> self) {
   while (!stopped_) {

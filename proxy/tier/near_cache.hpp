@@ -73,6 +73,11 @@ class near_cache : public reply_sink,
   /// predate the write, so they are neither stored nor joined.
   void written(int db, std::string_view key);
 
+  /// Fallback began: reads in flight on the channel fail now with `reason` (their sessions answer
+  /// the client) instead of waiting out a stalled upstream until --command-timeout-ms; the channel
+  /// is lost as on any broken connection and opened again at the health probe's pace.
+  void upstream_stalled(const std::string& reason);
+
   void deliver(std::uint64_t seq, std::string_view frame, std::uint8_t tag,
                std::chrono::steady_clock::time_point received) override;
   void pushed(connection* c, std::string_view frame) override;

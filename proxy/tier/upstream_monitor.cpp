@@ -178,6 +178,7 @@ void upstream_monitor::transitioned() {
     if (replay_conn_) replay_conn_->close();
     replay_conn_.reset();
     replay_outstanding_ = 0;
+    if (on_fallback_) on_fallback_("upstream unreachable (fallback mode)");
   }
   if (s == upstream_state::recovering) {
     replay_conn_ = open_connection();

@@ -40,6 +40,9 @@ class upstream_monitor : public reply_sink, public std::enable_shared_from_this<
   const health_fsm& health() const { return fsm_; }
   /// Called after every state change and probe (for metrics and /readyz).
   void on_change(std::function<void()> f) { on_change_ = std::move(f); }
+  /// Called when fallback begins, with its cause, after the shared connections were reset: for
+  /// the other connections whose requests must not wait out a stalled upstream.
+  void on_fallback(std::function<void(const std::string&)> f) { on_fallback_ = std::move(f); }
 
   void deliver(std::uint64_t seq, std::string_view frame, std::uint8_t tag,
                std::chrono::steady_clock::time_point received) override;
@@ -70,6 +73,7 @@ class upstream_monitor : public reply_sink, public std::enable_shared_from_this<
   steady_timer timer_;
   bool stopped_ = false;
   std::function<void()> on_change_;
+  std::function<void(const std::string&)> on_fallback_;
 
   std::shared_ptr<connection> probe_conn_;
   bool probe_outstanding_ = false;

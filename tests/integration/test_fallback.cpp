@@ -111,6 +111,23 @@ TEST_CASE("stalled upstream: fallback starts without waiting for command timeout
   auto c = env.client();
   CHECK(str(c.get(), {"SET", "a", "before"}) == "OK");
   env.redis.pause();
+  // Requests in flight when the upstream stalls are answered once fallback begins, not after the
+  // command timeout (hiredis would give up after 10 s): a GET miss, read on the cache's own
+  // channel, and a command on the shared pool, from two clients, both sent before either waits.
+  auto miss = env.client();
+  auto pooled = env.client();
+  for (auto [s, cmd] : {std::pair{miss.get(), "GET never-cached"}, {pooled.get(), "STRLEN a"}}) {
+    REQUIRE(redisAppendCommand(s, cmd) == REDIS_OK);
+    for (int done = 0; !done;) REQUIRE(redisBufferWrite(s, &done) == REDIS_OK);
+  }
+  for (auto* s : {miss.get(), pooled.get()}) {
+    void* raw = nullptr;
+    INFO("sidecar log:\n" << env.side->log());
+    REQUIRE(redisGetReply(s, &raw) == REDIS_OK);
+    reply_ptr r{static_cast<redisReply*>(raw)};
+    INFO(describe(r.get()));
+    CHECK(r->type == REDIS_REPLY_ERROR);
+  }
   REQUIRE(in_fallback(env, {"GET", "a"}, "string before"));
   c = env.client();
   CHECK(str(c.get(), {"SET", "a", "during"}) == "OK");

@@ -132,6 +132,20 @@ TEST_CASE("auto mode: tracking on Redis 7, the next mode when tracking is refuse
     proxied env({}, with({}));
     CHECK(mode_is(env, "tracking"));
   }
+  SECTION("until the upstream answers, the mode metric names no coherent mode") {
+    redis_server redis;
+    redis.pause();  // the sidecar starts, its channel cannot: auto mode has not chosen yet
+    sidecar side({"--upstream", redis.url(), "--health-probe-interval-ms=20"});
+    REQUIRE(side.running());
+    const auto mode = [&](const std::string& m) {
+      const std::string text = http_get(side.metrics_port(), "/metrics").body;
+      return text.find("\nredis_sidecar_cache_mode{mode=\"" + m + "\"} 1\n") != std::string::npos;
+    };
+    CHECK(mode("fallback"));
+    CHECK_FALSE(mode("tracking"));
+    redis.resume();
+    CHECK(eventually([&] { return mode("tracking"); }));
+  }
   SECTION("tracking refused, prefixes set: ttl") {
     proxied env(refuse, with({"--cache-prefix=user:"}));
     CHECK(mode_is(env, "ttl"));
@@ -169,7 +183,7 @@ TEST_CASE("single flight: 100 concurrent misses on one key make one upstream rea
     CHECK(std::string(r->str, r->len) == "value");
   }
   const std::string stats = str(up.get(), {"INFO", "commandstats"});
-  INFO(stats);
+  INFO(stats << "\nsidecar log:\n" << env.side->log());
   CHECK(stats.find("cmdstat_get:calls=1,") != std::string::npos);
   // A key of another type: the upstream's error, not a nil.
   REQUIRE(integer(up.get(), {"LPUSH", "list", "x"}) == 1);

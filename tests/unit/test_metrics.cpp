@@ -235,6 +235,14 @@ TEST_CASE("exporter serves /metrics with exact series and values", "[metrics][ex
   std::string error;
   REQUIRE(exporter.start("127.0.0.1", 0, error));
   REQUIRE(exporter.port() != 0);
+  // Before the first set_cache_mode, no mode is claimed.
+  std::size_t modes = 0;
+  for (const auto& [series, value] : parse_samples(http_get(exporter.port(), "/metrics").body)) {
+    if (!series.starts_with("redis_sidecar_cache_mode{")) continue;
+    ++modes;
+    CHECK(value == 0);
+  }
+  CHECK(modes == metrics.cache_modes().size());
 
   metrics[m::counter_id::requests].inc(7);
   metrics[m::counter_id::cache_hits].inc(3);
