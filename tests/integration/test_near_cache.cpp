@@ -153,6 +153,8 @@ TEST_CASE("auto mode: tracking on Redis 7, the next mode when tracking is refuse
   }
   SECTION("tracking refused, no prefixes: fallback") {
     proxied env(refuse, with({}));
+    // The log first: before auto mode chooses, the metric says fallback too.
+    CHECK(logged(env, "cache mode fallback"));
     CHECK(mode_is(env, "fallback"));
     auto c = env.client();
     CHECK(str(c.get(), {"SET", "k", "v"}) == "OK");
