@@ -901,6 +901,10 @@ void client_session::check_output_limit() {
   }
 }
 
+void client_session::upstream_stalled(const std::string& reason) {
+  if (dedicated_ && !raw_ && dedicated_->pending() > 0) dedicated_->reset(reason);
+}
+
 void client_session::dedicated_lost(connection* c) {
   if (dedicated_.get() != c) return;
   const bool dirty = !state_is_clean();

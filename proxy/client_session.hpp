@@ -75,6 +75,11 @@ class client_session : public reply_sink,
   void start();
   /// Stop reading; close once every in-flight reply has been written (graceful shutdown).
   void drain();
+  /// Fallback began: requests waiting on this session's dedicated connection (EXEC, a blocking
+  /// command) fail now with `reason` instead of at their deadlines; as with any lost dedicated
+  /// connection, a client whose transaction or database was on it is then closed. Subscribers
+  /// (raw mode) keep theirs: a stall does not end a subscription, and nothing waits on it.
+  void upstream_stalled(const std::string& reason);
   /// Closes at once, dropping replies not yet written (shutdown after the grace period).
   void close_now();
   bool idle() const { return slots_.empty() && out_.empty() && wout_busy_ == false; }

@@ -58,8 +58,9 @@ server::server(asio::io_context& io, const config& cfg, ssl::context* tls,
   metrics_[metrics::gauge_id::fallback_journal_max_bytes].set(
       static_cast<std::int64_t>(cfg.fallback_journal_max_bytes));
   monitor_->on_change([this] { publish(); });
-  monitor_->on_fallback([near = std::weak_ptr<near_cache>(near_)](const std::string& reason) {
-    if (auto n = near.lock()) n->upstream_stalled(reason);
+  monitor_->on_fallback([this](const std::string& reason) {
+    near_->upstream_stalled(reason);
+    for (client_session* s : ctx_.sessions) s->upstream_stalled(reason);
   });
   near_->on_mode([this] { publish(); });
   // Reads in flight on the channel must not answer (or fill L1 for) misses after our own writes.

@@ -110,17 +110,32 @@ TEST_CASE("stalled upstream: fallback starts without waiting for command timeout
   proxied env({}, with({"--command-timeout-ms=60000"}));
   auto c = env.client();
   CHECK(str(c.get(), {"SET", "a", "before"}) == "OK");
+  // Two clients on dedicated connections: one in a transaction, one blocked in BLPOP.
+  auto tx = env.client();
+  CHECK(str(tx.get(), {"MULTI"}) == "OK");
+  CHECK(str(tx.get(), {"SET", "t", "in-tx"}) == "QUEUED");
+  auto blocked = env.client();
+  const auto send = [](redisContext* s, const char* cmd) {
+    REQUIRE(redisAppendCommand(s, cmd) == REDIS_OK);
+    for (int done = 0; !done;) REQUIRE(redisBufferWrite(s, &done) == REDIS_OK);
+  };
+  send(blocked.get(), "BLPOP nothing-comes 0");
+  // A subscriber keeps its subscription through the stall: nothing of it waits on a reply.
+  auto subscriber = env.client();
+  auto confirmed = command(subscriber.get(), {"SUBSCRIBE", "news"});
+  REQUIRE(confirmed);
+  REQUIRE(confirmed->type == REDIS_REPLY_ARRAY);
   env.redis.pause();
   // Requests in flight when the upstream stalls are answered once fallback begins, not after the
   // command timeout (hiredis would give up after 10 s): a GET miss, read on the cache's own
-  // channel, and a command on the shared pool, from two clients, both sent before either waits.
+  // channel; a command on the shared pool; EXEC and BLPOP on dedicated connections. All are sent
+  // before any reply is awaited.
   auto miss = env.client();
   auto pooled = env.client();
-  for (auto [s, cmd] : {std::pair{miss.get(), "GET never-cached"}, {pooled.get(), "STRLEN a"}}) {
-    REQUIRE(redisAppendCommand(s, cmd) == REDIS_OK);
-    for (int done = 0; !done;) REQUIRE(redisBufferWrite(s, &done) == REDIS_OK);
-  }
-  for (auto* s : {miss.get(), pooled.get()}) {
+  send(miss.get(), "GET never-cached");
+  send(pooled.get(), "STRLEN a");
+  send(tx.get(), "EXEC");
+  for (auto* s : {miss.get(), pooled.get(), tx.get(), blocked.get()}) {
     void* raw = nullptr;
     INFO("sidecar log:\n" << env.side->log());
     REQUIRE(redisGetReply(s, &raw) == REDIS_OK);
@@ -138,6 +153,14 @@ TEST_CASE("stalled upstream: fallback starts without waiting for command timeout
     auto r = command(u.get(), {"GET", "a"});
     return r && r->type == REDIS_REPLY_STRING && std::string(r->str, r->len) == "during";
   }));
+  auto publisher = env.upstream();
+  CHECK(integer(publisher.get(), {"PUBLISH", "news", "after the stall"}) == 1);
+  void* raw = nullptr;
+  REQUIRE(redisGetReply(subscriber.get(), &raw) == REDIS_OK);
+  reply_ptr message{static_cast<redisReply*>(raw)};
+  REQUIRE(message->type == REDIS_REPLY_ARRAY);
+  REQUIRE(message->elements == 3);
+  CHECK(std::string(message->element[2]->str, message->element[2]->len) == "after the stall");
 }
 
 TEST_CASE("fallback write policies: reject, and a full journal", "[fallback]") {
