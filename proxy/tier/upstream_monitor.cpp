@@ -174,11 +174,12 @@ void upstream_monitor::transitioned() {
     log::warn("upstream " + cfg_.upstream.masked() + ": " + fsm_.transition());
   if (s == upstream_state::fallback) {
     // Requests waiting on a stalled upstream fail now, not at their deadlines.
-    pool_.reset_shared("upstream unreachable (fallback mode)");
+    static const std::string reason = "upstream unreachable (fallback mode)";
+    pool_.reset_shared(reason);
     if (replay_conn_) replay_conn_->close();
     replay_conn_.reset();
     replay_outstanding_ = 0;
-    if (on_fallback_) on_fallback_("upstream unreachable (fallback mode)");
+    if (on_fallback_) on_fallback_(reason);
   }
   if (s == upstream_state::recovering) {
     replay_conn_ = open_connection();
