@@ -16,22 +16,12 @@ namespace {
 
 using clock = std::chrono::steady_clock;
 using commands::command_id;
+using commands::iequals;
 using commands::sub_id;
 
 constexpr std::size_t read_chunk = 64 * 1024;
 // An input buffer grown past this for a large request is released once it is empty again.
 constexpr std::size_t max_kept_input = 1024 * 1024;
-
-bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    char x = a[i], y = b[i];
-    if (x >= 'A' && x <= 'Z') x = static_cast<char>(x - 'A' + 'a');
-    if (y >= 'A' && y <= 'Z') y = static_cast<char>(y - 'A' + 'a');
-    if (x != y) return false;
-  }
-  return true;
-}
 
 bool parse_int(std::string_view s, long long& out) {
   if (s.empty()) return false;

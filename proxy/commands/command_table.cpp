@@ -339,8 +339,6 @@ constexpr std::array<std::uint16_t, slot_count> slots = [] {
   return index;
 }();
 
-char lower_ascii(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
-
 // `in` equals the lowercase `name` ignoring ASCII case.
 bool equal_folded(std::string_view in, std::string_view name) {
   if (in.size() != name.size()) return false;

@@ -9,6 +9,7 @@
 // upstream, which gives the real "unknown command" error.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <span>
 #include <string_view>
@@ -79,5 +80,16 @@ std::span<const command_info> all();
 
 /// Label for metrics: the table's lowercase name, or "other" (bounded cardinality).
 std::string_view metric_name(const command_info* info);
+
+/// Redis matches command names and option words ignoring ASCII case (never locale case).
+constexpr char lower_ascii(char c) {
+  return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
+}
+constexpr bool iequals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i)
+    if (lower_ascii(a[i]) != lower_ascii(b[i])) return false;
+  return true;
+}
 
 }  // namespace redis_sidecar::commands

@@ -3,6 +3,7 @@
 #include <array>
 #include <charconv>
 
+#include "proxy/commands/command_table.hpp"
 #include "proxy/resp/writer.hpp"
 
 namespace redis_sidecar {
@@ -11,13 +12,7 @@ namespace {
 constexpr std::string_view client_name = "redis-sidecar";
 
 bool starts_with_ci(std::string_view s, std::string_view prefix) {
-  if (s.size() < prefix.size()) return false;
-  for (std::size_t i = 0; i < prefix.size(); ++i) {
-    char a = s[i];
-    if (a >= 'A' && a <= 'Z') a = static_cast<char>(a - 'A' + 'a');
-    if (a != prefix[i]) return false;
-  }
-  return true;
+  return s.size() >= prefix.size() && commands::iequals(s.substr(0, prefix.size()), prefix);
 }
 
 // Redis' error text never contains the password we sent, so it is safe to quote.
@@ -40,8 +35,10 @@ connect_fsm::step connect_fsm::on_done(std::string_view error) {
   if (!error.empty()) {
     switch (phase_) {
       case phase::resolving: return fail("cannot resolve " + url_.host + ": " + std::string(error));
-      case phase::connecting: return fail("cannot connect to " + url_.endpoint() + ": " + std::string(error));
-      case phase::handshaking: return fail("TLS handshake with " + url_.endpoint() + " failed: " + std::string(error));
+      case phase::connecting:
+        return fail("cannot connect to " + url_.endpoint() + ": " + std::string(error));
+      case phase::handshaking:
+        return fail("TLS handshake with " + url_.endpoint() + " failed: " + std::string(error));
       default: return fail("write to " + url_.endpoint() + " failed: " + std::string(error));
     }
   }
@@ -74,8 +71,8 @@ connect_fsm::step connect_fsm::send_hello() {
     // conditional a temporary std::string that dies before `args` is used.
     const std::string_view user =
         url_.username.empty() ? std::string_view("default") : std::string_view(url_.username);
-    std::array<std::string_view, 7> args{"HELLO", proto, "AUTH", user, url_.password, "SETNAME",
-                                         client_name};
+    std::array<std::string_view, 7> args{"HELLO",       proto,     "AUTH",     user,
+                                         url_.password, "SETNAME", client_name};
     resp::append_command(out_, args);
   }
   return step::send;
@@ -123,7 +120,8 @@ connect_fsm::step connect_fsm::on_reply(const resp::value& reply) {
       if (starts_with_ci(reply.str, "err unknown command"))
         return fail("the upstream does not support RESP3 (no HELLO command): " + reply.str);
       if (starts_with_ci(reply.str, "noproto"))
-        return fail("the upstream does not support RESP" + std::to_string(proto_) + ": " + reply.str);
+        return fail("the upstream does not support RESP" + std::to_string(proto_) + ": " +
+                    reply.str);
       return fail(auth_failure(reply));
     case phase::auth:
       if (is_error) return fail(auth_failure(reply));
