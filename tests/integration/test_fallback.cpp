@@ -115,11 +115,7 @@ TEST_CASE("stalled upstream: fallback starts without waiting for command timeout
   CHECK(str(tx.get(), {"MULTI"}) == "OK");
   CHECK(str(tx.get(), {"SET", "t", "in-tx"}) == "QUEUED");
   auto blocked = env.client();
-  const auto send = [](redisContext* s, const char* cmd) {
-    REQUIRE(redisAppendCommand(s, cmd) == REDIS_OK);
-    for (int done = 0; !done;) REQUIRE(redisBufferWrite(s, &done) == REDIS_OK);
-  };
-  send(blocked.get(), "BLPOP nothing-comes 0");
+  REQUIRE(send_only(blocked.get(), {"BLPOP", "nothing-comes", "0"}));
   // A subscriber keeps its subscription through the stall: nothing of it waits on a reply.
   auto subscriber = env.client();
   auto confirmed = command(subscriber.get(), {"SUBSCRIBE", "news"});
@@ -132,14 +128,13 @@ TEST_CASE("stalled upstream: fallback starts without waiting for command timeout
   // before any reply is awaited.
   auto miss = env.client();
   auto pooled = env.client();
-  send(miss.get(), "GET never-cached");
-  send(pooled.get(), "STRLEN a");
-  send(tx.get(), "EXEC");
+  REQUIRE(send_only(miss.get(), {"GET", "never-cached"}));
+  REQUIRE(send_only(pooled.get(), {"STRLEN", "a"}));
+  REQUIRE(send_only(tx.get(), {"EXEC"}));
   for (auto* s : {miss.get(), pooled.get(), tx.get(), blocked.get()}) {
-    void* raw = nullptr;
     INFO("sidecar log:\n" << env.side->log());
-    REQUIRE(redisGetReply(s, &raw) == REDIS_OK);
-    reply_ptr r{static_cast<redisReply*>(raw)};
+    auto r = next_reply(s);
+    REQUIRE(r);
     INFO(describe(r.get()));
     CHECK(r->type == REDIS_REPLY_ERROR);
   }
@@ -155,9 +150,8 @@ TEST_CASE("stalled upstream: fallback starts without waiting for command timeout
   }));
   auto publisher = env.upstream();
   CHECK(integer(publisher.get(), {"PUBLISH", "news", "after the stall"}) == 1);
-  void* raw = nullptr;
-  REQUIRE(redisGetReply(subscriber.get(), &raw) == REDIS_OK);
-  reply_ptr message{static_cast<redisReply*>(raw)};
+  auto message = next_reply(subscriber.get());
+  REQUIRE(message);
   REQUIRE(message->type == REDIS_REPLY_ARRAY);
   REQUIRE(message->elements == 3);
   CHECK(std::string(message->element[2]->str, message->element[2]->len) == "after the stall");

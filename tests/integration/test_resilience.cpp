@@ -13,19 +13,6 @@ long long blocked_clients(const proxied& env) {
   return pos == std::string::npos ? -1 : std::atoll(text.c_str() + pos + 16);
 }
 
-void start_blpop(redisContext* c, const std::string& key) {
-  const char* argv[] = {"BLPOP", key.c_str(), "0"};
-  REQUIRE(redisAppendCommandArgv(c, 3, argv, nullptr) == REDIS_OK);
-  int done = 0;
-  while (done == 0) REQUIRE(redisBufferWrite(c, &done) == REDIS_OK);
-}
-
-reply_ptr next_reply(redisContext* c) {
-  void* raw = nullptr;
-  if (redisGetReply(c, &raw) != REDIS_OK) return nullptr;
-  return reply_ptr{static_cast<redisReply*>(raw)};
-}
-
 bool set_and_get(redisContext* c, const std::string& key, const std::string& value) {
   auto set = command(c, {"SET", key, value});
   auto get = command(c, {"GET", key});
@@ -44,7 +31,7 @@ TEST_CASE("upstream killed and restarted: errors during the outage, then recover
   auto c = env.client();
   auto blocked = env.client();
   REQUIRE(set_and_get(c.get(), "k", "before"));
-  start_blpop(blocked.get(), "jobs");
+  REQUIRE(send_only(blocked.get(), {"BLPOP", "jobs", "0"}));
   REQUIRE(eventually([&] { return blocked_clients(env) == 1; }));
 
   env.redis.kill();
@@ -134,7 +121,7 @@ TEST_CASE("a client that leaves during BLPOP does not steal a later push",
   proxied env({}, {"--command-timeout-ms=120000"});
   {
     auto leaver = env.client();
-    start_blpop(leaver.get(), "jobs");
+    REQUIRE(send_only(leaver.get(), {"BLPOP", "jobs", "0"}));
     REQUIRE(eventually([&] { return blocked_clients(env) == 1; }));
   }
   CHECK(eventually([&] { return blocked_clients(env) == 0; }));

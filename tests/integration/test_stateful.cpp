@@ -9,12 +9,6 @@ namespace {
 
 using strs = std::vector<std::string>;
 
-reply_ptr next_reply(redisContext* c) {
-  void* raw = nullptr;
-  if (redisGetReply(c, &raw) != REDIS_OK) return nullptr;
-  return reply_ptr{static_cast<redisReply*>(raw)};
-}
-
 long long info_field(redisContext* c, const std::string& section, const std::string& field) {
   auto text = str(c, {"INFO", section});
   auto pos = text.find(field + ":");
@@ -61,10 +55,7 @@ TEST_CASE("BLPOP waits for an LPUSH from another client, without holding up othe
   auto other = env.client();
   auto up = env.upstream();
 
-  const char* argv[] = {"BLPOP", "queue", "0"};
-  REQUIRE(redisAppendCommandArgv(blocked.get(), 3, argv, nullptr) == REDIS_OK);
-  int done = 0;
-  while (done == 0) REQUIRE(redisBufferWrite(blocked.get(), &done) == REDIS_OK);
+  REQUIRE(send_only(blocked.get(), {"BLPOP", "queue", "0"}));
   REQUIRE(eventually([&] { return info_field(up.get(), "clients", "blocked_clients") == 1; }));
 
   CHECK(str(other.get(), {"SET", "unrelated", "still-served"}) == "OK");

@@ -614,6 +614,27 @@ reply_ptr command(redisContext* c, const std::vector<std::string>& argv) {
   return reply_ptr{static_cast<redisReply*>(r)};
 }
 
+bool send_only(redisContext* c, const std::vector<std::string>& argv) {
+  std::vector<const char*> ptrs;
+  std::vector<std::size_t> lens;
+  for (const auto& a : argv) {
+    ptrs.push_back(a.data());
+    lens.push_back(a.size());
+  }
+  if (redisAppendCommandArgv(c, static_cast<int>(argv.size()), ptrs.data(), lens.data()) !=
+      REDIS_OK)
+    return false;
+  for (int done = 0; done == 0;)
+    if (redisBufferWrite(c, &done) != REDIS_OK) return false;
+  return true;
+}
+
+reply_ptr next_reply(redisContext* c) {
+  void* raw = nullptr;
+  if (redisGetReply(c, &raw) != REDIS_OK) return nullptr;
+  return reply_ptr{static_cast<redisReply*>(raw)};
+}
+
 // ---------------------------------------------------------------------------------------------
 // raw_client
 

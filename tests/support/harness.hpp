@@ -149,6 +149,11 @@ using context_ptr = std::unique_ptr<redisContext, context_deleter>;
 context_ptr connect(std::uint16_t port);
 /// Sends argv (binary safe) and returns the reply, or nullptr on I/O error.
 reply_ptr command(redisContext* c, const std::vector<std::string>& argv);
+/// Sends argv without waiting for its reply (read it later with next_reply): for requests that
+/// must be in flight together, or that block. False on I/O error.
+bool send_only(redisContext* c, const std::vector<std::string>& argv);
+/// The next reply on `c`, or nullptr on I/O error or timeout.
+reply_ptr next_reply(redisContext* c);
 
 /// A raw socket client for byte-exact tests (malformed input, RESP3 bytes, split writes).
 class raw_client {
