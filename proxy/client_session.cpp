@@ -633,7 +633,10 @@ client_session::outcome client_session::submit_to(const std::shared_ptr<connecti
 // (RESET) are skipped.
 void client_session::apply_cache_op(std::uint64_t seq, std::string_view reply,
                                     clock::time_point received) {
-  while (!cache_ops_.empty() && cache_ops_.front().seq < seq) pop_cache_op();
+  while (!cache_ops_.empty() && cache_ops_.front().seq < seq) {
+    abandon_cache_op(cache_ops_.front());
+    pop_cache_op();
+  }
   if (!cache_ops_.empty() && cache_ops_.front().seq == seq) {
     const cache_op op = cache_ops_.front();
     pop_cache_op();
@@ -710,6 +713,17 @@ void client_session::prefetch_requests(std::string_view in) const {
   if (count < 2) return;  // one lookup has nothing to overlap with
   for (std::size_t i = 0; i < count; ++i) tier.prefetch(db, keys[i], false);
   for (std::size_t i = 0; i < count; ++i) tier.prefetch(db, keys[i], true);
+}
+
+// An op whose reply will never be applied (its slot was dropped, or its client closed): an entry
+// its write hid would stay hidden, never served, until evicted or expired. It goes now instead.
+void client_session::abandon_cache_op(const cache_op& op) {
+  if (!cache_tier::hides_keys(*op.info)) return;
+  const std::string_view frame =
+      std::string_view(cache_arena_).substr(op.offset - arena_base_, op.size);
+  if (op_parser_.parse(frame) == resp::parse_status::complete)
+    ctx_.tier->on_request(op.db, *op.info, op_parser_.args(), false);
+  op_parser_.reset();
 }
 
 void client_session::pop_cache_op() {
@@ -1023,6 +1037,7 @@ void client_session::close_now() {
   shared_.reset();
   slots_.clear();
   out_.clear();
+  for (std::size_t i = 0; i < cache_ops_.size(); ++i) abandon_cache_op(cache_ops_[i]);
   cache_ops_.clear();
   writes_in_flight_ = 0;
   cache_arena_.clear();

@@ -211,6 +211,7 @@ class client_session : public reply_sink,
   std::string_view fill_key_;  // its first key, when it lies within fill_frame_
   std::string_view op_key(const cache_op& op) const;  // its first key (empty: none known)
   void prefetch_cache_op(const cache_op& op, bool entry) const;
+  void abandon_cache_op(const cache_op& op);
   void pop_cache_op();
   void prefetch_requests(std::string_view in) const;
   bool writes_key_in_flight(int db, std::string_view key) const;

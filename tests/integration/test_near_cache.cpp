@@ -89,6 +89,34 @@ TEST_CASE("ttl mode: a client reads its own pipelined writes", "[near][ttl]") {
   CHECK(violations == 0);
 }
 
+// A SET hides its key's L1 entry until its reply overwrites it. When the client leaves before
+// that reply, the reply is never applied: the hidden entry must go with the client rather than
+// stay in L1, never served, until evicted. Redis is stopped so that the SET is still in flight
+// when the client closes.
+TEST_CASE("ttl mode: a SET whose client leaves before its reply leaves no hidden entry",
+          "[near][ttl]") {
+  SIDECAR_ONLY();
+  proxied env({}, with({"--cache-mode=ttl", "--cache-prefix=t:", "--cache-ttl=60s",
+                        "--fallback-after-ms=3600000", "--command-timeout-ms=60000"}));
+  REQUIRE(mode_is(env, "ttl"));
+  {
+    auto c = env.client();
+    REQUIRE(str(c.get(), {"SET", "t:k", "v1"}) == "OK");  // its reply stores it
+    REQUIRE(eventually([&] { return metric(env, "redis_sidecar_cache_entries") == 1; }));
+    env.redis.pause();
+    REQUIRE(send_only(c.get(), {"SET", "t:k", "v2"}));
+    REQUIRE(eventually([&] { return metric(env, "redis_sidecar_inflight_requests") == 1; }));
+    CHECK(metric(env, "redis_sidecar_cache_entries") == 1);  // hidden, still held
+  }
+  CHECK(eventually([&] { return metric(env, "redis_sidecar_client_connections") == 0; }));
+  CHECK(eventually([&] { return metric(env, "redis_sidecar_cache_entries") == 0; }));
+  env.redis.resume();
+  // The SET had left for Redis: it ran, and the next read sees it.
+  auto c = env.client();
+  CHECK(get(c.get(), "t:k") == "v2");
+  CHECK(eventually([&] { return metric(env, "redis_sidecar_cache_entries") == 1; }));  // refilled
+}
+
 TEST_CASE("ttl mode: staleness stays within --cache-ttl", "[near][ttl]") {
   SIDECAR_ONLY();
   proxied env({}, with({"--cache-mode=ttl", "--cache-prefix=t:", "--cache-ttl=300ms"}));
