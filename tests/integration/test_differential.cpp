@@ -1,0 +1,415 @@
+// Differential tests: the same random command sequence, from the same number of clients in the
+// same order, goes to a sidecar in front of one redis-server and straight to a second, reference
+// redis-server; every reply must be byte for byte the same. Each client sends one command or a
+// pipeline or a MULTI block and reads all its replies before the next client's turn, so both sides
+// see the same order of execution and a correct sidecar cannot differ: an L1 entry served after a
+// write through the sidecar made it stale, a reply given to the wrong client, a lost SELECT, a
+// transaction's writes not invalidated, would all show. All writes go through the sidecar (the
+// staleness of writes made behind its back is test_near_cache's subject). Run in each cache mode,
+// RESP2 and RESP3, over a few keys in two dbs, so that the operations keep colliding.
+#include <chrono>
+#include <cstdlib>
+#include <random>
+#include <thread>
+
+#include "tests/integration/near_support.hpp"
+
+namespace redis_sidecar::test {
+namespace {
+
+std::string frame(const std::vector<std::string>& words) {
+  std::string f = "*" + std::to_string(words.size()) + "\r\n";
+  for (const auto& w : words) f += "$" + std::to_string(w.size()) + "\r\n" + w + "\r\n";
+  return f;
+}
+
+std::string show(const std::vector<std::string>& words) {
+  std::string s;
+  for (const auto& w : words)
+    s += (s.empty() ? "" : " ") + (w.size() > 40 ? w.substr(0, 40) + "..." : w);
+  return s;
+}
+
+std::string printable(std::string_view bytes) {
+  std::string s;
+  for (char ch : bytes) {
+    if (ch == '\r')
+      s += "\\r";
+    else if (ch == '\n')
+      s += "\\n";
+    else
+      s += ch;
+  }
+  return s.size() > 300 ? s.substr(0, 300) + "..." : s;
+}
+
+// Random commands over keys t:0..t:5 (the prefix --cache-prefix names in ttl mode). Values carry
+// the step number, so that an old value served again is told apart from the current one.
+class generator {
+ public:
+  /// `prefix`: the keys are prefix + 0..5. `whole_db`: also SWAPDB, FLUSHDB and EXISTS of every
+  /// key, which reach other clients' keys.
+  generator(std::uint32_t seed, bool short_expiry, std::string prefix = "t:", bool whole_db = true)
+      : rng_(seed), short_expiry_(short_expiry), prefix_(std::move(prefix)), whole_db_(whole_db) {}
+
+  std::string key() { return prefix_ + std::to_string(pick(6)); }
+  std::string value() {
+    switch (pick(6)) {
+      case 0: return std::to_string(static_cast<int>(pick(200)) - 100);  // INCR-able
+      case 1: return std::string(64, 'x') + std::to_string(step_);
+      case 2: return "";
+      default: return "v" + std::to_string(step_);
+    }
+  }
+  std::uint32_t pick(std::uint32_t n) {
+    return std::uniform_int_distribution<std::uint32_t>(0, n - 1)(rng_);
+  }
+
+  /// One command that may appear anywhere (also queued inside MULTI or in a pipeline).
+  /// `sleep_after`: a short expiry was set; wait for it to pass before going on.
+  /// `alone`: the command is a turn of its own, so it may set a short expiry (in a pipeline or a
+  /// transaction the next command could run on either side of the expiry).
+  std::vector<std::string> command(bool& sleep_after, bool alone = false) {
+    ++step_;
+    sleep_after = false;
+    const std::uint32_t r = pick(100);
+    if (r < 26) return {"GET", key()};
+    if (r < 34) return {"SET", key(), value()};
+    if (r < 42) {  // SET with options
+      std::vector<std::string> c{"SET", key(), value()};
+      switch (pick(7)) {
+        case 0: c.insert(c.end(), {"EX", "1000"}); break;
+        case 1: c.push_back("NX"); break;
+        case 2: c.push_back("XX"); break;
+        case 3: c.push_back("GET"); break;
+        case 4: c.push_back("KEEPTTL"); break;
+        case 5: c.insert(c.end(), {"PX", "1000000", "GET"}); break;
+        default:
+          if (short_expiry_ && alone) {
+            c.insert(c.end(), {"PX", "1"});
+            sleep_after = true;
+          }
+          break;
+      }
+      return c;
+    }
+    if (r < 46) return {"MGET", key(), key(), key()};
+    if (r < 49) return {"MSET", key(), value(), key(), value()};
+    if (r < 50) return {"MSETNX", key(), value(), key(), value()};
+    if (r < 54) return {"DEL", key(), key()};
+    if (r < 55) return {"UNLINK", key()};
+    if (r < 57) return {"EXISTS", key(), key()};
+    if (r < 60) return {"INCR", key()};
+    if (r < 61) return {"DECRBY", key(), "7"};
+    if (r < 63) return {"APPEND", key(), value()};
+    if (r < 65) return {"GETDEL", key()};
+    if (r < 66) return {"GETSET", key(), value()};
+    if (r < 67)
+      return pick(2) ? std::vector<std::string>{"GETEX", key(), "PERSIST"}
+                     : std::vector<std::string>{"GETEX", key(), "EX", "1000"};
+    if (r < 69) return {"SETEX", key(), "1000", value()};
+    if (r < 70) return {"PSETEX", key(), "1000000", value()};
+    if (r < 71) return {"SETNX", key(), value()};
+    if (r < 72) return {"SETRANGE", key(), std::to_string(pick(4)), value()};
+    if (r < 73) return {"STRLEN", key()};
+    if (r < 74) return {"GETRANGE", key(), "0", "3"};
+    if (r < 75) return {"EXPIRE", key(), "1000"};
+    if (r < 76) return {"PERSIST", key()};
+    if (r < 77) {
+      if (!short_expiry_ || !alone) return {"PEXPIRE", key(), "1000000"};
+      sleep_after = true;
+      return {"PEXPIRE", key(), "1"};
+    }
+    if (r < 79) return {"LPUSH", key(), value()};
+    if (r < 80) return {"RPOP", key()};
+    if (r < 81) return {"HSET", key(), "f", value()};
+    if (r < 82) return {"TYPE", key()};
+    if (r < 83) return {"RENAME", key(), key()};
+    if (r < 84) return {"RENAMENX", key(), key()};
+    if (r < 85) return {"COPY", key(), key(), "REPLACE"};
+    if (r < 86) return {"COPY", key(), key(), "DB", std::to_string(pick(2))};
+    if (r < 87) return {"MOVE", key(), std::to_string(pick(2))};
+    if (r < 90) return {"SELECT", std::to_string(pick(2))};
+    if (r < 92 && !whole_db_) return {"GET", key()};
+    if (r < 91) return {"SWAPDB", "0", "1"};
+    // Keys in the db (not DBSIZE: it counts expired keys Redis has not reclaimed yet, which
+    // differs between two servers).
+    if (r < 92)
+      return pick(3) == 0
+                 ? std::vector<std::string>{"FLUSHDB"}
+                 : std::vector<std::string>{"EXISTS", "t:0", "t:1", "t:2", "t:3", "t:4", "t:5"};
+    if (r < 93) return {"INCRBYFLOAT", key(), "1.5"};
+    if (r < 94) return {"SETBIT", key(), "3", "1"};
+    if (r < 95) return {"GETBIT", key(), "3"};
+    if (r < 96) return {"LRANGE", key(), "0", "-1"};
+    if (r < 97) return {"ECHO", value()};
+    if (r < 98) return {"PING"};
+    return {"OBJECT", "ENCODING", key()};
+  }
+
+ private:
+  std::mt19937 rng_;
+  bool short_expiry_;
+  std::string prefix_;
+  bool whole_db_;
+  std::uint64_t step_ = 0;
+};
+
+// Sends `batch` (frames) to the sidecar's client and the reference's, reads `replies` values from
+// each and compares them. Returns an empty string, or what differed.
+std::string exchange(raw_client& a, raw_client& b, const std::string& batch, std::size_t replies,
+                     bool compare = true) {
+  a.send(batch);
+  b.send(batch);
+  for (std::size_t n = 0; n < replies; ++n) {
+    const std::string got = read_value(a);
+    const std::string want = read_value(b);
+    if (want.empty()) return "the reference Redis gave no reply " + std::to_string(n + 1);
+    if (compare && got != want)
+      return "reply " + std::to_string(n + 1) + " differs:\n  sidecar:   " + printable(got) +
+             "\n  reference: " + printable(want);
+  }
+  return {};
+}
+
+// What one client sends in one turn: a command, a pipeline, or MULTI ... EXEC/DISCARD (sent as
+// one pipeline).
+struct turn {
+  std::string batch;
+  std::size_t replies = 0;
+  bool pause = false;  // a short expiry was set: wait for it to pass
+  std::string what;    // for failure messages
+
+  void add(const std::vector<std::string>& c, bool short_expiry = false) {
+    batch += frame(c);
+    ++replies;
+    pause = pause || short_expiry;
+    what += (what.empty() ? "" : " | ") + show(c);
+  }
+};
+
+enum class shape { command, pipeline, transaction };
+
+shape pick_shape(generator& gen) {
+  const std::uint32_t r = gen.pick(20);
+  return r < 14 ? shape::command : r < 17 ? shape::pipeline : shape::transaction;
+}
+
+turn plan(generator& gen, shape sh) {
+  turn t;
+  bool s = false;
+  switch (sh) {
+    case shape::command: {
+      const auto c = gen.command(s, true);
+      t.add(c, s);
+      break;
+    }
+    case shape::pipeline:
+      for (std::uint32_t k = 0, n = 2 + gen.pick(7); k < n; ++k) {
+        const auto c = gen.command(s);
+        t.add(c, s);
+      }
+      break;
+    case shape::transaction:
+      t.add({"MULTI"});
+      for (std::uint32_t k = 0, n = 1 + gen.pick(4); k < n; ++k) {
+        auto c = gen.command(s);
+        if (c[0] == "SELECT") c = {"GET", gen.key()};  // SELECT in MULTI: legal, kept simple
+        t.add(c, s);
+      }
+      t.add({gen.pick(6) == 0 ? "DISCARD" : "EXEC"});
+      break;
+  }
+  return t;
+}
+
+struct run_options {
+  std::vector<std::string> sidecar_args;
+  bool short_expiry = true;  // PEXPIRE 1 / SET PX 1, then a pause (not in ttl mode: see below)
+  int resp3_client = -1;     // which client speaks RESP3 (HELLO 3), -1: none
+  int steps = 1500;
+  bool expect_hits = false;  // the mode answers from L1: some GETs must have been hits
+};
+
+struct client_pair {
+  raw_client sidecar, reference;
+  client_pair(std::uint16_t a, std::uint16_t b) : sidecar(a), reference(b) {}
+  std::string exchange(const std::string& batch, std::size_t replies, bool compare = true) {
+    return test::exchange(sidecar, reference, batch, replies, compare);
+  }
+};
+
+// After a run: the hits the mode promises happened, and both servers hold the same data.
+void check_end(const proxied& env, const redis_server& reference, const run_options& o,
+               const std::vector<std::string>& prefixes) {
+  if (o.expect_hits) CHECK(near::metric(env, "redis_sidecar_cache_hits_total") > 0);
+  auto up = env.upstream();
+  context_ptr ref{reference.connect_direct()};
+  REQUIRE(ref);
+  for (const char* db : {"0", "1"}) {
+    REQUIRE(str(up.get(), {"SELECT", db}) == "OK");
+    REQUIRE(str(ref.get(), {"SELECT", db}) == "OK");
+    for (const auto& prefix : prefixes) {
+      for (int k = 0; k < 6; ++k) {
+        const std::string key = prefix + std::to_string(k);
+        auto x = command(up.get(), {"DUMP", key});
+        auto y = command(ref.get(), {"DUMP", key});
+        REQUIRE(x);
+        REQUIRE(y);
+        INFO("db " << db << " key " << key);
+        CHECK(describe(x.get()) == describe(y.get()));
+      }
+    }
+  }
+}
+
+// Clients take turns (one seeded sequence): the first difference fails the test with the turns
+// before it.
+void run_differential(std::uint32_t seed, const run_options& o) {
+  proxied env({}, o.sidecar_args);
+  redis_server reference;
+  constexpr std::size_t clients = 3;
+  std::vector<std::unique_ptr<client_pair>> c;
+  for (std::size_t i = 0; i < clients; ++i)
+    c.push_back(std::make_unique<client_pair>(env.port(), reference.port()));
+  if (o.resp3_client >= 0)  // HELLO's reply names each server's own id and version: not compared
+    REQUIRE(c[static_cast<std::size_t>(o.resp3_client)]
+                ->exchange(frame({"HELLO", "3"}), 1, false)
+                .empty());
+  generator gen(seed, o.short_expiry);
+  std::vector<std::string> history;  // the last turns, for the failure message
+  const auto fail = [&](int step, const std::string& what, const std::string& diff) {
+    std::string h;
+    for (const auto& l : history) h += "  " + l + "\n";
+    FAIL("seed " << seed << ", step " << step << ": " << what << "\n"
+                 << diff << "\nthe turns before it:\n"
+                 << h);
+  };
+  for (int step = 0; step < o.steps; ++step) {
+    const std::size_t i = gen.pick(clients);
+    std::string who = "client " + std::to_string(i) + ": ";
+    const shape sh = pick_shape(gen);
+    if (sh == shape::transaction && gen.pick(3) == 0) {
+      // WATCH first; a write from another client before EXEC aborts the transaction on both
+      // sides (a nil EXEC reply).
+      const std::string key = gen.key();
+      std::string diff = c[i]->exchange(frame({"WATCH", key}), 1);
+      who += "WATCH " + key + " | ";
+      if (diff.empty() && gen.pick(2) == 0) {
+        const std::size_t other = (i + 1) % clients;
+        diff = c[other]->exchange(frame({"SET", key, "watched"}), 1);
+        who += "(client " + std::to_string(other) + ": SET " + key + ") | ";
+      }
+      if (!diff.empty()) fail(step, who, diff);
+    }
+    const turn t = plan(gen, sh);
+    const std::string diff = c[i]->exchange(t.batch, t.replies);
+    if (!diff.empty()) fail(step, who + t.what, diff);
+    history.push_back(who + t.what);
+    if (history.size() > 12) history.erase(history.begin());
+    if (t.pause) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  check_end(env, reference, o, {"t:"});
+}
+
+// Clients at once, each on keys of its own (t:<client>:...), each its own seeded sequence: what a
+// client sees cannot depend on the others, so it must again match the reference reply for reply,
+// while the sidecar multiplexes all of them onto its shared connections. Catch's assertions are
+// not thread-safe: each thread keeps its first difference, checked after the join.
+void run_concurrent(std::uint32_t seed, const run_options& o) {
+  proxied env({}, o.sidecar_args);
+  redis_server reference;
+  constexpr std::size_t clients = 8;
+  std::vector<std::string> failures(clients), prefixes;
+  std::vector<std::thread> threads;
+  for (std::size_t i = 0; i < clients; ++i) {
+    prefixes.push_back("t:" + std::to_string(i) + ":");
+    threads.emplace_back([&, i] {
+      client_pair c(env.port(), reference.port());
+      if (static_cast<int>(i) == o.resp3_client) c.exchange(frame({"HELLO", "3"}), 1, false);
+      generator gen(seed * 100 + static_cast<std::uint32_t>(i), o.short_expiry, prefixes[i], false);
+      std::string last;
+      for (int step = 0; step < o.steps; ++step) {
+        const turn t = plan(gen, pick_shape(gen));
+        const std::string diff = c.exchange(t.batch, t.replies);
+        if (!diff.empty()) {
+          failures[i] = "client " + std::to_string(i) + ", step " + std::to_string(step) + ": " +
+                        t.what + "\n" + diff + "\nthe turn before it: " + last;
+          return;
+        }
+        last = t.what;
+        if (t.pause) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (const auto& f : failures) CHECK(f == "");
+  check_end(env, reference, o, prefixes);
+}
+
+}  // namespace
+
+// REDIS_SIDECAR_DIFF_SEEDS=N adds N more seeds to each section (a longer search, by hand).
+std::vector<std::uint32_t> seeds(std::initializer_list<std::uint32_t> fixed, std::uint32_t base) {
+  std::vector<std::uint32_t> out(fixed);
+  const char* extra = std::getenv("REDIS_SIDECAR_DIFF_SEEDS");
+  const long n = extra != nullptr ? std::strtol(extra, nullptr, 10) : 0;
+  for (long k = 0; k < n; ++k) out.push_back(base + static_cast<std::uint32_t>(k));
+  return out;
+}
+
+TEST_CASE("differential: the sidecar answers as Redis itself, reply for reply", "[differential]") {
+  SIDECAR_ONLY();
+  run_options o;
+  SECTION("tracking (the default mode), RESP2") {
+    o.expect_hits = true;
+    for (std::uint32_t seed : seeds({1, 2}, 1000)) run_differential(seed, o);
+  }
+  SECTION("tracking, one client in RESP3") {
+    o.expect_hits = true;
+    o.resp3_client = 1;
+    for (std::uint32_t seed : seeds({3}, 2000)) run_differential(seed, o);
+  }
+  SECTION("ttl mode") {
+    // ttl mode answers from L1 for up to --cache-ttl whatever happens behind the sidecar's back,
+    // Redis' own expiry included (a GET's reply does not say when its key expires): short
+    // expiries are left out here.
+    o.sidecar_args = {"--cache-mode=ttl", "--cache-prefix=t:", "--cache-ttl=1h"};
+    o.short_expiry = false;
+    o.expect_hits = true;
+    for (std::uint32_t seed : seeds({4, 5}, 3000)) run_differential(seed, o);
+  }
+  SECTION("fallback mode (L1 filled, not serving)") {
+    o.sidecar_args = {"--cache-mode=fallback"};
+    for (std::uint32_t seed : seeds({6}, 4000)) run_differential(seed, o);
+  }
+  SECTION("pass-through, one client in RESP3") {
+    o.sidecar_args = {"--cache-mode=off"};
+    o.resp3_client = 2;
+    for (std::uint32_t seed : seeds({7}, 5000)) run_differential(seed, o);
+  }
+}
+
+TEST_CASE("differential: concurrent clients on keys of their own, reply for reply",
+          "[differential]") {
+  SIDECAR_ONLY();
+  run_options o;
+  o.steps = 800;
+  SECTION("tracking, one client in RESP3") {
+    o.expect_hits = true;
+    o.resp3_client = 3;
+    for (std::uint32_t seed : seeds({11}, 6000)) run_concurrent(seed, o);
+  }
+  SECTION("ttl mode") {
+    o.sidecar_args = {"--cache-mode=ttl", "--cache-prefix=t:", "--cache-ttl=1h"};
+    o.short_expiry = false;
+    o.expect_hits = true;
+    for (std::uint32_t seed : seeds({12}, 7000)) run_concurrent(seed, o);
+  }
+  SECTION("fallback mode") {
+    o.sidecar_args = {"--cache-mode=fallback"};
+    for (std::uint32_t seed : seeds({13}, 8000)) run_concurrent(seed, o);
+  }
+}
+
+}  // namespace redis_sidecar::test
