@@ -9,6 +9,7 @@
 #include "proxy/errors.hpp"
 #include "proxy/log.hpp"
 #include "proxy/resp/detail/line.hpp"
+#include "proxy/resp/value.hpp"
 #include "proxy/resp/writer.hpp"
 
 namespace redis_sidecar {
@@ -81,6 +82,26 @@ bool session_command(command_id id) {
     case command_id::sunsubscribe: return true;
     default: return false;
   }
+}
+
+// The CLIENT subcommands the session answers itself (the others go to the upstream).
+bool client_sub_answered_here(sub_id sub, std::size_t argc) {
+  switch (sub) {
+    case sub_id::client_setname: return argc == 3;
+    case sub_id::client_getname:
+    case sub_id::client_id: return argc == 2;
+    case sub_id::client_setinfo: return argc == 4;
+    default: return false;
+  }
+}
+
+// Sent upstream in place of the EXEC of a transaction the session refused a command of; the
+// client gets EXECABORT for it.
+constexpr std::string_view discard_frame = "*1\r\n$7\r\nDISCARD\r\n";
+
+const std::string& execabort_reply() {
+  static const std::string r = "-" + std::string(errors::execabort) + "\r\n";
+  return r;
 }
 
 bool valid_client_name(std::string_view name) {
@@ -242,10 +263,23 @@ client_session::outcome client_session::handle(std::span<const std::string_view>
     case command_id::reset: return cmd_reset();
     case command_id::select: return cmd_select(args, frame);
     case command_id::client: return cmd_client(args, frame);
-    case command_id::multi: multi_open_ = true; return forward_dedicated(frame, tag_multi);
+    case command_id::multi: {
+      const outcome o = forward_dedicated(frame, tag_multi);
+      if (o == outcome::next && !multi_open_) {  // (a nested MULTI is Redis' error to give)
+        multi_open_ = true;
+        transactions_.push_back(transaction{});
+      }
+      return o;
+    }
     case command_id::watch: return forward_dedicated(frame, tag_watch);
     case command_id::exec:
-    case command_id::discard: multi_open_ = false; return forward(frame, tag_exec);
+    case command_id::discard:
+      if (!multi_open_) return forward(frame);  // Redis' "without MULTI" error
+      multi_open_ = false;
+      // Redis would abort it at EXEC had it refused the command itself: DISCARD in its place.
+      if (id == command_id::exec && transactions_.back().refused)
+        return forward(discard_frame, tag_exec_abort);
+      return forward(frame, id == command_id::exec ? tag_exec : tag_discard);
     case command_id::unwatch: return forward(frame, tag_unwatch);
     case command_id::subscribe:
     case command_id::psubscribe:
@@ -253,7 +287,9 @@ client_session::outcome client_session::handle(std::span<const std::string_view>
     case command_id::monitor: return enter_raw(frame);
     case command_id::unsubscribe:
     case command_id::punsubscribe:
-    case command_id::sunsubscribe: return local_unsubscribe(args);
+    case command_id::sunsubscribe:
+      // Inside MULTI, queued like any command: Redis answers it at EXEC.
+      return multi_open_ ? forward(frame) : local_unsubscribe(args);
     default: break;
   }
   if (info != nullptr && (info->flags & commands::blocking) && !dedicated_) {
@@ -278,7 +314,7 @@ client_session::outcome client_session::handle(std::span<const std::string_view>
   if (info != nullptr && tier.wants_reply(*info)) {
     tier.on_request(effective_db(), *info, args);
     if (multi_open_) {
-      if (info->flags & commands::write) multi_writes_.emplace_back(frame);
+      if (info->flags & commands::write) transactions_.back().writes.emplace_back(frame);
     } else {
       fill_info_ = info;
       fill_frame_ = frame;
@@ -363,6 +399,7 @@ client_session::outcome client_session::handle_raw(std::span<const std::string_v
 }
 
 client_session::outcome client_session::cmd_auth(std::span<const std::string_view> args) {
+  if (multi_open_) return refuse_in_multi();
   if (args.size() < 2 || args.size() > 3) {
     reply_error("ERR wrong number of arguments for 'auth' command");
     return outcome::next;
@@ -385,6 +422,7 @@ client_session::outcome client_session::cmd_auth(std::span<const std::string_vie
 }
 
 client_session::outcome client_session::cmd_hello(std::span<const std::string_view> args) {
+  if (multi_open_) return refuse_in_multi();
   int proto = proto_;
   if (args.size() >= 2) {
     long long v = 0;
@@ -469,12 +507,21 @@ client_session::outcome client_session::cmd_hello(std::span<const std::string_vi
 
 client_session::outcome client_session::cmd_select(std::span<const std::string_view> args,
                                                    std::string_view frame) {
+  long long db = 0;
+  const bool valid = args.size() == 2 && parse_int(args[1], db) && db >= 0 && db <= 1000000;
+  if (multi_open_) {
+    // Queued: it runs at EXEC, if at all (transaction_ended); its arguments are Redis' to check.
+    const std::size_t index = transactions_.back().queued;
+    const outcome o = forward(frame);
+    if (o == outcome::next && valid)
+      transactions_.back().selects.emplace_back(index, static_cast<int>(db));
+    return o;
+  }
   if (args.size() != 2) {
     reply_error("ERR wrong number of arguments for 'select' command");
     return outcome::next;
   }
-  long long db = 0;
-  if (!parse_int(args[1], db) || db < 0 || db > 1000000) {
+  if (!valid) {
     reply_error(errors::not_integer);
     return outcome::next;
   }
@@ -491,9 +538,14 @@ client_session::outcome client_session::cmd_client(std::span<const std::string_v
                                                    std::string_view frame) {
   const sub_id sub =
       args.size() >= 2 ? commands::lookup_sub(command_id::client, args[1]) : sub_id::other;
+  if (sub == sub_id::client_reply || sub == sub_id::client_tracking ||
+      sub == sub_id::client_caching)
+    return enter_raw(frame);
+  if (!client_sub_answered_here(sub, args.size())) return forward(frame);
+  if (multi_open_) return refuse_in_multi();
+  std::string r;
   switch (sub) {
     case sub_id::client_setname:
-      if (args.size() != 3) break;
       if (!valid_client_name(args[2])) {
         reply_error(errors::client_name_spaces);
         return outcome::next;
@@ -502,35 +554,24 @@ client_session::outcome client_session::cmd_client(std::span<const std::string_v
       reply_simple("OK");
       return outcome::next;
     case sub_id::client_getname:
-      if (args.size() != 2) break;
-      if (name_.empty()) {
-        std::string r;
+      if (name_.empty())
         resp::append_null(r, proto_);
-        reply(r);
-      } else {
-        std::string r;
+      else
         resp::append_bulk(r, name_);
-        reply(r);
-      }
-      return outcome::next;
-    case sub_id::client_id:
-      if (args.size() != 2) break;
-      {
-        std::string r;
-        resp::append_integer(r, static_cast<std::int64_t>(id_));
-        reply(r);
-      }
-      return outcome::next;
-    case sub_id::client_setinfo:
-      if (args.size() != 4) break;
-      reply_simple("OK");  // library name and version: kept by clients for diagnostics only
-      return outcome::next;
-    case sub_id::client_reply:
-    case sub_id::client_tracking:
-    case sub_id::client_caching: return enter_raw(frame);
-    default: break;
+      break;
+    case sub_id::client_id: resp::append_integer(r, static_cast<std::int64_t>(id_)); break;
+    default: reply_simple("OK"); return outcome::next;  // SETINFO: kept by clients for diagnostics
   }
-  return forward(frame);
+  reply(r);
+  return outcome::next;
+}
+
+// A command the session answers itself, sent inside MULTI: refused, and the transaction is
+// discarded at EXEC (see errors::session_command_in_multi).
+client_session::outcome client_session::refuse_in_multi() {
+  transactions_.back().refused = true;
+  reply_error(errors::session_command_in_multi);
+  return outcome::next;
 }
 
 client_session::outcome client_session::cmd_reset() {
@@ -539,7 +580,7 @@ client_session::outcome client_session::cmd_reset() {
   proto_ = 2;
   db_ = cfg_.upstream.db;
   in_multi_ = watching_ = raw_ = multi_open_ = false;
-  multi_writes_.clear();
+  transactions_.clear();
   name_.clear();
   authed_ = cfg_.requirepass.empty();
   if (shared_ && shared_->proto() != 2) shared_.reset();
@@ -615,6 +656,7 @@ client_session::outcome client_session::submit_to(const std::shared_ptr<connecti
     return outcome::next;
   }
   current_ = c.get();
+  if (multi_open_ && t != tag_multi && t != tag_watch) ++transactions_.back().queued;
   if (fill_info_ != nullptr) {
     if (fill_info_->flags & commands::write) ++writes_in_flight_;
     cache_ops_.push_back(cache_op{
@@ -650,7 +692,9 @@ void client_session::apply_cache_op(std::uint64_t seq, std::string_view reply,
       // Wall time matters only to SET's EXAT/PXAT options: not read for anything shorter.
       const auto args = op_parser_.args();
       const std::int64_t wall = op.info->id == command_id::set && args.size() > 3 ? wall_ms() : 0;
-      ctx_.tier->on_reply(op.db, *op.info, args, reply, mono_ms(received), wall);
+      // The session's db now, not op.db: a SELECT sent before the request had replied by now,
+      // and op.db assumed it would succeed.
+      ctx_.tier->on_reply(db_, *op.info, args, reply, mono_ms(received), wall);
     }
     op_parser_.reset();
   }
@@ -820,6 +864,7 @@ void client_session::deliver(std::uint64_t seq, std::string_view frame, std::uin
   if (closed_) return;
   if (!cache_ops_.empty()) apply_cache_op(seq, frame, received);
   if (t != tag_none) apply_tag(frame, t);
+  if (t == tag_exec_abort) frame = execabort_reply();
   const std::uint64_t index = seq - first_seq_;
   if (index >= slots_.size()) return;  // not ours any more (RESET dropped it): nothing to do
   slot& s = slots_[index];
@@ -855,10 +900,9 @@ void client_session::apply_tag(std::string_view frame, std::uint8_t t) {
   const bool ok = !frame.empty() && frame[0] != '-' && frame[0] != '!';
   switch (t) {
     case tag_multi: in_multi_ = in_multi_ || ok; break;
-    case tag_exec:
-      in_multi_ = watching_ = false;
-      invalidate_multi_writes();
-      break;
+    case tag_exec: transaction_ended(frame, true); break;
+    case tag_exec_abort:
+    case tag_discard: transaction_ended(frame, false); break;
     case tag_watch: watching_ = watching_ || ok; break;
     case tag_unwatch: watching_ = false; break;
     case tag_select:
@@ -871,17 +915,38 @@ void client_session::apply_tag(std::string_view frame, std::uint8_t t) {
   }
 }
 
-// EXEC (or DISCARD) came back: the queued writes ran (or not); either way L1 forgets their keys
-// once more, now that no reply that raced with them can still arrive.
-void client_session::invalidate_multi_writes() {
-  for (const std::string& frame : multi_writes_) {
+// EXEC (or DISCARD) of the oldest transaction came back. `executed`: EXEC, whose array reply
+// holds a reply per queued command (or nil: WATCH aborted it; or an error: nothing ran).
+void client_session::transaction_ended(std::string_view reply, bool executed) {
+  in_multi_ = watching_ = false;
+  if (transactions_.empty()) return;
+  const transaction tx = std::move(transactions_.front());
+  transactions_.pop_front();
+  // The db the transaction started in, then each it SELECTed: a SELECT queued in it changed the
+  // connection's db only if it ran and succeeded.
+  const int before = db_;
+  if (executed && !tx.selects.empty() && !reply.empty() && reply[0] == '*') {
+    if (const auto v = resp::decode(reply); v && v->type == resp::value::kind::array) {
+      for (const auto& [index, db] : tx.selects) {
+        if (index < v->elements.size() &&
+            v->elements[index].type == resp::value::kind::simple_string)
+          db_ = db;
+      }
+    }
+  }
+  // The queued writes ran (or not); either way L1 forgets their keys once more, now that no reply
+  // that raced with them can still arrive, in every db they may have run in.
+  for (const std::string& frame : tx.writes) {
     if (op_parser_.parse(frame) == resp::parse_status::complete && !op_parser_.args().empty()) {
-      if (const auto* info = commands::lookup(op_parser_.args()[0]))
-        ctx_.tier->on_request(effective_db(), *info, op_parser_.args(), false);
+      if (const auto* info = commands::lookup(op_parser_.args()[0])) {
+        ctx_.tier->on_request(before, *info, op_parser_.args(), false);
+        for (const auto& [index, db] : tx.selects) {
+          if (db != before) ctx_.tier->on_request(db, *info, op_parser_.args(), false);
+        }
+      }
     }
     op_parser_.reset();
   }
-  multi_writes_.clear();
 }
 
 void client_session::deliver_raw(std::string_view frame) {
@@ -1041,7 +1106,7 @@ void client_session::close_now() {
   cache_ops_.clear();
   writes_in_flight_ = 0;
   cache_arena_.clear();
-  multi_writes_.clear();
+  transactions_.clear();
 }
 
 }  // namespace redis_sidecar

@@ -67,7 +67,18 @@ class client_session : public reply_sink,
                        public std::enable_shared_from_this<client_session> {
  public:
   /// What a reply tells the session about connection state (carried in pending_reply::tag).
-  enum tag : std::uint8_t { tag_none, tag_multi, tag_exec, tag_watch, tag_unwatch, tag_select };
+  // tag_exec_abort: the DISCARD sent in place of the EXEC of a transaction refused while queued
+  // (its reply becomes EXECABORT).
+  enum tag : std::uint8_t {
+    tag_none,
+    tag_multi,
+    tag_exec,
+    tag_exec_abort,
+    tag_discard,
+    tag_watch,
+    tag_unwatch,
+    tag_select
+  };
 
   client_session(client_socket socket, session_context& ctx);
   ~client_session() override;
@@ -108,6 +119,7 @@ class client_session : public reply_sink,
   outcome cmd_select(std::span<const std::string_view> args, std::string_view frame);
   outcome cmd_client(std::span<const std::string_view> args, std::string_view frame);
   outcome cmd_reset();
+  outcome refuse_in_multi();
   outcome local_unsubscribe(std::span<const std::string_view> args);
   /// GET in ttl/tracking mode: a hit from L1, or a read on the near cache's channel.
   std::optional<outcome> near_get(std::string_view key);
@@ -115,7 +127,6 @@ class client_session : public reply_sink,
                          std::string_view frame);
   void apply_cache_op(std::uint64_t seq, std::string_view reply,
                       std::chrono::steady_clock::time_point received);
-  void invalidate_multi_writes();
   int effective_db() const;  // db_ after the SELECTs in flight
 
   /// Forwards to the dedicated connection if pinned, else to the shared one.
@@ -221,7 +232,17 @@ class client_session : public reply_sink,
   std::size_t arena_base_ = 0;  // absolute offset of cache_arena_[0]
   bool multi_open_ = false;     // MULTI sent, EXEC/DISCARD not yet
   resp::request_parser op_parser_;
-  std::vector<std::string> multi_writes_;  // writes queued in MULTI: invalidated again at EXEC
+  // A transaction from MULTI until its EXEC (or DISCARD) comes back: transactions_.back() is the
+  // open one while multi_open_, the others wait for their EXEC's reply, oldest first.
+  struct transaction {
+    std::vector<std::string> writes;  // frames of its writes: L1 forgets their keys again at EXEC
+    std::vector<std::pair<std::size_t, int>>
+        selects;             // SELECTs queued: (index in EXEC's reply, db)
+    std::size_t queued = 0;  // commands queued so far
+    bool refused = false;    // a command was refused while queueing: EXEC aborts (DISCARD sent)
+  };
+  ring<transaction> transactions_;
+  void transaction_ended(std::string_view reply, bool executed);
 };
 
 }  // namespace redis_sidecar

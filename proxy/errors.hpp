@@ -50,6 +50,12 @@ inline constexpr std::string_view invalid_db = "ERR DB index is out of range";
 inline constexpr std::string_view not_integer = "ERR value is not an integer or out of range";
 inline constexpr std::string_view client_name_spaces =
     "ERR Client names cannot contain spaces, newlines or special characters.";
+// AUTH, HELLO and the CLIENT subcommands the sidecar answers itself act on the client's session,
+// which a transaction on the upstream connection cannot reach: refused inside MULTI, and, as
+// Redis does after a command it refuses there, EXEC then aborts the transaction.
+inline constexpr std::string_view session_command_in_multi =
+    "ERR Command not allowed inside a transaction (answered by the sidecar, not queued)";
+inline constexpr std::string_view execabort = "EXECABORT Transaction discarded because of previous errors.";
 
 // The upstream. The reason after the colon is a fixed word or a masked message, never a password.
 inline constexpr std::string_view upstream_unavailable = "ERR upstream unavailable";  // + ": reason"

@@ -179,6 +179,30 @@ inline std::string read_value(raw_client& c) {
   }
 }
 
+/// RESP values from a raw client, read in chunks (read_value reads a byte at a time, which large
+/// replies make slow): bytes read past one value wait in the buffer for the next call.
+class value_reader {
+ public:
+  explicit value_reader(raw_client& c) : c_(c) {}
+  /// The next complete value, or an empty string on timeout or close.
+  std::string next() {
+    for (;;) {
+      if (const std::size_t end = resp_value_end(buf_, 0); end != 0) {
+        std::string v = buf_.substr(0, end);
+        buf_.erase(0, end);
+        return v;
+      }
+      const std::string more = c_.read_available();
+      if (more.empty()) return {};
+      buf_ += more;
+    }
+  }
+
+ private:
+  raw_client& c_;
+  std::string buf_;
+};
+
 /// Polls `f` until it returns true or `deadline` passes. For recovery checks: the deadline is a
 /// failure signal, never a speed assertion.
 template <class F>

@@ -7,6 +7,7 @@
 // transaction's writes not invalidated, would all show. All writes go through the sidecar (the
 // staleness of writes made behind its back is test_near_cache's subject). Run in each cache mode,
 // RESP2 and RESP3, over a few keys in two dbs, so that the operations keep colliding.
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <random>
@@ -72,7 +73,7 @@ class generator {
   std::vector<std::string> command(bool& sleep_after, bool alone = false) {
     ++step_;
     sleep_after = false;
-    const std::uint32_t r = pick(100);
+    const std::uint32_t r = pick(112);
     if (r < 26) return {"GET", key()};
     if (r < 34) return {"SET", key(), value()};
     if (r < 42) {  // SET with options
@@ -144,7 +145,19 @@ class generator {
     if (r < 96) return {"LRANGE", key(), "0", "-1"};
     if (r < 97) return {"ECHO", value()};
     if (r < 98) return {"PING"};
-    return {"OBJECT", "ENCODING", key()};
+    if (r < 100) return {"OBJECT", "ENCODING", key()};
+    // Errors the sidecar must word as Redis does, client state, large values, a blocking command.
+    if (r < 101) return {"NOSUCHCMD", key()};
+    if (r < 102) return {"GET"};
+    if (r < 103) return {"SELECT", "99"};
+    if (r < 104) return {"CLIENT", "SETNAME", "n" + std::to_string(step_)};
+    if (r < 105) return {"CLIENT", "GETNAME"};
+    if (r < 106) return {"SET", key(), std::string(100'000 + pick(3), 'b') + std::to_string(step_)};
+    if (r < 107) return {"SETRANGE", key(), "70000", "z"};
+    if (r < 108) return {"PING", "hello"};
+    if (r < 109) return {"WATCH", key()};  // inside MULTI: an error
+    if (r < 110) return {"UNWATCH"};
+    return {"BLPOP", key(), "0.01"};  // in MULTI, or on a list with items: no waiting
   }
 
  private:
@@ -154,23 +167,6 @@ class generator {
   bool whole_db_;
   std::uint64_t step_ = 0;
 };
-
-// Sends `batch` (frames) to the sidecar's client and the reference's, reads `replies` values from
-// each and compares them. Returns an empty string, or what differed.
-std::string exchange(raw_client& a, raw_client& b, const std::string& batch, std::size_t replies,
-                     bool compare = true) {
-  a.send(batch);
-  b.send(batch);
-  for (std::size_t n = 0; n < replies; ++n) {
-    const std::string got = read_value(a);
-    const std::string want = read_value(b);
-    if (want.empty()) return "the reference Redis gave no reply " + std::to_string(n + 1);
-    if (compare && got != want)
-      return "reply " + std::to_string(n + 1) + " differs:\n  sidecar:   " + printable(got) +
-             "\n  reference: " + printable(want);
-  }
-  return {};
-}
 
 // What one client sends in one turn: a command, a pipeline, or MULTI ... EXEC/DISCARD (sent as
 // one pipeline).
@@ -202,6 +198,16 @@ turn plan(generator& gen, shape sh) {
     case shape::command: {
       const auto c = gen.command(s, true);
       t.add(c, s);
+      // Now and then as an inline command, when its words allow.
+      const bool plain = std::all_of(c.begin(), c.end(), [](const std::string& w) {
+        return !w.empty() && w.size() < 1000 && w.find_first_of(" \"'") == std::string::npos;
+      });
+      if (plain && gen.pick(8) == 0) {
+        t.batch.clear();
+        for (const auto& w : c) t.batch += (t.batch.empty() ? "" : " ") + w;
+        t.batch += "\r\n";
+        t.what = "(inline) " + t.what;
+      }
       break;
     }
     case shape::pipeline:
@@ -214,7 +220,9 @@ turn plan(generator& gen, shape sh) {
       t.add({"MULTI"});
       for (std::uint32_t k = 0, n = 1 + gen.pick(4); k < n; ++k) {
         auto c = gen.command(s);
-        if (c[0] == "SELECT") c = {"GET", gen.key()};  // SELECT in MULTI: legal, kept simple
+        // Not in a transaction: the CLIENT subcommands the sidecar answers itself (refused
+        // there: test_stateful).
+        if (c[0] == "CLIENT") c = {"GET", gen.key()};
         t.add(c, s);
       }
       t.add({gen.pick(6) == 0 ? "DISCARD" : "EXEC"});
@@ -231,11 +239,26 @@ struct run_options {
   bool expect_hits = false;  // the mode answers from L1: some GETs must have been hits
 };
 
+// One client of the sidecar and its twin on the reference.
 struct client_pair {
   raw_client sidecar, reference;
+  value_reader from_sidecar{sidecar}, from_reference{reference};
   client_pair(std::uint16_t a, std::uint16_t b) : sidecar(a), reference(b) {}
+
+  // Sends `batch` (frames) to both, reads `replies` values from each and compares them. Returns
+  // an empty string, or what differed.
   std::string exchange(const std::string& batch, std::size_t replies, bool compare = true) {
-    return test::exchange(sidecar, reference, batch, replies, compare);
+    sidecar.send(batch);
+    reference.send(batch);
+    for (std::size_t n = 0; n < replies; ++n) {
+      const std::string got = from_sidecar.next();
+      const std::string want = from_reference.next();
+      if (want.empty()) return "the reference Redis gave no reply " + std::to_string(n + 1);
+      if (compare && got != want)
+        return "reply " + std::to_string(n + 1) + " differs:\n  sidecar:   " + printable(got) +
+               "\n  reference: " + printable(want);
+    }
+    return {};
   }
 };
 

@@ -107,6 +107,50 @@ TEST_CASE("MULTI/EXEC runs queued commands, DISCARD and EXECABORT work", "[state
   CHECK(error_of(a.get(), {"EXEC"}) == "ERR EXEC without MULTI");
 }
 
+// Inside MULTI the commands the sidecar answers itself (they act on the client's session, not on
+// the upstream connection the transaction runs on) are refused, and EXEC then discards the
+// transaction, as Redis does after a command it refuses while queueing. Answering them at once
+// instead would leave EXEC's array shorter than what the client queued. UNSUBSCRIBE, answered by
+// the sidecar outside a transaction, is queued like any other command.
+TEST_CASE("MULTI: commands the sidecar answers itself are refused and EXEC aborts",
+          "[stateful][multi]") {
+  SIDECAR_ONLY();
+  proxied env;
+  auto a = env.client();
+  for (const std::vector<std::string>& session :
+       std::vector<std::vector<std::string>>{{"CLIENT", "SETNAME", "in-multi"},
+                                             {"CLIENT", "GETNAME"},
+                                             {"CLIENT", "ID"},
+                                             {"CLIENT", "SETINFO", "LIB-NAME", "x"},
+                                             {"HELLO", "3"},
+                                             {"AUTH", "secret"}}) {
+    INFO(session[0] << " " << session[1]);
+    CHECK(str(a.get(), {"MULTI"}) == "OK");
+    CHECK(str(a.get(), {"SET", "m", session[1]}) == "QUEUED");
+    CHECK(error_of(a.get(), session) == errors::session_command_in_multi);
+    CHECK(str(a.get(), {"SET", "n", session[1]}) == "QUEUED");
+    CHECK(error_of(a.get(), {"EXEC"}) == errors::execabort);
+    CHECK(is_nil(a.get(), {"GET", "m"}));  // nothing ran
+    CHECK(is_nil(a.get(), {"GET", "n"}));
+    CHECK(error_of(a.get(), {"EXEC"}) == "ERR EXEC without MULTI");
+  }
+  CHECK(is_nil(a.get(), {"CLIENT", "GETNAME"}));  // the refused SETNAME did not apply either
+
+  // DISCARD ends a transaction with a refused command as any other; the next one runs.
+  CHECK(str(a.get(), {"MULTI"}) == "OK");
+  CHECK(error_of(a.get(), {"CLIENT", "ID"}) == errors::session_command_in_multi);
+  CHECK(str(a.get(), {"DISCARD"}) == "OK");
+  CHECK(str(a.get(), {"MULTI"}) == "OK");
+  CHECK(str(a.get(), {"SET", "m", "1"}) == "QUEUED");
+  CHECK(str(a.get(), {"UNSUBSCRIBE", "ch"}) == "QUEUED");
+  auto exec = must(a.get(), {"EXEC"});
+  REQUIRE(exec->type == REDIS_REPLY_ARRAY);
+  REQUIRE(exec->elements == 2);
+  CHECK(describe(exec->element[0]) == "status OK");
+  CHECK(strings(exec->element[1]) == std::vector<std::string>{"unsubscribe", "ch", "0"});
+  CHECK(str(a.get(), {"GET", "m"}) == "1");
+}
+
 TEST_CASE("WATCH aborts EXEC when another client changed the key", "[stateful][multi]") {
   proxied env;
   auto a = env.client();
@@ -152,6 +196,71 @@ TEST_CASE("SELECT is per client and lands in the upstream's database", "[statefu
   for (int i = 0; i < 10; ++i) {
     auto c = env.client();
     CHECK(str(c.get(), {"GET", "k"}) == "in-db0");
+  }
+}
+
+// A SELECT queued in MULTI changes the db only when EXEC runs it and it succeeds; a SELECT that
+// fails leaves the db as it was, also for the requests pipelined behind it. The sidecar must
+// follow, or the client's next commands (and the L1 entries they fill or invalidate) land in
+// another db than Redis would use.
+TEST_CASE("SELECT in MULTI and a failed SELECT keep the client in the right db",
+          "[stateful][select][multi]") {
+  proxied env({}, {"--cache-mode=ttl", "--cache-prefix=k", "--cache-ttl=1h"});
+  auto up = env.upstream();
+  auto a = env.client();
+  const auto value_in = [&](const char* db) {
+    REQUIRE(str(up.get(), {"SELECT", db}) == "OK");
+    auto r = must(up.get(), {"GET", "k"});
+    return r->type == REDIS_REPLY_STRING ? std::string(r->str, r->len) : std::string("(nil)");
+  };
+
+  SECTION("queued, then discarded") {
+    CHECK(str(a.get(), {"MULTI"}) == "OK");
+    CHECK(str(a.get(), {"SELECT", "1"}) == "QUEUED");
+    CHECK(str(a.get(), {"DISCARD"}) == "OK");
+    CHECK(str(a.get(), {"SET", "k", "a"}) == "OK");
+    CHECK(value_in("0") == "a");
+    CHECK(value_in("1") == "(nil)");
+    // From db 1, a discarded SELECT 0 leaves the client in db 1.
+    CHECK(str(a.get(), {"SELECT", "1"}) == "OK");
+    CHECK(str(a.get(), {"MULTI"}) == "OK");
+    CHECK(str(a.get(), {"SELECT", "0"}) == "QUEUED");
+    CHECK(str(a.get(), {"DISCARD"}) == "OK");
+    CHECK(str(a.get(), {"SET", "k", "b"}) == "OK");
+    CHECK(value_in("1") == "b");
+    CHECK(value_in("0") == "a");
+  }
+  SECTION("executed: in effect after EXEC, unless it failed there") {
+    CHECK(str(a.get(), {"MULTI"}) == "OK");
+    CHECK(str(a.get(), {"SET", "k", "first"}) == "QUEUED");
+    CHECK(str(a.get(), {"SELECT", "1"}) == "QUEUED");
+    CHECK(str(a.get(), {"SET", "k", "second"}) == "QUEUED");
+    CHECK(must(a.get(), {"EXEC"})->elements == 3);
+    CHECK(str(a.get(), {"SET", "k", "third"}) == "OK");
+    CHECK(value_in("0") == "first");
+    CHECK(value_in("1") == "third");
+    CHECK(str(a.get(), {"MULTI"}) == "OK");
+    CHECK(str(a.get(), {"SELECT", "99"}) == "QUEUED");  // out of range: fails at EXEC
+    auto exec = must(a.get(), {"EXEC"});
+    REQUIRE(exec->elements == 1);
+    CHECK(exec->element[0]->type == REDIS_REPLY_ERROR);
+    CHECK(str(a.get(), {"SET", "k", "fourth"}) == "OK");
+    CHECK(value_in("1") == "fourth");
+  }
+  SECTION("a failed SELECT in a pipeline: L1 stays coherent for other clients") {
+    auto b = env.client();
+    CHECK(str(a.get(), {"SET", "k", "old"}) == "OK");
+    CHECK(str(b.get(), {"GET", "k"}) == "old");  // cached
+    // The GET's reply fills L1 after the write was sent; the write must still invalidate db 0.
+    REQUIRE(send_only(a.get(), {"GET", "k"}));
+    REQUIRE(send_only(a.get(), {"SELECT", "99"}));
+    REQUIRE(send_only(a.get(), {"SET", "k", "new"}));
+    CHECK(describe(next_reply(a.get()).get()) == "string old");
+    CHECK(describe(next_reply(a.get()).get()) == "error " + std::string(errors::invalid_db));
+    CHECK(describe(next_reply(a.get()).get()) == "status OK");
+    CHECK(str(b.get(), {"GET", "k"}) == "new");
+    CHECK(str(a.get(), {"GET", "k"}) == "new");
+    CHECK(value_in("0") == "new");
   }
 }
 

@@ -705,6 +705,12 @@ std::string raw_client::read_exact(std::size_t n, std::chrono::milliseconds time
   return out;
 }
 
+std::string raw_client::read_available(std::chrono::milliseconds timeout) {
+  std::string out;
+  read_once(fd_, out, timeout);
+  return out;
+}
+
 std::string raw_client::read_some(std::chrono::milliseconds quiet) {
   std::string out;
   while (read_once(fd_, out, quiet) > 0) {

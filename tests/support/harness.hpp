@@ -164,6 +164,9 @@ class raw_client {
   /// Reads until `n` bytes arrived or timeout; returns what arrived.
   std::string read_exact(std::size_t n,
                          std::chrono::milliseconds timeout = std::chrono::seconds(5));
+  /// Waits up to `timeout` for bytes and returns those one read gets (at most 64 KiB); empty on
+  /// timeout or when the peer closed.
+  std::string read_available(std::chrono::milliseconds timeout = std::chrono::seconds(5));
   /// Reads whatever arrives until the peer is quiet for `quiet` or closes.
   std::string read_some(std::chrono::milliseconds quiet = std::chrono::milliseconds(200));
   /// True when the peer closed the connection (read returns 0) within timeout.
