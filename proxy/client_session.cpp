@@ -376,7 +376,7 @@ client_session::outcome client_session::handle_raw(std::span<const std::string_v
                                                    const commands::command_info* info) {
   const command_id id = info != nullptr ? info->id : command_id::other;
   if (id == command_id::auth) return cmd_auth(args);
-  if (id == command_id::reset) return cmd_reset();
+  if (id == command_id::reset) return raw_reset(frame);
   if (id == command_id::hello && args.size() > 2) {
     inline_scratch_.clear();
     resp::append_command(inline_scratch_, args.first(2));  // HELLO <proto>: credentials stay here
@@ -389,6 +389,7 @@ client_session::outcome client_session::handle_raw(std::span<const std::string_v
       dedicated_->set_proto(proto_);
     }
   }
+  if (info != nullptr) note_raw_request(*info, args);
   if (!dedicated_ || !dedicated_->send_raw(frame)) {
     reply_error(std::string(errors::upstream_unavailable) + ": " +
                 (dedicated_ ? dedicated_->last_error() : std::string("connection lost")));
@@ -396,6 +397,22 @@ client_session::outcome client_session::handle_raw(std::span<const std::string_v
   }
   if (id == command_id::quit) return outcome::close;
   return outcome::next;
+}
+
+// Raw mode reads no reply of its own, but L1 must still forget the keys of its writes: when they
+// go out, in every db the client may be in (whether its SELECTs succeeded is not read either).
+void client_session::note_raw_request(const commands::command_info& info,
+                                      std::span<const std::string_view> args) {
+  if (info.id == command_id::select) {
+    long long db = 0;
+    if (args.size() == 2 && parse_int(args[1], db) && db >= 0 && db <= 1000000 &&
+        std::find(raw_dbs_.begin(), raw_dbs_.end(), db) == raw_dbs_.end())
+      raw_dbs_.push_back(static_cast<int>(db));
+    return;
+  }
+  cache_tier& tier = *ctx_.tier;
+  if (!tier.wants_reply(info) || !(info.flags & commands::write)) return;
+  for (const int db : raw_dbs_) tier.on_request(db, info, args, false);
 }
 
 client_session::outcome client_session::cmd_auth(std::span<const std::string_view> args) {
@@ -576,16 +593,35 @@ client_session::outcome client_session::refuse_in_multi() {
 
 client_session::outcome client_session::cmd_reset() {
   if (!slots_.empty()) return outcome::wait;
+  reset_session();
+  reply_simple("RESET");
+  return outcome::next;
+}
+
+// RESET in raw mode: requests sent before it may still await their replies on the dedicated
+// connection, so RESET goes there too, behind them. Reading waits for Redis' +RESET (seen by
+// deliver_raw, which passes it on), so that what follows RESET runs in the reset session.
+client_session::outcome client_session::raw_reset(std::string_view frame) {
+  if (raw_reset_answered_) {
+    reset_session();
+    return outcome::next;
+  }
+  if (raw_reset_sent_) return outcome::wait;
+  if (!dedicated_ || !dedicated_->send_raw(frame)) return cmd_reset();
+  raw_reset_sent_ = true;
+  return outcome::wait;
+}
+
+void client_session::reset_session() {
   drop_dedicated();
   proto_ = 2;
   db_ = cfg_.upstream.db;
-  in_multi_ = watching_ = raw_ = multi_open_ = false;
+  in_multi_ = watching_ = raw_ = multi_open_ = raw_reset_sent_ = raw_reset_answered_ = false;
   transactions_.clear();
+  raw_dbs_.clear();
   name_.clear();
   authed_ = cfg_.requirepass.empty();
   if (shared_ && shared_->proto() != 2) shared_.reset();
-  reply_simple("RESET");
-  return outcome::next;
 }
 
 // UNSUBSCRIBE and friends outside subscribed mode: Redis answers one message per channel (or one
@@ -811,6 +847,7 @@ client_session::outcome client_session::enter_raw(std::string_view frame) {
   }
   dedicated_->enter_raw(shared_from_this());
   raw_ = true;
+  raw_dbs_.assign(1, effective_db());
   if (!dedicated_->send_raw(frame)) {
     reply_error(std::string(errors::upstream_unavailable) + ": " + dedicated_->last_error());
     return outcome::close;
@@ -951,6 +988,11 @@ void client_session::transaction_ended(std::string_view reply, bool executed) {
 
 void client_session::deliver_raw(std::string_view frame) {
   if (closed_) return;
+  if (raw_reset_sent_ && frame == "+RESET\r\n") {  // see raw_reset()
+    raw_reset_sent_ = false;
+    raw_reset_answered_ = true;
+    drain_wake_.cancel();
+  }
   out_.append(frame);
   notify_writer();
   if (out_.size() > cfg_.max_pubsub_output_bytes) {

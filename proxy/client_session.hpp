@@ -119,6 +119,9 @@ class client_session : public reply_sink,
   outcome cmd_select(std::span<const std::string_view> args, std::string_view frame);
   outcome cmd_client(std::span<const std::string_view> args, std::string_view frame);
   outcome cmd_reset();
+  outcome raw_reset(std::string_view frame);
+  void note_raw_request(const commands::command_info& info, std::span<const std::string_view> args);
+  void reset_session();  // RESET's effect on the session (not its reply)
   outcome refuse_in_multi();
   outcome local_unsubscribe(std::span<const std::string_view> args);
   /// GET in ttl/tracking mode: a hit from L1, or a read on the near cache's channel.
@@ -195,6 +198,9 @@ class client_session : public reply_sink,
   int db_;
   bool authed_;
   bool raw_ = false;
+  bool raw_reset_sent_ = false;      // RESET sent in raw mode, its +RESET not back yet
+  bool raw_reset_answered_ = false;  // ... back and passed on: the session resets next
+  std::vector<int> raw_dbs_;         // raw mode: the dbs the client may be in (note_raw_request)
   bool in_multi_ = false;
   bool watching_ = false;
   bool closing_ = false;  // no more requests; close after the writer flushed

@@ -369,7 +369,9 @@ awaitable<void> connection::read_loop() {
 }
 
 void connection::dispatch(std::string_view frame, bool push, clock::time_point received) {
-  if (raw_sink_) {
+  // A reply still owed to a request sent before raw mode began (the HELLO that keeps a dedicated
+  // connection's protocol in step) is not the raw client's.
+  if (raw_sink_ && (pending_.empty() || push)) {
     raw_sink_->deliver_raw(frame);
     return;
   }

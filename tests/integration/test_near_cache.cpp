@@ -117,6 +117,26 @@ TEST_CASE("ttl mode: a SET whose client leaves before its reply leaves no hidden
   CHECK(eventually([&] { return metric(env, "redis_sidecar_cache_entries") == 1; }));  // refilled
 }
 
+// A client that has subscribed has its requests passed on unread (raw); its writes must still
+// make L1 forget their keys.
+TEST_CASE("ttl mode: writes of a client that subscribed invalidate L1", "[near][ttl]") {
+  SIDECAR_ONLY();
+  proxied env({}, with({"--cache-mode=ttl", "--cache-prefix=t:", "--cache-ttl=60s"}));
+  REQUIRE(mode_is(env, "ttl"));
+  auto reader = env.client();
+  auto writer = env.client();
+  REQUIRE(str(writer.get(), {"SET", "t:k", "old"}) == "OK");
+  REQUIRE(get(reader.get(), "t:k") == "old");  // cached
+  CHECK(elements(writer.get(), {"SUBSCRIBE", "ch"}) ==
+        std::vector<std::string>{"subscribe", "ch", "1"});
+  CHECK(elements(writer.get(), {"UNSUBSCRIBE", "ch"}) ==
+        std::vector<std::string>{"unsubscribe", "ch", "0"});
+  REQUIRE(str(writer.get(), {"SET", "t:k", "new"}) == "OK");
+  CHECK(get(reader.get(), "t:k") == "new");
+  REQUIRE(integer(writer.get(), {"DEL", "t:k"}) == 1);
+  CHECK(get(reader.get(), "t:k") == "(nil)");
+}
+
 TEST_CASE("ttl mode: staleness stays within --cache-ttl", "[near][ttl]") {
   SIDECAR_ONLY();
   proxied env({}, with({"--cache-mode=ttl", "--cache-prefix=t:", "--cache-ttl=300ms"}));

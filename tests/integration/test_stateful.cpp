@@ -48,6 +48,38 @@ TEST_CASE("pub/sub: SUBSCRIBE and PSUBSCRIBE receive what another client publish
   CHECK(str(sub.get(), {"GET", "after-pubsub"}) == "1");
 }
 
+// Once a client has subscribed, the sidecar passes its requests on unread ("raw"). Three things
+// must still hold there: a RESET pipelined behind requests waits for their replies instead of
+// dropping them with the connection; a HELLO that changed the protocol just before SUBSCRIBE does
+// not answer twice (the sidecar's own HELLO on the dedicated connection is not the client's);
+// and, with an L1 tier, writes still invalidate (test_near_cache).
+TEST_CASE("after SUBSCRIBE: pipelined RESET and HELLO keep replies one for one",
+          "[stateful][pubsub]") {
+  SIDECAR_ONLY();
+  proxied env;
+  SECTION("RESET behind a MULTI") {
+    raw_client c(env.port());
+    c.send("SUBSCRIBE ch\r\nUNSUBSCRIBE ch\r\n");
+    CHECK(read_value(c) == "*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n");
+    CHECK(read_value(c) == "*3\r\n$11\r\nunsubscribe\r\n$2\r\nch\r\n:0\r\n");
+    c.send("MULTI\r\nRESET\r\nINCR x\r\nEXEC\r\n");
+    CHECK(read_value(c) == "+OK\r\n");
+    CHECK(read_value(c) == "+RESET\r\n");
+    CHECK(read_value(c) == ":1\r\n");  // after RESET: not queued
+    CHECK(read_value(c) == "-ERR EXEC without MULTI\r\n");
+  }
+  SECTION("HELLO 2 then SUBSCRIBE, on a dedicated connection") {
+    raw_client c(env.port());
+    c.send("HELLO 3\r\nSELECT 1\r\n");
+    CHECK(read_value(c).starts_with("%7\r\n"));
+    CHECK(read_value(c) == "+OK\r\n");
+    c.send("HELLO 2\r\nSUBSCRIBE ch\r\nPING\r\n");
+    CHECK(read_value(c).starts_with("*14\r\n"));
+    CHECK(read_value(c) == "*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n");
+    CHECK(read_value(c) == "*2\r\n$4\r\npong\r\n$0\r\n\r\n");
+  }
+}
+
 TEST_CASE("BLPOP waits for an LPUSH from another client, without holding up others",
           "[stateful][blocking]") {
   proxied env;
