@@ -845,6 +845,12 @@ client_session::outcome client_session::enter_raw(std::string_view frame) {
     dedicated_ = ctx_.upstreams.acquire_dedicated(proto_);
     dedicated_->set_owner(weak_from_this());
   }
+  // Its CLIENT GETNAME goes upstream from now on: the connection takes the client's name (empty:
+  // none) instead of the sidecar's. The reply is the sidecar's, dropped.
+  std::string setname;
+  const std::array<std::string_view, 3> words{"CLIENT", "SETNAME", name_};
+  resp::append_command(setname, words);
+  dedicated_->submit(setname, pending_reply{nullptr, 0, default_deadline(), tag_none});
   dedicated_->enter_raw(shared_from_this());
   raw_ = true;
   raw_dbs_.assign(1, effective_db());

@@ -190,11 +190,9 @@ struct turn {
   std::size_t replies = 0;
   bool pause = false;  // a short expiry was set: wait for it to pass
   bool compare = true;
-  bool resets = false;  // RESET is among its commands
-  std::string what;     // for failure messages
+  std::string what;  // for failure messages
 
   void add(const std::vector<std::string>& c, bool short_expiry = false) {
-    resets = resets || c[0] == "RESET";
     batch += frame(c);
     ++replies;
     pause = pause || short_expiry;
@@ -216,17 +214,10 @@ shape pick_shape(generator& gen) {
                   : shape::subscribed;
 }
 
-// `raw`: the client subscribed since its last RESET. The sidecar then passes its commands on
-// unread, so CLIENT SETNAME/GETNAME/ID reach the upstream connection instead of the session (a
-// known limit, in the README): PING in their place.
-turn plan(generator& gen, shape sh, bool raw) {
+turn plan(generator& gen, shape sh) {
   turn t;
   bool s = false;
-  const auto next = [&](bool alone) {
-    auto c = gen.command(s, alone);
-    if (raw && c[0] == "CLIENT") c = {"PING"};
-    return c;
-  };
+  const auto next = [&](bool alone) { return gen.command(s, alone); };
   switch (sh) {
     case shape::command: {
       const auto c = next(true);
@@ -298,7 +289,6 @@ struct run_options {
 // One client of the sidecar and its twin on the reference.
 struct client_pair {
   raw_client sidecar, reference;
-  bool raw = false;  // subscribed since its last RESET (see plan)
   value_reader from_sidecar{sidecar}, from_reference{reference};
   client_pair(std::uint16_t a, std::uint16_t b) : sidecar(a), reference(b) {}
 
@@ -382,8 +372,7 @@ void run_differential(std::uint32_t seed, const run_options& o) {
       }
       if (!diff.empty()) fail(step, who, diff);
     }
-    const turn t = plan(gen, sh, c[i]->raw);
-    c[i]->raw = sh == shape::subscribed || (c[i]->raw && !t.resets);
+    const turn t = plan(gen, sh);
     const std::string diff = c[i]->exchange(t.batch, t.replies, t.compare);
     if (!diff.empty()) fail(step, who + t.what, diff);
     history.push_back(who + t.what);
@@ -411,9 +400,7 @@ void run_concurrent(std::uint32_t seed, const run_options& o) {
       generator gen(seed * 100 + static_cast<std::uint32_t>(i), o.short_expiry, prefixes[i], false);
       std::string last;
       for (int step = 0; step < o.steps; ++step) {
-        const shape sh = pick_shape(gen);
-        const turn t = plan(gen, sh, c.raw);
-        c.raw = sh == shape::subscribed || (c.raw && !t.resets);
+        const turn t = plan(gen, pick_shape(gen));
         const std::string diff = c.exchange(t.batch, t.replies, t.compare);
         if (!diff.empty()) {
           failures[i] = "client " + std::to_string(i) + ", step " + std::to_string(step) + ": " +

@@ -48,20 +48,27 @@ TEST_CASE("pub/sub: SUBSCRIBE and PSUBSCRIBE receive what another client publish
   CHECK(str(sub.get(), {"GET", "after-pubsub"}) == "1");
 }
 
-// Once a client has subscribed, the sidecar passes its requests on unread ("raw"). Three things
-// must still hold there: a RESET pipelined behind requests waits for their replies instead of
-// dropping them with the connection; a HELLO that changed the protocol just before SUBSCRIBE does
-// not answer twice (the sidecar's own HELLO on the dedicated connection is not the client's);
-// and, with an L1 tier, writes still invalidate (test_near_cache).
+// Once a client has subscribed, the sidecar passes its requests on unread ("raw"). Four things
+// must still hold there: CLIENT GETNAME answers the client's name; a RESET pipelined behind
+// requests waits for their replies instead of dropping them with the connection; a HELLO that
+// changed the protocol just before SUBSCRIBE does not answer twice (the sidecar's own HELLO on the
+// dedicated connection is not the client's); and, with an L1 tier, writes still invalidate
+// (test_near_cache).
 TEST_CASE("after SUBSCRIBE: pipelined RESET and HELLO keep replies one for one",
           "[stateful][pubsub]") {
   SIDECAR_ONLY();
   proxied env;
   SECTION("RESET behind a MULTI") {
     raw_client c(env.port());
-    c.send("SUBSCRIBE ch\r\nUNSUBSCRIBE ch\r\n");
+    c.send("CLIENT SETNAME app\r\nSUBSCRIBE ch\r\nUNSUBSCRIBE ch\r\n");
+    CHECK(read_value(c) == "+OK\r\n");
     CHECK(read_value(c) == "*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n");
     CHECK(read_value(c) == "*3\r\n$11\r\nunsubscribe\r\n$2\r\nch\r\n:0\r\n");
+    // Its name went with it to the upstream connection that now answers CLIENT GETNAME.
+    c.send("CLIENT GETNAME\r\nCLIENT SETNAME other\r\nCLIENT GETNAME\r\n");
+    CHECK(read_value(c) == "$3\r\napp\r\n");
+    CHECK(read_value(c) == "+OK\r\n");
+    CHECK(read_value(c) == "$5\r\nother\r\n");
     c.send("MULTI\r\nRESET\r\nINCR x\r\nEXEC\r\n");
     CHECK(read_value(c) == "+OK\r\n");
     CHECK(read_value(c) == "+RESET\r\n");
