@@ -84,6 +84,13 @@ bool session_command(command_id id) {
   }
 }
 
+// SELECT's db when its arguments are well formed (whether the server has that db is its to say).
+std::optional<int> select_db(std::span<const std::string_view> args) {
+  long long db = 0;
+  if (args.size() != 2 || !parse_int(args[1], db) || db < 0 || db > 1000000) return std::nullopt;
+  return static_cast<int>(db);
+}
+
 // The CLIENT subcommands the session answers itself (the others go to the upstream).
 bool client_sub_answered_here(sub_id sub, std::size_t argc) {
   switch (sub) {
@@ -404,10 +411,9 @@ client_session::outcome client_session::handle_raw(std::span<const std::string_v
 void client_session::note_raw_request(const commands::command_info& info,
                                       std::span<const std::string_view> args) {
   if (info.id == command_id::select) {
-    long long db = 0;
-    if (args.size() == 2 && parse_int(args[1], db) && db >= 0 && db <= 1000000 &&
-        std::find(raw_dbs_.begin(), raw_dbs_.end(), db) == raw_dbs_.end())
-      raw_dbs_.push_back(static_cast<int>(db));
+    const auto db = select_db(args);
+    if (db && std::find(raw_dbs_.begin(), raw_dbs_.end(), *db) == raw_dbs_.end())
+      raw_dbs_.push_back(*db);
     return;
   }
   cache_tier& tier = *ctx_.tier;
@@ -487,15 +493,10 @@ client_session::outcome client_session::cmd_hello(std::span<const std::string_vi
     return outcome::next;
   }
   if (proto != proto_ && !slots_.empty())
-    return outcome::wait;  // replies change shape: drain first
-  if (proto != proto_ && dedicated_) {
-    // Keep the dedicated connection's protocol in step; its reply to our HELLO is dropped.
-    std::string req;
+    return outcome::wait;               // replies change shape: drain first
+  if (proto != proto_ && dedicated_) {  // keep the dedicated connection's protocol in step
     const std::string p = std::to_string(proto);
-    std::array<std::string_view, 2> hello{"HELLO", p};
-    resp::append_command(req, hello);
-    if (dedicated_->submit(req, pending_reply{nullptr, 0, default_deadline(), tag_none}))
-      dedicated_->set_proto(proto);
+    if (send_own(std::array<std::string_view, 2>{"HELLO", p})) dedicated_->set_proto(proto);
   }
   authed_ = true;
   proto_ = proto;
@@ -524,30 +525,28 @@ client_session::outcome client_session::cmd_hello(std::span<const std::string_vi
 
 client_session::outcome client_session::cmd_select(std::span<const std::string_view> args,
                                                    std::string_view frame) {
-  long long db = 0;
-  const bool valid = args.size() == 2 && parse_int(args[1], db) && db >= 0 && db <= 1000000;
+  const auto db = select_db(args);
   if (multi_open_) {
     // Queued: it runs at EXEC, if at all (transaction_ended); its arguments are Redis' to check.
     const std::size_t index = transactions_.back().queued;
     const outcome o = forward(frame);
-    if (o == outcome::next && valid)
-      transactions_.back().selects.emplace_back(index, static_cast<int>(db));
+    if (o == outcome::next && db) transactions_.back().selects.emplace_back(index, *db);
     return o;
   }
   if (args.size() != 2) {
     reply_error("ERR wrong number of arguments for 'select' command");
     return outcome::next;
   }
-  if (!valid) {
+  if (!db) {
     reply_error(errors::not_integer);
     return outcome::next;
   }
-  if (!dedicated_ && db == cfg_.upstream.db) {  // already there: the shared connections use it
+  if (!dedicated_ && *db == cfg_.upstream.db) {  // already there: the shared connections use it
     reply_simple("OK");
     return outcome::next;
   }
   const outcome o = forward_dedicated(frame, tag_select);
-  if (o == outcome::next) select_dbs_.push_back(static_cast<int>(db));
+  if (o == outcome::next) select_dbs_.push_back(*db);
   return o;
 }
 
@@ -722,9 +721,7 @@ void client_session::apply_cache_op(std::uint64_t seq, std::string_view reply,
     // that their stores do not wait for memory (the index two replies ahead, the entry one).
     if (cache_ops_.size() > 1) prefetch_cache_op(cache_ops_[1], false);
     if (!cache_ops_.empty()) prefetch_cache_op(cache_ops_.front(), true);
-    const std::string_view frame =
-        std::string_view(cache_arena_).substr(op.offset - arena_base_, op.size);
-    if (op_parser_.parse(frame) == resp::parse_status::complete) {
+    if (op_parser_.parse(op_frame(op)) == resp::parse_status::complete) {
       // Wall time matters only to SET's EXAT/PXAT options: not read for anything shorter.
       const auto args = op_parser_.args();
       const std::int64_t wall = op.info->id == command_id::set && args.size() > 3 ? wall_ms() : 0;
@@ -799,9 +796,7 @@ void client_session::prefetch_requests(std::string_view in) const {
 // its write hid would stay hidden, never served, until evicted or expired. It goes now instead.
 void client_session::abandon_cache_op(const cache_op& op) {
   if (!cache_tier::hides_keys(*op.info)) return;
-  const std::string_view frame =
-      std::string_view(cache_arena_).substr(op.offset - arena_base_, op.size);
-  if (op_parser_.parse(frame) == resp::parse_status::complete)
+  if (op_parser_.parse(op_frame(op)) == resp::parse_status::complete)
     ctx_.tier->on_request(op.db, *op.info, op_parser_.args(), false);
   op_parser_.reset();
 }
@@ -828,9 +823,12 @@ bool client_session::writes_key_in_flight(int db, std::string_view key) const {
   return false;
 }
 
+std::string_view client_session::op_frame(const cache_op& op) const {
+  return std::string_view(cache_arena_).substr(op.offset - arena_base_, op.size);
+}
+
 std::string_view client_session::op_key(const cache_op& op) const {
-  return std::string_view(cache_arena_)
-      .substr(op.offset - arena_base_ + op.key_offset, op.key_size);
+  return op_frame(op).substr(op.key_offset, op.key_size);
 }
 
 void client_session::prefetch_cache_op(const cache_op& op, bool entry) const {
@@ -839,6 +837,14 @@ void client_session::prefetch_cache_op(const cache_op& op, bool entry) const {
 
 int client_session::effective_db() const { return select_dbs_.empty() ? db_ : select_dbs_.back(); }
 
+// A request of the sidecar's own on the dedicated connection, in line with the client's; its reply
+// is dropped (connection::dispatch gives it to this pending entry even in raw mode).
+bool client_session::send_own(std::span<const std::string_view> words) {
+  std::string req;
+  resp::append_command(req, words);
+  return dedicated_->submit(req, pending_reply{nullptr, 0, default_deadline(), tag_none});
+}
+
 client_session::outcome client_session::enter_raw(std::string_view frame) {
   if (!slots_.empty()) return outcome::wait;
   if (!dedicated_) {
@@ -846,11 +852,8 @@ client_session::outcome client_session::enter_raw(std::string_view frame) {
     dedicated_->set_owner(weak_from_this());
   }
   // Its CLIENT GETNAME goes upstream from now on: the connection takes the client's name (empty:
-  // none) instead of the sidecar's. The reply is the sidecar's, dropped.
-  std::string setname;
-  const std::array<std::string_view, 3> words{"CLIENT", "SETNAME", name_};
-  resp::append_command(setname, words);
-  dedicated_->submit(setname, pending_reply{nullptr, 0, default_deadline(), tag_none});
+  // none) instead of the sidecar's.
+  send_own(std::array<std::string_view, 3>{"CLIENT", "SETNAME", name_});
   dedicated_->enter_raw(shared_from_this());
   raw_ = true;
   raw_dbs_.assign(1, effective_db());

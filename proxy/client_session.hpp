@@ -123,6 +123,7 @@ class client_session : public reply_sink,
   void note_raw_request(const commands::command_info& info, std::span<const std::string_view> args);
   void reset_session();  // RESET's effect on the session (not its reply)
   outcome refuse_in_multi();
+  bool send_own(std::span<const std::string_view> words);
   outcome local_unsubscribe(std::span<const std::string_view> args);
   /// GET in ttl/tracking mode: a hit from L1, or a read on the near cache's channel.
   std::optional<outcome> near_get(std::string_view key);
@@ -226,7 +227,8 @@ class client_session : public reply_sink,
   const commands::command_info* fill_info_ = nullptr;  // set while handle() forwards such a request
   std::string_view fill_frame_;
   std::string_view fill_key_;  // its first key, when it lies within fill_frame_
-  std::string_view op_key(const cache_op& op) const;  // its first key (empty: none known)
+  std::string_view op_frame(const cache_op& op) const;  // its request, in cache_arena_
+  std::string_view op_key(const cache_op& op) const;    // its first key (empty: none known)
   void prefetch_cache_op(const cache_op& op, bool entry) const;
   void abandon_cache_op(const cache_op& op);
   void pop_cache_op();

@@ -134,6 +134,13 @@ inline std::vector<std::string> elements(redisContext* c, const std::vector<std:
   return strings(r.get());
 }
 
+/// `words` as a RESP array of bulk strings: a request's bytes, for raw clients.
+inline std::string resp_array(const std::vector<std::string>& words) {
+  std::string f = "*" + std::to_string(words.size()) + "\r\n";
+  for (const auto& w : words) f += "$" + std::to_string(w.size()) + "\r\n" + w + "\r\n";
+  return f;
+}
+
 /// Size of the first complete RESP2/RESP3 value in `in` starting at `pos`, or 0 if incomplete.
 inline std::size_t resp_value_end(std::string_view in, std::size_t pos) {
   auto eol = in.find("\r\n", pos);

@@ -18,12 +18,6 @@
 namespace redis_sidecar::test {
 namespace {
 
-std::string frame(const std::vector<std::string>& words) {
-  std::string f = "*" + std::to_string(words.size()) + "\r\n";
-  for (const auto& w : words) f += "$" + std::to_string(w.size()) + "\r\n" + w + "\r\n";
-  return f;
-}
-
 std::string show(const std::vector<std::string>& words) {
   std::string s;
   for (const auto& w : words)
@@ -193,7 +187,7 @@ struct turn {
   std::string what;  // for failure messages
 
   void add(const std::vector<std::string>& c, bool short_expiry = false) {
-    batch += frame(c);
+    batch += resp_array(c);
     ++replies;
     pause = pause || short_expiry;
     what += (what.empty() ? "" : " | ") + show(c);
@@ -344,7 +338,7 @@ void run_differential(std::uint32_t seed, const run_options& o) {
     c.push_back(std::make_unique<client_pair>(env.port(), reference.port()));
   if (o.resp3_client >= 0)  // HELLO's reply names each server's own id and version: not compared
     REQUIRE(c[static_cast<std::size_t>(o.resp3_client)]
-                ->exchange(frame({"HELLO", "3"}), 1, false)
+                ->exchange(resp_array({"HELLO", "3"}), 1, false)
                 .empty());
   generator gen(seed, o.short_expiry);
   std::vector<std::string> history;  // the last turns, for the failure message
@@ -363,11 +357,11 @@ void run_differential(std::uint32_t seed, const run_options& o) {
       // WATCH first; a write from another client before EXEC aborts the transaction on both
       // sides (a nil EXEC reply).
       const std::string key = gen.key();
-      std::string diff = c[i]->exchange(frame({"WATCH", key}), 1);
+      std::string diff = c[i]->exchange(resp_array({"WATCH", key}), 1);
       who += "WATCH " + key + " | ";
       if (diff.empty() && gen.pick(2) == 0) {
         const std::size_t other = (i + 1) % clients;
-        diff = c[other]->exchange(frame({"SET", key, "watched"}), 1);
+        diff = c[other]->exchange(resp_array({"SET", key, "watched"}), 1);
         who += "(client " + std::to_string(other) + ": SET " + key + ") | ";
       }
       if (!diff.empty()) fail(step, who, diff);
@@ -396,7 +390,7 @@ void run_concurrent(std::uint32_t seed, const run_options& o) {
     prefixes.push_back("t:" + std::to_string(i) + ":");
     threads.emplace_back([&, i] {
       client_pair c(env.port(), reference.port());
-      if (static_cast<int>(i) == o.resp3_client) c.exchange(frame({"HELLO", "3"}), 1, false);
+      if (static_cast<int>(i) == o.resp3_client) c.exchange(resp_array({"HELLO", "3"}), 1, false);
       generator gen(seed * 100 + static_cast<std::uint32_t>(i), o.short_expiry, prefixes[i], false);
       std::string last;
       for (int step = 0; step < o.steps; ++step) {

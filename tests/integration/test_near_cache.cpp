@@ -70,18 +70,13 @@ TEST_CASE("ttl mode: a client reads its own pipelined writes", "[near][ttl]") {
   proxied env({}, with({"--cache-mode=ttl", "--cache-prefix=t:", "--cache-ttl=60s"}));
   REQUIRE(mode_is(env, "ttl"));
   raw_client c(env.side->port());
-  auto frame = [](std::initializer_list<std::string> words) {
-    std::string f = "*" + std::to_string(words.size()) + "\r\n";
-    for (const auto& w : words) f += "$" + std::to_string(w.size()) + "\r\n" + w + "\r\n";
-    return f;
-  };
   int violations = 0;
   for (int round = 0; round < 200; ++round) {
     const std::string small = "small" + std::to_string(round);
     const std::string big = std::to_string(round) + "-" + std::string(200'000, 'x');
-    c.send(frame({"SET", "t:k", small}) + frame({"SET", "t:k", big}));
+    c.send(resp_array({"SET", "t:k", small}) + resp_array({"SET", "t:k", big}));
     if (round % 4 != 0) std::this_thread::sleep_for(std::chrono::microseconds(200 * (round % 4)));
-    c.send(frame({"GET", "t:k"}));
+    c.send(resp_array({"GET", "t:k"}));
     const std::string want = "+OK\r\n+OK\r\n$" + std::to_string(big.size()) + "\r\n" + big + "\r\n";
     const std::string got = c.read_exact(want.size());
     if (got != want) ++violations;

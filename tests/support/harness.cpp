@@ -603,17 +603,6 @@ context_ptr connect(std::uint16_t port) {
   return c;
 }
 
-reply_ptr command(redisContext* c, const std::vector<std::string>& argv) {
-  std::vector<const char*> ptrs;
-  std::vector<std::size_t> lens;
-  for (const auto& a : argv) {
-    ptrs.push_back(a.data());
-    lens.push_back(a.size());
-  }
-  void* r = redisCommandArgv(c, static_cast<int>(argv.size()), ptrs.data(), lens.data());
-  return reply_ptr{static_cast<redisReply*>(r)};
-}
-
 bool send_only(redisContext* c, const std::vector<std::string>& argv) {
   std::vector<const char*> ptrs;
   std::vector<std::size_t> lens;
@@ -633,6 +622,10 @@ reply_ptr next_reply(redisContext* c) {
   void* raw = nullptr;
   if (redisGetReply(c, &raw) != REDIS_OK) return nullptr;
   return reply_ptr{static_cast<redisReply*>(raw)};
+}
+
+reply_ptr command(redisContext* c, const std::vector<std::string>& argv) {
+  return send_only(c, argv) ? next_reply(c) : nullptr;
 }
 
 // ---------------------------------------------------------------------------------------------
