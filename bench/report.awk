@@ -91,6 +91,9 @@ END {
   if (("sidecar" in lat50) && ("direct-tls" in lat50))
     printf "  added by the sidecar over direct TLS: p50 %+.0f us, p99 %+.0f us\n", \
       lat50["sidecar"] - lat50["direct-tls"], lat99["sidecar"] - lat99["direct-tls"]
+  if (("sidecar-bp" in lat50) && ("direct-tls" in lat50))
+    printf "  added by the sidecar, %s: p50 %+.0f us, p99 %+.0f us\n", busy_poll, \
+      lat50["sidecar-bp"] - lat50["direct-tls"], lat99["sidecar-bp"] - lat99["direct-tls"]
   if (("stunnel" in lat50) && ("direct-tls" in lat50))
     printf "  added by stunnel over direct TLS:     p50 %+.0f us, p99 %+.0f us\n", \
       lat50["stunnel"] - lat50["direct-tls"], lat99["stunnel"] - lat99["direct-tls"]
@@ -126,5 +129,9 @@ END {
   if (("sidecar" in lat50) && ("direct-tls" in lat50)) {
     v = lat50["sidecar"] - lat50["direct-tls"]
     check("added p50 latency at -c 1 -P 1 vs direct TLS", v, "<= 50 us", v <= 50, sprintf("%+.0f us", v))
+  }
+  if (("sidecar-bp" in lat50) && ("direct-tls" in lat50)) {
+    v = lat50["sidecar-bp"] - lat50["direct-tls"]
+    check("same, with " busy_poll, v, "<= 50 us", v <= 50, sprintf("%+.0f us", v))
   }
 }

@@ -9,6 +9,7 @@
 #   sidecar       redis-benchmark -> redis-sidecar -> Redis (TLS)        (pass-through:
 #                 --cache-mode=fallback, so L1 is filled from replies but never answers)
 #   sidecar-l1    redis-benchmark -> redis-sidecar serving L1 hits       (--cache-mode=ttl)
+#   sidecar-bp    as sidecar, with --busy-poll-us=$BUSY_POLL_US (150)    (latency section only)
 #
 # Sections (arguments; default: all of them, in this order):
 #   throughput   GET and SET, -c 50 -r 100000 -d 64, -P 1 and -P 16, every target, interleaved
@@ -26,7 +27,8 @@
 # 10 * N: such runs go ~10x faster and are steady only over seconds), ROUNDS (default 5),
 # LATENCY_N (default N/5), MEM_ENTRIES (default 1000000), CONNS (default 1000), RTT_US (default
 # 800: with the delayer's own ~0.2 ms this gives ~1 ms), REMOTE_ROUNDS (default ROUNDS),
-# REDIS_SIDECAR_BINARY (default build-rel/ or build/, else built), KEEP_WORK=1 keeps the temp dir.
+# BUSY_POLL_US (default 150: sidecar-bp's --busy-poll-us), REDIS_SIDECAR_BINARY (default
+# build-rel/ or build/, else built), KEEP_WORK=1 keeps the temp dir.
 # Quick run: QUICK=1 (ROUNDS=1, N=20000, MEM_ENTRIES=200000).
 #
 # Installs what is missing with apt-get (root), picks free loopback ports, stops every process it
@@ -83,6 +85,12 @@ l1_available=0
 if "$sidecar_bin" --help 2>/dev/null | grep -q -- '--cache-prefix'; then
   l1_available=1
   l1_flags=(--cache-mode=ttl --cache-prefix=key: --cache-ttl=1h --cache-max-bytes=256mb)
+fi
+bp_flags=()
+bp_available=0
+if "$sidecar_bin" --help 2>/dev/null | grep -q -- '--busy-poll-us'; then
+  bp_available=1
+  bp_flags=(--busy-poll-us="${BUSY_POLL_US:-150}")
 fi
 
 if [[ -z $inner ]]; then
@@ -172,6 +180,14 @@ EOF
     resp_sets 0 "$KEYS" | redis-cli -p "$l1_port" --pipe >/dev/null
     targets+=(sidecar-l1)
   fi
+  if ((bp_available)); then
+    # Pass-through again, its event loop busy-polling: in the latency section only.
+    bp_port=$(free_port)
+    log "redis-sidecar (pass-through: ${pass_flags[*]} ${bp_flags[*]}) on $bp_port"
+    start_sidecar sidecar-bp "$bp_port" "$(free_port)" "$redis_tls_port" "${pass_flags[@]}" \
+      "${bp_flags[@]}"
+    bp_pid=$last_pid
+  fi
 }
 
 target_args() {
@@ -182,6 +198,7 @@ target_args() {
     nutcracker) echo "-p $nutcracker_port" ;;
     sidecar) echo "-p $sidecar_port" ;;
     sidecar-l1) echo "-p $l1_port" ;;
+    sidecar-bp) echo "-p $bp_port" ;;
   esac
 }
 proxy_pid() {
@@ -190,6 +207,7 @@ proxy_pid() {
     nutcracker) echo "$nutcracker_pid" ;;
     sidecar) echo "$sidecar_pid" ;;
     sidecar-l1) echo "$l1_pid" ;;
+    sidecar-bp) echo "$bp_pid" ;;
     *) echo "" ;;
   esac
 }
@@ -250,7 +268,8 @@ run_throughput() {
 run_latency() {
   local rounds=$1 round target
   for round in $(seq 1 "$rounds"); do
-    for target in direct direct-tls stunnel nutcracker sidecar ${l1_port:+sidecar-l1}; do
+    for target in direct direct-tls stunnel nutcracker sidecar ${l1_port:+sidecar-l1} \
+      ${bp_port:+sidecar-bp}; do
       log "round $round/$rounds  -c 1 -P 1 GET  $target"
       bench "$target" 1 GET c1-GET -c 1 -n "$LATENCY_N"
     done
@@ -284,6 +303,7 @@ check_forwarded() {
 
 report() {
   awk -f "$repo/bench/report.awk" -v mode="$1" -v rounds="$2" -v n="$N" -v latency_n="$LATENCY_N" \
+    -v busy_poll="${bp_flags[*]}" \
     "$results"
   ((l1_available)) ||
     printf '  (sidecar-l1: not available yet: %s --help has no --cache-prefix)\n' "$sidecar_bin"

@@ -1,5 +1,7 @@
 #include "proxy/event_loop.hpp"
 
+#include <sched.h>
+
 #include <vector>
 
 namespace redis_sidecar::event_loop {
@@ -22,9 +24,19 @@ bool end_turn() {
   return true;
 }
 
+// Polls io until an event's handlers have run (true) or the window is over (false).
+bool poll_for(asio::io_context& io, std::chrono::microseconds window) {
+  const auto until = std::chrono::steady_clock::now() + window;
+  do {
+    if (io.poll() > 0 || io.stopped()) return true;
+    sched_yield();
+  } while (std::chrono::steady_clock::now() < until);
+  return false;
+}
+
 }  // namespace
 
-void run(asio::io_context& io) {
+void run(asio::io_context& io, std::chrono::microseconds busy_poll) {
   struct running_guard {
     running_guard() { state.running = true; }
     ~running_guard() {
@@ -32,11 +44,19 @@ void run(asio::io_context& io) {
       state.deferred.clear();
     }
   } guard;
+  busy_poll_policy policy(busy_poll);
   for (;;) {
     io.poll();  // the turn: every ready handler, polling the reactor until nothing is ready
     if (io.stopped()) return;
     if (end_turn()) continue;  // the listeners' handlers are ready now: run them
-    io.run_one();              // block for the next event (or timer)
+    if (busy_poll.count() == 0) {
+      io.run_one();  // block for the next event (or timer)
+    } else {
+      const auto idle = std::chrono::steady_clock::now();
+      const auto window = policy.window();
+      if (window.count() == 0 || !poll_for(io, window)) io.run_one();
+      policy.waited(std::chrono::steady_clock::now() - idle);
+    }
     if (io.stopped()) return;
   }
 }

@@ -7,9 +7,16 @@
 // one write per handful of clients. Under load this is the difference between Redis reading a
 // batch of 2 and a batch of 20; bench/RESULTS.md has the numbers.
 //
+// Busy polling (off unless asked for): when a turn leaves nothing ready, the loop can keep polling
+// for up to a few tens of microseconds before it sleeps. A sleeping thread is woken by the kernel
+// (on a VM, often by an inter-processor interrupt and an exit to the hypervisor), which costs a
+// request tens of microseconds on each of the two hops a proxy adds; a polling thread sees the
+// event as it lands. It spends CPU, so it adapts (busy_poll_policy) and is opt-in.
+//
 // State is per thread: an io_context per thread gets a loop, and a deferral, of its own.
 #pragma once
 
+#include <chrono>
 #include <memory>
 
 #include "proxy/asio.hpp"
@@ -23,12 +30,34 @@ class turn_listener {
   virtual void turn_ended() = 0;
 };
 
+/// When to poll instead of sleeping, in the manner of KVM's halt polling: the loop polls for up to
+/// `limit` while its waits are short (the last wait for an event, polling or sleeping, ended within
+/// the limit), and sleeps at once after a wait longer than that, so an idle or sparsely used
+/// sidecar spends at most one limit of polling per quiet spell. Sans-I/O: the loop reports waits.
+class busy_poll_policy {
+ public:
+  explicit busy_poll_policy(std::chrono::microseconds limit) : limit_(limit), window_(limit) {}
+
+  /// How long to poll before sleeping now; zero: sleep at once.
+  std::chrono::microseconds window() const { return window_; }
+  /// The loop waited this long for its next event (polling, then sleeping if that found nothing).
+  void waited(std::chrono::steady_clock::duration d) {
+    window_ = d <= limit_ ? limit_ : std::chrono::microseconds::zero();
+  }
+
+ private:
+  std::chrono::microseconds limit_;
+  std::chrono::microseconds window_;
+};
+
 namespace event_loop {
 
 /// Runs io until it is stopped or runs out of work, in turns (see above). A listener still
 /// pending when the loop ends is released, not called: one that needs the loop to go on holds
-/// work on io until it has run (the upstream writers wait on a timer).
-void run(asio::io_context& io);
+/// work on io until it has run (the upstream writers wait on a timer). With busy_poll above zero
+/// the loop polls for up to that long, as busy_poll_policy decides, before it sleeps.
+void run(asio::io_context& io,
+         std::chrono::microseconds busy_poll = std::chrono::microseconds::zero());
 
 /// Calls listener->turn_ended() once the current turn of this thread's loop is over, keeping the
 /// listener alive until then. Returns false, deferring nothing, when no event_loop::run() is

@@ -86,7 +86,7 @@ int run(const rs::config& cfg) {
         },
         rs::asio::detached);
   });
-  rs::event_loop::run(io);
+  rs::event_loop::run(io, std::chrono::microseconds(cfg.busy_poll_us));
   rs::log::info("stopped");
   return 0;
 }

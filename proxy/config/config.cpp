@@ -119,6 +119,9 @@ const std::array options{
            "how long the upstream may fail before fallback starts"},
     option{"recover-after-probes", "Cache and fallback", "N", kind::count,
            &config::recover_after_probes, 1, 1000, "good probes in a row that end fallback"},
+    option{"busy-poll-us", "Latency", "US", kind::count, &config::busy_poll_us, 0, 1000,
+           "poll for the next event this long before sleeping, while events come that soon: "
+           "lower latency for CPU (0: off)"},
     option{"metrics-listen", "Metrics", "HOST:PORT", kind::metrics_listen, field{}, 0, 0,
            "/metrics, /healthz and /readyz (off: disabled)", "0.0.0.0:9379"},
     option{"log-level", "Logging", "LEVEL", kind::choice, &config::log_level, 0, 0,

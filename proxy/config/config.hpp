@@ -70,6 +70,9 @@ struct config {
   std::uint32_t recover_after_probes = 2;   // --recover-after-probes: good probes to leave
                                             // fallback, default 2
 
+  std::uint32_t busy_poll_us = 0;           // --busy-poll-us: poll this long before sleeping
+                                            // (event_loop::run), default 0: off
+
   listen_address metrics_listen{"0.0.0.0", 9379, {}};  // --metrics-listen, default 0.0.0.0:9379
   bool metrics_enabled = true;              // false when --metrics-listen=off
 

@@ -2,13 +2,15 @@
 // handlers made ready during the turn and timers already due), before the loop blocks; outside
 // event_loop::run() nothing is deferred; a listener pending when the loop ends is released.
 // Like the upstream writers (which wait on a timer), the listeners here hold work on the
-// io_context until they have run: a loop out of work has ended.
+// io_context until they have run: a loop out of work has ended. A busy-polling loop serves the
+// same events in the same turns, whether they come while it polls or while it sleeps.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
 #include <functional>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "proxy/event_loop.hpp"
@@ -128,6 +130,96 @@ TEST_CASE("the loop blocks for events between turns and serves them", "[event_lo
   });
   event_loop::run(io);
   CHECK(log == std::vector<std::string>{"timer", "turn ended"});
+}
+
+TEST_CASE("busy_poll_policy polls while waits are short and sleeps at once after a long one",
+          "[event_loop]") {
+  using std::chrono::microseconds;
+  busy_poll_policy p(microseconds(50));
+  CHECK(p.window() == microseconds(50));  // polls from the start
+  p.waited(microseconds(20));
+  CHECK(p.window() == microseconds(50));
+  p.waited(microseconds(50));  // the limit itself is short enough
+  CHECK(p.window() == microseconds(50));
+  p.waited(microseconds(51));
+  CHECK(p.window() == microseconds(0));  // the event came after the limit: sleep at once
+  p.waited(std::chrono::seconds(2));
+  CHECK(p.window() == microseconds(0));
+  p.waited(std::chrono::nanoseconds(30'000));  // a short wait, even a sleeping one: poll again
+  CHECK(p.window() == microseconds(50));
+
+  busy_poll_policy off(microseconds(0));
+  CHECK(off.window() == microseconds(0));
+  off.waited(microseconds(0));
+  CHECK(off.window() == microseconds(0));
+}
+
+TEST_CASE("a busy-polling loop serves events that come while it polls and while it sleeps",
+          "[event_loop]") {
+  asio::io_context io(1);
+  auto work = asio::make_work_guard(io);
+  std::vector<std::string> log;
+  auto listener = std::make_shared<recorder>(log, "turn ended");
+  int turns = 0;
+  listener->then = [&] {
+    if (++turns == 3) work.reset();
+  };
+  auto event = [&](std::string name) {
+    asio::post(io, [&, name] {
+      log.push_back(name);
+      REQUIRE(event_loop::defer(listener));
+    });
+  };
+  // From another thread, as the kernel would: one event within the polling window, one long after
+  // it (the loop has gone to sleep by then), and one soon after that.
+  std::thread other([&] {
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+    event("soon");
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    event("late");
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+    event("soon again");
+  });
+  steady_timer due(io, std::chrono::milliseconds(10));  // timers fire while the loop polls too
+  due.async_wait([&](error_code ec) {
+    CHECK_FALSE(ec);
+    log.push_back("timer");
+  });
+  event_loop::run(io, std::chrono::microseconds(1000));
+  other.join();
+  CHECK(turns == 3);
+  CHECK(log.back() == "turn ended");
+  const std::vector<std::string> events = {"soon", "late", "soon again"};
+  std::vector<std::string> seen;
+  for (const auto& l : log)
+    if (l != "turn ended" && l != "timer") seen.push_back(l);
+  CHECK(seen == events);
+  CHECK(std::count(log.begin(), log.end(), std::string("timer")) == 1);
+}
+
+TEST_CASE("a busy-polling loop ends when stopped or out of work while it polls", "[event_loop]") {
+  SECTION("stopped") {
+    asio::io_context io(1);
+    auto work = asio::make_work_guard(io);
+    std::thread other([&] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      io.stop();
+    });
+    event_loop::run(io, std::chrono::microseconds(1000));
+    other.join();
+    CHECK(io.stopped());
+  }
+  SECTION("out of work") {
+    asio::io_context io(1);
+    auto work = asio::make_work_guard(io);
+    std::thread other([&] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      asio::post(io, [&] { work.reset(); });
+    });
+    event_loop::run(io, std::chrono::microseconds(1000));
+    other.join();
+    CHECK(io.stopped());
+  }
 }
 
 }  // namespace

@@ -447,8 +447,8 @@ TEST_CASE("differential: the sidecar answers as Redis itself, reply for reply", 
     o.sidecar_args = {"--cache-mode=fallback"};
     for (std::uint32_t seed : seeds({6}, 4000)) run_differential(seed, o);
   }
-  SECTION("pass-through, one client in RESP3") {
-    o.sidecar_args = {"--cache-mode=off"};
+  SECTION("pass-through, one client in RESP3, the event loop busy-polling") {
+    o.sidecar_args = {"--cache-mode=off", "--busy-poll-us=50"};
     o.resp3_client = 2;
     for (std::uint32_t seed : seeds({7}, 5000)) run_differential(seed, o);
   }
@@ -470,8 +470,8 @@ TEST_CASE("differential: concurrent clients on keys of their own, reply for repl
     o.expect_hits = true;
     for (std::uint32_t seed : seeds({12}, 7000)) run_concurrent(seed, o);
   }
-  SECTION("fallback mode") {
-    o.sidecar_args = {"--cache-mode=fallback"};
+  SECTION("fallback mode, the event loop busy-polling") {
+    o.sidecar_args = {"--cache-mode=fallback", "--busy-poll-us=50"};
     for (std::uint32_t seed : seeds({13}, 8000)) run_concurrent(seed, o);
   }
 }

@@ -491,6 +491,24 @@ TEST_CASE("a failed parse leaves the config untouched", "[config]") {
   CHECK_FALSE(c.upstream_set);
 }
 
+TEST_CASE("busy polling is off unless asked for, and bounded", "[config]") {
+  env_guard env;
+  CHECK(config{}.busy_poll_us == 0);
+  CHECK(run_ok({up}).busy_poll_us == 0);
+  CHECK(run_ok({up, "--busy-poll-us=50"}).busy_poll_us == 50);
+  CHECK(run_ok({up, "--busy-poll-us", "1000"}).busy_poll_us == 1000);
+  CHECK(run_ok({up, "--busy-poll-us=0"}).busy_poll_us == 0);
+  env.set("REDIS_SIDECAR_BUSY_POLL_US", "30");
+  CHECK(run_ok({up}).busy_poll_us == 30);
+  CHECK(run_ok({up, "--busy-poll-us=40"}).busy_poll_us == 40);
+  CHECK(error_of({up, "--busy-poll-us=1001"}) ==
+        "invalid value '1001' for --busy-poll-us: expected a whole number from 0 to 1000");
+  CHECK_THAT(error_of({up, "--busy-poll-us=5ms"}),
+             Catch::StartsWith("invalid value '5ms' for --busy-poll-us"));
+  CHECK_THAT(usage(), Catch::Contains("\nLatency:\n  --busy-poll-us US") &&
+                          Catch::Contains("REDIS_SIDECAR_BUSY_POLL_US"));
+}
+
 TEST_CASE("cache, fallback, metrics and logging options", "[config]") {
   env_guard env;
   const config d;
@@ -503,8 +521,8 @@ TEST_CASE("cache, fallback, metrics and logging options", "[config]") {
   CHECK(d.metrics_listen.port == 9379);
 
   const std::vector<std::pair<std::string, std::uint32_t>> durations{
-      {"300", 300'000}, {"300s", 300'000}, {"5m", 300'000}, {"1h", 3'600'000}, {"1500ms", 1500},
-      {"1500MS", 1500}};
+      {"300", 300'000},  {"300s", 300'000}, {"5m", 300'000},
+      {"1h", 3'600'000}, {"1500ms", 1500},  {"1500MS", 1500}};
   for (const auto& [text, ms] : durations) {
     INFO(text);
     CHECK(run_ok({up, "--cache-ttl=" + text}).cache_ttl_ms == ms);
@@ -518,8 +536,8 @@ TEST_CASE("cache, fallback, metrics and logging options", "[config]") {
   CHECK(c.fallback_writes == "reject");
   CHECK_FALSE(c.metrics_enabled);
   CHECK(c.log_format == "json");
-  c = run_ok({up, "--metrics-listen=127.0.0.1:0", "--cache-mode=fallback",
-              "--cache-max-bytes=1mb", "--fallback-miss=error"});
+  c = run_ok({up, "--metrics-listen=127.0.0.1:0", "--cache-mode=fallback", "--cache-max-bytes=1mb",
+              "--fallback-miss=error"});
   CHECK(c.metrics_enabled);
   CHECK(c.metrics_listen.host == "127.0.0.1");
   CHECK(c.metrics_listen.port == 0);
@@ -529,9 +547,11 @@ TEST_CASE("cache, fallback, metrics and logging options", "[config]") {
 
   CHECK_THAT(error_of({up, "--cache-ttl=5d"}),
              Catch::StartsWith("invalid value '5d' for --cache-ttl: expected a duration"));
-  CHECK_THAT(error_of({up, "--cache-ttl=0"}), Catch::StartsWith("invalid value '0' for --cache-ttl"));
+  CHECK_THAT(error_of({up, "--cache-ttl=0"}),
+             Catch::StartsWith("invalid value '0' for --cache-ttl"));
   CHECK(error_of({up, "--cache-mode=lru"}) ==
-        "invalid value 'lru' for --cache-mode: expected auto, tracking, keyspace, ttl, fallback or off");
+        "invalid value 'lru' for --cache-mode: expected auto, tracking, keyspace, ttl, fallback or "
+        "off");
   CHECK(error_of({up, "--fallback-writes=drop"}) ==
         "invalid value 'drop' for --fallback-writes: expected journal or reject");
   CHECK(error_of({up, "--log-format=xml"}) ==
