@@ -6,7 +6,9 @@
 // write through the sidecar made it stale, a reply given to the wrong client, a lost SELECT, a
 // transaction's writes not invalidated, would all show. All writes go through the sidecar (the
 // staleness of writes made behind its back is test_near_cache's subject). Run in each cache mode,
-// RESP2 and RESP3, over a few keys in two dbs, so that the operations keep colliding.
+// RESP2 and RESP3, over a few keys in two dbs, so that the operations keep colliding. Some turns
+// involve two clients: a message one client PUBLISHes to another's channel and pattern, a BLPOP
+// one client blocks in until another pushes.
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
@@ -196,16 +198,18 @@ struct turn {
 
 // hello: HELLO 2 or 3 (its reply names each server's own id and version: not compared).
 // subscribed: commands in subscribed mode (errors in RESP2 but for PING, replies in RESP3).
-enum class shape { command, pipeline, transaction, long_pipeline, hello, subscribed };
+// reply_modes: CLIENT REPLY SKIP or OFF ... ON around commands whose replies Redis then drops.
+enum class shape { command, pipeline, transaction, long_pipeline, hello, subscribed, reply_modes };
 
 shape pick_shape(generator& gen) {
-  const std::uint32_t r = gen.pick(41);
+  const std::uint32_t r = gen.pick(42);
   return r < 28   ? shape::command
          : r < 33 ? shape::pipeline
          : r < 38 ? shape::transaction
          : r < 39 ? shape::long_pipeline
          : r < 40 ? shape::hello
-                  : shape::subscribed;
+         : r < 41 ? shape::subscribed
+                  : shape::reply_modes;
 }
 
 turn plan(generator& gen, shape sh) {
@@ -268,6 +272,30 @@ turn plan(generator& gen, shape sh) {
       ++t.replies;
       t.add({"PUNSUBSCRIBE", "c*"});
       break;
+    case shape::reply_modes: {
+      // Not RESET here: it turns replies back on, and is answered.
+      const auto quiet = [&] {
+        auto c = next(false);
+        if (c[0] == "RESET") c = {"GET", gen.key()};
+        return c;
+      };
+      if (gen.pick(2) == 0) {
+        t.add({"CLIENT", "REPLY", "SKIP"});
+        t.add(quiet(), s);
+        t.add(quiet(), s);
+        t.replies -= 2;  // SKIP and the command after it are not answered
+      } else {
+        t.add({"CLIENT", "REPLY", "OFF"});
+        for (std::uint32_t k = 0, n = 1 + gen.pick(3); k < n; ++k) {
+          t.add(quiet(), s);
+          --t.replies;
+        }
+        t.add({"CLIENT", "REPLY", "ON"});
+        t.add(quiet(), s);
+        t.replies -= 1;  // OFF; then ON's +OK and the last command are answered
+      }
+      break;
+    }
   }
   return t;
 }
@@ -364,6 +392,36 @@ void run_differential(std::uint32_t seed, const run_options& o) {
         diff = c[other]->exchange(resp_array({"SET", key, "watched"}), 1);
         who += "(client " + std::to_string(other) + ": SET " + key + ") | ";
       }
+      if (!diff.empty()) fail(step, who, diff);
+    }
+    if (sh == shape::subscribed && gen.pick(2) == 0) {
+      // Another client publishes to it: the message, and the pattern's, reach it in order.
+      const std::size_t other = (i + 1) % clients;
+      const std::string message = "m" + std::to_string(step);
+      std::string diff =
+          c[i]->exchange(resp_array({"SUBSCRIBE", "ch"}) + resp_array({"PSUBSCRIBE", "c*"}), 2);
+      if (diff.empty()) diff = c[other]->exchange(resp_array({"PUBLISH", "ch", message}), 1);
+      if (diff.empty()) diff = c[i]->exchange("", 2);
+      if (diff.empty())
+        diff = c[i]->exchange(
+            resp_array({"UNSUBSCRIBE", "ch"}) + resp_array({"PUNSUBSCRIBE", "c*"}), 2);
+      who += "SUBSCRIBE ch | PSUBSCRIBE c* | (client " + std::to_string(other) + ": PUBLISH ch " +
+             message + ") | UNSUBSCRIBE ch | PUNSUBSCRIBE c* | ";
+      if (!diff.empty()) fail(step, who, diff);
+    }
+    if (sh == shape::command && gen.pick(20) == 0) {
+      // A blocked client woken by another's push. In db 0 on a key no other command touches, so
+      // that which of the two reaches Redis first cannot change a reply.
+      const std::size_t other = (i + 1) % clients;
+      std::string diff =
+          c[i]->exchange(resp_array({"SELECT", "0"}) + resp_array({"BLPOP", "t:blk", "3"}), 1);
+      if (diff.empty())
+        diff = c[other]->exchange(resp_array({"SELECT", "0"}) +
+                                      resp_array({"RPUSH", "t:blk", "p" + std::to_string(step)}),
+                                  2);
+      if (diff.empty()) diff = c[i]->exchange("", 1);
+      who += "SELECT 0 | BLPOP t:blk 3 | (client " + std::to_string(other) +
+             ": SELECT 0 | RPUSH t:blk) | ";
       if (!diff.empty()) fail(step, who, diff);
     }
     const turn t = plan(gen, sh);
