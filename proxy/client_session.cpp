@@ -601,13 +601,13 @@ client_session::outcome client_session::cmd_reset() {
 // connection, so RESET goes there too, behind them. Reading waits for Redis' +RESET (seen by
 // deliver_raw, which passes it on), so that what follows RESET runs in the reset session.
 client_session::outcome client_session::raw_reset(std::string_view frame) {
-  if (raw_reset_answered_) {
+  if (raw_reset_ == raw_reset_state::answered) {
     reset_session();
     return outcome::next;
   }
-  if (raw_reset_sent_) return outcome::wait;
+  if (raw_reset_ == raw_reset_state::sent) return outcome::wait;
   if (!dedicated_ || !dedicated_->send_raw(frame)) return cmd_reset();
-  raw_reset_sent_ = true;
+  raw_reset_ = raw_reset_state::sent;
   return outcome::wait;
 }
 
@@ -615,7 +615,8 @@ void client_session::reset_session() {
   drop_dedicated();
   proto_ = 2;
   db_ = cfg_.upstream.db;
-  in_multi_ = watching_ = raw_ = multi_open_ = raw_reset_sent_ = raw_reset_answered_ = false;
+  in_multi_ = watching_ = raw_ = multi_open_ = false;
+  raw_reset_ = raw_reset_state::none;
   transactions_.clear();
   raw_dbs_.clear();
   name_.clear();
@@ -997,9 +998,8 @@ void client_session::transaction_ended(std::string_view reply, bool executed) {
 
 void client_session::deliver_raw(std::string_view frame) {
   if (closed_) return;
-  if (raw_reset_sent_ && frame == "+RESET\r\n") {  // see raw_reset()
-    raw_reset_sent_ = false;
-    raw_reset_answered_ = true;
+  if (raw_reset_ == raw_reset_state::sent && frame == "+RESET\r\n") {  // see raw_reset()
+    raw_reset_ = raw_reset_state::answered;
     drain_wake_.cancel();
   }
   out_.append(frame);

@@ -199,9 +199,11 @@ class client_session : public reply_sink,
   int db_;
   bool authed_;
   bool raw_ = false;
-  bool raw_reset_sent_ = false;      // RESET sent in raw mode, its +RESET not back yet
-  bool raw_reset_answered_ = false;  // ... back and passed on: the session resets next
-  std::vector<int> raw_dbs_;         // raw mode: the dbs the client may be in (note_raw_request)
+  // RESET in raw mode (raw_reset()): sent, its +RESET not back yet; then back and passed on, so
+  // the session resets when reading resumes.
+  enum class raw_reset_state : std::uint8_t { none, sent, answered };
+  raw_reset_state raw_reset_ = raw_reset_state::none;
+  std::vector<int> raw_dbs_;  // raw mode: the dbs the client may be in (note_raw_request)
   bool in_multi_ = false;
   bool watching_ = false;
   bool closing_ = false;  // no more requests; close after the writer flushed
