@@ -36,7 +36,8 @@ bool poll_for(asio::io_context& io, std::chrono::microseconds window) {
 
 }  // namespace
 
-void run(asio::io_context& io, std::chrono::microseconds busy_poll) {
+void run(asio::io_context& io, std::chrono::microseconds busy_poll,
+         const std::int64_t* replies_due) {
   struct running_guard {
     running_guard() { state.running = true; }
     ~running_guard() {
@@ -52,10 +53,11 @@ void run(asio::io_context& io, std::chrono::microseconds busy_poll) {
     if (busy_poll.count() == 0) {
       io.run_one();  // block for the next event (or timer)
     } else {
+      const bool due = replies_due != nullptr && *replies_due > 0;
       const auto idle = std::chrono::steady_clock::now();
-      const auto window = policy.window();
+      const auto window = policy.window(due);
       if (window.count() == 0 || !poll_for(io, window)) io.run_one();
-      policy.waited(std::chrono::steady_clock::now() - idle);
+      policy.waited(due, std::chrono::steady_clock::now() - idle);
     }
     if (io.stopped()) return;
   }

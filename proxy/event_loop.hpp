@@ -16,7 +16,9 @@
 // State is per thread: an io_context per thread gets a loop, and a deferral, of its own.
 #pragma once
 
+#include <array>
 #include <chrono>
+#include <cstdint>
 #include <memory>
 
 #include "proxy/asio.hpp"
@@ -33,21 +35,25 @@ class turn_listener {
 /// When to poll instead of sleeping, in the manner of KVM's halt polling: the loop polls for up to
 /// `limit` while its waits are short (the last wait for an event, polling or sleeping, ended within
 /// the limit), and sleeps at once after a wait longer than that, so an idle or sparsely used
-/// sidecar spends at most one limit of polling per quiet spell. Sans-I/O: the loop reports waits.
+/// sidecar spends at most one limit of polling per quiet spell. Waits while upstream replies are
+/// due and waits for the app's next request are judged apart: with Redis a millisecond away the
+/// first are long and the second short, and one window for both would open after each short wait
+/// only to be spent in vain on the next long one. Sans-I/O: the loop reports its waits.
 class busy_poll_policy {
  public:
-  explicit busy_poll_policy(std::chrono::microseconds limit) : limit_(limit), window_(limit) {}
+  explicit busy_poll_policy(std::chrono::microseconds limit)
+      : limit_(limit), window_{limit, limit} {}
 
   /// How long to poll before sleeping now; zero: sleep at once.
-  std::chrono::microseconds window() const { return window_; }
+  std::chrono::microseconds window(bool reply_due) const { return window_[reply_due ? 1 : 0]; }
   /// The loop waited this long for its next event (polling, then sleeping if that found nothing).
-  void waited(std::chrono::steady_clock::duration d) {
-    window_ = d <= limit_ ? limit_ : std::chrono::microseconds::zero();
+  void waited(bool reply_due, std::chrono::steady_clock::duration d) {
+    window_[reply_due ? 1 : 0] = d <= limit_ ? limit_ : std::chrono::microseconds::zero();
   }
 
  private:
   std::chrono::microseconds limit_;
-  std::chrono::microseconds window_;
+  std::array<std::chrono::microseconds, 2> window_;  // [0]: no reply due; [1]: replies due
 };
 
 namespace event_loop {
@@ -55,9 +61,11 @@ namespace event_loop {
 /// Runs io until it is stopped or runs out of work, in turns (see above). A listener still
 /// pending when the loop ends is released, not called: one that needs the loop to go on holds
 /// work on io until it has run (the upstream writers wait on a timer). With busy_poll above zero
-/// the loop polls for up to that long, as busy_poll_policy decides, before it sleeps.
+/// the loop polls for up to that long, as busy_poll_policy decides, before it sleeps; replies_due,
+/// if given, counts the requests waiting for an upstream reply (stats::inflight_requests).
 void run(asio::io_context& io,
-         std::chrono::microseconds busy_poll = std::chrono::microseconds::zero());
+         std::chrono::microseconds busy_poll = std::chrono::microseconds::zero(),
+         const std::int64_t* replies_due = nullptr);
 
 /// Calls listener->turn_ended() once the current turn of this thread's loop is over, keeping the
 /// listener alive until then. Returns false, deferring nothing, when no event_loop::run() is

@@ -135,27 +135,49 @@ TEST_CASE("the loop blocks for events between turns and serves them", "[event_lo
 TEST_CASE("busy_poll_policy polls while waits are short and sleeps at once after a long one",
           "[event_loop]") {
   using std::chrono::microseconds;
-  busy_poll_policy p(microseconds(50));
-  CHECK(p.window() == microseconds(50));  // polls from the start
-  p.waited(microseconds(20));
-  CHECK(p.window() == microseconds(50));
-  p.waited(microseconds(50));  // the limit itself is short enough
-  CHECK(p.window() == microseconds(50));
-  p.waited(microseconds(51));
-  CHECK(p.window() == microseconds(0));  // the event came after the limit: sleep at once
-  p.waited(std::chrono::seconds(2));
-  CHECK(p.window() == microseconds(0));
-  p.waited(std::chrono::nanoseconds(30'000));  // a short wait, even a sleeping one: poll again
-  CHECK(p.window() == microseconds(50));
+  for (const bool due : {false, true}) {
+    INFO("replies due: " << due);
+    busy_poll_policy p(microseconds(50));
+    CHECK(p.window(due) == microseconds(50));  // polls from the start
+    p.waited(due, microseconds(20));
+    CHECK(p.window(due) == microseconds(50));
+    p.waited(due, microseconds(50));  // the limit itself is short enough
+    CHECK(p.window(due) == microseconds(50));
+    p.waited(due, microseconds(51));
+    CHECK(p.window(due) == microseconds(0));  // the event came after the limit: sleep at once
+    p.waited(due, std::chrono::seconds(2));
+    CHECK(p.window(due) == microseconds(0));
+    p.waited(due, std::chrono::nanoseconds(30'000));  // a short wait, even a sleeping one
+    CHECK(p.window(due) == microseconds(50));
+  }
 
   busy_poll_policy off(microseconds(0));
-  CHECK(off.window() == microseconds(0));
-  off.waited(microseconds(0));
-  CHECK(off.window() == microseconds(0));
+  CHECK(off.window(false) == microseconds(0));
+  off.waited(false, microseconds(0));
+  CHECK(off.window(false) == microseconds(0));
+  CHECK(off.window(true) == microseconds(0));
+}
+
+TEST_CASE("busy_poll_policy judges waits for replies and for requests apart", "[event_loop]") {
+  using std::chrono::microseconds;
+  // Redis a millisecond away, the app quick to send its next request.
+  busy_poll_policy p(microseconds(150));
+  p.waited(true, microseconds(1000));
+  CHECK(p.window(true) == microseconds(0));
+  CHECK(p.window(false) == microseconds(150));
+  for (int k = 0; k < 3; ++k) {
+    p.waited(false, microseconds(20));
+    CHECK(p.window(true) == microseconds(0));  // a short wait for the app opens no reply window
+    p.waited(true, microseconds(1000));
+    CHECK(p.window(false) == microseconds(150));
+  }
+  p.waited(true, microseconds(100));  // Redis close by again
+  CHECK(p.window(true) == microseconds(150));
 }
 
 TEST_CASE("a busy-polling loop serves events that come while it polls and while it sleeps",
           "[event_loop]") {
+  const std::int64_t replies_due = GENERATE(0, 1);  // which of the policy's windows is in use
   asio::io_context io(1);
   auto work = asio::make_work_guard(io);
   std::vector<std::string> log;
@@ -185,7 +207,7 @@ TEST_CASE("a busy-polling loop serves events that come while it polls and while 
     CHECK_FALSE(ec);
     log.push_back("timer");
   });
-  event_loop::run(io, std::chrono::microseconds(1000));
+  event_loop::run(io, std::chrono::microseconds(1000), &replies_due);
   other.join();
   CHECK(turns == 3);
   CHECK(log.back() == "turn ended");
