@@ -70,9 +70,10 @@ class collector final : public prometheus::Collectable {
     std::vector<MetricFamily> out;
     out.reserve(counter_families.size() + gauge_families.size() + labelled_families.size());
     for (std::size_t i = 0; i < counter_families.size(); ++i) {
+      const auto id = static_cast<counter_id>(i);
       out.push_back(family_of(counter_families[i]));
       out.back().metric.push_back(
-          counter_sample(static_cast<double>(m_[static_cast<counter_id>(i)].value())));
+          counter_sample(static_cast<double>(m_[id].value()) * counter_scale(id)));
     }
     for (std::size_t i = 0; i < gauge_families.size(); ++i) {
       const auto id = static_cast<gauge_id>(i);

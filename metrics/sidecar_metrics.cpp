@@ -42,7 +42,8 @@ static_assert(row(counter_id::requests, "redis_sidecar_requests_total") &&
               row(counter_id::cache_invalidations_received,
                   "redis_sidecar_cache_invalidations_received_total") &&
               row(counter_id::cache_stale_serves, "redis_sidecar_cache_stale_serves_total") &&
-              row(counter_id::upstream_writes, "redis_sidecar_upstream_writes_total"));
+              row(counter_id::upstream_writes, "redis_sidecar_upstream_writes_total") &&
+              row(counter_id::busy_poll, "redis_sidecar_busy_poll_seconds_total"));
 static_assert(row(gauge_id::cache_entries, "redis_sidecar_cache_entries") &&
               row(gauge_id::cache_bytes, "redis_sidecar_cache_bytes") &&
               row(gauge_id::cache_max_bytes, "redis_sidecar_cache_max_bytes") &&

@@ -51,6 +51,7 @@ enum class counter_id : std::uint8_t {
   cache_invalidations_received,
   cache_stale_serves,
   upstream_writes,
+  busy_poll,  // stored in nanoseconds, exported in seconds (see counter_scale)
   count_
 };
 
@@ -80,7 +81,12 @@ inline constexpr std::array<family_info, static_cast<std::size_t>(counter_id::co
         {"redis_sidecar_upstream_writes_total", family_type::counter,
          "Writes to upstream connections; each carries every request queued for its connection "
          "when the event loop's turn ended."},
+        {"redis_sidecar_busy_poll_seconds_total", family_type::counter,
+         "Time the event loop spent polling for events instead of sleeping (--busy-poll-us)."},
     }};
+
+/// Multiplier from a counter's stored integer to its exported value.
+constexpr double counter_scale(counter_id id) { return id == counter_id::busy_poll ? 1e-9 : 1.0; }
 
 /// Unlabelled gauges. The order is the order of `gauge_families`.
 enum class gauge_id : std::uint8_t {

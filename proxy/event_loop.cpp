@@ -36,8 +36,7 @@ bool poll_for(asio::io_context& io, std::chrono::microseconds window) {
 
 }  // namespace
 
-void run(asio::io_context& io, std::chrono::microseconds busy_poll,
-         const std::int64_t* replies_due) {
+void run(asio::io_context& io, std::chrono::microseconds busy_poll, stats* counters) {
   struct running_guard {
     running_guard() { state.running = true; }
     ~running_guard() {
@@ -53,10 +52,17 @@ void run(asio::io_context& io, std::chrono::microseconds busy_poll,
     if (busy_poll.count() == 0) {
       io.run_one();  // block for the next event (or timer)
     } else {
-      const bool due = replies_due != nullptr && *replies_due > 0;
+      const bool due = counters != nullptr && counters->inflight_requests > 0;
       const auto idle = std::chrono::steady_clock::now();
       const auto window = policy.window(due);
-      if (window.count() == 0 || !poll_for(io, window)) io.run_one();
+      bool woken = false;
+      if (window.count() > 0) {
+        woken = poll_for(io, window);
+        if (counters != nullptr)
+          counters->busy_poll_ns += static_cast<std::uint64_t>(
+              std::chrono::nanoseconds(std::chrono::steady_clock::now() - idle).count());
+      }
+      if (!woken) io.run_one();
       policy.waited(due, std::chrono::steady_clock::now() - idle);
     }
     if (io.stopped()) return;

@@ -22,6 +22,7 @@
 #include <memory>
 
 #include "proxy/asio.hpp"
+#include "proxy/stats.hpp"
 
 namespace redis_sidecar {
 
@@ -61,11 +62,12 @@ namespace event_loop {
 /// Runs io until it is stopped or runs out of work, in turns (see above). A listener still
 /// pending when the loop ends is released, not called: one that needs the loop to go on holds
 /// work on io until it has run (the upstream writers wait on a timer). With busy_poll above zero
-/// the loop polls for up to that long, as busy_poll_policy decides, before it sleeps; replies_due,
-/// if given, counts the requests waiting for an upstream reply (stats::inflight_requests).
+/// the loop polls for up to that long, as busy_poll_policy decides, before it sleeps. `counters`,
+/// if given, tells it whether upstream replies are due (inflight_requests) and gets the time spent
+/// polling (busy_poll_ns).
 void run(asio::io_context& io,
          std::chrono::microseconds busy_poll = std::chrono::microseconds::zero(),
-         const std::int64_t* replies_due = nullptr);
+         stats* counters = nullptr);
 
 /// Calls listener->turn_ended() once the current turn of this thread's loop is over, keeping the
 /// listener alive until then. Returns false, deferring nothing, when no event_loop::run() is

@@ -86,8 +86,7 @@ int run(const rs::config& cfg) {
         },
         rs::asio::detached);
   });
-  rs::event_loop::run(io, std::chrono::microseconds(cfg.busy_poll_us),
-                      &srv.counters().inflight_requests);
+  rs::event_loop::run(io, std::chrono::microseconds(cfg.busy_poll_us), &srv.counters());
   rs::log::info("stopped");
   return 0;
 }

@@ -98,6 +98,7 @@ void server::publish() {
   add(counter_id::cache_invalidations_received, tc.pushed_invalidations, p.received);
   add(counter_id::cache_stale_serves, tc.stale_serves, p.stale);
   add(counter_id::upstream_writes, stats_.upstream_writes, p.upstream_writes);
+  add(counter_id::busy_poll, stats_.busy_poll_ns, p.busy_poll_ns);
   for (std::size_t k = 0; k < p.errors.size(); ++k) {
     if (stats_.errors[k] > p.errors[k]) metrics_.count_error(k, stats_.errors[k] - p.errors[k]);
     p.errors[k] = stats_.errors[k];

@@ -34,6 +34,7 @@ struct stats {
   std::uint64_t upstream_reconnects = 0;  // counter: connect attempts after the first
   std::uint64_t requests = 0;             // counter: requests framed from clients
   std::uint64_t upstream_writes = 0;      // counter: writes to upstream connections (batches)
+  std::uint64_t busy_poll_ns = 0;         // counter: time the event loop spent polling
   std::array<std::uint64_t, static_cast<std::size_t>(error_kind::count_)> errors{};
 
   void count(error_kind k) { ++errors[static_cast<std::size_t>(k)]; }

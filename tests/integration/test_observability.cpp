@@ -155,6 +155,22 @@ TEST_CASE("requests ready in the same turn share one upstream write", "[observab
   CHECK(writes == 1);
 }
 
+// --busy-poll-us: the time spent polling is counted (and only then: off by default).
+TEST_CASE("busy polling shows in redis_sidecar_busy_poll_seconds_total", "[observability]") {
+  SIDECAR_ONLY();
+  proxied polling({}, {"--busy-poll-us=200", "--health-probe-interval-ms=50"});
+  proxied sleeping({}, {"--health-probe-interval-ms=50"});
+  for (int i = 0; i < 50; ++i) {
+    REQUIRE(str(polling.client().get(), {"SET", "k", "v"}) == "OK");
+    REQUIRE(str(sleeping.client().get(), {"SET", "k", "v"}) == "OK");
+  }
+  const char* polled = "redis_sidecar_busy_poll_seconds_total";
+  CHECK(eventually([&] { return sample(metrics_text(polling), polled) > 0; }));
+  REQUIRE(eventually(
+      [&] { return sample(metrics_text(sleeping), "redis_sidecar_requests_total") >= 50; }));
+  CHECK(sample(metrics_text(sleeping), polled) == 0);
+}
+
 TEST_CASE("a real Prometheus scrapes the sidecar and sees hits, misses and fallback",
           "[observability][prometheus]") {
   SIDECAR_ONLY();
