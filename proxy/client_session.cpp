@@ -107,7 +107,11 @@ bool client_sub_answered_here(sub_id sub, std::size_t argc) {
 constexpr std::string_view discard_frame = "*1\r\n$7\r\nDISCARD\r\n";
 
 const std::string& execabort_reply() {
-  static const std::string r = "-" + std::string(errors::execabort) + "\r\n";
+  static const std::string r = [] {
+    std::string out;
+    resp::append_error(out, errors::execabort);
+    return out;
+  }();
   return r;
 }
 

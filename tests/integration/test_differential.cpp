@@ -355,6 +355,14 @@ void check_end(const proxied& env, const redis_server& reference, const run_opti
   }
 }
 
+// One client's part of a sequence of several: what it sends (nothing: it only reads), and how
+// many replies (or messages) it reads.
+struct leg {
+  std::size_t client;
+  std::vector<std::vector<std::string>> commands;
+  std::size_t replies;
+};
+
 // Clients take turns (one seeded sequence): the first difference fails the test with the turns
 // before it.
 void run_differential(std::uint32_t seed, const run_options& o) {
@@ -381,48 +389,41 @@ void run_differential(std::uint32_t seed, const run_options& o) {
     const std::size_t i = gen.pick(clients);
     std::string who = "client " + std::to_string(i) + ": ";
     const shape sh = pick_shape(gen);
+    const std::size_t other = (i + 1) % clients;
+    // Steps of more than one client before the turn, each read in full before the next.
+    std::vector<leg> legs;
     if (sh == shape::transaction && gen.pick(3) == 0) {
       // WATCH first; a write from another client before EXEC aborts the transaction on both
       // sides (a nil EXEC reply).
       const std::string key = gen.key();
-      std::string diff = c[i]->exchange(resp_array({"WATCH", key}), 1);
-      who += "WATCH " + key + " | ";
-      if (diff.empty() && gen.pick(2) == 0) {
-        const std::size_t other = (i + 1) % clients;
-        diff = c[other]->exchange(resp_array({"SET", key, "watched"}), 1);
-        who += "(client " + std::to_string(other) + ": SET " + key + ") | ";
-      }
-      if (!diff.empty()) fail(step, who, diff);
+      legs.push_back({i, {{"WATCH", key}}, 1});
+      if (gen.pick(2) == 0) legs.push_back({other, {{"SET", key, "watched"}}, 1});
     }
     if (sh == shape::subscribed && gen.pick(2) == 0) {
       // Another client publishes to it: the message, and the pattern's, reach it in order.
-      const std::size_t other = (i + 1) % clients;
-      const std::string message = "m" + std::to_string(step);
-      std::string diff =
-          c[i]->exchange(resp_array({"SUBSCRIBE", "ch"}) + resp_array({"PSUBSCRIBE", "c*"}), 2);
-      if (diff.empty()) diff = c[other]->exchange(resp_array({"PUBLISH", "ch", message}), 1);
-      if (diff.empty()) diff = c[i]->exchange("", 2);
-      if (diff.empty())
-        diff = c[i]->exchange(
-            resp_array({"UNSUBSCRIBE", "ch"}) + resp_array({"PUNSUBSCRIBE", "c*"}), 2);
-      who += "SUBSCRIBE ch | PSUBSCRIBE c* | (client " + std::to_string(other) + ": PUBLISH ch " +
-             message + ") | UNSUBSCRIBE ch | PUNSUBSCRIBE c* | ";
-      if (!diff.empty()) fail(step, who, diff);
+      legs.push_back({i, {{"SUBSCRIBE", "ch"}, {"PSUBSCRIBE", "c*"}}, 2});
+      legs.push_back({other, {{"PUBLISH", "ch", "m" + std::to_string(step)}}, 1});
+      legs.push_back({i, {}, 2});
+      legs.push_back({i, {{"UNSUBSCRIBE", "ch"}, {"PUNSUBSCRIBE", "c*"}}, 2});
     }
     if (sh == shape::command && gen.pick(20) == 0) {
       // A blocked client woken by another's push. In db 0 on a key no other command touches, so
       // that which of the two reaches Redis first cannot change a reply.
-      const std::size_t other = (i + 1) % clients;
-      std::string diff =
-          c[i]->exchange(resp_array({"SELECT", "0"}) + resp_array({"BLPOP", "t:blk", "3"}), 1);
-      if (diff.empty())
-        diff = c[other]->exchange(resp_array({"SELECT", "0"}) +
-                                      resp_array({"RPUSH", "t:blk", "p" + std::to_string(step)}),
-                                  2);
-      if (diff.empty()) diff = c[i]->exchange("", 1);
-      who += "SELECT 0 | BLPOP t:blk 3 | (client " + std::to_string(other) +
-             ": SELECT 0 | RPUSH t:blk) | ";
-      if (!diff.empty()) fail(step, who, diff);
+      legs.push_back({i, {{"SELECT", "0"}, {"BLPOP", "t:blk", "3"}}, 1});
+      legs.push_back({other, {{"SELECT", "0"}, {"RPUSH", "t:blk", "p" + std::to_string(step)}}, 2});
+      legs.push_back({i, {}, 1});
+    }
+    for (const leg& l : legs) {
+      std::string batch, what;
+      for (const auto& command : l.commands) {
+        batch += resp_array(command);
+        what += (what.empty() ? "" : " | ") + show(command);
+      }
+      if (what.empty()) what = "(reads " + std::to_string(l.replies) + " more)";
+      who += (l.client == i ? what : "(client " + std::to_string(l.client) + ": " + what + ")") +
+             " | ";
+      if (const std::string diff = c[l.client]->exchange(batch, l.replies); !diff.empty())
+        fail(step, who, diff);
     }
     const turn t = plan(gen, sh);
     const std::string diff = c[i]->exchange(t.batch, t.replies, t.compare);
