@@ -11,6 +11,7 @@
 #include "proxy/resp/detail/line.hpp"
 #include "proxy/resp/value.hpp"
 #include "proxy/resp/writer.hpp"
+#include "proxy/upstream/connect_fsm.hpp"
 
 namespace redis_sidecar {
 namespace {
@@ -294,8 +295,8 @@ client_session::outcome client_session::handle(std::span<const std::string_view>
     case command_id::unwatch: return forward(frame, tag_unwatch);
     case command_id::subscribe:
     case command_id::psubscribe:
-    case command_id::ssubscribe:
-    case command_id::monitor: return enter_raw(frame);
+    case command_id::ssubscribe: return enter_raw(frame, false);
+    case command_id::monitor: return enter_raw(frame, true);
     case command_id::unsubscribe:
     case command_id::punsubscribe:
     case command_id::sunsubscribe:
@@ -385,9 +386,22 @@ client_session::outcome client_session::serve_fallback(const commands::command_i
 client_session::outcome client_session::handle_raw(std::span<const std::string_view> args,
                                                    std::string_view frame,
                                                    const commands::command_info* info) {
+  if (leaving_raw_) return outcome::wait;  // see deliver_raw()
   const command_id id = info != nullptr ? info->id : command_id::other;
   if (id == command_id::auth) return cmd_auth(args);
   if (id == command_id::reset) return raw_reset(frame);
+  switch (id) {
+    case command_id::select:
+    case command_id::multi:
+    case command_id::exec:
+    case command_id::discard:
+    case command_id::watch:
+    case command_id::unwatch:
+    case command_id::client:
+    case command_id::hello:
+    case command_id::monitor: raw_sticky_ = true; break;
+    default: break;
+  }
   if (id == command_id::hello && args.size() > 2) {
     inline_scratch_.clear();
     resp::append_command(inline_scratch_, args.first(2));  // HELLO <proto>: credentials stay here
@@ -560,7 +574,7 @@ client_session::outcome client_session::cmd_client(std::span<const std::string_v
       args.size() >= 2 ? commands::lookup_sub(command_id::client, args[1]) : sub_id::other;
   if (sub == sub_id::client_reply || sub == sub_id::client_tracking ||
       sub == sub_id::client_caching)
-    return enter_raw(frame);
+    return enter_raw(frame, true);
   if (!client_sub_answered_here(sub, args.size())) return forward(frame);
   if (multi_open_) return refuse_in_multi();
   std::string r;
@@ -621,6 +635,8 @@ void client_session::reset_session() {
   db_ = cfg_.upstream.db;
   in_multi_ = watching_ = raw_ = multi_open_ = false;
   raw_reset_ = raw_reset_state::none;
+  raw_sticky_ = leaving_raw_ = false;
+  subs_ = {};
   transactions_.clear();
   raw_dbs_.clear();
   name_.clear();
@@ -850,7 +866,7 @@ bool client_session::send_own(std::span<const std::string_view> words) {
   return dedicated_->submit(req, pending_reply{nullptr, 0, default_deadline(), tag_none});
 }
 
-client_session::outcome client_session::enter_raw(std::string_view frame) {
+client_session::outcome client_session::enter_raw(std::string_view frame, bool sticky) {
   if (!slots_.empty()) return outcome::wait;
   if (!dedicated_) {
     dedicated_ = ctx_.upstreams.acquire_dedicated(proto_);
@@ -861,6 +877,8 @@ client_session::outcome client_session::enter_raw(std::string_view frame) {
   send_own(std::array<std::string_view, 3>{"CLIENT", "SETNAME", name_});
   dedicated_->enter_raw(shared_from_this());
   raw_ = true;
+  raw_sticky_ = sticky;
+  subs_ = {};
   raw_dbs_.assign(1, effective_db());
   if (!dedicated_->send_raw(frame)) {
     reply_error(std::string(errors::upstream_unavailable) + ": " + dedicated_->last_error());
@@ -1006,6 +1024,13 @@ void client_session::deliver_raw(std::string_view frame) {
     raw_reset_ = raw_reset_state::answered;
     drain_wake_.cancel();
   }
+  if (leaving_raw_ && is_probe_reply(frame, probe_token_)) {  // the sidecar's own: not passed on
+    leaving_raw_ = false;
+    if (!subs_.subscribed() && !raw_sticky_ && raw_reset_ == raw_reset_state::none) leave_raw();
+    drain_wake_.cancel();
+    return;
+  }
+  const bool unsubscribed_all = subs_.on_frame(frame);
   out_.append(frame);
   notify_writer();
   if (out_.size() > cfg_.max_pubsub_output_bytes) {
@@ -1013,7 +1038,28 @@ void client_session::deliver_raw(std::string_view frame) {
     log::warn("client " + std::to_string(id_) + " closed: subscriber output above " +
               std::to_string(cfg_.max_pubsub_output_bytes) + " bytes");
     close_now();
+    return;
   }
+  // Unsubscribed from everything: once every request sent so far is answered (the marker's reply
+  // is back), the client leaves raw mode, unless one of those replies subscribed it again.
+  if (unsubscribed_all && !raw_sticky_ && !leaving_raw_ && raw_reset_ == raw_reset_state::none &&
+      dedicated_) {
+    if (probe_token_.empty()) probe_token_ = "redis-sidecar:unsubscribed:" + std::to_string(id_);
+    leaving_raw_ = dedicated_->send_raw(unsubscribe_probe(probe_token_));
+  }
+}
+
+// Back to an ordinary session on its dedicated connection, which goes back to the pool if the
+// client holds no other connection state (a db other than the default one).
+void client_session::leave_raw() {
+  dedicated_->leave_raw();
+  raw_ = false;
+  raw_dbs_.clear();
+  subs_ = {};
+  // enter_raw() gave the connection the client's name; it takes the sidecar's again (CLIENT LIST
+  // on the upstream shows who holds what).
+  send_own(std::array<std::string_view, 3>{"CLIENT", "SETNAME", upstream_client_name});
+  maybe_release_dedicated();
 }
 
 void client_session::check_output_limit() {

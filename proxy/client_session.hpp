@@ -12,7 +12,8 @@
 //                        ^ in_start_            ^ in_end_          ^ first_seq_
 //
 // Raw mode (SUBSCRIBE family, MONITOR, CLIENT REPLY/TRACKING): the dedicated connection's frames
-// are copied to the client as they come, and requests are forwarded without slots.
+// are copied to the client as they come, and requests are forwarded without slots. A client that
+// entered it by subscribing leaves it once unsubscribed from everything (subscriptions.hpp).
 //
 // Owned by its two coroutines (reader, writer) and, while it has requests pending upstream, by
 // their entries (sink_ref, reply_sink.hpp): a client that leaves mid-pipeline leaves its entries
@@ -37,6 +38,7 @@
 #include "proxy/resp/request_parser.hpp"
 #include "proxy/ring.hpp"
 #include "proxy/stats.hpp"
+#include "proxy/subscriptions.hpp"
 #include "proxy/tier/cache_tier.hpp"
 #include "proxy/tier/health_fsm.hpp"
 #include "proxy/tier/near_cache.hpp"
@@ -141,7 +143,10 @@ class client_session : public reply_sink,
                             std::chrono::steady_clock::time_point deadline = {});
   outcome submit_to(const std::shared_ptr<connection>& c, std::string_view frame, std::uint8_t t,
                     std::chrono::steady_clock::time_point deadline);
-  outcome enter_raw(std::string_view frame);
+  /// `sticky`: entered by something other than a subscription (MONITOR, CLIENT REPLY, ...), so
+  /// only RESET leaves it.
+  outcome enter_raw(std::string_view frame, bool sticky);
+  void leave_raw();
 
   void reply(std::string_view bytes);  // a local reply, in order
   void reply_bulk(std::string_view value);
@@ -204,6 +209,14 @@ class client_session : public reply_sink,
   enum class raw_reset_state : std::uint8_t { none, sent, answered };
   raw_reset_state raw_reset_ = raw_reset_state::none;
   std::vector<int> raw_dbs_;  // raw mode: the dbs the client may be in (note_raw_request)
+  // Leaving raw mode after the last UNSUBSCRIBE: the subscription counts its confirmations
+  // report; whether something else holds the client in raw mode (a sticky entry, or a request in
+  // raw mode that changed connection state: SELECT, MULTI, WATCH, CLIENT, HELLO); and the marker
+  // sent to see every earlier request answered (reading waits for its reply).
+  subscription_tracker subs_;
+  bool raw_sticky_ = false;
+  bool leaving_raw_ = false;
+  std::string probe_token_;
   bool in_multi_ = false;
   bool watching_ = false;
   bool closing_ = false;  // no more requests; close after the writer flushed

@@ -9,8 +9,6 @@
 namespace redis_sidecar {
 namespace {
 
-constexpr std::string_view client_name = "redis-sidecar";
-
 bool starts_with_ci(std::string_view s, std::string_view prefix) {
   return s.size() >= prefix.size() && commands::iequals(s.substr(0, prefix.size()), prefix);
 }
@@ -64,15 +62,15 @@ connect_fsm::step connect_fsm::send_hello() {
   out_.clear();
   const std::string proto = std::to_string(proto_);
   if (url_.password.empty()) {
-    std::array<std::string_view, 4> args{"HELLO", proto, "SETNAME", client_name};
+    std::array<std::string_view, 4> args{"HELLO", proto, "SETNAME", upstream_client_name};
     resp::append_command(out_, args);
   } else {
     // Both arms must be string_views: mixing "default" with a std::string would make the
     // conditional a temporary std::string that dies before `args` is used.
     const std::string_view user =
         url_.username.empty() ? std::string_view("default") : std::string_view(url_.username);
-    std::array<std::string_view, 7> args{"HELLO",       proto,     "AUTH",     user,
-                                         url_.password, "SETNAME", client_name};
+    std::array<std::string_view, 7> args{
+        "HELLO", proto, "AUTH", user, url_.password, "SETNAME", upstream_client_name};
     resp::append_command(out_, args);
   }
   return step::send;

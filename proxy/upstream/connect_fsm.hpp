@@ -1,6 +1,7 @@
 // connect_fsm: the upstream connect sequence as a sans-I/O state machine.
 //
-//   resolve -> connect -> [tls handshake] -> HELLO proto [AUTH user pass] SETNAME -> [SELECT db] -> ready
+//   resolve -> connect -> [tls handshake] -> HELLO proto [AUTH user pass] SETNAME -> [SELECT db] ->
+//   ready
 //                                              | "unknown command" and proto 2 (Redis < 6):
 //                                              +-> [AUTH [user] pass] -> [SELECT db] -> ready
 //
@@ -17,6 +18,9 @@
 #include "proxy/resp/value.hpp"
 
 namespace redis_sidecar {
+
+/// The name upstream connections give themselves (CLIENT LIST on the upstream).
+inline constexpr std::string_view upstream_client_name = "redis-sidecar";
 
 class connect_fsm {
  public:

@@ -84,6 +84,12 @@ bool connection::submit(std::string_view request, pending_reply entry) {
 
 void connection::enter_raw(std::shared_ptr<client_session> sink) { raw_sink_ = std::move(sink); }
 
+bool connection::owes_clients() const {
+  for (std::size_t i = 0; i < pending_.size(); ++i)
+    if (pending_[i].sink) return true;
+  return false;
+}
+
 bool connection::send_raw(std::string_view request) {
   if (!usable()) return false;
   wbuf_.append(request);

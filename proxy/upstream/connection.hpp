@@ -72,6 +72,8 @@ class connection : public std::enable_shared_from_this<connection>, public turn_
   void enter_raw(std::shared_ptr<client_session> sink);
   bool raw() const { return raw_sink_ != nullptr; }
   bool send_raw(std::string_view request);
+  /// Back to replies matched with entries; the sink has seen every reply to its raw requests.
+  void leave_raw() { raw_sink_.reset(); }
 
   /// The client session to tell when a dedicated connection is lost.
   void set_owner(std::weak_ptr<client_session> owner) { owner_ = std::move(owner); }
@@ -91,6 +93,8 @@ class connection : public std::enable_shared_from_this<connection>, public turn_
   state current_state() const { return state_; }
   bool usable() const { return state_ == state::connecting || state_ == state::ready; }
   std::size_t pending() const { return pending_.size(); }
+  /// Some pending request is a client's (not only the sidecar's own, whose replies are dropped).
+  bool owes_clients() const;
   /// Ready, with requests waiting for this turn's write.
   bool batching() const { return state_ == state::ready && !broken_ && !wbuf_.empty(); }
   /// Why the connection is down, safe to show (no credentials).

@@ -2,7 +2,8 @@
 // the read sizes; the rest is an upstream byte stream. It is framed whole and in reads of
 // pseudo-random sizes into a re-allocated, compacted buffer; both must give the same frames and
 // final state. Every complete frame is also decoded, which must agree with the framer on what is a
-// frame.
+// frame. Every frame also goes through the subscription tracker (a subscribed client's frames),
+// which must only ever read confirmations out of complete frames.
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -11,6 +12,7 @@
 
 #include "proxy/resp/reply_parser.hpp"
 #include "proxy/resp/value.hpp"
+#include "proxy/subscriptions.hpp"
 
 namespace {
 
@@ -61,6 +63,12 @@ bool drain(reply_parser& p, std::string& buffer, run_result& r, bool decode_fram
       }
       std::string extended = f.bytes + "+";
       check(!redis_sidecar::resp::decode(extended).has_value());
+      redis_sidecar::subscription_tracker t;
+      const bool unsubscribed_all = t.on_frame(f.bytes);
+      const auto c = redis_sidecar::parse_confirmation(f.bytes);
+      check(!unsubscribed_all || (c && c->unsubscribe && c->count == 0));
+      check(!c || v.has_value());
+      check(!redis_sidecar::parse_confirmation(f.bytes.substr(0, f.bytes.size() - 1)));
     }
     r.frames.push_back(std::move(f));
     buffer.erase(0, p.frame_size());

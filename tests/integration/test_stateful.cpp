@@ -60,10 +60,13 @@ TEST_CASE("after SUBSCRIBE: pipelined RESET and HELLO keep replies one for one",
   proxied env;
   SECTION("RESET behind a MULTI") {
     raw_client c(env.port());
-    c.send("CLIENT SETNAME app\r\nSUBSCRIBE ch\r\nUNSUBSCRIBE ch\r\n");
+    // CLIENT REPLY ON keeps the client passed on unread (an UNSUBSCRIBE from everything would end
+    // that: see the next test).
+    c.send("CLIENT SETNAME app\r\nSUBSCRIBE ch\r\nUNSUBSCRIBE ch\r\nCLIENT REPLY ON\r\n");
     CHECK(read_value(c) == "+OK\r\n");
     CHECK(read_value(c) == "*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n");
     CHECK(read_value(c) == "*3\r\n$11\r\nunsubscribe\r\n$2\r\nch\r\n:0\r\n");
+    CHECK(read_value(c) == "+OK\r\n");
     // Its name went with it to the upstream connection that now answers CLIENT GETNAME.
     c.send("CLIENT GETNAME\r\nCLIENT SETNAME other\r\nCLIENT GETNAME\r\n");
     CHECK(read_value(c) == "$3\r\napp\r\n");
@@ -84,6 +87,109 @@ TEST_CASE("after SUBSCRIBE: pipelined RESET and HELLO keep replies one for one",
     CHECK(read_value(c).starts_with("*14\r\n"));
     CHECK(read_value(c) == "*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n");
     CHECK(read_value(c) == "*2\r\n$4\r\npong\r\n$0\r\n\r\n");
+  }
+}
+
+// A client that unsubscribes from everything is an ordinary client again: its upstream connection
+// goes back to the pool instead of staying its own until it disconnects. Ten clients that
+// subscribe and unsubscribe in turn, and stay connected, hold no upstream connection: they take
+// turns on one. A client that did something else in subscribed mode that changed its connection
+// (here SELECT, over RESP3) keeps its connection.
+TEST_CASE("after the last UNSUBSCRIBE, the client's upstream connection goes back to the pool",
+          "[stateful][pubsub]") {
+  SIDECAR_ONLY();
+  proxied env;
+  auto up = env.upstream();
+  // Upstream connections by name (the sidecar's own are named redis-sidecar).
+  const auto named = [&](const std::string& prefix) {
+    const std::string list = str(up.get(), {"CLIENT", "LIST"});
+    int n = 0;
+    for (std::size_t at = list.find(" name=" + prefix); at != std::string::npos;
+         at = list.find(" name=" + prefix, at + 1))
+      ++n;
+    return n;
+  };
+  auto warm = env.client();
+  CHECK(str(warm.get(), {"PING"}) == "PONG");
+  const long long before = info_field(up.get(), "clients", "connected_clients");
+
+  std::vector<context_ptr> clients;
+  for (int i = 0; i < 10; ++i) {
+    auto c = env.client();
+    const std::string ch = "ch-" + std::to_string(i);
+    CHECK(str(c.get(), {"CLIENT", "SETNAME", "sub-" + std::to_string(i)}) == "OK");
+    CHECK(elements(c.get(), {"SUBSCRIBE", ch}) == strs{"subscribe", ch, "1"});
+    CHECK(elements(c.get(), {"PSUBSCRIBE", ch + "*"}) == strs{"psubscribe", ch + "*", "2"});
+    CHECK(named("sub-") == 1);  // subscribed: its own connection, with its name
+    CHECK(elements(c.get(), {"UNSUBSCRIBE", ch}) == strs{"unsubscribe", ch, "1"});
+    CHECK(elements(c.get(), {"PUNSUBSCRIBE"}) == strs{"punsubscribe", ch + "*", "0"});
+    CHECK(str(c.get(), {"PING"}) == "PONG");
+    clients.push_back(std::move(c));
+  }
+  CHECK(eventually([&] { return named("sub-") == 0; }));  // renamed after the client's PING
+  // The one connection they took turns on is idle in the pool now.
+  CHECK(info_field(up.get(), "clients", "connected_clients") <= before + 1);
+
+  // Each is an ordinary client, and may subscribe again.
+  for (int i = 0; i < 10; ++i) {
+    const std::string k = "after-" + std::to_string(i);
+    CHECK(str(clients[i].get(), {"CLIENT", "GETNAME"}) == "sub-" + std::to_string(i));
+    CHECK(str(clients[i].get(), {"SET", k, "v"}) == "OK");
+    CHECK(str(clients[i].get(), {"GET", k}) == "v");
+  }
+  auto& again = clients[3];
+  CHECK(elements(again.get(), {"SUBSCRIBE", "news"}) == strs{"subscribe", "news", "1"});
+  CHECK(integer(warm.get(), {"PUBLISH", "news", "x"}) == 1);
+  auto msg = next_reply(again.get());
+  REQUIRE(msg);
+  CHECK(strings(msg.get()) == strs{"message", "news", "x"});
+  CHECK(named("sub-3") == 1);
+
+  SECTION("a SELECT while subscribed keeps the connection") {
+    raw_client c(env.port());
+    c.send("HELLO 3\r\nCLIENT SETNAME kept\r\nSUBSCRIBE k\r\nSELECT 1\r\nUNSUBSCRIBE\r\n");
+    CHECK(read_value(c).starts_with("%7\r\n"));
+    CHECK(read_value(c) == "+OK\r\n");
+    CHECK(read_value(c) == ">3\r\n$9\r\nsubscribe\r\n$1\r\nk\r\n:1\r\n");
+    CHECK(read_value(c) == "+OK\r\n");
+    CHECK(read_value(c) == ">3\r\n$11\r\nunsubscribe\r\n$1\r\nk\r\n:0\r\n");
+    c.send("SET in-db-1 v\r\nPING\r\n");
+    CHECK(read_value(c) == "+OK\r\n");
+    CHECK(read_value(c) == "+PONG\r\n");
+    CHECK(named("kept") == 1);
+    CHECK(str(up.get(), {"SELECT", "1"}) == "OK");
+    CHECK(str(up.get(), {"GET", "in-db-1"}) == "v");
+  }
+  SECTION("a RESP2 client subscribed again, pipelined: still in subscribed mode") {
+    raw_client c(env.port());
+    c.send("CLIENT SETNAME resp2\r\nSUBSCRIBE a\r\nUNSUBSCRIBE a\r\nSUBSCRIBE b\r\n");
+    CHECK(read_value(c) == "+OK\r\n");
+    CHECK(read_value(c) == "*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n");
+    CHECK(read_value(c) == "*3\r\n$11\r\nunsubscribe\r\n$1\r\na\r\n:0\r\n");
+    CHECK(read_value(c) == "*3\r\n$9\r\nsubscribe\r\n$1\r\nb\r\n:1\r\n");
+    c.send("PING\r\n");
+    CHECK(read_value(c) == "*2\r\n$4\r\npong\r\n$0\r\n\r\n");  // subscribed mode's PING
+    CHECK(integer(warm.get(), {"PUBLISH", "b", "z"}) == 1);
+    CHECK(read_value(c) == "*3\r\n$7\r\nmessage\r\n$1\r\nb\r\n$1\r\nz\r\n");
+    CHECK(named("resp2") == 1);
+  }
+  SECTION("a RESP3 client: out of subscribed mode, then subscribed again, pipelined") {
+    raw_client c(env.port());
+    // The UNSUBSCRIBE's confirmation comes before the second SUBSCRIBE's: the client must stay
+    // subscribed, and receive what is published.
+    c.send("HELLO 3\r\nCLIENT SETNAME resp3\r\nSUBSCRIBE a\r\nUNSUBSCRIBE a\r\nSUBSCRIBE b\r\n");
+    CHECK(read_value(c).starts_with("%7\r\n"));
+    CHECK(read_value(c) == "+OK\r\n");
+    CHECK(read_value(c) == ">3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n");
+    CHECK(read_value(c) == ">3\r\n$11\r\nunsubscribe\r\n$1\r\na\r\n:0\r\n");
+    CHECK(read_value(c) == ">3\r\n$9\r\nsubscribe\r\n$1\r\nb\r\n:1\r\n");
+    CHECK(integer(warm.get(), {"PUBLISH", "b", "y"}) == 1);
+    CHECK(read_value(c) == ">3\r\n$7\r\nmessage\r\n$1\r\nb\r\n$1\r\ny\r\n");
+    CHECK(named("resp3") == 1);
+    c.send("UNSUBSCRIBE\r\nGET nothing\r\n");
+    CHECK(read_value(c) == ">3\r\n$11\r\nunsubscribe\r\n$1\r\nb\r\n:0\r\n");
+    CHECK(read_value(c) == "_\r\n");
+    CHECK(eventually([&] { return named("resp3") == 0; }));
   }
 }
 

@@ -1,0 +1,100 @@
+// subscriptions: what a subscribed client's upstream frames say about its subscriptions, without
+// I/O. A subscribed client is in raw mode (client_session): its requests and frames pass through
+// unread on a connection of its own. This reads just enough of the frames to see the client
+// unsubscribe from everything, so that the session can leave raw mode and give the connection
+// back instead of holding it until the client disconnects.
+//
+// Redis counts two sets apart in its confirmations (pubsub.c): channels and patterns together
+// (SUBSCRIBE, PSUBSCRIBE and their UNSUBSCRIBEs), and shard channels (SSUBSCRIBE, SUNSUBSCRIBE).
+// A client has left subscribed mode when both are zero.
+//
+// Requests sent before an UNSUBSCRIBE's confirmation came back may still be answered after it (a
+// pipelined SUBSCRIBE, a BLPOP). So the session then sends a marker, PING <token>, waits for its
+// reply (everything sent before it has been answered by then) and leaves raw mode only if the
+// counts are still zero.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "proxy/resp/value.hpp"
+#include "proxy/resp/writer.hpp"
+
+namespace redis_sidecar {
+
+/// One (un)subscribe confirmation: [kind, channel, count], an array in RESP2, a push in RESP3.
+struct pubsub_confirmation {
+  bool shard = false;  // ssubscribe, sunsubscribe
+  bool unsubscribe = false;
+  std::int64_t count = 0;  // subscriptions of its set left
+};
+
+/// The confirmation `frame` is, if it is one. Every other frame (messages, replies) is told apart
+/// by its first bytes, without decoding.
+inline std::optional<pubsub_confirmation> parse_confirmation(std::string_view frame) {
+  struct head {
+    std::string_view bytes;  // after the type byte, as Redis writes them (lower case)
+    bool shard;
+    bool unsubscribe;
+  };
+  static constexpr std::array<head, 6> heads{{
+      {"3\r\n$9\r\nsubscribe\r\n", false, false},
+      {"3\r\n$10\r\npsubscribe\r\n", false, false},
+      {"3\r\n$10\r\nssubscribe\r\n", true, false},
+      {"3\r\n$11\r\nunsubscribe\r\n", false, true},
+      {"3\r\n$12\r\npunsubscribe\r\n", false, true},
+      {"3\r\n$12\r\nsunsubscribe\r\n", true, true},
+  }};
+  if (frame.size() < 2 || (frame[0] != '*' && frame[0] != '>')) return std::nullopt;
+  const std::string_view rest = frame.substr(1);
+  for (const head& h : heads) {
+    if (!rest.starts_with(h.bytes)) continue;
+    const auto v = resp::decode(frame);
+    if (!v || v->elements.size() != 3 || v->elements[2].type != resp::value::kind::integer)
+      return std::nullopt;
+    return pubsub_confirmation{h.shard, h.unsubscribe, v->elements[2].integer};
+  }
+  return std::nullopt;
+}
+
+/// A subscribed client's subscription counts, as its confirmations report them.
+class subscription_tracker {
+ public:
+  /// Reads one frame from the client's connection. True when it is an unsubscribe confirmation
+  /// that leaves the client with no subscription at all.
+  bool on_frame(std::string_view frame) {
+    const auto c = parse_confirmation(frame);
+    if (!c) return false;
+    (c->shard ? shard_ : channels_) = c->count;
+    return c->unsubscribe && !subscribed();
+  }
+  bool subscribed() const { return channels_ > 0 || shard_ > 0; }
+
+ private:
+  std::int64_t channels_ = 0;  // channels and patterns
+  std::int64_t shard_ = 0;
+};
+
+/// The marker request: PING <token>. Allowed in subscribed mode too.
+inline std::string unsubscribe_probe(std::string_view token) {
+  std::string r;
+  const std::array<std::string_view, 2> words{"PING", token};
+  resp::append_command(r, words);
+  return r;
+}
+
+/// Whether `frame` is the marker's reply: the token as a bulk string, or, from a RESP2 client
+/// still subscribed, ["pong", token].
+inline bool is_probe_reply(std::string_view frame, std::string_view token) {
+  std::string bulk;
+  resp::append_bulk(bulk, token);
+  if (frame == bulk) return true;
+  static constexpr std::string_view pong = "*2\r\n$4\r\npong\r\n";
+  return frame.size() == pong.size() + bulk.size() && frame.starts_with(pong) &&
+         frame.substr(pong.size()) == bulk;
+}
+
+}  // namespace redis_sidecar
