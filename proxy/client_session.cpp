@@ -390,14 +390,21 @@ client_session::outcome client_session::handle_raw(std::span<const std::string_v
   const command_id id = info != nullptr ? info->id : command_id::other;
   if (id == command_id::auth) return cmd_auth(args);
   if (id == command_id::reset) return raw_reset(frame);
+  const sub_id sub = id == command_id::client && args.size() >= 2
+                         ? commands::lookup_sub(command_id::client, args[1])
+                         : sub_id::other;
   switch (id) {
+    case command_id::client:
+      if (sub == sub_id::client_id && args.size() == 2) return raw_client_id(frame);
+      if (sub != sub_id::client_getname && sub != sub_id::client_info && sub != sub_id::client_list)
+        raw_sticky_ = true;
+      break;
     case command_id::select:
     case command_id::multi:
     case command_id::exec:
     case command_id::discard:
     case command_id::watch:
     case command_id::unwatch:
-    case command_id::client:
     case command_id::hello:
     case command_id::monitor: raw_sticky_ = true; break;
     default: break;
@@ -421,6 +428,21 @@ client_session::outcome client_session::handle_raw(std::span<const std::string_v
     return outcome::close;
   }
   if (id == command_id::quit) return outcome::close;
+  return outcome::next;
+}
+
+// CLIENT ID in raw mode answers the id the sidecar gave the client, as outside it, not the
+// dedicated connection's: a marker (PING <token>) goes first, and the first integer or error after
+// its reply is CLIENT ID's (only pushes and messages may come between), an integer being replaced
+// by the client's id. An error passes on as Redis wrote it (RESP2 subscribed mode refuses CLIENT).
+client_session::outcome client_session::raw_client_id(std::string_view frame) {
+  if (id_token_.empty()) id_token_ = "redis-sidecar:client-id:" + std::to_string(id_);
+  const std::string marker = unsubscribe_probe(id_token_);
+  if (!dedicated_ || !dedicated_->send_raw(marker) || !dedicated_->send_raw(frame)) {
+    reply_error(std::string(errors::upstream_unavailable) + ": " +
+                (dedicated_ ? dedicated_->last_error() : std::string("connection lost")));
+    return outcome::close;
+  }
   return outcome::next;
 }
 
@@ -637,6 +659,7 @@ void client_session::reset_session() {
   raw_reset_ = raw_reset_state::none;
   raw_sticky_ = leaving_raw_ = false;
   subs_ = {};
+  client_ids_due_ = 0;
   transactions_.clear();
   raw_dbs_.clear();
   name_.clear();
@@ -1029,6 +1052,18 @@ void client_session::deliver_raw(std::string_view frame) {
     if (!subs_.subscribed() && !raw_sticky_ && raw_reset_ == raw_reset_state::none) leave_raw();
     drain_wake_.cancel();
     return;
+  }
+  if (!id_token_.empty() && is_probe_reply(frame, id_token_)) {  // see raw_client_id()
+    ++client_ids_due_;
+    return;
+  }
+  std::string own_id;
+  if (client_ids_due_ > 0 && !frame.empty() && (frame[0] == ':' || frame[0] == '-')) {
+    --client_ids_due_;
+    if (frame[0] == ':') {
+      resp::append_integer(own_id, static_cast<std::int64_t>(id_));
+      frame = own_id;
+    }
   }
   const bool unsubscribed_all = subs_.on_frame(frame);
   out_.append(frame);

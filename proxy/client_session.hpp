@@ -122,6 +122,7 @@ class client_session : public reply_sink,
   outcome cmd_client(std::span<const std::string_view> args, std::string_view frame);
   outcome cmd_reset();
   outcome raw_reset(std::string_view frame);
+  outcome raw_client_id(std::string_view frame);
   void note_raw_request(const commands::command_info& info, std::span<const std::string_view> args);
   void reset_session();  // RESET's effect on the session (not its reply)
   outcome refuse_in_multi();
@@ -211,12 +212,17 @@ class client_session : public reply_sink,
   std::vector<int> raw_dbs_;  // raw mode: the dbs the client may be in (note_raw_request)
   // Leaving raw mode after the last UNSUBSCRIBE: the subscription counts its confirmations
   // report; whether something else holds the client in raw mode (a sticky entry, or a request in
-  // raw mode that changed connection state: SELECT, MULTI, WATCH, CLIENT, HELLO); and the marker
+  // raw mode that may change connection state: SELECT, MULTI, WATCH, HELLO, CLIENT but for ID,
+  // GETNAME, INFO and LIST); and the marker
   // sent to see every earlier request answered (reading waits for its reply).
   subscription_tracker subs_;
   bool raw_sticky_ = false;
   bool leaving_raw_ = false;
   std::string probe_token_;
+  // CLIENT ID in raw mode (raw_client_id()): its marker's token, and the markers answered whose
+  // CLIENT ID reply has not come yet.
+  std::string id_token_;
+  std::uint32_t client_ids_due_ = 0;
   bool in_multi_ = false;
   bool watching_ = false;
   bool closing_ = false;  // no more requests; close after the writer flushed

@@ -193,6 +193,51 @@ TEST_CASE("after the last UNSUBSCRIBE, the client's upstream connection goes bac
   }
 }
 
+// CLIENT ID names the client, not an upstream connection: the same before and after it subscribes
+// (RESP3, where a subscriber may run any command), between messages, and after CLIENT REPLY. A
+// RESP2 subscriber is refused CLIENT ID, as by Redis.
+TEST_CASE("CLIENT ID stays the client's own after SUBSCRIBE", "[stateful][pubsub]") {
+  proxied env;
+  auto pub = env.client();
+  SECTION("RESP3") {
+    raw_client c(env.port());
+    c.send("HELLO 3\r\nCLIENT ID\r\n");
+    CHECK(read_value(c).starts_with("%7\r\n"));
+    const std::string id = read_value(c);
+    REQUIRE(id.starts_with(":"));
+    c.send("SUBSCRIBE ch\r\nCLIENT ID\r\n");
+    CHECK(read_value(c) == ">3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n");
+    CHECK(read_value(c) == id);
+    CHECK(integer(pub.get(), {"PUBLISH", "ch", "x"}) == 1);
+    c.send("CLIENT ID\r\nPING\r\nCLIENT ID\r\n");
+    CHECK(read_value(c) == ">3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$1\r\nx\r\n");
+    CHECK(read_value(c) == id);
+    CHECK(read_value(c) == "+PONG\r\n");
+    CHECK(read_value(c) == id);
+  }
+  SECTION("RESP2: refused while subscribed, the client's own after") {
+    raw_client c(env.port());
+    c.send("CLIENT ID\r\nSUBSCRIBE ch\r\nCLIENT ID\r\n");
+    const std::string id = read_value(c);
+    REQUIRE(id.starts_with(":"));
+    CHECK(read_value(c) == "*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n");
+    CHECK(read_value(c).starts_with("-ERR Can't execute 'client|id'"));
+    c.send("UNSUBSCRIBE\r\nCLIENT ID\r\n");
+    CHECK(read_value(c) == "*3\r\n$11\r\nunsubscribe\r\n$2\r\nch\r\n:0\r\n");
+    CHECK(read_value(c) == id);
+  }
+  SECTION("after CLIENT REPLY ON") {
+    raw_client c(env.port());
+    c.send("CLIENT ID\r\nCLIENT REPLY ON\r\nCLIENT ID\r\nSET k v\r\nCLIENT ID\r\n");
+    const std::string id = read_value(c);
+    REQUIRE(id.starts_with(":"));
+    CHECK(read_value(c) == "+OK\r\n");
+    CHECK(read_value(c) == id);
+    CHECK(read_value(c) == "+OK\r\n");
+    CHECK(read_value(c) == id);
+  }
+}
+
 TEST_CASE("BLPOP waits for an LPUSH from another client, without holding up others",
           "[stateful][blocking]") {
   proxied env;
