@@ -1,11 +1,17 @@
 #include "proxy/client_session.hpp"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/un.h>
+
 #include <algorithm>
 #include <array>
 #include <charconv>
 #include <cstdint>
 #include <cstring>
+#include <variant>
 
+#include "proxy/commands/client_kill.hpp"
 #include "proxy/errors.hpp"
 #include "proxy/log.hpp"
 #include "proxy/resp/detail/line.hpp"
@@ -396,6 +402,14 @@ client_session::outcome client_session::handle_raw(std::span<const std::string_v
   switch (id) {
     case command_id::client:
       if (sub == sub_id::client_id && args.size() == 2) return raw_client_id(frame);
+      if (sub == sub_id::client_kill && args.size() >= 3) return raw_client_kill(args);
+      if (sub == sub_id::client_unblock && (args.size() == 3 || args.size() == 4)) {
+        if (const auto f = unblock_frame(args)) {
+          inline_scratch_ = *f;
+          frame = inline_scratch_;
+        }
+        break;
+      }
       if (sub != sub_id::client_getname && sub != sub_id::client_info && sub != sub_id::client_list)
         raw_sticky_ = true;
       break;
@@ -422,11 +436,7 @@ client_session::outcome client_session::handle_raw(std::span<const std::string_v
     }
   }
   if (info != nullptr) note_raw_request(*info, args);
-  if (!dedicated_ || !dedicated_->send_raw(frame)) {
-    reply_error(std::string(errors::upstream_unavailable) + ": " +
-                (dedicated_ ? dedicated_->last_error() : std::string("connection lost")));
-    return outcome::close;
-  }
+  if (!dedicated_ || !dedicated_->send_raw(frame)) return raw_unavailable();
   if (id == command_id::quit) return outcome::close;
   return outcome::next;
 }
@@ -436,14 +446,29 @@ client_session::outcome client_session::handle_raw(std::span<const std::string_v
 // its reply is CLIENT ID's (only pushes and messages may come between), an integer being replaced
 // by the client's id. An error passes on as Redis wrote it (RESP2 subscribed mode refuses CLIENT).
 client_session::outcome client_session::raw_client_id(std::string_view frame) {
-  if (id_token_.empty()) id_token_ = "redis-sidecar:client-id:" + std::to_string(id_);
-  const std::string marker = unsubscribe_probe(id_token_);
-  if (!dedicated_ || !dedicated_->send_raw(marker) || !dedicated_->send_raw(frame)) {
-    reply_error(std::string(errors::upstream_unavailable) + ": " +
-                (dedicated_ ? dedicated_->last_error() : std::string("connection lost")));
-    return outcome::close;
-  }
+  if (!send_marker({}) || !dedicated_->send_raw(frame)) return raw_unavailable();
   return outcome::next;
+}
+
+// CLIENT KILL in raw mode runs when its marker's reply comes (deliver_raw()), in order with the
+// replies before it; a RESP2 subscriber is refused it there, as by Redis.
+client_session::outcome client_session::raw_client_kill(std::span<const std::string_view> args) {
+  if (!send_marker(std::vector<std::string>(args.begin(), args.end()))) return raw_unavailable();
+  return outcome::next;
+}
+
+// The dedicated connection would not take a raw-mode request: the client's state is lost with it.
+client_session::outcome client_session::raw_unavailable() {
+  reply_error(std::string(errors::upstream_unavailable) + ": " +
+              (dedicated_ ? dedicated_->last_error() : std::string("connection lost")));
+  return outcome::close;
+}
+
+bool client_session::send_marker(std::vector<std::string> stands_for) {
+  if (marker_token_.empty()) marker_token_ = "redis-sidecar:marker:" + std::to_string(id_);
+  if (!dedicated_ || !dedicated_->send_raw(unsubscribe_probe(marker_token_))) return false;
+  markers_.push_back(std::move(stands_for));
+  return true;
 }
 
 // Raw mode reads no reply of its own, but L1 must still forget the keys of its writes: when they
@@ -597,6 +622,19 @@ client_session::outcome client_session::cmd_client(std::span<const std::string_v
   if (sub == sub_id::client_reply || sub == sub_id::client_tracking ||
       sub == sub_id::client_caching)
     return enter_raw(frame, true);
+  if (sub == sub_id::client_kill && args.size() >= 3) {
+    if (multi_open_) return refuse_in_multi();
+    std::string r;
+    const bool self = client_kill(args, r);
+    reply(r);
+    return self ? outcome::close : outcome::next;
+  }
+  if (sub == sub_id::client_unblock && (args.size() == 3 || args.size() == 4)) {
+    if (const auto f = unblock_frame(args)) {
+      inline_scratch_ = *f;
+      return forward(inline_scratch_);
+    }
+  }
   if (!client_sub_answered_here(sub, args.size())) return forward(frame);
   if (multi_open_) return refuse_in_multi();
   std::string r;
@@ -620,6 +658,104 @@ client_session::outcome client_session::cmd_client(std::span<const std::string_v
   }
   reply(r);
   return outcome::next;
+}
+
+bool client_session::client_kill(std::span<const std::string_view> args, std::string& r) {
+  const auto parsed = commands::parse_client_kill(args);
+  if (const auto* e = std::get_if<std::string>(&parsed)) {
+    resp::append_error(r, *e);
+    return false;
+  }
+  const auto& f = std::get<commands::kill_filter>(parsed);
+  std::vector<client_session*> victims;
+  bool self = false;
+  for (client_session* s : ctx_.sessions) {
+    if (s->closing_) continue;  // leaving already
+    const commands::client_view v{s->id_, s->peer_address(), s->local_address(),
+                                  s->raw_ && s->subs_.subscribed() ? commands::client_type::pubsub
+                                                                   : commands::client_type::normal,
+                                  s == this};
+    if (!commands::selects(f, v)) continue;
+    if (s == this)
+      self = true;
+    else
+      victims.push_back(s);
+  }
+  for (client_session* s : victims) {
+    log::info("client " + std::to_string(s->id_) + " closed by CLIENT KILL from client " +
+              std::to_string(id_));
+    s->close_now();
+  }
+  const std::size_t killed = victims.size() + (self ? 1 : 0);
+  if (!f.old_form)
+    resp::append_integer(r, static_cast<std::int64_t>(killed));
+  else if (killed == 0)
+    resp::append_error(r, "ERR No such client");
+  else
+    resp::append_simple(r, "OK");
+  return self;
+}
+
+std::optional<std::string> client_session::unblock_frame(
+    std::span<const std::string_view> args) const {
+  long long id = 0;
+  if (!parse_int(args[2], id)) return std::nullopt;  // Redis' "not an integer" error
+  std::uint64_t upstream = 0;
+  for (const client_session* s : ctx_.sessions)
+    if (static_cast<long long>(s->id_) == id && s->dedicated_)
+      upstream = s->dedicated_->upstream_id();
+  const std::string up = std::to_string(upstream);
+  std::string f;
+  const std::array<std::string_view, 4> words{args[0], args[1], up,
+                                              args.size() == 4 ? args[3] : std::string_view()};
+  resp::append_command(f, std::span(words.data(), args.size()));
+  return f;
+}
+
+namespace {
+
+// An address as Redis writes it in CLIENT LIST: ip:port, [ipv6]:port, or a unix socket's path:0.
+std::string format_address(const asio::generic::stream_protocol::endpoint& ep, bool peer) {
+  const sockaddr* sa = ep.data();
+  char ip[INET6_ADDRSTRLEN] = {};
+  switch (sa->sa_family) {
+    case AF_INET: {
+      const auto* in = reinterpret_cast<const sockaddr_in*>(sa);
+      ::inet_ntop(AF_INET, &in->sin_addr, ip, sizeof ip);
+      return std::string(ip) + ":" + std::to_string(ntohs(in->sin_port));
+    }
+    case AF_INET6: {
+      const auto* in6 = reinterpret_cast<const sockaddr_in6*>(sa);
+      ::inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof ip);
+      return "[" + std::string(ip) + "]:" + std::to_string(ntohs(in6->sin6_port));
+    }
+    case AF_UNIX: {
+      if (peer) return "/unixsocket:0";  // as Redis names unix socket peers
+      const auto* un = reinterpret_cast<const sockaddr_un*>(sa);
+      return std::string(un->sun_path) + ":0";
+    }
+    default: return "?:0";
+  }
+}
+
+}  // namespace
+
+const std::string& client_session::peer_address() {
+  if (peer_address_.empty()) {
+    error_code ec;
+    const auto ep = socket_.remote_endpoint(ec);
+    peer_address_ = ec ? "?:0" : format_address(ep, true);
+  }
+  return peer_address_;
+}
+
+const std::string& client_session::local_address() {
+  if (local_address_.empty()) {
+    error_code ec;
+    const auto ep = socket_.local_endpoint(ec);
+    local_address_ = ec ? "?:0" : format_address(ep, false);
+  }
+  return local_address_;
 }
 
 // A command the session answers itself, sent inside MULTI: refused, and the transaction is
@@ -660,6 +796,7 @@ void client_session::reset_session() {
   raw_sticky_ = leaving_raw_ = false;
   subs_ = {};
   client_ids_due_ = 0;
+  markers_.clear();
   transactions_.clear();
   raw_dbs_.clear();
   name_.clear();
@@ -1053,8 +1190,26 @@ void client_session::deliver_raw(std::string_view frame) {
     drain_wake_.cancel();
     return;
   }
-  if (!id_token_.empty() && is_probe_reply(frame, id_token_)) {  // see raw_client_id()
-    ++client_ids_due_;
+  if (!markers_.empty() && is_probe_reply(frame, marker_token_)) {  // raw_client_id(), _kill()
+    std::vector<std::string> stands_for = std::move(markers_.front());
+    markers_.pop_front();
+    if (stands_for.empty()) {
+      ++client_ids_due_;
+      return;
+    }
+    std::string r;
+    bool self = false;
+    if (frame.starts_with("*2\r\n")) {  // ["pong", token]: a RESP2 subscriber
+      resp::append_error(r,
+                         "ERR Can't execute 'client|kill': only (P|S)SUBSCRIBE / "
+                         "(P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context");
+    } else {
+      const std::vector<std::string_view> args(stands_for.begin(), stands_for.end());
+      self = client_kill(args, r);
+    }
+    out_.append(r);
+    notify_writer();
+    if (self) close_after_flush();
     return;
   }
   std::string own_id;

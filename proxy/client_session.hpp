@@ -123,6 +123,16 @@ class client_session : public reply_sink,
   outcome cmd_reset();
   outcome raw_reset(std::string_view frame);
   outcome raw_client_id(std::string_view frame);
+  outcome raw_client_kill(std::span<const std::string_view> args);
+  outcome raw_unavailable();
+  /// CLIENT KILL over the sidecar's clients (commands/client_kill.hpp): appends the reply to `r`;
+  /// true when this client is among those killed (it closes after the reply).
+  bool client_kill(std::span<const std::string_view> args, std::string& r);
+  /// CLIENT UNBLOCK <id> [mode] with the id of the client's own upstream connection in place of
+  /// the client's, or 0 (nobody) when it has none; nullopt when the id is not a number.
+  std::optional<std::string> unblock_frame(std::span<const std::string_view> args) const;
+  const std::string& peer_address();
+  const std::string& local_address();
   void note_raw_request(const commands::command_info& info, std::span<const std::string_view> args);
   void reset_session();  // RESET's effect on the session (not its reply)
   outcome refuse_in_multi();
@@ -219,10 +229,15 @@ class client_session : public reply_sink,
   bool raw_sticky_ = false;
   bool leaving_raw_ = false;
   std::string probe_token_;
-  // CLIENT ID in raw mode (raw_client_id()): its marker's token, and the markers answered whose
-  // CLIENT ID reply has not come yet.
-  std::string id_token_;
+  // CLIENT ID and CLIENT KILL in raw mode (raw_client_id(), raw_client_kill()): the marker's
+  // token; what each marker sent stands for, in order (empty: CLIENT ID, else CLIENT KILL's
+  // arguments); and the markers answered whose CLIENT ID reply has not come yet.
+  std::string marker_token_;
+  ring<std::vector<std::string>> markers_;
   std::uint32_t client_ids_due_ = 0;
+  bool send_marker(std::vector<std::string> stands_for);
+  std::string peer_address_;  // as CLIENT KILL ADDR / LADDR match them, made on first use
+  std::string local_address_;
   bool in_multi_ = false;
   bool watching_ = false;
   bool closing_ = false;  // no more requests; close after the writer flushed

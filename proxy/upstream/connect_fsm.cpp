@@ -13,6 +13,14 @@ bool starts_with_ci(std::string_view s, std::string_view prefix) {
   return s.size() >= prefix.size() && commands::iequals(s.substr(0, prefix.size()), prefix);
 }
 
+// A field of HELLO's reply: a map in RESP3, a flat array of name/value pairs in RESP2.
+const resp::value* hello_field(const resp::value& reply, std::string_view name) {
+  if (reply.type != resp::value::kind::array) return reply.find(name);
+  for (std::size_t i = 0; i + 1 < reply.elements.size(); i += 2)
+    if (reply.elements[i].str == name) return &reply.elements[i + 1];
+  return nullptr;
+}
+
 // Redis' error text never contains the password we sent, so it is safe to quote.
 std::string auth_failure(const resp::value& reply) {
   if (starts_with_ci(reply.str, "noauth"))
@@ -107,7 +115,10 @@ connect_fsm::step connect_fsm::on_reply(const resp::value& reply) {
   switch (phase_) {
     case phase::hello:
       if (!is_error) {
-        if (const resp::value* v = reply.find("version")) version_ = v->str;
+        if (const resp::value* v = hello_field(reply, "version")) version_ = v->str;
+        if (const resp::value* v = hello_field(reply, "id");
+            v != nullptr && v->type == resp::value::kind::integer && v->integer > 0)
+          client_id_ = static_cast<std::uint64_t>(v->integer);
         return after_auth();
       }
       // Redis before 6 has no HELLO; it can still serve RESP2 with AUTH.

@@ -48,6 +48,8 @@ class connect_fsm {
   std::string_view error() const { return error_; }
   /// The upstream's version from HELLO (e.g. "7.0.15"), empty if it did not say.
   std::string_view server_version() const { return version_; }
+  /// The connection's client id on the upstream, from HELLO (0: not known, Redis before 6).
+  std::uint64_t client_id() const { return client_id_; }
   int proto() const { return proto_; }
 
  private:
@@ -64,6 +66,7 @@ class connect_fsm {
   std::string out_;
   std::string error_;
   std::string version_;
+  std::uint64_t client_id_ = 0;
 };
 
 }  // namespace redis_sidecar

@@ -310,6 +310,7 @@ awaitable<bool> connection::connect_once() {
     co_return false;
   }
   server_version_ = fsm.server_version();
+  upstream_id_ = fsm.client_id();
   // Bytes after the last handshake reply belong to nobody: the upstream speaks only when asked.
   co_return true;
 }

@@ -102,6 +102,8 @@ class connection : public std::enable_shared_from_this<connection>, public turn_
   int proto() const { return proto_; }
   void set_proto(int p) { proto_ = p; }
   const std::string& server_version() const { return server_version_; }
+  /// This connection's client id on the upstream (CLIENT UNBLOCK); 0 when not known.
+  std::uint64_t upstream_id() const { return upstream_id_; }
 
  private:
   awaitable<void> run(std::shared_ptr<connection> self);
@@ -139,6 +141,7 @@ class connection : public std::enable_shared_from_this<connection>, public turn_
   unsigned attempts_ = 0;  // consecutive failed attempts
   std::string last_error_;
   std::string server_version_;
+  std::uint64_t upstream_id_ = 0;
 
   std::string wbuf_;  // requests not yet written
   std::string wbuf_inflight_;

@@ -49,11 +49,33 @@ TEST_CASE("plain upstream without credentials: HELLO then ready", "[connect_fsm]
   const auto u = url(false, "", "", 0);
   connect_fsm fsm(u, 2);
   REQUIRE(through_transport(fsm, false) == step::send);
-  CHECK(fsm.bytes() ==
-        "*4\r\n$5\r\nHELLO\r\n$1\r\n2\r\n$7\r\nSETNAME\r\n$13\r\nredis-sidecar\r\n");
+  CHECK(fsm.bytes() == "*4\r\n$5\r\nHELLO\r\n$1\r\n2\r\n$7\r\nSETNAME\r\n$13\r\nredis-sidecar\r\n");
   REQUIRE(fsm.on_done("") == step::receive);
   CHECK(fsm.on_reply(reply_of(hello_frame)) == step::ready);
   CHECK(fsm.server_version() == "7.0.15");
+}
+
+TEST_CASE("HELLO's version and the connection's id, from a RESP3 map or a RESP2 array",
+          "[connect_fsm]") {
+  const auto u = url(false, "", "", 0);
+  const std::string_view replies[] = {
+      "%3\r\n$7\r\nversion\r\n$6\r\n7.0.15\r\n$5\r\nproto\r\n:3\r\n$2\r\nid\r\n:42\r\n",
+      "*6\r\n$7\r\nversion\r\n$6\r\n7.0.15\r\n$5\r\nproto\r\n:2\r\n$2\r\nid\r\n:42\r\n",
+  };
+  for (const auto r : replies) {
+    INFO(r);
+    connect_fsm fsm(u, r[0] == '%' ? 3 : 2);
+    REQUIRE(through_transport(fsm, false) == step::send);
+    REQUIRE(fsm.on_done("") == step::receive);
+    CHECK(fsm.on_reply(reply_of(r)) == step::ready);
+    CHECK(fsm.server_version() == "7.0.15");
+    CHECK(fsm.client_id() == 42);
+  }
+  connect_fsm fsm(u, 2);  // no id: 0, not known
+  REQUIRE(through_transport(fsm, false) == step::send);
+  REQUIRE(fsm.on_done("") == step::receive);
+  CHECK(fsm.on_reply(reply_of(hello_frame)) == step::ready);
+  CHECK(fsm.client_id() == 0);
 }
 
 TEST_CASE("TLS upstream with ACL user and db: handshake, HELLO AUTH, SELECT", "[connect_fsm]") {

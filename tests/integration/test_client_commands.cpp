@@ -1,0 +1,165 @@
+// CLIENT KILL and CLIENT UNBLOCK name clients by the ids CLIENT ID gave them and by their own
+// addresses, so the sidecar answers them for its clients (CLIENT UNBLOCK through the client's own
+// upstream connection): forwarded as they are, the ids would name the upstream's connections, the
+// sidecar's own among them. Except where marked sidecar-only, every test here also runs against
+// Redis itself with REDIS_SIDECAR_IT_DIRECT=1.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include "tests/integration/common.hpp"
+
+namespace redis_sidecar::test {
+namespace {
+
+// The client's address as the server sees it (CLIENT KILL ADDR): its socket's local address.
+std::string address_of(redisContext* c) {
+  sockaddr_in sa{};
+  socklen_t len = sizeof sa;
+  REQUIRE(::getsockname(c->fd, reinterpret_cast<sockaddr*>(&sa), &len) == 0);
+  char ip[INET_ADDRSTRLEN] = {};
+  ::inet_ntop(AF_INET, &sa.sin_addr, ip, sizeof ip);
+  return std::string(ip) + ":" + std::to_string(ntohs(sa.sin_port));
+}
+
+bool connection_closed(redisContext* c) {
+  auto r = command(c, {"PING"});
+  return r == nullptr;
+}
+
+}  // namespace
+
+TEST_CASE("CLIENT KILL closes the clients its filters name", "[client][kill]") {
+  proxied env;
+  auto admin = env.client();
+  SECTION("by ID") {
+    auto victim = env.client();
+    const long long id = integer(victim.get(), {"CLIENT", "ID"});
+    CHECK(integer(admin.get(), {"CLIENT", "KILL", "ID", std::to_string(id)}) == 1);
+    CHECK(connection_closed(victim.get()));
+    CHECK(integer(admin.get(), {"CLIENT", "KILL", "ID", std::to_string(id)}) == 0);
+    CHECK(str(admin.get(), {"PING"}) == "PONG");
+  }
+  SECTION("by address, old form and ADDR filter") {
+    auto a = env.client();
+    auto b = env.client();
+    CHECK(str(a.get(), {"PING"}) == "PONG");  // accepted by now
+    CHECK(str(b.get(), {"PING"}) == "PONG");
+    CHECK(str(admin.get(), {"CLIENT", "KILL", address_of(a.get())}) == "OK");
+    CHECK(connection_closed(a.get()));
+    CHECK(error_of(admin.get(), {"CLIENT", "KILL", address_of(a.get())}) == "ERR No such client");
+    CHECK(integer(admin.get(), {"CLIENT", "KILL", "ADDR", address_of(b.get())}) == 1);
+    CHECK(connection_closed(b.get()));
+  }
+  SECTION("by TYPE: subscribers only, and never the caller unless SKIPME no") {
+    auto sub = env.client();
+    auto plain = env.client();
+    CHECK(str(plain.get(), {"PING"}) == "PONG");
+    CHECK(elements(sub.get(), {"SUBSCRIBE", "news"}) ==
+          std::vector<std::string>{"subscribe", "news", "1"});
+    CHECK(integer(admin.get(), {"CLIENT", "KILL", "TYPE", "pubsub"}) == 1);
+    CHECK(connection_closed(sub.get()));
+    CHECK(str(plain.get(), {"PING"}) == "PONG");
+    CHECK(integer(admin.get(), {"CLIENT", "KILL", "TYPE", "pubsub"}) == 0);
+    // USER default is every client; the caller is skipped by default.
+    const long long killed = integer(admin.get(), {"CLIENT", "KILL", "USER", "default"});
+    CHECK(killed >= 1);
+    CHECK(connection_closed(plain.get()));
+    CHECK(str(admin.get(), {"PING"}) == "PONG");
+    // Killing itself: the reply first, then the close.
+    const long long self = integer(admin.get(), {"CLIENT", "ID"});
+    CHECK(integer(admin.get(), {"CLIENT", "KILL", "ID", std::to_string(self), "SKIPME", "no"}) ==
+          1);
+    CHECK(connection_closed(admin.get()));
+  }
+  SECTION("bad filters: Redis' errors") {
+    CHECK(error_of(admin.get(), {"CLIENT", "KILL", "ID", "0"}) ==
+          "ERR client-id should be greater than 0");
+    CHECK(error_of(admin.get(), {"CLIENT", "KILL", "TYPE", "foo"}) ==
+          "ERR Unknown client type 'foo'");
+    CHECK(error_of(admin.get(), {"CLIENT", "KILL", "USER", "nobody"}) ==
+          "ERR No such user 'nobody'");
+    CHECK(error_of(admin.get(), {"CLIENT", "KILL", "ID", "5", "TYPE"}) == "ERR syntax error");
+  }
+}
+
+TEST_CASE("CLIENT KILL from a subscriber: RESP3 runs it, RESP2 refuses it as Redis does",
+          "[client][kill][pubsub]") {
+  proxied env;
+  auto victim = env.client();
+  const std::string id = std::to_string(integer(victim.get(), {"CLIENT", "ID"}));
+  SECTION("RESP2") {
+    raw_client c(env.port());
+    c.send("SUBSCRIBE ch\r\nCLIENT KILL ID " + id + "\r\n");
+    CHECK(read_value(c) == "*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n");
+    CHECK(read_value(c).starts_with("-ERR Can't execute 'client|kill'"));
+    CHECK(str(victim.get(), {"PING"}) == "PONG");
+  }
+  SECTION("RESP3") {
+    raw_client c(env.port());
+    c.send("HELLO 3\r\nSUBSCRIBE ch\r\nCLIENT KILL ID " + id + "\r\nPING\r\n");
+    CHECK(read_value(c).starts_with("%7\r\n"));
+    CHECK(read_value(c) == ">3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n");
+    CHECK(read_value(c) == ":1\r\n");
+    CHECK(read_value(c) == "+PONG\r\n");
+    CHECK(connection_closed(victim.get()));
+  }
+}
+
+// The sidecar's own upstream connections have ids on the upstream that an app could pass: CLIENT
+// KILL through the sidecar never reaches them.
+TEST_CASE("CLIENT KILL never closes the sidecar's upstream connections", "[client][kill]") {
+  SIDECAR_ONLY();
+  proxied env;
+  auto c = env.client();
+  CHECK(str(c.get(), {"SET", "k", "v"}) == "OK");
+  auto up = env.upstream();
+  const std::string before = str(up.get(), {"CLIENT", "LIST"});
+  std::vector<std::string> ids;
+  for (std::size_t at = before.find("id="); at != std::string::npos;
+       at = before.find("\nid=", at + 1)) {
+    const std::size_t start = before.find("id=", at) + 3;
+    ids.push_back(before.substr(start, before.find(' ', start) - start));
+  }
+  REQUIRE(ids.size() >= 2);
+  const long long mine = integer(c.get(), {"CLIENT", "ID"});
+  for (const auto& id : ids) {
+    if (id == std::to_string(mine)) continue;  // that id is this client's, through the sidecar
+    INFO("upstream id " << id);
+    CHECK(integer(c.get(), {"CLIENT", "KILL", "ID", id}) <= 1);
+  }
+  CHECK(str(c.get(), {"GET", "k"}) == "v");
+  const std::string after = str(up.get(), {"CLIENT", "LIST"});
+  for (const auto& id : ids) CHECK(after.find("id=" + id + " ") != std::string::npos);
+}
+
+TEST_CASE("CLIENT UNBLOCK wakes a client blocked through the sidecar", "[client][blocking]") {
+  proxied env;
+  auto blocked = env.client();
+  auto other = env.client();
+  const std::string id = std::to_string(integer(blocked.get(), {"CLIENT", "ID"}));
+  CHECK(integer(other.get(), {"CLIENT", "UNBLOCK", id}) == 0);  // not blocked
+  CHECK(error_of(other.get(), {"CLIENT", "UNBLOCK", "abc"}) ==
+        "ERR value is not an integer or out of range");
+  CHECK(error_of(other.get(), {"CLIENT", "UNBLOCK", id, "FOO"}) ==
+        "ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR");
+
+  REQUIRE(send_only(blocked.get(), {"BLPOP", "unblock-q", "0"}));
+  REQUIRE(eventually([&] { return integer(other.get(), {"CLIENT", "UNBLOCK", id}) == 1; }));
+  auto r = next_reply(blocked.get());
+  REQUIRE(r);
+  CHECK(r->type == REDIS_REPLY_NIL);  // as if timed out
+
+  REQUIRE(send_only(blocked.get(), {"BLPOP", "unblock-q", "0"}));
+  REQUIRE(eventually([&] {
+    return integer(other.get(), {"CLIENT", "UNBLOCK", id, "ERROR"}) == 1;
+  }));
+  r = next_reply(blocked.get());
+  REQUIRE(r);
+  REQUIRE(r->type == REDIS_REPLY_ERROR);
+  CHECK(std::string(r->str).starts_with("UNBLOCKED"));
+  CHECK(str(blocked.get(), {"PING"}) == "PONG");
+  CHECK(integer(other.get(), {"CLIENT", "UNBLOCK", "999999"}) == 0);
+}
+
+}  // namespace redis_sidecar::test
