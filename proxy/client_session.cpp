@@ -403,13 +403,11 @@ client_session::outcome client_session::handle_raw(std::span<const std::string_v
     case command_id::client:
       if (sub == sub_id::client_id && args.size() == 2) return raw_client_id(frame);
       if (sub == sub_id::client_kill && args.size() >= 3) return raw_client_kill(args);
-      if (sub == sub_id::client_unblock && (args.size() == 3 || args.size() == 4)) {
-        if (const auto f = unblock_frame(args)) {
-          inline_scratch_ = *f;
-          frame = inline_scratch_;
-        }
-        break;
+      if (const auto f = upstream_id_frame(args)) {  // UNBLOCK, TRACKING ... REDIRECT
+        inline_scratch_ = *f;
+        frame = inline_scratch_;
       }
+      if (sub == sub_id::client_unblock) break;
       if (sub != sub_id::client_getname && sub != sub_id::client_info && sub != sub_id::client_list)
         raw_sticky_ = true;
       break;
@@ -619,6 +617,11 @@ client_session::outcome client_session::cmd_client(std::span<const std::string_v
                                                    std::string_view frame) {
   const sub_id sub =
       args.size() >= 2 ? commands::lookup_sub(command_id::client, args[1]) : sub_id::other;
+  const auto translated = args.size() >= 3 ? upstream_id_frame(args) : std::nullopt;
+  if (translated) {  // UNBLOCK, TRACKING ... REDIRECT
+    inline_scratch_ = *translated;
+    frame = inline_scratch_;
+  }
   if (sub == sub_id::client_reply || sub == sub_id::client_tracking ||
       sub == sub_id::client_caching)
     return enter_raw(frame, true);
@@ -629,12 +632,7 @@ client_session::outcome client_session::cmd_client(std::span<const std::string_v
     reply(r);
     return self ? outcome::close : outcome::next;
   }
-  if (sub == sub_id::client_unblock && (args.size() == 3 || args.size() == 4)) {
-    if (const auto f = unblock_frame(args)) {
-      inline_scratch_ = *f;
-      return forward(inline_scratch_);
-    }
-  }
+  if (translated) return forward(frame);
   if (!client_sub_answered_here(sub, args.size())) return forward(frame);
   if (multi_open_) return refuse_in_multi();
   std::string r;
@@ -696,19 +694,28 @@ bool client_session::client_kill(std::span<const std::string_view> args, std::st
   return self;
 }
 
-std::optional<std::string> client_session::unblock_frame(
+std::optional<std::string> client_session::upstream_id_frame(
     std::span<const std::string_view> args) const {
+  const sub_id sub = commands::lookup_sub(command_id::client, args[1]);
+  std::size_t at = 0;  // the id's argument
+  if (sub == sub_id::client_unblock && (args.size() == 3 || args.size() == 4)) at = 2;
+  if (sub == sub_id::client_tracking)
+    for (std::size_t i = 2; i + 1 < args.size(); ++i)
+      if (iequals(args[i], "redirect")) at = i + 1;
   long long id = 0;
-  if (!parse_int(args[2], id)) return std::nullopt;  // Redis' "not an integer" error
+  if (at == 0 || !parse_int(args[at], id)) return std::nullopt;  // Redis' error, if any
   std::uint64_t upstream = 0;
-  for (const client_session* s : ctx_.sessions)
-    if (static_cast<long long>(s->id_) == id && s->dedicated_)
-      upstream = s->dedicated_->upstream_id();
+  for (const client_session* s : ctx_.sessions) {
+    if (static_cast<long long>(s->id_) != id || !s->dedicated_) continue;
+    upstream = s->dedicated_->upstream_id();
+    // Tracking messages go to that connection from now on: it must not serve another client.
+    if (sub == sub_id::client_tracking) s->dedicated_->keep_out_of_pool();
+  }
   const std::string up = std::to_string(upstream);
+  std::vector<std::string_view> words(args.begin(), args.end());
+  words[at] = up;
   std::string f;
-  const std::array<std::string_view, 4> words{args[0], args[1], up,
-                                              args.size() == 4 ? args[3] : std::string_view()};
-  resp::append_command(f, std::span(words.data(), args.size()));
+  resp::append_command(f, words);
   return f;
 }
 

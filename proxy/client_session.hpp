@@ -128,9 +128,11 @@ class client_session : public reply_sink,
   /// CLIENT KILL over the sidecar's clients (commands/client_kill.hpp): appends the reply to `r`;
   /// true when this client is among those killed (it closes after the reply).
   bool client_kill(std::span<const std::string_view> args, std::string& r);
-  /// CLIENT UNBLOCK <id> [mode] with the id of the client's own upstream connection in place of
-  /// the client's, or 0 (nobody) when it has none; nullopt when the id is not a number.
-  std::optional<std::string> unblock_frame(std::span<const std::string_view> args) const;
+  /// CLIENT UNBLOCK <id> and CLIENT TRACKING ... REDIRECT <id> name a client by the id the
+  /// sidecar gave it: the request with the id of that client's own upstream connection in its
+  /// place, or 0 (no such client) when it has none. nullopt: no id to translate (or not a number,
+  /// which Redis refuses).
+  std::optional<std::string> upstream_id_frame(std::span<const std::string_view> args) const;
   const std::string& peer_address();
   const std::string& local_address();
   void note_raw_request(const commands::command_info& info, std::span<const std::string_view> args);

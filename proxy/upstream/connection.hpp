@@ -75,6 +75,10 @@ class connection : public std::enable_shared_from_this<connection>, public turn_
   /// Back to replies matched with entries; the sink has seen every reply to its raw requests.
   void leave_raw() { raw_sink_.reset(); }
 
+  /// A dedicated connection other clients' tracking messages are redirected to: closed when its
+  /// client is done with it, never pooled for another.
+  void keep_out_of_pool() { pooled_ok_ = false; }
+  bool pooled_ok() const { return pooled_ok_; }
   /// The client session to tell when a dedicated connection is lost.
   void set_owner(std::weak_ptr<client_session> owner) { owner_ = std::move(owner); }
   /// Receives pushes outside raw mode and the end of the connection.
@@ -160,6 +164,7 @@ class connection : public std::enable_shared_from_this<connection>, public turn_
   bool counted_ready_ = false;
   bool quiet_ = false;
   bool subscriber_ = false;  // RESP2 pub/sub arrays go to the watcher
+  bool pooled_ok_ = true;
 };
 
 }  // namespace redis_sidecar

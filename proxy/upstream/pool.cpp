@@ -42,8 +42,8 @@ std::shared_ptr<connection> pool::acquire_dedicated(int proto) {
 
 void pool::release_dedicated(std::shared_ptr<connection> c) {
   auto& idle = idle_[c->proto() == 3 ? 1 : 0];
-  if (c->raw() || c->owes_clients() || c->current_state() != connection::state::ready ||
-      idle.size() >= max_idle_dedicated) {
+  if (c->raw() || c->owes_clients() || !c->pooled_ok() ||
+      c->current_state() != connection::state::ready || idle.size() >= max_idle_dedicated) {
     c->close();
     return;
   }

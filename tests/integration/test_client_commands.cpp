@@ -162,4 +162,30 @@ TEST_CASE("CLIENT UNBLOCK wakes a client blocked through the sidecar", "[client]
   CHECK(integer(other.get(), {"CLIENT", "UNBLOCK", "999999"}) == 0);
 }
 
+// Client-side caching over RESP2: one connection subscribes to __redis__:invalidate, another
+// redirects its tracking messages there by the first one's CLIENT ID.
+TEST_CASE("CLIENT TRACKING REDIRECT names a client by its CLIENT ID", "[client][tracking]") {
+  proxied env;
+  auto sink = env.client();
+  auto reader = env.client();
+  auto writer = env.client();
+  const std::string id = std::to_string(integer(sink.get(), {"CLIENT", "ID"}));
+  CHECK(elements(sink.get(), {"SUBSCRIBE", "__redis__:invalidate"}) ==
+        std::vector<std::string>{"subscribe", "__redis__:invalidate", "1"});
+  CHECK(error_of(reader.get(), {"CLIENT", "TRACKING", "on", "REDIRECT", "999999"}) ==
+        "ERR The client ID you want redirect to does not exist");
+  CHECK(str(reader.get(), {"CLIENT", "TRACKING", "on", "REDIRECT", id}) == "OK");
+  CHECK(is_nil(reader.get(), {"GET", "tracked"}));
+  CHECK(str(writer.get(), {"SET", "tracked", "v"}) == "OK");
+  auto msg = next_reply(sink.get());
+  REQUIRE(msg);
+  REQUIRE(msg->type == REDIS_REPLY_ARRAY);
+  REQUIRE(msg->elements == 3);
+  CHECK(std::string(msg->element[0]->str) == "message");
+  CHECK(std::string(msg->element[1]->str) == "__redis__:invalidate");
+  REQUIRE(msg->element[2]->type == REDIS_REPLY_ARRAY);
+  REQUIRE(msg->element[2]->elements == 1);
+  CHECK(std::string(msg->element[2]->element[0]->str) == "tracked");
+}
+
 }  // namespace redis_sidecar::test
