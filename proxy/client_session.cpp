@@ -8,7 +8,9 @@
 #include <array>
 #include <charconv>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
+#include <random>
 #include <variant>
 
 #include "proxy/commands/client_kill.hpp"
@@ -108,6 +110,17 @@ bool client_sub_answered_here(sub_id sub, std::size_t argc) {
     default: return false;
   }
 }
+
+// CLIENT REPLY ON: every request is still answered (OFF and SKIP are what the markers of raw mode
+// cannot work with).
+bool replies_stay_on(std::span<const std::string_view> args) {
+  return args.size() == 3 && iequals(args[2], "on");
+}
+
+// Sent upstream in place of CLIENT KILL in raw mode where markers cannot be used (a MULTI or
+// CLIENT REPLY in raw mode): Redis refuses it, in order, and it runs nothing.
+constexpr std::string_view refused_kill_frame =
+    "*1\r\n$68\r\nCLIENT-KILL-UNSUPPORTED-BY-REDIS-SIDECAR-AFTER-MULTI-OR-CLIENT-REPLY\r\n";
 
 // Sent upstream in place of the EXEC of a transaction the session refused a command of; the
 // client gets EXECABORT for it.
@@ -401,25 +414,39 @@ client_session::outcome client_session::handle_raw(std::span<const std::string_v
                          : sub_id::other;
   switch (id) {
     case command_id::client:
-      if (sub == sub_id::client_id && args.size() == 2) return raw_client_id(frame);
-      if (sub == sub_id::client_kill && args.size() >= 3) return raw_client_kill(args);
-      if (const auto f = upstream_id_frame(args)) {  // UNBLOCK, TRACKING ... REDIRECT
-        inline_scratch_ = *f;
-        frame = inline_scratch_;
+      if (!raw_replies_unsure_) {
+        if (sub == sub_id::client_id && args.size() == 2) return raw_client_id(frame);
+        if (sub == sub_id::client_kill && args.size() >= 3) return raw_client_kill(args);
+      } else if (sub == sub_id::client_kill) {
+        // Without markers CLIENT KILL can be neither run in its place nor forwarded (its ids
+        // would name upstream connections): refused upstream, in order, as an unknown command.
+        frame = refused_kill_frame;
+        break;
       }
+      if (args.size() >= 3) {
+        if (const auto f = upstream_id_frame(args)) {  // UNBLOCK, TRACKING ... REDIRECT
+          inline_scratch_ = *f;
+          frame = inline_scratch_;
+        }
+      }
+      if (sub == sub_id::client_reply && !replies_stay_on(args)) raw_replies_unsure_ = true;
       if (sub == sub_id::client_unblock) break;
       if (sub != sub_id::client_getname && sub != sub_id::client_info && sub != sub_id::client_list)
         raw_sticky_ = true;
       break;
-    case command_id::select:
     case command_id::multi:
     case command_id::exec:
-    case command_id::discard:
+    case command_id::discard: raw_replies_unsure_ = raw_sticky_ = true; break;
+    case command_id::select:
     case command_id::watch:
     case command_id::unwatch:
     case command_id::hello:
     case command_id::monitor: raw_sticky_ = true; break;
-    default: break;
+    default:
+      // A blocking command may hold the connection indefinitely: a marker behind it could park
+      // the client's reading with it (see deliver_raw()).
+      if (info != nullptr && (info->flags & commands::blocking)) raw_sticky_ = true;
+      break;
   }
   if (id == command_id::hello && args.size() > 2) {
     inline_scratch_.clear();
@@ -462,8 +489,16 @@ client_session::outcome client_session::raw_unavailable() {
   return outcome::close;
 }
 
+// <client id>:<random>: a client cannot answer the sidecar's markers itself by guessing.
+std::string client_session::token_suffix() const {
+  static std::mt19937_64 gen{std::random_device{}()};
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(gen()));
+  return std::to_string(id_) + ":" + hex;
+}
+
 bool client_session::send_marker(std::vector<std::string> stands_for) {
-  if (marker_token_.empty()) marker_token_ = "redis-sidecar:marker:" + std::to_string(id_);
+  if (marker_token_.empty()) marker_token_ = "redis-sidecar:marker:" + token_suffix();
   if (!dedicated_ || !dedicated_->send_raw(unsubscribe_probe(marker_token_))) return false;
   markers_.push_back(std::move(stands_for));
   return true;
@@ -622,6 +657,8 @@ client_session::outcome client_session::cmd_client(std::span<const std::string_v
     inline_scratch_ = *translated;
     frame = inline_scratch_;
   }
+  if (sub == sub_id::client_reply && !replies_stay_on(args))
+    raw_replies_unsure_ = true;  // markers unusable: see handle_raw()
   if (sub == sub_id::client_reply || sub == sub_id::client_tracking ||
       sub == sub_id::client_caching)
     return enter_raw(frame, true);
@@ -800,7 +837,7 @@ void client_session::reset_session() {
   db_ = cfg_.upstream.db;
   in_multi_ = watching_ = raw_ = multi_open_ = false;
   raw_reset_ = raw_reset_state::none;
-  raw_sticky_ = leaving_raw_ = false;
+  raw_sticky_ = leaving_raw_ = raw_replies_unsure_ = false;
   subs_ = {};
   client_ids_due_ = 0;
   markers_.clear();
@@ -1045,6 +1082,7 @@ client_session::outcome client_session::enter_raw(std::string_view frame, bool s
   dedicated_->enter_raw(shared_from_this());
   raw_ = true;
   raw_sticky_ = sticky;
+  if (multi_open_) raw_replies_unsure_ = true;  // (P)SUBSCRIBE queued in a MULTI
   subs_ = {};
   raw_dbs_.assign(1, effective_db());
   if (!dedicated_->send_raw(frame)) {
@@ -1227,7 +1265,7 @@ void client_session::deliver_raw(std::string_view frame) {
       frame = own_id;
     }
   }
-  const bool unsubscribed_all = subs_.on_frame(frame);
+  const bool unsubscribed_all = subs_.on_frame(frame, proto_);
   out_.append(frame);
   notify_writer();
   if (out_.size() > cfg_.max_pubsub_output_bytes) {
@@ -1241,7 +1279,7 @@ void client_session::deliver_raw(std::string_view frame) {
   // is back), the client leaves raw mode, unless one of those replies subscribed it again.
   if (unsubscribed_all && !raw_sticky_ && !leaving_raw_ && raw_reset_ == raw_reset_state::none &&
       dedicated_) {
-    if (probe_token_.empty()) probe_token_ = "redis-sidecar:unsubscribed:" + std::to_string(id_);
+    if (probe_token_.empty()) probe_token_ = "redis-sidecar:unsubscribed:" + token_suffix();
     leaving_raw_ = dedicated_->send_raw(unsubscribe_probe(probe_token_));
   }
 }
@@ -1249,6 +1287,7 @@ void client_session::deliver_raw(std::string_view frame) {
 // Back to an ordinary session on its dedicated connection, which goes back to the pool if the
 // client holds no other connection state (a db other than the default one).
 void client_session::leave_raw() {
+  batch_now_ = clock::now();  // the own request's deadline counts from now (default_deadline())
   dedicated_->leave_raw();
   raw_ = false;
   raw_dbs_.clear();
@@ -1269,7 +1308,7 @@ void client_session::check_output_limit() {
 }
 
 void client_session::upstream_stalled(const std::string& reason) {
-  if (dedicated_ && !raw_ && dedicated_->pending() > 0) dedicated_->reset(reason);
+  if (dedicated_ && !raw_ && dedicated_->owes_clients()) dedicated_->reset(reason);
 }
 
 void client_session::dedicated_lost(connection* c) {

@@ -229,6 +229,9 @@ class client_session : public reply_sink,
   // sent to see every earlier request answered (reading waits for its reply).
   subscription_tracker subs_;
   bool raw_sticky_ = false;
+  // A MULTI or CLIENT REPLY in raw mode: the marker's reply may be QUEUED or never come, so no
+  // markers (CLIENT ID passes on as it is, CLIENT KILL is refused).
+  bool raw_replies_unsure_ = false;
   bool leaving_raw_ = false;
   std::string probe_token_;
   // CLIENT ID and CLIENT KILL in raw mode (raw_client_id(), raw_client_kill()): the marker's
@@ -238,6 +241,7 @@ class client_session : public reply_sink,
   ring<std::vector<std::string>> markers_;
   std::uint32_t client_ids_due_ = 0;
   bool send_marker(std::vector<std::string> stands_for);
+  std::string token_suffix() const;
   std::string peer_address_;  // as CLIENT KILL ADDR / LADDR match them, made on first use
   std::string local_address_;
   bool in_multi_ = false;

@@ -32,9 +32,10 @@ struct pubsub_confirmation {
   std::int64_t count = 0;  // subscriptions of its set left
 };
 
-/// The confirmation `frame` is, if it is one. Every other frame (messages, replies) is told apart
-/// by its first bytes, without decoding.
-inline std::optional<pubsub_confirmation> parse_confirmation(std::string_view frame) {
+/// The confirmation `frame` is, if it is one, on a connection speaking RESP `proto`: an array in
+/// RESP2, only a push in RESP3 (where a script's reply could be an array of the same shape). Every
+/// other frame (messages, replies) is told apart by its first bytes, without decoding.
+inline std::optional<pubsub_confirmation> parse_confirmation(std::string_view frame, int proto) {
   struct head {
     std::string_view bytes;  // after the type byte, as Redis writes them (lower case)
     bool shard;
@@ -48,7 +49,7 @@ inline std::optional<pubsub_confirmation> parse_confirmation(std::string_view fr
       {"3\r\n$12\r\npunsubscribe\r\n", false, true},
       {"3\r\n$12\r\nsunsubscribe\r\n", true, true},
   }};
-  if (frame.size() < 2 || (frame[0] != '*' && frame[0] != '>')) return std::nullopt;
+  if (frame.size() < 2 || frame[0] != (proto == 3 ? '>' : '*')) return std::nullopt;
   const std::string_view rest = frame.substr(1);
   for (const head& h : heads) {
     if (!rest.starts_with(h.bytes)) continue;
@@ -63,10 +64,14 @@ inline std::optional<pubsub_confirmation> parse_confirmation(std::string_view fr
 /// A subscribed client's subscription counts, as its confirmations report them.
 class subscription_tracker {
  public:
-  /// Reads one frame from the client's connection. True when it is an unsubscribe confirmation
-  /// that leaves the client with no subscription at all.
-  bool on_frame(std::string_view frame) {
-    const auto c = parse_confirmation(frame);
+  /// Reads one frame from the client's connection (RESP `proto`). True when it is an unsubscribe
+  /// confirmation that leaves the client with no subscription at all.
+  ///
+  /// In RESP2 a script's reply could have a confirmation's shape too, but only outside subscribed
+  /// mode (Redis refuses EVAL there), where it can only make the client look subscribed: the safe
+  /// side, as the client then keeps its connection.
+  bool on_frame(std::string_view frame, int proto) {
+    const auto c = parse_confirmation(frame, proto);
     if (!c) return false;
     (c->shard ? shard_ : channels_) = c->count;
     return c->unsubscribe && !subscribed();

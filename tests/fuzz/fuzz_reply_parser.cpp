@@ -63,12 +63,14 @@ bool drain(reply_parser& p, std::string& buffer, run_result& r, bool decode_fram
       }
       std::string extended = f.bytes + "+";
       check(!redis_sidecar::resp::decode(extended).has_value());
-      redis_sidecar::subscription_tracker t;
-      const bool unsubscribed_all = t.on_frame(f.bytes);
-      const auto c = redis_sidecar::parse_confirmation(f.bytes);
-      check(!unsubscribed_all || (c && c->unsubscribe && c->count == 0));
-      check(!c || v.has_value());
-      check(!redis_sidecar::parse_confirmation(f.bytes.substr(0, f.bytes.size() - 1)));
+      for (const int proto : {2, 3}) {
+        redis_sidecar::subscription_tracker t;
+        const bool unsubscribed_all = t.on_frame(f.bytes, proto);
+        const auto c = redis_sidecar::parse_confirmation(f.bytes, proto);
+        check(!unsubscribed_all || (c && c->unsubscribe && c->count == 0));
+        check(!c || v.has_value());
+        check(!redis_sidecar::parse_confirmation(f.bytes.substr(0, f.bytes.size() - 1), proto));
+      }
     }
     r.frames.push_back(std::move(f));
     buffer.erase(0, p.frame_size());

@@ -162,6 +162,53 @@ TEST_CASE("CLIENT UNBLOCK wakes a client blocked through the sidecar", "[client]
   CHECK(integer(other.get(), {"CLIENT", "UNBLOCK", "999999"}) == 0);
 }
 
+// Passed on unread (after MONITOR, CLIENT TRACKING, CLIENT REPLY, or in a MULTI there), CLIENT
+// subcommands keep their replies one for one: a bare CLIENT is Redis' arity error, CLIENT ID in a
+// MULTI is queued like any command, CLIENT REPLY SKIP skips CLIENT ID's reply.
+TEST_CASE("CLIENT subcommands after MONITOR, CLIENT TRACKING and CLIENT REPLY",
+          "[client][pubsub]") {
+  proxied env;
+  raw_client c(env.port());
+  SECTION("a bare CLIENT after MONITOR") {
+    c.send("MONITOR\r\nCLIENT\r\nPING\r\n");
+    CHECK(read_value(c) == "+OK\r\n");
+    CHECK(read_value(c) == "-ERR wrong number of arguments for 'client' command\r\n");
+    CHECK(read_value(c) == "+PONG\r\n");
+  }
+  SECTION("CLIENT ID queued in a MULTI") {
+    c.send("CLIENT TRACKING on\r\nMULTI\r\nCLIENT ID\r\nEXEC\r\nPING x\r\n");
+    CHECK(read_value(c) == "+OK\r\n");
+    CHECK(read_value(c) == "+OK\r\n");
+    CHECK(read_value(c) == "+QUEUED\r\n");
+    const std::string exec = read_value(c);
+    CHECK(exec.starts_with("*1\r\n:"));
+    CHECK(read_value(c) == "$1\r\nx\r\n");
+  }
+  SECTION("CLIENT REPLY SKIP, then CLIENT ID") {
+    c.send("CLIENT TRACKING on\r\nCLIENT REPLY SKIP\r\nCLIENT ID\r\nPING after\r\n");
+    CHECK(read_value(c) == "+OK\r\n");
+    CHECK(read_value(c) == "$5\r\nafter\r\n");
+  }
+}
+
+// Where markers cannot keep order (CLIENT REPLY OFF or SKIP, or MULTI, passed on unread), CLIENT
+// KILL is refused rather than forwarded: its ids would name upstream connections.
+TEST_CASE("CLIENT KILL after CLIENT REPLY passed on unread is refused, in order",
+          "[client][kill]") {
+  SIDECAR_ONLY();
+  proxied env;
+  auto victim = env.client();
+  const std::string id = std::to_string(integer(victim.get(), {"CLIENT", "ID"}));
+  raw_client c(env.port());
+  c.send("CLIENT TRACKING on\r\nCLIENT REPLY SKIP\r\nPING skipped\r\nCLIENT KILL ID " + id +
+         "\r\nPING\r\n");
+  CHECK(read_value(c) == "+OK\r\n");
+  CHECK(
+      read_value(c).starts_with("-ERR unknown command 'CLIENT-KILL-UNSUPPORTED-BY-REDIS-SIDECAR"));
+  CHECK(read_value(c) == "+PONG\r\n");
+  CHECK(str(victim.get(), {"PING"}) == "PONG");
+}
+
 // Client-side caching over RESP2: one connection subscribes to __redis__:invalidate, another
 // redirects its tracking messages there by the first one's CLIENT ID.
 TEST_CASE("CLIENT TRACKING REDIRECT names a client by its CLIENT ID", "[client][tracking]") {

@@ -193,6 +193,41 @@ TEST_CASE("after the last UNSUBSCRIBE, the client's upstream connection goes bac
   }
 }
 
+// A RESP3 subscriber's script reply shaped like an unsubscribe confirmation is not one: the
+// client stays subscribed. And a client that leaves while a BLPOP it sent in subscribed mode
+// blocks does not leave that BLPOP behind to take an item pushed later.
+TEST_CASE("subscribed clients: look-alike confirmations, and leaving mid-BLPOP",
+          "[stateful][pubsub]") {
+  proxied env;
+  auto pub = env.client();
+  SECTION("RESP3: a script's array is not a push") {
+    raw_client c(env.port());
+    c.send("HELLO 3\r\nSUBSCRIBE a\r\nEVAL \"return {'unsubscribe','a',0}\" 0\r\n");
+    CHECK(read_value(c).starts_with("%7\r\n"));
+    CHECK(read_value(c) == ">3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n");
+    CHECK(read_value(c) == "*3\r\n$11\r\nunsubscribe\r\n$1\r\na\r\n:0\r\n");
+    c.send("PING\r\n");
+    CHECK(read_value(c) == "+PONG\r\n");
+    CHECK(integer(pub.get(), {"PUBLISH", "a", "still"}) == 1);
+    CHECK(read_value(c) == ">3\r\n$7\r\nmessage\r\n$1\r\na\r\n$5\r\nstill\r\n");
+  }
+  SECTION("UNSUBSCRIBE and BLPOP, then gone") {
+    auto up = env.upstream();
+    {
+      raw_client c(env.port());
+      c.send("SUBSCRIBE a\r\n");
+      CHECK(read_value(c) == "*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n");
+      c.send("UNSUBSCRIBE a\r\nBLPOP gone-list 0\r\n");
+      CHECK(read_value(c) == "*3\r\n$11\r\nunsubscribe\r\n$1\r\na\r\n:0\r\n");
+      REQUIRE(eventually([&] { return info_field(up.get(), "clients", "blocked_clients") == 1; }));
+      c.send("PING\r\n");  // waits behind the BLPOP, as with Redis
+    }
+    CHECK(eventually([&] { return info_field(up.get(), "clients", "blocked_clients") == 0; }));
+    CHECK(integer(pub.get(), {"RPUSH", "gone-list", "precious"}) == 1);
+    CHECK(integer(pub.get(), {"LLEN", "gone-list"}) == 1);
+  }
+}
+
 // CLIENT ID names the client, not an upstream connection: the same before and after it subscribes
 // (RESP3, where a subscriber may run any command), between messages, and after CLIENT REPLY. A
 // RESP2 subscriber is refused CLIENT ID, as by Redis.

@@ -28,7 +28,7 @@ TEST_CASE("subscriptions: confirmations in RESP2 and RESP3", "[subscriptions]") 
   };
   for (const auto& r : rows) {
     INFO(r.frame);
-    const auto c = parse_confirmation(r.frame);
+    const auto c = parse_confirmation(r.frame, r.frame[0] == '>' ? 3 : 2);
     REQUIRE(c);
     CHECK(c->shard == r.shard);
     CHECK(c->unsubscribe == r.unsubscribe);
@@ -54,30 +54,47 @@ TEST_CASE("subscriptions: messages, replies and malformed look-alikes are not co
   };
   for (const auto f : frames) {
     INFO(f);
-    CHECK_FALSE(parse_confirmation(f));
+    CHECK_FALSE(parse_confirmation(f, 2));
+    CHECK_FALSE(parse_confirmation(f, 3));
   }
+}
+
+// In RESP3 a script can return an array shaped like a confirmation (EVAL "return
+// {'unsubscribe','a',0}" 0) while the client is subscribed: only pushes count there.
+TEST_CASE("subscriptions: each protocol's own shape only", "[subscriptions]") {
+  const std::string_view array = "*3\r\n$11\r\nunsubscribe\r\n$1\r\na\r\n:0\r\n";
+  const std::string_view push = ">3\r\n$11\r\nunsubscribe\r\n$1\r\na\r\n:0\r\n";
+  CHECK(parse_confirmation(array, 2));
+  CHECK_FALSE(parse_confirmation(array, 3));
+  CHECK(parse_confirmation(push, 3));
+  CHECK_FALSE(parse_confirmation(push, 2));
+  subscription_tracker t;
+  CHECK_FALSE(t.on_frame(">3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n", 3));
+  CHECK_FALSE(t.on_frame(array, 3));
+  CHECK(t.subscribed());
 }
 
 TEST_CASE("subscriptions: unsubscribed from everything only when both counts are zero",
           "[subscriptions]") {
   subscription_tracker t;
   CHECK_FALSE(t.subscribed());
-  CHECK_FALSE(t.on_frame("*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n"));
-  CHECK_FALSE(t.on_frame("*3\r\n$10\r\npsubscribe\r\n$2\r\nb*\r\n:2\r\n"));
-  CHECK_FALSE(t.on_frame("*3\r\n$10\r\nssubscribe\r\n$1\r\ns\r\n:1\r\n"));
+  CHECK_FALSE(t.on_frame("*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n", 2));
+  CHECK_FALSE(t.on_frame("*3\r\n$10\r\npsubscribe\r\n$2\r\nb*\r\n:2\r\n", 2));
+  CHECK_FALSE(t.on_frame("*3\r\n$10\r\nssubscribe\r\n$1\r\ns\r\n:1\r\n", 2));
   CHECK(t.subscribed());
-  CHECK_FALSE(t.on_frame("*3\r\n$7\r\nmessage\r\n$1\r\na\r\n$1\r\nx\r\n"));
-  CHECK_FALSE(t.on_frame("*3\r\n$11\r\nunsubscribe\r\n$1\r\na\r\n:1\r\n"));
-  CHECK_FALSE(t.on_frame("*3\r\n$12\r\npunsubscribe\r\n$2\r\nb*\r\n:0\r\n"));  // a shard one left
+  CHECK_FALSE(t.on_frame("*3\r\n$7\r\nmessage\r\n$1\r\na\r\n$1\r\nx\r\n", 2));
+  CHECK_FALSE(t.on_frame("*3\r\n$11\r\nunsubscribe\r\n$1\r\na\r\n:1\r\n", 2));
+  CHECK_FALSE(
+      t.on_frame("*3\r\n$12\r\npunsubscribe\r\n$2\r\nb*\r\n:0\r\n", 2));  // a shard one left
   CHECK(t.subscribed());
-  CHECK(t.on_frame("*3\r\n$12\r\nsunsubscribe\r\n$1\r\ns\r\n:0\r\n"));
+  CHECK(t.on_frame("*3\r\n$12\r\nsunsubscribe\r\n$1\r\ns\r\n:0\r\n", 2));
   CHECK_FALSE(t.subscribed());
   // Subscribed again, and gone again (RESP3 pushes this time).
-  CHECK_FALSE(t.on_frame(">3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n"));
+  CHECK_FALSE(t.on_frame(">3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n", 3));
   CHECK(t.subscribed());
-  CHECK(t.on_frame(">3\r\n$11\r\nunsubscribe\r\n$1\r\na\r\n:0\r\n"));
+  CHECK(t.on_frame(">3\r\n$11\r\nunsubscribe\r\n$1\r\na\r\n:0\r\n", 3));
   // An UNSUBSCRIBE with nothing left to unsubscribe says so again.
-  CHECK(t.on_frame("*3\r\n$11\r\nunsubscribe\r\n$-1\r\n:0\r\n"));
+  CHECK(t.on_frame("*3\r\n$11\r\nunsubscribe\r\n$-1\r\n:0\r\n", 2));
 }
 
 TEST_CASE("subscriptions: the marker request and its two reply shapes", "[subscriptions]") {
