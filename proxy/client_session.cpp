@@ -2,10 +2,12 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/un.h>
 
 #include <algorithm>
 #include <array>
+#include <cerrno>
 #include <charconv>
 #include <cstdint>
 #include <cstdio>
@@ -200,6 +202,7 @@ awaitable<void> client_session::read_loop(std::shared_ptr<client_session> self) 
                          parser_.is_inline())) == outcome::wait) {
         // The barrier (or --max-pipeline): wait until the in-flight replies drain.
         reader_waiting_ = true;
+        watch_for_close();
         drain_wake_.expires_at(clock::time_point::max());
         co_await drain_wake_.async_wait(use_nothrow);
         reader_waiting_ = false;
@@ -214,6 +217,7 @@ awaitable<void> client_session::read_loop(std::shared_ptr<client_session> self) 
       if (slots_.size() >= cfg_.max_pipeline && !closing_) {
         ctx_.st.count(error_kind::pipeline_full);
         reader_waiting_ = true;
+        watch_for_close();
         while (slots_.size() >= cfg_.max_pipeline && !closing_ && !closed_) {
           drain_wake_.expires_at(clock::time_point::max());
           co_await drain_wake_.async_wait(use_nothrow);
@@ -258,6 +262,27 @@ awaitable<void> client_session::read_loop(std::shared_ptr<client_session> self) 
   closing_ = true;
   notify_writer();
   (void)self;
+}
+
+// While the reader waits, nothing reads the socket, so a client that leaves would go unnoticed
+// until the wait ends, which a blocking command ahead of it may put off indefinitely (its
+// dedicated connection, and the command, staying behind). A readiness wait sees the close: a peek
+// that reads 0 bytes (or fails) is the client gone. Bytes waiting instead (a pipeline) are left
+// for the reader: the client is then noticed leaving once they are read.
+void client_session::watch_for_close() {
+  if (watching_close_ || closed_) return;
+  watching_close_ = true;
+  socket_.async_wait(
+      asio::socket_base::wait_read, [self = shared_from_this()](const error_code& ec) {
+        self->watching_close_ = false;
+        if (ec || self->closed_ || !self->reader_waiting_) return;
+        char byte;
+        const auto n = ::recv(self->socket_.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+          self->close_now();
+        else if (n < 0)
+          self->watch_for_close();  // woken for nothing: watch on
+      });
 }
 
 client_session::outcome client_session::handle(std::span<const std::string_view> args,

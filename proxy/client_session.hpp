@@ -207,6 +207,8 @@ class client_session : public reply_sink,
   bool write_deferred_ = false;  // replies go out when the event loop's turn ends (turn_ended())
   steady_timer drain_wake_;      // the reader waits on it at the barrier
   bool reader_waiting_ = false;
+  bool watching_close_ = false;  // a readiness wait is out (watch_for_close())
+  void watch_for_close();
 
   std::shared_ptr<connection> shared_;     // this client's shared connection
   std::shared_ptr<connection> dedicated_;  // while the client holds connection state

@@ -226,6 +226,20 @@ TEST_CASE("subscribed clients: look-alike confirmations, and leaving mid-BLPOP",
     CHECK(integer(pub.get(), {"RPUSH", "gone-list", "precious"}) == 1);
     CHECK(integer(pub.get(), {"LLEN", "gone-list"}) == 1);
   }
+  SECTION("RESP3: BLPOP, then RESET waiting behind it, then gone") {
+    auto up = env.upstream();
+    {
+      raw_client c(env.port());
+      c.send("HELLO 3\r\nSUBSCRIBE a\r\nBLPOP reset-list 0\r\n");
+      CHECK(read_value(c).starts_with("%7\r\n"));
+      CHECK(read_value(c) == ">3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n");
+      REQUIRE(eventually([&] { return info_field(up.get(), "clients", "blocked_clients") == 1; }));
+      c.send("RESET\r\n");  // answered after the BLPOP's reply, as by Redis
+    }
+    CHECK(eventually([&] { return info_field(up.get(), "clients", "blocked_clients") == 0; }));
+    CHECK(integer(pub.get(), {"RPUSH", "reset-list", "precious"}) == 1);
+    CHECK(integer(pub.get(), {"LLEN", "reset-list"}) == 1);
+  }
 }
 
 // CLIENT ID names the client, not an upstream connection: the same before and after it subscribes
