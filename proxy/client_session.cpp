@@ -270,7 +270,10 @@ awaitable<void> client_session::read_loop(std::shared_ptr<client_session> self) 
 // that reads 0 bytes (or fails) is the client gone. Bytes waiting instead (a pipeline) are left
 // for the reader: the client is then noticed leaving once they are read.
 void client_session::watch_for_close() {
-  if (watching_close_ || closed_) return;
+  // Waits for shared connections end within a command timeout: only a dedicated connection
+  // (blocking commands, raw mode) can hold the reader indefinitely. (The readiness wait costs an
+  // epoll_ctl; barriers between the shared connections and the near cache's channel are common.)
+  if (watching_close_ || closed_ || !dedicated_) return;
   watching_close_ = true;
   socket_.async_wait(
       asio::socket_base::wait_read, [self = shared_from_this()](const error_code& ec) {
