@@ -226,9 +226,9 @@ class client_session : public reply_sink,
   std::vector<int> raw_dbs_;  // raw mode: the dbs the client may be in (note_raw_request)
   // Leaving raw mode after the last UNSUBSCRIBE: the subscription counts its confirmations
   // report; whether something else holds the client in raw mode (a sticky entry, or a request in
-  // raw mode that may change connection state: SELECT, MULTI, WATCH, HELLO, CLIENT but for ID,
-  // GETNAME, INFO and LIST); and the marker
-  // sent to see every earlier request answered (reading waits for its reply).
+  // raw mode that may change connection state or hold the connection: SELECT, MULTI, WATCH,
+  // HELLO, a blocking command, CLIENT but for ID, GETNAME, INFO, LIST and UNBLOCK); and the
+  // probe, a marker sent to see every earlier request answered (reading waits for its reply).
   subscription_tracker subs_;
   bool raw_sticky_ = false;
   // A MULTI or CLIENT REPLY in raw mode: the marker's reply may be QUEUED or never come, so no
