@@ -452,7 +452,7 @@ client_session::outcome client_session::handle_raw(std::span<const std::string_v
         break;
       }
       if (args.size() >= 3) {
-        if (const auto f = upstream_id_frame(args)) {  // UNBLOCK, TRACKING ... REDIRECT
+        if (const auto f = upstream_id_frame(sub, args)) {  // UNBLOCK, TRACKING ... REDIRECT
           inline_scratch_ = *f;
           frame = inline_scratch_;
         }
@@ -527,7 +527,7 @@ std::string client_session::token_suffix() const {
 
 bool client_session::send_marker(std::vector<std::string> stands_for) {
   if (marker_token_.empty()) marker_token_ = "redis-sidecar:marker:" + token_suffix();
-  if (!dedicated_ || !dedicated_->send_raw(unsubscribe_probe(marker_token_))) return false;
+  if (!dedicated_ || !dedicated_->send_raw(marker_request(marker_token_))) return false;
   markers_.push_back(std::move(stands_for));
   return true;
 }
@@ -680,7 +680,7 @@ client_session::outcome client_session::cmd_client(std::span<const std::string_v
                                                    std::string_view frame) {
   const sub_id sub =
       args.size() >= 2 ? commands::lookup_sub(command_id::client, args[1]) : sub_id::other;
-  const auto translated = args.size() >= 3 ? upstream_id_frame(args) : std::nullopt;
+  const auto translated = args.size() >= 3 ? upstream_id_frame(sub, args) : std::nullopt;
   if (translated) {  // UNBLOCK, TRACKING ... REDIRECT
     inline_scratch_ = *translated;
     frame = inline_scratch_;
@@ -760,8 +760,7 @@ bool client_session::client_kill(std::span<const std::string_view> args, std::st
 }
 
 std::optional<std::string> client_session::upstream_id_frame(
-    std::span<const std::string_view> args) const {
-  const sub_id sub = commands::lookup_sub(command_id::client, args[1]);
+    sub_id sub, std::span<const std::string_view> args) const {
   std::size_t at = 0;  // the id's argument
   if (sub == sub_id::client_unblock && (args.size() == 3 || args.size() == 4)) at = 2;
   if (sub == sub_id::client_tracking)
@@ -810,23 +809,22 @@ std::string format_address(const asio::generic::stream_protocol::endpoint& ep, b
   }
 }
 
+// The client's address (peer) or the listener's (local) as format_address() writes it.
+std::string socket_address(const client_socket& socket, bool peer) {
+  error_code ec;
+  const auto ep = peer ? socket.remote_endpoint(ec) : socket.local_endpoint(ec);
+  return ec ? "?:0" : format_address(ep, peer);
+}
+
 }  // namespace
 
 const std::string& client_session::peer_address() {
-  if (peer_address_.empty()) {
-    error_code ec;
-    const auto ep = socket_.remote_endpoint(ec);
-    peer_address_ = ec ? "?:0" : format_address(ep, true);
-  }
+  if (peer_address_.empty()) peer_address_ = socket_address(socket_, true);
   return peer_address_;
 }
 
 const std::string& client_session::local_address() {
-  if (local_address_.empty()) {
-    error_code ec;
-    const auto ep = socket_.local_endpoint(ec);
-    local_address_ = ec ? "?:0" : format_address(ep, false);
-  }
+  if (local_address_.empty()) local_address_ = socket_address(socket_, false);
   return local_address_;
 }
 
@@ -1257,13 +1255,13 @@ void client_session::deliver_raw(std::string_view frame) {
     raw_reset_ = raw_reset_state::answered;
     drain_wake_.cancel();
   }
-  if (leaving_raw_ && is_probe_reply(frame, probe_token_)) {  // the sidecar's own: not passed on
+  if (leaving_raw_ && is_marker_reply(frame, probe_token_)) {  // the sidecar's own: not passed on
     leaving_raw_ = false;
     if (!subs_.subscribed() && !raw_sticky_ && raw_reset_ == raw_reset_state::none) leave_raw();
     drain_wake_.cancel();
     return;
   }
-  if (!markers_.empty() && is_probe_reply(frame, marker_token_)) {  // raw_client_id(), _kill()
+  if (!markers_.empty() && is_marker_reply(frame, marker_token_)) {  // raw_client_id(), _kill()
     std::vector<std::string> stands_for = std::move(markers_.front());
     markers_.pop_front();
     if (stands_for.empty()) {
@@ -1308,7 +1306,7 @@ void client_session::deliver_raw(std::string_view frame) {
   if (unsubscribed_all && !raw_sticky_ && !leaving_raw_ && raw_reset_ == raw_reset_state::none &&
       dedicated_) {
     if (probe_token_.empty()) probe_token_ = "redis-sidecar:unsubscribed:" + token_suffix();
-    leaving_raw_ = dedicated_->send_raw(unsubscribe_probe(probe_token_));
+    leaving_raw_ = dedicated_->send_raw(marker_request(probe_token_));
   }
 }
 

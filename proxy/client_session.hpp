@@ -132,7 +132,8 @@ class client_session : public reply_sink,
   /// sidecar gave it: the request with the id of that client's own upstream connection in its
   /// place, or 0 (no such client) when it has none. nullopt: no id to translate (or not a number,
   /// which Redis refuses).
-  std::optional<std::string> upstream_id_frame(std::span<const std::string_view> args) const;
+  std::optional<std::string> upstream_id_frame(commands::sub_id sub,
+                                               std::span<const std::string_view> args) const;
   const std::string& peer_address();
   const std::string& local_address();
   void note_raw_request(const commands::command_info& info, std::span<const std::string_view> args);

@@ -84,7 +84,7 @@ class subscription_tracker {
 };
 
 /// The marker request: PING <token>. Allowed in subscribed mode too.
-inline std::string unsubscribe_probe(std::string_view token) {
+inline std::string marker_request(std::string_view token) {
   std::string r;
   const std::array<std::string_view, 2> words{"PING", token};
   resp::append_command(r, words);
@@ -93,7 +93,7 @@ inline std::string unsubscribe_probe(std::string_view token) {
 
 /// Whether `frame` is the marker's reply: the token as a bulk string, or, from a RESP2 client
 /// still subscribed, ["pong", token].
-inline bool is_probe_reply(std::string_view frame, std::string_view token) {
+inline bool is_marker_reply(std::string_view frame, std::string_view token) {
   std::string bulk;
   resp::append_bulk(bulk, token);
   if (frame == bulk) return true;

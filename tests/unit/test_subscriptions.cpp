@@ -99,11 +99,11 @@ TEST_CASE("subscriptions: unsubscribed from everything only when both counts are
 
 TEST_CASE("subscriptions: the marker request and its two reply shapes", "[subscriptions]") {
   const std::string token = "redis-sidecar:unsubscribed:7";
-  CHECK(unsubscribe_probe(token) == "*2\r\n$4\r\nPING\r\n$28\r\n" + token + "\r\n");
-  CHECK(is_probe_reply("$28\r\n" + token + "\r\n", token));
-  CHECK(is_probe_reply("*2\r\n$4\r\npong\r\n$28\r\n" + token + "\r\n", token));
-  CHECK_FALSE(is_probe_reply("$28\r\nredis-sidecar:unsubscribed:8\r\n", token));
-  CHECK_FALSE(is_probe_reply("*2\r\n$4\r\npong\r\n$0\r\n\r\n", token));
-  CHECK_FALSE(is_probe_reply("+PONG\r\n", token));
-  CHECK_FALSE(is_probe_reply("*2\r\n$4\r\npong\r\n$28\r\n" + token + "\r\nx", token));
+  CHECK(marker_request(token) == "*2\r\n$4\r\nPING\r\n$28\r\n" + token + "\r\n");
+  CHECK(is_marker_reply("$28\r\n" + token + "\r\n", token));
+  CHECK(is_marker_reply("*2\r\n$4\r\npong\r\n$28\r\n" + token + "\r\n", token));
+  CHECK_FALSE(is_marker_reply("$28\r\nredis-sidecar:unsubscribed:8\r\n", token));
+  CHECK_FALSE(is_marker_reply("*2\r\n$4\r\npong\r\n$0\r\n\r\n", token));
+  CHECK_FALSE(is_marker_reply("+PONG\r\n", token));
+  CHECK_FALSE(is_marker_reply("*2\r\n$4\r\npong\r\n$28\r\n" + token + "\r\nx", token));
 }
