@@ -435,7 +435,7 @@ client_session::outcome client_session::handle_raw(std::span<const std::string_v
                                                    const commands::command_info* info) {
   if (leaving_raw_) return outcome::wait;  // see deliver_raw()
   const command_id id = info != nullptr ? info->id : command_id::other;
-  if (id == command_id::auth) return cmd_auth(args);
+  if (id == command_id::auth) return raw_auth(args);
   if (id == command_id::reset) return raw_reset(frame);
   const sub_id sub = id == command_id::client && args.size() >= 2
                          ? commands::lookup_sub(command_id::client, args[1])
@@ -510,6 +510,14 @@ client_session::outcome client_session::raw_client_kill(std::span<const std::str
   return outcome::next;
 }
 
+// AUTH in raw mode is the sidecar's to answer, but in its place among the replies Redis sends: when
+// its marker's reply comes (deliver_raw()). Without markers (raw_replies_unsure_), at once.
+client_session::outcome client_session::raw_auth(std::span<const std::string_view> args) {
+  if (raw_replies_unsure_) return cmd_auth(args);
+  if (!send_marker(std::vector<std::string>(args.begin(), args.end()))) return raw_unavailable();
+  return outcome::next;
+}
+
 // The dedicated connection would not take a raw-mode request: the client's state is lost with it.
 client_session::outcome client_session::raw_unavailable() {
   reply_error(std::string(errors::upstream_unavailable) + ": " +
@@ -549,25 +557,33 @@ void client_session::note_raw_request(const commands::command_info& info,
 
 client_session::outcome client_session::cmd_auth(std::span<const std::string_view> args) {
   if (multi_open_) return refuse_in_multi();
-  if (args.size() < 2 || args.size() > 3) {
-    reply_error("ERR wrong number of arguments for 'auth' command");
-    return outcome::next;
+  std::string r;
+  auth(args, r);
+  reply(r);
+  return outcome::next;
+}
+
+// AUTH against --requirepass: appends the reply to `r`.
+void client_session::auth(std::span<const std::string_view> args, std::string& r) {
+  if (args.size() < 2 || args.size() > 3) {  // as Redis: its arity check, then AUTH's own
+    resp::append_error(r, args.size() < 2 ? "ERR wrong number of arguments for 'auth' command"
+                                          : "ERR syntax error");
+    return;
   }
   if (cfg_.requirepass.empty()) {
     // No password of our own: accept, so apps that keep the upstream password in their REDIS_URL
     // still connect. The upstream is authenticated by the sidecar with the URL's credentials.
-    reply_simple("OK");
-    return outcome::next;
+    resp::append_simple(r, "OK");
+    return;
   }
   const bool user_ok = args.size() == 2 || args[1] == "default";
   if (user_ok && args.back() == cfg_.requirepass) {
     authed_ = true;
-    reply_simple("OK");
+    resp::append_simple(r, "OK");
   } else {
     ctx_.st.count(error_kind::auth);
-    reply_error(errors::wrongpass);
+    resp::append_error(r, errors::wrongpass);
   }
-  return outcome::next;
 }
 
 client_session::outcome client_session::cmd_hello(std::span<const std::string_view> args) {
@@ -1261,21 +1277,28 @@ void client_session::deliver_raw(std::string_view frame) {
     drain_wake_.cancel();
     return;
   }
-  if (!markers_.empty() && is_marker_reply(frame, marker_token_)) {  // raw_client_id(), _kill()
+  if (!markers_.empty() &&
+      is_marker_reply(frame, marker_token_)) {  // raw_client_id(), _kill(), _auth()
     std::vector<std::string> stands_for = std::move(markers_.front());
     markers_.pop_front();
     if (stands_for.empty()) {
       ++client_ids_due_;
       return;
     }
+    const std::vector<std::string_view> args(stands_for.begin(), stands_for.end());
+    const bool is_auth = iequals(args[0], "auth");
+    // ["pong", token]: a RESP2 subscriber, whom Redis refuses both (AUTH's arity is checked first).
+    const bool refused = frame.starts_with("*2\r\n") && !(is_auth && args.size() < 2);
     std::string r;
     bool self = false;
-    if (frame.starts_with("*2\r\n")) {  // ["pong", token]: a RESP2 subscriber
-      resp::append_error(r,
-                         "ERR Can't execute 'client|kill': only (P|S)SUBSCRIBE / "
-                         "(P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context");
+    if (refused) {
+      resp::append_error(r, std::string("ERR Can't execute '") +
+                                (is_auth ? "auth" : "client|kill") +
+                                "': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET "
+                                "are allowed in this context");
+    } else if (is_auth) {
+      auth(args, r);
     } else {
-      const std::vector<std::string_view> args(stands_for.begin(), stands_for.end());
       self = client_kill(args, r);
     }
     out_.append(r);

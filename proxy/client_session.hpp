@@ -117,6 +117,7 @@ class client_session : public reply_sink,
   outcome handle_raw(std::span<const std::string_view> args, std::string_view frame,
                      const commands::command_info* info);
   outcome cmd_auth(std::span<const std::string_view> args);
+  void auth(std::span<const std::string_view> args, std::string& r);
   outcome cmd_hello(std::span<const std::string_view> args);
   outcome cmd_select(std::span<const std::string_view> args, std::string_view frame);
   outcome cmd_client(std::span<const std::string_view> args, std::string_view frame);
@@ -124,6 +125,7 @@ class client_session : public reply_sink,
   outcome raw_reset(std::string_view frame);
   outcome raw_client_id(std::string_view frame);
   outcome raw_client_kill(std::span<const std::string_view> args);
+  outcome raw_auth(std::span<const std::string_view> args);
   outcome raw_unavailable();
   /// CLIENT KILL over the sidecar's clients (commands/client_kill.hpp): appends the reply to `r`;
   /// true when this client is among those killed (it closes after the reply).
@@ -233,13 +235,14 @@ class client_session : public reply_sink,
   subscription_tracker subs_;
   bool raw_sticky_ = false;
   // A MULTI or CLIENT REPLY in raw mode: the marker's reply may be QUEUED or never come, so no
-  // markers (CLIENT ID passes on as it is, CLIENT KILL is refused).
+  // markers (CLIENT ID passes on as it is, CLIENT KILL is refused, AUTH answered at once).
   bool raw_replies_unsure_ = false;
   bool leaving_raw_ = false;
   std::string probe_token_;
-  // CLIENT ID and CLIENT KILL in raw mode (raw_client_id(), raw_client_kill()): the marker's
-  // token; what each marker sent stands for, in order (empty: CLIENT ID, else CLIENT KILL's
-  // arguments); and the markers answered whose CLIENT ID reply has not come yet.
+  // CLIENT ID, CLIENT KILL and AUTH in raw mode (raw_client_id(), raw_client_kill(), raw_auth()):
+  // the marker's token; what each marker sent stands for, in order (empty: CLIENT ID, else the
+  // arguments of the CLIENT KILL or AUTH it answers); and the markers answered whose CLIENT ID
+  // reply has not come yet.
   std::string marker_token_;
   ring<std::vector<std::string>> markers_;
   std::uint32_t client_ids_due_ = 0;

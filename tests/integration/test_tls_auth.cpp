@@ -198,6 +198,45 @@ TEST_CASE("sidecar requirepass: NOAUTH, WRONGPASS, then OK", "[auth]") {
   if (env.side) CHECK(env.side->log().find("side-pass-8a1") == std::string::npos);
 }
 
+// A subscriber's requests pass through unread on a connection of its own, but AUTH is still the
+// sidecar's to answer: in its place among the replies, as Redis orders them.
+TEST_CASE("AUTH from a subscriber is answered in order", "[auth][pubsub]") {
+  redis_options opts;
+  if (direct_mode()) opts.requirepass = "side-pass-8a1";
+  proxied env(opts, {"--requirepass", "side-pass-8a1"});
+  SECTION("RESP3: answered") {
+    raw_client c(env.port());
+    c.send("HELLO 3 AUTH default side-pass-8a1\r\nSUBSCRIBE ch\r\n");
+    CHECK(read_value(c).starts_with("%7\r\n"));
+    CHECK(read_value(c) == ">3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n");
+    c.send(
+        "PING a\r\nAUTH not-it\r\nPING b\r\nAUTH side-pass-8a1\r\nPING c\r\nAUTH\r\n"
+        "PING d\r\nAUTH a b c\r\nPING e\r\n");
+    CHECK(read_value(c) == "$1\r\na\r\n");
+    CHECK(read_value(c) == error_bytes(errors::wrongpass));
+    CHECK(read_value(c) == "$1\r\nb\r\n");
+    CHECK(read_value(c) == "+OK\r\n");
+    CHECK(read_value(c) == "$1\r\nc\r\n");
+    CHECK(read_value(c) == "-ERR wrong number of arguments for 'auth' command\r\n");
+    CHECK(read_value(c) == "$1\r\nd\r\n");
+    CHECK(read_value(c) == "-ERR syntax error\r\n");
+    CHECK(read_value(c) == "$1\r\ne\r\n");
+  }
+  SECTION("RESP2: refused, as in subscribed mode everything but (un)subscribing and PING") {
+    raw_client c(env.port());
+    c.send("AUTH side-pass-8a1\r\nSUBSCRIBE ch\r\n");
+    CHECK(read_value(c) == "+OK\r\n");
+    CHECK(read_value(c) == "*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n");
+    c.send("PING a\r\nAUTH side-pass-8a1\r\nPING b\r\nAUTH a b c\r\nAUTH\r\nPING c\r\n");
+    CHECK(read_value(c) == "*2\r\n$4\r\npong\r\n$1\r\na\r\n");
+    CHECK(read_value(c).starts_with("-ERR Can't execute 'auth': only (P|S)SUBSCRIBE"));
+    CHECK(read_value(c) == "*2\r\n$4\r\npong\r\n$1\r\nb\r\n");
+    CHECK(read_value(c).starts_with("-ERR Can't execute 'auth'"));
+    CHECK(read_value(c) == "-ERR wrong number of arguments for 'auth' command\r\n");
+    CHECK(read_value(c) == "*2\r\n$4\r\npong\r\n$1\r\nc\r\n");
+  }
+}
+
 TEST_CASE("without --requirepass, any AUTH is accepted", "[auth]") {
   SIDECAR_ONLY();  // Redis itself would refuse AUTH without a configured password
   proxied env;
