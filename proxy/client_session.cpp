@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <cerrno>
 #include <charconv>
 #include <cstdint>
@@ -16,6 +17,7 @@
 #include <variant>
 
 #include "proxy/commands/client_kill.hpp"
+#include "proxy/commands/client_list.hpp"
 #include "proxy/errors.hpp"
 #include "proxy/log.hpp"
 #include "proxy/resp/detail/line.hpp"
@@ -301,6 +303,11 @@ client_session::outcome client_session::handle(std::span<const std::string_view>
   const command_id id = info != nullptr ? info->id : command_id::other;
   command_ = static_cast<std::uint16_t>(info != nullptr ? info - commands::all().data()
                                                         : ctx_.metrics->other_command());
+  last_command_ = info;
+  if (id == command_id::client) {  // CLIENT LIST's cmd names the subcommand: client|list
+    last_client_sub_.assign(args.size() >= 2 ? args[1] : std::string_view());
+    for (char& ch : last_client_sub_) ch = static_cast<char>(std::tolower(ch));
+  }
 
   if (!authed_ && id != command_id::auth && id != command_id::hello && id != command_id::quit &&
       id != command_id::reset) {
@@ -435,7 +442,8 @@ client_session::outcome client_session::handle_raw(std::span<const std::string_v
                                                    const commands::command_info* info) {
   if (leaving_raw_) return outcome::wait;  // see deliver_raw()
   const command_id id = info != nullptr ? info->id : command_id::other;
-  if (id == command_id::auth) return raw_auth(args);
+  if (id == command_id::auth)  // the sidecar's to answer, in its place among the replies
+    return raw_replies_unsure_ ? cmd_auth(args) : raw_answer_later(args);
   if (id == command_id::reset) return raw_reset(frame);
   const sub_id sub = id == command_id::client && args.size() >= 2
                          ? commands::lookup_sub(command_id::client, args[1])
@@ -444,7 +452,9 @@ client_session::outcome client_session::handle_raw(std::span<const std::string_v
     case command_id::client:
       if (!raw_replies_unsure_) {
         if (sub == sub_id::client_id && args.size() == 2) return raw_client_id(frame);
-        if (sub == sub_id::client_kill && args.size() >= 3) return raw_client_kill(args);
+        if ((sub == sub_id::client_kill && args.size() >= 3) || sub == sub_id::client_list ||
+            (sub == sub_id::client_info && args.size() == 2))
+          return raw_answer_later(args);
       } else if (sub == sub_id::client_kill) {
         // Without markers CLIENT KILL can be neither run in its place nor forwarded (its ids
         // would name upstream connections): refused upstream, in order, as an unknown command.
@@ -503,19 +513,39 @@ client_session::outcome client_session::raw_client_id(std::string_view frame) {
   return outcome::next;
 }
 
-// CLIENT KILL in raw mode runs when its marker's reply comes (deliver_raw()), in order with the
-// replies before it; a RESP2 subscriber is refused it there, as by Redis.
-client_session::outcome client_session::raw_client_kill(std::span<const std::string_view> args) {
+// What the sidecar answers itself (AUTH, CLIENT KILL, LIST, INFO) is answered in raw mode in its
+// place among the replies Redis sends: when its marker's reply comes (deliver_raw()).
+client_session::outcome client_session::raw_answer_later(std::span<const std::string_view> args) {
   if (!send_marker(std::vector<std::string>(args.begin(), args.end()))) return raw_unavailable();
   return outcome::next;
 }
 
-// AUTH in raw mode is the sidecar's to answer, but in its place among the replies Redis sends: when
-// its marker's reply comes (deliver_raw()). Without markers (raw_replies_unsure_), at once.
-client_session::outcome client_session::raw_auth(std::span<const std::string_view> args) {
-  if (raw_replies_unsure_) return cmd_auth(args);
-  if (!send_marker(std::vector<std::string>(args.begin(), args.end()))) return raw_unavailable();
-  return outcome::next;
+bool client_session::answer_marked(std::span<const std::string_view> args, bool refused,
+                                   std::string& r) {
+  const bool is_auth = iequals(args[0], "auth");
+  // A RESP2 subscriber is refused all of them by Redis, after its arity check (AUTH's is >= 2).
+  if (refused && !(is_auth && args.size() < 2)) {
+    std::string name = is_auth ? "auth" : "client|" + std::string(args[1]);
+    for (char& ch : name) ch = static_cast<char>(std::tolower(ch));
+    resp::append_error(r, "ERR Can't execute '" + name +
+                              "': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET "
+                              "are allowed in this context");
+    return false;
+  }
+  if (is_auth) {
+    auth(args, r);
+    return false;
+  }
+  switch (commands::lookup_sub(command_id::client, args[1])) {
+    case sub_id::client_list: client_list(args, r); return false;
+    case sub_id::client_info: {
+      std::string line;
+      append_client_line(line, clock::now());
+      resp::append_verbatim(r, line, proto_);
+      return false;
+    }
+    default: return client_kill(args, r);
+  }
 }
 
 // The dedicated connection would not take a raw-mode request: the client's state is lost with it.
@@ -713,6 +743,19 @@ client_session::outcome client_session::cmd_client(std::span<const std::string_v
     reply(r);
     return self ? outcome::close : outcome::next;
   }
+  if (sub == sub_id::client_list || (sub == sub_id::client_info && args.size() == 2)) {
+    if (multi_open_) return refuse_in_multi();
+    std::string r;
+    if (sub == sub_id::client_list) {
+      client_list(args, r);
+    } else {
+      std::string line;
+      append_client_line(line, clock::now());
+      resp::append_verbatim(r, line, proto_);
+    }
+    reply(r);
+    return outcome::next;
+  }
   if (translated) return forward(frame);
   if (!client_sub_answered_here(sub, args.size())) return forward(frame);
   if (multi_open_) return refuse_in_multi();
@@ -773,6 +816,73 @@ bool client_session::client_kill(std::span<const std::string_view> args, std::st
   else
     resp::append_simple(r, "OK");
   return self;
+}
+
+void client_session::client_list(std::span<const std::string_view> args, std::string& r) {
+  const auto parsed = commands::parse_client_list(args);
+  if (const auto* e = std::get_if<std::string>(&parsed)) {
+    resp::append_error(r, *e);
+    return;
+  }
+  const auto& f = std::get<commands::list_filter>(parsed);
+  const auto now = clock::now();
+  std::string lines;
+  const auto listed = [](const client_session* s) { return !s->closing_ && !s->closed_; };
+  if (f.by_id) {
+    for (const std::uint64_t id : f.ids)
+      for (client_session* s : ctx_.sessions)
+        if (s->id_ == id && listed(s)) s->append_client_line(lines, now);
+  } else {
+    for (client_session* s : ctx_.sessions) {
+      if (!listed(s)) continue;
+      const auto type = s->raw_ && s->subs_.subscribed() ? commands::client_type::pubsub
+                                                         : commands::client_type::normal;
+      if (f.type && *f.type != type) continue;
+      s->append_client_line(lines, now);
+    }
+  }
+  resp::append_verbatim(r, lines, proto_);
+}
+
+// This client's CLIENT LIST line. What the sidecar knows of a raw-mode client's state comes from
+// its own bookkeeping (subscription counts from the confirmations; db from its SELECTs), flags
+// are P (subscribed), x (in MULTI) or N.
+void client_session::append_client_line(std::string& out, clock::time_point now) {
+  const bool subscribed = raw_ && subs_.subscribed();
+  std::string flags;
+  if (subscribed) flags += 'P';
+  if (multi_open_ || in_multi_) flags += 'x';
+  if (flags.empty()) flags = "N";
+  std::string cmd = last_command_ != nullptr ? std::string(last_command_->name) : "NULL";
+  if (last_command_ != nullptr && last_command_->id == command_id::client &&
+      !last_client_sub_.empty())
+    cmd += "|" + last_client_sub_;
+  commands::client_line c;
+  c.id = id_;
+  c.addr = peer_address();
+  c.laddr = local_address();
+  c.fd = socket_.native_handle();
+  c.name = name_;
+  c.age_s = std::chrono::duration_cast<std::chrono::seconds>(now - created_).count();
+  c.idle_s = std::chrono::duration_cast<std::chrono::seconds>(now - std::max(batch_now_, created_))
+                 .count();  // since the last read (none yet: since it connected)
+  c.flags = flags;
+  c.db = effective_db();
+  c.sub = raw_ ? subs_.channels() : 0;
+  c.psub = raw_ ? subs_.patterns() : 0;
+  c.ssub = raw_ ? subs_.shard_channels() : 0;
+  c.multi = multi_open_ && !transactions_.empty()
+                ? static_cast<std::int64_t>(transactions_.back().queued)
+                : -1;
+  c.qbuf = in_end_ - in_start_;
+  c.qbuf_free = in_.size() - in_end_;
+  c.rbs = in_.size();
+  c.obl = out_.size() + wout_.size();
+  c.tot_mem = sizeof(*this) + in_.capacity() + out_.capacity() + wout_.capacity();
+  c.writing = c.obl > 0;
+  c.cmd = cmd;
+  c.resp = proto_;
+  commands::append_client_line(out, c);
 }
 
 std::optional<std::string> client_session::upstream_id_frame(
@@ -1286,21 +1396,9 @@ void client_session::deliver_raw(std::string_view frame) {
       return;
     }
     const std::vector<std::string_view> args(stands_for.begin(), stands_for.end());
-    const bool is_auth = iequals(args[0], "auth");
-    // ["pong", token]: a RESP2 subscriber, whom Redis refuses both (AUTH's arity is checked first).
-    const bool refused = frame.starts_with("*2\r\n") && !(is_auth && args.size() < 2);
     std::string r;
-    bool self = false;
-    if (refused) {
-      resp::append_error(r, std::string("ERR Can't execute '") +
-                                (is_auth ? "auth" : "client|kill") +
-                                "': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET "
-                                "are allowed in this context");
-    } else if (is_auth) {
-      auth(args, r);
-    } else {
-      self = client_kill(args, r);
-    }
+    // ["pong", token]: the reply of a RESP2 subscriber, refused what the marker stands for.
+    const bool self = answer_marked(args, frame.starts_with("*2\r\n"), r);
     out_.append(r);
     notify_writer();
     if (self) close_after_flush();

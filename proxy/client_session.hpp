@@ -124,12 +124,18 @@ class client_session : public reply_sink,
   outcome cmd_reset();
   outcome raw_reset(std::string_view frame);
   outcome raw_client_id(std::string_view frame);
-  outcome raw_client_kill(std::span<const std::string_view> args);
-  outcome raw_auth(std::span<const std::string_view> args);
+  outcome raw_answer_later(std::span<const std::string_view> args);
   outcome raw_unavailable();
+  /// The answer to a request raw mode held for its marker (raw_answer_later()), appended to `r`;
+  /// `refused`: Redis refused the marker's PING context (a RESP2 subscriber). True when this
+  /// client is to close after it (CLIENT KILL of itself).
+  bool answer_marked(std::span<const std::string_view> args, bool refused, std::string& r);
   /// CLIENT KILL over the sidecar's clients (commands/client_kill.hpp): appends the reply to `r`;
   /// true when this client is among those killed (it closes after the reply).
   bool client_kill(std::span<const std::string_view> args, std::string& r);
+  /// CLIENT LIST over the sidecar's clients (commands/client_list.hpp), and CLIENT INFO.
+  void client_list(std::span<const std::string_view> args, std::string& r);
+  void append_client_line(std::string& out, std::chrono::steady_clock::time_point now);
   /// CLIENT UNBLOCK <id> and CLIENT TRACKING ... REDIRECT <id> name a client by the id the
   /// sidecar gave it: the request with the id of that client's own upstream connection in its
   /// place, or 0 (no such client) when it has none. nullopt: no id to translate (or not a number,
@@ -239,10 +245,10 @@ class client_session : public reply_sink,
   bool raw_replies_unsure_ = false;
   bool leaving_raw_ = false;
   std::string probe_token_;
-  // CLIENT ID, CLIENT KILL and AUTH in raw mode (raw_client_id(), raw_client_kill(), raw_auth()):
-  // the marker's token; what each marker sent stands for, in order (empty: CLIENT ID, else the
-  // arguments of the CLIENT KILL or AUTH it answers); and the markers answered whose CLIENT ID
-  // reply has not come yet.
+  // CLIENT ID, and what the sidecar answers itself (AUTH, CLIENT KILL, LIST and INFO), in raw mode
+  // (raw_client_id(), raw_answer_later()): the marker's token; what each marker sent stands for,
+  // in order (empty: CLIENT ID, else the request it answers); and the markers answered whose
+  // CLIENT ID reply has not come yet.
   std::string marker_token_;
   ring<std::vector<std::string>> markers_;
   std::uint32_t client_ids_due_ = 0;
@@ -255,6 +261,9 @@ class client_session : public reply_sink,
   bool closing_ = false;  // no more requests; close after the writer flushed
   bool closed_ = false;   // socket closed
   std::string name_;
+  const std::chrono::steady_clock::time_point created_ = std::chrono::steady_clock::now();
+  const commands::command_info* last_command_ = nullptr;  // CLIENT LIST's cmd
+  std::string last_client_sub_;  // its subcommand, lower case, when it was CLIENT
   std::chrono::steady_clock::time_point batch_now_;
   std::uint16_t command_ = 0;   // metrics command index of the request being handled
   bool answered_here_ = false;  // handle() replied itself (local or from L1)

@@ -14,6 +14,7 @@
 // counts are still zero.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <optional>
@@ -27,7 +28,8 @@ namespace redis_sidecar {
 
 /// One (un)subscribe confirmation: [kind, channel, count], an array in RESP2, a push in RESP3.
 struct pubsub_confirmation {
-  bool shard = false;  // ssubscribe, sunsubscribe
+  bool shard = false;    // ssubscribe, sunsubscribe
+  bool pattern = false;  // psubscribe, punsubscribe
   bool unsubscribe = false;
   std::int64_t count = 0;  // subscriptions of its set left
 };
@@ -39,15 +41,16 @@ inline std::optional<pubsub_confirmation> parse_confirmation(std::string_view fr
   struct head {
     std::string_view bytes;  // after the type byte, as Redis writes them (lower case)
     bool shard;
+    bool pattern;
     bool unsubscribe;
   };
   static constexpr std::array<head, 6> heads{{
-      {"3\r\n$9\r\nsubscribe\r\n", false, false},
-      {"3\r\n$10\r\npsubscribe\r\n", false, false},
-      {"3\r\n$10\r\nssubscribe\r\n", true, false},
-      {"3\r\n$11\r\nunsubscribe\r\n", false, true},
-      {"3\r\n$12\r\npunsubscribe\r\n", false, true},
-      {"3\r\n$12\r\nsunsubscribe\r\n", true, true},
+      {"3\r\n$9\r\nsubscribe\r\n", false, false, false},
+      {"3\r\n$10\r\npsubscribe\r\n", false, true, false},
+      {"3\r\n$10\r\nssubscribe\r\n", true, false, false},
+      {"3\r\n$11\r\nunsubscribe\r\n", false, false, true},
+      {"3\r\n$12\r\npunsubscribe\r\n", false, true, true},
+      {"3\r\n$12\r\nsunsubscribe\r\n", true, false, true},
   }};
   if (frame.size() < 2 || frame[0] != (proto == 3 ? '>' : '*')) return std::nullopt;
   const std::string_view rest = frame.substr(1);
@@ -56,7 +59,7 @@ inline std::optional<pubsub_confirmation> parse_confirmation(std::string_view fr
     const auto v = resp::decode(frame);
     if (!v || v->elements.size() != 3 || v->elements[2].type != resp::value::kind::integer)
       return std::nullopt;
-    return pubsub_confirmation{h.shard, h.unsubscribe, v->elements[2].integer};
+    return pubsub_confirmation{h.shard, h.pattern, h.unsubscribe, v->elements[2].integer};
   }
   return std::nullopt;
 }
@@ -73,13 +76,29 @@ class subscription_tracker {
   bool on_frame(std::string_view frame, int proto) {
     const auto c = parse_confirmation(frame, proto);
     if (!c) return false;
-    (c->shard ? shard_ : channels_) = c->count;
+    const std::int64_t count = std::max<std::int64_t>(c->count, 0);  // (no overflow below)
+    if (c->shard) {
+      shard_ = count;
+    } else {
+      // Redis reports channels and patterns as one count; a confirmation changes one of them.
+      both_ = count;
+      std::int64_t& changed = c->pattern ? patterns_ : channels_;
+      const std::int64_t other = c->pattern ? channels_ : patterns_;
+      changed = std::max<std::int64_t>(0, count - other);
+      if (count == 0) channels_ = patterns_ = 0;
+    }
     return c->unsubscribe && !subscribed();
   }
-  bool subscribed() const { return channels_ > 0 || shard_ > 0; }
+  bool subscribed() const { return both_ > 0 || shard_ > 0; }
+  /// CLIENT LIST's sub, psub and ssub.
+  std::int64_t channels() const { return channels_; }
+  std::int64_t patterns() const { return patterns_; }
+  std::int64_t shard_channels() const { return shard_; }
 
  private:
-  std::int64_t channels_ = 0;  // channels and patterns
+  std::int64_t both_ = 0;  // channels and patterns, as Redis counts them
+  std::int64_t channels_ = 0;
+  std::int64_t patterns_ = 0;
   std::int64_t shard_ = 0;
 };
 

@@ -5,17 +5,14 @@
 #include "proxy/commands/command_table.hpp"
 
 namespace redis_sidecar::commands {
-namespace {
 
-std::optional<client_type> type_by_name(std::string_view name) {
+std::optional<client_type> client_type_by_name(std::string_view name) {
   if (iequals(name, "normal")) return client_type::normal;
   if (iequals(name, "replica") || iequals(name, "slave")) return client_type::replica;
   if (iequals(name, "pubsub")) return client_type::pubsub;
   if (iequals(name, "master")) return client_type::master;
   return std::nullopt;
 }
-
-}  // namespace
 
 std::variant<kill_filter, std::string> parse_client_kill(std::span<const std::string_view> args) {
   kill_filter f;
@@ -38,7 +35,7 @@ std::variant<kill_filter, std::string> parse_client_kill(std::span<const std::st
         return std::string("ERR client-id should be greater than 0");
       f.id = static_cast<std::uint64_t>(id);
     } else if (iequals(name, "type")) {
-      f.type = type_by_name(value);
+      f.type = client_type_by_name(value);
       if (!f.type) return "ERR Unknown client type '" + std::string(value) + "'";
     } else if (iequals(name, "addr")) {
       f.addr = std::string(value);

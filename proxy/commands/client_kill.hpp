@@ -37,6 +37,10 @@ struct client_view {
   bool self = false;  // the client that sent CLIENT KILL
 };
 
+/// A client type by the name CLIENT KILL TYPE and CLIENT LIST TYPE take (any case; "slave" is
+/// "replica").
+std::optional<client_type> client_type_by_name(std::string_view name);
+
 /// Parses CLIENT KILL (args[0] "CLIENT", args[1] "KILL", at least one more). On a bad argument,
 /// the error line Redis gives (without the leading '-'). The sidecar has one user, `default`, which
 /// every client is.

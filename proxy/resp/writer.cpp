@@ -38,6 +38,14 @@ void append_bulk(std::string& out, std::string_view s) {
   out.append("\r\n", 2);
 }
 
+void append_verbatim(std::string& out, std::string_view txt, int proto) {
+  if (proto != 3) return append_bulk(out, txt);
+  append_line(out, '=', txt.size() + 4);
+  out.append("txt:", 4);
+  out.append(txt);
+  out.append("\r\n", 2);
+}
+
 void append_null(std::string& out, int proto) { out.append(proto >= 3 ? "_\r\n" : "$-1\r\n"); }
 
 void append_null_array(std::string& out, int proto) {

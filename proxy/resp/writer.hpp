@@ -21,6 +21,7 @@ void append_map_header(std::string& out, std::size_t pairs, int proto);  // RESP
 void append_set_header(std::string& out, std::size_t n, int proto);      // RESP3 ~n, RESP2 *n
 void append_push_header(std::string& out, std::size_t n, int proto);     // RESP3 >n, RESP2 *n
 void append_bool(std::string& out, bool b, int proto);     // RESP3 #t/#f, RESP2 :1/:0
+void append_verbatim(std::string& out, std::string_view txt, int proto);  // RESP3 =n txt:, RESP2 $
 
 /// A request as a RESP2 array of bulk strings: what the sidecar sends upstream.
 void append_command(std::string& out, std::span<const std::string_view> args);

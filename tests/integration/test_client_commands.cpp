@@ -7,6 +7,8 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <algorithm>
+
 #include "tests/integration/common.hpp"
 
 namespace redis_sidecar::test {
@@ -25,6 +27,28 @@ std::string address_of(redisContext* c) {
 bool connection_closed(redisContext* c) {
   auto r = command(c, {"PING"});
   return r == nullptr;
+}
+
+// A field of a CLIENT LIST / CLIENT INFO line ("" when missing); RESP3's "txt:" may precede it.
+std::string field(const std::string& line, const std::string& name) {
+  const std::string key = name + "=";
+  std::size_t at = 0;
+  while ((at = line.find(key, at)) != std::string::npos) {
+    if (at == 0 || line[at - 1] == ' ' || line[at - 1] == ':') break;
+    ++at;
+  }
+  if (at == std::string::npos) return "";
+  const std::size_t from = at + key.size();
+  return line.substr(from, line.find_first_of(" \r\n", from) - from);
+}
+
+// CLIENT LIST's lines.
+std::vector<std::string> lines_of(const std::string& list) {
+  std::vector<std::string> out;
+  std::size_t at = 0;
+  for (std::size_t nl; (nl = list.find('\n', at)) != std::string::npos; at = nl + 1)
+    out.push_back(list.substr(at, nl - at));
+  return out;
 }
 
 }  // namespace
@@ -233,6 +257,112 @@ TEST_CASE("CLIENT TRACKING REDIRECT names a client by its CLIENT ID", "[client][
   REQUIRE(msg->element[2]->type == REDIS_REPLY_ARRAY);
   REQUIRE(msg->element[2]->elements == 1);
   CHECK(std::string(msg->element[2]->element[0]->str) == "tracked");
+}
+
+// CLIENT LIST and CLIENT INFO show the clients with the ids CLIENT ID gave them and the
+// addresses CLIENT KILL matches: what an admin reads there works with CLIENT KILL.
+TEST_CASE("CLIENT INFO and CLIENT LIST describe the clients as CLIENT ID and KILL name them",
+          "[client][list]") {
+  proxied env;
+  auto a = env.client();
+  auto b = env.client();
+  const std::string a_id = std::to_string(integer(a.get(), {"CLIENT", "ID"}));
+  const std::string b_id = std::to_string(integer(b.get(), {"CLIENT", "ID"}));
+  CHECK(str(a.get(), {"CLIENT", "SETNAME", "worker-a"}) == "OK");
+  CHECK(str(a.get(), {"SELECT", "2"}) == "OK");
+
+  const std::string info = str(a.get(), {"CLIENT", "INFO"});
+  CHECK(info.ends_with("\n"));
+  CHECK(lines_of(info).size() == 1);
+  CHECK(field(info, "id") == a_id);
+  CHECK(field(info, "addr") == address_of(a.get()));
+  CHECK(field(info, "laddr") == "127.0.0.1:" + std::to_string(env.port()));
+  CHECK(field(info, "name") == "worker-a");
+  CHECK(field(info, "db") == "2");
+  CHECK(field(info, "flags") == "N");
+  CHECK(field(info, "sub") == "0");
+  CHECK(field(info, "multi") == "-1");
+  CHECK(field(info, "cmd") == "client|info");
+  CHECK(field(info, "user") == "default");
+  CHECK(field(info, "resp") == "2");
+  CHECK(error_of(a.get(), {"CLIENT", "INFO", "x"}) ==
+        "ERR wrong number of arguments for 'client|info' command");
+
+  const auto all = lines_of(str(b.get(), {"CLIENT", "LIST"}));
+  std::vector<std::string> ids;
+  for (const auto& line : all) ids.push_back(field(line, "id"));
+  CHECK(std::find(ids.begin(), ids.end(), a_id) != ids.end());
+  CHECK(std::find(ids.begin(), ids.end(), b_id) != ids.end());
+  for (const auto& line : all) CHECK(field(line, "name") != "redis-sidecar");
+
+  const auto by_id = lines_of(str(b.get(), {"CLIENT", "LIST", "ID", a_id, "999999", b_id}));
+  REQUIRE(by_id.size() == 2);
+  CHECK(field(by_id[0], "id") == a_id);
+  CHECK(field(by_id[0], "cmd") == "client|info");
+  CHECK(field(by_id[1], "id") == b_id);
+  CHECK(field(by_id[1], "cmd") == "client|list");
+  CHECK(str(b.get(), {"CLIENT", "LIST", "ID", "0"}).empty());
+
+  // A subscriber is type pubsub, with its channels and patterns counted apart.
+  auto sub = env.client();
+  const std::string sub_id = std::to_string(integer(sub.get(), {"CLIENT", "ID"}));
+  CHECK(elements(sub.get(), {"SUBSCRIBE", "c1"}).size() == 3);
+  CHECK(elements(sub.get(), {"SUBSCRIBE", "c2"}).size() == 3);
+  CHECK(elements(sub.get(), {"PSUBSCRIBE", "p*"}).size() == 3);
+  const auto pubsub = lines_of(str(b.get(), {"CLIENT", "LIST", "TYPE", "pubsub"}));
+  REQUIRE(pubsub.size() == 1);
+  CHECK(field(pubsub[0], "id") == sub_id);
+  CHECK(field(pubsub[0], "flags") == "P");
+  CHECK(field(pubsub[0], "sub") == "2");
+  CHECK(field(pubsub[0], "psub") == "1");
+  CHECK(field(pubsub[0], "ssub") == "0");
+  for (const auto& line : lines_of(str(b.get(), {"CLIENT", "LIST", "TYPE", "normal"})))
+    CHECK(field(line, "id") != sub_id);
+  CHECK(str(b.get(), {"CLIENT", "LIST", "TYPE", "master"}).empty());
+
+  CHECK(error_of(b.get(), {"CLIENT", "LIST", "TYPE", "foo"}) == "ERR Unknown client type 'foo'");
+  CHECK(error_of(b.get(), {"CLIENT", "LIST", "ID", "abc"}) == "ERR Invalid client ID");
+  CHECK(error_of(b.get(), {"CLIENT", "LIST", "ID"}) == "ERR syntax error");
+  CHECK(error_of(b.get(), {"CLIENT", "LIST", "TYPE", "normal", "ID", "1"}) == "ERR syntax error");
+
+  // The line's id and address are the ones CLIENT KILL takes.
+  CHECK(integer(b.get(), {"CLIENT", "KILL", "ID", field(by_id[0], "id")}) == 1);
+  CHECK(connection_closed(a.get()));
+  CHECK(lines_of(str(b.get(), {"CLIENT", "LIST", "ID", a_id})).empty());
+}
+
+// From a subscriber, in its place among the replies Redis sends (RESP3: a verbatim string).
+TEST_CASE("CLIENT INFO and CLIENT LIST from a subscriber come in order", "[client][list][pubsub]") {
+  proxied env;
+  SECTION("RESP3") {
+    raw_client c(env.port());
+    c.send(
+        "HELLO 3\r\nSUBSCRIBE ch\r\nPSUBSCRIBE p*\r\nPING a\r\nCLIENT INFO\r\nPING b\r\n"
+        "CLIENT LIST ID 0\r\nPING c\r\n");
+    CHECK(read_value(c).starts_with("%7\r\n"));
+    CHECK(read_value(c) == ">3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n");
+    CHECK(read_value(c) == ">3\r\n$10\r\npsubscribe\r\n$2\r\np*\r\n:2\r\n");
+    CHECK(read_value(c) == "$1\r\na\r\n");
+    const std::string info = read_value(c);
+    CHECK(info.starts_with("="));
+    CHECK(info.find("\r\ntxt:id=") != std::string::npos);
+    CHECK(field(info, "flags") == "P");
+    CHECK(field(info, "sub") == "1");
+    CHECK(field(info, "psub") == "1");
+    CHECK(field(info, "resp") == "3");
+    CHECK(read_value(c) == "$1\r\nb\r\n");
+    CHECK(read_value(c) == "=4\r\ntxt:\r\n");
+    CHECK(read_value(c) == "$1\r\nc\r\n");
+  }
+  SECTION("RESP2: refused, as in subscribed mode everything but (un)subscribing and PING") {
+    raw_client c(env.port());
+    c.send("SUBSCRIBE ch\r\nPING a\r\nCLIENT INFO\r\nCLIENT LIST\r\nPING b\r\n");
+    CHECK(read_value(c) == "*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n");
+    CHECK(read_value(c) == "*2\r\n$4\r\npong\r\n$1\r\na\r\n");
+    CHECK(read_value(c).starts_with("-ERR Can't execute 'client|info': only (P|S)SUBSCRIBE"));
+    CHECK(read_value(c).starts_with("-ERR Can't execute 'client|list': only (P|S)SUBSCRIBE"));
+    CHECK(read_value(c) == "*2\r\n$4\r\npong\r\n$1\r\nb\r\n");
+  }
 }
 
 }  // namespace redis_sidecar::test

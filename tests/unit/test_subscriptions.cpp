@@ -11,26 +11,28 @@ TEST_CASE("subscriptions: confirmations in RESP2 and RESP3", "[subscriptions]") 
   struct row {
     std::string_view frame;
     bool shard;
+    bool pattern;
     bool unsubscribe;
     std::int64_t count;
   };
   const row rows[] = {
-      {"*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n", false, false, 1},
-      {">3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:3\r\n", false, false, 3},
-      {"*3\r\n$10\r\npsubscribe\r\n$3\r\nch*\r\n:2\r\n", false, false, 2},
-      {"*3\r\n$10\r\nssubscribe\r\n$2\r\nsh\r\n:1\r\n", true, false, 1},
-      {"*3\r\n$11\r\nunsubscribe\r\n$2\r\nch\r\n:0\r\n", false, true, 0},
-      {">3\r\n$12\r\npunsubscribe\r\n$3\r\nch*\r\n:4\r\n", false, true, 4},
-      {"*3\r\n$12\r\nsunsubscribe\r\n$2\r\nsh\r\n:0\r\n", true, true, 0},
+      {"*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n", false, false, false, 1},
+      {">3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:3\r\n", false, false, false, 3},
+      {"*3\r\n$10\r\npsubscribe\r\n$3\r\nch*\r\n:2\r\n", false, true, false, 2},
+      {"*3\r\n$10\r\nssubscribe\r\n$2\r\nsh\r\n:1\r\n", true, false, false, 1},
+      {"*3\r\n$11\r\nunsubscribe\r\n$2\r\nch\r\n:0\r\n", false, false, true, 0},
+      {">3\r\n$12\r\npunsubscribe\r\n$3\r\nch*\r\n:4\r\n", false, true, true, 4},
+      {"*3\r\n$12\r\nsunsubscribe\r\n$2\r\nsh\r\n:0\r\n", true, false, true, 0},
       // UNSUBSCRIBE with nothing subscribed: a nil channel.
-      {"*3\r\n$11\r\nunsubscribe\r\n$-1\r\n:0\r\n", false, true, 0},
-      {">3\r\n$11\r\nunsubscribe\r\n_\r\n:0\r\n", false, true, 0},
+      {"*3\r\n$11\r\nunsubscribe\r\n$-1\r\n:0\r\n", false, false, true, 0},
+      {">3\r\n$11\r\nunsubscribe\r\n_\r\n:0\r\n", false, false, true, 0},
   };
   for (const auto& r : rows) {
     INFO(r.frame);
     const auto c = parse_confirmation(r.frame, r.frame[0] == '>' ? 3 : 2);
     REQUIRE(c);
     CHECK(c->shard == r.shard);
+    CHECK(c->pattern == r.pattern);
     CHECK(c->unsubscribe == r.unsubscribe);
     CHECK(c->count == r.count);
   }
@@ -95,6 +97,34 @@ TEST_CASE("subscriptions: unsubscribed from everything only when both counts are
   CHECK(t.on_frame(">3\r\n$11\r\nunsubscribe\r\n$1\r\na\r\n:0\r\n", 3));
   // An UNSUBSCRIBE with nothing left to unsubscribe says so again.
   CHECK(t.on_frame("*3\r\n$11\r\nunsubscribe\r\n$-1\r\n:0\r\n", 2));
+}
+
+// Redis counts channels and patterns as one (CLIENT LIST shows them apart, as sub and psub): each
+// confirmation changes one of the two, so the other's share is known.
+TEST_CASE("subscriptions: channels, patterns and shard channels counted apart", "[subscriptions]") {
+  subscription_tracker t;
+  t.on_frame("*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n", 2);
+  t.on_frame("*3\r\n$9\r\nsubscribe\r\n$1\r\nb\r\n:2\r\n", 2);
+  t.on_frame("*3\r\n$10\r\npsubscribe\r\n$2\r\nc*\r\n:3\r\n", 2);
+  t.on_frame("*3\r\n$10\r\nssubscribe\r\n$1\r\ns\r\n:1\r\n", 2);
+  CHECK(t.channels() == 2);
+  CHECK(t.patterns() == 1);
+  CHECK(t.shard_channels() == 1);
+  t.on_frame("*3\r\n$11\r\nunsubscribe\r\n$1\r\na\r\n:2\r\n", 2);
+  CHECK(t.channels() == 1);
+  CHECK(t.patterns() == 1);
+  t.on_frame("*3\r\n$12\r\npunsubscribe\r\n$2\r\nc*\r\n:1\r\n", 2);
+  CHECK(t.channels() == 1);
+  CHECK(t.patterns() == 0);
+  t.on_frame("*3\r\n$11\r\nunsubscribe\r\n$1\r\nb\r\n:0\r\n", 2);
+  CHECK(t.channels() == 0);
+  CHECK(t.shard_channels() == 1);
+  CHECK(t.subscribed());
+  // Counts no Redis sends (negative, the smallest integer) leave every count at zero or above.
+  t.on_frame("*3\r\n$9\r\nsubscribe\r\n$1\r\nb\r\n:1\r\n", 2);
+  t.on_frame("*3\r\n$10\r\npsubscribe\r\n$1\r\nx\r\n:-9223372036854775808\r\n", 2);
+  CHECK(t.channels() == 0);
+  CHECK(t.patterns() == 0);
 }
 
 TEST_CASE("subscriptions: the marker request and its two reply shapes", "[subscriptions]") {

@@ -157,6 +157,8 @@ TEST_CASE("writer emits exact bytes in both protocols", "[resp][writer]") {
     CHECK(bytes([&] { append_push_header(out, 3, proto); }) == (v3 ? ">3\r\n" : "*3\r\n"));
     CHECK(bytes([&] { append_bool(out, true, proto); }) == (v3 ? "#t\r\n" : ":1\r\n"));
     CHECK(bytes([&] { append_bool(out, false, proto); }) == (v3 ? "#f\r\n" : ":0\r\n"));
+    CHECK(bytes([&] { append_verbatim(out, "a=1\n", proto); }) ==
+          (v3 ? "=8\r\ntxt:a=1\n\r\n" : "$4\r\na=1\n\r\n"));
   }
   CHECK(bytes([&] { append_array_header(out, 0); }) == "*0\r\n");
   CHECK(bytes([&] { append_array_header(out, 12345); }) == "*12345\r\n");
