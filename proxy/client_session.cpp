@@ -825,20 +825,25 @@ void client_session::client_list(std::span<const std::string_view> args, std::st
     return;
   }
   const auto& f = std::get<commands::list_filter>(parsed);
+  // Oldest first, as Redis lists them; CLIENT LIST ID in the order of its ids.
+  std::vector<client_session*> open;
+  open.reserve(ctx_.sessions.size());
+  for (client_session* s : ctx_.sessions)
+    if (!s->closing_ && !s->closed_) open.push_back(s);
+  std::sort(open.begin(), open.end(), [](auto* a, auto* b) { return a->id_ < b->id_; });
   const auto now = clock::now();
   std::string lines;
-  const auto listed = [](const client_session* s) { return !s->closing_ && !s->closed_; };
   if (f.by_id) {
-    for (const std::uint64_t id : f.ids)
-      for (client_session* s : ctx_.sessions)
-        if (s->id_ == id && listed(s)) s->append_client_line(lines, now);
+    for (const std::uint64_t id : f.ids) {  // a binary search each: ids may be many
+      const auto it = std::lower_bound(open.begin(), open.end(), id,
+                                       [](auto* s, std::uint64_t v) { return s->id_ < v; });
+      if (it != open.end() && (*it)->id_ == id) (*it)->append_client_line(lines, now);
+    }
   } else {
-    for (client_session* s : ctx_.sessions) {
-      if (!listed(s)) continue;
+    for (client_session* s : open) {
       const auto type = s->raw_ && s->subs_.subscribed() ? commands::client_type::pubsub
                                                          : commands::client_type::normal;
-      if (f.type && *f.type != type) continue;
-      s->append_client_line(lines, now);
+      if (!f.type || *f.type == type) s->append_client_line(lines, now);
     }
   }
   resp::append_verbatim(r, lines, proto_);

@@ -291,6 +291,9 @@ TEST_CASE("CLIENT INFO and CLIENT LIST describe the clients as CLIENT ID and KIL
   const auto all = lines_of(str(b.get(), {"CLIENT", "LIST"}));
   std::vector<std::string> ids;
   for (const auto& line : all) ids.push_back(field(line, "id"));
+  CHECK(std::is_sorted(ids.begin(), ids.end(), [](const std::string& x, const std::string& y) {
+    return std::stoull(x) < std::stoull(y);
+  }));  // oldest first
   CHECK(std::find(ids.begin(), ids.end(), a_id) != ids.end());
   CHECK(std::find(ids.begin(), ids.end(), b_id) != ids.end());
   for (const auto& line : all) CHECK(field(line, "name") != "redis-sidecar");
