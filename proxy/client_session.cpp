@@ -115,6 +115,15 @@ bool client_sub_answered_here(sub_id sub, std::size_t argc) {
   }
 }
 
+// HELLO's reply, an error or a map whose first key is "server", told apart from the messages a
+// subscriber may get before it.
+bool is_hello_reply(std::string_view frame) {
+  if (frame.starts_with('-')) return true;
+  if (!frame.starts_with('%') && !frame.starts_with('*')) return false;
+  const auto eol = frame.find("\r\n");
+  return eol != std::string_view::npos && frame.substr(eol + 2).starts_with("$6\r\nserver\r\n");
+}
+
 // CLIENT REPLY ON: every request is still answered (OFF and SKIP are what the markers of raw mode
 // cannot work with).
 bool replies_stay_on(std::span<const std::string_view> args) {
@@ -445,6 +454,7 @@ client_session::outcome client_session::handle_raw(std::span<const std::string_v
   if (id == command_id::auth)  // the sidecar's to answer, in its place among the replies
     return raw_replies_unsure_ ? cmd_auth(args) : raw_answer_later(args);
   if (id == command_id::reset) return raw_reset(frame);
+  if (id == command_id::hello && !raw_replies_unsure_) return raw_hello(args);
   const sub_id sub = id == command_id::client && args.size() >= 2
                          ? commands::lookup_sub(command_id::client, args[1])
                          : sub_id::other;
@@ -486,7 +496,7 @@ client_session::outcome client_session::handle_raw(std::span<const std::string_v
       if (info != nullptr && (info->flags & commands::blocking)) raw_sticky_ = true;
       break;
   }
-  if (id == command_id::hello && args.size() > 2) {
+  if (id == command_id::hello && args.size() > 2) {  // without markers (see raw_hello())
     inline_scratch_.clear();
     resp::append_command(inline_scratch_, args.first(2));  // HELLO <proto>: credentials stay here
     frame = inline_scratch_;
@@ -520,9 +530,50 @@ client_session::outcome client_session::raw_answer_later(std::span<const std::st
   return outcome::next;
 }
 
+// HELLO in raw mode goes upstream, as the connection's protocol must follow, but is checked here
+// first (its AUTH part is --requirepass's) and answered as outside raw mode, with the sidecar's
+// id: a marker goes first and, once its reply came, the next reply that is not a message is
+// HELLO's (deliver_raw()). The client's protocol changes only if Redis accepted it (it refuses
+// HELLO to a RESP2 subscriber). A HELLO that fails the checks is not sent: its error takes the
+// marker's place.
+client_session::outcome client_session::raw_hello(std::span<const std::string_view> args) {
+  raw_sticky_ = true;
+  int proto = proto_;
+  std::optional<std::string_view> setname;
+  if (auto error = check_hello(args, proto, setname)) {
+    const std::array<std::string_view, 2> stands_for{"HELLO", *error};
+    return raw_answer_later(stands_for);
+  }
+  if (!send_marker({"HELLO", "", std::to_string(proto), std::string(setname.value_or(""))}))
+    return raw_unavailable();
+  const std::string p = std::to_string(proto);
+  std::vector<std::string_view> words{"HELLO", p};
+  if (setname) words.insert(words.end(), {"SETNAME", *setname});
+  std::string request;
+  resp::append_command(request, words);
+  if (!dedicated_->send_raw(request)) return raw_unavailable();
+  return outcome::next;
+}
+
 bool client_session::answer_marked(std::span<const std::string_view> args, bool refused,
                                    std::string& r) {
   const bool is_auth = iequals(args[0], "auth");
+  if (iequals(args[0], "hello")) {
+    if (!args[1].empty()) {  // its error; a RESP2 subscriber is refused HELLO first
+      if (refused)
+        resp::append_error(r,
+                           "ERR Can't execute 'hello': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE "
+                           "/ PING / QUIT / RESET are allowed in this context");
+      else
+        r.append(args[1]);
+      return false;
+    }
+    hello_due_ = true;  // sent behind the marker: its reply is next
+    hello_proto_ = args[2] == "3" ? 3 : 2;
+    hello_setname_ =
+        args.size() > 3 && !args[3].empty() ? std::optional<std::string>(args[3]) : std::nullopt;
+    return false;
+  }
   // A RESP2 subscriber is refused all of them by Redis, after its arity check (AUTH's is >= 2).
   if (refused && !(is_auth && args.size() < 2)) {
     std::string name = is_auth ? "auth" : "client|" + std::string(args[1]);
@@ -619,49 +670,9 @@ void client_session::auth(std::span<const std::string_view> args, std::string& r
 client_session::outcome client_session::cmd_hello(std::span<const std::string_view> args) {
   if (multi_open_) return refuse_in_multi();
   int proto = proto_;
-  if (args.size() >= 2) {
-    long long v = 0;
-    if (!parse_int(args[1], v)) {
-      reply_error("ERR Protocol version is not an integer or out of range");
-      return outcome::next;
-    }
-    if (v != 2 && v != 3) {
-      reply_error(errors::noproto);
-      return outcome::next;
-    }
-    proto = static_cast<int>(v);
-  }
-  std::string_view setname;
-  bool has_setname = false;
-  bool auth_ok = authed_;
-  for (std::size_t i = 2; i < args.size(); ++i) {
-    if (iequals(args[i], "auth") && i + 2 < args.size()) {
-      if (cfg_.requirepass.empty() ||
-          (args[i + 1] == "default" && args[i + 2] == cfg_.requirepass)) {
-        auth_ok = true;
-      } else {
-        ctx_.st.count(error_kind::auth);
-        reply_error(errors::wrongpass);
-        return outcome::next;
-      }
-      i += 2;
-    } else if (iequals(args[i], "setname") && i + 1 < args.size()) {
-      setname = args[++i];
-      has_setname = true;
-    } else {
-      reply_error(std::string("ERR Syntax error in HELLO option '") + std::string(args[i]) + "'");
-      return outcome::next;
-    }
-  }
-  if (!auth_ok) {
-    reply_error(
-        "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO "
-        "<proto> AUTH <user> <pass> option can be used to authenticate the client and select the "
-        "RESP protocol version at the same time");
-    return outcome::next;
-  }
-  if (has_setname && !valid_client_name(setname)) {
-    reply_error(errors::client_name_spaces);
+  std::optional<std::string_view> setname;
+  if (auto error = check_hello(args, proto, setname)) {
+    reply(*error);
     return outcome::next;
   }
   if (proto != proto_ && !slots_.empty())
@@ -670,12 +681,70 @@ client_session::outcome client_session::cmd_hello(std::span<const std::string_vi
     const std::string p = std::to_string(proto);
     if (send_own(std::array<std::string_view, 2>{"HELLO", p})) dedicated_->set_proto(proto);
   }
-  authed_ = true;
   proto_ = proto;
-  if (has_setname) name_ = setname;
+  if (setname) name_ = *setname;
   if (shared_ && shared_->proto() != proto_) shared_.reset();
-
   std::string r;
+  append_hello_reply(r);
+  reply(r);
+  return outcome::next;
+}
+
+// HELLO's arguments as Redis checks them, and its AUTH part against --requirepass: the error
+// reply, or nullopt with `proto` and `setname` set (and the client authenticated).
+std::optional<std::string> client_session::check_hello(std::span<const std::string_view> args,
+                                                       int& proto,
+                                                       std::optional<std::string_view>& setname) {
+  std::string r;
+  if (args.size() >= 2) {
+    long long v = 0;
+    if (!parse_int(args[1], v)) {
+      resp::append_error(r, "ERR Protocol version is not an integer or out of range");
+      return r;
+    }
+    if (v != 2 && v != 3) {
+      resp::append_error(r, errors::noproto);
+      return r;
+    }
+    proto = static_cast<int>(v);
+  }
+  bool auth_ok = authed_;
+  for (std::size_t i = 2; i < args.size(); ++i) {
+    if (iequals(args[i], "auth") && i + 2 < args.size()) {
+      if (cfg_.requirepass.empty() ||
+          (args[i + 1] == "default" && args[i + 2] == cfg_.requirepass)) {
+        auth_ok = true;
+      } else {
+        ctx_.st.count(error_kind::auth);
+        resp::append_error(r, errors::wrongpass);
+        return r;
+      }
+      i += 2;
+    } else if (iequals(args[i], "setname") && i + 1 < args.size()) {
+      setname = args[++i];
+    } else {
+      resp::append_error(
+          r, std::string("ERR Syntax error in HELLO option '") + std::string(args[i]) + "'");
+      return r;
+    }
+  }
+  if (!auth_ok) {
+    resp::append_error(
+        r,
+        "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO "
+        "<proto> AUTH <user> <pass> option can be used to authenticate the client and select the "
+        "RESP protocol version at the same time");
+    return r;
+  }
+  if (setname && !valid_client_name(*setname)) {
+    resp::append_error(r, errors::client_name_spaces);
+    return r;
+  }
+  authed_ = true;
+  return std::nullopt;
+}
+
+void client_session::append_hello_reply(std::string& r) const {
   resp::append_map_header(r, 7, proto_);
   resp::append_bulk(r, "server");
   resp::append_bulk(r, "redis");
@@ -691,8 +760,6 @@ client_session::outcome client_session::cmd_hello(std::span<const std::string_vi
   resp::append_bulk(r, "master");
   resp::append_bulk(r, "modules");
   resp::append_array_header(r, 0);
-  reply(r);
-  return outcome::next;
 }
 
 client_session::outcome client_session::cmd_select(std::span<const std::string_view> args,
@@ -997,6 +1064,7 @@ void client_session::reset_session() {
   raw_sticky_ = leaving_raw_ = raw_replies_unsure_ = false;
   subs_ = {};
   client_ids_due_ = 0;
+  hello_due_ = false;
   markers_.clear();
   transactions_.clear();
   raw_dbs_.clear();
@@ -1408,6 +1476,19 @@ void client_session::deliver_raw(std::string_view frame) {
     notify_writer();
     if (self) close_after_flush();
     return;
+  }
+  if (hello_due_ && is_hello_reply(frame)) {  // see raw_hello()
+    hello_due_ = false;
+    if (!frame.starts_with('-')) {
+      proto_ = hello_proto_;
+      dedicated_->set_proto(proto_);
+      if (hello_setname_) name_ = *hello_setname_;
+      std::string r;
+      append_hello_reply(r);
+      out_.append(r);
+      notify_writer();
+      return;
+    }
   }
   std::string own_id;
   if (client_ids_due_ > 0 && !frame.empty() && (frame[0] == ':' || frame[0] == '-')) {

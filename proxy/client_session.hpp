@@ -24,6 +24,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -119,6 +120,10 @@ class client_session : public reply_sink,
   outcome cmd_auth(std::span<const std::string_view> args);
   void auth(std::span<const std::string_view> args, std::string& r);
   outcome cmd_hello(std::span<const std::string_view> args);
+  std::optional<std::string> check_hello(std::span<const std::string_view> args, int& proto,
+                                         std::optional<std::string_view>& setname);
+  void append_hello_reply(std::string& r) const;
+  outcome raw_hello(std::span<const std::string_view> args);
   outcome cmd_select(std::span<const std::string_view> args, std::string_view frame);
   outcome cmd_client(std::span<const std::string_view> args, std::string_view frame);
   outcome cmd_reset();
@@ -252,6 +257,10 @@ class client_session : public reply_sink,
   std::string marker_token_;
   ring<std::vector<std::string>> markers_;
   std::uint32_t client_ids_due_ = 0;
+  // HELLO in raw mode (raw_hello()): its marker's reply came, its own is next.
+  bool hello_due_ = false;
+  int hello_proto_ = 2;
+  std::optional<std::string> hello_setname_;
   bool send_marker(std::vector<std::string> stands_for);
   std::string token_suffix() const;
   std::string peer_address_;  // as CLIENT KILL ADDR / LADDR match them, made on first use

@@ -368,4 +368,63 @@ TEST_CASE("CLIENT INFO and CLIENT LIST from a subscriber come in order", "[clien
   }
 }
 
+// HELLO from a client in raw mode goes to its connection (whose protocol must follow) but is
+// answered as outside it: the sidecar's id, the name kept; the client's protocol changes only if
+// Redis accepted it, which it does not for a RESP2 subscriber.
+TEST_CASE("HELLO from a subscriber: the sidecar's id, and a protocol change only if accepted",
+          "[client][pubsub][hello]") {
+  redis_options opts;
+  if (direct_mode()) opts.requirepass = "hello-pass-5d";
+  proxied env(opts, {"--requirepass", "hello-pass-5d"});
+  raw_client c(env.port());
+  c.send("AUTH hello-pass-5d\r\nCLIENT ID\r\n");
+  CHECK(read_value(c) == "+OK\r\n");
+  const std::string id_line = read_value(c);
+  REQUIRE(id_line.starts_with(":"));
+  const std::string id = id_line.substr(1, id_line.size() - 3);
+  SECTION("RESP2 subscriber: refused, and still RESP2 after unsubscribing") {
+    c.send("SUBSCRIBE ch\r\nHELLO 3\r\nPING\r\nUNSUBSCRIBE ch\r\nCLIENT INFO\r\nPING\r\n");
+    CHECK(read_value(c) == "*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n");
+    CHECK(read_value(c).starts_with("-ERR Can't execute 'hello'"));
+    CHECK(read_value(c) == "*2\r\n$4\r\npong\r\n$0\r\n\r\n");
+    CHECK(read_value(c) == "*3\r\n$11\r\nunsubscribe\r\n$2\r\nch\r\n:0\r\n");
+    const std::string info = read_value(c);
+    CHECK(info.starts_with("$"));
+    CHECK(field(info, "resp") == "2");
+    CHECK(read_value(c) == "+PONG\r\n");
+  }
+  SECTION("RESP3 subscriber: answered with the sidecar's id and the name kept") {
+    c.send(
+        "HELLO 3\r\nSUBSCRIBE ch\r\nPING a\r\nHELLO 3 SETNAME sub-1\r\nPING b\r\n"
+        "HELLO 3 AUTH default wrong\r\nHELLO 4\r\nCLIENT GETNAME\r\nCLIENT INFO\r\n");
+    CHECK(read_value(c).starts_with("%7\r\n"));
+    CHECK(read_value(c) == ">3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n");
+    CHECK(read_value(c) == "$1\r\na\r\n");
+    const std::string hello = read_value(c);
+    CHECK(hello.starts_with("%7\r\n$6\r\nserver\r\n"));
+    CHECK(hello.find("$2\r\nid\r\n:" + id + "\r\n") != std::string::npos);
+    CHECK(read_value(c) == "$1\r\nb\r\n");
+    CHECK(read_value(c).starts_with("-WRONGPASS"));
+    CHECK(read_value(c).starts_with("-NOPROTO"));
+    CHECK(read_value(c) == "$5\r\nsub-1\r\n");
+    const std::string info = read_value(c);
+    CHECK(field(info, "name") == "sub-1");
+    CHECK(field(info, "id") == id);
+    CHECK(field(info, "resp") == "3");
+  }
+  SECTION("RESP3 subscriber switching to RESP2: its confirmations are arrays from then on") {
+    c.send("HELLO 3\r\nSUBSCRIBE ch\r\nHELLO 2\r\nUNSUBSCRIBE ch\r\nPING\r\nCLIENT INFO\r\n");
+    CHECK(read_value(c).starts_with("%7\r\n"));
+    CHECK(read_value(c) == ">3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n");
+    const std::string hello = read_value(c);
+    CHECK(hello.starts_with("*14\r\n$6\r\nserver\r\n"));
+    CHECK(hello.find("$2\r\nid\r\n:" + id + "\r\n") != std::string::npos);
+    CHECK(read_value(c) == "*3\r\n$11\r\nunsubscribe\r\n$2\r\nch\r\n:0\r\n");
+    CHECK(read_value(c) == "+PONG\r\n");
+    const std::string info = read_value(c);
+    CHECK(info.starts_with("$"));
+    CHECK(field(info, "resp") == "2");
+  }
+}
+
 }  // namespace redis_sidecar::test
