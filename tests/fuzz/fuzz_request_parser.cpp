@@ -1,13 +1,21 @@
 // libFuzzer target for resp::request_parser. The first bytes choose the limits and the read sizes;
 // the rest is a client byte stream. It is framed twice, whole and in reads of pseudo-random sizes
 // into a buffer that is re-allocated and compacted like a session's, and both must give the same
-// frames and the same final state. Invariants are checked with __builtin_trap.
+// frames and the same final state. Invariants are checked with __builtin_trap. Every framed request
+// also goes through what the sidecar reads of a client's arguments without I/O: the command
+// table, the keys L1 forgets, and CLIENT KILL's and CLIENT LIST's parsers and lines.
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <string>
 #include <string_view>
+#include <variant>
 #include <vector>
 
+#include "proxy/commands/client_kill.hpp"
+#include "proxy/commands/client_list.hpp"
+#include "proxy/commands/command_table.hpp"
+#include "proxy/commands/keys.hpp"
 #include "proxy/resp/request_parser.hpp"
 
 namespace {
@@ -35,6 +43,43 @@ struct run_result {
   bool operator==(const run_result&) const = default;
 };
 
+// The command-level readers of one request's arguments: they must take any bytes.
+void read_command(std::span<const std::string_view> args) {
+  namespace cmd = redis_sidecar::commands;
+  if (args.empty()) return;
+  const cmd::command_info* info = cmd::lookup(args[0]);
+  if (info == nullptr) return;
+  std::size_t keys = 0;
+  cmd::for_each_key(*info, args, [&](std::string_view k) {  // each key one of the arguments
+    bool found = false;
+    for (std::size_t i = 1; i < args.size() && !found; ++i) found = k.data() == args[i].data();
+    check(found);
+    ++keys;
+  });
+  check(keys < args.size());
+  if (info->id != cmd::command_id::client || args.size() < 2) return;
+  const cmd::sub_id sub = cmd::lookup_sub(cmd::command_id::client, args[1]);
+  if (sub == cmd::sub_id::client_kill && args.size() >= 3) {
+    const auto parsed = cmd::parse_client_kill(args);
+    if (const auto* f = std::get_if<cmd::kill_filter>(&parsed)) {
+      const cmd::client_view self{7, "127.0.0.1:5000", "127.0.0.1:6379", cmd::client_type::normal,
+                                  true};
+      check(!(cmd::selects(*f, self) && f->skipme));
+    }
+  }
+  if (sub == cmd::sub_id::client_list) {
+    const auto parsed = cmd::parse_client_list(args);
+    if (const auto* f = std::get_if<cmd::list_filter>(&parsed)) {
+      check(f->ids.size() <= args.size());
+      cmd::client_line line;
+      line.name = args.back();  // whatever the bytes, one line
+      std::string out;
+      cmd::append_client_line(out, line);
+      check(!out.empty() && out.back() == '\n');
+    }
+  }
+}
+
 // Frames everything it can from the front of `buffer`, erasing consumed bytes.
 bool drain(request_parser& p, std::string& buffer, run_result& r) {
   for (;;) {
@@ -55,6 +100,7 @@ bool drain(request_parser& p, std::string& buffer, run_result& r) {
       f.args.emplace_back(a);
     }
     check(p.is_empty() == f.args.empty());
+    read_command(p.args());
     check(p.parse(buffer) == parse_status::complete);  // asking again changes nothing
     r.frames.push_back(std::move(f));
     buffer.erase(0, p.frame_size());

@@ -16,9 +16,10 @@ cxx="${CXX_FUZZ:-clang++-14}"
 mkdir -p "${out}"
 
 # Each target: its name (fuzz_<name>.cpp), its seed corpus (tests/fuzz/corpus/<dir>) and the
-# directory whose *.cpp it is built with, so the code under test carries the coverage instrumentation.
+# directories (comma-separated) whose *.cpp it is built with, so the code under test carries the
+# coverage instrumentation.
 targets=(
-  "request_parser request proxy/resp"
+  "request_parser request proxy/resp,proxy/commands"
   "reply_parser reply proxy/resp"
   "cache cache cache"
 )
@@ -33,7 +34,8 @@ for spec in "${targets[@]}"; do
   "${cxx}" -std=c++20 -O1 -g -fno-omit-frame-pointer \
     -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
     -Wall -Wextra -Wpedantic -Wshadow -Wold-style-cast \
-    -I"${root}" "${root}/${sources}"/*.cpp "${here}/fuzz_${name}.cpp" -o "${bin}"
+    -I"${root}" $(for dir in ${sources//,/ }; do echo "${root}/${dir}"/*.cpp; done) \
+    "${here}/fuzz_${name}.cpp" -o "${bin}"
 
   corpus="${out}/corpus/${corpus_name}"
   mkdir -p "${corpus}" "${out}/artifacts"
