@@ -313,9 +313,11 @@ client_session::outcome client_session::handle(std::span<const std::string_view>
   command_ = static_cast<std::uint16_t>(info != nullptr ? info - commands::all().data()
                                                         : ctx_.metrics->other_command());
   last_command_ = info;
-  if (id == command_id::client) {  // CLIENT LIST's cmd names the subcommand: client|list
-    last_client_sub_.assign(args.size() >= 2 ? args[1] : std::string_view());
-    for (char& ch : last_client_sub_) ch = static_cast<char>(std::tolower(ch));
+  if (id == command_id::client) {  // CLIENT LIST's cmd names a known subcommand: client|list
+    last_client_sub_.clear();
+    if (args.size() >= 2 && commands::lookup_sub(command_id::client, args[1]) != sub_id::other)
+      for (const char ch : args[1])
+        last_client_sub_ += static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
   }
 
   if (!authed_ && id != command_id::auth && id != command_id::hello && id != command_id::quit &&
@@ -577,7 +579,7 @@ bool client_session::answer_marked(std::span<const std::string_view> args, bool 
   // A RESP2 subscriber is refused all of them by Redis, after its arity check (AUTH's is >= 2).
   if (refused && !(is_auth && args.size() < 2)) {
     std::string name = is_auth ? "auth" : "client|" + std::string(args[1]);
-    for (char& ch : name) ch = static_cast<char>(std::tolower(ch));
+    for (char& ch : name) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
     resp::append_error(r, "ERR Can't execute '" + name +
                               "': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET "
                               "are allowed in this context");
