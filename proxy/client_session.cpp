@@ -124,6 +124,15 @@ bool is_hello_reply(std::string_view frame) {
   return eol != std::string_view::npos && frame.substr(eol + 2).starts_with("$6\r\nserver\r\n");
 }
 
+// An error Redis gives before running a command, whatever the command (PING, which the markers
+// are, among them; its only flag is "fast"): a script or function running too long, a dataset
+// loading, a replica whose master is down, a connection no longer authenticated.
+bool refuses_any_command(std::string_view frame) {
+  for (const std::string_view code : {"-BUSY ", "-LOADING ", "-MASTERDOWN ", "-NOAUTH "})
+    if (frame.starts_with(code)) return true;
+  return false;
+}
+
 // CLIENT REPLY ON: every request is still answered (OFF and SKIP are what the markers of raw mode
 // cannot work with).
 bool replies_stay_on(std::span<const std::string_view> args) {
@@ -1455,6 +1464,18 @@ void client_session::deliver_raw(std::string_view frame) {
   if (raw_reset_ == raw_reset_state::sent && frame == "+RESET\r\n") {  // see raw_reset()
     raw_reset_ = raw_reset_state::answered;
     drain_wake_.cancel();
+  }
+  if ((leaving_raw_ || !markers_.empty()) && refuses_any_command(frame)) {
+    // Redis refused a request without running it, as it would have refused the marker: which of
+    // the replies due is the marker's can no longer be told (raw mode does not count them), so
+    // the client is closed, as when its connection is lost, rather than given replies that may be
+    // out of step with its requests.
+    ctx_.st.count(error_kind::upstream_unavailable);
+    log::warn("client " + std::to_string(id_) +
+              " closed: the upstream refused a request while a marker was due (" +
+              std::string(frame.substr(1, frame.find_first_of(" \r") - 1)) + ")");
+    close_now();
+    return;
   }
   if (leaving_raw_ && is_marker_reply(frame, probe_token_)) {  // the sidecar's own: not passed on
     leaving_raw_ = false;

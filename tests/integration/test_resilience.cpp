@@ -1,6 +1,9 @@
 // Resilience: an upstream that dies, restarts or stalls gives clients error replies (never a hang:
 // hiredis' 10 s timeout turns a hang into a missing reply, which fails the test), and the sidecar
 // recovers by itself. Clients that leave mid-pipeline or mid-BLPOP leave no trace upstream.
+#include <chrono>
+#include <thread>
+
 #include "tests/integration/common.hpp"
 
 namespace redis_sidecar::test {
@@ -91,6 +94,43 @@ TEST_CASE("stalled upstream: --command-timeout-ms gives an error, then recovery"
   CHECK(set_and_get(c.get(), "k2", "fine"));
   auto fresh = env.client();
   CHECK(str(fresh.get(), {"GET", "k2"}) == "fine");
+}
+
+// A raw-mode client's replies pass on unread; the sidecar's markers among its requests are told
+// apart by their replies. When Redis refuses requests unrun (here -BUSY, a script running past
+// busy-reply-threshold), a refused marker cannot be told from the client's own refused requests:
+// the client is closed rather than handed replies out of step with its requests.
+TEST_CASE("a subscriber whose marker Redis refuses unrun (-BUSY) is closed, not desynchronised",
+          "[resilience][pubsub]") {
+  SIDECAR_ONLY();
+  redis_options opts;
+  opts.extra = {"busy-reply-threshold 100"};
+  proxied env(opts, {"--fallback-after-ms=3600000"});
+  raw_client sub(env.port());
+  sub.send("SUBSCRIBE ch\r\n");
+  REQUIRE(read_value(sub) == "*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n");
+
+  raw_client script(env.redis.port());  // straight to Redis: a script that runs for a second
+  script.send(
+      "EVAL \"local t = tonumber(redis.call('TIME')[1]) + 1 "
+      "while tonumber(redis.call('TIME')[1]) <= t do end return 1\" 0\r\n");
+  auto admin = env.upstream();
+  bool busy = false;
+  for (int i = 0; i < 250 && !busy; ++i) {
+    auto r = command(admin.get(), {"PING"});
+    busy = r && r->type == REDIS_REPLY_ERROR && std::string(r->str).starts_with("BUSY");
+    if (!busy) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  REQUIRE(busy);
+
+  sub.send("PING a\r\nCLIENT ID\r\nPING b\r\n");  // CLIENT ID's marker goes between
+  CHECK(sub.closed_by_peer());
+  CHECK(read_value(script) == ":1\r\n");
+  auto c = env.client();
+  CHECK(str(c.get(), {"PING"}) == "PONG");
+  if (env.side)
+    CHECK(env.side->log().find("the upstream refused a request while a marker") !=
+          std::string::npos);
 }
 
 TEST_CASE("a client that leaves mid-pipeline does not disturb others", "[resilience]") {
