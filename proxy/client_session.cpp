@@ -929,12 +929,15 @@ void client_session::client_list(std::span<const std::string_view> args, std::st
 
 // This client's CLIENT LIST line. What the sidecar knows of a raw-mode client's state comes from
 // its own bookkeeping (subscription counts from the confirmations; db from its SELECTs), flags
-// are P (subscribed), x (in MULTI) or N.
+// are P (subscribed), x (in MULTI), U (unix socket) or N.
 void client_session::append_client_line(std::string& out, clock::time_point now) {
   const bool subscribed = raw_ && subs_.subscribed();
   std::string flags;
   if (subscribed) flags += 'P';
   if (multi_open_ || in_multi_) flags += 'x';
+  error_code ec;
+  if (const auto local = socket_.local_endpoint(ec); !ec && local.data()->sa_family == AF_UNIX)
+    flags += 'U';
   if (flags.empty()) flags = "N";
   std::string cmd = last_command_ != nullptr ? std::string(last_command_->name) : "NULL";
   if (last_command_ != nullptr && last_command_->id == command_id::client &&
@@ -995,7 +998,7 @@ std::optional<std::string> client_session::upstream_id_frame(
 namespace {
 
 // An address as Redis writes it in CLIENT LIST: ip:port, [ipv6]:port, or a unix socket's path:0.
-std::string format_address(const asio::generic::stream_protocol::endpoint& ep, bool peer) {
+std::string format_address(const asio::generic::stream_protocol::endpoint& ep) {
   const sockaddr* sa = ep.data();
   char ip[INET6_ADDRSTRLEN] = {};
   switch (sa->sa_family) {
@@ -1010,7 +1013,6 @@ std::string format_address(const asio::generic::stream_protocol::endpoint& ep, b
       return "[" + std::string(ip) + "]:" + std::to_string(ntohs(in6->sin6_port));
     }
     case AF_UNIX: {
-      if (peer) return "/unixsocket:0";  // as Redis names unix socket peers
       const auto* un = reinterpret_cast<const sockaddr_un*>(sa);
       return std::string(un->sun_path) + ":0";
     }
@@ -1018,11 +1020,13 @@ std::string format_address(const asio::generic::stream_protocol::endpoint& ep, b
   }
 }
 
-// The client's address (peer) or the listener's (local) as format_address() writes it.
+// The client's address (peer) or the listener's (local) as format_address() writes it. A unix
+// socket client's address is the listener's path, as Redis 7.0 writes it for both.
 std::string socket_address(const client_socket& socket, bool peer) {
   error_code ec;
-  const auto ep = peer ? socket.remote_endpoint(ec) : socket.local_endpoint(ec);
-  return ec ? "?:0" : format_address(ep, peer);
+  auto ep = peer ? socket.remote_endpoint(ec) : socket.local_endpoint(ec);
+  if (!ec && peer && ep.data()->sa_family == AF_UNIX) ep = socket.local_endpoint(ec);
+  return ec ? "?:0" : format_address(ep);
 }
 
 }  // namespace

@@ -5,9 +5,13 @@
 // Redis itself with REDIS_SIDECAR_IT_DIRECT=1.
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 
+#include <stdlib.h>
+
 #include <algorithm>
+#include <filesystem>
 
 #include "tests/integration/common.hpp"
 
@@ -425,6 +429,39 @@ TEST_CASE("HELLO from a subscriber: the sidecar's id, and a protocol change only
     CHECK(info.starts_with("$"));
     CHECK(field(info, "resp") == "2");
   }
+}
+
+// Apps in the same pod can reach the sidecar over a unix socket (--listen unix:PATH). Redis 7.0
+// names such a client by the socket's path, for addr and laddr alike, and flags it U.
+TEST_CASE("clients over a unix socket: served, and listed as Redis lists them", "[client][unix]") {
+  SIDECAR_ONLY();  // Redis would need a unixsocket of its own
+  char tmpl[] = "/tmp/rsit-unix-XXXXXX";
+  REQUIRE(::mkdtemp(tmpl) != nullptr);
+  const std::string dir = tmpl;
+  const std::string path = dir + "/sidecar.sock";
+  {
+    redis_server redis;
+    sidecar side({"--upstream", redis.url(), "--listen", "unix:" + path});
+    REQUIRE(side.running());
+    context_ptr a{redisConnectUnix(path.c_str())};
+    context_ptr b{redisConnectUnix(path.c_str())};
+    REQUIRE((a && a->err == 0 && b && b->err == 0));
+    CHECK(str(a.get(), {"SET", "unix-key", "v"}) == "OK");
+    CHECK(str(b.get(), {"GET", "unix-key"}) == "v");
+    const std::string info = str(a.get(), {"CLIENT", "INFO"});
+    CHECK(field(info, "addr") == path + ":0");
+    CHECK(field(info, "laddr") == path + ":0");
+    CHECK(field(info, "flags") == "U");
+    const std::string b_id = std::to_string(integer(b.get(), {"CLIENT", "ID"}));
+    CHECK(field(str(a.get(), {"CLIENT", "LIST", "ID", b_id}), "addr") == path + ":0");
+    CHECK(integer(a.get(), {"CLIENT", "KILL", "ADDR", path + ":0", "SKIPME", "yes"}) == 1);
+    pollfd closed{b->fd, POLLIN, 0};  // (a write would raise SIGPIPE on a unix socket)
+    CHECK(::poll(&closed, 1, 5000) == 1);
+    char byte;
+    CHECK(::recv(b->fd, &byte, 1, MSG_DONTWAIT) == 0);
+    CHECK(str(a.get(), {"PING"}) == "PONG");
+  }
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace redis_sidecar::test

@@ -14,6 +14,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -173,6 +174,17 @@ bool port_accepts(std::uint16_t port) {
   addr.sin_family = AF_INET;
   addr.sin_port = htons(port);
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  ::close(fd);
+  return ok;
+}
+
+bool unix_socket_accepts(const std::string& path) {
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path.c_str());
   bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
   ::close(fd);
   return ok;
@@ -513,8 +525,11 @@ std::optional<std::uint16_t> listen_port_of(const std::vector<std::string>& args
 sidecar::sidecar(std::vector<std::string> args, std::vector<std::string> env) {
   dir_ = make_temp_dir("rsit-sidecar");
   log_path_ = dir_ + "/sidecar.log";
+  for (std::size_t i = 0; i + 1 < args.size(); ++i)
+    if (args[i] == "--listen" && args[i + 1].starts_with("unix:"))
+      unix_path_ = args[i + 1].substr(5);
   if (auto port = listen_port_of(args)) {
-    port_ = *port;
+    port_ = unix_path_.empty() ? *port : 0;
   } else {
     port_ = free_port();
     args.insert(args.begin(), {"--listen", "127.0.0.1:" + std::to_string(port_)});
@@ -537,6 +552,7 @@ sidecar::sidecar(std::vector<std::string> args, std::vector<std::string> env) {
   while (clock_type::now() < deadline) {
     if (!running()) return;
     if (port_ != 0 && port_accepts(port_)) return;
+    if (!unix_path_.empty() && unix_socket_accepts(unix_path_)) return;
     std::this_thread::sleep_for(10ms);
   }
 }

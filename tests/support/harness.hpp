@@ -68,6 +68,7 @@ class redis_server {
   friend std::string redis_cli(const redis_server& server, std::vector<std::string> args);
   redis_options opts_;
   std::uint16_t port_ = 0;
+  std::string unix_path_;  // --listen unix:PATH
   std::uint16_t metrics_port_ = 0;
   int pid_ = -1;
   std::string dir_;
@@ -83,7 +84,7 @@ class sidecar {
   /// Starts the built binary with `args` (plus "--listen 127.0.0.1:<free port>" unless args has
   /// --listen) and `env` ("NAME=value" entries added to the environment; REDIS_URL and
   /// REDIS_SIDECAR_* from the test's own environment are never passed on). Waits up to 10 s until
-  /// the port accepts connections or the process exits.
+  /// the port (or the unix socket of --listen unix:PATH) accepts connections or the process exits.
   explicit sidecar(std::vector<std::string> args, std::vector<std::string> env = {});
   ~sidecar();
   sidecar(const sidecar&) = delete;
@@ -104,6 +105,7 @@ class sidecar {
 
  private:
   std::uint16_t port_ = 0;
+  std::string unix_path_;  // --listen unix:PATH
   std::uint16_t metrics_port_ = 0;
   int pid_ = -1;
   std::string dir_;
