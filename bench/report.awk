@@ -86,7 +86,7 @@ END {
     split(order[i], f, ",")
     if (f[3] != "c1-GET") continue
     lat50[f[1]] = p50[order[i]] * 1000; lat99[f[1]] = p99[order[i]] * 1000
-    printf "  %-11s p50 %6.0f us  p99 %6.0f us  (%.0f ops/s)\n", f[1], lat50[f[1]], lat99[f[1]], rps[order[i]]
+    printf "  %-12s p50 %6.0f us  p99 %6.0f us  (%.0f ops/s)\n", f[1], lat50[f[1]], lat99[f[1]], rps[order[i]]
   }
   if (("sidecar" in lat50) && ("direct-tls" in lat50))
     printf "  added by the sidecar over direct TLS: p50 %+.0f us, p99 %+.0f us\n", \
@@ -94,6 +94,9 @@ END {
   if (("sidecar-bp" in lat50) && ("direct-tls" in lat50))
     printf "  added by the sidecar, %s: p50 %+.0f us, p99 %+.0f us\n", busy_poll, \
       lat50["sidecar-bp"] - lat50["direct-tls"], lat99["sidecar-bp"] - lat99["direct-tls"]
+  if (("sidecar-unix" in lat50) && ("direct-tls" in lat50))
+    printf "  added by the sidecar, app over a unix socket: p50 %+.0f us, p99 %+.0f us\n", \
+      lat50["sidecar-unix"] - lat50["direct-tls"], lat99["sidecar-unix"] - lat99["direct-tls"]
   if (("stunnel" in lat50) && ("direct-tls" in lat50))
     printf "  added by stunnel over direct TLS:     p50 %+.0f us, p99 %+.0f us\n", \
       lat50["stunnel"] - lat50["direct-tls"], lat99["stunnel"] - lat99["direct-tls"]
@@ -133,5 +136,9 @@ END {
   if (("sidecar-bp" in lat50) && ("direct-tls" in lat50)) {
     v = lat50["sidecar-bp"] - lat50["direct-tls"]
     check("same, with " busy_poll, v, "<= 50 us", v <= 50, sprintf("%+.0f us", v))
+  }
+  if (("sidecar-unix" in lat50) && ("direct-tls" in lat50)) {
+    v = lat50["sidecar-unix"] - lat50["direct-tls"]
+    check("same, the app over a unix socket", v, "<= 50 us", v <= 50, sprintf("%+.0f us", v))
   }
 }

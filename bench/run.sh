@@ -10,6 +10,7 @@
 #                 --cache-mode=fallback, so L1 is filled from replies but never answers)
 #   sidecar-l1    redis-benchmark -> redis-sidecar serving L1 hits       (--cache-mode=ttl)
 #   sidecar-bp    as sidecar, with --busy-poll-us=$BUSY_POLL_US (150)    (latency section only)
+#   sidecar-unix  as sidecar, the app connecting over a unix socket      (latency section only)
 #
 # Sections (arguments; default: all of them, in this order):
 #   throughput   GET and SET, -c 50 -r 100000 -d 64, -P 1 and -P 16, every target, interleaved
@@ -188,6 +189,15 @@ EOF
       "${bp_flags[@]}"
     bp_pid=$last_pid
   fi
+  # Pass-through again, reached over a unix socket (as apps in the sidecar's pod can reach it,
+  # through a shared volume): in the latency section only.
+  unix_sock=$work/sidecar.sock
+  log "redis-sidecar (pass-through: ${pass_flags[*]}) on unix:$unix_sock"
+  spawn "$sidecar_bin" --listen "unix:$unix_sock" --upstream "rediss://127.0.0.1:$redis_tls_port" \
+    --tls-ca-file "$work/ca.crt" --metrics-listen "127.0.0.1:$(free_port)" --log-level warn \
+    "${pass_flags[@]}" 2>"$work/sidecar-unix.log"
+  unix_pid=$last_pid
+  wait_pong -s "$unix_sock"
 }
 
 target_args() {
@@ -199,6 +209,7 @@ target_args() {
     sidecar) echo "-p $sidecar_port" ;;
     sidecar-l1) echo "-p $l1_port" ;;
     sidecar-bp) echo "-p $bp_port" ;;
+    sidecar-unix) echo "-s $unix_sock" ;;
   esac
 }
 proxy_pid() {
@@ -208,6 +219,7 @@ proxy_pid() {
     sidecar) echo "$sidecar_pid" ;;
     sidecar-l1) echo "$l1_pid" ;;
     sidecar-bp) echo "$bp_pid" ;;
+    sidecar-unix) echo "$unix_pid" ;;
     *) echo "" ;;
   esac
 }
@@ -269,7 +281,7 @@ run_latency() {
   local rounds=$1 round target
   for round in $(seq 1 "$rounds"); do
     for target in direct direct-tls stunnel nutcracker sidecar ${l1_port:+sidecar-l1} \
-      ${bp_port:+sidecar-bp}; do
+      ${bp_port:+sidecar-bp} ${unix_sock:+sidecar-unix}; do
       log "round $round/$rounds  -c 1 -P 1 GET  $target"
       bench "$target" 1 GET c1-GET -c 1 -n "$LATENCY_N"
     done
@@ -283,7 +295,7 @@ check_forwarded() {
   for key in "${!sent[@]}"; do
     target=${key%,*}
     cmd=${key#*,}
-    printf '  %-10s %-3s sent %9s   Redis counted %9s\n' "$target" "$cmd" "${sent[$key]}" "${seen[$key]}"
+    printf '  %-12s %-3s sent %9s   Redis counted %9s\n' "$target" "$cmd" "${sent[$key]}" "${seen[$key]}"
   done | sort
   for key in "${!sent[@]}"; do
     [[ $key == sidecar,* ]] || continue
