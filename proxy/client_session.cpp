@@ -133,6 +133,13 @@ bool refuses_any_command(std::string_view frame) {
   return false;
 }
 
+// Redis' refusal, to a RESP2 subscriber, of `command` (lower case, "client|kill" for a subcommand).
+void append_subscribed_refusal(std::string& r, std::string_view command) {
+  resp::append_error(r, "ERR Can't execute '" + std::string(command) +
+                            "': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are "
+                            "allowed in this context");
+}
+
 // CLIENT REPLY ON: every request is still answered (OFF and SKIP are what the markers of raw mode
 // cannot work with).
 bool replies_stay_on(std::span<const std::string_view> args) {
@@ -537,7 +544,10 @@ client_session::outcome client_session::raw_client_id(std::string_view frame) {
 // What the sidecar answers itself (AUTH, CLIENT KILL, LIST, INFO) is answered in raw mode in its
 // place among the replies Redis sends: when its marker's reply comes (deliver_raw()).
 client_session::outcome client_session::raw_answer_later(std::span<const std::string_view> args) {
-  if (!send_marker(std::vector<std::string>(args.begin(), args.end()))) return raw_unavailable();
+  marker m;
+  m.what = marker::kind::answer;
+  m.args.assign(args.begin(), args.end());
+  if (!send_marker(std::move(m))) return raw_unavailable();
   return outcome::next;
 }
 
@@ -551,12 +561,16 @@ client_session::outcome client_session::raw_hello(std::span<const std::string_vi
   raw_sticky_ = true;
   int proto = proto_;
   std::optional<std::string_view> setname;
+  marker m;
   if (auto error = check_hello(args, proto, setname)) {
-    const std::array<std::string_view, 2> stands_for{"HELLO", *error};
-    return raw_answer_later(stands_for);
+    m.what = marker::kind::reply;
+    m.reply = std::move(*error);
+    return send_marker(std::move(m)) ? outcome::next : raw_unavailable();
   }
-  if (!send_marker({"HELLO", "", std::to_string(proto), std::string(setname.value_or(""))}))
-    return raw_unavailable();
+  m.what = marker::kind::hello;
+  m.proto = proto;
+  if (setname) m.setname = std::string(*setname);
+  if (!send_marker(std::move(m))) return raw_unavailable();
   const std::string p = std::to_string(proto);
   std::vector<std::string_view> words{"HELLO", p};
   if (setname) words.insert(words.end(), {"SETNAME", *setname});
@@ -569,29 +583,11 @@ client_session::outcome client_session::raw_hello(std::span<const std::string_vi
 bool client_session::answer_marked(std::span<const std::string_view> args, bool refused,
                                    std::string& r) {
   const bool is_auth = iequals(args[0], "auth");
-  if (iequals(args[0], "hello")) {
-    if (!args[1].empty()) {  // its error; a RESP2 subscriber is refused HELLO first
-      if (refused)
-        resp::append_error(r,
-                           "ERR Can't execute 'hello': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE "
-                           "/ PING / QUIT / RESET are allowed in this context");
-      else
-        r.append(args[1]);
-      return false;
-    }
-    hello_due_ = true;  // sent behind the marker: its reply is next
-    hello_proto_ = args[2] == "3" ? 3 : 2;
-    hello_setname_ =
-        args.size() > 3 && !args[3].empty() ? std::optional<std::string>(args[3]) : std::nullopt;
-    return false;
-  }
   // A RESP2 subscriber is refused all of them by Redis, after its arity check (AUTH's is >= 2).
   if (refused && !(is_auth && args.size() < 2)) {
     std::string name = is_auth ? "auth" : "client|" + std::string(args[1]);
     for (char& ch : name) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-    resp::append_error(r, "ERR Can't execute '" + name +
-                              "': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET "
-                              "are allowed in this context");
+    append_subscribed_refusal(r, name);
     return false;
   }
   if (is_auth) {
@@ -600,14 +596,15 @@ bool client_session::answer_marked(std::span<const std::string_view> args, bool 
   }
   switch (commands::lookup_sub(command_id::client, args[1])) {
     case sub_id::client_list: client_list(args, r); return false;
-    case sub_id::client_info: {
-      std::string line;
-      append_client_line(line, clock::now());
-      resp::append_verbatim(r, line, proto_);
-      return false;
-    }
+    case sub_id::client_info: client_info(r); return false;
     default: return client_kill(args, r);
   }
+}
+
+void client_session::client_info(std::string& r) {
+  std::string line;
+  append_client_line(line, clock::now());
+  resp::append_verbatim(r, line, proto_);
 }
 
 // The dedicated connection would not take a raw-mode request: the client's state is lost with it.
@@ -625,10 +622,10 @@ std::string client_session::token_suffix() const {
   return std::to_string(id_) + ":" + hex;
 }
 
-bool client_session::send_marker(std::vector<std::string> stands_for) {
+bool client_session::send_marker(marker m) {
   if (marker_token_.empty()) marker_token_ = "redis-sidecar:marker:" + token_suffix();
   if (!dedicated_ || !dedicated_->send_raw(marker_request(marker_token_))) return false;
-  markers_.push_back(std::move(stands_for));
+  markers_.push_back(std::move(m));
   return true;
 }
 
@@ -824,13 +821,10 @@ client_session::outcome client_session::cmd_client(std::span<const std::string_v
   if (sub == sub_id::client_list || (sub == sub_id::client_info && args.size() == 2)) {
     if (multi_open_) return refuse_in_multi();
     std::string r;
-    if (sub == sub_id::client_list) {
+    if (sub == sub_id::client_list)
       client_list(args, r);
-    } else {
-      std::string line;
-      append_client_line(line, clock::now());
-      resp::append_verbatim(r, line, proto_);
-    }
+    else
+      client_info(r);
     reply(r);
     return outcome::next;
   }
@@ -1487,18 +1481,32 @@ void client_session::deliver_raw(std::string_view frame) {
     drain_wake_.cancel();
     return;
   }
-  if (!markers_.empty() &&
-      is_marker_reply(frame, marker_token_)) {  // raw_client_id(), _kill(), _auth()
-    std::vector<std::string> stands_for = std::move(markers_.front());
+  if (!markers_.empty() && is_marker_reply(frame, marker_token_)) {  // see marker::kind
+    marker m = std::move(markers_.front());
     markers_.pop_front();
-    if (stands_for.empty()) {
-      ++client_ids_due_;
-      return;
-    }
-    const std::vector<std::string_view> args(stands_for.begin(), stands_for.end());
-    std::string r;
     // ["pong", token]: the reply of a RESP2 subscriber, refused what the marker stands for.
-    const bool self = answer_marked(args, frame.starts_with("*2\r\n"), r);
+    const bool refused = frame.starts_with("*2\r\n");
+    std::string r;
+    bool self = false;
+    switch (m.what) {
+      case marker::kind::client_id: ++client_ids_due_; return;
+      case marker::kind::hello:  // sent behind the marker: its reply is next
+        hello_due_ = true;
+        hello_proto_ = m.proto;
+        hello_setname_ = std::move(m.setname);
+        return;
+      case marker::kind::reply:  // a RESP2 subscriber is refused HELLO before its checks
+        if (refused)
+          append_subscribed_refusal(r, "hello");
+        else
+          r = std::move(m.reply);
+        break;
+      case marker::kind::answer: {
+        const std::vector<std::string_view> args(m.args.begin(), m.args.end());
+        self = answer_marked(args, refused, r);
+        break;
+      }
+    }
     out_.append(r);
     notify_writer();
     if (self) close_after_flush();

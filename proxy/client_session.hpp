@@ -135,6 +135,7 @@ class client_session : public reply_sink,
   /// `refused`: Redis refused the marker's PING context (a RESP2 subscriber). True when this
   /// client is to close after it (CLIENT KILL of itself).
   bool answer_marked(std::span<const std::string_view> args, bool refused, std::string& r);
+  void client_info(std::string& r);  // CLIENT INFO's reply
   /// CLIENT KILL over the sidecar's clients (commands/client_kill.hpp): appends the reply to `r`;
   /// true when this client is among those killed (it closes after the reply).
   bool client_kill(std::span<const std::string_view> args, std::string& r);
@@ -255,13 +256,26 @@ class client_session : public reply_sink,
   // in order (empty: CLIENT ID, else the request it answers); and the markers answered whose
   // CLIENT ID reply has not come yet.
   std::string marker_token_;
-  ring<std::vector<std::string>> markers_;
+  struct marker {
+    enum class kind : std::uint8_t {
+      client_id,  // CLIENT ID: its reply, next, gets the client's id
+      answer,     // `args` (AUTH, CLIENT KILL/LIST/INFO): answered by the sidecar now
+      reply,      // `reply` (a HELLO that failed its checks here): sent now
+      hello,      // HELLO sent on: its reply, next, is replaced by the sidecar's (see raw_hello())
+    };
+    kind what = kind::client_id;
+    std::vector<std::string> args;
+    std::string reply;
+    int proto = 2;  // hello: the protocol asked for, and the name to take
+    std::optional<std::string> setname;
+  };
+  ring<marker> markers_;
   std::uint32_t client_ids_due_ = 0;
   // HELLO in raw mode (raw_hello()): its marker's reply came, its own is next.
   bool hello_due_ = false;
   int hello_proto_ = 2;
   std::optional<std::string> hello_setname_;
-  bool send_marker(std::vector<std::string> stands_for);
+  bool send_marker(marker m);
   std::string token_suffix() const;
   std::string peer_address_;  // as CLIENT KILL ADDR / LADDR match them, made on first use
   std::string local_address_;
