@@ -2,7 +2,7 @@
 # The whole test suite, as CI runs it, on a fresh Debian 12 machine (as root) or a prepared one:
 #
 #   1. packages: apt-get installs whatever is missing (skipped when everything is there)
-#   2. build-ci:   RelWithDebInfo, -Werror; ctest (unit, integration, node client tests)
+#   2. build-ci:   RelWithDebInfo, -Werror; ctest (unit, integration, node and Python client tests)
 #   3. build-asan: Debug with ASan + UBSan; ctest again, sanitizer errors abort
 #   4. fuzzers:    tests/fuzz/run.sh, 20 s per target
 #   5. packaging:  tests/packaging/run.sh (Helm chart checks; Docker image built and run with podman)
@@ -45,7 +45,7 @@ run_checked() {
 # --- 1. packages --------------------------------------------------------------------------------
 packages=(g++ cmake make pkg-config libboost1.81-dev libboost-url1.81-dev libhiredis-dev
   prometheus-cpp-dev catch2 libssl-dev redis-server redis-tools prometheus openssl ca-certificates clang-14
-  libclang-rt-14-dev)
+  libclang-rt-14-dev python3 python3-redis)
 install_packages() {
   local missing=() p
   for p in "${packages[@]}"; do
