@@ -28,22 +28,23 @@ constexpr bool row(gauge_id id, std::string_view name) {
 constexpr bool row(labelled_id id, std::string_view name) {
   return labelled_families[static_cast<std::size_t>(id)].name == name;
 }
-static_assert(row(counter_id::requests, "redis_sidecar_requests_total") &&
-              row(counter_id::cache_hits, "redis_sidecar_cache_hits_total") &&
-              row(counter_id::cache_misses, "redis_sidecar_cache_misses_total") &&
-              row(counter_id::cache_evictions, "redis_sidecar_cache_evictions_total") &&
-              row(counter_id::cache_invalidations, "redis_sidecar_cache_invalidations_total") &&
-              row(counter_id::upstream_reconnects, "redis_sidecar_upstream_reconnects_total") &&
-              row(counter_id::fallback_transitions, "redis_sidecar_fallback_transitions_total") &&
-              row(counter_id::fallback_writes_replayed,
-                  "redis_sidecar_fallback_writes_replayed_total") &&
-              row(counter_id::fallback_writes_rejected,
-                  "redis_sidecar_fallback_writes_rejected_total") &&
-              row(counter_id::cache_invalidations_received,
-                  "redis_sidecar_cache_invalidations_received_total") &&
-              row(counter_id::cache_stale_serves, "redis_sidecar_cache_stale_serves_total") &&
-              row(counter_id::upstream_writes, "redis_sidecar_upstream_writes_total") &&
-              row(counter_id::busy_poll, "redis_sidecar_busy_poll_seconds_total"));
+static_assert(
+    row(counter_id::requests, "redis_sidecar_requests_total") &&
+    row(counter_id::cache_hits, "redis_sidecar_cache_hits_total") &&
+    row(counter_id::cache_misses, "redis_sidecar_cache_misses_total") &&
+    row(counter_id::cache_evictions, "redis_sidecar_cache_evictions_total") &&
+    row(counter_id::cache_invalidations, "redis_sidecar_cache_invalidations_total") &&
+    row(counter_id::upstream_reconnects, "redis_sidecar_upstream_reconnects_total") &&
+    row(counter_id::fallback_transitions, "redis_sidecar_fallback_transitions_total") &&
+    row(counter_id::fallback_writes_replayed, "redis_sidecar_fallback_writes_replayed_total") &&
+    row(counter_id::fallback_writes_rejected, "redis_sidecar_fallback_writes_rejected_total") &&
+    row(counter_id::cache_invalidations_received,
+        "redis_sidecar_cache_invalidations_received_total") &&
+    row(counter_id::cache_stale_serves, "redis_sidecar_cache_stale_serves_total") &&
+    row(counter_id::upstream_writes, "redis_sidecar_upstream_writes_total") &&
+    row(counter_id::busy_poll, "redis_sidecar_busy_poll_seconds_total") &&
+    row(counter_id::upstream_tls_handshakes, "redis_sidecar_upstream_tls_handshakes_total") &&
+    row(counter_id::upstream_tls_resumed, "redis_sidecar_upstream_tls_resumed_total"));
 static_assert(row(gauge_id::cache_entries, "redis_sidecar_cache_entries") &&
               row(gauge_id::cache_bytes, "redis_sidecar_cache_bytes") &&
               row(gauge_id::cache_max_bytes, "redis_sidecar_cache_max_bytes") &&

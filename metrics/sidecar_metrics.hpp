@@ -52,6 +52,8 @@ enum class counter_id : std::uint8_t {
   cache_stale_serves,
   upstream_writes,
   busy_poll,  // stored in nanoseconds, exported in seconds (see counter_scale)
+  upstream_tls_handshakes,
+  upstream_tls_resumed,
   count_
 };
 
@@ -83,6 +85,10 @@ inline constexpr std::array<family_info, static_cast<std::size_t>(counter_id::co
          "when the event loop's turn ended."},
         {"redis_sidecar_busy_poll_seconds_total", family_type::counter,
          "Time the event loop spent polling for events instead of sleeping (--busy-poll-us)."},
+        {"redis_sidecar_upstream_tls_handshakes_total", family_type::counter,
+         "TLS handshakes completed by upstream connections that carry clients' requests."},
+        {"redis_sidecar_upstream_tls_resumed_total", family_type::counter,
+         "Upstream TLS handshakes that resumed an earlier session (no certificate exchange)."},
     }};
 
 /// Multiplier from a counter's stored integer to its exported value.

@@ -6,6 +6,7 @@
 
 #include "proxy/errors.hpp"
 #include "proxy/log.hpp"
+#include "proxy/upstream/tls_sessions.hpp"
 
 namespace redis_sidecar {
 
@@ -39,6 +40,7 @@ std::optional<ssl::context> make_tls_context(const config& cfg, std::string& err
     }
   }
   ctx.set_verify_mode(cfg.tls_insecure_skip_verify ? ssl::verify_none : ssl::verify_peer);
+  tls_sessions::enable(ctx.native_handle());
   return ctx;
 }
 
@@ -99,6 +101,8 @@ void server::publish() {
   add(counter_id::cache_stale_serves, tc.stale_serves, p.stale);
   add(counter_id::upstream_writes, stats_.upstream_writes, p.upstream_writes);
   add(counter_id::busy_poll, stats_.busy_poll_ns, p.busy_poll_ns);
+  add(counter_id::upstream_tls_handshakes, stats_.tls_handshakes, p.tls_handshakes);
+  add(counter_id::upstream_tls_resumed, stats_.tls_resumed, p.tls_resumed);
   for (std::size_t k = 0; k < p.errors.size(); ++k) {
     if (stats_.errors[k] > p.errors[k]) metrics_.count_error(k, stats_.errors[k] - p.errors[k]);
     p.errors[k] = stats_.errors[k];

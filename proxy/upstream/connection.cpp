@@ -13,6 +13,7 @@
 #include "proxy/log.hpp"
 #include "proxy/resp/value.hpp"
 #include "proxy/upstream/connect_fsm.hpp"
+#include "proxy/upstream/tls_sessions.hpp"
 
 namespace redis_sidecar {
 namespace {
@@ -254,8 +255,14 @@ awaitable<bool> connection::connect_once() {
           tls_->set_verify_mode(ssl::verify_peer);
           tls_->set_verify_callback(ssl::host_name_verification(name));
         }
+        tls_sessions::offer(tls_->native_handle());
         auto [ec] = co_await tls_->async_handshake(ssl::stream_base::client, use_nothrow);
-        if (ec) error = deadline_hit ? "timed out" : tls_error_text(ec, tls_->native_handle());
+        if (ec) {
+          error = deadline_hit ? "timed out" : tls_error_text(ec, tls_->native_handle());
+        } else {
+          ++stats_.tls_handshakes;
+          if (SSL_session_reused(tls_->native_handle()) == 1) ++stats_.tls_resumed;
+        }
         step = fsm.on_done(error);
         break;
       }

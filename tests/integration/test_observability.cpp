@@ -171,6 +171,79 @@ TEST_CASE("busy polling shows in redis_sidecar_busy_poll_seconds_total", "[obser
   CHECK(sample(metrics_text(sleeping), polled) == 0);
 }
 
+// Every new upstream connection offers the TLS session the server issued last: a subscriber's
+// dedicated connection resumes instead of exchanging and verifying the certificate again.
+TEST_CASE("upstream TLS sessions are resumed by the connections that follow",
+          "[observability][tls]") {
+  SIDECAR_ONLY();
+  const std::string protocol = GENERATE("TLSv1.3", "TLSv1.2");
+  INFO("Redis tls-protocols " << protocol);
+  redis_options opts;
+  opts.tls = true;
+  opts.extra = {"tls-protocols \"" + protocol + "\""};
+  proxied env(opts, {"--tls-ca-file", test_certificates().ca_crt, "--health-probe-interval-ms=50"});
+  auto publisher = env.client();
+  REQUIRE(str(publisher.get(), {"SET", "k", "v"}) == "OK");  // the shared pool is up
+  for (int i = 0; i < 3; ++i) {
+    // Each subscriber gets a dedicated connection of its own, a new handshake.
+    auto sub = env.client();
+    const std::string ch = "resume-" + std::to_string(i);
+    REQUIRE(elements(sub.get(), {"SUBSCRIBE", ch}) ==
+            std::vector<std::string>{"subscribe", ch, "1"});
+    REQUIRE(integer(publisher.get(), {"PUBLISH", ch, "hello"}) == 1);
+    auto message = next_reply(sub.get());
+    REQUIRE(message);
+    REQUIRE(message->type == REDIS_REPLY_ARRAY);
+    REQUIRE(message->elements == 3);
+    CHECK(std::string(message->element[2]->str, message->element[2]->len) == "hello");
+  }
+  const char* handshakes = "redis_sidecar_upstream_tls_handshakes_total";
+  const char* resumed = "redis_sidecar_upstream_tls_resumed_total";
+  CHECK(eventually([&] { return sample(metrics_text(env), resumed) >= 3; }));
+  const auto text = metrics_text(env);
+  INFO(text);
+  CHECK(sample(text, handshakes) >= 5);  // the 2 shared connections, then 3 dedicated ones
+  CHECK(sample(text, resumed) <= sample(text, handshakes));
+}
+
+// A restarted Redis has new ticket keys: the session the sidecar kept is declined, the reconnects
+// make full handshakes, and the sessions of the new process are resumed from then on.
+TEST_CASE("after Redis restarts, the old TLS session is declined and new ones are resumed",
+          "[observability][tls]") {
+  SIDECAR_ONLY();
+  redis_options opts;
+  opts.tls = true;
+  proxied env(opts, {"--tls-ca-file", test_certificates().ca_crt, "--health-probe-interval-ms=50",
+                     "--reconnect-max-ms=200"});
+  const char* handshakes = "redis_sidecar_upstream_tls_handshakes_total";
+  const char* resumed = "redis_sidecar_upstream_tls_resumed_total";
+  auto subscribe_three = [&] {
+    for (int i = 0; i < 3; ++i) {
+      auto sub = env.client();
+      REQUIRE(elements(sub.get(), {"SUBSCRIBE", "ch"}) ==
+              std::vector<std::string>{"subscribe", "ch", "1"});
+    }
+  };
+  REQUIRE(str(env.client().get(), {"SET", "k", "v"}) == "OK");
+  subscribe_three();
+  REQUIRE(eventually([&] { return sample(metrics_text(env), resumed) >= 3; }));
+  const double before = sample(metrics_text(env), handshakes);
+
+  env.redis.stop();
+  env.redis.start();
+  CHECK(eventually([&] {  // errors until the shared connections are back
+    auto c = env.client();
+    auto r = command(c.get(), {"SET", "k", "v2"});
+    return r && r->type == REDIS_REPLY_STATUS && std::string(r->str, r->len) == "OK";
+  }));
+  const double resumed_after_restart = sample(metrics_text(env), resumed);
+  subscribe_three();
+  CHECK(eventually([&] {
+    return sample(metrics_text(env), resumed) >= resumed_after_restart + 3 &&
+           sample(metrics_text(env), handshakes) >= before + 3;
+  }));
+}
+
 TEST_CASE("a real Prometheus scrapes the sidecar and sees hits, misses and fallback",
           "[observability][prometheus]") {
   SIDECAR_ONLY();
