@@ -479,7 +479,12 @@ client_session::outcome client_session::handle_raw(std::span<const std::string_v
   switch (id) {
     case command_id::client:
       if (!raw_replies_unsure_) {
-        if (sub == sub_id::client_id && args.size() == 2) return raw_client_id(frame);
+        if (sub == sub_id::client_id && args.size() == 2)
+          return raw_rewrite_reply(frame, marker::kind::client_id);
+        if (sub == sub_id::client_getredir && args.size() == 2)
+          return raw_rewrite_reply(frame, marker::kind::getredir);
+        if (sub == sub_id::client_trackinginfo && args.size() == 2)
+          return raw_rewrite_reply(frame, marker::kind::trackinginfo);
         if ((sub == sub_id::client_kill && args.size() >= 3) || sub == sub_id::client_list ||
             (sub == sub_id::client_info && args.size() == 2))
           return raw_answer_later(args);
@@ -533,12 +538,69 @@ client_session::outcome client_session::handle_raw(std::span<const std::string_v
 }
 
 // CLIENT ID in raw mode answers the id the sidecar gave the client, as outside it, not the
-// dedicated connection's: a marker (PING <token>) goes first, and the first integer or error after
-// its reply is CLIENT ID's (only pushes and messages may come between), an integer being replaced
-// by the client's id. An error passes on as Redis wrote it (RESP2 subscribed mode refuses CLIENT).
-client_session::outcome client_session::raw_client_id(std::string_view frame) {
-  if (!send_marker({}) || !dedicated_->send_raw(frame)) return raw_unavailable();
+// dedicated connection's; CLIENT GETREDIR and TRACKINGINFO name the redirect target by the id the
+// sidecar gave it. A marker (PING <token>) goes first, and the first reply of the request's shape
+// after the marker's reply is the request's (only pushes and messages may come between), rewritten
+// by rewrite_due_reply(). An error passes on as Redis wrote it (RESP2 subscribed mode refuses
+// CLIENT).
+client_session::outcome client_session::raw_rewrite_reply(std::string_view frame,
+                                                          marker::kind what) {
+  marker m;
+  m.what = what;
+  if (!send_marker(std::move(m)) || !dedicated_->send_raw(frame)) return raw_unavailable();
   return outcome::next;
+}
+
+// The sidecar's id of the client whose upstream connection has id `upstream`: the redirect target
+// of CLIENT TRACKING, whose connection is its own for as long as it stays. Not positive (none, or
+// not tracking), or no such connection: as it is.
+std::int64_t client_session::client_id_of_upstream(std::int64_t upstream) const {
+  if (upstream <= 0) return upstream;
+  const auto up = static_cast<std::uint64_t>(upstream);
+  for (const client_session* s : ctx_.sessions)
+    if (s->dedicated_ && s->dedicated_->upstream_id() == up)
+      return static_cast<std::int64_t>(s->id_);
+  if (up == redirect_upstream_) return static_cast<std::int64_t>(redirect_id_);  // gone since
+  return upstream;
+}
+
+// Rewrites the reply `frame` into `out` if it is the one the front of rewrites_due_ waits for
+// (true; `out` empty: pass it on as it is), else false.
+bool client_session::rewrite_due_reply(std::string_view frame, std::string& out) {
+  if (frame.empty()) return false;
+  const marker::kind what = rewrites_due_.front();
+  // TRACKINGINFO's reply: flags, redirect, prefixes; a map in RESP3.
+  static constexpr std::string_view info2 = "*6\r\n$5\r\nflags\r\n";
+  static constexpr std::string_view info3 = "%3\r\n$5\r\nflags\r\n";
+  const bool matches =
+      frame[0] == '-' ||
+      (what == marker::kind::trackinginfo ? frame.starts_with(info2) || frame.starts_with(info3)
+                                          : frame[0] == ':');
+  if (!matches) return false;
+  rewrites_due_.pop_front();
+  out.clear();
+  if (frame[0] == '-') return true;
+  if (what == marker::kind::client_id) {
+    resp::append_integer(out, static_cast<std::int64_t>(id_));
+    return true;
+  }
+  // ":<id>\r\n", alone (GETREDIR) or as the redirect field's value (TRACKINGINFO).
+  static constexpr std::string_view field = "\r\n$8\r\nredirect\r\n";
+  std::size_t at = 0;
+  if (what == marker::kind::trackinginfo) {
+    const std::size_t f = frame.find(field);
+    if (f == std::string_view::npos) return true;
+    at = f + field.size();
+  }
+  const std::size_t end = frame.find("\r\n", at);
+  long long upstream = 0;
+  if (end == std::string_view::npos || end <= at || frame[at] != ':' ||
+      !parse_int(frame.substr(at + 1, end - at - 1), upstream))
+    return true;
+  out.assign(frame.substr(0, at));
+  resp::append_integer(out, client_id_of_upstream(upstream));
+  out.append(frame.substr(end + 2));
+  return true;
 }
 
 // What the sidecar answers itself (AUTH, CLIENT KILL, LIST, INFO) is answered in raw mode in its
@@ -966,7 +1028,7 @@ void client_session::append_client_line(std::string& out, clock::time_point now)
 }
 
 std::optional<std::string> client_session::upstream_id_frame(
-    sub_id sub, std::span<const std::string_view> args) const {
+    sub_id sub, std::span<const std::string_view> args) {
   std::size_t at = 0;  // the id's argument
   if (sub == sub_id::client_unblock && (args.size() == 3 || args.size() == 4)) at = 2;
   if (sub == sub_id::client_tracking)
@@ -980,6 +1042,10 @@ std::optional<std::string> client_session::upstream_id_frame(
     upstream = s->dedicated_->upstream_id();
     // Tracking messages go to that connection from now on: it must not serve another client.
     if (sub == sub_id::client_tracking) s->dedicated_->keep_out_of_pool();
+  }
+  if (sub == sub_id::client_tracking) {
+    redirect_upstream_ = upstream;
+    redirect_id_ = static_cast<std::uint64_t>(id);
   }
   const std::string up = std::to_string(upstream);
   std::vector<std::string_view> words(args.begin(), args.end());
@@ -1072,7 +1138,8 @@ void client_session::reset_session() {
   raw_reset_ = raw_reset_state::none;
   raw_sticky_ = leaving_raw_ = raw_replies_unsure_ = false;
   subs_ = {};
-  client_ids_due_ = 0;
+  rewrites_due_.clear();
+  redirect_upstream_ = redirect_id_ = 0;
   hello_due_ = false;
   markers_.clear();
   transactions_.clear();
@@ -1489,7 +1556,9 @@ void client_session::deliver_raw(std::string_view frame) {
     std::string r;
     bool self = false;
     switch (m.what) {
-      case marker::kind::client_id: ++client_ids_due_; return;
+      case marker::kind::client_id:
+      case marker::kind::getredir:
+      case marker::kind::trackinginfo: rewrites_due_.push_back(m.what); return;
       case marker::kind::hello:  // sent behind the marker: its reply is next
         hello_due_ = true;
         hello_proto_ = m.proto;
@@ -1525,14 +1594,9 @@ void client_session::deliver_raw(std::string_view frame) {
       return;
     }
   }
-  std::string own_id;
-  if (client_ids_due_ > 0 && !frame.empty() && (frame[0] == ':' || frame[0] == '-')) {
-    --client_ids_due_;
-    if (frame[0] == ':') {
-      resp::append_integer(own_id, static_cast<std::int64_t>(id_));
-      frame = own_id;
-    }
-  }
+  std::string rewritten;
+  if (!rewrites_due_.empty() && rewrite_due_reply(frame, rewritten) && !rewritten.empty())
+    frame = rewritten;
   const bool unsubscribed_all = subs_.on_frame(frame, proto_);
   out_.append(frame);
   notify_writer();

@@ -128,7 +128,6 @@ class client_session : public reply_sink,
   outcome cmd_client(std::span<const std::string_view> args, std::string_view frame);
   outcome cmd_reset();
   outcome raw_reset(std::string_view frame);
-  outcome raw_client_id(std::string_view frame);
   outcome raw_answer_later(std::span<const std::string_view> args);
   outcome raw_unavailable();
   /// The answer to a request raw mode held for its marker (raw_answer_later()), appended to `r`;
@@ -147,7 +146,7 @@ class client_session : public reply_sink,
   /// place, or 0 (no such client) when it has none. nullopt: no id to translate (or not a number,
   /// which Redis refuses).
   std::optional<std::string> upstream_id_frame(commands::sub_id sub,
-                                               std::span<const std::string_view> args) const;
+                                               std::span<const std::string_view> args);
   const std::string& peer_address();
   const std::string& local_address();
   void note_raw_request(const commands::command_info& info, std::span<const std::string_view> args);
@@ -251,17 +250,19 @@ class client_session : public reply_sink,
   bool raw_replies_unsure_ = false;
   bool leaving_raw_ = false;
   std::string probe_token_;
-  // CLIENT ID, and what the sidecar answers itself (AUTH, CLIENT KILL, LIST and INFO), in raw mode
-  // (raw_client_id(), raw_answer_later()): the marker's token; what each marker sent stands for,
-  // in order (empty: CLIENT ID, else the request it answers); and the markers answered whose
-  // CLIENT ID reply has not come yet.
+  // CLIENT ID, GETREDIR and TRACKINGINFO, whose replies are rewritten, and what the sidecar answers
+  // itself (AUTH, CLIENT KILL, LIST and INFO, HELLO), in raw mode (raw_rewrite_reply(),
+  // raw_answer_later(), raw_hello()): the markers' token, and what each marker sent stands for, in
+  // order.
   std::string marker_token_;
   struct marker {
     enum class kind : std::uint8_t {
-      client_id,  // CLIENT ID: its reply, next, gets the client's id
-      answer,     // `args` (AUTH, CLIENT KILL/LIST/INFO): answered by the sidecar now
-      reply,      // `reply` (a HELLO that failed its checks here): sent now
-      hello,      // HELLO sent on: its reply, next, is replaced by the sidecar's (see raw_hello())
+      client_id,     // CLIENT ID: its reply, next, gets the client's id
+      getredir,      // CLIENT GETREDIR: its reply, next, names the target by the sidecar's id
+      trackinginfo,  // CLIENT TRACKINGINFO: the same for its "redirect" field
+      answer,        // `args` (AUTH, CLIENT KILL/LIST/INFO): answered by the sidecar now
+      reply,         // `reply` (a HELLO that failed its checks here): sent now
+      hello,  // HELLO sent on: its reply, next, is replaced by the sidecar's (see raw_hello())
     };
     kind what = kind::client_id;
     std::vector<std::string> args;
@@ -270,7 +271,16 @@ class client_session : public reply_sink,
     std::optional<std::string> setname;
   };
   ring<marker> markers_;
-  std::uint32_t client_ids_due_ = 0;
+  // Replies next in line to be rewritten (a client_id, getredir or trackinginfo marker's), in
+  // order: see rewrite_due_reply().
+  ring<marker::kind> rewrites_due_;
+  // The last CLIENT TRACKING ... REDIRECT: the target's id here and its connection's upstream,
+  // kept for CLIENT GETREDIR and TRACKINGINFO after the target has gone (Redis keeps its id).
+  std::uint64_t redirect_upstream_ = 0;
+  std::uint64_t redirect_id_ = 0;
+  outcome raw_rewrite_reply(std::string_view frame, marker::kind what);
+  bool rewrite_due_reply(std::string_view frame, std::string& out);
+  std::int64_t client_id_of_upstream(std::int64_t upstream) const;
   // HELLO in raw mode (raw_hello()): its marker's reply came, its own is next.
   bool hello_due_ = false;
   int hello_proto_ = 2;

@@ -263,6 +263,56 @@ TEST_CASE("CLIENT TRACKING REDIRECT names a client by its CLIENT ID", "[client][
   CHECK(std::string(msg->element[2]->element[0]->str) == "tracked");
 }
 
+// CLIENT GETREDIR and CLIENT TRACKINGINFO name the redirect target by the id CLIENT ID gave it,
+// in RESP2 and RESP3, pipelined with other requests, and still after the target has gone (Redis
+// keeps its id, and flags the redirect as broken once a message could not be delivered).
+TEST_CASE("CLIENT GETREDIR and TRACKINGINFO name the redirect target by its CLIENT ID",
+          "[client][tracking]") {
+  proxied env;
+  auto sink = env.client();
+  auto writer = env.client();
+  const std::string id = std::to_string(integer(sink.get(), {"CLIENT", "ID"}));
+  CHECK(elements(sink.get(), {"SUBSCRIBE", "__redis__:invalidate"}) ==
+        std::vector<std::string>{"subscribe", "__redis__:invalidate", "1"});
+  auto untracked = env.client();
+  CHECK(integer(untracked.get(), {"CLIENT", "GETREDIR"}) == -1);
+
+  const std::string redirect2 = "$8\r\nredirect\r\n:" + id + "\r\n";
+  raw_client r2(env.port());
+  r2.send("CLIENT TRACKING on REDIRECT " + id + "\r\nCLIENT GETREDIR\r\nCLIENT ID\r\n" +
+          "CLIENT TRACKINGINFO\r\nPING\r\nGET tracked\r\n");
+  CHECK(read_value(r2) == "+OK\r\n");
+  CHECK(read_value(r2) == ":" + id + "\r\n");
+  const std::string own = read_value(r2);
+  CHECK(own.starts_with(":"));
+  CHECK(own != ":" + id + "\r\n");
+  CHECK(read_value(r2) ==
+        "*6\r\n$5\r\nflags\r\n*1\r\n$2\r\non\r\n" + redirect2 + "$8\r\nprefixes\r\n*0\r\n");
+  CHECK(read_value(r2) == "+PONG\r\n");
+  CHECK(read_value(r2) == "$-1\r\n");
+
+  raw_client r3(env.port());
+  r3.send("HELLO 3\r\n");
+  CHECK(read_value(r3).starts_with("%7\r\n"));
+  r3.send("CLIENT TRACKING on REDIRECT " + id + " BCAST PREFIX user:\r\nCLIENT TRACKINGINFO\r\n" +
+          "CLIENT GETREDIR\r\n");
+  CHECK(read_value(r3) == "+OK\r\n");
+  CHECK(read_value(r3) == "%3\r\n$5\r\nflags\r\n~2\r\n$2\r\non\r\n$5\r\nbcast\r\n" + redirect2 +
+                              "$8\r\nprefixes\r\n*1\r\n$5\r\nuser:\r\n");
+  CHECK(read_value(r3) == ":" + id + "\r\n");
+
+  // The target goes; the next invalidation for r2 cannot be delivered.
+  sink.reset();
+  CHECK(str(writer.get(), {"SET", "tracked", "v"}) == "OK");
+  CHECK(eventually([&] {
+    r2.send("CLIENT TRACKINGINFO\r\n");
+    return read_value(r2).find("broken_redirect") != std::string::npos;
+  }));
+  r2.send("CLIENT GETREDIR\r\nCLIENT TRACKINGINFO\r\n");
+  CHECK(read_value(r2) == ":" + id + "\r\n");
+  CHECK(read_value(r2).find(redirect2) != std::string::npos);
+}
+
 // CLIENT LIST and CLIENT INFO show the clients with the ids CLIENT ID gave them and the
 // addresses CLIENT KILL matches: what an admin reads there works with CLIENT KILL.
 TEST_CASE("CLIENT INFO and CLIENT LIST describe the clients as CLIENT ID and KILL name them",
