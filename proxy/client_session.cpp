@@ -1530,7 +1530,7 @@ void client_session::deliver_raw(std::string_view frame) {
     raw_reset_ = raw_reset_state::answered;
     drain_wake_.cancel();
   }
-  if ((leaving_raw_ || !markers_.empty()) && refuses_any_command(frame)) {
+  if (!markers_.empty() && refuses_any_command(frame)) {
     // Redis refused a request without running it, as it would have refused the marker: which of
     // the replies due is the marker's can no longer be told (raw mode does not count them), so
     // the client is closed, as when its connection is lost, rather than given replies that may be
@@ -1542,12 +1542,6 @@ void client_session::deliver_raw(std::string_view frame) {
     close_now();
     return;
   }
-  if (leaving_raw_ && is_marker_reply(frame, probe_token_)) {  // the sidecar's own: not passed on
-    leaving_raw_ = false;
-    if (!subs_.subscribed() && !raw_sticky_ && raw_reset_ == raw_reset_state::none) leave_raw();
-    drain_wake_.cancel();
-    return;
-  }
   if (!markers_.empty() && is_marker_reply(frame, marker_token_)) {  // see marker::kind
     marker m = std::move(markers_.front());
     markers_.pop_front();
@@ -1556,6 +1550,11 @@ void client_session::deliver_raw(std::string_view frame) {
     std::string r;
     bool self = false;
     switch (m.what) {
+      case marker::kind::leave:  // unless a reply before it subscribed the client again
+        leaving_raw_ = false;
+        if (!subs_.subscribed() && !raw_sticky_ && raw_reset_ == raw_reset_state::none) leave_raw();
+        drain_wake_.cancel();
+        return;
       case marker::kind::client_id:
       case marker::kind::getredir:
       case marker::kind::trackinginfo: rewrites_due_.push_back(m.what); return;
@@ -1611,8 +1610,9 @@ void client_session::deliver_raw(std::string_view frame) {
   // is back), the client leaves raw mode, unless one of those replies subscribed it again.
   if (unsubscribed_all && !raw_sticky_ && !leaving_raw_ && raw_reset_ == raw_reset_state::none &&
       dedicated_) {
-    if (probe_token_.empty()) probe_token_ = "redis-sidecar:unsubscribed:" + token_suffix();
-    leaving_raw_ = dedicated_->send_raw(marker_request(probe_token_));
+    marker m;
+    m.what = marker::kind::leave;
+    leaving_raw_ = send_marker(std::move(m));
   }
 }
 

@@ -242,14 +242,13 @@ class client_session : public reply_sink,
   // report; whether something else holds the client in raw mode (a sticky entry, or a request in
   // raw mode that may change connection state or hold the connection: SELECT, MULTI, WATCH,
   // HELLO, a blocking command, CLIENT but for ID, GETNAME, INFO, LIST and UNBLOCK); and the
-  // probe, a marker sent to see every earlier request answered (reading waits for its reply).
+  // leave marker (marker::kind::leave) sent to see every earlier request answered.
   subscription_tracker subs_;
   bool raw_sticky_ = false;
   // A MULTI or CLIENT REPLY in raw mode: the marker's reply may be QUEUED or never come, so no
   // markers (CLIENT ID passes on as it is, CLIENT KILL is refused, AUTH answered at once).
   bool raw_replies_unsure_ = false;
-  bool leaving_raw_ = false;
-  std::string probe_token_;
+  bool leaving_raw_ = false;  // a leave marker is due: reading waits for it
   // CLIENT ID, GETREDIR and TRACKINGINFO, whose replies are rewritten, and what the sidecar answers
   // itself (AUTH, CLIENT KILL, LIST and INFO, HELLO), in raw mode (raw_rewrite_reply(),
   // raw_answer_later(), raw_hello()): the markers' token, and what each marker sent stands for, in
@@ -257,6 +256,7 @@ class client_session : public reply_sink,
   std::string marker_token_;
   struct marker {
     enum class kind : std::uint8_t {
+      leave,         // the client unsubscribed from everything: raw mode ends at its reply
       client_id,     // CLIENT ID: its reply, next, gets the client's id
       getredir,      // CLIENT GETREDIR: its reply, next, names the target by the sidecar's id
       trackinginfo,  // CLIENT TRACKINGINFO: the same for its "redirect" field
