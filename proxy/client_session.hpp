@@ -324,6 +324,7 @@ class client_session : public reply_sink,
   void pop_cache_op();
   void prefetch_requests(std::string_view in) const;
   bool writes_key_in_flight(int db, std::string_view key) const;
+  static constexpr std::size_t max_scanned_writes = 32;
   std::size_t writes_in_flight_ = 0;  // write ops in cache_ops_
   ring<cache_op> cache_ops_;
   std::string cache_arena_;

@@ -84,6 +84,35 @@ TEST_CASE("ttl mode: a client reads its own pipelined writes", "[near][ttl]") {
   CHECK(violations == 0);
 }
 
+// As above, with 40 more writes behind the second SET: more writes in flight than the sidecar
+// scans key by key, so reads then go to the upstream rather than risk an L1 hit on the first
+// SET's value.
+TEST_CASE("ttl mode: a client reads its own writes behind a deep pipeline of writes",
+          "[near][ttl]") {
+  SIDECAR_ONLY();
+  proxied env({}, with({"--cache-mode=ttl", "--cache-prefix=t:", "--cache-ttl=60s"}));
+  REQUIRE(mode_is(env, "ttl"));
+  raw_client c(env.side->port());
+  std::string fillers, filler_replies;
+  for (int i = 0; i < 40; ++i) {
+    fillers += resp_array({"SET", "t:filler:" + std::to_string(i), "x"});
+    filler_replies += "+OK\r\n";
+  }
+  int violations = 0;
+  for (int round = 0; round < 100; ++round) {
+    const std::string small = "small" + std::to_string(round);
+    const std::string big = std::to_string(round) + "-" + std::string(200'000, 'x');
+    c.send(resp_array({"SET", "t:k", small}) + resp_array({"SET", "t:k", big}) + fillers);
+    if (round % 4 != 0) std::this_thread::sleep_for(std::chrono::microseconds(200 * (round % 4)));
+    c.send(resp_array({"GET", "t:k"}));
+    const std::string want = "+OK\r\n+OK\r\n" + filler_replies + "$" + std::to_string(big.size()) +
+                             "\r\n" + big + "\r\n";
+    const std::string got = c.read_exact(want.size());
+    if (got != want) ++violations;
+  }
+  CHECK(violations == 0);
+}
+
 // A SET hides its key's L1 entry until its reply overwrites it. When the client leaves before
 // that reply, the reply is never applied: the hidden entry must go with the client rather than
 // stay in L1, never served, until evicted. Redis is stopped so that the SET is still in flight
