@@ -21,12 +21,16 @@
 #   memory       idle RSS of a sidecar; RSS per L1 entry after 1,000,000 SETs through a sidecar
 #                (16-byte keys, 64-byte values); the cache module's own cache_memory_bench
 #   connections  1,000 app connections doing GET/SET through one sidecar: upstream connections
+#   bulk         a bulk load: BULK_PAIRS SET+GET pairs of distinct keys through `redis-cli --pipe`
+#                (thousands of requests in flight on one connection), direct TLS against a
+#                sidecar with default flags, ROUNDS rounds interleaved
 #   remote       throughput + latency again inside a network namespace whose Redis ports are
 #                delayed by RTT_US (../shared/bench-tools/remote-upstream.sh, NFQUEUE delayer)
 #
 # Environment: N (requests per run, default 100000), N_P16 (requests per -P 16 run, default
 # 10 * N: such runs go ~10x faster and are steady only over seconds), ROUNDS (default 5),
-# LATENCY_N (default N/5), MEM_ENTRIES (default 1000000), CONNS (default 1000), RTT_US (default
+# LATENCY_N (default N/5), MEM_ENTRIES (default 1000000), CONNS (default 1000), BULK_PAIRS
+# (default 200000), RTT_US (default
 # 800: with the delayer's own ~0.2 ms this gives ~1 ms), REMOTE_ROUNDS (default ROUNDS),
 # BUSY_POLL_US (default 150: sidecar-bp's --busy-poll-us), REDIS_SIDECAR_BINARY (default
 # build-rel/ or build/, else built), KEEP_WORK=1 keeps the temp dir.
@@ -51,6 +55,7 @@ ROUNDS=${ROUNDS:-5}
 LATENCY_N=${LATENCY_N:-$((N / 5))}
 MEM_ENTRIES=${MEM_ENTRIES:-1000000}
 CONNS=${CONNS:-1000}
+BULK_PAIRS=${BULK_PAIRS:-200000}
 RTT_US=${RTT_US:-800}
 REMOTE_ROUNDS=${REMOTE_ROUNDS:-$ROUNDS}
 CLIENTS=50
@@ -58,7 +63,7 @@ KEYS=100000
 inner=${BENCH_REMOTE_INNER:-}  # set when this is the run inside the delayed namespace
 
 sections=("$@")
-((${#sections[@]})) || sections=(throughput latency memory connections remote)
+((${#sections[@]})) || sections=(throughput latency memory connections bulk remote)
 wants() { [[ " ${sections[*]} " == *" $1 "* ]]; }
 
 ensure_commands redis-server:redis-server redis-benchmark:redis-tools redis-cli:redis-tools \
@@ -401,6 +406,46 @@ run_connections() {
   stop "$pid"
 }
 
+# --- bulk load ----------------------------------------------------------------------------------
+# resp_pairs COUNT: COUNT SET+GET pairs of distinct keys ("bulk:%012d", 64-byte values), in RESP.
+resp_pairs() {
+  awk -v n="$1" 'BEGIN {
+    v = sprintf("%064d", 0); gsub(/0/, "v", v)
+    for (i = 0; i < n; i++) {
+      k = sprintf("bulk:%012d", i)
+      printf "*3\r\n$3\r\nSET\r\n$17\r\n%s\r\n$64\r\n%s\r\n*2\r\n$3\r\nGET\r\n$17\r\n%s\r\n", k, v, k
+    }
+  }'
+}
+
+run_bulk() {
+  local port pid r t0 t1 file=$work/bulk.resp direct=() side=()
+  port=$(free_port)
+  printf '\n### bulk load: %s SET+GET pairs through redis-cli --pipe, %s rounds (ms)\n' \
+    "$BULK_PAIRS" "$ROUNDS"
+  start_sidecar bulk "$port" "$(free_port)" "$redis_tls_port"
+  pid=$last_pid
+  resp_pairs "$BULK_PAIRS" >"$file"
+  for r in $(seq 1 "$ROUNDS"); do
+    t0=$(date +%s%N)
+    redis-cli -p "$redis_tls_port" --tls --cacert "$work/ca.crt" --pipe <"$file" >/dev/null
+    t1=$(date +%s%N)
+    direct+=($(((t1 - t0) / 1000000)))
+    t0=$(date +%s%N)
+    redis-cli -p "$port" --pipe <"$file" >/dev/null
+    t1=$(date +%s%N)
+    side+=($(((t1 - t0) / 1000000)))
+  done
+  printf '  direct TLS:            %s\n' "${direct[*]}"
+  printf '  sidecar (default flags): %s\n' "${side[*]}"
+  printf '%s\n' "${direct[@]}" | sort -n >"$work/bulk-direct"
+  printf '%s\n' "${side[@]}" | sort -n >"$work/bulk-side"
+  awk 'NR == FNR { d[FNR] = $1; n = FNR; next } { s[FNR] = $1 }
+    END { m = int((n + 1) / 2); printf "  medians: direct TLS %d ms, sidecar %d ms: sidecar takes %.2fx the time\n", d[m], s[m], s[m] / d[m] }' \
+    "$work/bulk-direct" "$work/bulk-side"
+  stop "$pid"
+}
+
 # --- remote mode: this script again, inside a namespace with delayed Redis ports -----------------
 run_remote() {
   local tools=$repo/../shared/bench-tools
@@ -418,7 +463,7 @@ run_remote() {
   netns=""
 }
 
-if wants throughput || wants latency || wants memory || wants connections; then
+if wants throughput || wants latency || wants memory || wants connections || wants bulk; then
   setup_targets
 fi
 wants throughput && run_throughput "$ROUNDS"
@@ -430,6 +475,7 @@ if wants throughput || wants latency; then
 fi
 wants memory && run_memory
 wants connections && run_connections
+wants bulk && run_bulk
 if wants remote && [[ -z $inner ]]; then
   cleanup_processes
   run_remote
