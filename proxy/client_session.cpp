@@ -391,6 +391,7 @@ client_session::outcome client_session::handle(std::span<const std::string_view>
       const auto deadline = *ms == 0 ? clock::time_point::max()
                                      : batch_now_ + std::chrono::milliseconds(*ms) +
                                            std::chrono::milliseconds(cfg_.command_timeout_ms);
+      blocking_seq_ = next_seq_;  // its reply's slot, if it goes now (CLIENT LIST's flag b)
       return forward_dedicated(frame, tag_none, deadline);
     }
   }
@@ -400,6 +401,7 @@ client_session::outcome client_session::handle(std::span<const std::string_view>
       const auto deadline = *ms == 0 ? clock::time_point::max()
                                      : batch_now_ + std::chrono::milliseconds(*ms) +
                                            std::chrono::milliseconds(cfg_.command_timeout_ms);
+      blocking_seq_ = next_seq_;
       return forward(frame, tag_none, deadline);
     }
   }
@@ -985,12 +987,16 @@ void client_session::client_list(std::span<const std::string_view> args, std::st
 
 // This client's CLIENT LIST line. What the sidecar knows of a raw-mode client's state comes from
 // its own bookkeeping (subscription counts from the confirmations; db from its SELECTs), flags
-// are P (subscribed), x (in MULTI), U (unix socket) or N.
+// are P (subscribed), x (in MULTI), b (waiting for a blocking command's reply, outside raw mode),
+// U (unix socket) or N, in Redis' order.
 void client_session::append_client_line(std::string& out, clock::time_point now) {
   const bool subscribed = raw_ && subs_.subscribed();
   std::string flags;
   if (subscribed) flags += 'P';
   if (multi_open_ || in_multi_) flags += 'x';
+  if (!raw_ && blocking_seq_ >= first_seq_ && blocking_seq_ - first_seq_ < slots_.size() &&
+      !slots_[blocking_seq_ - first_seq_].ready)
+    flags += 'b';
   error_code ec;
   if (const auto local = socket_.local_endpoint(ec); !ec && local.data()->sa_family == AF_UNIX)
     flags += 'U';

@@ -23,6 +23,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <span>
@@ -212,6 +213,9 @@ class client_session : public reply_sink,
   ring<slot> slots_;
   std::uint64_t first_seq_ = 0;  // seq of slots_.front()
   std::uint64_t next_seq_ = 0;
+  // The slot of the last blocking command forwarded (BLPOP, XREAD BLOCK, WAIT ...): while it waits
+  // for its reply, CLIENT LIST shows the client blocked (flag b).
+  std::uint64_t blocking_seq_ = std::numeric_limits<std::uint64_t>::max();
   std::string out_;   // replies ready to write
   std::string wout_;  // being written
   bool wout_busy_ = false;

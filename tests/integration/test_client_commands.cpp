@@ -263,6 +263,36 @@ TEST_CASE("CLIENT TRACKING REDIRECT names a client by its CLIENT ID", "[client][
   CHECK(std::string(msg->element[2]->element[0]->str) == "tracked");
 }
 
+// A client waiting in a blocking command shows flag b, as in Redis, and cmd is that command.
+TEST_CASE("CLIENT LIST shows a client waiting in a blocking command with flag b",
+          "[client][list]") {
+  proxied env;
+  auto blocked = env.client();
+  auto admin = env.client();
+  const std::string id = std::to_string(integer(blocked.get(), {"CLIENT", "ID"}));
+  const auto line = [&] {
+    for (const auto& l : lines_of(str(admin.get(), {"CLIENT", "LIST"})))
+      if (field(l, "id") == id) return l;
+    return std::string();
+  };
+  CHECK(field(line(), "flags") == "N");
+  REQUIRE(send_only(blocked.get(), {"BLPOP", "blocked-q", "0"}));
+  CHECK(eventually([&] { return field(line(), "flags") == "b"; }));
+  CHECK(field(line(), "cmd") == "blpop");
+  CHECK(integer(admin.get(), {"RPUSH", "blocked-q", "job"}) == 1);
+  auto popped = next_reply(blocked.get());
+  REQUIRE(popped);
+  REQUIRE(popped->type == REDIS_REPLY_ARRAY);
+  CHECK(std::string(popped->element[1]->str) == "job");
+  CHECK(field(line(), "flags") == "N");
+  // XREAD blocks only with BLOCK.
+  REQUIRE(send_only(blocked.get(), {"XREAD", "BLOCK", "0", "STREAMS", "blocked-s", "$"}));
+  CHECK(eventually([&] { return field(line(), "flags") == "b"; }));
+  CHECK(str(admin.get(), {"XADD", "blocked-s", "*", "f", "v"}).size() > 0);
+  REQUIRE(next_reply(blocked.get()));
+  CHECK(field(line(), "flags") == "N");
+}
+
 // CLIENT GETREDIR and CLIENT TRACKINGINFO name the redirect target by the id CLIENT ID gave it,
 // in RESP2 and RESP3, pipelined with other requests, and still after the target has gone (Redis
 // keeps its id, and flags the redirect as broken once a message could not be delivered).
