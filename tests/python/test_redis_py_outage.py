@@ -4,7 +4,6 @@ answer fail at once with a clear error (no client waits for a timeout); writes m
 Redis when it is back. Against Redis directly nothing of this can work: skipped in direct mode."""
 
 import os
-import time
 import unittest
 
 import redis
@@ -54,11 +53,12 @@ class RedisPyOutage(unittest.TestCase):
             p.set("py:during", "outage").get("py:during").delete("py:user:1")
             self.assertEqual(p.execute(), [True, b"outage", 1])
 
-        # What L1 cannot answer fails at once, with the reason, and the connection goes on.
-        started = time.monotonic()
-        with self.assertRaisesRegex(redis.ResponseError, "UNAVAILABLE|upstream unreachable"):
+        # What L1 cannot answer is refused with the fallback's reason (given at once, never after
+        # waiting: a timeout would say "upstream command timeout"), and the connection goes on.
+        with self.assertRaisesRegex(
+                redis.ResponseError,
+                "upstream unreachable, 'hgetall' cannot be served from the local cache"):
             r.hgetall("py:h")
-        self.assertLess(time.monotonic() - started, 5)  # not a timeout (the socket's is 10 s)
         self.assertEqual(r.get("py:during"), b"outage")
 
         # Redis comes back empty (no persistence here): the journal replays the writes, in order.
