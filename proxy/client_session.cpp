@@ -385,24 +385,15 @@ client_session::outcome client_session::handle(std::span<const std::string_view>
       return multi_open_ ? forward(frame) : local_unsubscribe(args);
     default: break;
   }
-  if (info != nullptr && (info->flags & commands::blocking) && !dedicated_) {
-    const auto ms = block_ms(*info, args);
-    if (ms) {
+  // A blocking command takes a dedicated connection (the one it has, unless it is only queued in
+  // a MULTI there), with a deadline past its own timeout; not blocking this time: as any command.
+  if (info != nullptr && (info->flags & commands::blocking) && (!dedicated_ || !in_multi_)) {
+    if (const auto ms = block_ms(*info, args)) {
       const auto deadline = *ms == 0 ? clock::time_point::max()
                                      : batch_now_ + std::chrono::milliseconds(*ms) +
                                            std::chrono::milliseconds(cfg_.command_timeout_ms);
       blocking_seq_ = next_seq_;  // its reply's slot, if it goes now (CLIENT LIST's flag b)
       return forward_dedicated(frame, tag_none, deadline);
-    }
-  }
-  if (info != nullptr && (info->flags & commands::blocking) && dedicated_) {
-    const auto ms = block_ms(*info, args);
-    if (ms && !in_multi_) {
-      const auto deadline = *ms == 0 ? clock::time_point::max()
-                                     : batch_now_ + std::chrono::milliseconds(*ms) +
-                                           std::chrono::milliseconds(cfg_.command_timeout_ms);
-      blocking_seq_ = next_seq_;
-      return forward(frame, tag_none, deadline);
     }
   }
   cache_tier& tier = *ctx_.tier;

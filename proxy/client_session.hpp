@@ -145,7 +145,7 @@ class client_session : public reply_sink,
   /// CLIENT UNBLOCK <id> and CLIENT TRACKING ... REDIRECT <id> name a client by the id the
   /// sidecar gave it: the request with the id of that client's own upstream connection in its
   /// place, or 0 (no such client) when it has none. nullopt: no id to translate (or not a number,
-  /// which Redis refuses).
+  /// which Redis refuses). For TRACKING it also keeps the pair, for GETREDIR and TRACKINGINFO.
   std::optional<std::string> upstream_id_frame(commands::sub_id sub,
                                                std::span<const std::string_view> args);
   const std::string& peer_address();
