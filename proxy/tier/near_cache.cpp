@@ -1,5 +1,6 @@
 #include "proxy/tier/near_cache.hpp"
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <random>
@@ -59,6 +60,7 @@ void near_cache::stop() {
   conn_.reset();
   sub_.reset();
   joinable_.clear();
+  batch_count_ = 0;
   for (auto& [read, f] : flights_)
     for (auto& w : f.waiters)
       w.sink->deliver(w.seq, "-ERR sidecar shutting down\r\n", 0, clock::now());
@@ -240,6 +242,7 @@ void near_cache::drop_channel() {
   probing_ = false;
   probe_timer_.cancel();
   invalidate_all_flights();
+  flush();  // this turn's reads still go out, ahead of QUIT
   static constexpr std::string_view quit = "*1\r\n$4\r\nQUIT\r\n";
   if (conn_ && !conn_->submit(quit, pending_reply{nullptr, 0, clock::time_point::max(), 0}))
     conn_->close();
@@ -262,41 +265,71 @@ void near_cache::fetch(std::string_view key, std::shared_ptr<reply_sink> sink, s
     flights_[j->second].waiters.push_back(waiter{std::move(sink), seq, proto});
     return;  // single flight: joins the read in flight
   }
-  // OPTIN tracking: CLIENT CACHING YES makes Redis track the keys of the next command, here the
-  // whole transaction, so only keys read for L1 are tracked. CLIENT CACHING, MULTI, PTTL and GET
-  // answer +OK/+QUEUED (nobody waits for those); EXEC carries both results.
-  const bool optin = channel_ == channel::tracking;
-  const std::array<std::string_view, 3> caching{"CLIENT", "CACHING", "YES"};
-  const std::array<std::string_view, 1> multi{"MULTI"};
-  const std::array<std::string_view, 2> pttl{"PTTL", key};
-  const std::array<std::string_view, 2> get{"GET", key};
-  const std::array<std::string_view, 1> exec{"EXEC"};
-  const auto deadline = clock::now() + std::chrono::milliseconds(cfg_.command_timeout_ms);
   const std::uint64_t read = next_read_++;
-  bool ok = true;
-  if (optin) {
-    request_.clear();
-    resp::append_command(request_, caching);
-    ok = conn_->submit(request_, pending_reply{nullptr, 0, deadline, 0});
-  }
-  for (auto args :
-       {std::span<const std::string_view>(multi), std::span<const std::string_view>(pttl),
-        std::span<const std::string_view>(get)}) {
-    request_.clear();
-    resp::append_command(request_, args);
-    ok = ok && conn_->submit(request_, pending_reply{nullptr, 0, deadline, 0});
-  }
-  request_.clear();
-  resp::append_command(request_, exec);
-  ok = ok && conn_->submit(request_, pending_reply{sink_ref(this), read, deadline, tag_read});
-  if (!ok) {
-    sink->deliver(seq, "-ERR upstream connection lost\r\n", 0, clock::now());
-    return;
-  }
   flight& f = flights_[read];
   f.key = std::string(key);
   f.waiters.push_back(waiter{std::move(sink), seq, proto});
   joinable_.emplace(f.key, read);
+  enqueue(read);
+}
+
+// The read joins the open batch, which goes out at the turn's end, when full, or at once outside
+// event_loop::run() (tests that drive an io_context themselves).
+void near_cache::enqueue(std::uint64_t read) {
+  if (batch_count_ == 0) batch_first_ = read;
+  ++batch_count_;
+  if (!flush_deferred_) flush_deferred_ = event_loop::defer(shared_from_this());
+  if (!flush_deferred_ || batch_count_ >= max_batch_reads) flush();
+}
+
+// OPTIN tracking: CLIENT CACHING YES makes Redis track the keys of the next command, here the
+// whole transaction, so only keys read for L1 are tracked. CLIENT CACHING and MULTI answer +OK
+// (nobody waits for those), each PTTL and GET +QUEUED (or the error that will abort the EXEC, kept
+// by its read); EXEC carries every result.
+void near_cache::flush() {
+  flush_deferred_ = false;
+  if (batch_count_ == 0) return;
+  const std::uint64_t first = batch_first_;
+  const std::uint32_t n = std::exchange(batch_count_, 0);
+  flights_[first].batch = n;
+  const auto deadline = clock::now() + std::chrono::milliseconds(cfg_.command_timeout_ms);
+  const auto send = [&](std::span<const std::string_view> args, pending_reply entry) {
+    request_.clear();
+    resp::append_command(request_, args);
+    return conn_->submit(request_, std::move(entry));
+  };
+  bool ok = conn_ != nullptr;
+  if (ok && channel_ == channel::tracking) {
+    const std::array<std::string_view, 3> caching{"CLIENT", "CACHING", "YES"};
+    ok = send(caching, pending_reply{nullptr, 0, deadline, 0});
+  }
+  const std::array<std::string_view, 1> multi{"MULTI"};
+  ok = ok && send(multi, pending_reply{nullptr, 0, deadline, 0});
+  for (std::uint64_t read = first; ok && read != first + n; ++read) {
+    const std::string& key = flights_[read].key;
+    const std::array<std::string_view, 2> pttl{"PTTL", key};
+    const std::array<std::string_view, 2> get{"GET", key};
+    ok = send(pttl, pending_reply{sink_ref(this), read, deadline, tag_queued}) &&
+         send(get, pending_reply{sink_ref(this), read, deadline, tag_queued});
+  }
+  const std::array<std::string_view, 1> exec{"EXEC"};
+  ok = ok && send(exec, pending_reply{sink_ref(this), first, deadline, tag_read});
+  // Submitting fails only on a connection that is down, so nothing of the batch went out (or what
+  // did fails too, its replies finding no read).
+  if (!ok) fail_reads(first, n, "-ERR upstream connection lost\r\n");
+}
+
+// Answers reads first .. first + n - 1 with `frame` and forgets them.
+void near_cache::fail_reads(std::uint64_t first, std::uint32_t n, std::string_view frame) {
+  for (std::uint64_t read = first; read != first + n; ++read) {
+    const auto it = flights_.find(read);
+    if (it == flights_.end()) continue;
+    flight f = std::move(it->second);
+    flights_.erase(it);
+    if (const auto j = joinable_.find(f.key); j != joinable_.end() && j->second == read)
+      joinable_.erase(j);
+    for (auto& w : f.waiters) w.sink->deliver(w.seq, frame, 0, clock::now());
+  }
 }
 
 void near_cache::written(int db, std::string_view key) {
@@ -321,6 +354,12 @@ void near_cache::deliver(std::uint64_t seq, std::string_view frame, std::uint8_t
                          clock::time_point received) {
   const bool error = frame.empty() || frame[0] == '-' || frame[0] == '!';
   if (t == tag_read) return read_done(seq, frame, error, received);
+  if (t == tag_queued) {
+    if (!error) return;
+    const auto it = flights_.find(seq);
+    if (it != flights_.end() && it->second.error.empty()) it->second.error = std::string(frame);
+    return;
+  }
   if (seq != generation_) return;  // a channel given up since
   if (error && ((conn_ && conn_->failing()) || (sub_ && sub_->failing())))
     return;  // the connection failed, not the command: closed() follows
@@ -348,27 +387,57 @@ void near_cache::deliver(std::uint64_t seq, std::string_view frame, std::uint8_t
   }
 }
 
-void near_cache::read_done(std::uint64_t read, std::string_view frame, bool error,
+void near_cache::read_done(std::uint64_t first, std::string_view frame, bool error,
                            clock::time_point received) {
-  const auto it = flights_.find(read);
-  if (it == flights_.end()) return;
-  flight f = std::move(it->second);
-  flights_.erase(it);
-  if (const auto j = joinable_.find(f.key); j != joinable_.end() && j->second == read)
-    joinable_.erase(j);
-  const std::string& key = f.key;
-  if (error) {
-    for (auto& w : f.waiters) w.sink->deliver(w.seq, frame, 0, received);
-    return;
+  const auto head = flights_.find(first);
+  if (head == flights_.end()) return;
+  const std::uint32_t n = std::max<std::uint32_t>(head->second.batch, 1);
+  // EXEC: [PTTL, GET] per read (null when the transaction was aborted, which it cannot be here).
+  const auto v = error ? std::nullopt : resp::decode(frame);
+  const bool well_formed = v && v->type == resp::value::kind::array && v->elements.size() == 2 * n;
+  const bool aborted = error && frame.starts_with("-EXECABORT");
+  for (std::uint32_t i = 0; i != n; ++i) {
+    const std::uint64_t read = first + i;
+    const auto it = flights_.find(read);
+    if (it == flights_.end()) continue;
+    flight f = std::move(it->second);
+    flights_.erase(it);
+    const auto j = joinable_.find(f.key);
+    const bool joinable = j != joinable_.end() && j->second == read;
+    if (joinable) joinable_.erase(j);
+    if (aborted && f.error.empty() && !f.alone && ready_) {
+      // Another key of the batch was refused: read this one again, alone, so no other can abort it.
+      flush();
+      const std::uint64_t again = next_read_++;
+      flight& g = flights_[again] = std::move(f);
+      g.alone = true;
+      g.batch = 0;
+      if (joinable) joinable_.emplace(g.key, again);
+      enqueue(again);
+      flush();
+      continue;
+    }
+    if (error) {
+      const std::string_view e = aborted && !f.error.empty() ? std::string_view(f.error) : frame;
+      for (auto& w : f.waiters) w.sink->deliver(w.seq, e, 0, received);
+      continue;
+    }
+    if (!well_formed) {
+      for (auto& w : f.waiters)
+        w.sink->deliver(w.seq, "-ERR unexpected reply from upstream\r\n", 0, received);
+      continue;
+    }
+    read_one(f, v->elements[2 * i], v->elements[2 * i + 1], received);
   }
-  // EXEC: [PTTL, GET] (null when the transaction was aborted, which it cannot be here).
-  const auto v = resp::decode(frame);
-  if (!v || v->elements.size() != 2 || v->elements[0].type != resp::value::kind::integer) {
+}
+
+void near_cache::read_one(flight& f, const resp::value& pttl, const resp::value& value,
+                          clock::time_point received) {
+  if (pttl.type != resp::value::kind::integer) {
     for (auto& w : f.waiters)
       w.sink->deliver(w.seq, "-ERR unexpected reply from upstream\r\n", 0, received);
     return;
   }
-  const auto& value = v->elements[1];
   if (value.type == resp::value::kind::error) {  // WRONGTYPE: the key holds no string
     const std::string e = "-" + value.str + "\r\n";
     for (auto& w : f.waiters) w.sink->deliver(w.seq, e, 0, received);
@@ -376,9 +445,9 @@ void near_cache::read_done(std::uint64_t read, std::string_view frame, bool erro
   }
   const bool found = value.type == resp::value::kind::bulk_string;
   if (found && !f.invalidated && ready_) {
-    const std::int64_t pttl = v->elements[0].integer;
     const std::int64_t now = mono_ms();
-    tier_.store_tracked(cfg_.upstream.db, key, value.str, pttl > 0 ? now + pttl : 0, now);
+    tier_.store_tracked(cfg_.upstream.db, f.key, value.str,
+                        pttl.integer > 0 ? now + pttl.integer : 0, now);
   }
   answer(f, value.str, found, received);
 }

@@ -8,8 +8,8 @@
 //   keyspace, RESP3   one connection: PSUBSCRIBE __keyspace@<db>__:*; reads and ">4 pmessage"
 //   keyspace, RESP2   a subscriber connection (PSUBSCRIBE) and a read connection
 //
-//   session GET miss --fetch--> [ MULTI / PTTL key / GET key / EXEC ] --> read connection
-//   session slot   <--value--- [ EXEC reply: ttl, value ]
+//   session GET miss --fetch--> [ MULTI / PTTL key / GET key / ... / EXEC ] --> read connection
+//   session slot   <--value--- [ EXEC reply: ttl, value, ... ]
 //   L1 erase       <--------- [ invalidation for key ]  <-- same connection (RESP3) or the
 //                                                           subscriber connection (RESP2)
 //
@@ -17,6 +17,10 @@
 // do not, so the rule that covers both is: a read in flight when an invalidation for its key
 // arrives is answered but not stored. Concurrent misses for one key join one read (single
 // flight). The server TTL comes with the read and may only shorten the local one (--cache-ttl).
+// The misses of one event-loop turn share one transaction (up to max_batch_reads keys), so a
+// burst of misses costs Redis two commands per key rather than five. A key Redis refuses when
+// queueing (ACL: -NOPERM) aborts the whole transaction: that key gets its own error and the other
+// keys of the batch are read again, each in a transaction of its own.
 // When either connection is lost every entry the channel protected stops being fresh at once
 // (cache_tier::channel_lost); the channel is opened again at the health probe's pace, and entries
 // are filled again by new reads.
@@ -41,6 +45,8 @@
 
 #include "proxy/asio.hpp"
 #include "proxy/config/config.hpp"
+#include "proxy/event_loop.hpp"
+#include "proxy/resp/value.hpp"
 #include "proxy/stats.hpp"
 #include "proxy/tier/cache_tier.hpp"
 #include "proxy/tier/channel_message.hpp"
@@ -51,8 +57,12 @@ namespace redis_sidecar {
 
 class near_cache : public reply_sink,
                    public connection_watcher,
+                   public turn_listener,
                    public std::enable_shared_from_this<near_cache> {
  public:
+  /// Keys read in one transaction at most: Redis runs a transaction without serving anyone else.
+  static constexpr std::uint32_t max_batch_reads = 64;
+
   near_cache(asio::any_io_executor ex, const config& cfg, ssl::context* tls, cache_tier& tier);
 
   void start();
@@ -82,6 +92,8 @@ class near_cache : public reply_sink,
                std::chrono::steady_clock::time_point received) override;
   void pushed(connection* c, std::string_view frame) override;
   void closed(connection* c) override;
+  /// Sends the reads of this turn's misses (see the header's paragraph on transactions).
+  void turn_ended() override { flush(); }
 
  private:
   std::shared_ptr<reply_sink> owner() override { return shared_from_this(); }
@@ -90,10 +102,11 @@ class near_cache : public reply_sink,
   // reply from a channel given up since is ignored; reads carry their read number.
   enum tag : std::uint8_t {
     tag_tracking = 1,   // CLIENT TRACKING ON [REDIRECT id]
-    tag_read = 2,       // EXEC of MULTI / PTTL / GET
+    tag_read = 2,       // EXEC of MULTI / (PTTL / GET) x n; seq: the batch's first read
     tag_client_id = 3,  // CLIENT ID of the subscriber connection
     tag_config = 4,     // CONFIG GET notify-keyspace-events
     tag_probe = 5,      // SET of the probe key
+    tag_queued = 6,     // +QUEUED (or a queue-time error) of a read's PTTL or GET; seq: the read
   };
   enum class channel : std::uint8_t { tracking, keyspace };
   struct waiter {
@@ -105,6 +118,9 @@ class near_cache : public reply_sink,
     std::string key;
     std::vector<waiter> waiters;
     bool invalidated = false;  // an invalidation (or a write of ours) came while it was in flight
+    bool alone = false;        // read again in a transaction of its own after an abort
+    std::uint32_t batch = 0;   // on a batch's first read: how many reads (read numbers) it holds
+    std::string error;         // Redis refused to queue its PTTL or GET (the EXEC then aborts)
   };
 
   awaitable<void> run(std::shared_ptr<near_cache> self);
@@ -124,8 +140,13 @@ class near_cache : public reply_sink,
   void invalidate(const channel_message& m);
   void invalidate_flights(std::string_view key);
   void invalidate_all_flights();
-  void read_done(std::uint64_t read, std::string_view frame, bool error,
+  void enqueue(std::uint64_t read);
+  void flush();
+  void fail_reads(std::uint64_t first, std::uint32_t n, std::string_view frame);
+  void read_done(std::uint64_t first, std::string_view frame, bool error,
                  std::chrono::steady_clock::time_point received);
+  void read_one(flight& f, const resp::value& pttl, const resp::value& value,
+                std::chrono::steady_clock::time_point received);
   void answer(flight& f, std::string_view value, bool found,
               std::chrono::steady_clock::time_point received);
 
@@ -169,7 +190,12 @@ class near_cache : public reply_sink,
   std::unordered_map<std::string, std::uint64_t, key_hash, std::equal_to<>>
       joinable_;  // key -> read number
   std::uint64_t next_read_ = 1;
-  std::string request_;  // scratch for the MULTI/PTTL/GET/EXEC batch
+  // The batch being gathered: reads batch_first_ .. batch_first_ + batch_count_ - 1 (read numbers
+  // are handed out in order, and every new read joins the open batch).
+  std::uint64_t batch_first_ = 0;
+  std::uint32_t batch_count_ = 0;
+  bool flush_deferred_ = false;  // turn_ended() is due
+  std::string request_;          // scratch for one command
 };
 
 }  // namespace redis_sidecar

@@ -289,4 +289,112 @@ TEST_CASE("tracking: a client reads its own writes while other clients keep miss
   CHECK(mismatches == 0);
 }
 
+TEST_CASE(
+    "tracking: the misses of one pipeline share transactions; each key keeps its value, "
+    "error and server TTL",
+    "[near][tracking]") {
+  SIDECAR_ONLY();
+  redis_options opts;
+  opts.extra = {"enable-debug-command yes"};
+  proxied env(opts, with({}));
+  REQUIRE(mode_is(env, "tracking"));
+  auto up = env.upstream();
+  // Without active expiry a key Redis holds past its TTL sends no invalidation until it is read:
+  // only the server TTL read with the value ends the L1 entry in time.
+  REQUIRE(str(up.get(), {"DEBUG", "SET-ACTIVE-EXPIRE", "0"}) == "OK");
+  // key i: i % 3 == 0 no TTL, 1 a 400 ms TTL, 2 absent; one list in the middle (WRONGTYPE).
+  const int n = 600;
+  std::vector<std::string> keys;
+  for (int i = 0; i < n; ++i) {
+    keys.push_back("k" + std::to_string(i));
+    if (i == n / 2) keys.push_back("list");
+  }
+  REQUIRE(integer(up.get(), {"RPUSH", "list", "x"}) == 1);
+  for (int i = 0; i < n; ++i) {
+    const std::string k = "k" + std::to_string(i), v = "v" + std::to_string(i);
+    if (i % 3 == 0) REQUIRE(str(up.get(), {"SET", k, v}) == "OK");
+    if (i % 3 == 1) REQUIRE(str(up.get(), {"SET", k, v, "PX", "400"}) == "OK");
+  }
+  const auto expected = [](const std::string& key, bool expired) -> std::string {
+    if (key == "list") return "error WRONGTYPE";
+    const int i = std::stoi(key.substr(1));
+    if (i % 3 == 2 || (i % 3 == 1 && expired)) return "nil";
+    return "string v" + std::to_string(i);
+  };
+  const auto read_all = [&](bool expired) {
+    auto c = env.client();
+    for (const auto& k : keys) {  // written together by the first read below
+      const char* argv[] = {"GET", k.c_str()};
+      REQUIRE(redisAppendCommandArgv(c.get(), 2, argv, nullptr) == REDIS_OK);
+    }
+    int wrong = 0;
+    std::string first;
+    for (const auto& k : keys) {
+      auto r = next_reply(c.get());
+      std::string got = describe(r.get());
+      if (r && r->type == REDIS_REPLY_ERROR) got = got.substr(0, got.find(' ', 6));
+      if (got != expected(k, expired) && wrong++ == 0)
+        first = "GET " + k + ": " + got + ", expected " + expected(k, expired);
+    }
+    INFO(first);
+    CHECK(wrong == 0);
+  };
+  const auto calls = [&](const std::string& command) {
+    const std::string stats = str(up.get(), {"INFO", "commandstats"});
+    const auto pos = stats.find("cmdstat_" + command + ":calls=");
+    return pos == std::string::npos ? 0 : std::atoi(stats.c_str() + pos + command.size() + 15);
+  };
+
+  REQUIRE(str(up.get(), {"CONFIG", "RESETSTAT"}) == "OK");
+  read_all(false);
+  INFO("sidecar log:\n" << env.side->log());
+  CHECK(calls("get") == n + 1);          // each key read once
+  CHECK(calls("exec") < (n + 1) / 4);    // one transaction per miss before batching
+  CHECK(calls("exec") >= (n + 1) / 64);  // at most 64 keys per transaction
+
+  std::this_thread::sleep_for(std::chrono::milliseconds(600));
+  REQUIRE(str(up.get(), {"CONFIG", "RESETSTAT"}) == "OK");
+  read_all(true);
+  // Keys without a TTL are L1 hits; expired and absent keys and the list are read again.
+  CHECK(calls("get") == 2 * n / 3 + 1);
+}
+
+TEST_CASE(
+    "tracking with an ACL user: a key Redis refuses gets NOPERM, the other misses of its "
+    "transaction their values",
+    "[near][tracking][auth]") {
+  SIDECAR_ONLY();
+  redis_options opts;
+  opts.acl = {"user app on >app-secret-51c ~app:* &* +@all -@dangerous"};
+  redis_server redis(opts);
+  sidecar side_process(with({"--upstream", redis.url("app", "app-secret-51c")}));
+  auto* side = &side_process;
+  REQUIRE(eventually([&] { return side->log().find("cache mode tracking") != std::string::npos; }));
+  auto up = context_ptr{redis.connect_direct()};
+  REQUIRE(up);
+  for (int i = 0; i < 20; ++i)
+    REQUIRE(str(up.get(), {"SET", "app:" + std::to_string(i), "v" + std::to_string(i)}) == "OK");
+  REQUIRE(str(up.get(), {"SET", "other:1", "secret"}) == "OK");
+  auto c = connect(side->port());
+  for (int round = 0; round < 2; ++round) {  // misses, then hits (other:1 is never cached)
+    for (int i = 0; i < 20; ++i) {           // written together: one transaction upstream
+      const std::string key = "app:" + std::to_string(i);
+      const char* argv[] = {"GET", key.c_str()};
+      REQUIRE(redisAppendCommandArgv(c.get(), 2, argv, nullptr) == REDIS_OK);
+      const char* other[] = {"GET", "other:1"};
+      if (i == 10) REQUIRE(redisAppendCommandArgv(c.get(), 2, other, nullptr) == REDIS_OK);
+    }
+    for (int i = 0; i < 20; ++i) {
+      auto r = next_reply(c.get());
+      CHECK(describe(r.get()) == "string v" + std::to_string(i));
+      if (i == 10) {
+        auto e = next_reply(c.get());
+        CHECK(describe(e.get()).starts_with("error NOPERM"));
+      }
+    }
+  }
+  CHECK(error_of(c.get(), {"GET", "other:1"}).starts_with("NOPERM"));
+  CHECK(str(c.get(), {"GET", "app:3"}) == "v3");
+}
+
 }  // namespace redis_sidecar::test
