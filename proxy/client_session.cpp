@@ -348,6 +348,8 @@ client_session::outcome client_session::handle(std::span<const std::string_view>
   if (id == command_id::get && args.size() == 2 && !dedicated_ && !multi_open_) {
     if (const auto o = near_get(args[1])) return *o;
   }
+  if (info != nullptr && (info->flags & commands::script) && (info->flags & commands::write))
+    after_script_ = true;
 
   switch (id) {
     case command_id::auth: return cmd_auth(args);
@@ -424,8 +426,10 @@ std::optional<client_session::outcome> client_session::near_get(std::string_view
   if (mode != cache_tier::cache_mode::ttl && !cache_tier::coherent(mode)) return std::nullopt;
   const int db = effective_db();
   if (writes_key_in_flight(db, key)) return std::nullopt;  // forwarded: ordered after the write
-  if (const auto v = tier.hit(db, key, mono_ms(batch_now_))) {
-    reply_bulk(*v);
+  // ttl mode: a script's undeclared keys are as stale as any write made past the sidecar.
+  const bool after_script = after_script_ && cache_tier::coherent(mode);
+  if (const auto v = after_script ? std::nullopt : tier.hit(db, key, mono_ms(batch_now_))) {
+    reply_hit(*v);
     answered_by_ = metrics::source::cache;
     return outcome::next;
   }
@@ -437,7 +441,9 @@ std::optional<client_session::outcome> client_session::near_get(std::string_view
   // any request on another connection: the barrier first.
   connection* channel = near->conn();
   if (channel != current_ && !slots_.empty()) return outcome::wait;
-  near->fetch(key, shared_from_this(), next_seq_, proto_);
+  near->fetch(key, shared_from_this(), next_seq_, proto_, !after_script);
+  if (after_script && script_barrier_seq_ == std::numeric_limits<std::uint64_t>::max())
+    script_barrier_seq_ = next_seq_;
   current_ = channel;
   slots_.push_back(slot{false, {}, batch_now_, command_});
   ++next_seq_;
@@ -1408,17 +1414,23 @@ void client_session::reply(std::string_view bytes) {
   ++next_seq_;
 }
 
-// A bulk string reply (L1 hits): straight into the output when nothing is in flight, so a hit
-// costs no allocation.
-void client_session::reply_bulk(std::string_view value) {
+// An L1 hit's reply (a bulk string, or nil for an absent key): straight into the output when
+// nothing is in flight, so a hit costs no allocation.
+void client_session::reply_hit(const cache_tier::hit_value& v) {
   answered_here_ = true;
+  const auto append = [&](std::string& out) {
+    if (v.absent)
+      resp::append_null(out, proto_);
+    else
+      resp::append_bulk(out, v.value);
+  };
   if (slots_.empty()) {
-    resp::append_bulk(out_, value);
+    append(out_);
     notify_writer();
     return;
   }
   slot s{true, {}, {}, 0};
-  resp::append_bulk(s.data, value);
+  append(s.data);
   slots_.push_back(std::move(s));
   ++next_seq_;
 }
@@ -1438,6 +1450,10 @@ void client_session::reply_simple(std::string_view s) {
 void client_session::deliver(std::uint64_t seq, std::string_view frame, std::uint8_t t,
                              clock::time_point received) {
   if (closed_) return;
+  if (seq == script_barrier_seq_) {
+    after_script_ = false;
+    script_barrier_seq_ = std::numeric_limits<std::uint64_t>::max();
+  }
   if (!cache_ops_.empty()) apply_cache_op(seq, frame, received);
   if (t != tag_none) apply_tag(frame, t);
   if (t == tag_exec_abort) frame = execabort_reply();

@@ -177,7 +177,7 @@ class client_session : public reply_sink,
   void leave_raw();
 
   void reply(std::string_view bytes);  // a local reply, in order
-  void reply_bulk(std::string_view value);
+  void reply_hit(const cache_tier::hit_value& v);
   void reply_error(std::string_view message);
   void reply_simple(std::string_view s);
   void apply_tag(std::string_view frame, std::uint8_t t);
@@ -216,6 +216,12 @@ class client_session : public reply_sink,
   // The slot of the last blocking command forwarded (BLPOP, XREAD BLOCK, WAIT ...): while it waits
   // for its reply, CLIENT LIST shows the client blocked (flag b).
   std::uint64_t blocking_seq_ = std::numeric_limits<std::uint64_t>::max();
+  // After a script that may write (EVAL, EVALSHA, FCALL): it may have written keys it did not
+  // declare, whose invalidations are still on their way, so GETs skip L1 and read on the channel
+  // (joining no earlier read) until the first such read is answered; on the RESP3 channel that
+  // reply comes after every invalidation the script caused.
+  bool after_script_ = false;
+  std::uint64_t script_barrier_seq_ = std::numeric_limits<std::uint64_t>::max();
   std::string out_;   // replies ready to write
   std::string wout_;  // being written
   bool wout_busy_ = false;

@@ -167,10 +167,11 @@ cache_tier::cache_tier(const config& cfg)
 // L1 entries
 
 void cache_tier::store(int db, std::string_view key, std::string_view value,
-                       std::int64_t upstream_expiry, cache::time_ms now, bool tracked) {
+                       std::int64_t upstream_expiry, cache::time_ms now, bool tracked,
+                       bool absent) {
   scratch_.clear();
-  scratch_.push_back(
-      static_cast<char>((upstream_expiry > 0 ? flag_expiry : 0) | (tracked ? flag_tracked : 0)));
+  scratch_.push_back(static_cast<char>((upstream_expiry > 0 ? flag_expiry : 0) |
+                                       (tracked ? flag_tracked : 0) | (absent ? flag_absent : 0)));
   if (upstream_expiry > 0) {
     char bytes[8];
     std::memcpy(bytes, &upstream_expiry, 8);
@@ -208,14 +209,16 @@ void cache_tier::hide(int db, std::string_view key) {
 }
 
 std::optional<cache_tier::stored> cache_tier::lookup(int db, std::string_view key,
-                                                     cache::time_ms now) {
+                                                     cache::time_ms now, bool absent_too) {
   const auto e = l1_.get(db, key, now);
   if (!e || e->value.empty()) return std::nullopt;
   std::string_view v = e->value;
   const auto flags = static_cast<unsigned char>(v[0]);
   if (flags & flag_writing) return std::nullopt;
+  if ((flags & flag_absent) && !absent_too) return std::nullopt;
   v.remove_prefix(1);
   stored s;
+  s.absent = (flags & flag_absent) != 0;
   if ((flags & flag_expiry) && v.size() >= 8) {
     std::memcpy(&s.upstream_expiry, v.data(), 8);
     v.remove_prefix(8);
@@ -238,15 +241,16 @@ bool cache_tier::key_cached(std::string_view key) const {
   return false;
 }
 
-std::optional<std::string_view> cache_tier::hit(int db, std::string_view key, cache::time_ms now) {
+std::optional<cache_tier::hit_value> cache_tier::hit(int db, std::string_view key,
+                                                     cache::time_ms now) {
   if (mode_ != cache_mode::ttl && !coherent(mode_)) return std::nullopt;
   if (!key_cached(key)) return std::nullopt;
-  const auto s = lookup(db, key, now);
+  const auto s = lookup(db, key, now, mode_ == cache_mode::tracking);
   // tracking, keyspace: only entries the invalidation channel protects right now; ttl: any entry
   // (each is younger than --cache-ttl by construction).
   if (s && (mode_ == cache_mode::ttl || s->tracked_fresh)) {
     ++counters_.hits;
-    return s->value;
+    return hit_value{s->value, s->absent};
   }
   ++counters_.misses;
   return std::nullopt;
@@ -255,6 +259,10 @@ std::optional<std::string_view> cache_tier::hit(int db, std::string_view key, ca
 void cache_tier::store_tracked(int db, std::string_view key, std::string_view value,
                                std::int64_t upstream_expiry, cache::time_ms now) {
   store(db, key, value, upstream_expiry, now, true);
+}
+
+void cache_tier::store_tracked_absent(int db, std::string_view key, cache::time_ms now) {
+  if (mode_ == cache_mode::tracking) store(db, key, {}, 0, now, true, true);
 }
 
 void cache_tier::invalidated(int db, std::string_view key) {

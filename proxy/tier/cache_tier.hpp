@@ -88,14 +88,24 @@ class cache_tier {
   void set_mode(cache_mode m) { mode_ = m; }
   /// True when `key` may be served as a hit (it has a --cache-prefix, or no prefixes are set).
   bool key_cached(std::string_view key) const;
+  /// A GET answered from L1: its value, or nil for a key the tracking channel read as absent.
+  struct hit_value {
+    std::string_view value;
+    bool absent = false;
+  };
   /// A GET hit in normal operation: the value when L1 may answer it (mode ttl, tracking or
-  /// keyspace, a cached key, and in the coherent modes an entry the channel protects now).
-  /// Counts hit or miss.
-  std::optional<std::string_view> hit(int db, std::string_view key, cache::time_ms now);
+  /// keyspace, a cached key, and in the coherent modes an entry the channel protects now); in
+  /// tracking mode also nil for an absent key the channel protects. Counts hit or miss.
+  std::optional<hit_value> hit(int db, std::string_view key, cache::time_ms now);
   /// A value read on the invalidation channel (tracking, keyspace): fresh until invalidated or
   /// the channel is lost.
   void store_tracked(int db, std::string_view key, std::string_view value,
                      std::int64_t upstream_expiry, cache::time_ms now);
+  /// A key read on the tracking channel as absent. Redis tracks a missing key like any other
+  /// (whatever creates it sends an invalidation), so GET may answer nil from L1 until then; only
+  /// in tracking mode (keyspace notifications may leave out the event that creates a key). Only
+  /// hit() sees such entries: for the fallback's answers L1 does not hold the key.
+  void store_tracked_absent(int db, std::string_view key, cache::time_ms now);
   /// An invalidation message for `key` / for everything (FLUSHALL, FLUSHDB).
   void invalidated(int db, std::string_view key);
   void flushed();
@@ -156,18 +166,22 @@ class cache_tier {
   static constexpr unsigned char flag_expiry = 1;
   static constexpr unsigned char flag_tracked = 2;
   static constexpr unsigned char flag_writing = 4;
+  static constexpr unsigned char flag_absent = 8;  // no value: the key was read as missing
   struct stored {
     std::int64_t upstream_expiry = 0;  // 0: none known
     std::string_view value;
     bool tracked_fresh = false;  // tracked, and the channel it was read on is still up
     bool tracked_stale = false;  // tracked, but that channel was lost since
+    bool absent = false;         // the key was read as missing (store_tracked_absent)
   };
 
   void store(int db, std::string_view key, std::string_view value, std::int64_t upstream_expiry,
-             cache::time_ms now, bool tracked = false);
+             cache::time_ms now, bool tracked = false, bool absent = false);
   void invalidate(int db, std::string_view key);
   void hide(int db, std::string_view key);
-  std::optional<stored> lookup(int db, std::string_view key, cache::time_ms now);
+  /// The entry as stored; entries of absent keys only with `absent_too`.
+  std::optional<stored> lookup(int db, std::string_view key, cache::time_ms now,
+                               bool absent_too = false);
   bool journal_write(int db, std::string_view frame, std::string& out);
 
   result serve_get(int db, std::string_view key, int proto, cache::time_ms now, std::string& out);

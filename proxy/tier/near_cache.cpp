@@ -260,8 +260,9 @@ void near_cache::settle(mode m, const std::string& why) {
 }
 
 void near_cache::fetch(std::string_view key, std::shared_ptr<reply_sink> sink, std::uint64_t seq,
-                       int proto) {
-  if (auto j = joinable_.find(key); j != joinable_.end()) {
+                       int proto, bool join) {
+  const auto j = joinable_.find(key);
+  if (join && j != joinable_.end()) {
     flights_[j->second].waiters.push_back(waiter{std::move(sink), seq, proto});
     return;  // single flight: joins the read in flight
   }
@@ -269,7 +270,14 @@ void near_cache::fetch(std::string_view key, std::shared_ptr<reply_sink> sink, s
   flight& f = flights_[read];
   f.key = std::string(key);
   f.waiters.push_back(waiter{std::move(sink), seq, proto});
-  joinable_.emplace(f.key, read);
+  if (j != joinable_.end()) {
+    // The older read may predate what the caller has seen (a script's writes): not stored, and
+    // later misses join the newer one.
+    flights_[j->second].invalidated = true;
+    j->second = read;
+  } else {
+    joinable_.emplace(f.key, read);
+  }
   enqueue(read);
 }
 
@@ -444,10 +452,13 @@ void near_cache::read_one(flight& f, const resp::value& pttl, const resp::value&
     return;
   }
   const bool found = value.type == resp::value::kind::bulk_string;
-  if (found && !f.invalidated && ready_) {
+  if (!f.invalidated && ready_) {
     const std::int64_t now = mono_ms();
-    tier_.store_tracked(cfg_.upstream.db, f.key, value.str,
-                        pttl.integer > 0 ? now + pttl.integer : 0, now);
+    if (found)
+      tier_.store_tracked(cfg_.upstream.db, f.key, value.str,
+                          pttl.integer > 0 ? now + pttl.integer : 0, now);
+    else if (value.type == resp::value::kind::null)
+      tier_.store_tracked_absent(cfg_.upstream.db, f.key, now);
   }
   answer(f, value.str, found, received);
 }

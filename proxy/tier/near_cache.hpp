@@ -73,8 +73,10 @@ class near_cache : public reply_sink,
   /// The read connection: a session's requests in flight there are ordered with it.
   connection* conn() const { return conn_.get(); }
   /// Reads `key` (the URL's db) on the channel, or joins a read in flight; the reply goes to
-  /// `sink->deliver(seq, ...)` as RESP for protocol `proto`. Precondition: ready().
-  void fetch(std::string_view key, std::shared_ptr<reply_sink> sink, std::uint64_t seq, int proto);
+  /// `sink->deliver(seq, ...)` as RESP for protocol `proto`. Without `join`, a read of its own
+  /// (sent after everything the caller has seen answered). Precondition: ready().
+  void fetch(std::string_view key, std::shared_ptr<reply_sink> sink, std::uint64_t seq, int proto,
+             bool join = true);
 
   /// Called when auto mode settles (or the forced mode is refused), for metrics.
   void on_mode(std::function<void()> f) { on_mode_ = std::move(f); }

@@ -397,4 +397,82 @@ TEST_CASE(
   CHECK(str(c.get(), {"GET", "app:3"}) == "v3");
 }
 
+TEST_CASE("tracking: GET of an absent key is answered nil from L1 until anyone creates the key",
+          "[near][tracking]") {
+  SIDECAR_ONLY();
+  proxied env({}, with({}));
+  REQUIRE(mode_is(env, "tracking"));
+  auto up = env.upstream();
+  auto c = env.client();
+  const auto upstream_gets = [&] {
+    const std::string stats = str(up.get(), {"INFO", "commandstats"});
+    const auto pos = stats.find("cmdstat_get:calls=");
+    return pos == std::string::npos ? 0 : std::atoi(stats.c_str() + pos + 18);
+  };
+  REQUIRE(str(up.get(), {"CONFIG", "RESETSTAT"}) == "OK");
+  for (int i = 0; i < 5; ++i) CHECK(is_nil(c.get(), {"GET", "absent"}));
+  CHECK(upstream_gets() == 1);  // read once, then L1 hits
+  raw_client resp3(env.side->port());
+  resp3.send("*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n");
+  CHECK(resp3.read_some().starts_with("%"));
+  resp3.send("*2\r\n$3\r\nGET\r\n$6\r\nabsent\r\n");
+  CHECK(resp3.read_exact(3) == "_\r\n");  // a hit in the client's protocol
+  CHECK(upstream_gets() == 1);
+
+  // Created directly on Redis, by commands of every kind (no --cache-ttl would end these within
+  // the wait: the default is 300 s): the invalidation ends the nil.
+  const auto converges = [&](const std::string& expected) {
+    return eventually([&] {
+      auto r = command(c.get(), {"GET", "absent"});
+      std::string got = describe(r.get());
+      if (r && r->type == REDIS_REPLY_ERROR) got = got.substr(0, got.find(' ', 6));
+      return got == expected;
+    });
+  };
+  REQUIRE(integer(up.get(), {"RPUSH", "absent", "x"}) == 1);
+  CHECK(converges("error WRONGTYPE"));
+  REQUIRE(integer(up.get(), {"DEL", "absent"}) == 1);
+  CHECK(converges("nil"));
+  REQUIRE(str(up.get(), {"SET", "absent", "now"}) == "OK");
+  CHECK(converges("string now"));
+  REQUIRE(integer(up.get(), {"DEL", "absent"}) == 1);
+  CHECK(converges("nil"));
+  REQUIRE(integer(up.get(), {"INCR", "absent"}) == 1);
+  CHECK(converges("string 1"));
+  REQUIRE(integer(up.get(), {"DEL", "absent"}) == 1);
+  CHECK(converges("nil"));
+  REQUIRE(str(up.get(), {"SET", "other", "moved"}) == "OK");
+  REQUIRE(str(up.get(), {"RENAME", "other", "absent"}) == "OK");
+  CHECK(converges("string moved"));
+}
+
+TEST_CASE("tracking: a client reads back what its script wrote to keys it did not declare",
+          "[near][tracking]") {
+  // Redis (outside a cluster) lets a script write keys it did not declare; only the invalidation
+  // pushed on the channel tells the sidecar, and it may still be on its way when the script's
+  // reply is.
+  SIDECAR_ONLY();
+  proxied env({}, with({}));
+  REQUIRE(mode_is(env, "tracking"));
+  auto c = env.client();
+  const std::string script = "return redis.call('SET', ARGV[1], ARGV[2])";
+  int stale = 0, stale_absent = 0;
+  for (int i = 0; i < 1500; ++i) {
+    const std::string k = "k" + std::to_string(i), a = "a" + std::to_string(i);
+    REQUIRE(str(c.get(), {"SET", k, "old"}) == "OK");
+    get(c.get(), k);  // read on the channel
+    get(c.get(), k);  // an L1 hit
+    REQUIRE(str(c.get(), {"EVAL", script, "0", k, "new"}) == "OK");
+    if (get(c.get(), k) != "new") ++stale;
+    get(c.get(), a);  // absent: read on the channel
+    get(c.get(), a);  // an L1 hit (nil)
+    REQUIRE(str(c.get(), {"EVAL", script, "0", a, "x"}) == "OK");
+    if (get(c.get(), a) != "x") ++stale_absent;
+  }
+  CHECK(stale == 0);
+  CHECK(stale_absent == 0);
+  // L1 still answers in between (the counters are published at the health probe's pace).
+  CHECK(eventually([&] { return metric(env, "redis_sidecar_cache_hits_total") >= 3000; }));
+}
+
 }  // namespace redis_sidecar::test

@@ -60,6 +60,13 @@ std::string serve(cache_tier& tier, std::vector<std::string> words, int proto = 
   return out;
 }
 
+// What hit() answers: the value, "(nil)" for an absent key, "(miss)" when L1 may not answer.
+std::string hit_text(cache_tier& tier, int db, std::string_view key, std::int64_t now = t0) {
+  const auto h = tier.hit(db, key, now);
+  if (!h) return "(miss)";
+  return h->absent ? "(nil)" : std::string(h->value);
+}
+
 }  // namespace
 
 TEST_CASE("tier: GET and MGET replies fill L1, nil replies drop entries", "[tier]") {
@@ -420,7 +427,7 @@ TEST_CASE("tier: coherent modes serve only entries the channel protects now", "[
     pass(tier, {"GET", "plain"}, "$1\r\nv\r\n");  // filled from traffic: not protected
     CHECK_FALSE(tier.hit(0, "plain", t0));
     tier.store_tracked(0, "k", "v1", 0, t0);
-    REQUIRE(tier.hit(0, "k", t0) == std::optional<std::string_view>("v1"));
+    REQUIRE(hit_text(tier, 0, "k") == "v1");
     CHECK_FALSE(tier.hit(1, "k", t0));  // another db
     tier.invalidated(0, "k");
     CHECK_FALSE(tier.hit(0, "k", t0));
@@ -428,13 +435,58 @@ TEST_CASE("tier: coherent modes serve only entries the channel protects now", "[
     tier.channel_lost();
     CHECK_FALSE(tier.hit(0, "k", t0));  // still in L1, but no longer fresh
     tier.store_tracked(0, "k", "v3", t0 + 10, t0);
-    CHECK(tier.hit(0, "k", t0 + 9) == std::optional<std::string_view>("v3"));
+    CHECK(hit_text(tier, 0, "k", t0 + 9) == "v3");
     CHECK_FALSE(tier.hit(0, "k", t0 + 10));  // the server TTL shortened it
     CHECK(tier.counters().pushed_invalidations == 1);
   }
   CHECK_FALSE(cache_tier::coherent(cache_tier::cache_mode::ttl));
   CHECK_FALSE(cache_tier::coherent(cache_tier::cache_mode::fallback));
   CHECK(cache_tier::parse_mode("keyspace") == cache_tier::cache_mode::keyspace);
+}
+
+TEST_CASE("tier: tracking mode answers nil for a key read as absent until it is written",
+          "[tier][near]") {
+  config cfg = make_config();
+  cfg.cache_prefix = "";
+  cache_tier tier(cfg);
+  tier.set_mode(cache_tier::cache_mode::tracking);
+  tier.store_tracked_absent(0, "gone", t0);
+  CHECK(hit_text(tier, 0, "gone") == "(nil)");
+  CHECK(hit_text(tier, 1, "gone") == "(miss)");               // another db
+  CHECK(hit_text(tier, 0, "gone", t0 + 60'000) == "(miss)");  // older than --cache-ttl
+  // For the fallback's answers L1 does not hold the key: GET says so as for any key it lacks.
+  tier.store_tracked_absent(0, "gone", t0);
+  CHECK(serve(tier, {"EXISTS", "gone"}) == ":0\r\n");
+  CHECK(serve(tier, {"TTL", "gone"}) == ":-2\r\n");
+  CHECK(serve(tier, {"GET", "gone"}) == "$-1\r\n");
+  cache_tier strict(make_config({"miss=error"}));
+  strict.set_mode(cache_tier::cache_mode::tracking);
+  strict.store_tracked_absent(0, "gone", t0);
+  CHECK(serve(strict, {"GET", "gone"}).starts_with("-UNAVAILABLE"));
+  CHECK(serve(strict, {"INCR", "gone"}).starts_with("-UNAVAILABLE"));
+  // Invalidated, the channel lost, or written through the sidecar: no longer answered.
+  tier.invalidated(0, "gone");
+  CHECK(hit_text(tier, 0, "gone") == "(miss)");
+  tier.store_tracked_absent(0, "gone", t0);
+  tier.channel_lost();
+  CHECK(hit_text(tier, 0, "gone") == "(miss)");
+  tier.store_tracked_absent(0, "gone", t0);
+  request set({"SET", "gone", "back"});
+  tier.on_request(0, set.info(), set.args);
+  CHECK(hit_text(tier, 0, "gone") == "(miss)");
+  tier.on_reply(0, set.info(), set.args, "+OK\r\n", t0, wall0);
+  CHECK(serve(tier, {"GET", "gone"}) == "$4\r\nback\r\n");
+  tier.store_tracked_absent(0, "gone", t0);
+  tier.flushed();
+  CHECK(hit_text(tier, 0, "gone") == "(miss)");
+  // Keyspace notifications may leave out the event that creates a key: nothing is kept there,
+  // nor in ttl mode.
+  for (const auto m : {cache_tier::cache_mode::keyspace, cache_tier::cache_mode::ttl}) {
+    tier.set_mode(m);
+    tier.store_tracked_absent(0, "other", t0);
+    CHECK(hit_text(tier, 0, "other") == "(miss)");
+    CHECK(tier.l1().entries() == 0);
+  }
 }
 
 TEST_CASE("tier: on_write hears each written key at request and at reply, and flushes", "[tier]") {
