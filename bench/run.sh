@@ -24,13 +24,17 @@
 #   bulk         a bulk load: BULK_PAIRS SET+GET pairs of distinct keys through `redis-cli --pipe`
 #                (thousands of requests in flight on one connection), direct TLS against a
 #                sidecar with default flags, ROUNDS rounds interleaved
+#   misses       GETs L1 cannot answer yet, a sidecar with default flags (tracking mode on this
+#                Redis) against the pass-through one: a cold pipeline of MISS_KEYS GETs of
+#                distinct keys through `redis-cli --pipe` (a fresh sidecar each round), and -c 50
+#                GETs of 10,000 absent keys; ops/s or ms, and upstream commands per GET
 #   remote       throughput + latency again inside a network namespace whose Redis ports are
 #                delayed by RTT_US (../shared/bench-tools/remote-upstream.sh, NFQUEUE delayer)
 #
 # Environment: N (requests per run, default 100000), N_P16 (requests per -P 16 run, default
 # 10 * N: such runs go ~10x faster and are steady only over seconds), ROUNDS (default 5),
 # LATENCY_N (default N/5), MEM_ENTRIES (default 1000000), CONNS (default 1000), BULK_PAIRS
-# (default 200000), RTT_US (default
+# (default 200000), MISS_KEYS (default 100000), RTT_US (default
 # 800: with the delayer's own ~0.2 ms this gives ~1 ms), REMOTE_ROUNDS (default ROUNDS),
 # BUSY_POLL_US (default 150: sidecar-bp's --busy-poll-us), REDIS_SIDECAR_BINARY (default
 # build-rel/ or build/, else built), KEEP_WORK=1 keeps the temp dir.
@@ -56,6 +60,7 @@ LATENCY_N=${LATENCY_N:-$((N / 5))}
 MEM_ENTRIES=${MEM_ENTRIES:-1000000}
 CONNS=${CONNS:-1000}
 BULK_PAIRS=${BULK_PAIRS:-200000}
+MISS_KEYS=${MISS_KEYS:-100000}
 RTT_US=${RTT_US:-800}
 REMOTE_ROUNDS=${REMOTE_ROUNDS:-$ROUNDS}
 CLIENTS=50
@@ -63,7 +68,7 @@ KEYS=100000
 inner=${BENCH_REMOTE_INNER:-}  # set when this is the run inside the delayed namespace
 
 sections=("$@")
-((${#sections[@]})) || sections=(throughput latency memory connections bulk remote)
+((${#sections[@]})) || sections=(throughput latency memory connections bulk misses remote)
 wants() { [[ " ${sections[*]} " == *" $1 "* ]]; }
 
 ensure_commands redis-server:redis-server redis-benchmark:redis-tools redis-cli:redis-tools \
@@ -446,6 +451,67 @@ run_bulk() {
   stop "$pid"
 }
 
+# --- misses in the near cache ------------------------------------------------------------------
+# upstream_calls: every command Redis on the plaintext port's instance ran so far (commandstats).
+upstream_calls() {
+  redis-cli -p "$redis_port" INFO commandstats | tr -d '\r' |
+    awk -F'[=,]' '/^cmdstat_/ { s += $2 } END { print s + 0 }'
+}
+
+# resp_gets FIRST COUNT: COUNT GETs of the keys resp_sets wrote, in RESP.
+resp_gets() {
+  awk -v first="$1" -v n="$2" 'BEGIN {
+    for (i = first; i < first + n; i++) printf "*2\r\n$3\r\nGET\r\n$16\r\nkey:%012d\r\n", i
+  }'
+}
+
+# Default flags (tracking on Redis 7: a miss is read in a transaction that also tracks the key)
+# against pass-through (--cache-mode=fallback: one GET each), interleaved over ROUNDS rounds.
+run_misses() {
+  local r name port pid c0 t0 t1 out file=$work/gets.resp
+  local -A ms calls ops per
+  printf '\n### misses: default flags against pass-through (%s), %s rounds\n' "${pass_flags[*]}" \
+    "$ROUNDS"
+  resp_gets 0 "$MISS_KEYS" >"$file"
+  for r in $(seq 1 "$ROUNDS"); do
+    for name in default pass; do
+      # A fresh sidecar: every key is a miss (ms to read them all, upstream commands per GET).
+      port=$(free_port)
+      if [[ $name == default ]]; then
+        start_sidecar "miss-$name" "$port" "$(free_port)" "$redis_tls_port"
+      else
+        start_sidecar "miss-$name" "$port" "$(free_port)" "$redis_tls_port" "${pass_flags[@]}"
+      fi
+      pid=$last_pid
+      sleep 0.2 # the default sidecar's invalidation channel settles its mode
+      c0=$(upstream_calls)
+      t0=$(date +%s%N)
+      redis-cli -p "$port" --pipe <"$file" >/dev/null
+      t1=$(date +%s%N)
+      ms[$name]+="$(((t1 - t0) / 1000000)) "
+      calls[$name]+="$(awk -v a="$c0" -v b="$(upstream_calls)" -v n="$MISS_KEYS" 'BEGIN { printf "%.2f", (b - a) / n }') "
+      # GETs of absent keys, -c 50: tracking mode answers nil from L1 after the first read of each.
+      c0=$(upstream_calls)
+      out=$(redis-benchmark -p "$port" -c 50 -n "$N" -r 10000 -q GET 'absent:__rand_int__' 2>/dev/null |
+        tr '\r' '\n' | grep 'requests per second' | tail -1)
+      ops[$name]+="$(echo "$out" | awk '{ for (i = 1; i < NF; i++) if ($(i + 1) == "requests") printf "%d", $i }') "
+      per[$name]+="$(awk -v a="$c0" -v b="$(upstream_calls)" -v n="$N" 'BEGIN { printf "%.2f", (b - a) / n }') "
+      stop "$pid"
+    done
+  done
+  for name in default pass; do
+    printf '  %-8s cold pipeline of %s GETs: %s ms, upstream commands per GET: %s\n' \
+      "$name" "$MISS_KEYS" "${ms[$name]}" "${calls[$name]}"
+    printf '  %-8s absent keys, -c 50: %s ops/s, upstream commands per GET: %s\n' \
+      "$name" "${ops[$name]}" "${per[$name]}"
+  done
+  median() { tr ' ' '\n' | grep . | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+  awk -v dm="$(echo "${ms[default]}" | median)" -v pm="$(echo "${ms[pass]}" | median)" \
+    -v dops="$(echo "${ops[default]}" | median)" -v pops="$(echo "${ops[pass]}" | median)" 'BEGIN {
+      printf "  medians: cold pipeline %d ms against %d ms (%.2fx the time); absent keys %d against %d ops/s (%.2fx)\n",
+        dm, pm, dm / pm, dops, pops, dops / pops }'
+}
+
 # --- remote mode: this script again, inside a namespace with delayed Redis ports -----------------
 run_remote() {
   local tools=$repo/../shared/bench-tools
@@ -463,7 +529,8 @@ run_remote() {
   netns=""
 }
 
-if wants throughput || wants latency || wants memory || wants connections || wants bulk; then
+if wants throughput || wants latency || wants memory || wants connections || wants bulk ||
+  wants misses; then
   setup_targets
 fi
 wants throughput && run_throughput "$ROUNDS"
@@ -476,6 +543,7 @@ fi
 wants memory && run_memory
 wants connections && run_connections
 wants bulk && run_bulk
+wants misses && run_misses
 if wants remote && [[ -z $inner ]]; then
   cleanup_processes
   run_remote

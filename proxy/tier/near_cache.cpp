@@ -287,7 +287,7 @@ void near_cache::enqueue(std::uint64_t read) {
   if (batch_count_ == 0) batch_first_ = read;
   ++batch_count_;
   if (!flush_deferred_) flush_deferred_ = event_loop::defer(shared_from_this());
-  if (!flush_deferred_ || batch_count_ >= max_batch_reads) flush();
+  if (!flush_deferred_ || batch_count_ >= batch_max_) flush();
 }
 
 // OPTIN tracking: CLIENT CACHING YES makes Redis track the keys of the next command, here the
@@ -327,6 +327,16 @@ void near_cache::flush() {
   if (!ok) fail_reads(first, n, "-ERR upstream connection lost\r\n");
 }
 
+// A cluster node runs no transaction over keys of several hash slots: from now on each miss is
+// read in a transaction of its own.
+void near_cache::one_key_batches() {
+  if (batch_max_ == 1) return;
+  batch_max_ = 1;
+  log::info(
+      "the upstream refuses transactions across hash slots (cluster mode): cache misses are read "
+      "one key per transaction");
+}
+
 // Answers reads first .. first + n - 1 with `frame` and forgets them.
 void near_cache::fail_reads(std::uint64_t first, std::uint32_t n, std::string_view frame) {
   for (std::uint64_t read = first; read != first + n; ++read) {
@@ -364,6 +374,7 @@ void near_cache::deliver(std::uint64_t seq, std::string_view frame, std::uint8_t
   if (t == tag_read) return read_done(seq, frame, error, received);
   if (t == tag_queued) {
     if (!error) return;
+    if (frame.starts_with("-CROSSSLOT")) one_key_batches();
     const auto it = flights_.find(seq);
     if (it != flights_.end() && it->second.error.empty()) it->second.error = std::string(frame);
     return;
@@ -404,6 +415,11 @@ void near_cache::read_done(std::uint64_t first, std::string_view frame, bool err
   const auto v = error ? std::nullopt : resp::decode(frame);
   const bool well_formed = v && v->type == resp::value::kind::array && v->elements.size() == 2 * n;
   const bool aborted = error && frame.starts_with("-EXECABORT");
+  // Redis refused the transaction (not a failing connection): a key refused when queued (ACL's
+  // -NOPERM aborts it), or the batch itself (a cluster node's -CROSSSLOT: keys of several slots).
+  // Each key is read again in a transaction of its own, where only its own error can stop it.
+  const bool refused = error && n > 1 && ready_ && conn_ && !conn_->failing();
+  if (refused && frame.starts_with("-CROSSSLOT")) one_key_batches();
   for (std::uint32_t i = 0; i != n; ++i) {
     const std::uint64_t read = first + i;
     const auto it = flights_.find(read);
@@ -413,13 +429,13 @@ void near_cache::read_done(std::uint64_t first, std::string_view frame, bool err
     const auto j = joinable_.find(f.key);
     const bool joinable = j != joinable_.end() && j->second == read;
     if (joinable) joinable_.erase(j);
-    if (aborted && f.error.empty() && !f.alone && ready_) {
-      // Another key of the batch was refused: read this one again, alone, so no other can abort it.
+    if (refused && !f.alone) {
       flush();
       const std::uint64_t again = next_read_++;
       flight& g = flights_[again] = std::move(f);
       g.alone = true;
       g.batch = 0;
+      g.error.clear();
       if (joinable) joinable_.emplace(g.key, again);
       enqueue(again);
       flush();

@@ -18,9 +18,10 @@
 // arrives is answered but not stored. Concurrent misses for one key join one read (single
 // flight). The server TTL comes with the read and may only shorten the local one (--cache-ttl).
 // The misses of one event-loop turn share one transaction (up to max_batch_reads keys), so a
-// burst of misses costs Redis two commands per key rather than five. A key Redis refuses when
-// queueing (ACL: -NOPERM) aborts the whole transaction: that key gets its own error and the other
-// keys of the batch are read again, each in a transaction of its own.
+// burst of misses costs Redis two commands per key rather than five. When Redis refuses such a
+// transaction (a key refused when queued, ACL's -NOPERM, aborts it; a cluster node refuses keys of
+// several hash slots with -CROSSSLOT) every key of it is read again in a transaction of its own,
+// where only its own error can stop it; after a -CROSSSLOT every transaction holds one key.
 // When either connection is lost every entry the channel protected stops being fresh at once
 // (cache_tier::channel_lost); the channel is opened again at the health probe's pace, and entries
 // are filled again by new reads.
@@ -145,6 +146,7 @@ class near_cache : public reply_sink,
   void enqueue(std::uint64_t read);
   void flush();
   void fail_reads(std::uint64_t first, std::uint32_t n, std::string_view frame);
+  void one_key_batches();
   void read_done(std::uint64_t first, std::string_view frame, bool error,
                  std::chrono::steady_clock::time_point received);
   void read_one(flight& f, const resp::value& pttl, const resp::value& value,
@@ -196,8 +198,9 @@ class near_cache : public reply_sink,
   // are handed out in order, and every new read joins the open batch).
   std::uint64_t batch_first_ = 0;
   std::uint32_t batch_count_ = 0;
-  bool flush_deferred_ = false;  // turn_ended() is due
-  std::string request_;          // scratch for one command
+  std::uint32_t batch_max_ = max_batch_reads;  // 1 on a cluster node (one_key_batches)
+  bool flush_deferred_ = false;                // turn_ended() is due
+  std::string request_;                        // scratch for one command
 };
 
 }  // namespace redis_sidecar
