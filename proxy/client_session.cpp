@@ -341,6 +341,8 @@ client_session::outcome client_session::handle(std::span<const std::string_view>
     reply_error(errors::noauth);
     return outcome::next;
   }
+  if (info != nullptr && (info->flags & commands::script) && (info->flags & commands::write))
+    after_script_ = true;  // see near_get
   if (raw_) return handle_raw(args, frame, info);
   if (ctx_.health->serving_from_l1() && !dedicated_ && !session_command(id))
     return serve_fallback(info, args, frame);
@@ -348,8 +350,6 @@ client_session::outcome client_session::handle(std::span<const std::string_view>
   if (id == command_id::get && args.size() == 2 && !dedicated_ && !multi_open_) {
     if (const auto o = near_get(args[1])) return *o;
   }
-  if (info != nullptr && (info->flags & commands::script) && (info->flags & commands::write))
-    after_script_ = true;
 
   switch (id) {
     case command_id::auth: return cmd_auth(args);
@@ -428,6 +428,7 @@ std::optional<client_session::outcome> client_session::near_get(std::string_view
   if (writes_key_in_flight(db, key)) return std::nullopt;  // forwarded: ordered after the write
   // ttl mode: a script's undeclared keys are as stale as any write made past the sidecar.
   const bool after_script = after_script_ && cache_tier::coherent(mode);
+  if (after_script) tier.count_miss();
   if (const auto v = after_script ? std::nullopt : tier.hit(db, key, mono_ms(batch_now_))) {
     reply_hit(*v);
     answered_by_ = metrics::source::cache;

@@ -27,7 +27,7 @@
 // flags: bit 0 an upstream expiry follows, bit 1 the entry is tracked (read on the invalidation
 // channel in --cache-mode=tracking or keyspace; the epoch says on which channel connection), bit 2
 // a write to the key is in flight (hidden: lookups miss until the write's reply replaces or drops
-// the entry).
+// the entry), bit 3 the key was read as absent (no value follows; tracking mode only).
 // Losing the channel starts a new epoch: every tracked entry stops being fresh at once, without a
 // scan.
 //
@@ -106,6 +106,8 @@ class cache_tier {
   /// in tracking mode (keyspace notifications may leave out the event that creates a key). Only
   /// hit() sees such entries: for the fallback's answers L1 does not hold the key.
   void store_tracked_absent(int db, std::string_view key, cache::time_ms now);
+  /// A GET that L1 was not asked to answer (right after a script) counts as a miss.
+  void count_miss() { ++counters_.misses; }
   /// An invalidation message for `key` / for everything (FLUSHALL, FLUSHDB).
   void invalidated(int db, std::string_view key);
   void flushed();

@@ -262,7 +262,8 @@ void near_cache::settle(mode m, const std::string& why) {
 void near_cache::fetch(std::string_view key, std::shared_ptr<reply_sink> sink, std::uint64_t seq,
                        int proto, bool join) {
   const auto j = joinable_.find(key);
-  if (join && j != joinable_.end()) {
+  const bool unsent = j != joinable_.end() && batch_count_ > 0 && j->second >= batch_first_;
+  if (j != joinable_.end() && (join || unsent)) {
     flights_[j->second].waiters.push_back(waiter{std::move(sink), seq, proto});
     return;  // single flight: joins the read in flight
   }
@@ -271,9 +272,11 @@ void near_cache::fetch(std::string_view key, std::shared_ptr<reply_sink> sink, s
   f.key = std::string(key);
   f.waiters.push_back(waiter{std::move(sink), seq, proto});
   if (j != joinable_.end()) {
-    // The older read may predate what the caller has seen (a script's writes): not stored, and
-    // later misses join the newer one.
-    flights_[j->second].invalidated = true;
+    // The older read may predate what the caller has seen (a script's writes). On one RESP3
+    // connection the invalidation of such a write follows its reply and erases what it stored; on
+    // RESP2 it comes on the other connection, maybe first: that read is not stored. Later misses
+    // join the newer read.
+    if (proto_ == 2) flights_[j->second].invalidated = true;
     j->second = read;
   } else {
     joinable_.emplace(f.key, read);
@@ -309,7 +312,7 @@ void near_cache::flush() {
   bool ok = conn_ != nullptr;
   if (ok && channel_ == channel::tracking) {
     const std::array<std::string_view, 3> caching{"CLIENT", "CACHING", "YES"};
-    ok = send(caching, pending_reply{nullptr, 0, deadline, 0});
+    ok = send(caching, pending_reply{sink_ref(this), first, deadline, tag_caching});
   }
   const std::array<std::string_view, 1> multi{"MULTI"};
   ok = ok && send(multi, pending_reply{nullptr, 0, deadline, 0});
@@ -372,6 +375,21 @@ void near_cache::deliver(std::uint64_t seq, std::string_view frame, std::uint8_t
                          clock::time_point received) {
   const bool error = frame.empty() || frame[0] == '-' || frame[0] == '!';
   if (t == tag_read) return read_done(seq, frame, error, received);
+  if (t == tag_caching) {
+    // Refused (an ACL without client|caching): Redis will not track these keys, so nothing read
+    // in the batch may be stored as kept fresh by the channel.
+    const auto head = error ? flights_.find(seq) : flights_.end();
+    if (head == flights_.end()) return;
+    if (!caching_refused_ && conn_ && !conn_->failing()) {
+      caching_refused_ = true;
+      log::warn("CLIENT CACHING YES refused by the upstream (" + error_text(frame) +
+                "): Redis does not track what the sidecar reads, so L1 keeps nothing for hits");
+    }
+    for (std::uint64_t read = seq; read != seq + std::max<std::uint32_t>(head->second.batch, 1);
+         ++read)
+      if (const auto it = flights_.find(read); it != flights_.end()) it->second.invalidated = true;
+    return;
+  }
   if (t == tag_queued) {
     if (!error) return;
     if (frame.starts_with("-CROSSSLOT")) one_key_batches();
@@ -411,7 +429,8 @@ void near_cache::read_done(std::uint64_t first, std::string_view frame, bool err
   const auto head = flights_.find(first);
   if (head == flights_.end()) return;
   const std::uint32_t n = std::max<std::uint32_t>(head->second.batch, 1);
-  // EXEC: [PTTL, GET] per read (null when the transaction was aborted, which it cannot be here).
+  // EXEC: [PTTL, GET] per read; or an error: Redis refused the transaction, or the connection
+  // failed (a null array, for a transaction WATCH aborted, cannot come: nothing is watched).
   const auto v = error ? std::nullopt : resp::decode(frame);
   const bool well_formed = v && v->type == resp::value::kind::array && v->elements.size() == 2 * n;
   const bool aborted = error && frame.starts_with("-EXECABORT");
@@ -442,7 +461,10 @@ void near_cache::read_done(std::uint64_t first, std::string_view frame, bool err
       continue;
     }
     if (error) {
-      const std::string_view e = aborted && !f.error.empty() ? std::string_view(f.error) : frame;
+      // Aborted by another key, with the channel gone meanwhile: no GET answers -EXECABORT.
+      const std::string_view e = !aborted           ? frame
+                                 : !f.error.empty() ? std::string_view(f.error)
+                                                    : "-ERR upstream connection lost\r\n";
       for (auto& w : f.waiters) w.sink->deliver(w.seq, e, 0, received);
       continue;
     }

@@ -74,8 +74,8 @@ class near_cache : public reply_sink,
   /// The read connection: a session's requests in flight there are ordered with it.
   connection* conn() const { return conn_.get(); }
   /// Reads `key` (the URL's db) on the channel, or joins a read in flight; the reply goes to
-  /// `sink->deliver(seq, ...)` as RESP for protocol `proto`. Without `join`, a read of its own
-  /// (sent after everything the caller has seen answered). Precondition: ready().
+  /// `sink->deliver(seq, ...)` as RESP for protocol `proto`. Without `join`, only a read not sent
+  /// yet is joined (it runs after everything the caller has seen answered). Precondition: ready().
   void fetch(std::string_view key, std::shared_ptr<reply_sink> sink, std::uint64_t seq, int proto,
              bool join = true);
 
@@ -110,6 +110,7 @@ class near_cache : public reply_sink,
     tag_config = 4,     // CONFIG GET notify-keyspace-events
     tag_probe = 5,      // SET of the probe key
     tag_queued = 6,     // +QUEUED (or a queue-time error) of a read's PTTL or GET; seq: the read
+    tag_caching = 7,    // CLIENT CACHING YES before a batch; seq: the batch's first read
   };
   enum class channel : std::uint8_t { tracking, keyspace };
   struct waiter {
@@ -200,6 +201,7 @@ class near_cache : public reply_sink,
   std::uint32_t batch_count_ = 0;
   std::uint32_t batch_max_ = max_batch_reads;  // 1 on a cluster node (one_key_batches)
   bool flush_deferred_ = false;                // turn_ended() is due
+  bool caching_refused_ = false;               // logged once
   std::string request_;                        // scratch for one command
 };
 

@@ -512,4 +512,26 @@ TEST_CASE("tracking: a client reads back what its script wrote to keys it did no
   CHECK(eventually([&] { return metric(env, "redis_sidecar_cache_hits_total") >= 3000; }));
 }
 
+TEST_CASE("tracking with CLIENT CACHING refused: nothing read is kept as fresh",
+          "[near][tracking]") {
+  SIDECAR_ONLY();
+  redis_options opts;
+  opts.acl = {"user default on nopass ~* &* +@all -client|caching"};
+  proxied env(opts, with({}));
+  REQUIRE(mode_is(env, "tracking"));  // CLIENT TRACKING ON OPTIN itself is allowed
+  auto up = env.upstream();
+  auto c = env.client();
+  REQUIRE(str(up.get(), {"SET", "k", "v1"}) == "OK");
+  CHECK(get(c.get(), "k") == "v1");
+  CHECK(get(c.get(), "k") == "v1");
+  // Redis tracks nothing for the sidecar, so no invalidation follows this write: only an L1 that
+  // kept nothing reads it.
+  REQUIRE(str(up.get(), {"SET", "k", "v2"}) == "OK");
+  CHECK(get(c.get(), "k") == "v2");
+  CHECK(get(c.get(), "absent") == "(nil)");
+  REQUIRE(str(up.get(), {"SET", "absent", "now"}) == "OK");
+  CHECK(get(c.get(), "absent") == "now");
+  CHECK(logged(env, "CLIENT CACHING YES refused"));
+}
+
 }  // namespace redis_sidecar::test
