@@ -15,12 +15,16 @@ struct loop_state {
 
 thread_local loop_state state;
 
-// Calls every listener deferred so far; listeners may defer again (for the next turn).
+// Calls every listener deferred so far, then those their turn_ended() deferred (the near cache's
+// batch wakes the channel connection's writer), for a few rounds; what is deferred after that
+// waits for the next turn.
 bool end_turn() {
   if (state.deferred.empty()) return false;
-  state.calling.swap(state.deferred);
-  for (auto& l : state.calling) l->turn_ended();
-  state.calling.clear();
+  for (int round = 0; round < 4 && !state.deferred.empty(); ++round) {
+    state.calling.swap(state.deferred);
+    for (auto& l : state.calling) l->turn_ended();
+    state.calling.clear();
+  }
   return true;
 }
 

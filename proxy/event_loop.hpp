@@ -70,8 +70,10 @@ void run(asio::io_context& io,
          stats* counters = nullptr);
 
 /// Calls listener->turn_ended() once the current turn of this thread's loop is over, keeping the
-/// listener alive until then. Returns false, deferring nothing, when no event_loop::run() is
-/// running on this thread (a plain io_context::run(), as in tests): the caller acts now.
+/// listener alive until then. A listener deferred from another's turn_ended() is called at the
+/// same turn's end, before any handler runs again (up to a few rounds of that). Returns false,
+/// deferring nothing, when no event_loop::run() is running on this thread (a plain
+/// io_context::run(), as in tests): the caller acts now.
 bool defer(std::shared_ptr<turn_listener> listener);
 
 }  // namespace event_loop

@@ -75,6 +75,41 @@ TEST_CASE("what a listener makes ready runs in the next turn, and the loop ends 
   CHECK(b.use_count() == 1);
 }
 
+TEST_CASE("a listener deferred by another's turn_ended is called at the same turn's end",
+          "[event_loop]") {
+  asio::io_context io(1);
+  auto work = asio::make_work_guard(io);
+  std::vector<std::string> log;
+  auto a = std::make_shared<recorder>(log, "a ended");
+  auto b = std::make_shared<recorder>(log, "b ended");
+  auto again = std::make_shared<recorder>(log, "again");
+  int rounds = 0;
+  // Defers itself from its own turn_ended: called a few times at this turn's end, then not again
+  // before the handlers of the next turn have run.
+  again->then = [&] {
+    if (++rounds < 10) REQUIRE(event_loop::defer(again));
+  };
+  a->then = [&] {
+    asio::post(io, [&] {
+      log.push_back("posted by a");
+      work.reset();
+    });
+    REQUIRE(event_loop::defer(b));
+  };
+  asio::post(io, [&] {
+    REQUIRE(event_loop::defer(a));
+    REQUIRE(event_loop::defer(again));
+  });
+  event_loop::run(io);
+  REQUIRE(log.size() >= 4);
+  CHECK(log[0] == "a ended");
+  CHECK(log[1] == "again");
+  CHECK(log[2] == "b ended");
+  const auto posted = std::find(log.begin(), log.end(), "posted by a");
+  REQUIRE(posted != log.end());
+  CHECK(std::count(log.begin(), posted, "again") == 4);  // the rounds of one turn's end
+}
+
 TEST_CASE("outside event_loop::run nothing is deferred", "[event_loop]") {
   std::vector<std::string> log;
   auto listener = std::make_shared<recorder>(log, "never");
