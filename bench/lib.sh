@@ -145,6 +145,9 @@ resp_sets() {
   }'
 }
 
+# median: the median of the numbers on stdin (separated by spaces or newlines).
+median() { tr ' ' '\n' | grep . | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+
 # cmdstat PORT CMD: how many times Redis on PORT ran CMD (INFO commandstats).
 cmdstat() {
   redis-cli -p "$1" INFO commandstats | tr -d '\r' |

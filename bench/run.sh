@@ -505,7 +505,6 @@ run_misses() {
     printf '  %-8s absent keys, -c 50: %s ops/s, upstream commands per GET: %s\n' \
       "$name" "${ops[$name]}" "${per[$name]}"
   done
-  median() { tr ' ' '\n' | grep . | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
   awk -v dm="$(echo "${ms[default]}" | median)" -v pm="$(echo "${ms[pass]}" | median)" \
     -v dops="$(echo "${ops[default]}" | median)" -v pops="$(echo "${ops[pass]}" | median)" 'BEGIN {
       printf "  medians: cold pipeline %d ms against %d ms (%.2fx the time); absent keys %d against %d ops/s (%.2fx)\n",

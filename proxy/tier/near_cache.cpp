@@ -61,9 +61,7 @@ void near_cache::stop() {
   sub_.reset();
   joinable_.clear();
   batch_count_ = 0;
-  for (auto& [read, f] : flights_)
-    for (auto& w : f.waiters)
-      w.sink->deliver(w.seq, "-ERR sidecar shutting down\r\n", 0, clock::now());
+  for (auto& [read, f] : flights_) answer_error(f, "-ERR sidecar shutting down\r\n", clock::now());
   flights_.clear();
 }
 
@@ -342,15 +340,40 @@ void near_cache::one_key_batches() {
 
 // Answers reads first .. first + n - 1 with `frame` and forgets them.
 void near_cache::fail_reads(std::uint64_t first, std::uint32_t n, std::string_view frame) {
-  for (std::uint64_t read = first; read != first + n; ++read) {
-    const auto it = flights_.find(read);
-    if (it == flights_.end()) continue;
-    flight f = std::move(it->second);
-    flights_.erase(it);
-    if (const auto j = joinable_.find(f.key); j != joinable_.end() && j->second == read)
-      joinable_.erase(j);
-    for (auto& w : f.waiters) w.sink->deliver(w.seq, frame, 0, clock::now());
-  }
+  for (std::uint64_t read = first; read != first + n; ++read)
+    if (auto f = take(read)) answer_error(*f, frame, clock::now());
+}
+
+// Takes a read out of the flights, and out of joinable_ when it is its key's joinable read
+// (`joinable` says so).
+std::optional<near_cache::flight> near_cache::take(std::uint64_t read, bool* joinable) {
+  const auto it = flights_.find(read);
+  if (it == flights_.end()) return std::nullopt;
+  flight f = std::move(it->second);
+  flights_.erase(it);
+  const auto j = joinable_.find(f.key);
+  const bool was = j != joinable_.end() && j->second == read;
+  if (was) joinable_.erase(j);
+  if (joinable != nullptr) *joinable = was;
+  return f;
+}
+
+void near_cache::answer_error(flight& f, std::string_view frame, clock::time_point received) {
+  for (auto& w : f.waiters) w.sink->deliver(w.seq, frame, 0, received);
+}
+
+// A read of a refused transaction goes again in a transaction of its own, where only its own
+// error can stop it.
+void near_cache::read_alone(flight f, bool joinable) {
+  flush();
+  const std::uint64_t again = next_read_++;
+  flight& g = flights_[again] = std::move(f);
+  g.alone = true;
+  g.batch = 0;
+  g.error.clear();
+  if (joinable) joinable_.emplace(g.key, again);
+  enqueue(again);
+  flush();
 }
 
 void near_cache::written(int db, std::string_view key) {
@@ -440,55 +463,32 @@ void near_cache::read_done(std::uint64_t first, std::string_view frame, bool err
   const bool refused = error && n > 1 && ready_ && conn_ && !conn_->failing();
   if (refused && frame.starts_with("-CROSSSLOT")) one_key_batches();
   for (std::uint32_t i = 0; i != n; ++i) {
-    const std::uint64_t read = first + i;
-    const auto it = flights_.find(read);
-    if (it == flights_.end()) continue;
-    flight f = std::move(it->second);
-    flights_.erase(it);
-    const auto j = joinable_.find(f.key);
-    const bool joinable = j != joinable_.end() && j->second == read;
-    if (joinable) joinable_.erase(j);
-    if (refused && !f.alone) {
-      flush();
-      const std::uint64_t again = next_read_++;
-      flight& g = flights_[again] = std::move(f);
-      g.alone = true;
-      g.batch = 0;
-      g.error.clear();
-      if (joinable) joinable_.emplace(g.key, again);
-      enqueue(again);
-      flush();
-      continue;
-    }
-    if (error) {
+    bool joinable = false;
+    auto f = take(first + i, &joinable);
+    if (!f) continue;
+    if (refused && !f->alone) {
+      read_alone(std::move(*f), joinable);
+    } else if (error) {
       // Aborted by another key, with the channel gone meanwhile: no GET answers -EXECABORT.
-      const std::string_view e = !aborted           ? frame
-                                 : !f.error.empty() ? std::string_view(f.error)
-                                                    : "-ERR upstream connection lost\r\n";
-      for (auto& w : f.waiters) w.sink->deliver(w.seq, e, 0, received);
-      continue;
+      answer_error(*f,
+                   !aborted            ? frame
+                   : !f->error.empty() ? std::string_view(f->error)
+                                       : "-ERR upstream connection lost\r\n",
+                   received);
+    } else if (!well_formed) {
+      answer_error(*f, "-ERR unexpected reply from upstream\r\n", received);
+    } else {
+      read_one(*f, v->elements[2 * i], v->elements[2 * i + 1], received);
     }
-    if (!well_formed) {
-      for (auto& w : f.waiters)
-        w.sink->deliver(w.seq, "-ERR unexpected reply from upstream\r\n", 0, received);
-      continue;
-    }
-    read_one(f, v->elements[2 * i], v->elements[2 * i + 1], received);
   }
 }
 
 void near_cache::read_one(flight& f, const resp::value& pttl, const resp::value& value,
                           clock::time_point received) {
-  if (pttl.type != resp::value::kind::integer) {
-    for (auto& w : f.waiters)
-      w.sink->deliver(w.seq, "-ERR unexpected reply from upstream\r\n", 0, received);
-    return;
-  }
-  if (value.type == resp::value::kind::error) {  // WRONGTYPE: the key holds no string
-    const std::string e = "-" + value.str + "\r\n";
-    for (auto& w : f.waiters) w.sink->deliver(w.seq, e, 0, received);
-    return;
-  }
+  if (pttl.type != resp::value::kind::integer)
+    return answer_error(f, "-ERR unexpected reply from upstream\r\n", received);
+  if (value.type == resp::value::kind::error)  // WRONGTYPE: the key holds no string
+    return answer_error(f, "-" + value.str + "\r\n", received);
   const bool found = value.type == resp::value::kind::bulk_string;
   if (!f.invalidated && ready_) {
     const std::int64_t now = mono_ms();

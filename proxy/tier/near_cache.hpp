@@ -39,6 +39,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -147,6 +148,10 @@ class near_cache : public reply_sink,
   void enqueue(std::uint64_t read);
   void flush();
   void fail_reads(std::uint64_t first, std::uint32_t n, std::string_view frame);
+  std::optional<flight> take(std::uint64_t read, bool* joinable = nullptr);
+  void answer_error(flight& f, std::string_view frame,
+                    std::chrono::steady_clock::time_point received);
+  void read_alone(flight f, bool joinable);
   void one_key_batches();
   void read_done(std::uint64_t first, std::string_view frame, bool error,
                  std::chrono::steady_clock::time_point received);

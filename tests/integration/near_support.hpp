@@ -50,6 +50,28 @@ inline std::size_t count(const std::string& text, const std::string& what) {
   return n;
 }
 
+/// How many times Redis ran `command` (lower case) since its last CONFIG RESETSTAT.
+inline int cmdstat_calls(redisContext* up, const std::string& command) {
+  const std::string stats = str(up, {"INFO", "commandstats"});
+  const std::string field = "cmdstat_" + command + ":calls=";
+  const auto pos = stats.find(field);
+  return pos == std::string::npos ? 0 : std::atoi(stats.c_str() + pos + field.size());
+}
+
+/// Queues GET `key` without writing it: the next reply read writes every queued command at once,
+/// so the sidecar reads them together (a pipeline in one write).
+inline void queue_get(redisContext* c, const std::string& key) {
+  const char* argv[] = {"GET", key.c_str()};
+  REQUIRE(redisAppendCommandArgv(c, 2, argv, nullptr) == REDIS_OK);
+}
+
+/// describe(), with an error cut to its code ("error WRONGTYPE").
+inline std::string shape(const redisReply* r) {
+  std::string d = describe(r);
+  if (r != nullptr && r->type == REDIS_REPLY_ERROR) d = d.substr(0, d.find(' ', 6));
+  return d;
+}
+
 /// GET's value, "(nil)", or "(no reply)".
 inline std::string get(redisContext* c, const std::string& key) {
   auto r = command(c, {"GET", key});

@@ -323,27 +323,18 @@ TEST_CASE(
   };
   const auto read_all = [&](bool expired) {
     auto c = env.client();
-    for (const auto& k : keys) {  // written together by the first read below
-      const char* argv[] = {"GET", k.c_str()};
-      REQUIRE(redisAppendCommandArgv(c.get(), 2, argv, nullptr) == REDIS_OK);
-    }
+    for (const auto& k : keys) queue_get(c.get(), k);
     int wrong = 0;
     std::string first;
     for (const auto& k : keys) {
-      auto r = next_reply(c.get());
-      std::string got = describe(r.get());
-      if (r && r->type == REDIS_REPLY_ERROR) got = got.substr(0, got.find(' ', 6));
+      const std::string got = shape(next_reply(c.get()).get());
       if (got != expected(k, expired) && wrong++ == 0)
         first = "GET " + k + ": " + got + ", expected " + expected(k, expired);
     }
     INFO(first);
     CHECK(wrong == 0);
   };
-  const auto calls = [&](const std::string& command) {
-    const std::string stats = str(up.get(), {"INFO", "commandstats"});
-    const auto pos = stats.find("cmdstat_" + command + ":calls=");
-    return pos == std::string::npos ? 0 : std::atoi(stats.c_str() + pos + command.size() + 15);
-  };
+  const auto calls = [&](const std::string& command) { return cmdstat_calls(up.get(), command); };
 
   REQUIRE(str(up.get(), {"CONFIG", "RESETSTAT"}) == "OK");
   read_all(false);
@@ -378,11 +369,8 @@ TEST_CASE(
   auto c = connect(side->port());
   for (int round = 0; round < 2; ++round) {  // misses, then hits (other:1 is never cached)
     for (int i = 0; i < 20; ++i) {           // written together: one transaction upstream
-      const std::string key = "app:" + std::to_string(i);
-      const char* argv[] = {"GET", key.c_str()};
-      REQUIRE(redisAppendCommandArgv(c.get(), 2, argv, nullptr) == REDIS_OK);
-      const char* other[] = {"GET", "other:1"};
-      if (i == 10) REQUIRE(redisAppendCommandArgv(c.get(), 2, other, nullptr) == REDIS_OK);
+      queue_get(c.get(), "app:" + std::to_string(i));
+      if (i == 10) queue_get(c.get(), "other:1");
     }
     for (int i = 0; i < 20; ++i) {
       auto r = next_reply(c.get());
@@ -421,11 +409,8 @@ TEST_CASE(
   REQUIRE(eventually([&] { return side.log().find("cache mode tracking") != std::string::npos; }));
   auto c = connect(side.port());
   for (int round = 0; round < 3; ++round) {  // all misses, then hits
-    for (int i = 0; i < 50; ++i) {           // written together: the same turn, one batch at first
-      const std::string key = "c" + std::to_string(i);
-      const char* argv[] = {"GET", key.c_str()};
-      REQUIRE(redisAppendCommandArgv(c.get(), 2, argv, nullptr) == REDIS_OK);
-    }
+    for (int i = 0; i < 50; ++i)             // written together: the same turn, one batch at first
+      queue_get(c.get(), "c" + std::to_string(i));
     int wrong = 0;
     for (int i = 0; i < 50; ++i)
       if (describe(next_reply(c.get()).get()) != "string v" + std::to_string(i)) ++wrong;
@@ -441,11 +426,7 @@ TEST_CASE("tracking: GET of an absent key is answered nil from L1 until anyone c
   REQUIRE(mode_is(env, "tracking"));
   auto up = env.upstream();
   auto c = env.client();
-  const auto upstream_gets = [&] {
-    const std::string stats = str(up.get(), {"INFO", "commandstats"});
-    const auto pos = stats.find("cmdstat_get:calls=");
-    return pos == std::string::npos ? 0 : std::atoi(stats.c_str() + pos + 18);
-  };
+  const auto upstream_gets = [&] { return cmdstat_calls(up.get(), "get"); };
   REQUIRE(str(up.get(), {"CONFIG", "RESETSTAT"}) == "OK");
   for (int i = 0; i < 5; ++i) CHECK(is_nil(c.get(), {"GET", "absent"}));
   CHECK(upstream_gets() == 1);  // read once, then L1 hits
@@ -459,12 +440,7 @@ TEST_CASE("tracking: GET of an absent key is answered nil from L1 until anyone c
   // Created directly on Redis, by commands of every kind (no --cache-ttl would end these within
   // the wait: the default is 300 s): the invalidation ends the nil.
   const auto converges = [&](const std::string& expected) {
-    return eventually([&] {
-      auto r = command(c.get(), {"GET", "absent"});
-      std::string got = describe(r.get());
-      if (r && r->type == REDIS_REPLY_ERROR) got = got.substr(0, got.find(' ', 6));
-      return got == expected;
-    });
+    return eventually([&] { return shape(command(c.get(), {"GET", "absent"}).get()) == expected; });
   };
   REQUIRE(integer(up.get(), {"RPUSH", "absent", "x"}) == 1);
   CHECK(converges("error WRONGTYPE"));
