@@ -302,7 +302,8 @@ TEST_CASE(
   // Without active expiry a key Redis holds past its TTL sends no invalidation until it is read:
   // only the server TTL read with the value ends the L1 entry in time.
   REQUIRE(str(up.get(), {"DEBUG", "SET-ACTIVE-EXPIRE", "0"}) == "OK");
-  // key i: i % 3 == 0 no TTL, 1 a 400 ms TTL, 2 absent; one list in the middle (WRONGTYPE).
+  // key i: i % 3 == 0 no TTL, 1 a 3 s TTL (long enough for the first reads on a loaded machine), 2
+  // absent; one list in the middle (WRONGTYPE).
   const int n = 600;
   std::vector<std::string> keys;
   for (int i = 0; i < n; ++i) {
@@ -313,7 +314,7 @@ TEST_CASE(
   for (int i = 0; i < n; ++i) {
     const std::string k = "k" + std::to_string(i), v = "v" + std::to_string(i);
     if (i % 3 == 0) REQUIRE(str(up.get(), {"SET", k, v}) == "OK");
-    if (i % 3 == 1) REQUIRE(str(up.get(), {"SET", k, v, "PX", "400"}) == "OK");
+    if (i % 3 == 1) REQUIRE(str(up.get(), {"SET", k, v, "PX", "3000"}) == "OK");
   }
   const auto expected = [](const std::string& key, bool expired) -> std::string {
     if (key == "list") return "error WRONGTYPE";
@@ -343,7 +344,7 @@ TEST_CASE(
   CHECK(calls("exec") < (n + 1) / 4);    // one transaction per miss before batching
   CHECK(calls("exec") >= (n + 1) / 64);  // at most 64 keys per transaction
 
-  std::this_thread::sleep_for(std::chrono::milliseconds(600));
+  std::this_thread::sleep_for(std::chrono::milliseconds(3200));
   REQUIRE(str(up.get(), {"CONFIG", "RESETSTAT"}) == "OK");
   read_all(true);
   // Keys without a TTL and absent keys are L1 hits; expired keys and the list are read again.
