@@ -59,10 +59,12 @@ void near_cache::stop() {
   if (sub_) sub_->close();
   conn_.reset();
   sub_.reset();
-  joinable_.clear();
   batch_count_ = 0;
-  for (auto& [read, f] : flights_) answer_error(f, "-ERR sidecar shutting down\r\n", clock::now());
-  flights_.clear();
+  flights_.unjoin_all();
+  for (const std::uint64_t read : flights_.reads()) {
+    if (auto f = flights_.take(read))
+      answer_error(*f, "-ERR sidecar shutting down\r\n", clock::now());
+  }
 }
 
 void near_cache::upstream_stalled(const std::string& reason) {
@@ -259,26 +261,21 @@ void near_cache::settle(mode m, const std::string& why) {
 
 void near_cache::fetch(std::string_view key, std::shared_ptr<reply_sink> sink, std::uint64_t seq,
                        int proto, bool join) {
-  const auto j = joinable_.find(key);
-  const bool unsent = j != joinable_.end() && batch_count_ > 0 && j->second >= batch_first_;
-  if (j != joinable_.end() && (join || unsent)) {
-    flights_[j->second].waiters.push_back(waiter{std::move(sink), seq, proto});
+  const std::size_t h = flight_table::hash(key);
+  const std::uint64_t j = flights_.joinable(key, h);
+  const bool unsent = j != 0 && batch_count_ > 0 && j >= batch_first_;
+  if (j != 0 && (join || unsent)) {
+    flights_.find(j)->waiters.push_back(waiter{std::move(sink), seq, proto});
     return;  // single flight: joins the read in flight
   }
-  const std::uint64_t read = next_read_++;
-  flight& f = flights_[read];
-  f.key = std::string(key);
-  f.waiters.push_back(waiter{std::move(sink), seq, proto});
-  if (j != joinable_.end()) {
-    // The older read may predate what the caller has seen (a script's writes). On one RESP3
-    // connection the invalidation of such a write follows its reply and erases what it stored; on
-    // RESP2 it comes on the other connection, maybe first: that read is not stored. Later misses
-    // join the newer read.
-    if (proto_ == 2) flights_[j->second].invalidated = true;
-    j->second = read;
-  } else {
-    joinable_.emplace(f.key, read);
-  }
+  const std::uint64_t read = flights_.open(key, h);
+  flights_.find(read)->waiters.push_back(waiter{std::move(sink), seq, proto});
+  // The older read may predate what the caller has seen (a script's writes). On one RESP3
+  // connection the invalidation of such a write follows its reply and erases what it stored; on
+  // RESP2 it comes on the other connection, maybe first: that read is not stored. Later misses
+  // join the newer read.
+  if (j != 0 && proto_ == 2) flights_.find(j)->invalidated = true;
+  flights_.join_to(read);
   enqueue(read);
 }
 
@@ -300,7 +297,7 @@ void near_cache::flush() {
   if (batch_count_ == 0) return;
   const std::uint64_t first = batch_first_;
   const std::uint32_t n = std::exchange(batch_count_, 0);
-  flights_[first].batch = n;
+  if (flight* head = flights_.find(first)) head->batch = n;
   const auto deadline = clock::now() + std::chrono::milliseconds(cfg_.command_timeout_ms);
   const auto send = [&](std::span<const std::string_view> args, pending_reply entry) {
     request_.clear();
@@ -315,7 +312,9 @@ void near_cache::flush() {
   const std::array<std::string_view, 1> multi{"MULTI"};
   ok = ok && send(multi, pending_reply{nullptr, 0, deadline, 0});
   for (std::uint64_t read = first; ok && read != first + n; ++read) {
-    const std::string& key = flights_[read].key;
+    const flight* f = flights_.find(read);
+    if (f == nullptr) continue;  // cannot happen: a batch's reads are answered after it is sent
+    const std::string_view key = f->key;
     const std::array<std::string_view, 2> pttl{"PTTL", key};
     const std::array<std::string_view, 2> get{"GET", key};
     ok = send(pttl, pending_reply{sink_ref(this), read, deadline, tag_queued}) &&
@@ -340,22 +339,12 @@ void near_cache::one_key_batches() {
 
 // Answers reads first .. first + n - 1 with `frame` and forgets them.
 void near_cache::fail_reads(std::uint64_t first, std::uint32_t n, std::string_view frame) {
-  for (std::uint64_t read = first; read != first + n; ++read)
-    if (auto f = take(read)) answer_error(*f, frame, clock::now());
-}
-
-// Takes a read out of the flights, and out of joinable_ when it is its key's joinable read
-// (`joinable` says so).
-std::optional<near_cache::flight> near_cache::take(std::uint64_t read, bool* joinable) {
-  const auto it = flights_.find(read);
-  if (it == flights_.end()) return std::nullopt;
-  flight f = std::move(it->second);
-  flights_.erase(it);
-  const auto j = joinable_.find(f.key);
-  const bool was = j != joinable_.end() && j->second == read;
-  if (was) joinable_.erase(j);
-  if (joinable != nullptr) *joinable = was;
-  return f;
+  for (std::uint64_t read = first; read != first + n; ++read) {
+    if (auto f = flights_.take(read)) {
+      answer_error(*f, frame, clock::now());
+      flights_.recycle(std::move(f));
+    }
+  }
 }
 
 void near_cache::answer_error(flight& f, std::string_view frame, clock::time_point received) {
@@ -364,14 +353,13 @@ void near_cache::answer_error(flight& f, std::string_view frame, clock::time_poi
 
 // A read of a refused transaction goes again in a transaction of its own, where only its own
 // error can stop it.
-void near_cache::read_alone(flight f, bool joinable) {
+void near_cache::read_alone(flight_ptr f, bool joinable) {
   flush();
-  const std::uint64_t again = next_read_++;
-  flight& g = flights_[again] = std::move(f);
-  g.alone = true;
-  g.batch = 0;
-  g.error.clear();
-  if (joinable) joinable_.emplace(g.key, again);
+  f->alone = true;
+  f->batch = 0;
+  f->error.clear();
+  const std::uint64_t again = flights_.reopen(std::move(f));
+  if (joinable) flights_.join_to(again);
   enqueue(again);
   flush();
 }
@@ -383,15 +371,13 @@ void near_cache::written(int db, std::string_view key) {
 }
 
 void near_cache::invalidate_all_flights() {
-  for (auto& [read, f] : flights_) f.invalidated = true;
-  joinable_.clear();
+  for (const std::uint64_t read : flights_.reads()) flights_.find(read)->invalidated = true;
+  flights_.unjoin_all();
 }
 
 void near_cache::invalidate_flights(std::string_view key) {
-  const auto j = joinable_.find(key);
-  if (j == joinable_.end()) return;
-  flights_[j->second].invalidated = true;
-  joinable_.erase(j);
+  if (const std::uint64_t read = flights_.unjoin(key, flight_table::hash(key)))
+    flights_.find(read)->invalidated = true;
 }
 
 void near_cache::deliver(std::uint64_t seq, std::string_view frame, std::uint8_t t,
@@ -401,23 +387,21 @@ void near_cache::deliver(std::uint64_t seq, std::string_view frame, std::uint8_t
   if (t == tag_caching) {
     // Refused (an ACL without client|caching): Redis will not track these keys, so nothing read
     // in the batch may be stored as kept fresh by the channel.
-    const auto head = error ? flights_.find(seq) : flights_.end();
-    if (head == flights_.end()) return;
+    const flight* head = error ? flights_.find(seq) : nullptr;
+    if (head == nullptr) return;
     if (!caching_refused_ && conn_ && !conn_->failing()) {
       caching_refused_ = true;
       log::warn("CLIENT CACHING YES refused by the upstream (" + error_text(frame) +
                 "): Redis does not track what the sidecar reads, so L1 keeps nothing for hits");
     }
-    for (std::uint64_t read = seq; read != seq + std::max<std::uint32_t>(head->second.batch, 1);
-         ++read)
-      if (const auto it = flights_.find(read); it != flights_.end()) it->second.invalidated = true;
+    for (std::uint64_t read = seq; read != seq + std::max<std::uint32_t>(head->batch, 1); ++read)
+      if (flight* f = flights_.find(read)) f->invalidated = true;
     return;
   }
   if (t == tag_queued) {
     if (!error) return;
     if (frame.starts_with("-CROSSSLOT")) one_key_batches();
-    const auto it = flights_.find(seq);
-    if (it != flights_.end() && it->second.error.empty()) it->second.error = std::string(frame);
+    if (flight* f = flights_.find(seq); f != nullptr && f->error.empty()) f->error = frame;
     return;
   }
   if (seq != generation_) return;  // a channel given up since
@@ -449,9 +433,9 @@ void near_cache::deliver(std::uint64_t seq, std::string_view frame, std::uint8_t
 
 void near_cache::read_done(std::uint64_t first, std::string_view frame, bool error,
                            clock::time_point received) {
-  const auto head = flights_.find(first);
-  if (head == flights_.end()) return;
-  const std::uint32_t n = std::max<std::uint32_t>(head->second.batch, 1);
+  const flight* head = flights_.find(first);
+  if (head == nullptr) return;
+  const std::uint32_t n = std::max<std::uint32_t>(head->batch, 1);
   // EXEC: [PTTL, GET] per read; or an error: Redis refused the transaction, or the connection
   // failed (a null array, for a transaction WATCH aborted, cannot come: nothing is watched).
   const auto v = error ? std::nullopt : resp::decode(frame);
@@ -464,11 +448,13 @@ void near_cache::read_done(std::uint64_t first, std::string_view frame, bool err
   if (refused && frame.starts_with("-CROSSSLOT")) one_key_batches();
   for (std::uint32_t i = 0; i != n; ++i) {
     bool joinable = false;
-    auto f = take(first + i, &joinable);
+    auto f = flights_.take(first + i, &joinable);
     if (!f) continue;
     if (refused && !f->alone) {
-      read_alone(std::move(*f), joinable);
-    } else if (error) {
+      read_alone(std::move(f), joinable);
+      continue;
+    }
+    if (error) {
       // Aborted by another key, with the channel gone meanwhile: no GET answers -EXECABORT.
       answer_error(*f,
                    !aborted            ? frame
@@ -480,6 +466,7 @@ void near_cache::read_done(std::uint64_t first, std::string_view frame, bool err
     } else {
       read_one(*f, v->elements[2 * i], v->elements[2 * i + 1], received);
     }
+    flights_.recycle(std::move(f));
   }
 }
 
@@ -502,17 +489,17 @@ void near_cache::read_one(flight& f, const resp::value& pttl, const resp::value&
 }
 
 void near_cache::answer(flight& f, std::string_view value, bool found, clock::time_point received) {
-  std::string bulk, null2, null3;
-  if (found) resp::append_bulk(bulk, value);
-  for (auto& w : f.waiters) {
-    if (found) {
-      w.sink->deliver(w.seq, bulk, 0, received);
-    } else {
-      std::string& n = w.proto == 3 ? null3 : null2;
-      if (n.empty()) resp::append_null(n, w.proto);
-      w.sink->deliver(w.seq, n, 0, received);
-    }
+  if (!found) {
+    for (auto& w : f.waiters)
+      w.sink->deliver(w.seq, w.proto == 3 ? "_\r\n" : "$-1\r\n", 0, received);
+    return;
   }
+  // The scratch is moved out while in use, in case a sink's deliver() comes back here.
+  std::string bulk = std::move(reply_);
+  bulk.clear();
+  resp::append_bulk(bulk, value);
+  for (auto& w : f.waiters) w.sink->deliver(w.seq, bulk, 0, received);
+  if (bulk.capacity() <= 64 * 1024) reply_ = std::move(bulk);
 }
 
 // Pushes of the RESP3 connection and pub/sub arrays of the RESP2 subscriber connection; see

@@ -42,7 +42,6 @@
 #include <optional>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <vector>
 
 #include "proxy/asio.hpp"
@@ -52,6 +51,7 @@
 #include "proxy/stats.hpp"
 #include "proxy/tier/cache_tier.hpp"
 #include "proxy/tier/channel_message.hpp"
+#include "proxy/tier/flight_table.hpp"
 #include "proxy/upstream/connection.hpp"
 #include "proxy/upstream/reply_sink.hpp"
 
@@ -114,19 +114,9 @@ class near_cache : public reply_sink,
     tag_caching = 7,    // CLIENT CACHING YES before a batch; seq: the batch's first read
   };
   enum class channel : std::uint8_t { tracking, keyspace };
-  struct waiter {
-    std::shared_ptr<reply_sink> sink;
-    std::uint64_t seq;
-    int proto;
-  };
-  struct flight {
-    std::string key;
-    std::vector<waiter> waiters;
-    bool invalidated = false;  // an invalidation (or a write of ours) came while it was in flight
-    bool alone = false;        // read again in a transaction of its own after an abort
-    std::uint32_t batch = 0;   // on a batch's first read: how many reads (read numbers) it holds
-    std::string error;         // Redis refused to queue its PTTL or GET (the EXEC then aborts)
-  };
+  using flight = flight_table::flight;
+  using flight_ptr = flight_table::flight_ptr;
+  using waiter = flight_table::waiter;
 
   awaitable<void> run(std::shared_ptr<near_cache> self);
   std::shared_ptr<connection> make_connection(int proto, bool subscriber);
@@ -148,10 +138,9 @@ class near_cache : public reply_sink,
   void enqueue(std::uint64_t read);
   void flush();
   void fail_reads(std::uint64_t first, std::uint32_t n, std::string_view frame);
-  std::optional<flight> take(std::uint64_t read, bool* joinable = nullptr);
   void answer_error(flight& f, std::string_view frame,
                     std::chrono::steady_clock::time_point received);
-  void read_alone(flight f, bool joinable);
+  void read_alone(flight_ptr f, bool joinable);
   void one_key_batches();
   void read_done(std::uint64_t first, std::string_view frame, bool error,
                  std::chrono::steady_clock::time_point received);
@@ -187,19 +176,10 @@ class near_cache : public reply_sink,
   std::int64_t sub_id_ = -1;          // its CLIENT ID (tracking with REDIRECT)
   bool sub_ready_ = false;            // the subscription is confirmed
 
-  // Reads in flight by read number. A key's read is joinable until something invalidates the key:
-  // a miss after that must not be answered by a read that may predate the write.
-  std::unordered_map<std::uint64_t, flight> flights_;
-  // Looked up by string_view (every write the sidecar forwards asks): no std::string per lookup.
-  struct key_hash {
-    using is_transparent = void;
-    std::size_t operator()(std::string_view s) const noexcept {
-      return std::hash<std::string_view>{}(s);
-    }
-  };
-  std::unordered_map<std::string, std::uint64_t, key_hash, std::equal_to<>>
-      joinable_;  // key -> read number
-  std::uint64_t next_read_ = 1;
+  // Reads in flight by read number, and a key's joinable read by key. A key's read is joinable
+  // until something invalidates the key: a miss after that must not be answered by a read that
+  // may predate the write.
+  flight_table flights_;
   // The batch being gathered: reads batch_first_ .. batch_first_ + batch_count_ - 1 (read numbers
   // are handed out in order, and every new read joins the open batch).
   std::uint64_t batch_first_ = 0;
@@ -208,6 +188,7 @@ class near_cache : public reply_sink,
   bool flush_deferred_ = false;                // turn_ended() is due
   bool caching_refused_ = false;               // logged once
   std::string request_;                        // scratch for one command
+  std::string reply_;                          // scratch for one answer
 };
 
 }  // namespace redis_sidecar
