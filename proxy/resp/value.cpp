@@ -165,4 +165,80 @@ std::optional<value> decode(std::string_view frame) {
   return out;
 }
 
+namespace {
+
+// The size of the element frame at the start of `rest` when it is a bulk string or an integer
+// (nearly every element the near cache reads), checked as reply_parser would, or 0: reply_parser
+// then frames it.
+std::size_t simple_element(std::string_view rest) {
+  if (rest.size() < 4) return 0;
+  if (rest[0] == '$') {
+    std::int64_t len = 0;
+    std::size_t cr = 0;
+    if (!detail::quick_header(rest, 0, limits{}.max_inline_bytes, len, cr)) return 0;
+    const std::size_t size = cr + 2 + static_cast<std::size_t>(len) + 2;
+    if (size > rest.size() || rest[size - 2] != '\r' || rest[size - 1] != '\n') {
+      return 0;
+    }
+    return size;
+  }
+  if (rest[0] == ':') {
+    const std::size_t cr = rest.find("\r\n");
+    std::int64_t v = 0;
+    if (cr == std::string_view::npos || !parse_decimal(rest.substr(1, cr - 1), v)) return 0;
+    return cr + 2;
+  }
+  return 0;
+}
+
+}  // namespace
+
+bool split_array(std::string_view frame, std::vector<std::string_view>& out) {
+  out.clear();
+  const std::size_t eol = frame.find("\r\n");
+  std::int64_t n = 0;
+  if (frame.empty() || frame[0] != '*' || eol == std::string_view::npos ||
+      !parse_decimal(frame.substr(1, eol - 1), n) || n < 0 ||
+      static_cast<std::uint64_t>(n) > (frame.size() - eol) / 3) {  // each element: 3 bytes or more
+    return false;
+  }
+  std::string_view rest = frame.substr(eol + 2);
+  out.reserve(static_cast<std::size_t>(n));
+  // The frame is complete in memory: only its own size bounds a bulk string in it.
+  limits l;
+  l.max_bulk_bytes = std::max(l.max_bulk_bytes, frame.size());
+  reply_parser framer(l);
+  for (std::int64_t i = 0; i < n; ++i) {
+    std::size_t size = simple_element(rest);
+    if (size == 0) {
+      framer.reset();
+      if (framer.parse(rest) != parse_status::complete) return false;
+      size = framer.frame_size();
+    }
+    out.push_back(rest.substr(0, size));
+    rest.remove_prefix(size);
+  }
+  return rest.empty();
+}
+
+std::optional<std::string_view> bulk_payload(std::string_view frame) {
+  const std::size_t eol = frame.find("\r\n");
+  std::int64_t len = 0;
+  if (frame.empty() || frame[0] != '$' || eol == std::string_view::npos ||
+      !parse_decimal(frame.substr(1, eol - 1), len) || len < 0 ||
+      frame.size() != eol + 2 + static_cast<std::size_t>(len) + 2) {
+    return std::nullopt;
+  }
+  return frame.substr(eol + 2, static_cast<std::size_t>(len));
+}
+
+std::optional<std::int64_t> integer_payload(std::string_view frame) {
+  std::int64_t v = 0;
+  if (frame.size() < 4 || frame[0] != ':' || !frame.ends_with("\r\n") ||
+      !parse_decimal(frame.substr(1, frame.size() - 3), v)) {
+    return std::nullopt;
+  }
+  return v;
+}
+
 }  // namespace redis_sidecar::resp

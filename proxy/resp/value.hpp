@@ -27,7 +27,7 @@ struct value {
     big_number,     // '(' (text kept in `str`)
   };
   kind type = kind::null;
-  std::string str;       // strings, errors, doubles, big numbers
+  std::string str;           // strings, errors, doubles, big numbers
   std::int64_t integer = 0;  // integers; booleans as 0/1
   std::vector<value> elements;
 
@@ -37,5 +37,18 @@ struct value {
 
 /// Decodes one complete frame. Returns nullopt on malformed input (never throws, never asserts).
 std::optional<value> decode(std::string_view frame);
+
+/// Splits one complete array frame ("*<n>\r\n" and n values) into its elements, each a complete
+/// frame viewed in place: for a reply read on the data path (the near cache's EXEC), where
+/// decode()'s tree would copy every value. Returns false, with `out` unspecified, for anything
+/// else (malformed, another type, a null array).
+bool split_array(std::string_view frame, std::vector<std::string_view>& out);
+
+/// The payload of a bulk string frame ("$<len>\r\n<payload>\r\n"), or nullopt for any other
+/// frame. Expects a frame reply_parser accepted (as split_array's elements are).
+std::optional<std::string_view> bulk_payload(std::string_view frame);
+
+/// The value of an integer frame (":<n>\r\n"), or nullopt for any other frame.
+std::optional<std::int64_t> integer_payload(std::string_view frame);
 
 }  // namespace redis_sidecar::resp

@@ -438,8 +438,11 @@ void near_cache::read_done(std::uint64_t first, std::string_view frame, bool err
   const std::uint32_t n = std::max<std::uint32_t>(head->batch, 1);
   // EXEC: [PTTL, GET] per read; or an error: Redis refused the transaction, or the connection
   // failed (a null array, for a transaction WATCH aborted, cannot come: nothing is watched).
-  const auto v = error ? std::nullopt : resp::decode(frame);
-  const bool well_formed = v && v->type == resp::value::kind::array && v->elements.size() == 2 * n;
+  // The elements are viewed in place (no copy of the values); the vector is moved out while in
+  // use, in case an answer comes back here.
+  std::vector<std::string_view> elements = std::move(elements_);
+  const bool well_formed =
+      !error && resp::split_array(frame, elements) && elements.size() == std::size_t{2} * n;
   const bool aborted = error && frame.starts_with("-EXECABORT");
   // Redis refused the transaction (not a failing connection): a key refused when queued (ACL's
   // -NOPERM aborts it), or the batch itself (a cluster node's -CROSSSLOT: keys of several slots).
@@ -464,42 +467,40 @@ void near_cache::read_done(std::uint64_t first, std::string_view frame, bool err
     } else if (!well_formed) {
       answer_error(*f, "-ERR unexpected reply from upstream\r\n", received);
     } else {
-      read_one(*f, v->elements[2 * i], v->elements[2 * i + 1], received);
+      read_one(*f, elements[2 * i], elements[2 * i + 1], received);
     }
     flights_.recycle(std::move(f));
   }
+  elements.clear();
+  elements_ = std::move(elements);
 }
 
-void near_cache::read_one(flight& f, const resp::value& pttl, const resp::value& value,
+// `pttl` and `get` are the two replies of one read, each a complete frame.
+void near_cache::read_one(flight& f, std::string_view pttl, std::string_view get,
                           clock::time_point received) {
-  if (pttl.type != resp::value::kind::integer)
-    return answer_error(f, "-ERR unexpected reply from upstream\r\n", received);
-  if (value.type == resp::value::kind::error)  // WRONGTYPE: the key holds no string
-    return answer_error(f, "-" + value.str + "\r\n", received);
-  const bool found = value.type == resp::value::kind::bulk_string;
+  const auto ttl = resp::integer_payload(pttl);
+  if (!ttl) return answer_error(f, "-ERR unexpected reply from upstream\r\n", received);
+  const auto payload = resp::bulk_payload(get);
+  const bool absent = get == "$-1\r\n" || get == "_\r\n";
+  if (!payload && !absent) {
+    // WRONGTYPE (the key holds no string) is answered as Redis gave it; nothing else can come.
+    const bool simple_error = !get.empty() && get[0] == '-';
+    return answer_error(f, simple_error ? get : "-ERR unexpected reply from upstream\r\n",
+                        received);
+  }
   if (!f.invalidated && ready_) {
     const std::int64_t now = mono_ms();
-    if (found)
-      tier_.store_tracked(cfg_.upstream.db, f.key, value.str,
-                          pttl.integer > 0 ? now + pttl.integer : 0, now);
-    else if (value.type == resp::value::kind::null)
+    if (payload)
+      tier_.store_tracked(cfg_.upstream.db, f.key, *payload, *ttl > 0 ? now + *ttl : 0, now);
+    else
       tier_.store_tracked_absent(cfg_.upstream.db, f.key, now);
   }
-  answer(f, value.str, found, received);
-}
-
-void near_cache::answer(flight& f, std::string_view value, bool found, clock::time_point received) {
-  if (!found) {
+  if (payload) {
+    for (auto& w : f.waiters) w.sink->deliver(w.seq, get, 0, received);
+  } else {
     for (auto& w : f.waiters)
       w.sink->deliver(w.seq, w.proto == 3 ? "_\r\n" : "$-1\r\n", 0, received);
-    return;
   }
-  // The scratch is moved out while in use, in case a sink's deliver() comes back here.
-  std::string bulk = std::move(reply_);
-  bulk.clear();
-  resp::append_bulk(bulk, value);
-  for (auto& w : f.waiters) w.sink->deliver(w.seq, bulk, 0, received);
-  if (bulk.capacity() <= 64 * 1024) reply_ = std::move(bulk);
 }
 
 // Pushes of the RESP3 connection and pub/sub arrays of the RESP2 subscriber connection; see

@@ -144,10 +144,8 @@ class near_cache : public reply_sink,
   void one_key_batches();
   void read_done(std::uint64_t first, std::string_view frame, bool error,
                  std::chrono::steady_clock::time_point received);
-  void read_one(flight& f, const resp::value& pttl, const resp::value& value,
+  void read_one(flight& f, std::string_view pttl, std::string_view get,
                 std::chrono::steady_clock::time_point received);
-  void answer(flight& f, std::string_view value, bool found,
-              std::chrono::steady_clock::time_point received);
 
   asio::any_io_executor ex_;
   const config& cfg_;
@@ -188,7 +186,7 @@ class near_cache : public reply_sink,
   bool flush_deferred_ = false;                // turn_ended() is due
   bool caching_refused_ = false;               // logged once
   std::string request_;                        // scratch for one command
-  std::string reply_;                          // scratch for one answer
+  std::vector<std::string_view> elements_;     // scratch: an EXEC reply's elements
 };
 
 }  // namespace redis_sidecar

@@ -132,6 +132,100 @@ TEST_CASE("decode rejects malformed frames without throwing", "[resp][value]") {
   }
 }
 
+TEST_CASE("split_array views each element of an array frame in place", "[resp][value]") {
+  std::vector<std::string_view> out;
+  const std::string exec = "*4\r\n:-1\r\n$5\r\nhel\r\n\r\n:1500\r\n$-1\r\n";
+  REQUIRE(split_array(exec, out));
+  REQUIRE(out.size() == 4);
+  CHECK(out[0] == ":-1\r\n");
+  CHECK(out[1] == "$5\r\nhel\r\n\r\n");  // CRLF inside a payload is payload
+  CHECK(out[2] == ":1500\r\n");
+  CHECK(out[3] == "$-1\r\n");
+  CHECK(out[1].data() == exec.data() + 9);  // a view, not a copy
+  CHECK(bulk_payload(out[1]) == "hel\r\n");
+  CHECK_FALSE(bulk_payload(out[0]).has_value());
+  CHECK_FALSE(bulk_payload(out[3]).has_value());
+  CHECK(bulk_payload("$0\r\n\r\n") == "");
+
+  REQUIRE(split_array("*2\r\n*2\r\n:1\r\n_\r\n-ERR x\r\n", out));  // nested, RESP3 null
+  CHECK(out == std::vector<std::string_view>{"*2\r\n:1\r\n_\r\n", "-ERR x\r\n"});
+  REQUIRE(split_array("*0\r\n", out));
+  CHECK(out.empty());
+
+  const std::vector<std::string> bad = {
+      "",
+      "*",
+      "*-1\r\n",
+      "*1\r\n",
+      "*x\r\n",
+      ":1\r\n",
+      "*1\r\n:1\r\n:2\r\n",
+      "*2\r\n:1\r\n",
+      "*1\r\n$3\r\nab\r\n",
+      "*9999999999\r\n:1\r\n",
+      "*1\r\n$2\r\nab",
+      "*1\r\n!x\r\n",
+      "*1\r\n$3\r\nabcX\n",
+      "*1\r\n$3\r\nabc\rX",
+      "*1\r\n:1\r",
+      "*1\r\n$01\r\na\r\n",
+  };
+  for (const auto& f : bad) {
+    INFO(f);
+    CHECK_FALSE(split_array(f, out));
+  }
+  for (const auto& f : {"$3\r\nab\r\n", "$3\r\nabcd\r\n", "$-2\r\n", "+OK\r\n", "$x\r\n\r\n"}) {
+    INFO(f);
+    CHECK_FALSE(bulk_payload(f).has_value());
+  }
+}
+
+TEST_CASE("split_array frames elements as reply_parser does", "[resp][value]") {
+  // Elements of every shape the fast paths see and do not see, in random arrays.
+  const std::vector<std::string> pool = {
+      ":0\r\n",
+      ":-2\r\n",
+      ":1500\r\n",
+      ":99999999999999999\r\n",
+      "$0\r\n\r\n",
+      "$3\r\na\r\n\r\n",
+      "$-1\r\n",
+      "_\r\n",
+      "-WRONGTYPE x\r\n",
+      "+QUEUED\r\n",
+      "*2\r\n$1\r\nx\r\n:7\r\n",
+      "%1\r\n+k\r\n$1\r\nv\r\n",
+      "!3\r\nerr\r\n",
+      ",1.5\r\n",
+      "#t\r\n",
+      "$20\r\n" + std::string(20, '\r') + "\r\n",
+  };
+  std::vector<std::string_view> out;
+  std::uint32_t seed = 12345;
+  for (int round = 0; round < 500; ++round) {
+    std::vector<std::string> parts;
+    const std::size_t n = (seed = seed * 1103515245 + 12345) % 9;
+    std::string frame = "*" + std::to_string(n) + "\r\n";
+    for (std::size_t i = 0; i < n; ++i) {
+      parts.push_back(pool[(seed = seed * 1103515245 + 12345) >> 16 & 15]);
+      frame += parts.back();
+    }
+    INFO(frame);
+    REQUIRE(split_array(frame, out));
+    REQUIRE(out.size() == n);
+    for (std::size_t i = 0; i < n; ++i) CHECK(out[i] == parts[i]);
+    // Cut anywhere: never accepted.
+    for (std::size_t cut = 0; cut < frame.size(); ++cut)
+      CHECK_FALSE(split_array(std::string_view(frame).substr(0, cut), out));
+  }
+  CHECK(integer_payload(":-2\r\n") == -2);
+  CHECK(integer_payload(":1500\r\n") == 1500);
+  for (const auto& f : {":\r\n", ":01\r\n", ":1\r", "+1\r\n", ":1\r\n:2\r\n", ":1x\r\n"}) {
+    INFO(f);
+    CHECK_FALSE(integer_payload(f).has_value());
+  }
+}
+
 TEST_CASE("writer emits exact bytes in both protocols", "[resp][writer]") {
   std::string out;
   const auto bytes = [&](auto&& fn) {
