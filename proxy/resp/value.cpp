@@ -167,22 +167,26 @@ std::optional<value> decode(std::string_view frame) {
 
 namespace {
 
+// A bulk string frame at the start of `rest`, checked as reply_parser would: its header's length
+// (up to "\r\n") and its whole size, or false (not '$', a null, malformed, incomplete).
+bool bulk_frame(std::string_view rest, std::size_t& header, std::size_t& size) {
+  std::int64_t len = 0;
+  std::size_t cr = 0;
+  if (rest.size() < 4 || rest[0] != '$' ||
+      !detail::quick_header(rest, 0, limits{}.max_inline_bytes, len, cr)) {
+    return false;
+  }
+  header = cr + 2;
+  size = header + static_cast<std::size_t>(len) + 2;
+  return size <= rest.size() && rest[size - 2] == '\r' && rest[size - 1] == '\n';
+}
+
 // The size of the element frame at the start of `rest` when it is a bulk string or an integer
 // (nearly every element the near cache reads), checked as reply_parser would, or 0: reply_parser
 // then frames it.
 std::size_t simple_element(std::string_view rest) {
-  if (rest.size() < 4) return 0;
-  if (rest[0] == '$') {
-    std::int64_t len = 0;
-    std::size_t cr = 0;
-    if (!detail::quick_header(rest, 0, limits{}.max_inline_bytes, len, cr)) return 0;
-    const std::size_t size = cr + 2 + static_cast<std::size_t>(len) + 2;
-    if (size > rest.size() || rest[size - 2] != '\r' || rest[size - 1] != '\n') {
-      return 0;
-    }
-    return size;
-  }
-  if (rest[0] == ':') {
+  if (std::size_t header = 0, size = 0; bulk_frame(rest, header, size)) return size;
+  if (rest.size() >= 4 && rest[0] == ':') {
     const std::size_t cr = rest.find("\r\n");
     std::int64_t v = 0;
     if (cr == std::string_view::npos || !parse_decimal(rest.substr(1, cr - 1), v)) return 0;
@@ -222,14 +226,9 @@ bool split_array(std::string_view frame, std::vector<std::string_view>& out) {
 }
 
 std::optional<std::string_view> bulk_payload(std::string_view frame) {
-  const std::size_t eol = frame.find("\r\n");
-  std::int64_t len = 0;
-  if (frame.empty() || frame[0] != '$' || eol == std::string_view::npos ||
-      !parse_decimal(frame.substr(1, eol - 1), len) || len < 0 ||
-      frame.size() != eol + 2 + static_cast<std::size_t>(len) + 2) {
-    return std::nullopt;
-  }
-  return frame.substr(eol + 2, static_cast<std::size_t>(len));
+  std::size_t header = 0, size = 0;
+  if (!bulk_frame(frame, header, size) || size != frame.size()) return std::nullopt;
+  return frame.substr(header, size - header - 2);
 }
 
 std::optional<std::int64_t> integer_payload(std::string_view frame) {

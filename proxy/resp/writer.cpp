@@ -46,7 +46,9 @@ void append_verbatim(std::string& out, std::string_view txt, int proto) {
   out.append("\r\n", 2);
 }
 
-void append_null(std::string& out, int proto) { out.append(proto >= 3 ? "_\r\n" : "$-1\r\n"); }
+std::string_view null_frame(int proto) { return proto >= 3 ? "_\r\n" : "$-1\r\n"; }
+
+void append_null(std::string& out, int proto) { out.append(null_frame(proto)); }
 
 void append_null_array(std::string& out, int proto) {
   out.append(proto >= 3 ? "_\r\n" : "*-1\r\n");

@@ -15,6 +15,7 @@ void append_error(std::string& out, std::string_view s);   // -s\r\n (s includes
 void append_integer(std::string& out, std::int64_t v);     // :v\r\n
 void append_bulk(std::string& out, std::string_view s);    // $len\r\ns\r\n
 void append_null(std::string& out, int proto);             // RESP3 "_\r\n", RESP2 "$-1\r\n"
+std::string_view null_frame(int proto);                     // what append_null appends
 void append_null_array(std::string& out, int proto);       // RESP3 "_\r\n", RESP2 "*-1\r\n"
 void append_array_header(std::string& out, std::size_t n); // *n\r\n
 void append_map_header(std::string& out, std::size_t pairs, int proto);  // RESP3 %n, RESP2 *2n

@@ -5,7 +5,7 @@
 
 namespace redis_sidecar {
 
-flight_table::flight_table() : ring_(64), index_(128) {}
+flight_table::flight_table() : ring_(first_ring), index_(2 * first_ring) {}
 
 std::uint64_t flight_table::open(std::string_view key, std::size_t h) {
   flight_ptr f;
@@ -43,30 +43,28 @@ flight_table::flight* flight_table::find(std::uint64_t read) {
   return ring_[slot_of(read)].get();
 }
 
-std::uint64_t flight_table::joinable(std::string_view key, std::size_t h) const {
+// The index position holding the key's joinable read, or the empty one where it would go.
+std::size_t flight_table::position_of(std::string_view key, std::size_t h) const {
   const std::size_t mask = index_.size() - 1;
-  for (std::size_t i = h & mask; index_[i] != 0; i = (i + 1) & mask) {
+  std::size_t i = h & mask;
+  for (; index_[i] != 0; i = (i + 1) & mask) {
     const flight& f = *ring_[slot_of(index_[i])];
-    if (f.hash == h && f.key == key) return index_[i];
+    if (f.hash == h && f.key == key) break;
   }
-  return 0;
+  return i;
+}
+
+std::uint64_t flight_table::joinable(std::string_view key, std::size_t h) const {
+  return index_[position_of(key, h)];
 }
 
 void flight_table::join_to(std::uint64_t read) {
   const flight* f = find(read);
   if (f == nullptr) return;
   if (2 * (indexed_ + 1) > index_.size()) grow_index();
-  const std::size_t mask = index_.size() - 1;
-  std::size_t i = f->hash & mask;
-  for (; index_[i] != 0; i = (i + 1) & mask) {
-    const flight& other = *ring_[slot_of(index_[i])];
-    if (other.hash == f->hash && other.key == f->key) {
-      index_[i] = read;  // in place of the key's older read
-      return;
-    }
-  }
-  index_[i] = read;
-  ++indexed_;
+  std::uint64_t& entry = index_[position_of(f->key, f->hash)];
+  if (entry == 0) ++indexed_;
+  entry = read;  // in place of the key's older read, if any
 }
 
 void flight_table::grow_index() {
@@ -127,10 +125,10 @@ flight_table::flight_ptr flight_table::take(std::uint64_t read, bool* was_joinab
   flight_ptr f = std::move(ring_[slot_of(read)]);
   --live_;
   while (head_ != next_ && !ring_[slot_of(head_)]) ++head_;
-  if (live_ == 0 && ring_.size() > 1024) {
+  if (live_ == 0 && ring_.size() > 16 * first_ring) {
     // A burst of misses is over: its ring and index go back to their first size.
-    ring_ = std::vector<flight_ptr>(64);
-    index_ = std::vector<std::uint64_t>(128);
+    ring_ = std::vector<flight_ptr>(first_ring);
+    index_ = std::vector<std::uint64_t>(2 * first_ring);
   }
   return f;
 }

@@ -80,17 +80,21 @@ class flight_table {
 
   /// The numbers of the reads in flight, oldest first.
   std::vector<std::uint64_t> reads() const;
+  /// The ring's length: at least the span from the oldest read in flight to next().
+  std::size_t ring_length() const { return ring_.size(); }
 
  private:
   std::size_t slot_of(std::uint64_t read) const { return read & (ring_.size() - 1); }
   std::uint64_t place(flight_ptr f);
   void grow_ring();
   void grow_index();
+  std::size_t position_of(std::string_view key, std::size_t h) const;
   // Index position of `read` (its key's joinable read), or npos.
   std::size_t position(std::uint64_t read) const;
   void erase_at(std::size_t pos);
 
   static constexpr std::size_t npos = static_cast<std::size_t>(-1);
+  static constexpr std::size_t first_ring = 64;   // the ring's length to begin with (index: 2x)
   static constexpr std::size_t max_spare = 1024;  // recycled flights kept at most
 
   std::vector<flight_ptr> ring_;      // power-of-two length; null: taken, or not in flight

@@ -481,7 +481,7 @@ void near_cache::read_one(flight& f, std::string_view pttl, std::string_view get
   const auto ttl = resp::integer_payload(pttl);
   if (!ttl) return answer_error(f, "-ERR unexpected reply from upstream\r\n", received);
   const auto payload = resp::bulk_payload(get);
-  const bool absent = get == "$-1\r\n" || get == "_\r\n";
+  const bool absent = get == resp::null_frame(2) || get == resp::null_frame(3);
   if (!payload && !absent) {
     // WRONGTYPE (the key holds no string) is answered as Redis gave it; nothing else can come.
     const bool simple_error = !get.empty() && get[0] == '-';
@@ -498,8 +498,7 @@ void near_cache::read_one(flight& f, std::string_view pttl, std::string_view get
   if (payload) {
     for (auto& w : f.waiters) w.sink->deliver(w.seq, get, 0, received);
   } else {
-    for (auto& w : f.waiters)
-      w.sink->deliver(w.seq, w.proto == 3 ? "_\r\n" : "$-1\r\n", 0, received);
+    for (auto& w : f.waiters) w.sink->deliver(w.seq, resp::null_frame(w.proto), 0, received);
   }
 }
 

@@ -146,19 +146,57 @@ TEST_CASE("flight_table: thousands in flight, answered out of order") {
   CHECK(open_key(t, "x") == 5001);
 }
 
+TEST_CASE("flight_table: the ring stays as long as the reads in flight span") {
+  flight_table t;
+  std::vector<std::uint64_t> window;
+  for (int i = 0; i < 100000; ++i) {
+    window.push_back(open_key(t, "key:" + std::to_string(i % 1000)));
+    if (window.size() > 10) {
+      t.recycle(t.take(window.front()));
+      window.erase(window.begin());
+    }
+  }
+  CHECK(t.size() == 10);
+  CHECK(t.ring_length() <= 64);
+  // One read held back makes the ring span every read since; answering it lets the ring go back.
+  const auto held = open_key(t, "held");
+  for (int i = 0; i < 3000; ++i) t.recycle(t.take(open_key(t, "k")));
+  CHECK(t.ring_length() >= 3000);
+  for (const auto read : t.reads()) t.recycle(t.take(read));
+  CHECK(t.find(held) == nullptr);
+  CHECK(t.empty());
+  CHECK(t.ring_length() == 64);
+}
+
 // Random operations against a model, with hashes that collide on purpose (the caller supplies the
-// hash), so the index's probe runs and backward-shift deletion are exercised.
+// hash), so the index's probe runs, backward-shift deletion and growth are exercised; every so
+// often the table is drained, so it also shrinks back.
 TEST_CASE("flight_table: random operations agree with a model") {
-  for (const std::size_t buckets : {std::size_t{1}, std::size_t{7}, std::size_t{1} << 40}) {
+  constexpr int keys = 400;  // more than the first index holds: it grows under collisions
+  for (const std::size_t buckets : {std::size_t{1}, std::size_t{7}, std::size_t{0}}) {
     flight_table t;
     std::map<std::uint64_t, std::string> live;    // read -> key
     std::map<std::string, std::uint64_t> joined;  // key -> joinable read
     std::vector<flight_table::flight_ptr> taken;
     std::mt19937 rng(static_cast<unsigned>(buckets));
-    const auto fake_hash = [&](const std::string& k) { return flight_table::hash(k) % buckets; };
-    for (int step = 0; step < 20000; ++step) {
-      const std::string key = "k" + std::to_string(rng() % 60);
-      const std::size_t h = fake_hash(key);
+    const auto hash_of = [&](const std::string& k) {  // buckets 0: the real hash
+      return buckets == 0 ? flight_table::hash(k) : flight_table::hash(k) % buckets;
+    };
+    const auto take = [&](std::map<std::uint64_t, std::string>::iterator it) {
+      bool was = false;
+      auto f = t.take(it->first, &was);
+      REQUIRE(f);
+      CHECK(f->key == it->second);
+      const auto j = joined.find(it->second);
+      const bool model_was = j != joined.end() && j->second == it->first;
+      CHECK(was == model_was);
+      if (model_was) joined.erase(j);
+      live.erase(it);
+      return f;
+    };
+    for (int step = 0; step < 30000; ++step) {
+      const std::string key = "k" + std::to_string(rng() % keys);
+      const std::size_t h = hash_of(key);
       switch (rng() % 6) {
         case 0:
         case 1: {
@@ -174,15 +212,7 @@ TEST_CASE("flight_table: random operations agree with a model") {
           if (live.empty()) break;
           auto it = live.begin();
           std::advance(it, static_cast<long>(rng() % live.size()));
-          bool was = false;
-          auto f = t.take(it->first, &was);
-          REQUIRE(f);
-          CHECK(f->key == it->second);
-          const auto j = joined.find(it->second);
-          const bool model_was = j != joined.end() && j->second == it->first;
-          CHECK(was == model_was);
-          if (model_was) joined.erase(j);
-          live.erase(it);
+          auto f = take(it);
           if (rng() % 3 == 0)
             taken.push_back(std::move(f));
           else
@@ -211,12 +241,16 @@ TEST_CASE("flight_table: random operations agree with a model") {
           }
           break;
       }
+      if (step % 5000 == 4999) {  // drain, oldest first
+        while (!live.empty()) t.recycle(take(live.begin()));
+        CHECK(t.empty());
+      }
       if (step % 97 == 0) {
         REQUIRE(t.size() == live.size());
-        for (int k = 0; k < 60; ++k) {
+        for (int k = 0; k < keys; ++k) {
           const std::string name = "k" + std::to_string(k);
           const auto j = joined.find(name);
-          CHECK(t.joinable(name, fake_hash(name)) == (j == joined.end() ? 0 : j->second));
+          CHECK(t.joinable(name, hash_of(name)) == (j == joined.end() ? 0 : j->second));
         }
         for (const auto& [read, k] : live) {
           REQUIRE(t.find(read) != nullptr);
