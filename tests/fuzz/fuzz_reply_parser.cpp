@@ -2,7 +2,8 @@
 // the read sizes; the rest is an upstream byte stream. It is framed whole and in reads of
 // pseudo-random sizes into a re-allocated, compacted buffer; both must give the same frames and
 // final state. Every complete frame is also decoded, which must agree with the framer on what is a
-// frame. Every frame also goes through the subscription tracker (a subscribed client's frames),
+// frame, and split into elements as the near cache does (which must agree with decode). Every
+// frame also goes through the subscription tracker (a subscribed client's frames),
 // which must only ever read confirmations out of complete frames.
 #include <cstddef>
 #include <cstdint>
@@ -40,6 +41,38 @@ struct run_result {
 
 constexpr std::string_view known_types = "+-:$*_,#(!=%~>";
 
+// The near cache's view of a frame (split_array, bulk_payload, integer_payload) must agree with
+// decode() wherever decode() accepts it, and every element it finds must be one whole frame.
+void check_elements(std::string_view bytes, const redis_sidecar::resp::value* decoded) {
+  using kind = redis_sidecar::resp::value::kind;
+  std::vector<std::string_view> elements;
+  const bool split = redis_sidecar::resp::split_array(bytes, elements);
+  if (split) {
+    std::size_t total = 0;
+    for (const std::string_view e : elements) {
+      check(e.data() >= bytes.data() && e.data() + e.size() <= bytes.data() + bytes.size());
+      limits big;
+      big.max_bulk_bytes = bytes.size();
+      reply_parser p(big);
+      check(p.parse(e) == parse_status::complete && p.frame_size() == e.size());
+      total += e.size();
+    }
+    check(bytes[0] == '*' && total < bytes.size());
+  }
+  if (decoded != nullptr && bytes[0] == '*' && decoded->type == kind::array) {
+    check(split && elements.size() == decoded->elements.size());
+  }
+  const auto payload = redis_sidecar::resp::bulk_payload(bytes);
+  if (payload)
+    check(decoded == nullptr || (decoded->type == kind::bulk_string && decoded->str == *payload));
+  if (decoded != nullptr && bytes[0] == '$' && decoded->type == kind::bulk_string)
+    check(payload.has_value());
+  const auto integer = redis_sidecar::resp::integer_payload(bytes);
+  if (integer)
+    check(decoded == nullptr || (decoded->type == kind::integer && decoded->integer == *integer));
+  if (decoded != nullptr && bytes[0] == ':') check(integer && *integer == decoded->integer);
+}
+
 bool drain(reply_parser& p, std::string& buffer, run_result& r, bool decode_frames) {
   for (;;) {
     const parse_status st = p.parse(buffer);
@@ -63,6 +96,7 @@ bool drain(reply_parser& p, std::string& buffer, run_result& r, bool decode_fram
       }
       std::string extended = f.bytes + "+";
       check(!redis_sidecar::resp::decode(extended).has_value());
+      check_elements(f.bytes, v.has_value() ? &*v : nullptr);
       for (const int proto : {2, 3}) {
         redis_sidecar::subscription_tracker t;
         const bool unsubscribed_all = t.on_frame(f.bytes, proto);
