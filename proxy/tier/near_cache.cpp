@@ -1,6 +1,5 @@
 #include "proxy/tier/near_cache.hpp"
 
-#include <algorithm>
 #include <array>
 #include <chrono>
 #include <random>
@@ -394,7 +393,7 @@ void near_cache::deliver(std::uint64_t seq, std::string_view frame, std::uint8_t
       log::warn("CLIENT CACHING YES refused by the upstream (" + error_text(frame) +
                 "): Redis does not track what the sidecar reads, so L1 keeps nothing for hits");
     }
-    for (std::uint64_t read = seq; read != seq + std::max<std::uint32_t>(head->batch, 1); ++read)
+    for (std::uint64_t read = seq; read != seq + head->batch_reads(); ++read)
       if (flight* f = flights_.find(read)) f->invalidated = true;
     return;
   }
@@ -435,7 +434,7 @@ void near_cache::read_done(std::uint64_t first, std::string_view frame, bool err
                            clock::time_point received) {
   const flight* head = flights_.find(first);
   if (head == nullptr) return;
-  const std::uint32_t n = std::max<std::uint32_t>(head->batch, 1);
+  const std::uint32_t n = head->batch_reads();
   // EXEC: [PTTL, GET] per read; or an error: Redis refused the transaction, or the connection
   // failed (a null array, for a transaction WATCH aborted, cannot come: nothing is watched).
   // The elements are viewed in place (no copy of the values); the vector is moved out while in

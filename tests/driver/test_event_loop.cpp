@@ -29,6 +29,15 @@ struct recorder : turn_listener {
   }
 };
 
+// A loop held open by `work` until a test lets go, and two listeners that log when called.
+struct two_listeners {
+  asio::io_context io{1};
+  asio::executor_work_guard<asio::io_context::executor_type> work = asio::make_work_guard(io);
+  std::vector<std::string> log;
+  std::shared_ptr<recorder> a = std::make_shared<recorder>(log, "a ended");
+  std::shared_ptr<recorder> b = std::make_shared<recorder>(log, "b ended");
+};
+
 TEST_CASE("a deferred listener runs after every handler ready in its turn", "[event_loop]") {
   asio::io_context io(1);
   auto work = asio::make_work_guard(io);
@@ -54,13 +63,10 @@ TEST_CASE("a deferred listener runs after every handler ready in its turn", "[ev
   CHECK(std::is_permutation(log.begin(), log.end(), want.begin()));
 }
 
-TEST_CASE("what a listener makes ready runs in the next turn, and the loop ends with the work",
-          "[event_loop]") {
-  asio::io_context io(1);
-  auto work = asio::make_work_guard(io);
-  std::vector<std::string> log;
-  auto a = std::make_shared<recorder>(log, "a ended");
-  auto b = std::make_shared<recorder>(log, "b ended");
+TEST_CASE_METHOD(
+    two_listeners,
+    "what a listener makes ready runs in the next turn, and the loop ends with the work",
+    "[event_loop]") {
   b->then = [&] { work.reset(); };
   a->then = [&] {
     asio::post(io, [&] {
@@ -75,13 +81,9 @@ TEST_CASE("what a listener makes ready runs in the next turn, and the loop ends 
   CHECK(b.use_count() == 1);
 }
 
-TEST_CASE("a listener deferred by another's turn_ended is called at the same turn's end",
-          "[event_loop]") {
-  asio::io_context io(1);
-  auto work = asio::make_work_guard(io);
-  std::vector<std::string> log;
-  auto a = std::make_shared<recorder>(log, "a ended");
-  auto b = std::make_shared<recorder>(log, "b ended");
+TEST_CASE_METHOD(two_listeners,
+                 "a listener deferred by another's turn_ended is called at the same turn's end",
+                 "[event_loop]") {
   auto again = std::make_shared<recorder>(log, "again");
   int rounds = 0;
   // Defers itself from its own turn_ended: called a few times at this turn's end, then not again
