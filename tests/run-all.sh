@@ -25,8 +25,10 @@ work=$(mktemp -d /tmp/run-all.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 results=$work/results  # lines: "<stage name>|<passed>|<failed>|<seconds>"
 failures=$work/failures  # lines: "<stage name>: <failed test>", repeated in the summary
+details=$work/details    # the failed assertions and sanitizer reports, repeated in the summary
 : >"$results"
 : >"$failures"
+: >"$details"
 started=$SECONDS
 
 banner() { printf '\n==== %s ====\n' "$*"; }
@@ -107,6 +109,15 @@ run_ctest() {
   # ctest's list after "The following tests FAILED:", e.g. "	 17 - near_cache (Failed)".
   sed -n '/^The following tests FAILED:/,/^[^[:space:]]/{/^[[:space:]]/p}' "$log" |
     sed -E "s/^[[:space:]]*/$label: /" >>"$failures" || true
+  # What failed, so that the summary alone (the end of a long log) says why: each failed
+  # assertion or sanitizer report with the lines that explain it, at most 60 lines per stage.
+  if ((failed > 0)); then
+    {
+      echo "$label:"
+      grep -E -A4 ': FAILED:$|ERROR: (Address|Leak)Sanitizer|runtime error:' "$log" | head -60 |
+        sed 's/^/  /'
+    } >>"$details" || true
+  fi
   if ((total == 0)); then
     echo "!! $label: no tests found" >&2
     failed=1
@@ -183,6 +194,10 @@ while IFS='|' read -r name passed failed secs; do
   total_passed=$((total_passed + passed))
   total_failed=$((total_failed + failed))
 done <"$results"
+if [[ -s $details ]]; then
+  echo "  why they failed:"
+  sed 's/^/    /' "$details"
+fi
 if [[ -s $failures ]]; then
   echo "  failed tests:"
   sed 's/^/    /' "$failures"
