@@ -222,6 +222,14 @@ target_args() {
     sidecar-unix) echo "-s $unix_sock" ;;
   esac
 }
+# metrics_port TARGET: the sidecar's metrics port, for the targets the throughput tables show.
+metrics_port() {
+  case $1 in
+    sidecar) echo "$sidecar_mport" ;;
+    sidecar-l1) echo "$l1_mport" ;;
+    *) echo "" ;;
+  esac
+}
 proxy_pid() {
   case $1 in
     stunnel) echo "$stunnel_pid" ;;
@@ -234,7 +242,8 @@ proxy_pid() {
   esac
 }
 
-results=$work/results.csv  # target,pipeline,test,rps,p50_ms,p99_ms,proxy_cpu_us,redis_cpu_us
+# target,pipeline,test,rps,p50_ms,p99_ms,proxy_cpu_us,redis_cpu_us,reqs_per_upstream_write
+results=$work/results.csv
 : >"$results"
 declare -A sent=() seen=()  # requests sent through a sidecar / calls Redis counted meanwhile
 
@@ -242,9 +251,12 @@ declare -A sent=() seen=()  # requests sent through a sidecar / calls Redis coun
 bench() {
   local target=$1 pipeline=$2 test=$3 label=$4
   shift 4
-  local cmd=${test,,} ppid before after out line p0=0 p1=0 r0 r1 reqs
+  local cmd=${test,,} ppid mport before after out line p0=0 p1=0 r0 r1 reqs w0=0 w1=0
   ppid=$(proxy_pid "$target")
+  mport=$(metrics_port "$target")
   before=$(cmdstat "$redis_port" "$cmd")
+  # Upstream writes: how many requests each carried tells the -P 1 regimes apart (RESULTS.md).
+  [[ -n $mport ]] && w0=$(metric "http://127.0.0.1:$mport/metrics" redis_sidecar_upstream_writes_total)
   r0=$(cpu_ticks "$redis_pid")
   [[ -n $ppid ]] && p0=$(cpu_ticks "$ppid")
   # shellcheck disable=SC2046  # target_args is a list of words on purpose
@@ -255,6 +267,7 @@ bench() {
   r1=$(cpu_ticks "$redis_pid")
   [[ -n $ppid ]] && p1=$(cpu_ticks "$ppid")
   after=$(cmdstat "$redis_port" "$cmd")
+  [[ -n $mport ]] && w1=$(metric "http://127.0.0.1:$mport/metrics" redis_sidecar_upstream_writes_total)
   reqs=$(printf '%s\n' "$@" | awk 'p { print; exit } $0 == "-n" { p = 1 }')
   if [[ $target == sidecar* ]]; then
     sent[$target,$cmd]=$((${sent[$target,$cmd]:-0} + reqs))
@@ -263,7 +276,10 @@ bench() {
   # "GET","rps","avg","min","p50","p95","p99","max"
   line=$(printf '%s\n' "$out" | tr -d '"\r' | awk -F, -v t="$target" -v p="$pipeline" -v l="$label" \
     -v pc="$(((p1 - p0) * 1000000 / clk_tck))" -v rc="$(((r1 - r0) * 1000000 / clk_tck))" -v n="$reqs" \
-    '$1 == "SET" || $1 == "GET" { printf "%s,%s,%s,%s,%s,%s,%.2f,%.2f\n", t, p, l, $2, $5, $7, pc / n, rc / n }')
+    -v w="$(awk -v a="${w0:-0}" -v b="${w1:-0}" 'BEGIN { printf "%d", b - a }')" \
+    '$1 == "SET" || $1 == "GET" {
+      printf "%s,%s,%s,%s,%s,%s,%.2f,%.2f,%s\n", t, p, l, $2, $5, $7, pc / n, rc / n, (w > 0 ? sprintf("%.1f", n / w) : "")
+    }')
   [[ -n $line ]] || die "no result from redis-benchmark against $target: $out"
   printf '%s\n' "$line" >>"$results"
 }
