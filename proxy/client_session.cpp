@@ -407,6 +407,7 @@ client_session::outcome client_session::handle(std::span<const std::string_view>
       fill_info_ = info;
       fill_frame_ = frame;
       fill_key_ = {};
+      fill_argc_ = args.size();
       // The key must lie within the frame (not so for inline commands, whose frame is rebuilt);
       // addresses compared as integers, since they may point into different buffers.
       const auto at = [](std::string_view s) { return reinterpret_cast<std::uintptr_t>(s.data()); };
@@ -1225,8 +1226,8 @@ client_session::outcome client_session::submit_to(const std::shared_ptr<connecti
   if (fill_info_ != nullptr) {
     if (fill_info_->flags & commands::write) ++writes_in_flight_;
     cache_ops_.push_back(cache_op{
-        next_seq_, fill_info_, effective_db(), arena_base_ + cache_arena_.size(),
-        fill_frame_.size(),
+        next_seq_, fill_info_, effective_db(), static_cast<std::uint32_t>(fill_argc_),
+        arena_base_ + cache_arena_.size(), fill_frame_.size(),
         static_cast<std::uint32_t>(fill_key_.empty() ? 0 : fill_key_.data() - fill_frame_.data()),
         static_cast<std::uint32_t>(fill_key_.size())});
     cache_arena_.append(fill_frame_);
@@ -1251,15 +1252,21 @@ void client_session::apply_cache_op(std::uint64_t seq, std::string_view reply,
     // that their stores do not wait for memory (the index two replies ahead, the entry one).
     if (cache_ops_.size() > 1) prefetch_cache_op(cache_ops_[1], false);
     if (!cache_ops_.empty()) prefetch_cache_op(cache_ops_.front(), true);
-    if (op_parser_.parse(op_frame(op)) == resp::parse_status::complete) {
-      // Wall time matters only to SET's EXAT/PXAT options: not read for anything shorter.
-      const auto args = op_parser_.args();
-      const std::int64_t wall = op.info->id == command_id::set && args.size() > 3 ? wall_ms() : 0;
-      // The session's db now, not op.db: a SELECT sent before the request had replied by now,
-      // and op.db assumed it would succeed.
-      ctx_.tier->on_reply(db_, *op.info, args, reply, mono_ms(received), wall);
+    // The session's db now, not op.db: a SELECT sent before the request had replied by now,
+    // and op.db assumed it would succeed.
+    if (op.argc == 2 && op.key_size != 0) {
+      // A command and its key (GET, INCR, DEL k): both known without framing the request again.
+      const std::array<std::string_view, 2> args{op.info->name, op_key(op)};
+      ctx_.tier->on_reply(db_, *op.info, args, reply, mono_ms(received), 0);
+    } else {
+      if (op_parser_.parse(op_frame(op)) == resp::parse_status::complete) {
+        // Wall time matters only to SET's EXAT/PXAT options: not read for anything shorter.
+        const auto args = op_parser_.args();
+        const std::int64_t wall = op.info->id == command_id::set && args.size() > 3 ? wall_ms() : 0;
+        ctx_.tier->on_reply(db_, *op.info, args, reply, mono_ms(received), wall);
+      }
+      op_parser_.reset();
     }
-    op_parser_.reset();
   }
   if (cache_ops_.empty()) {
     arena_base_ += cache_arena_.size();

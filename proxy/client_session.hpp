@@ -319,6 +319,7 @@ class client_session : public reply_sink,
     std::uint64_t seq;
     const commands::command_info* info;
     int db;
+    std::uint32_t argc;  // arguments, the command's name included
     std::size_t offset;  // into cache_arena_
     std::size_t size;
     std::uint32_t key_offset;  // the first key, within the frame (key_size 0: none known)
@@ -327,6 +328,7 @@ class client_session : public reply_sink,
   const commands::command_info* fill_info_ = nullptr;  // set while handle() forwards such a request
   std::string_view fill_frame_;
   std::string_view fill_key_;  // its first key, when it lies within fill_frame_
+  std::size_t fill_argc_ = 0;
   std::string_view op_frame(const cache_op& op) const;  // its request, in cache_arena_
   std::string_view op_key(const cache_op& op) const;    // its first key (empty: none known)
   void prefetch_cache_op(const cache_op& op, bool entry) const;
