@@ -24,6 +24,8 @@ function hi(list, a, k, i, m) {
   for (i = 2; i <= k; i++) if (a[i] + 0 > m + 0) m = a[i]
   return m
 }
+# Requests per upstream write, shown: above 999 (L1 hits: hardly any writes) only as ">999".
+function per_write(x) { return x > 999 ? ">999" : sprintf("%.1f", x) }
 function ratio(a, b) { return (b > 0 && a > 0) ? a / b : 0 }
 function has(t, p, x) { return ((t "," p "," x) in rps) }
 # target line: "name  measured  goal  verdict"
@@ -49,7 +51,8 @@ END {
     k = order[i]
     rps[k] = median(l_rps[k]); p50[k] = median(l_p50[k]); p99[k] = median(l_p99[k])
     pcpu[k] = median(l_pcpu[k]); rcpu[k] = median(l_rcpu[k])
-    rpw[k] = (k in l_rpw) ? sprintf("%.1f (%s-%s)", median(l_rpw[k]), lo(l_rpw[k]), hi(l_rpw[k])) : "-"
+    rpw[k] = (k in l_rpw) ? sprintf("%s (%s-%s)", per_write(median(l_rpw[k])), per_write(lo(l_rpw[k])), \
+      per_write(hi(l_rpw[k]))) : "-"
     spread[k] = rps[k] > 0 ? (hi(l_rps[k]) - lo(l_rps[k])) * 100 / rps[k] : 0
   }
   printf "\n### %s: redis-benchmark -c 50 -r 100000 -d 64 -n %s, %s round(s), medians\n", \
@@ -57,7 +60,7 @@ END {
   printf "spread = (max-min)/median of ops/s over rounds; vs tls = ops/s / direct-tls ops/s;\n"
   printf "proxy/redis cpu = CPU microseconds per request of the proxy process / of redis-server;\n"
   printf "reqs/write = a sidecar's requests per upstream write, median (min-max) over rounds: at\n"
-  printf "-P 1 it tells the batched regime (several) from the lockstep one (one or two)\n\n"
+  printf "-P 1 it varies from round to round, and ops/s with it (bench/RESULTS.md)\n\n"
   printf "%-11s %3s %-4s %10s %7s %8s %8s %7s %9s %9s  %s\n", "target", "-P", "test", "ops/s", "spread", \
     "p50 ms", "p99 ms", "vs tls", "proxy cpu", "redis cpu", "reqs/write"
   ntest = split("GET SET", tests, " ")
