@@ -255,7 +255,7 @@ bench() {
   ppid=$(proxy_pid "$target")
   mport=$(metrics_port "$target")
   before=$(cmdstat "$redis_port" "$cmd")
-  # Upstream writes: how many requests each carried tells the -P 1 regimes apart (RESULTS.md).
+  # Upstream writes: how many requests each carried goes with -P 1 throughput (RESULTS.md).
   [[ -n $mport ]] && w0=$(metric "http://127.0.0.1:$mport/metrics" redis_sidecar_upstream_writes_total)
   r0=$(cpu_ticks "$redis_pid")
   [[ -n $ppid ]] && p0=$(cpu_ticks "$ppid")
