@@ -21,6 +21,7 @@
 // server's io_context thread.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <limits>
@@ -331,6 +332,8 @@ class client_session : public reply_sink,
   std::size_t fill_argc_ = 0;
   std::string_view op_frame(const cache_op& op) const;  // its request, in cache_arena_
   std::string_view op_key(const cache_op& op) const;    // its first key (empty: none known)
+  // The arguments of its request, when it need not be framed again (GET k, SET k v): their count.
+  std::size_t known_args(const cache_op& op, std::array<std::string_view, 3>& out) const;
   void prefetch_cache_op(const cache_op& op, bool entry) const;
   void abandon_cache_op(const cache_op& op);
   void pop_cache_op();
