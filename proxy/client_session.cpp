@@ -1237,37 +1237,19 @@ client_session::outcome client_session::submit_to(const std::shared_ptr<connecti
   return outcome::next;
 }
 
-namespace {
-
-// Reads "<prefix><decimal>\r\n" at `pos` with the framers' header fast path; false on anything
-// else (a hint: never an error).
-bool read_header(std::string_view in, std::size_t& pos, char prefix, std::size_t& n) {
-  std::int64_t value = 0;
-  std::size_t cr = 0;
-  if (pos >= in.size() || in[pos] != prefix || !resp::detail::quick_header(in, pos, 20, value, cr))
-    return false;
-  n = static_cast<std::size_t>(value);
-  pos = cr + 2;
-  return true;
-}
-
-}  // namespace
-
 // The arguments of an op's request without framing it again, when they are a command, its key and
 // at most one more bulk string (GET k, INCR k, DEL k, SET k v): the name is the table's, the key
-// is where the op recorded it, the value the bulk string behind it. Returns their count, or 0.
+// is where the op recorded it, the value the bulk string that ends the frame. Returns their
+// count, or 0.
 std::size_t client_session::known_args(const cache_op& op,
                                        std::array<std::string_view, 3>& out) const {
   if (op.key_size == 0 || op.argc < 2 || op.argc > 3) return 0;
-  const char* const frame = cache_arena_.data() + (op.offset - arena_base_);
   out[0] = op.info->name;
-  out[1] = std::string_view(frame + op.key_offset, op.key_size);
+  out[1] = op_key(op);
   if (op.argc == 3) {
-    const std::string_view whole(frame, op.size);
-    std::size_t pos = op.key_offset + op.key_size + 2;
-    std::size_t len = 0;
-    if (!read_header(whole, pos, '$', len) || whole.size() - pos < len + 2) return 0;
-    out[2] = whole.substr(pos, len);
+    const auto value = resp::bulk_payload(op_frame(op).substr(op.key_offset + op.key_size + 2));
+    if (!value) return 0;
+    out[2] = *value;
   }
   return op.argc;
 }
@@ -1311,6 +1293,22 @@ void client_session::apply_cache_op(std::uint64_t seq, std::string_view reply,
     arena_base_ += used;
   }
 }
+
+namespace {
+
+// Reads "<prefix><decimal>\r\n" at `pos` with the framers' header fast path; false on anything
+// else (a hint: never an error).
+bool read_header(std::string_view in, std::size_t& pos, char prefix, std::size_t& n) {
+  std::int64_t value = 0;
+  std::size_t cr = 0;
+  if (pos >= in.size() || in[pos] != prefix || !resp::detail::quick_header(in, pos, 20, value, cr))
+    return false;
+  n = static_cast<std::size_t>(value);
+  pos = cr + 2;
+  return true;
+}
+
+}  // namespace
 
 // The requests of one read that look up L1 while they are handled (the SET family hides its entry;
 // GET answers hits in the serving modes) would each wait for memory in turn: start loading all
