@@ -276,8 +276,9 @@ bench() {
   # "GET","rps","avg","min","p50","p95","p99","max"
   line=$(printf '%s\n' "$out" | tr -d '"\r' | awk -F, -v t="$target" -v p="$pipeline" -v l="$label" \
     -v pc="$(((p1 - p0) * 1000000 / clk_tck))" -v rc="$(((r1 - r0) * 1000000 / clk_tck))" -v n="$reqs" \
-    -v w="$(awk -v a="${w0:-0}" -v b="${w1:-0}" 'BEGIN { printf "%d", b - a }')" \
+    -v w0="${w0:-0}" -v w1="${w1:-0}" \
     '$1 == "SET" || $1 == "GET" {
+      w = w1 - w0
       printf "%s,%s,%s,%s,%s,%s,%.2f,%.2f,%s\n", t, p, l, $2, $5, $7, pc / n, rc / n, (w > 0 ? sprintf("%.1f", n / w) : "")
     }')
   [[ -n $line ]] || die "no result from redis-benchmark against $target: $out"
