@@ -222,6 +222,28 @@ bool eventually(F f, std::chrono::milliseconds deadline = std::chrono::seconds(1
   return f();
 }
 
+/// A field of a CLIENT LIST / CLIENT INFO line ("" when missing); RESP3's "txt:" may precede it.
+inline std::string field(const std::string& line, const std::string& name) {
+  const std::string key = name + "=";
+  std::size_t at = 0;
+  while ((at = line.find(key, at)) != std::string::npos) {
+    if (at == 0 || line[at - 1] == ' ' || line[at - 1] == ':') break;
+    ++at;
+  }
+  if (at == std::string::npos) return "";
+  const std::size_t from = at + key.size();
+  return line.substr(from, line.find_first_of(" \r\n", from) - from);
+}
+
+/// CLIENT LIST's lines.
+inline std::vector<std::string> lines_of(const std::string& list) {
+  std::vector<std::string> out;
+  std::size_t at = 0;
+  for (std::size_t nl; (nl = list.find('\n', at)) != std::string::npos; at = nl + 1)
+    out.push_back(list.substr(at, nl - at));
+  return out;
+}
+
 /// A fresh connection still gets PONG: the server survived whatever the test did.
 inline void check_still_serving(std::uint16_t port) {
   auto c = connect(port);

@@ -33,28 +33,6 @@ bool connection_closed(redisContext* c) {
   return r == nullptr;
 }
 
-// A field of a CLIENT LIST / CLIENT INFO line ("" when missing); RESP3's "txt:" may precede it.
-std::string field(const std::string& line, const std::string& name) {
-  const std::string key = name + "=";
-  std::size_t at = 0;
-  while ((at = line.find(key, at)) != std::string::npos) {
-    if (at == 0 || line[at - 1] == ' ' || line[at - 1] == ':') break;
-    ++at;
-  }
-  if (at == std::string::npos) return "";
-  const std::size_t from = at + key.size();
-  return line.substr(from, line.find_first_of(" \r\n", from) - from);
-}
-
-// CLIENT LIST's lines.
-std::vector<std::string> lines_of(const std::string& list) {
-  std::vector<std::string> out;
-  std::size_t at = 0;
-  for (std::size_t nl; (nl = list.find('\n', at)) != std::string::npos; at = nl + 1)
-    out.push_back(list.substr(at, nl - at));
-  return out;
-}
-
 }  // namespace
 
 TEST_CASE("CLIENT KILL closes the clients its filters name", "[client][kill]") {

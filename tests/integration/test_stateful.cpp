@@ -115,16 +115,9 @@ TEST_CASE("after the last UNSUBSCRIBE, the client's upstream connection goes bac
   };
   // The Redis client ids of the upstream connections named exactly `name`.
   const auto ids_named = [&](const std::string& name) {
-    const std::string list = str(up.get(), {"CLIENT", "LIST"});
     std::vector<std::string> ids;
-    for (std::size_t line = 0; line < list.size();) {
-      std::size_t end = list.find('\n', line);
-      if (end == std::string::npos) end = list.size();
-      const std::string_view l(list.data() + line, end - line);
-      if (l.find(" name=" + name + " ") != std::string_view::npos && l.starts_with("id="))
-        ids.emplace_back(l.substr(3, l.find(' ') - 3));
-      line = end + 1;
-    }
+    for (const auto& line : lines_of(str(up.get(), {"CLIENT", "LIST"})))
+      if (field(line, "name") == name) ids.push_back(field(line, "id"));
     return ids;
   };
   auto warm = env.client();
