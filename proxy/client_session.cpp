@@ -1313,7 +1313,9 @@ bool read_header(std::string_view in, std::size_t& pos, char prefix, std::size_t
 // The requests of one read that look up L1 while they are handled (the SET family hides its entry;
 // GET answers hits in the serving modes) would each wait for memory in turn: start loading all
 // their L1 slots first, index then entries, so that the waits overlap. A quick walk over complete
-// RESP arrays only; anything else ends it (the parser proper sees every byte anyway).
+// RESP arrays only; anything else ends it (the parser proper sees every byte anyway). A read whose
+// first few requests look nothing up (GETs in fallback mode, where L1 answers nothing) rarely
+// holds many that do: the walk stops there rather than frame a whole pipeline for nothing.
 void client_session::prefetch_requests(std::string_view in) const {
   cache_tier& tier = *ctx_.tier;
   if (!tier.enabled() || in.size() < 64) return;
@@ -1321,8 +1323,10 @@ void client_session::prefetch_requests(std::string_view in) const {
   const int db = effective_db();
   std::array<std::string_view, 32> keys;
   std::size_t count = 0;
+  std::size_t walked = 0;
   std::size_t pos = 0;
-  while (count < keys.size() && pos < in.size()) {
+  while (count < keys.size() && pos < in.size() && (count != 0 || walked < max_idle_walk)) {
+    ++walked;
     std::size_t args = 0;
     if (!read_header(in, pos, '*', args) || args < 2 || args > 64) break;
     std::string_view name, key;

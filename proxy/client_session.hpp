@@ -338,6 +338,7 @@ class client_session : public reply_sink,
   void abandon_cache_op(const cache_op& op);
   void pop_cache_op();
   void prefetch_requests(std::string_view in) const;
+  static constexpr std::size_t max_idle_walk = 4;  // requests walked before giving up on a read
   bool writes_key_in_flight(int db, std::string_view key) const;
   static constexpr std::size_t max_scanned_writes = 32;
   std::size_t writes_in_flight_ = 0;  // write ops in cache_ops_
