@@ -41,8 +41,8 @@ struct config {
   std::uint32_t reconnect_max_ms = 5000;    // --reconnect-max-ms: backoff cap, default 5000
 
   std::size_t max_clients = 10000;          // --max-clients, default 10000 (Redis' maxclients)
-  std::size_t max_pipeline = 10000;         // --max-pipeline: in-flight requests per client before
-                                            // the sidecar stops reading from it, default 10000
+  std::size_t max_pipeline = 2000;          // --max-pipeline: in-flight requests per client before
+                                            // the sidecar stops reading from it, default 2000
   std::size_t max_query_buffer_bytes = 1024ull * 1024 * 1024;  // --max-query-buffer-bytes, default 1 GiB
   std::size_t max_output_bytes = 1024ull * 1024 * 1024;  // --max-output-bytes: unread replies per
                                                         // client before it is closed, default 1 GiB

@@ -1,6 +1,7 @@
 // common: what the integration tests share. A `proxied` fixture (a plaintext redis-server and a
 // sidecar in front of it), small hiredis wrappers that fail the test with a readable message, a
-// RESP2/RESP3 frame reader for raw sockets, and a deadline poller for recovery checks.
+// RESP2/RESP3 frame reader for raw sockets, a deadline poller for recovery checks, and a probe of
+// the sidecar's /metrics.
 //
 // Direct mode: with REDIS_SIDECAR_IT_DIRECT=1 in the environment, `proxied` starts no sidecar and
 // port() is the upstream's own port, so the tests that describe plain Redis behaviour can be
@@ -17,6 +18,7 @@
 #include <vector>
 
 #include "proxy/errors.hpp"
+#include "tests/metrics/http_get.hpp"
 #include "tests/support/harness.hpp"
 
 namespace redis_sidecar::test {
@@ -220,6 +222,13 @@ bool eventually(F f, std::chrono::milliseconds deadline = std::chrono::seconds(1
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   return f();
+}
+
+/// The value of one of the sidecar's /metrics series, -1 when absent.
+inline double metric(const proxied& env, const std::string& series) {
+  const std::string text = "\n" + http_get(env.side->metrics_port(), "/metrics").body;
+  const auto pos = text.find("\n" + series + " ");
+  return pos == std::string::npos ? -1 : std::atof(text.c_str() + pos + series.size() + 2);
 }
 
 /// A field of a CLIENT LIST / CLIENT INFO line ("" when missing); RESP3's "txt:" may precede it.

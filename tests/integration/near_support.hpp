@@ -11,7 +11,6 @@
 #include <vector>
 
 #include "tests/integration/common.hpp"
-#include "tests/metrics/http_get.hpp"
 
 namespace redis_sidecar::test::near {
 
@@ -26,13 +25,6 @@ inline std::vector<std::string> with(std::vector<std::string> extra) {
   std::vector<std::string> out = quick;
   out.insert(out.end(), extra.begin(), extra.end());
   return out;
-}
-
-/// The value of one /metrics series, -1 when absent.
-inline double metric(const proxied& env, const std::string& series) {
-  const std::string text = "\n" + http_get(env.side->metrics_port(), "/metrics").body;
-  const auto pos = text.find("\n" + series + " ");
-  return pos == std::string::npos ? -1 : std::atof(text.c_str() + pos + series.size() + 2);
 }
 
 inline bool mode_is(const proxied& env, const std::string& mode) {

@@ -334,7 +334,7 @@ struct client_pair {
 // After a run: the hits the mode promises happened, and both servers hold the same data.
 void check_end(const proxied& env, const redis_server& reference, const run_options& o,
                const std::vector<std::string>& prefixes) {
-  if (o.expect_hits) CHECK(near::metric(env, "redis_sidecar_cache_hits_total") > 0);
+  if (o.expect_hits) CHECK(metric(env, "redis_sidecar_cache_hits_total") > 0);
   auto up = env.upstream();
   context_ptr ref{reference.connect_direct()};
   REQUIRE(ref);

@@ -214,6 +214,45 @@ TEST_CASE("a 10,000-command pipeline gets every reply in order", "[passthrough][
   CHECK(integer(ctx, {"DBSIZE"}) == pairs);
 }
 
+// The sidecar stops reading a client with --max-pipeline requests in flight, and reads on as
+// replies come back. With the upstream stalled, requests written past the limit stay unread, so
+// the in-flight gauge stops at the limit; once Redis runs again every reply comes, in order.
+TEST_CASE("a pipeline deeper than --max-pipeline is read in steps, every reply in order",
+          "[passthrough][pipeline]") {
+  SIDECAR_ONLY();
+  constexpr int limit = 100;
+  constexpr int requests = 1000;
+  proxied env({}, {"--max-pipeline", std::to_string(limit), "--fallback-after-ms", "60000"});
+  auto c = env.client();
+  auto* ctx = c.get();
+  REQUIRE(str(ctx, {"PING"}) == "PONG");  // the upstream connection is up
+
+  env.redis.pause();
+  for (int i = 0; i < requests; ++i) {
+    const char* argv[] = {"INCR", "depth"};
+    REQUIRE(redisAppendCommandArgv(ctx, 2, argv, nullptr) == REDIS_OK);
+  }
+  int done = 0;
+  while (!done) REQUIRE(redisBufferWrite(ctx, &done) == REDIS_OK);  // (~20 KB: the socket takes it)
+  const bool reached =
+      eventually([&] { return metric(env, "redis_sidecar_inflight_requests") >= limit; });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // time to read past it, if it would
+  const double held = metric(env, "redis_sidecar_inflight_requests");
+  env.redis.resume();
+  CHECK(reached);
+  CHECK(held == limit);
+
+  int wrong = 0;
+  for (int i = 1; i <= requests; ++i) {
+    void* raw = nullptr;
+    REQUIRE(redisGetReply(ctx, &raw) == REDIS_OK);
+    reply_ptr r{static_cast<redisReply*>(raw)};
+    if (r->type != REDIS_REPLY_INTEGER || r->integer != i) ++wrong;
+  }
+  CHECK(wrong == 0);
+  CHECK(metric(env, "redis_sidecar_errors_total{kind=\"pipeline_full\"}") >= 1);
+}
+
 TEST_CASE("500 concurrent clients each get their own data", "[passthrough][concurrency]") {
   proxied env;
   constexpr int clients = 500;
