@@ -455,8 +455,8 @@ run_pipe() {
 run_bulk() {
   local port pid r direct_ms=() direct_cpu=() side_ms=() side_cpu=()
   port=$(free_port)
-  printf '\n### bulk load: %s SET+GET pairs through redis-cli --pipe, %s rounds (ms)\n' \
-    "$BULK_PAIRS" "$ROUNDS"
+  printf '\n### bulk load%s: %s SET+GET pairs through redis-cli --pipe, %s rounds (ms)\n' \
+    "$([[ -n $inner ]] && echo ', remote upstream')" "$BULK_PAIRS" "$ROUNDS"
   start_sidecar bulk "$port" "$(free_port)" "$redis_tls_port"
   pid=$last_pid
   resp_pairs "$BULK_PAIRS" >"$work/bulk.resp"
@@ -550,7 +550,8 @@ run_remote() {
   printf '\n### remote upstream: Redis ports delayed by RTT_US=%s us (plus ~0.2 ms of the delayer)\n' "$RTT_US"
   NETNS=$netns REDIS_PORT=$rport REDIS_TLS_PORT=$rtport "$tools/remote-upstream.sh" exec \
     env BENCH_REMOTE_INNER=1 N="$N" ROUNDS="$REMOTE_ROUNDS" LATENCY_N="$LATENCY_N" \
-    REDIS_SIDECAR_BINARY="$sidecar_bin" bash "$repo/bench/run.sh" throughput latency
+    BULK_PAIRS="$BULK_PAIRS" REDIS_SIDECAR_BINARY="$sidecar_bin" bash "$repo/bench/run.sh" \
+    throughput latency bulk
   NETNS=$netns "$tools/remote-upstream.sh" teardown 2>>"$work/remote.log" || true
   netns=""
 }
