@@ -222,7 +222,9 @@ TEST_CASE("a pipeline deeper than --max-pipeline is read in steps, every reply i
   SIDECAR_ONLY();
   constexpr int limit = 100;
   constexpr int requests = 1000;
-  proxied env({}, {"--max-pipeline", std::to_string(limit), "--fallback-after-ms", "60000"});
+  // Gauges are published every probe interval: 50 ms, so the 200 ms hold below spans several.
+  proxied env({}, {"--max-pipeline", std::to_string(limit), "--fallback-after-ms", "60000",
+                   "--health-probe-interval-ms", "50"});
   auto c = env.client();
   auto* ctx = c.get();
   REQUIRE(str(ctx, {"PING"}) == "PONG");  // the upstream connection is up
