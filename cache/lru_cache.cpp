@@ -169,41 +169,44 @@ std::optional<entry_view> lru_cache::peek(int db, std::string_view key, time_ms 
   return entry_view{decode(slots_[s]).value, slots_[s]->expires_at};
 }
 
-bool lru_cache::put(int db, std::string_view key, std::string_view value, time_ms expires_at,
-                    time_ms now) {
+bool lru_cache::put(int db, std::string_view key, std::string_view head, std::string_view body,
+                    time_ms expires_at, time_ms now) {
+  const std::size_t value_size = head.size() + body.size();
   const std::uint64_t hash = hash_key(db, key);
   if (const std::uint32_t old = find(db, key, hash); old != npos) {
     entry_header* e = slots_[old];
     const std::string_view stored = decode(e).value;
-    if (stored.size() == value.size() && !is_expired(expires_at, now)) {
+    if (stored.size() == value_size && !is_expired(expires_at, now)) {
       // The same size (a hot key refilled): overwrite in place. The charge is unchanged, so no
       // free, malloc, index change or eviction, and the reference bit stands for the move to the
       // head that would touch the neighbours' slots and blocks.
-      if (!value.empty())
-        std::memmove(const_cast<char*>(stored.data()), value.data(), value.size());
+      char* to = const_cast<char*>(stored.data());
+      if (!body.empty()) std::memmove(to + head.size(), body.data(), body.size());
+      if (!head.empty()) std::memmove(to, head.data(), head.size());
       e->expires_at = expires_at;
       tags_[old] |= ref_bit;
       return true;
     }
     remove(old);
   }
-  const std::size_t c = charge(db, key.size(), value.size());
-  if (key.size() > options_.max_entry_bytes ||
-      value.size() > options_.max_entry_bytes - key.size() || c > options_.max_bytes ||
-      is_expired(expires_at, now)) {
+  const std::size_t c = charge(db, key.size(), value_size);
+  if (key.size() > options_.max_entry_bytes || value_size > options_.max_entry_bytes - key.size() ||
+      c > options_.max_bytes || is_expired(expires_at, now)) {
     return false;
   }
   evict_for(c, now);
   if (!reserve_one()) return false;
-  void* block = std::malloc(detail::block_size(db, key.size(), value.size()));
+  void* block = std::malloc(detail::block_size(db, key.size(), value_size));
   if (block == nullptr) return false;
   auto* e = new (block) entry_header{npos, npos, expires_at};
   unsigned char* p = reinterpret_cast<unsigned char*>(e + 1);
   p = put_varint(p, static_cast<std::uint32_t>(db));
   p = put_varint(p, key.size());
-  p = put_varint(p, value.size());
+  p = put_varint(p, value_size);
   if (!key.empty()) std::memcpy(p, key.data(), key.size());
-  if (!value.empty()) std::memcpy(p + key.size(), value.data(), value.size());
+  p += key.size();
+  if (!head.empty()) std::memcpy(p, head.data(), head.size());
+  if (!body.empty()) std::memcpy(p + head.size(), body.data(), body.size());
 
   const std::uint32_t mask = capacity_ - 1;
   std::uint32_t s = static_cast<std::uint32_t>(hash) & mask;

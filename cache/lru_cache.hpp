@@ -164,8 +164,16 @@ class lru_cache {
   /// entries already expired count as expirations, others as evictions). Returns false, after
   /// removing any old entry for the key, when key + value is larger than max_entry_bytes, the
   /// charge is larger than max_bytes, expires_at is already past at `now`, or memory could not be
-  /// allocated.
-  bool put(int db, std::string_view key, std::string_view value, time_ms expires_at, time_ms now);
+  /// allocated. The value must not point into this cache's own storage.
+  bool put(int db, std::string_view key, std::string_view value, time_ms expires_at, time_ms now) {
+    return put(db, key, {}, value, expires_at, now);
+  }
+
+  /// As put(), with the value given in two pieces and stored as head followed by body: a caller
+  /// that puts a small header of its own before a value stores it without first copying both into
+  /// one buffer. Neither piece may point into this cache's own storage.
+  bool put(int db, std::string_view key, std::string_view head, std::string_view body,
+           time_ms expires_at, time_ms now);
 
   /// Removes the entry; true if one was stored, even if already expired. Not counted as eviction
   /// or expiration.

@@ -169,23 +169,23 @@ cache_tier::cache_tier(const config& cfg)
 void cache_tier::store(int db, std::string_view key, std::string_view value,
                        std::int64_t upstream_expiry, cache::time_ms now, bool tracked,
                        bool absent) {
-  scratch_.clear();
-  scratch_.push_back(static_cast<char>((upstream_expiry > 0 ? flag_expiry : 0) |
-                                       (tracked ? flag_tracked : 0) | (absent ? flag_absent : 0)));
+  // The stored value is this header (flags, then the upstream's expiry and the tracking epoch when
+  // flagged) followed by the value; L1 copies the two in place, so the value is copied once.
+  char header[1 + 8 + 4];
+  std::size_t n = 0;
+  header[n++] = static_cast<char>((upstream_expiry > 0 ? flag_expiry : 0) |
+                                  (tracked ? flag_tracked : 0) | (absent ? flag_absent : 0));
   if (upstream_expiry > 0) {
-    char bytes[8];
-    std::memcpy(bytes, &upstream_expiry, 8);
-    scratch_.append(bytes, 8);
+    std::memcpy(header + n, &upstream_expiry, 8);
+    n += 8;
   }
   if (tracked) {
-    char bytes[4];
-    std::memcpy(bytes, &epoch_, 4);
-    scratch_.append(bytes, 4);
+    std::memcpy(header + n, &epoch_, 4);
+    n += 4;
   }
-  scratch_.append(value);
   std::int64_t expires = now + ttl_ms_;
   if (upstream_expiry > 0 && upstream_expiry < expires) expires = upstream_expiry;
-  if (l1_.put(db, key, scratch_, expires, now)) ++counters_.fills;
+  if (l1_.put(db, key, std::string_view(header, n), value, expires, now)) ++counters_.fills;
 }
 
 void cache_tier::invalidate(int db, std::string_view key) {

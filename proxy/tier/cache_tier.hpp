@@ -209,7 +209,6 @@ class cache_tier {
   cache::lru_cache l1_;
   cache::write_journal journal_;
   tier_counters counters_;
-  std::string scratch_;  // the encoded value being stored
   std::function<void(int, std::string_view)> on_write_;
 };
 

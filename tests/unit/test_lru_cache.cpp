@@ -556,8 +556,19 @@ void run_random(const random_config& cfg, std::uint64_t seed) {
     INFO("seed " << seed << " operation " << i << " kind " << what);
     time_ms exp = pick(2) == 0 ? no_expiry : now - 2 + static_cast<time_ms>(pick(40));
     if (what < 35) {
-      const std::string value(pick(cfg.max_value + 1), static_cast<char>('a' + pick(26)));
-      REQUIRE(c.put(db, key, value, exp, now) == m.put(db, key, value, exp, now));
+      // Varied bytes, so that a value put in two pieces shows if they are stored out of order.
+      std::string value(pick(cfg.max_value + 1), '\0');
+      const std::size_t first = pick(26);
+      for (std::size_t j = 0; j < value.size(); ++j)
+        value[j] = static_cast<char>('a' + (first + j) % 26);
+      const bool expected = m.put(db, key, value, exp, now);
+      if (pick(2) == 0) {
+        REQUIRE(c.put(db, key, value, exp, now) == expected);
+      } else {
+        const std::size_t split = pick(value.size() + 1);
+        const std::string_view v(value);
+        REQUIRE(c.put(db, key, v.substr(0, split), v.substr(split), exp, now) == expected);
+      }
     } else if (what < 70) {
       REQUIRE(detail::compare(c.get(db, key, now), m.get(db, key, now)) == "");
     } else if (what < 80) {
@@ -632,4 +643,24 @@ TEST_CASE("lru_cache prefetch hints change nothing", "[cache]") {
   }
   CHECK(contents(c) == before);
   CHECK(c.entries() == 100);
+}
+
+TEST_CASE("lru_cache stores a value put in two pieces as one, in place too", "[cache]") {
+  lru_cache c(options{big, big});
+  REQUIRE(c.put(0, "a", "h:", "body", no_expiry, 0));
+  REQUIRE(c.put(0, "b", "", "xy", 50, 0));
+  REQUIRE(c.put(0, "c", "z", "", no_expiry, 0));
+  CHECK(contents(c) == "0:c=z 0:b=xy@50 0:a=h:body");
+  CHECK(c.bytes() ==
+        lru_cache::charge(0, 1, 6) + lru_cache::charge(0, 1, 2) + lru_cache::charge(0, 1, 1));
+  // The same total size overwrites in place (reference bit set, no move), whatever the split.
+  REQUIRE(c.put(0, "a", "H", ":BODY", no_expiry, 0));
+  CHECK(contents(c) == "0:c=z 0:b=xy@50 0:a=H:BODY*");
+  // Another size replaces; the limits apply to the sum of the pieces.
+  REQUIRE(c.put(0, "b", "12", "345", no_expiry, 0));
+  CHECK(c.get(0, "b", 0)->value == "12345");
+  lru_cache small(options{1000, 4});
+  CHECK(small.put(0, "k", "ab", "c", no_expiry, 0));
+  CHECK_FALSE(small.put(0, "k", "ab", "cd", no_expiry, 0));  // key + value: 5 > 4
+  CHECK(small.entries() == 0);                               // the old entry is removed
 }
