@@ -28,13 +28,17 @@
 #                Redis) against the pass-through one: a cold pipeline of MISS_KEYS GETs of
 #                distinct keys through `redis-cli --pipe` (a fresh sidecar each round), and -c 50
 #                GETs of 10,000 absent keys; ops/s or ms, and upstream commands per GET
+#   values       GET and SET of larger values (VALUE_SIZES bytes, default 16384 and 102400) over
+#                1,000 keys, -c 50 -P 1: direct TLS, stunnel4 and a pass-through sidecar of its
+#                own, ROUNDS rounds interleaved; ops/s medians, ratios and the sidecar's CPU per
+#                request (the keys get their 64-byte values back afterwards)
 #   remote       throughput + latency again inside a network namespace whose Redis ports are
 #                delayed by RTT_US (../shared/bench-tools/remote-upstream.sh, NFQUEUE delayer)
 #
 # Environment: N (requests per run, default 100000), N_P16 (requests per -P 16 run, default
 # 10 * N: such runs go ~10x faster and are steady only over seconds), ROUNDS (default 5),
 # LATENCY_N (default N/5), MEM_ENTRIES (default 1000000), CONNS (default 1000), BULK_PAIRS
-# (default 200000), MISS_KEYS (default 100000), RTT_US (default
+# (default 200000), MISS_KEYS (default 100000), VALUE_SIZES (default "16384 102400"), RTT_US (default
 # 800: with the delayer's own ~0.2 ms this gives ~1 ms), REMOTE_ROUNDS (default ROUNDS),
 # BUSY_POLL_US (default 150: sidecar-bp's --busy-poll-us), REDIS_SIDECAR_BINARY (default
 # build-rel/ or build/, else built), KEEP_WORK=1 keeps the temp dir.
@@ -61,6 +65,7 @@ MEM_ENTRIES=${MEM_ENTRIES:-1000000}
 CONNS=${CONNS:-1000}
 BULK_PAIRS=${BULK_PAIRS:-200000}
 MISS_KEYS=${MISS_KEYS:-100000}
+VALUE_SIZES=${VALUE_SIZES:-16384 102400}
 RTT_US=${RTT_US:-800}
 REMOTE_ROUNDS=${REMOTE_ROUNDS:-$ROUNDS}
 CLIENTS=50
@@ -68,7 +73,7 @@ KEYS=100000
 inner=${BENCH_REMOTE_INNER:-}  # set when this is the run inside the delayed namespace
 
 sections=("$@")
-((${#sections[@]})) || sections=(throughput latency memory connections bulk misses remote)
+((${#sections[@]})) || sections=(throughput latency memory connections bulk misses values remote)
 wants() { [[ " ${sections[*]} " == *" $1 "* ]]; }
 
 ensure_commands redis-server:redis-server redis-benchmark:redis-tools redis-cli:redis-tools \
@@ -538,6 +543,64 @@ run_misses() {
         dm, pm, dm / pm, dops, pops, dops / pops }'
 }
 
+# --- larger values ---------------------------------------------------------------------------
+# Values of VALUE_SIZES bytes on 1,000 of the keys (key:000000000000 ...), GET and SET at -c 50
+# -P 1: direct TLS, stunnel4 and a pass-through sidecar started for this section (the others' L1
+# keeps its 64-byte values). Each byte crosses the sidecar twice (TLS from Redis, plaintext to the
+# client), as it crosses stunnel4, where direct TLS has one hop.
+run_values() {
+  local size r target test port pid out p0 p1 rps
+  local -A ops cpu
+  local targets=(direct-tls stunnel sidecar)
+  port=$(free_port)
+  start_sidecar values "$port" "$(free_port)" "$redis_tls_port" "${pass_flags[@]}"
+  pid=$last_pid
+  printf '
+### values: GET and SET of larger values, 1,000 keys, -c %s -P 1, %s rounds (ops/s medians)
+' \
+    "$CLIENTS" "$ROUNDS"
+  for size in $VALUE_SIZES; do
+    redis-benchmark -p "$redis_port" -t set -r 1000 -d "$size" -n 5000 -c "$CLIENTS" -q >/dev/null 2>&1
+    for r in $(seq 1 "$ROUNDS"); do
+      for target in "${targets[@]}"; do
+        for test in GET SET; do
+          log "values $size round $r/$ROUNDS  $target $test"
+          p0=0 p1=0
+          [[ $target == sidecar ]] && p0=$(cpu_ticks "$pid")
+          # shellcheck disable=SC2046  # target_args is a list of words on purpose
+          out=$(redis-benchmark -h 127.0.0.1 $(if [[ $target == sidecar ]]; then echo "-p $port"; else target_args "$target"; fi) \
+            -t "$test" -r 1000 -d "$size" -n "$N" -c "$CLIENTS" --csv 2>&1) ||
+            die "redis-benchmark against $target failed: $out"
+          [[ $target == sidecar ]] && p1=$(cpu_ticks "$pid")
+          rps=$(printf '%s\n' "$out" | tr -d '"\r' | awk -F, '$1 == "SET" || $1 == "GET" { printf "%d", $2 }')
+          [[ -n $rps ]] || die "no result from redis-benchmark against $target: $out"
+          ops[$size,$test,$target]+="$rps "
+          [[ $target == sidecar ]] && cpu[$size,$test]+="$(((p1 - p0) * 1000000 / clk_tck / N)) "
+        done
+      done
+    done
+  done
+  stop "$pid"
+  resp_sets 0 1000 | redis-cli -p "$redis_port" --pipe >/dev/null
+  printf '  %-7s %-4s %11s %11s %11s %13s %13s %14s\n' size test "direct TLS" stunnel4 sidecar \
+    "/direct TLS" "/stunnel4" "sidecar CPU"
+  for size in $VALUE_SIZES; do
+    for test in GET SET; do
+      awk -v size="$size" -v test="$test" -v d="$(echo "${ops[$size,$test,direct-tls]}" | median)" \
+        -v st="$(echo "${ops[$size,$test,stunnel]}" | median)" \
+        -v sc="$(echo "${ops[$size,$test,sidecar]}" | median)" \
+        -v c="$(echo "${cpu[$size,$test]}" | median)" 'BEGIN {
+          printf "  %-7s %-4s %11d %11d %11d %12.2fx %12.2fx %9d us/req\n", size, test, d, st, sc, sc / d, sc / st, c }'
+    done
+  done
+  for size in $VALUE_SIZES; do
+    for test in GET SET; do
+      printf '  rounds %s %s: direct TLS %s| stunnel4 %s| sidecar %s\n' "$size" "$test" \
+        "${ops[$size,$test,direct-tls]}" "${ops[$size,$test,stunnel]}" "${ops[$size,$test,sidecar]}"
+    done
+  done
+}
+
 # --- remote mode: this script again, inside a namespace with delayed Redis ports -----------------
 run_remote() {
   local tools=$repo/../shared/bench-tools
@@ -557,7 +620,7 @@ run_remote() {
 }
 
 if wants throughput || wants latency || wants memory || wants connections || wants bulk ||
-  wants misses; then
+  wants misses || wants values; then
   setup_targets
 fi
 wants throughput && run_throughput "$ROUNDS"
@@ -571,6 +634,7 @@ wants memory && run_memory
 wants connections && run_connections
 wants bulk && run_bulk
 wants misses && run_misses
+wants values && run_values
 if wants remote && [[ -z $inner ]]; then
   cleanup_processes
   run_remote
