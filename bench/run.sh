@@ -38,7 +38,8 @@
 # Environment: N (requests per run, default 100000), N_P16 (requests per -P 16 run, default
 # 10 * N: such runs go ~10x faster and are steady only over seconds), ROUNDS (default 5),
 # LATENCY_N (default N/5), MEM_ENTRIES (default 1000000), CONNS (default 1000), BULK_PAIRS
-# (default 200000), MISS_KEYS (default 100000), VALUE_SIZES (default "16384 102400"), RTT_US (default
+# (default 200000), MISS_KEYS (default 100000), VALUE_SIZES (default "16384 102400"), VALUE_N
+# (requests per values run, default N/5), RTT_US (default
 # 800: with the delayer's own ~0.2 ms this gives ~1 ms), REMOTE_ROUNDS (default ROUNDS),
 # BUSY_POLL_US (default 150: sidecar-bp's --busy-poll-us), REDIS_SIDECAR_BINARY (default
 # build-rel/ or build/, else built), KEEP_WORK=1 keeps the temp dir.
@@ -66,6 +67,7 @@ CONNS=${CONNS:-1000}
 BULK_PAIRS=${BULK_PAIRS:-200000}
 MISS_KEYS=${MISS_KEYS:-100000}
 VALUE_SIZES=${VALUE_SIZES:-16384 102400}
+VALUE_N=${VALUE_N:-$((N / 5))}
 RTT_US=${RTT_US:-800}
 REMOTE_ROUNDS=${REMOTE_ROUNDS:-$ROUNDS}
 CLIENTS=50
@@ -569,13 +571,13 @@ run_values() {
           [[ $target == sidecar ]] && p0=$(cpu_ticks "$pid")
           # shellcheck disable=SC2046  # target_args is a list of words on purpose
           out=$(redis-benchmark -h 127.0.0.1 $(if [[ $target == sidecar ]]; then echo "-p $port"; else target_args "$target"; fi) \
-            -t "$test" -r 1000 -d "$size" -n "$N" -c "$CLIENTS" --csv 2>&1) ||
+            -t "$test" -r 1000 -d "$size" -n "$VALUE_N" -c "$CLIENTS" --csv 2>&1) ||
             die "redis-benchmark against $target failed: $out"
           [[ $target == sidecar ]] && p1=$(cpu_ticks "$pid")
           rps=$(printf '%s\n' "$out" | tr -d '"\r' | awk -F, '$1 == "SET" || $1 == "GET" { printf "%d", $2 }')
           [[ -n $rps ]] || die "no result from redis-benchmark against $target: $out"
           ops[$size,$test,$target]+="$rps "
-          [[ $target == sidecar ]] && cpu[$size,$test]+="$(((p1 - p0) * 1000000 / clk_tck / N)) "
+          [[ $target == sidecar ]] && cpu[$size,$test]+="$(((p1 - p0) * 1000000 / clk_tck / VALUE_N)) "
         done
       done
     done
