@@ -135,13 +135,15 @@ rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 cpu_ticks() { awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
 clk_tck=$(getconf CLK_TCK)
 
-# resp_sets FIRST COUNT: COUNT SET commands in RESP, keys "key:%012d" (16 bytes, as redis-benchmark
-# -r names them) from FIRST, 64-byte values: for `redis-cli --pipe`.
+# resp_sets FIRST COUNT [SIZE]: COUNT SET commands in RESP, keys "key:%012d" (16 bytes, as
+# redis-benchmark -r names them) from FIRST, SIZE-byte values (default 64): for `redis-cli --pipe`.
 resp_sets() {
-  awk -v first="$1" -v n="$2" 'BEGIN {
-    v = sprintf("%064d", 0); gsub(/0/, "v", v)
+  awk -v first="$1" -v n="$2" -v size="${3:-64}" 'BEGIN {
+    v = "v"
+    while (2 * length(v) <= size) v = v v
+    v = v substr(v, 1, size - length(v))
     for (i = first; i < first + n; i++)
-      printf "*3\r\n$3\r\nSET\r\n$16\r\nkey:%012d\r\n$64\r\n%s\r\n", i, v
+      printf "*3\r\n$3\r\nSET\r\n$16\r\nkey:%012d\r\n$%d\r\n%s\r\n", i, size, v
   }'
 }
 

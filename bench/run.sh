@@ -557,12 +557,10 @@ run_values() {
   port=$(free_port)
   start_sidecar values "$port" "$(free_port)" "$redis_tls_port" "${pass_flags[@]}"
   pid=$last_pid
-  printf '
-### values: GET and SET of larger values, 1,000 keys, -c %s -P 1, %s rounds (ops/s medians)
-' \
+  printf '\n### values: GET and SET of larger values, 1,000 keys, -c %s -P 1, %s rounds (ops/s medians)\n' \
     "$CLIENTS" "$ROUNDS"
   for size in $VALUE_SIZES; do
-    redis-benchmark -p "$redis_port" -t set -r 1000 -d "$size" -n 5000 -c "$CLIENTS" -q >/dev/null 2>&1
+    resp_sets 0 1000 "$size" | redis-cli -p "$redis_port" --pipe >/dev/null
     for r in $(seq 1 "$ROUNDS"); do
       for target in "${targets[@]}"; do
         for test in GET SET; do
