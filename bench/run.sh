@@ -477,11 +477,8 @@ run_bulk() {
   # Pipeline depth), so a slow round with little sidecar CPU shows here.
   printf '  redis-cli CPU, direct TLS:  %s\n' "${direct_cpu[*]}"
   printf '  redis-cli CPU, sidecar:     %s\n' "${side_cpu[*]}"
-  printf '%s\n' "${direct_ms[@]}" | sort -n >"$work/bulk-direct"
-  printf '%s\n' "${side_ms[@]}" | sort -n >"$work/bulk-side"
-  awk 'NR == FNR { d[FNR] = $1; n = FNR; next } { s[FNR] = $1 }
-    END { m = int((n + 1) / 2); printf "  medians: direct TLS %d ms, sidecar %d ms: sidecar takes %.2fx the time\n", d[m], s[m], s[m] / d[m] }' \
-    "$work/bulk-direct" "$work/bulk-side"
+  awk -v d="$(echo "${direct_ms[*]}" | median)" -v s="$(echo "${side_ms[*]}" | median)" 'BEGIN {
+    printf "  medians: direct TLS %d ms, sidecar %d ms: sidecar takes %.2fx the time\n", d, s, s / d }'
   stop "$pid"
 }
 
@@ -552,11 +549,12 @@ run_misses() {
 # client), as it crosses stunnel4, where direct TLS has one hop.
 run_values() {
   local size r target test port pid out p0 p1 rps
-  local -A ops cpu
+  local -A ops cpu args
   local targets=(direct-tls stunnel sidecar)
   port=$(free_port)
   start_sidecar values "$port" "$(free_port)" "$redis_tls_port" "${pass_flags[@]}"
   pid=$last_pid
+  args=([direct-tls]="$(target_args direct-tls)" [stunnel]="$(target_args stunnel)" [sidecar]="-p $port")
   printf '\n### values: GET and SET of larger values, 1,000 keys, -c %s -P 1, %s rounds (ops/s medians)\n' \
     "$CLIENTS" "$ROUNDS"
   for size in $VALUE_SIZES; do
@@ -567,9 +565,9 @@ run_values() {
           log "values $size round $r/$ROUNDS  $target $test"
           p0=0 p1=0
           [[ $target == sidecar ]] && p0=$(cpu_ticks "$pid")
-          # shellcheck disable=SC2046  # target_args is a list of words on purpose
-          out=$(redis-benchmark -h 127.0.0.1 $(if [[ $target == sidecar ]]; then echo "-p $port"; else target_args "$target"; fi) \
-            -t "$test" -r 1000 -d "$size" -n "$VALUE_N" -c "$CLIENTS" --csv 2>&1) ||
+          # shellcheck disable=SC2086  # args[...] is a list of words on purpose
+          out=$(redis-benchmark -h 127.0.0.1 ${args[$target]} -t "$test" -r 1000 -d "$size" \
+            -n "$VALUE_N" -c "$CLIENTS" --csv 2>&1) ||
             die "redis-benchmark against $target failed: $out"
           [[ $target == sidecar ]] && p1=$(cpu_ticks "$pid")
           rps=$(printf '%s\n' "$out" | tr -d '"\r' | awk -F, '$1 == "SET" || $1 == "GET" { printf "%d", $2 }')
