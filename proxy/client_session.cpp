@@ -14,10 +14,12 @@
 #include <cstdio>
 #include <cstring>
 #include <random>
+#include <tuple>
 #include <variant>
 
 #include "proxy/commands/client_kill.hpp"
 #include "proxy/commands/client_list.hpp"
+#include "proxy/drained_read.hpp"
 #include "proxy/errors.hpp"
 #include "proxy/log.hpp"
 #include "proxy/resp/detail/line.hpp"
@@ -190,6 +192,8 @@ client_session::~client_session() { close_now(); }
 void client_session::start() {
   error_code ignored;
   socket_.non_blocking(true, ignored);  // turn_ended() writes without blocking
+  // TCP clients (not unix sockets): reads after a drained one wait without a failing recv().
+  drained_reads_ = enable_drained_reads(socket_.native_handle());
   auto self = shared_from_this();
   asio::co_spawn(socket_.get_executor(), read_loop(self), asio::detached);
   asio::co_spawn(socket_.get_executor(), write_loop(self), asio::detached);
@@ -273,8 +277,16 @@ awaitable<void> client_session::read_loop(std::shared_ptr<client_session> self) 
       break;
     }
     if (in_.size() - in_end_ < read_chunk) in_.resize(std::max(2 * in_.size(), read_chunk));
-    auto [ec, n] = co_await socket_.async_read_some(
-        asio::buffer(in_.data() + in_end_, in_.size() - in_end_), use_nothrow);
+    // When a read left nothing queued, the next one waits for the client without a recv() that
+    // fails first (drained_read.hpp).
+    const asio::mutable_buffer room(in_.data() + in_end_, in_.size() - in_end_);
+    error_code ec;
+    std::size_t n = 0;
+    if (drained_reads_) {
+      std::tie(ec, n) = co_await socket_.async_read_some(drained_read_buffer{room}, use_nothrow);
+    } else {
+      std::tie(ec, n) = co_await socket_.async_read_some(room, use_nothrow);
+    }
     in_end_ += n;
     if (ec) {
       // The client closed or reset its connection. As Redis does, drop it at once: a blocking

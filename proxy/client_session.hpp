@@ -302,8 +302,9 @@ class client_session : public reply_sink,
   std::string local_address_;
   bool in_multi_ = false;
   bool watching_ = false;
-  bool closing_ = false;  // no more requests; close after the writer flushed
-  bool closed_ = false;   // socket closed
+  bool closing_ = false;        // no more requests; close after the writer flushed
+  bool closed_ = false;         // socket closed
+  bool drained_reads_ = false;  // a TCP client: reads use drained_read_buffer
   std::string name_;
   const std::chrono::steady_clock::time_point created_ = std::chrono::steady_clock::now();
   const commands::command_info* last_command_ = nullptr;  // CLIENT LIST's cmd
