@@ -21,9 +21,10 @@
 // it is seen by the next write to the socket or the next readiness wait, not by the next read.
 //
 // Use: enable_drained_reads() once per socket (it asks for the hint), then read into
-// drained_read_buffer. Without the hint (not TCP, an older kernel, not enabled) no read reports
-// done_and_exhausted and reads behave exactly as Asio's own. Only for TCP sockets: recvmsg() with
-// room for control messages would accept descriptors passed over a unix socket.
+// drained_read_buffer; or, under TLS, an ssl::stream<drained_socket>, whose SSL layer's reads of
+// the socket are drained reads. Without the hint (not TCP, an older kernel, not enabled) no read
+// reports done_and_exhausted and reads behave exactly as Asio's own. Only for TCP sockets:
+// recvmsg() with room for control messages would accept descriptors passed over a unix socket.
 //
 // This specializes an Asio detail class template for a type of our own; it is compiled in only for
 // the Boost version it was written against (1.81, the fixed stack). With another version
@@ -37,6 +38,8 @@
 #include <boost/version.hpp>
 #include <cerrno>
 #include <cstring>
+#include <type_traits>
+#include <utility>
 
 #include "proxy/asio.hpp"
 
@@ -60,6 +63,39 @@ inline bool enable_drained_reads(int fd) {
   const int on = 1;
   return ::setsockopt(fd, IPPROTO_TCP, TCP_INQ, &on, sizeof on) == 0;
 }
+
+/// A TCP socket whose reads are drained reads, for the next layer of an ssl::stream: Asio's SSL
+/// layer reads the socket itself, one buffer of TLS records at a time. Asks for the kernel's hint
+/// when it takes the (connected) socket over.
+class drained_socket {
+ public:
+  using executor_type = tcp::socket::executor_type;
+  using lowest_layer_type = tcp::socket::lowest_layer_type;
+
+  explicit drained_socket(tcp::socket socket) : socket_(std::move(socket)) {
+    enable_drained_reads(socket_.native_handle());
+  }
+
+  executor_type get_executor() noexcept { return socket_.get_executor(); }
+  lowest_layer_type& lowest_layer() noexcept { return socket_.lowest_layer(); }
+  const lowest_layer_type& lowest_layer() const noexcept { return socket_.lowest_layer(); }
+
+  template <typename MutableBufferSequence, typename Token>
+  auto async_read_some(const MutableBufferSequence& buffers, Token&& token) {
+    if constexpr (std::is_convertible_v<const MutableBufferSequence&, asio::mutable_buffer>)
+      return socket_.async_read_some(drained_read_buffer{buffers}, std::forward<Token>(token));
+    else
+      return socket_.async_read_some(buffers, std::forward<Token>(token));
+  }
+
+  template <typename ConstBufferSequence, typename Token>
+  auto async_write_some(const ConstBufferSequence& buffers, Token&& token) {
+    return socket_.async_write_some(buffers, std::forward<Token>(token));
+  }
+
+ private:
+  tcp::socket socket_;
+};
 
 }  // namespace redis_sidecar
 

@@ -9,7 +9,6 @@
 
 #include "proxy/client_session.hpp"
 #include "proxy/config/url.hpp"
-#include "proxy/drained_read.hpp"
 #include "proxy/errors.hpp"
 #include "proxy/log.hpp"
 #include "proxy/resp/value.hpp"
@@ -183,9 +182,9 @@ awaitable<void> connection::run(std::shared_ptr<connection> self) {
 }
 
 awaitable<std::tuple<error_code, std::size_t>> connection::read_some(asio::mutable_buffer buf) {
-  if (tls_) co_return co_await tls_->async_read_some(buf, use_nothrow);
   // When a read left nothing queued, the next one waits for Redis without a recv() that fails
-  // first (drained_read.hpp; TLS reads are Asio's SSL layer's own).
+  // first (drained_read.hpp); under TLS, the SSL layer's reads of the socket do.
+  if (tls_) co_return co_await tls_->async_read_some(buf, use_nothrow);
   co_return co_await plain_->async_read_some(drained_read_buffer{buf}, use_nothrow);
 }
 

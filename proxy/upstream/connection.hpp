@@ -26,6 +26,7 @@
 
 #include "proxy/asio.hpp"
 #include "proxy/config/config.hpp"
+#include "proxy/drained_read.hpp"
 #include "proxy/event_loop.hpp"
 #include "proxy/resp/reply_parser.hpp"
 #include "proxy/ring.hpp"
@@ -133,7 +134,7 @@ class connection : public std::enable_shared_from_this<connection>, public turn_
   bool reconnect_;
 
   std::optional<tcp::socket> plain_;
-  std::optional<ssl::stream<tcp::socket>> tls_;
+  std::optional<ssl::stream<drained_socket>> tls_;  // its reads: drained_read.hpp
   steady_timer wake_;  // the writer sleeps on it; submit() cancels it while writer_waiting_
   steady_timer tick_;  // the watchdog's period
   steady_timer backoff_timer_;

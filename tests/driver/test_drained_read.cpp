@@ -20,6 +20,10 @@
 #include <string>
 #include <thread>
 
+#include <openssl/evp.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
 #include "proxy/drained_read.hpp"
 
 namespace {
@@ -41,7 +45,16 @@ namespace {
 
 using namespace std::chrono_literals;
 
-// A connected loopback TCP pair: `reader` on an io_context, `peer` written to directly.
+using plain_buffer = asio::mutable_buffer;
+
+struct read_result {
+  error_code ec;
+  std::string bytes;
+};
+
+// A connected loopback TCP pair: `reader` on an io_context, read into a `Buffer`; `peer` written
+// to directly.
+template <typename Buffer>
 struct tcp_pair {
   asio::io_context io{1};
   tcp::socket reader{io};
@@ -58,26 +71,89 @@ struct tcp_pair {
   void send(std::string_view bytes) {
     REQUIRE(asio::write(peer, asio::buffer(bytes.data(), bytes.size())) == bytes.size());
   }
-};
 
-struct read_result {
-  error_code ec;
-  std::string bytes;
-};
-
-// Starts one read into a buffer of `room` bytes; the result lands in `out` when it completes.
-template <typename Buffer>
-void start_read(tcp_pair& p, std::string& buf, std::size_t room, std::optional<read_result>& out) {
-  buf.assign(room, '\0');
-  p.reader.async_read_some(Buffer{asio::mutable_buffer(buf.data(), room)},
+  // Starts one read into `buf`, `room` bytes; the result lands in `out` when it completes.
+  void start_read(std::string& buf, std::size_t room, std::optional<read_result>& out) {
+    buf.assign(room, '\0');
+    reader.async_read_some(Buffer{asio::mutable_buffer(buf.data(), room)},
                            [&buf, &out](error_code ec, std::size_t n) {
                              out = read_result{ec, buf.substr(0, n)};
                            });
+  }
+};
+
+// A self-signed certificate and its key, made in process, for the TLS server's side.
+void use_self_signed_certificate(ssl::context& ctx) {
+  EVP_PKEY* key = EVP_EC_gen("P-256");
+  REQUIRE(key != nullptr);
+  X509* cert = X509_new();
+  ASN1_INTEGER_set(X509_get_serialNumber(cert), 1);
+  X509_gmtime_adj(X509_getm_notBefore(cert), 0);
+  X509_gmtime_adj(X509_getm_notAfter(cert), 3600);
+  X509_set_pubkey(cert, key);
+  X509_NAME* name = X509_get_subject_name(cert);
+  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
+                             reinterpret_cast<const unsigned char*>("localhost"), -1, -1, 0);
+  X509_set_issuer_name(cert, name);
+  REQUIRE(X509_sign(cert, key, EVP_sha256()) > 0);
+  REQUIRE(SSL_CTX_use_certificate(ctx.native_handle(), cert) == 1);
+  REQUIRE(SSL_CTX_use_PrivateKey(ctx.native_handle(), key) == 1);
+  X509_free(cert);
+  EVP_PKEY_free(key);
 }
+
+// A TLS connection over loopback, as the sidecar's upstream: `reader` is the TLS client, an
+// ssl::stream over `Socket`, on an io_context; `peer` is the server, written to directly.
+template <typename Socket>
+struct tls_pair {
+  asio::io_context io{1};
+  ssl::context client_ctx{ssl::context::tls_client};
+  ssl::context server_ctx{ssl::context::tls_server};
+  std::optional<ssl::stream<Socket>> reader;
+  std::optional<ssl::stream<tcp::socket>> peer;
+
+  tls_pair() {
+    use_self_signed_certificate(server_ctx);
+    tcp::acceptor acceptor(io, tcp::endpoint(asio::ip::address_v4::loopback(), 0));
+    tcp::socket client(io);
+    client.connect(acceptor.local_endpoint());
+    tcp::socket server(io);
+    acceptor.accept(server);
+    client.set_option(tcp::no_delay(true));
+    server.set_option(tcp::no_delay(true));
+    reader.emplace(std::move(client), client_ctx);
+    peer.emplace(std::move(server), server_ctx);
+    reader->set_verify_mode(ssl::verify_none);  // reads are under test here, not verification
+    int done = 0;
+    reader->async_handshake(ssl::stream_base::client, [&](error_code ec) {
+      CHECK_FALSE(ec);
+      ++done;
+    });
+    peer->async_handshake(ssl::stream_base::server, [&](error_code ec) {
+      CHECK_FALSE(ec);
+      ++done;
+    });
+    io.run_for(10s);
+    REQUIRE(done == 2);
+  }
+
+  void send(std::string_view bytes) {
+    REQUIRE(asio::write(*peer, asio::buffer(bytes.data(), bytes.size())) == bytes.size());
+  }
+
+  void start_read(std::string& buf, std::size_t room, std::optional<read_result>& out) {
+    buf.assign(room, '\0');
+    reader->async_read_some(asio::mutable_buffer(buf.data(), room),
+                            [&buf, &out](error_code ec, std::size_t n) {
+                              out = read_result{ec, buf.substr(0, n)};
+                            });
+  }
+};
 
 // Runs the loop until `out` is set; a read that never completes fails the test after 10 s (a
 // guard against a hang, not a timing).
-read_result finish(tcp_pair& p, std::optional<read_result>& out) {
+template <typename Pair>
+read_result finish(Pair& p, std::optional<read_result>& out) {
   const auto until = std::chrono::steady_clock::now() + 10s;
   while (!out && std::chrono::steady_clock::now() < until) {
     p.io.restart();  // a loop that ran out of work (the last read done) has stopped
@@ -87,28 +163,26 @@ read_result finish(tcp_pair& p, std::optional<read_result>& out) {
   return *out;
 }
 
-template <typename Buffer>
-read_result read_once(tcp_pair& p, std::size_t room) {
+template <typename Pair>
+read_result read_once(Pair& p, std::size_t room) {
   std::string buf;
   std::optional<read_result> out;
-  start_read<Buffer>(p, buf, room, out);
+  p.start_read(buf, room, out);
   return finish(p, out);
 }
-
-using plain_buffer = asio::mutable_buffer;
 
 }  // namespace
 
 // Reads "abc", then starts the next read while nothing is queued and lets the loop look once:
 // returns the recv()/recvmsg() calls that made, before `next` arrives and completes the read.
-template <typename Buffer>
-long recvs_before_waiting(tcp_pair& p, std::string_view next) {
+template <typename Pair>
+long recvs_before_waiting(Pair& p, std::string_view next) {
   p.send("abc");
-  CHECK(read_once<Buffer>(p, 64).bytes == "abc");
+  CHECK(read_once(p, 64).bytes == "abc");
   std::string buf;
   std::optional<read_result> out;
   const long before = recv_calls;
-  start_read<Buffer>(p, buf, 64, out);
+  p.start_read(buf, 64, out);
   p.io.restart();
   p.io.poll();
   CHECK_FALSE(out.has_value());
@@ -122,20 +196,20 @@ long recvs_before_waiting(tcp_pair& p, std::string_view next) {
 
 TEST_CASE("after a read that left nothing queued, the next waits for data without a recv first",
           "[drained_read]") {
-  tcp_pair p;
-  CHECK(recvs_before_waiting<drained_read_buffer>(p, "defg") == (drained_reads_supported ? 0 : 1));
+  tcp_pair<drained_read_buffer> p;
+  CHECK(recvs_before_waiting(p, "defg") == (drained_reads_supported ? 0 : 1));
 }
 
 TEST_CASE("Asio's own reads try recv first, and fail, after a short read", "[drained_read]") {
   // What drained_read_buffer saves; also shows that the recv counter sees Asio's calls.
-  tcp_pair p;
-  CHECK(recvs_before_waiting<plain_buffer>(p, "d") == 1);
+  tcp_pair<plain_buffer> p;
+  CHECK(recvs_before_waiting(p, "d") == 1);
 }
 
 TEST_CASE("without the kernel's hint, reads into a drained_read_buffer try recv first",
           "[drained_read]") {
-  tcp_pair p(false);
-  CHECK(recvs_before_waiting<drained_read_buffer>(p, "d") == 1);
+  tcp_pair<drained_read_buffer> p(false);
+  CHECK(recvs_before_waiting(p, "d") == 1);
 }
 
 TEST_CASE("the last bytes and the end of the stream, arriving together, are both read",
@@ -143,10 +217,10 @@ TEST_CASE("the last bytes and the end of the stream, arriving together, are both
   // The read is waiting when both come: one readiness event brings the bytes and the FIN. A rule
   // "a short read drained the socket" would leave the end of the stream unread, with no event to
   // come.
-  tcp_pair p;
+  tcp_pair<drained_read_buffer> p;
   std::string buf;
   std::optional<read_result> out;
-  start_read<drained_read_buffer>(p, buf, 64, out);
+  p.start_read(buf, 64, out);
   p.io.restart();
   p.io.poll();
   REQUIRE_FALSE(out.has_value());
@@ -156,21 +230,21 @@ TEST_CASE("the last bytes and the end of the stream, arriving together, are both
   const read_result last = finish(p, out);
   CHECK_FALSE(last.ec);
   CHECK(last.bytes == "bye");
-  const read_result end = read_once<drained_read_buffer>(p, 64);
+  const read_result end = read_once(p, 64);
   CHECK(end.ec == asio::error::eof);
 }
 
 TEST_CASE("bytes that arrive between a short read and the next read are read", "[drained_read]") {
-  tcp_pair p;
+  tcp_pair<drained_read_buffer> p;
   std::string buf;
   std::optional<read_result> first;
-  start_read<drained_read_buffer>(p, buf, 64, first);
+  p.start_read(buf, 64, first);
   p.send("one");
   CHECK(finish(p, first).bytes == "one");
   // The reader has seen its short read; the peer writes before the next read starts.
   p.send("two");
   std::this_thread::sleep_for(20ms);  // let the bytes land (the test passes without it too)
-  CHECK(read_once<drained_read_buffer>(p, 64).bytes == "two");
+  CHECK(read_once(p, 64).bytes == "two");
 
   // Again, with a pass of the reactor between the two reads: it sees the bytes' readiness event
   // while no read waits, so the next read must try at once (no other event is coming).
@@ -181,16 +255,16 @@ TEST_CASE("bytes that arrive between a short read and the next read are read", "
     p.io.restart();
     p.io.poll();
   }
-  CHECK(read_once<drained_read_buffer>(p, 64).bytes == "three");
+  CHECK(read_once(p, 64).bytes == "three");
 }
 
 TEST_CASE("a read that fills its buffer is followed by reads that get the rest at once",
           "[drained_read]") {
-  tcp_pair p;
+  tcp_pair<drained_read_buffer> p;
   p.send("0123456789");
   std::string got;
   while (got.size() < 10) {
-    const read_result r = read_once<drained_read_buffer>(p, 4);
+    const read_result r = read_once(p, 4);
     REQUIRE_FALSE(r.ec);
     got += r.bytes;
   }
@@ -198,17 +272,17 @@ TEST_CASE("a read that fills its buffer is followed by reads that get the rest a
 }
 
 TEST_CASE("the end of the stream after a short read reaches the next read", "[drained_read]") {
-  tcp_pair p;
+  tcp_pair<drained_read_buffer> p;
   p.send("last");
-  CHECK(read_once<drained_read_buffer>(p, 64).bytes == "last");
+  CHECK(read_once(p, 64).bytes == "last");
   p.peer.close();
-  const read_result r = read_once<drained_read_buffer>(p, 64);
+  const read_result r = read_once(p, 64);
   CHECK(r.ec == asio::error::eof);
   CHECK(r.bytes.empty());
 }
 
 TEST_CASE("every byte of a stream written in random pieces with pauses is read", "[drained_read]") {
-  tcp_pair p;
+  tcp_pair<drained_read_buffer> p;
   std::string sent;
   std::mt19937 rng(7);
   for (int i = 0; i < 200'000; ++i) sent.push_back(static_cast<char>('a' + rng() % 26));
@@ -226,12 +300,52 @@ TEST_CASE("every byte of a stream written in random pieces with pauses is read",
   std::string got;
   std::mt19937 sizes(13);
   for (;;) {
-    const read_result r = read_once<drained_read_buffer>(p, 1 + sizes() % 8192);
+    const read_result r = read_once(p, 1 + sizes() % 8192);
     got += r.bytes;
     if (r.ec) {
       CHECK(r.ec == asio::error::eof);
       break;
     }
+  }
+  writer.join();
+  CHECK(got.size() == sent.size());
+  CHECK(got == sent);
+}
+
+TEST_CASE("TLS reads over a drained_socket wait for the next record without a recv first",
+          "[drained_read][tls]") {
+  // Asio's SSL layer reads the socket itself; over a plain socket it tries recv first.
+  tls_pair<drained_socket> drained;
+  CHECK(recvs_before_waiting(drained, "defg") == (drained_reads_supported ? 0 : 1));
+  tls_pair<tcp::socket> plain;
+  CHECK(recvs_before_waiting(plain, "defg") == 1);
+}
+
+TEST_CASE("every byte of a TLS stream written in random pieces with pauses is read",
+          "[drained_read][tls]") {
+  // Records split across reads, several records in one read, reads of a few bytes out of a
+  // buffered record: the SSL layer's reads of the socket must still see every byte.
+  tls_pair<drained_socket> p;
+  std::string sent;
+  std::mt19937 rng(17);
+  for (int i = 0; i < 300'000; ++i) sent.push_back(static_cast<char>('a' + rng() % 26));
+  std::thread writer([&] {
+    std::mt19937 r(19);
+    std::size_t at = 0;
+    while (at < sent.size()) {
+      const std::size_t n = std::min<std::size_t>(1 + r() % 40'000, sent.size() - at);
+      asio::write(*p.peer, asio::buffer(sent.data() + at, n));
+      at += n;
+      if (r() % 3 == 0) std::this_thread::sleep_for(std::chrono::microseconds(r() % 300));
+    }
+    p.peer->next_layer().shutdown(tcp::socket::shutdown_send);
+  });
+  std::string got;
+  std::mt19937 sizes(23);
+  for (;;) {
+    const read_result r = read_once(p, 1 + sizes() % 8192);
+    got += r.bytes;
+    if (r.ec) break;  // the end of the stream, without a TLS close_notify: stream_truncated
   }
   writer.join();
   CHECK(got.size() == sent.size());
