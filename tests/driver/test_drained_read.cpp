@@ -281,35 +281,44 @@ TEST_CASE("the end of the stream after a short read reaches the next read", "[dr
   CHECK(r.bytes.empty());
 }
 
-TEST_CASE("every byte of a stream written in random pieces with pauses is read", "[drained_read]") {
-  tcp_pair<drained_read_buffer> p;
+// Writes `size` random bytes to `peer` from another thread, in pieces of up to `max_piece` with
+// random pauses, then ends the stream (`peer_socket`: the TCP socket under `peer`); reads them
+// back through `p` with reads of random sizes, and checks that every byte arrived. Returns the
+// error the last read ended with.
+template <typename Pair, typename Peer>
+error_code check_random_stream(Pair& p, Peer& peer, tcp::socket& peer_socket, std::size_t size,
+                               std::size_t max_piece) {
   std::string sent;
   std::mt19937 rng(7);
-  for (int i = 0; i < 200'000; ++i) sent.push_back(static_cast<char>('a' + rng() % 26));
+  for (std::size_t i = 0; i < size; ++i) sent.push_back(static_cast<char>('a' + rng() % 26));
   std::thread writer([&] {
     std::mt19937 r(11);
     std::size_t at = 0;
     while (at < sent.size()) {
-      const std::size_t n = std::min<std::size_t>(1 + r() % 5000, sent.size() - at);
-      asio::write(p.peer, asio::buffer(sent.data() + at, n));
+      const std::size_t n = std::min<std::size_t>(1 + r() % max_piece, sent.size() - at);
+      asio::write(peer, asio::buffer(sent.data() + at, n));
       at += n;
       if (r() % 4 == 0) std::this_thread::sleep_for(std::chrono::microseconds(r() % 300));
     }
-    p.peer.shutdown(tcp::socket::shutdown_send);
+    peer_socket.shutdown(tcp::socket::shutdown_send);
   });
   std::string got;
   std::mt19937 sizes(13);
-  for (;;) {
+  error_code ec;
+  while (!ec) {
     const read_result r = read_once(p, 1 + sizes() % 8192);
     got += r.bytes;
-    if (r.ec) {
-      CHECK(r.ec == asio::error::eof);
-      break;
-    }
+    ec = r.ec;
   }
   writer.join();
   CHECK(got.size() == sent.size());
   CHECK(got == sent);
+  return ec;
+}
+
+TEST_CASE("every byte of a stream written in random pieces with pauses is read", "[drained_read]") {
+  tcp_pair<drained_read_buffer> p;
+  CHECK(check_random_stream(p, p.peer, p.peer, 200'000, 5000) == asio::error::eof);
 }
 
 TEST_CASE("TLS reads over a drained_socket wait for the next record without a recv first",
@@ -324,32 +333,11 @@ TEST_CASE("TLS reads over a drained_socket wait for the next record without a re
 TEST_CASE("every byte of a TLS stream written in random pieces with pauses is read",
           "[drained_read][tls]") {
   // Records split across reads, several records in one read, reads of a few bytes out of a
-  // buffered record: the SSL layer's reads of the socket must still see every byte.
+  // buffered record: the SSL layer's reads of the socket must still see every byte. The stream
+  // ends without a TLS close_notify.
   tls_pair<drained_socket> p;
-  std::string sent;
-  std::mt19937 rng(17);
-  for (int i = 0; i < 300'000; ++i) sent.push_back(static_cast<char>('a' + rng() % 26));
-  std::thread writer([&] {
-    std::mt19937 r(19);
-    std::size_t at = 0;
-    while (at < sent.size()) {
-      const std::size_t n = std::min<std::size_t>(1 + r() % 40'000, sent.size() - at);
-      asio::write(*p.peer, asio::buffer(sent.data() + at, n));
-      at += n;
-      if (r() % 3 == 0) std::this_thread::sleep_for(std::chrono::microseconds(r() % 300));
-    }
-    p.peer->next_layer().shutdown(tcp::socket::shutdown_send);
-  });
-  std::string got;
-  std::mt19937 sizes(23);
-  for (;;) {
-    const read_result r = read_once(p, 1 + sizes() % 8192);
-    got += r.bytes;
-    if (r.ec) break;  // the end of the stream, without a TLS close_notify: stream_truncated
-  }
-  writer.join();
-  CHECK(got.size() == sent.size());
-  CHECK(got == sent);
+  CHECK(check_random_stream(p, *p.peer, p.peer->next_layer(), 300'000, 40'000) ==
+        ssl::error::stream_truncated);
 }
 
 }  // namespace redis_sidecar
