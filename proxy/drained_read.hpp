@@ -38,7 +38,6 @@
 #include <boost/version.hpp>
 #include <cerrno>
 #include <cstring>
-#include <type_traits>
 #include <utility>
 
 #include "proxy/asio.hpp"
@@ -80,12 +79,10 @@ class drained_socket {
   lowest_layer_type& lowest_layer() noexcept { return socket_.lowest_layer(); }
   const lowest_layer_type& lowest_layer() const noexcept { return socket_.lowest_layer(); }
 
-  template <typename MutableBufferSequence, typename Token>
-  auto async_read_some(const MutableBufferSequence& buffers, Token&& token) {
-    if constexpr (std::is_convertible_v<const MutableBufferSequence&, asio::mutable_buffer>)
-      return socket_.async_read_some(drained_read_buffer{buffers}, std::forward<Token>(token));
-    else
-      return socket_.async_read_some(buffers, std::forward<Token>(token));
+  /// The SSL layer reads into one buffer at a time.
+  template <typename Token>
+  auto async_read_some(const asio::mutable_buffer& buffer, Token&& token) {
+    return socket_.async_read_some(drained_read_buffer{buffer}, std::forward<Token>(token));
   }
 
   template <typename ConstBufferSequence, typename Token>

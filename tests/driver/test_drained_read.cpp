@@ -20,11 +20,8 @@
 #include <string>
 #include <thread>
 
-#include <openssl/evp.h>
-#include <openssl/ssl.h>
-#include <openssl/x509.h>
-
 #include "proxy/drained_read.hpp"
+#include "tests/support/harness.hpp"
 
 namespace {
 std::atomic<long> recv_calls{0};
@@ -52,6 +49,18 @@ struct read_result {
   std::string bytes;
 };
 
+// Starts one read of `stream` into `buf`, `room` bytes, as a `Buffer`; the result lands in `out`
+// when it completes.
+template <typename Buffer, typename Stream>
+void start_read_into(Stream& stream, std::string& buf, std::size_t room,
+                     std::optional<read_result>& out) {
+  buf.assign(room, '\0');
+  stream.async_read_some(Buffer{asio::mutable_buffer(buf.data(), room)},
+                         [&buf, &out](error_code ec, std::size_t n) {
+                           out = read_result{ec, buf.substr(0, n)};
+                         });
+}
+
 // A connected loopback TCP pair: `reader` on an io_context, read into a `Buffer`; `peer` written
 // to directly.
 template <typename Buffer>
@@ -72,35 +81,10 @@ struct tcp_pair {
     REQUIRE(asio::write(peer, asio::buffer(bytes.data(), bytes.size())) == bytes.size());
   }
 
-  // Starts one read into `buf`, `room` bytes; the result lands in `out` when it completes.
   void start_read(std::string& buf, std::size_t room, std::optional<read_result>& out) {
-    buf.assign(room, '\0');
-    reader.async_read_some(Buffer{asio::mutable_buffer(buf.data(), room)},
-                           [&buf, &out](error_code ec, std::size_t n) {
-                             out = read_result{ec, buf.substr(0, n)};
-                           });
+    start_read_into<Buffer>(reader, buf, room, out);
   }
 };
-
-// A self-signed certificate and its key, made in process, for the TLS server's side.
-void use_self_signed_certificate(ssl::context& ctx) {
-  EVP_PKEY* key = EVP_EC_gen("P-256");
-  REQUIRE(key != nullptr);
-  X509* cert = X509_new();
-  ASN1_INTEGER_set(X509_get_serialNumber(cert), 1);
-  X509_gmtime_adj(X509_getm_notBefore(cert), 0);
-  X509_gmtime_adj(X509_getm_notAfter(cert), 3600);
-  X509_set_pubkey(cert, key);
-  X509_NAME* name = X509_get_subject_name(cert);
-  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
-                             reinterpret_cast<const unsigned char*>("localhost"), -1, -1, 0);
-  X509_set_issuer_name(cert, name);
-  REQUIRE(X509_sign(cert, key, EVP_sha256()) > 0);
-  REQUIRE(SSL_CTX_use_certificate(ctx.native_handle(), cert) == 1);
-  REQUIRE(SSL_CTX_use_PrivateKey(ctx.native_handle(), key) == 1);
-  X509_free(cert);
-  EVP_PKEY_free(key);
-}
 
 // A TLS connection over loopback, as the sidecar's upstream: `reader` is the TLS client, an
 // ssl::stream over `Socket`, on an io_context; `peer` is the server, written to directly.
@@ -113,7 +97,9 @@ struct tls_pair {
   std::optional<ssl::stream<tcp::socket>> peer;
 
   tls_pair() {
-    use_self_signed_certificate(server_ctx);
+    const auto& certs = test::test_certificates();
+    server_ctx.use_certificate_chain_file(certs.server_crt);
+    server_ctx.use_private_key_file(certs.server_key, ssl::context::pem);
     tcp::acceptor acceptor(io, tcp::endpoint(asio::ip::address_v4::loopback(), 0));
     tcp::socket client(io);
     client.connect(acceptor.local_endpoint());
@@ -142,11 +128,7 @@ struct tls_pair {
   }
 
   void start_read(std::string& buf, std::size_t room, std::optional<read_result>& out) {
-    buf.assign(room, '\0');
-    reader->async_read_some(asio::mutable_buffer(buf.data(), room),
-                            [&buf, &out](error_code ec, std::size_t n) {
-                              out = read_result{ec, buf.substr(0, n)};
-                            });
+    start_read_into<asio::mutable_buffer>(*reader, buf, room, out);
   }
 };
 
