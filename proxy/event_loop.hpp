@@ -2,10 +2,12 @@
 // ones the reactor finds ready while the turn runs; work deferred with event_loop::defer() runs
 // when the turn is over, before the loop blocks for more events.
 //
-// The upstream writers defer their wake-up this way, so the requests of every client that was
+// The upstream connections defer their writes this way, so the requests of every client that was
 // ready in a turn leave in one write: one TLS record, one send, one wake-up of Redis, instead of
 // one write per handful of clients. Under load this is the difference between Redis reading a
-// batch of 2 and a batch of 20; bench/RESULTS.md has the numbers.
+// batch of 2 and a batch of 20; bench/RESULTS.md has the numbers. The write starts in the
+// listener's turn_ended() itself, not in a handler it wakes: Redis has the batch before the loop
+// runs another handler, and works on it while the sidecar goes on.
 //
 // Busy polling (off unless asked for): when a turn leaves nothing ready, the loop can keep polling
 // for up to a few tens of microseconds before it sleeps. A sleeping thread is woken by the kernel
@@ -61,10 +63,10 @@ namespace event_loop {
 
 /// Runs io until it is stopped or runs out of work, in turns (see above). A listener still
 /// pending when the loop ends is released, not called: one that needs the loop to go on holds
-/// work on io until it has run (the upstream writers wait on a timer). With busy_poll above zero
-/// the loop polls for up to that long, as busy_poll_policy decides, before it sleeps. `counters`,
-/// if given, tells it whether upstream replies are due (inflight_requests) and gets the time spent
-/// polling (busy_poll_ns).
+/// work on io until it has run (an upstream connection always has a read pending). With busy_poll
+/// above zero the loop polls for up to that long, as busy_poll_policy decides, before it sleeps.
+/// `counters`, if given, tells it whether upstream replies are due (inflight_requests) and gets the
+/// time spent polling (busy_poll_ns).
 void run(asio::io_context& io,
          std::chrono::microseconds busy_poll = std::chrono::microseconds::zero(),
          stats* counters = nullptr);

@@ -56,7 +56,7 @@ connection::connection(asio::any_io_executor ex, const config& cfg, ssl::context
       stats_(st),
       proto_(proto),
       reconnect_(reconnect),
-      wake_(ex, clock::time_point::max()),
+      write_idle_(ex, clock::time_point::max()),
       tick_(ex),
       backoff_timer_(ex),
       parser_(cfg.limits) {}
@@ -79,7 +79,7 @@ bool connection::submit(std::string_view request, pending_reply entry) {
   wbuf_.append(request);
   pending_.push_back(std::move(entry));
   ++stats_.inflight_requests;
-  wake_writer();
+  schedule_write();
   return true;
 }
 
@@ -94,32 +94,52 @@ bool connection::owes_clients() const {
 bool connection::send_raw(std::string_view request) {
   if (!usable()) return false;
   wbuf_.append(request);
-  wake_writer();
+  schedule_write();
   return true;
 }
 
-// Cancelling a timer goes through the reactor's timer queue: only the first request after the
-// writer went to sleep pays for it, not every request of a batch. The writer wakes when the event
-// loop's turn is over (event_loop.hpp), so that the requests of every client ready in this turn
-// join the write; a batch already a full TLS record long goes at once.
-void connection::wake_writer() {
-  if (!writer_waiting_) return;
-  if (wbuf_.size() < turn_batch_max_bytes && !broken_) {
-    if (wake_deferred_) return;
+// The write of a turn's requests starts when the event loop's turn is over (event_loop.hpp), so
+// that the requests of every client ready in this turn join it: from turn_ended() itself, so the
+// bytes are on their way to the upstream before the loop runs another handler (Asio tries the
+// send at once). A batch already a full TLS record long goes at once.
+void connection::schedule_write() {
+  if (writing_ || state_ != state::ready || broken_) return;  // write_done() or run() starts it
+  if (wbuf_.size() < turn_batch_max_bytes) {
+    if (write_deferred_) return;
     if (event_loop::defer(shared_from_this())) {
-      wake_deferred_ = true;
+      write_deferred_ = true;
       return;
     }
   }
-  writer_waiting_ = false;
-  wake_.cancel();
+  start_write();
 }
 
 void connection::turn_ended() {
-  wake_deferred_ = false;
-  if (!writer_waiting_) return;  // woken already: the batch outgrew the turn, or teardown
-  writer_waiting_ = false;
-  wake_.cancel();
+  write_deferred_ = false;
+  start_write();
+}
+
+void connection::start_write() {
+  if (writing_ || state_ != state::ready || broken_ || wbuf_.empty()) return;
+  writing_ = true;
+  wbuf_inflight_.clear();
+  wbuf_inflight_.swap(wbuf_);
+  ++stats_.upstream_writes;
+  auto done = [self = shared_from_this()](error_code ec, std::size_t) { self->write_done(ec); };
+  if (tls_)
+    asio::async_write(*tls_, asio::buffer(wbuf_inflight_), std::move(done));
+  else
+    asio::async_write(*plain_, asio::buffer(wbuf_inflight_), std::move(done));
+}
+
+void connection::write_done(error_code ec) {
+  writing_ = false;
+  if (ec || broken_) {
+    teardown(ec ? ec.message() : std::string(), false);
+    write_idle_.cancel();  // the stream may go now (write_drain())
+    return;
+  }
+  start_write();  // what came while this write was out
 }
 
 std::chrono::milliseconds connection::backoff() {
@@ -158,10 +178,10 @@ awaitable<void> connection::run(std::shared_ptr<connection> self) {
     ++stats_.upstream_connections;
     broken_ = false;
     timed_out_ = false;
-    wake_.expires_at(clock::time_point::max());
+    start_write();  // the requests that queued while connecting
     {
       using namespace asio::experimental::awaitable_operators;
-      co_await (read_loop() && write_loop() && watchdog());
+      co_await (read_loop() && write_drain() && watchdog());
     }
     --stats_.upstream_connections;
     fail_pending(timed_out_ ? error_frame(errors::upstream_timeout)
@@ -335,7 +355,7 @@ void connection::teardown(std::string reason, bool timed_out) {
   error_code ignored;
   if (tls_) tls_->lowest_layer().close(ignored);
   if (plain_) plain_->close(ignored);
-  wake_.cancel();
+  write_idle_.cancel();
   tick_.cancel();
 }
 
@@ -410,23 +430,10 @@ void connection::dispatch(std::string_view frame, bool push, clock::time_point r
   if (entry.sink) entry.sink->deliver(entry.seq, frame, entry.tag, received);
 }
 
-awaitable<void> connection::write_loop() {
-  for (;;) {
-    while (wbuf_.empty() && !broken_) {
-      wake_.expires_at(clock::time_point::max());
-      writer_waiting_ = true;
-      co_await wake_.async_wait(use_nothrow);
-      writer_waiting_ = false;
-    }
-    if (broken_) co_return;
-    wbuf_inflight_.clear();
-    wbuf_inflight_.swap(wbuf_);
-    ++stats_.upstream_writes;
-    auto [ec, n] = co_await write_all(asio::buffer(wbuf_inflight_));
-    if (ec || broken_) {
-      teardown(ec ? ec.message() : std::string(), false);
-      co_return;
-    }
+awaitable<void> connection::write_drain() {
+  while (!broken_ || writing_) {
+    write_idle_.expires_at(clock::time_point::max());
+    co_await write_idle_.async_wait(use_nothrow);
   }
 }
 

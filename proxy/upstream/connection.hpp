@@ -114,7 +114,9 @@ class connection : public std::enable_shared_from_this<connection>, public turn_
   awaitable<void> run(std::shared_ptr<connection> self);
   awaitable<bool> connect_once();
   awaitable<void> read_loop();
-  awaitable<void> write_loop();
+  /// Waits until the stream has failed and its last write is over: run() keeps the stream until
+  /// then, since a write in flight uses it.
+  awaitable<void> write_drain();
   awaitable<void> watchdog();
   awaitable<std::tuple<error_code, std::size_t>> read_some(asio::mutable_buffer buf);
   awaitable<std::tuple<error_code, std::size_t>> write_all(asio::const_buffer buf);
@@ -123,8 +125,11 @@ class connection : public std::enable_shared_from_this<connection>, public turn_
   void dispatch(std::string_view frame, bool push, std::chrono::steady_clock::time_point received);
   std::chrono::milliseconds backoff();
   void make_read_room();
-  void wake_writer();
+  void schedule_write();
   void turn_ended() override;
+  /// Writes everything queued, if the stream is up and no write is out; write_done() goes on.
+  void start_write();
+  void write_done(error_code ec);
 
   asio::any_io_executor ex_;
   const config& cfg_;
@@ -135,8 +140,8 @@ class connection : public std::enable_shared_from_this<connection>, public turn_
 
   std::optional<tcp::socket> plain_;
   std::optional<ssl::stream<drained_socket>> tls_;  // its reads: drained_read.hpp
-  steady_timer wake_;  // the writer sleeps on it; submit() cancels it while writer_waiting_
-  steady_timer tick_;  // the watchdog's period
+  steady_timer write_idle_;  // write_drain() sleeps on it; cancelled at teardown and write_done()
+  steady_timer tick_;        // the watchdog's period
   steady_timer backoff_timer_;
 
   state state_ = state::connecting;
@@ -155,8 +160,8 @@ class connection : public std::enable_shared_from_this<connection>, public turn_
   std::string rbuf_;
   std::size_t rstart_ = 0;
   std::size_t rend_ = 0;
-  bool writer_waiting_ = false;  // the writer sleeps on wake_
-  bool wake_deferred_ = false;   // the writer wakes at the end of this turn (turn_ended())
+  bool writing_ = false;         // a write of wbuf_inflight_ is out
+  bool write_deferred_ = false;  // the write starts at the end of this turn (turn_ended())
   resp::reply_parser parser_;
   ring<pending_reply> pending_;
   std::shared_ptr<client_session> raw_sink_;

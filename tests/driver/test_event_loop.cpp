@@ -1,8 +1,8 @@
 // event_loop: deferred listeners run once the turn is over (every ready handler has run, including
 // handlers made ready during the turn and timers already due), before the loop blocks; outside
 // event_loop::run() nothing is deferred; a listener pending when the loop ends is released.
-// Like the upstream writers (which wait on a timer), the listeners here hold work on the
-// io_context until they have run: a loop out of work has ended. A busy-polling loop serves the
+// Like the upstream connections (whose reads are always pending), the listeners here hold work on
+// the io_context until they have run: a loop out of work has ended. A busy-polling loop serves the
 // same events in the same turns, whether they come while it polls or while it sleeps.
 #include <catch2/catch.hpp>
 

@@ -1,0 +1,216 @@
+// connection's writes: the requests queued during a turn of the event loop leave in one write that
+// starts at the turn's end, from the loop's end-of-turn call itself, so that they are on the wire
+// before the loop runs any other handler (the upstream works on them while the sidecar goes on
+// with the rest of its work).
+//
+// The upstream here is a fake one on a thread of its own: it answers the connect sequence's HELLO
+// as a Redis before 6 would ("unknown command"), which leaves nothing else to send, and then only
+// listens. Loopback delivers a send() into the receiving socket before it returns, so what the
+// fake upstream's socket holds when a listener runs right after the connection's is what the
+// connection has sent by then.
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include "proxy/asio.hpp"
+#include "proxy/config/config.hpp"
+#include "proxy/event_loop.hpp"
+#include "proxy/stats.hpp"
+#include "proxy/upstream/connect_fsm.hpp"
+#include "proxy/upstream/connection.hpp"
+#include "tests/support/harness.hpp"
+
+namespace redis_sidecar {
+namespace {
+
+constexpr std::string_view ping = "*1\r\n$4\r\nPING\r\n";
+
+// Calls `f` when its turn_ended() is.
+struct at_turn_end : turn_listener {
+  std::function<void()> f;
+  explicit at_turn_end(std::function<void()> fn) : f(std::move(fn)) {}
+  void turn_ended() override { f(); }
+};
+
+// A fake upstream on a thread: accepts one connection (with TLS when given a context), reads the
+// connect sequence's HELLO and refuses it. The raw socket is left to the test afterwards.
+class fake_upstream {
+ public:
+  explicit fake_upstream(ssl::context* tls) : tls_(tls) {
+    acceptor_.open(tcp::v4());
+    acceptor_.bind({asio::ip::make_address("127.0.0.1"), 0});
+    acceptor_.listen();
+    thread_ = std::thread([this] { serve(); });
+  }
+  ~fake_upstream() {
+    if (thread_.joinable()) thread_.join();
+  }
+  std::uint16_t port() const { return acceptor_.local_endpoint().port(); }
+  /// Bytes the connection has sent since the handshake and nobody has read.
+  std::size_t unread() {
+    if (thread_.joinable()) thread_.join();
+    error_code ec;
+    return socket_.available(ec);
+  }
+  bool handshake_done() const { return done_; }
+  /// What the connection sent first (read on the fake upstream's thread, valid once done).
+  const std::string& hello() const { return hello_; }
+
+ private:
+  void serve() {
+    acceptor_.accept(socket_);
+    const std::string refusal = "-ERR unknown command 'HELLO'\r\n";
+    if (tls_ != nullptr) {
+      tls_stream_.emplace(socket_, *tls_);
+      tls_stream_->handshake(ssl::stream_base::server);
+      read_hello(*tls_stream_);
+      asio::write(*tls_stream_, asio::buffer(refusal));
+    } else {
+      read_hello(socket_);
+      asio::write(socket_, asio::buffer(refusal));
+    }
+    done_ = true;
+  }
+  template <class Stream>
+  void read_hello(Stream& s) {
+    std::string got;
+    char buf[512];
+    while (got.find(upstream_client_name) == std::string::npos)
+      got.append(buf, s.read_some(asio::buffer(buf)));
+    hello_ = got;
+  }
+
+  ssl::context* tls_;
+  asio::io_context io_;
+  tcp::acceptor acceptor_{io_};
+  tcp::socket socket_{io_};
+  std::optional<ssl::stream<tcp::socket&>> tls_stream_;
+  std::thread thread_;
+  std::string hello_;
+  std::atomic<bool> done_{false};
+};
+
+// A connection to a fake upstream, plaintext or TLS, with the loop held open until a test lets go.
+struct upstream_pair {
+  explicit upstream_pair(bool tls)
+      : server_ctx(make_server_ctx()),
+        client_ctx(make_client_ctx()),
+        upstream(tls ? &server_ctx : nullptr) {
+    std::string error;
+    REQUIRE(parse_upstream_url(
+        (tls ? "rediss://127.0.0.1:" : "redis://127.0.0.1:") + std::to_string(upstream.port()),
+        cfg.upstream, error));
+    cfg.upstream_set = true;
+    conn = std::make_shared<connection>(io.get_executor(), cfg, tls ? &client_ctx : nullptr, st, 2,
+                                        false);
+  }
+  static ssl::context make_server_ctx() {
+    ssl::context ctx(ssl::context::tls_server);
+    ctx.use_certificate_chain_file(test::test_certificates().server_crt);
+    ctx.use_private_key_file(test::test_certificates().server_key, ssl::context::pem);
+    return ctx;
+  }
+  static ssl::context make_client_ctx() {
+    ssl::context ctx(ssl::context::tls_client);
+    ctx.load_verify_file(test::test_certificates().ca_crt);
+    ctx.set_verify_mode(ssl::verify_peer);
+    return ctx;
+  }
+  /// Starts the connection and runs the loop; calls `f` in a handler once the connection is
+  /// ready and the fake upstream has answered the handshake.
+  void run_when_ready(std::function<void()> f) {
+    when_ready = std::move(f);
+    conn->start();
+    asio::post(io, [this] { wait_ready(); });
+    event_loop::run(io);
+  }
+  void wait_ready() {
+    if (conn->current_state() != connection::state::ready || !upstream.handshake_done()) {
+      poll.expires_after(std::chrono::milliseconds(2));
+      poll.async_wait([this](error_code) { wait_ready(); });
+      return;
+    }
+    when_ready();
+  }
+
+  ssl::context server_ctx;
+  ssl::context client_ctx;
+  fake_upstream upstream;
+  config cfg;
+  asio::io_context io{1};
+  asio::executor_work_guard<asio::io_context::executor_type> work = asio::make_work_guard(io);
+  stats st;
+  std::shared_ptr<connection> conn;
+  steady_timer poll{io};
+  std::function<void()> when_ready;
+};
+
+TEST_CASE("a turn's upstream requests are on the wire when the turn ends, in one write",
+          "[connection]") {
+  const bool tls = GENERATE(false, true);
+  INFO((tls ? "TLS" : "plaintext"));
+  upstream_pair p(tls);
+  std::optional<std::size_t> sent_at_turn_end;
+  std::uint64_t writes_at_turn_end = 0;
+  auto check = std::make_shared<at_turn_end>([&] {
+    sent_at_turn_end = p.upstream.unread();
+    writes_at_turn_end = p.st.upstream_writes;
+    p.conn->close();
+    p.work.reset();
+  });
+  // Two requests in one handler, then the check, deferred after the connection's own deferral:
+  // the loop calls listeners in the order they deferred.
+  p.run_when_ready([&] {
+    REQUIRE(p.conn->submit(ping, pending_reply{}));
+    REQUIRE(p.conn->submit(ping, pending_reply{}));
+    CHECK(p.st.upstream_writes == 0);  // not before the turn's end
+    REQUIRE(event_loop::defer(check));
+  });
+
+  REQUIRE(sent_at_turn_end.has_value());
+  CHECK(p.upstream.hello().rfind("*4\r\n$5\r\nHELLO\r\n$1\r\n2\r\n", 0) == 0);
+  CHECK(writes_at_turn_end == 1);
+  if (tls) {
+    // One TLS 1.3 record: 5 bytes of header, the two requests, a content type byte and a 16-byte
+    // tag. Reading it before the end of the turn's write would have found nothing.
+    CHECK(*sent_at_turn_end == 5 + 2 * ping.size() + 1 + 16);
+  } else {
+    CHECK(*sent_at_turn_end == 2 * ping.size());
+  }
+}
+
+TEST_CASE("a connection closed while a write is out keeps its stream until the write is over",
+          "[connection]") {
+  const bool tls = GENERATE(false, true);
+  INFO((tls ? "TLS" : "plaintext"));
+  upstream_pair p(tls);
+  // 8 MB the fake upstream never reads: the write stays out until the close aborts it.
+  const std::string value(8 << 20, 'v');
+  const std::string big =
+      "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$" + std::to_string(value.size()) + "\r\n" + value + "\r\n";
+  steady_timer later(p.io);
+  p.run_when_ready([&] {
+    REQUIRE(p.conn->submit(big, pending_reply{}));  // more than a TLS record: written at once
+    CHECK(p.st.upstream_writes == 1);
+    later.expires_after(std::chrono::milliseconds(50));
+    later.async_wait([&](error_code) {
+      CHECK(p.upstream.unread() < big.size());  // still going
+      p.conn->submit(ping, pending_reply{});    // queued behind it, never written
+      p.conn->close();
+      p.work.reset();
+    });
+  });
+  // The loop ran out of work: the write's completion came back and the connection's run ended.
+  CHECK(p.conn->current_state() == connection::state::closed);
+  CHECK(p.st.upstream_writes == 1);
+  CHECK(p.st.inflight_requests == 0);
+  CHECK(p.conn.use_count() == 1);  // nothing in flight holds it
+}
+
+}  // namespace
+}  // namespace redis_sidecar
