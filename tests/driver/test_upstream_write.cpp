@@ -11,6 +11,8 @@
 #include <catch2/catch.hpp>
 
 #include <atomic>
+#include <chrono>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -29,6 +31,14 @@ namespace redis_sidecar {
 namespace {
 
 constexpr std::string_view ping = "*1\r\n$4\r\nPING\r\n";
+
+// A request of the sidecar's own (no sink: its reply is dropped), due within the default
+// --command-timeout-ms, so the connection's watchdog leaves it alone.
+pending_reply own_request() {
+  pending_reply r;
+  r.deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  return r;
+}
 
 // Calls `f` when its turn_ended() is.
 struct at_turn_end : turn_listener {
@@ -60,9 +70,19 @@ class fake_upstream {
   bool handshake_done() const { return done_; }
   /// What the connection sent first (read on the fake upstream's thread, valid once done).
   const std::string& hello() const { return hello_; }
+  /// Why the fake upstream gave up, if it did (valid once done).
+  const std::string& error() const { return error_; }
 
  private:
   void serve() {
+    try {
+      answer_hello();
+    } catch (const std::exception& e) {
+      error_ = e.what();
+    }
+    done_ = true;
+  }
+  void answer_hello() {
     acceptor_.accept(socket_);
     const std::string refusal = "-ERR unknown command 'HELLO'\r\n";
     if (tls_ != nullptr) {
@@ -74,7 +94,6 @@ class fake_upstream {
       read_hello(socket_);
       asio::write(socket_, asio::buffer(refusal));
     }
-    done_ = true;
   }
   template <class Stream>
   void read_hello(Stream& s) {
@@ -92,6 +111,7 @@ class fake_upstream {
   std::optional<ssl::stream<tcp::socket&>> tls_stream_;
   std::thread thread_;
   std::string hello_;
+  std::string error_;
   std::atomic<bool> done_{false};
 };
 
@@ -130,11 +150,14 @@ struct upstream_pair {
     event_loop::run(io);
   }
   void wait_ready() {
-    if (conn->current_state() != connection::state::ready || !upstream.handshake_done()) {
+    const bool failed = upstream.handshake_done() && !upstream.error().empty();
+    if (!failed &&
+        (conn->current_state() != connection::state::ready || !upstream.handshake_done())) {
       poll.expires_after(std::chrono::milliseconds(2));
       poll.async_wait([this](error_code) { wait_ready(); });
       return;
     }
+    REQUIRE(upstream.error().empty());
     when_ready();
   }
 
@@ -142,9 +165,9 @@ struct upstream_pair {
   ssl::context client_ctx;
   fake_upstream upstream;
   config cfg;
+  stats st;  // before io: what io still runs or destroys may use cfg, st and the contexts
   asio::io_context io{1};
   asio::executor_work_guard<asio::io_context::executor_type> work = asio::make_work_guard(io);
-  stats st;
   std::shared_ptr<connection> conn;
   steady_timer poll{io};
   std::function<void()> when_ready;
@@ -166,8 +189,8 @@ TEST_CASE("a turn's upstream requests are on the wire when the turn ends, in one
   // Two requests in one handler, then the check, deferred after the connection's own deferral:
   // the loop calls listeners in the order they deferred.
   p.run_when_ready([&] {
-    REQUIRE(p.conn->submit(ping, pending_reply{}));
-    REQUIRE(p.conn->submit(ping, pending_reply{}));
+    REQUIRE(p.conn->submit(ping, own_request()));
+    REQUIRE(p.conn->submit(ping, own_request()));
     CHECK(p.st.upstream_writes == 0);  // not before the turn's end
     REQUIRE(event_loop::defer(check));
   });
@@ -195,12 +218,12 @@ TEST_CASE("a connection closed while a write is out keeps its stream until the w
       "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$" + std::to_string(value.size()) + "\r\n" + value + "\r\n";
   steady_timer later(p.io);
   p.run_when_ready([&] {
-    REQUIRE(p.conn->submit(big, pending_reply{}));  // more than a TLS record: written at once
+    REQUIRE(p.conn->submit(big, own_request()));  // more than a TLS record: written at once
     CHECK(p.st.upstream_writes == 1);
     later.expires_after(std::chrono::milliseconds(50));
     later.async_wait([&](error_code) {
       CHECK(p.upstream.unread() < big.size());  // still going
-      p.conn->submit(ping, pending_reply{});    // queued behind it, never written
+      p.conn->submit(ping, own_request());      // queued behind it, never written
       p.conn->close();
       p.work.reset();
     });
