@@ -103,7 +103,7 @@ bool connection::send_raw(std::string_view request) {
 // bytes are on their way to the upstream before the loop runs another handler (Asio tries the
 // send at once). A batch already a full TLS record long goes at once.
 void connection::schedule_write() {
-  if (writing_ || state_ != state::ready || broken_) return;  // write_done() or run() starts it
+  if (!write_may_start()) return;  // write_done() or run() starts it
   if (wbuf_.size() < turn_batch_max_bytes) {
     if (write_deferred_) return;
     if (event_loop::defer(shared_from_this())) {
@@ -120,7 +120,7 @@ void connection::turn_ended() {
 }
 
 void connection::start_write() {
-  if (writing_ || state_ != state::ready || broken_ || wbuf_.empty()) return;
+  if (!write_may_start() || wbuf_.empty()) return;
   writing_ = true;
   wbuf_inflight_.clear();
   wbuf_inflight_.swap(wbuf_);

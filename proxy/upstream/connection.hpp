@@ -127,7 +127,9 @@ class connection : public std::enable_shared_from_this<connection>, public turn_
   void make_read_room();
   void schedule_write();
   void turn_ended() override;
-  /// Writes everything queued, if the stream is up and no write is out; write_done() goes on.
+  /// The stream is up and no write is out.
+  bool write_may_start() const { return !writing_ && state_ == state::ready && !broken_; }
+  /// Writes everything queued, if write_may_start(); write_done() goes on.
   void start_write();
   void write_done(error_code ec);
 
