@@ -32,11 +32,11 @@ namespace {
 
 constexpr std::string_view ping = "*1\r\n$4\r\nPING\r\n";
 
-// A request of the sidecar's own (no sink: its reply is dropped), due within the default
-// --command-timeout-ms, so the connection's watchdog leaves it alone.
-pending_reply own_request() {
+// A request of the sidecar's own (no sink: its reply is dropped), due within --command-timeout-ms
+// as the near cache's and the health probe's are, so the connection's watchdog leaves it alone.
+pending_reply own_request(const config& cfg) {
   pending_reply r;
-  r.deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  r.deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(cfg.command_timeout_ms);
   return r;
 }
 
@@ -189,8 +189,8 @@ TEST_CASE("a turn's upstream requests are on the wire when the turn ends, in one
   // Two requests in one handler, then the check, deferred after the connection's own deferral:
   // the loop calls listeners in the order they deferred.
   p.run_when_ready([&] {
-    REQUIRE(p.conn->submit(ping, own_request()));
-    REQUIRE(p.conn->submit(ping, own_request()));
+    REQUIRE(p.conn->submit(ping, own_request(p.cfg)));
+    REQUIRE(p.conn->submit(ping, own_request(p.cfg)));
     CHECK(p.st.upstream_writes == 0);  // not before the turn's end
     REQUIRE(event_loop::defer(check));
   });
@@ -218,12 +218,12 @@ TEST_CASE("a connection closed while a write is out keeps its stream until the w
       "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$" + std::to_string(value.size()) + "\r\n" + value + "\r\n";
   steady_timer later(p.io);
   p.run_when_ready([&] {
-    REQUIRE(p.conn->submit(big, own_request()));  // more than a TLS record: written at once
+    REQUIRE(p.conn->submit(big, own_request(p.cfg)));  // more than a TLS record: written at once
     CHECK(p.st.upstream_writes == 1);
     later.expires_after(std::chrono::milliseconds(50));
     later.async_wait([&](error_code) {
-      CHECK(p.upstream.unread() < big.size());  // still going
-      p.conn->submit(ping, own_request());      // queued behind it, never written
+      CHECK(p.upstream.unread() < big.size());   // still going
+      p.conn->submit(ping, own_request(p.cfg));  // queued behind it, never written
       p.conn->close();
       p.work.reset();
     });
