@@ -444,9 +444,11 @@ void run_concurrent(std::uint32_t seed, const run_options& o) {
   redis_server reference;
   constexpr std::size_t clients = 8;
   std::vector<std::string> failures(clients), prefixes;
+  // Every prefix before any thread: a thread reads prefixes[i] while this one would still append
+  // (and move the vector's strings).
+  for (std::size_t i = 0; i < clients; ++i) prefixes.push_back("t:" + std::to_string(i) + ":");
   std::vector<std::thread> threads;
   for (std::size_t i = 0; i < clients; ++i) {
-    prefixes.push_back("t:" + std::to_string(i) + ":");
     threads.emplace_back([&, i] {
       client_pair c(env.port(), reference.port());
       if (static_cast<int>(i) == o.resp3_client) c.exchange(resp_array({"HELLO", "3"}), 1, false);
