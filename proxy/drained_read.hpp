@@ -18,7 +18,11 @@
 // arrive together, and the end of the stream would then wait for an event that never comes.
 //
 // A connection reset that arrives with the last bytes, before they are read, is not in the hint:
-// it is seen by the next write to the socket or the next readiness wait, not by the next read.
+// it comes in the same readiness event as they do, so neither the next read nor the next wait sees
+// it; only a write to the socket, or its pending error (SO_ERROR), does. Upstream connections ask
+// for that error after each quiet period (connection::watchdog); a client session sees it at its
+// next reply's write, which every complete request gets (not a client that reset in the middle of
+// a request, or with replies off).
 //
 // Use: enable_drained_reads() once per socket (it asks for the hint), then read into
 // drained_read_buffer; or, under TLS, an ssl::stream<drained_socket>, whose SSL layer's reads of

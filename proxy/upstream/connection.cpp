@@ -2,6 +2,7 @@
 
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <cstring>
@@ -380,6 +381,7 @@ awaitable<void> connection::read_loop() {
     make_read_room();
     auto [ec, n] = co_await read_some(asio::buffer(rbuf_.data() + rend_, rbuf_.size() - rend_));
     rend_ += n;
+    ++reads_;
     if (ec || broken_) {
       teardown(ec == asio::error::eof ? "closed by the upstream" : ec.message(), false);
       co_return;
@@ -437,14 +439,28 @@ awaitable<void> connection::write_drain() {
   }
 }
 
+// Each period: the oldest request's deadline, and, on a connection that read nothing for a whole
+// period, a reset the reads could not see. A reset that arrives with the last bytes, before they
+// are read, comes in the same readiness event as they do, and the read that takes them reports
+// nothing left (drained_read.hpp), so no read or event would tell: the connection would look
+// ready until the next request's write failed. The socket's pending error tells, at the cost of
+// one getsockopt() per quiet period.
 awaitable<void> connection::watchdog() {
   const auto period = std::chrono::milliseconds(
       cfg_.command_timeout_ms < 400 ? std::max<std::uint32_t>(cfg_.command_timeout_ms / 4, 5)
                                     : 100);
+  std::uint64_t reads_seen = reads_;
   while (!broken_) {
     tick_.expires_after(period);
     co_await tick_.async_wait(use_nothrow);
     if (broken_) co_return;
+    if (reads_ == reads_seen) {
+      if (const int err = socket_error(); err != 0) {
+        teardown(error_code(err, asio::error::get_system_category()).message(), false);
+        co_return;
+      }
+    }
+    reads_seen = reads_;
     if (!pending_.empty() && pending_.front().deadline < clock::now()) {
       if (!quiet_) stats_.count(error_kind::upstream_timeout);
       if (!quiet_)
@@ -454,6 +470,15 @@ awaitable<void> connection::watchdog() {
       co_return;
     }
   }
+}
+
+int connection::socket_error() {
+  const int fd =
+      tls_ ? tls_->lowest_layer().native_handle() : (plain_ ? plain_->native_handle() : -1);
+  int err = 0;
+  socklen_t len = sizeof err;
+  if (fd < 0 || ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) return 0;
+  return err;
 }
 
 void connection::fail_pending(std::string_view error_line) {

@@ -118,6 +118,8 @@ class connection : public std::enable_shared_from_this<connection>, public turn_
   /// then, since a write in flight uses it.
   awaitable<void> write_drain();
   awaitable<void> watchdog();
+  /// The socket's pending error (SO_ERROR; it clears it), 0 when none or no socket.
+  int socket_error();
   awaitable<std::tuple<error_code, std::size_t>> read_some(asio::mutable_buffer buf);
   awaitable<std::tuple<error_code, std::size_t>> write_all(asio::const_buffer buf);
   void teardown(std::string reason, bool timed_out);
@@ -162,6 +164,7 @@ class connection : public std::enable_shared_from_this<connection>, public turn_
   std::string rbuf_;
   std::size_t rstart_ = 0;
   std::size_t rend_ = 0;
+  std::uint64_t reads_ = 0;      // reads completed, for the watchdog's quiet periods
   bool writing_ = false;         // a write of wbuf_inflight_ is out
   bool write_deferred_ = false;  // the write starts at the end of this turn (turn_ended())
   resp::reply_parser parser_;

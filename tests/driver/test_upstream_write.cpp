@@ -1,7 +1,7 @@
 // connection's writes: the requests queued during a turn of the event loop leave in one write that
 // starts at the turn's end, from the loop's end-of-turn call itself, so that they are on the wire
 // before the loop runs any other handler (the upstream works on them while the sidecar goes on
-// with the rest of its work).
+// with the rest of its work). And a reset that reads cannot see is noticed without a write.
 //
 // The upstream here is a fake one on a thread of its own: it answers the connect sequence's HELLO
 // as a Redis before 6 would ("unknown command"), which leaves nothing else to send, and then only
@@ -72,6 +72,21 @@ class fake_upstream {
   const std::string& hello() const { return hello_; }
   /// Why the fake upstream gave up, if it did (valid once done).
   const std::string& error() const { return error_; }
+  /// Once done: reads what the connection sent (at least one request), answers `reply`, and
+  /// resets the connection (SO_LINGER 0) before the connection can read the reply.
+  void reply_and_reset(std::string_view reply) {
+    if (thread_.joinable()) thread_.join();
+    char buf[512];
+    if (tls_stream_) {
+      tls_stream_->read_some(asio::buffer(buf));
+      asio::write(*tls_stream_, asio::buffer(reply.data(), reply.size()));
+    } else {
+      socket_.read_some(asio::buffer(buf));
+      asio::write(socket_, asio::buffer(reply.data(), reply.size()));
+    }
+    socket_.set_option(asio::socket_base::linger(true, 0));
+    socket_.close();
+  }
 
  private:
   void serve() {
@@ -233,6 +248,42 @@ TEST_CASE("a connection closed while a write is out keeps its stream until the w
   CHECK(p.st.upstream_writes == 1);
   CHECK(p.st.inflight_requests == 0);
   CHECK(p.conn.use_count() == 1);  // nothing in flight holds it
+}
+
+// The reply and the reset arrive before the connection reads either: the kernel reports them in one
+// readiness event, and the read that takes the reply leaves nothing queued (a reset is not in the
+// kernel's hint, drained_read.hpp), so no later event or read would tell the connection. It must
+// find out by itself, not at the next request's write: a reset connection that looks ready takes
+// the next requests and fails them.
+TEST_CASE("a reset that arrives with the last reply is noticed without a write", "[connection]") {
+  const bool tls = GENERATE(false, true);
+  INFO((tls ? "TLS" : "plaintext"));
+  upstream_pair p(tls);
+  auto reset = std::make_shared<at_turn_end>([&] { p.upstream.reply_and_reset("+PONG\r\n"); });
+  const auto start = std::chrono::steady_clock::now();
+  std::optional<std::chrono::steady_clock::duration> noticed;
+  std::function<void()> watch = [&] {
+    if (p.conn->current_state() == connection::state::closed) {
+      noticed = std::chrono::steady_clock::now() - start;
+      p.work.reset();
+      return;
+    }
+    if (std::chrono::steady_clock::now() - start > std::chrono::seconds(10)) {  // a hang guard
+      p.conn->close();
+      p.work.reset();
+      return;
+    }
+    p.poll.expires_after(std::chrono::milliseconds(5));
+    p.poll.async_wait([&](error_code) { watch(); });
+  };
+  p.run_when_ready([&] {
+    REQUIRE(p.conn->submit(ping, own_request(p.cfg)));
+    REQUIRE(event_loop::defer(reset));  // after the connection's write: the PING is on the wire
+    watch();
+  });
+  REQUIRE(noticed.has_value());
+  CHECK(p.st.inflight_requests == 0);  // the PONG was read first
+  CHECK(p.conn->last_error().find("reset") != std::string::npos);
 }
 
 }  // namespace
