@@ -5,11 +5,12 @@
 #   bench/profile.sh [BINARY...]        default: the binary bench/run.sh would use
 #
 # For each binary: a Redis with TLS, the sidecar under `valgrind --tool=callgrind` in front of it
-# (--cache-mode=fallback: L1 filled, never answering, as bench/run.sh's `sidecar` target), a warm-up,
-# then for each workload: counters zeroed, redis-benchmark, counters dumped. Prints instructions per
-# request in total and split by where they run (the sidecar's own code, OpenSSL, libc memset, the
-# rest of libc/libstdc++). Kernel time is not counted: callgrind sees user space only. The health
-# probe runs once a minute here, so its work does not blur the counts.
+# (--cache-mode=fallback: L1 filled, never answering, as bench/run.sh's `sidecar` target), a warm-up
+# that also puts every key in L1, then for each workload: counters zeroed, redis-benchmark,
+# counters dumped. Prints instructions per request in total and split by where they run (the
+# sidecar's own code, OpenSSL, libc memset, the rest of libc/libstdc++). Kernel time is not
+# counted: callgrind sees user space only. The health probe runs once a minute here, so its work
+# does not blur the counts.
 #
 # Workloads (WORKLOADS, default all): c1-get, c1-set (-c 1 -P 1: one request per wake-up, every
 # cost paid per request), c50-get (-c 50 -P 1), p16-get and p16-set (-c 50 -P 16). Batching at
@@ -105,6 +106,9 @@ for bin in "${binaries[@]}"; do
   wait_pong -p "$port"
   # shellcheck disable=SC2046
   redis-benchmark -h 127.0.0.1 -p "$port" -t get,set -c 50 -P 16 -r 100000 -d 64 -n 20000 -q >/dev/null
+  # Every key through the sidecar once, so that L1 holds them all, as in bench/run.sh after its
+  # first runs: a reply's fill then overwrites an entry in place instead of inserting one.
+  resp_sets 0 100000 | redis-cli -h 127.0.0.1 -p "$port" --pipe >/dev/null
   for w in $WORKLOADS; do
     callgrind_control -z "$vpid" >/dev/null 2>&1
     # shellcheck disable=SC2046  # workload_args is a list of words on purpose
