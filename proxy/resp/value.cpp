@@ -165,10 +165,6 @@ std::optional<value> decode(std::string_view frame) {
   return out;
 }
 
-namespace {
-
-// A bulk string frame at the start of `rest`, checked as reply_parser would: its header's length
-// (up to "\r\n") and its whole size, or false (not '$', a null, malformed, incomplete).
 bool bulk_frame(std::string_view rest, std::size_t& header, std::size_t& size) {
   std::int64_t len = 0;
   std::size_t cr = 0;
@@ -180,6 +176,8 @@ bool bulk_frame(std::string_view rest, std::size_t& header, std::size_t& size) {
   size = header + static_cast<std::size_t>(len) + 2;
   return size <= rest.size() && rest[size - 2] == '\r' && rest[size - 1] == '\n';
 }
+
+namespace {
 
 // The size of the element frame at the start of `rest` when it is a bulk string or an integer
 // (nearly every element the near cache reads), checked as reply_parser would, or 0: reply_parser

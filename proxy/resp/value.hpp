@@ -44,6 +44,12 @@ std::optional<value> decode(std::string_view frame);
 /// else (malformed, another type, a null array).
 bool split_array(std::string_view frame, std::vector<std::string_view>& out);
 
+/// A bulk string frame at the start of `rest` with a plain length (the framers' header fast path,
+/// resp/detail/line.hpp), checked as reply_parser would: sets its header's size (up to and with
+/// "\r\n") and its whole size. False for anything else (another type, a null, an unusual length
+/// such as "$007", incomplete): callers then read it the general way.
+bool bulk_frame(std::string_view rest, std::size_t& header, std::size_t& size);
+
 /// The payload of a bulk string frame ("$<len>\r\n<payload>\r\n"), or nullopt for any other
 /// frame. Expects a frame reply_parser accepted (as split_array's elements are).
 std::optional<std::string_view> bulk_payload(std::string_view frame);

@@ -7,6 +7,7 @@
 
 #include "proxy/commands/keys.hpp"
 #include "proxy/errors.hpp"
+#include "proxy/resp/value.hpp"
 #include "proxy/resp/writer.hpp"
 
 namespace redis_sidecar {
@@ -35,6 +36,12 @@ struct bulk_read {
 bulk_read read_bulk(std::string_view frame, std::size_t& pos) {
   bulk_read r;
   if (pos >= frame.size()) return r;
+  if (std::size_t header = 0, size = 0; resp::bulk_frame(frame.substr(pos), header, size)) {
+    r.ok = true;  // the usual element, framed the quick way (every GET reply with a value)
+    r.value = frame.substr(pos + header, size - header - 2);
+    pos += size;
+    return r;
+  }
   const auto eol = frame.find("\r\n", pos);
   if (eol == std::string_view::npos) return r;
   const char type = frame[pos];

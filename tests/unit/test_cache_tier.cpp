@@ -77,6 +77,8 @@ TEST_CASE("tier: GET and MGET replies fill L1, nil replies drop entries", "[tier
   CHECK(serve(tier, {"GET", "a"}) == "$3\r\none\r\n");
   CHECK(serve(tier, {"MGET", "a", "b", "c", "d"}) ==
         "*4\r\n$3\r\none\r\n$1\r\nB\r\n$-1\r\n$0\r\n\r\n");
+  pass(tier, {"GET", "e"}, "$5\r\nhel\r\n\r\n");  // CRLF inside a payload is payload
+  CHECK(serve(tier, {"GET", "e"}) == "$5\r\nhel\r\n\r\n");
   pass(tier, {"GET", "a"}, "$-1\r\n");
   CHECK(serve(tier, {"GET", "a"}) == "$-1\r\n");
   pass(tier, {"GET", "b"}, "_\r\n");  // RESP3 null

@@ -132,6 +132,31 @@ TEST_CASE("decode rejects malformed frames without throwing", "[resp][value]") {
   }
 }
 
+TEST_CASE("bulk_frame frames a bulk string at the start of the rest, the quick way",
+          "[resp][value]") {
+  std::size_t header = 0, size = 0;
+  REQUIRE(bulk_frame("$3\r\none\r\n", header, size));
+  CHECK(header == 4);
+  CHECK(size == 9);
+  REQUIRE(bulk_frame("$5\r\nhel\r\n\r\n:1\r\n", header, size));  // CRLF in the payload; more after
+  CHECK(header == 4);
+  CHECK(size == 11);
+  REQUIRE(bulk_frame("$0\r\n\r\n", header, size));
+  CHECK(size == 6);
+  const std::string big(1000, 'x');
+  REQUIRE(bulk_frame("$1000\r\n" + big + "\r\n", header, size));
+  CHECK(header == 7);
+  CHECK(size == 1009);
+  // Anything else is left to the general path, `header` and `size` aside.
+  for (const std::string_view other :
+       {"", "$", "$3\r\n", "$3\r\non", "$3\r\none", "$3\r\noneXY", "$-1\r\n", "$03\r\none\r\n",
+        "$+3\r\none\r\n", "$3x\r\none\r\n", "$\r\n\r\n", "_\r\n", "+OK\r\n", ":3\r\n",
+        "$99999999999999999999\r\n"}) {
+    INFO(other);
+    CHECK_FALSE(bulk_frame(other, header, size));
+  }
+}
+
 TEST_CASE("split_array views each element of an array frame in place", "[resp][value]") {
   std::vector<std::string_view> out;
   const std::string exec = "*4\r\n:-1\r\n$5\r\nhel\r\n\r\n:1500\r\n$-1\r\n";
