@@ -288,6 +288,7 @@ awaitable<void> client_session::read_loop(std::shared_ptr<client_session> self) 
       std::tie(ec, n) = co_await socket_.async_read_some(room, use_nothrow);
     }
     in_end_ += n;
+    ++reads_;
     if (ec) {
       // The client closed or reset its connection. As Redis does, drop it at once: a blocking
       // command it left behind must not hold (or later steal from) the upstream, and its queued
@@ -1579,6 +1580,22 @@ void client_session::transaction_ended(std::string_view reply, bool executed) {
     }
     op_parser_.reset();
   }
+}
+
+bool client_session::reset_unseen() {
+  if (!drained_reads_ || closed_) return false;
+  if (reads_ != reads_at_sweep_) {
+    reads_at_sweep_ = reads_;
+    return false;
+  }
+  int err = 0;
+  socklen_t len = sizeof err;
+  if (::getsockopt(socket_.native_handle(), SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err == 0)
+    return false;
+  log::info("client " + std::to_string(id_) +
+            " closed: " + error_code(err, asio::error::get_system_category()).message() +
+            " (seen by the reset sweep)");
+  return true;
 }
 
 void client_session::deliver_raw(std::string_view frame) {

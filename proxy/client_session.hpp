@@ -96,6 +96,11 @@ class client_session : public reply_sink,
   /// connection, a client whose transaction or database was on it is then closed. Subscribers
   /// (raw mode) keep theirs: a stall does not end a subscription, and nothing waits on it.
   void upstream_stalled(const std::string& reason);
+  /// For the server's periodic sweep: true when this TCP client read nothing since the sweep
+  /// before and its socket holds an error, a reset that came with the last bytes it read and that
+  /// no read or readiness event will report (drained_read.hpp). One getsockopt() per quiet client
+  /// per sweep; the caller closes the session.
+  bool reset_unseen();
   /// Closes at once, dropping replies not yet written (shutdown after the grace period).
   void close_now();
   bool idle() const { return slots_.empty() && out_.empty() && wout_busy_ == false; }
@@ -305,6 +310,8 @@ class client_session : public reply_sink,
   bool closing_ = false;        // no more requests; close after the writer flushed
   bool closed_ = false;         // socket closed
   bool drained_reads_ = false;  // a TCP client: reads use drained_read_buffer
+  std::uint64_t reads_ = 0;     // reads completed, for reset_unseen()
+  std::uint64_t reads_at_sweep_ = 0;
   std::string name_;
   const std::chrono::steady_clock::time_point created_ = std::chrono::steady_clock::now();
   const commands::command_info* last_command_ = nullptr;  // CLIENT LIST's cmd

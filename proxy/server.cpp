@@ -55,7 +55,8 @@ server::server(asio::io_context& io, const config& cfg, ssl::context* tls,
       near_(std::make_shared<near_cache>(io.get_executor(), cfg, tls, tier_)),
       ctx_{cfg, pool_, stats_, {}, 1, false, &tier_, &monitor_->health(), &m, near_.get()},
       metrics_(m),
-      exporter_(exp) {
+      exporter_(exp),
+      sweep_timer_(io) {
   metrics_[metrics::gauge_id::cache_max_bytes].set(static_cast<std::int64_t>(cfg.cache_max_bytes));
   metrics_[metrics::gauge_id::fallback_journal_max_bytes].set(
       static_cast<std::int64_t>(cfg.fallback_journal_max_bytes));
@@ -174,6 +175,20 @@ void server::start() {
   monitor_->start();
   near_->start();
   asio::co_spawn(io_, accept_loop(), asio::detached);
+  asio::co_spawn(io_, reset_sweep(), asio::detached);
+}
+
+awaitable<void> server::reset_sweep() {
+  std::vector<std::shared_ptr<client_session>> reset;
+  while (!ctx_.draining) {
+    sweep_timer_.expires_after(reset_sweep_period);
+    co_await sweep_timer_.async_wait(use_nothrow);
+    if (ctx_.draining) co_return;
+    for (client_session* s : ctx_.sessions)
+      if (s->reset_unseen()) reset.push_back(s->shared_from_this());
+    for (auto& s : reset) s->close_now();  // not while walking the set: closing leaves it
+    reset.clear();
+  }
 }
 
 awaitable<void> server::accept_loop() {
@@ -218,6 +233,7 @@ void server::admit(client_socket socket) {
 awaitable<void> server::shutdown(std::chrono::milliseconds grace) {
   error_code ignored;
   ctx_.draining = true;
+  sweep_timer_.cancel();
   publish();  // /readyz: not ready from now on
   if (tcp_acceptor_) tcp_acceptor_->close(ignored);
   if (unix_acceptor_) {

@@ -29,6 +29,9 @@ std::optional<ssl::context> make_tls_context(const config& cfg, std::string& err
 
 class server {
  public:
+  /// How often reset_sweep() looks at the clients: a reset no read saw is closed within two.
+  static constexpr std::chrono::seconds reset_sweep_period{1};
+
   /// `m` and `exp` (null when --metrics-listen=off) outlive the server.
   server(asio::io_context& io, const config& cfg, ssl::context* tls, metrics::sidecar_metrics& m,
          metrics::exporter* exp);
@@ -49,6 +52,9 @@ class server {
 
  private:
   awaitable<void> accept_loop();
+  /// Every reset_sweep_period, closes the clients whose sockets hold a reset their reads could
+  /// not see (client_session::reset_unseen()), until shutdown.
+  awaitable<void> reset_sweep();
   void admit(client_socket socket);
   /// Copies the data plane's counters into the metrics and the health into /readyz. Runs on the
   /// io_context thread after each probe tick and health change.
@@ -79,6 +85,7 @@ class server {
   std::optional<tcp::acceptor> tcp_acceptor_;
   std::optional<asio::local::stream_protocol::acceptor> unix_acceptor_;
   std::uint16_t port_ = 0;
+  steady_timer sweep_timer_;
 };
 
 }  // namespace redis_sidecar

@@ -1,6 +1,8 @@
 // Resilience: an upstream that dies, restarts or stalls gives clients error replies (never a hang:
 // hiredis' 10 s timeout turns a hang into a missing reply, which fails the test), and the sidecar
 // recovers by itself. Clients that leave mid-pipeline or mid-BLPOP leave no trace upstream.
+#include <signal.h>
+
 #include <chrono>
 #include <thread>
 
@@ -152,6 +154,29 @@ TEST_CASE("a client that leaves mid-pipeline does not disturb others", "[resilie
   }
   CHECK(wrong == 0);
   CHECK(str(c.get(), {"GET", "big"}) == big);
+}
+
+// A client that resets its connection in the middle of a request, its last bytes and the reset
+// landing together (the sidecar stopped meanwhile, so that it sees both in one event): the read
+// that takes the bytes reports nothing left, and the reset is in no later event or read. The
+// session must still go, not wait forever for the rest of the request.
+TEST_CASE("a client that resets in the middle of a request is closed", "[resilience]") {
+  SIDECAR_ONLY();
+  proxied env;
+  const char* open = "redis_sidecar_client_connections";
+  raw_client c(env.port());
+  c.send("*1\r\n$4\r\nPING\r\n");
+  REQUIRE(c.read_exact(7) == "+PONG\r\n");
+  REQUIRE(eventually([&] { return metric(env, open) == 1; }));
+  REQUIRE(::kill(env.side->pid(), SIGSTOP) == 0);
+  c.send("*2\r\n$3\r\nGET\r\n$3\r\nke");
+  c.reset();
+  REQUIRE(::kill(env.side->pid(), SIGCONT) == 0);
+  CHECK(eventually([&] { return metric(env, open) == 0; }));
+  CHECK(env.side->log().find("Connection reset by peer (seen by the reset sweep)") !=
+        std::string::npos);
+  auto other = env.client();
+  CHECK(str(other.get(), {"PING"}) == "PONG");
 }
 
 TEST_CASE("a client that leaves during BLPOP does not steal a later push",

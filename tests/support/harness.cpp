@@ -664,6 +664,13 @@ raw_client::~raw_client() {
   if (fd_ >= 0) ::close(fd_);
 }
 
+void raw_client::reset() {
+  const linger abort{1, 0};
+  ::setsockopt(fd_, SOL_SOCKET, SO_LINGER, &abort, sizeof abort);
+  ::close(fd_);
+  fd_ = -1;
+}
+
 void raw_client::send(const std::string& bytes) {
   std::size_t off = 0;
   while (off < bytes.size()) {

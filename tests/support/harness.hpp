@@ -173,6 +173,9 @@ class raw_client {
   std::string read_some(std::chrono::milliseconds quiet = std::chrono::milliseconds(200));
   /// True when the peer closed the connection (read returns 0) within timeout.
   bool closed_by_peer(std::chrono::milliseconds timeout = std::chrono::seconds(5));
+  /// Closes at once with a TCP reset instead of a FIN (SO_LINGER 0), as a process that dies with
+  /// unread bytes does.
+  void reset();
 
  private:
   int fd_ = -1;
