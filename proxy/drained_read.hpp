@@ -20,9 +20,9 @@
 // A connection reset that arrives with the last bytes, before they are read, is not in the hint:
 // it comes in the same readiness event as they do, so neither the next read nor the next wait sees
 // it; only a write to the socket, or its pending error (SO_ERROR), does. Upstream connections ask
-// for that error after each quiet period (connection::watchdog); a client session sees it at its
-// next reply's write, which every complete request gets (not a client that reset in the middle of
-// a request, or with replies off).
+// for that error after each quiet watchdog period (connection::watchdog), and the server asks every
+// TCP client that read nothing for a second (server::reset_sweep): a client that reset in the
+// middle of a request, or with replies off, gets no reply whose write would fail.
 //
 // Use: enable_drained_reads() once per socket (it asks for the hint), then read into
 // drained_read_buffer; or, under TLS, an ssl::stream<drained_socket>, whose SSL layer's reads of
