@@ -1588,10 +1588,8 @@ bool client_session::reset_unseen() {
     reads_at_sweep_ = reads_;
     return false;
   }
-  int err = 0;
-  socklen_t len = sizeof err;
-  if (::getsockopt(socket_.native_handle(), SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err == 0)
-    return false;
+  const int err = pending_error(socket_.native_handle());
+  if (err == 0) return false;
   log::info("client " + std::to_string(id_) +
             " closed: " + error_code(err, asio::error::get_system_category()).message() +
             " (seen by the reset sweep)");

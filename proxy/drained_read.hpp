@@ -67,6 +67,15 @@ inline bool enable_drained_reads(int fd) {
   return ::setsockopt(fd, IPPROTO_TCP, TCP_INQ, &on, sizeof on) == 0;
 }
 
+/// The pending error of socket `fd` (SO_ERROR, which clears it), 0 when none or on failure: where
+/// a reset that came with the last bytes shows, since drained reads do not report it (see above).
+inline int pending_error(int fd) {
+  int err = 0;
+  socklen_t len = sizeof err;
+  if (fd < 0 || ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) return 0;
+  return err;
+}
+
 /// A TCP socket whose reads are drained reads, for the next layer of an ssl::stream: Asio's SSL
 /// layer reads the socket itself, one buffer of TLS records at a time. Asks for the kernel's hint
 /// when it takes the (connected) socket over.

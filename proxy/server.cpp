@@ -175,7 +175,8 @@ void server::start() {
   monitor_->start();
   near_->start();
   asio::co_spawn(io_, accept_loop(), asio::detached);
-  asio::co_spawn(io_, reset_sweep(), asio::detached);
+  // Unix-socket clients read the way Asio does, not drained: nothing for the sweep to find.
+  if (tcp_acceptor_) asio::co_spawn(io_, reset_sweep(), asio::detached);
 }
 
 awaitable<void> server::reset_sweep() {

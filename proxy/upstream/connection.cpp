@@ -2,7 +2,6 @@
 
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
-#include <sys/socket.h>
 
 #include <algorithm>
 #include <cstring>
@@ -473,12 +472,8 @@ awaitable<void> connection::watchdog() {
 }
 
 int connection::socket_error() {
-  const int fd =
-      tls_ ? tls_->lowest_layer().native_handle() : (plain_ ? plain_->native_handle() : -1);
-  int err = 0;
-  socklen_t len = sizeof err;
-  if (fd < 0 || ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) return 0;
-  return err;
+  return pending_error(tls_ ? tls_->lowest_layer().native_handle()
+                            : (plain_ ? plain_->native_handle() : -1));
 }
 
 void connection::fail_pending(std::string_view error_line) {

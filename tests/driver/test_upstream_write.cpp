@@ -261,10 +261,10 @@ TEST_CASE("a reset that arrives with the last reply is noticed without a write",
   upstream_pair p(tls);
   auto reset = std::make_shared<at_turn_end>([&] { p.upstream.reply_and_reset("+PONG\r\n"); });
   const auto start = std::chrono::steady_clock::now();
-  std::optional<std::chrono::steady_clock::duration> noticed;
+  bool noticed = false;
   std::function<void()> watch = [&] {
     if (p.conn->current_state() == connection::state::closed) {
-      noticed = std::chrono::steady_clock::now() - start;
+      noticed = true;
       p.work.reset();
       return;
     }
@@ -281,7 +281,7 @@ TEST_CASE("a reset that arrives with the last reply is noticed without a write",
     REQUIRE(event_loop::defer(reset));  // after the connection's write: the PING is on the wire
     watch();
   });
-  REQUIRE(noticed.has_value());
+  REQUIRE(noticed);
   CHECK(p.st.inflight_requests == 0);  // the PONG was read first
   CHECK(p.conn->last_error().find("reset") != std::string::npos);
 }
