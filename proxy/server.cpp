@@ -6,6 +6,7 @@
 
 #include "proxy/errors.hpp"
 #include "proxy/log.hpp"
+#include "proxy/tcp_keepalive.hpp"
 #include "proxy/upstream/tls_sessions.hpp"
 
 namespace redis_sidecar {
@@ -200,6 +201,7 @@ awaitable<void> server::accept_loop() {
       if (ec) continue;  // e.g. EMFILE: try again (the listener stays up)
       error_code ignored;
       sock.set_option(tcp::no_delay(true), ignored);
+      set_tcp_keepalive(sock.native_handle(), cfg_.tcp_keepalive_s);  // as no_delay: best effort
       const auto ep = sock.local_endpoint(ignored);
       client_socket generic(io_,
                             asio::generic::stream_protocol(ep.protocol().family(), IPPROTO_TCP),

@@ -17,6 +17,8 @@
 #include <optional>
 #include <variant>
 
+#include "proxy/tcp_keepalive.hpp"
+
 namespace redis_sidecar {
 namespace {
 
@@ -89,6 +91,10 @@ const std::array options{
            u32_max, "first reconnect backoff"},
     option{"reconnect-max-ms", "Timeouts", "MS", kind::millis, &config::reconnect_max_ms, 1,
            u32_max, "reconnect backoff cap"},
+    option{"tcp-keepalive", "Timeouts", "SECONDS", kind::count, &config::tcp_keepalive_s, 0,
+           max_tcp_keepalive_seconds,
+           "TCP keepalive on upstream and client connections: first probe after SECONDS idle, "
+           "a dead peer or path found in about 2 x SECONDS (0: off)"},
     option{"cache-mode", "Cache and fallback", "MODE", kind::choice, &config::cache_mode, 0, 0,
            "tracking, keyspace, ttl, fallback, off, or auto (the strongest the upstream supports)",
            {}, "auto|tracking|keyspace|ttl|fallback|off"},

@@ -39,6 +39,9 @@ struct config {
   std::uint32_t command_timeout_ms = 5000;  // --command-timeout-ms: reply deadline, default 5000
   std::uint32_t reconnect_min_ms = 50;      // --reconnect-min-ms: first backoff, default 50
   std::uint32_t reconnect_max_ms = 5000;    // --reconnect-max-ms: backoff cap, default 5000
+  std::uint32_t tcp_keepalive_s = 60;       // --tcp-keepalive: idle seconds before TCP keepalive
+                                            // probes on upstream and client connections, 0 off,
+                                            // default 60 (proxy/tcp_keepalive.hpp)
 
   std::size_t max_clients = 10000;          // --max-clients, default 10000 (Redis' maxclients)
   std::size_t max_pipeline = 2000;          // --max-pipeline: in-flight requests per client before

@@ -4,6 +4,7 @@
 #include <openssl/x509v3.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <random>
 
@@ -12,6 +13,7 @@
 #include "proxy/errors.hpp"
 #include "proxy/log.hpp"
 #include "proxy/resp/value.hpp"
+#include "proxy/tcp_keepalive.hpp"
 #include "proxy/upstream/connect_fsm.hpp"
 #include "proxy/upstream/tls_sessions.hpp"
 
@@ -258,6 +260,9 @@ awaitable<bool> connection::connect_once() {
         if (!ec) {
           error_code ignored;
           plain_->set_option(tcp::no_delay(true), ignored);
+          if (!set_tcp_keepalive(plain_->native_handle(), cfg_.tcp_keepalive_s))
+            log::warn("upstream connection: TCP keepalive not set: " +
+                      std::string(std::strerror(errno)));
           if (tls_ctx_ != nullptr) {
             tls_.emplace(std::move(*plain_), *tls_ctx_);
             plain_.reset();

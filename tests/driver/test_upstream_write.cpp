@@ -87,6 +87,14 @@ class fake_upstream {
     socket_.set_option(asio::socket_base::linger(true, 0));
     socket_.close();
   }
+  /// Once done: the fake upstream's end of the connection vanishes without a word
+  /// (test::silence()). False when that was refused.
+  bool vanish() {
+    if (thread_.joinable()) thread_.join();
+    if (!test::silence(socket_.native_handle())) return false;
+    socket_.close();
+    return true;
+  }
 
  private:
   void serve() {
@@ -176,6 +184,25 @@ struct upstream_pair {
     when_ready();
   }
 
+  /// Polls the connection until it closes by itself (closed_by_itself) or 10 s have passed (a hang
+  /// guard: then closes it), and lets the loop end.
+  void watch_until_closed() {
+    if (watch_start == std::chrono::steady_clock::time_point{})
+      watch_start = std::chrono::steady_clock::now();
+    if (conn->current_state() == connection::state::closed) {
+      closed_by_itself = true;
+      work.reset();
+      return;
+    }
+    if (std::chrono::steady_clock::now() - watch_start > std::chrono::seconds(10)) {
+      conn->close();
+      work.reset();
+      return;
+    }
+    poll.expires_after(std::chrono::milliseconds(5));
+    poll.async_wait([this](error_code) { watch_until_closed(); });
+  }
+
   ssl::context server_ctx;
   ssl::context client_ctx;
   fake_upstream upstream;
@@ -186,6 +213,8 @@ struct upstream_pair {
   std::shared_ptr<connection> conn;
   steady_timer poll{io};
   std::function<void()> when_ready;
+  std::chrono::steady_clock::time_point watch_start{};
+  bool closed_by_itself = false;
 };
 
 TEST_CASE("a turn's upstream requests are on the wire when the turn ends, in one write",
@@ -260,29 +289,45 @@ TEST_CASE("a reset that arrives with the last reply is noticed without a write",
   INFO((tls ? "TLS" : "plaintext"));
   upstream_pair p(tls);
   auto reset = std::make_shared<at_turn_end>([&] { p.upstream.reply_and_reset("+PONG\r\n"); });
-  const auto start = std::chrono::steady_clock::now();
-  bool noticed = false;
-  std::function<void()> watch = [&] {
-    if (p.conn->current_state() == connection::state::closed) {
-      noticed = true;
-      p.work.reset();
-      return;
-    }
-    if (std::chrono::steady_clock::now() - start > std::chrono::seconds(10)) {  // a hang guard
-      p.conn->close();
-      p.work.reset();
-      return;
-    }
-    p.poll.expires_after(std::chrono::milliseconds(5));
-    p.poll.async_wait([&](error_code) { watch(); });
-  };
   p.run_when_ready([&] {
     REQUIRE(p.conn->submit(ping, own_request(p.cfg)));
     REQUIRE(event_loop::defer(reset));  // after the connection's write: the PING is on the wire
-    watch();
+    p.watch_until_closed();
   });
-  REQUIRE(noticed);
+  REQUIRE(p.closed_by_itself);
   CHECK(p.st.inflight_requests == 0);  // the PONG was read first
+  CHECK(p.conn->last_error().find("reset") != std::string::npos);
+}
+
+// An idle upstream connection whose path or peer is gone without a word (a NAT or load balancer
+// that forgot the flow, a host that vanished) gets no reset and no end of stream: only sending
+// something tells. TCP keepalive sends: the first probe after --tcp-keepalive seconds of quiet
+// meets the peer kernel's reset here (a path that drops everything would time out after the
+// probes instead), and the connection is closed before a request is written into the void.
+TEST_CASE("an upstream that vanishes without a word is found by TCP keepalive", "[connection]") {
+  const bool tls = GENERATE(false, true);
+  INFO((tls ? "TLS" : "plaintext"));
+  upstream_pair p(tls);
+  p.cfg.tcp_keepalive_s = 1;
+  bool vanished = false;
+  steady_timer later(p.io);
+  p.run_when_ready([&] {
+    // Not before the connection's delayed ACK of the last reply has left (at most 200 ms on
+    // Linux): arriving after the vanishing, it would be reset without any keepalive.
+    later.expires_after(std::chrono::milliseconds(300));
+    later.async_wait([&](error_code) {
+      vanished = p.upstream.vanish();
+      if (!vanished) {
+        p.conn->close();
+        p.work.reset();
+        return;
+      }
+      p.watch_until_closed();
+    });
+  });
+  INFO("TCP_REPAIR needs CAP_NET_ADMIN: run the tests as root");
+  REQUIRE(vanished);
+  REQUIRE(p.closed_by_itself);
   CHECK(p.conn->last_error().find("reset") != std::string::npos);
 }
 

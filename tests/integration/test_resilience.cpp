@@ -179,6 +179,28 @@ TEST_CASE("a client that resets in the middle of a request is closed", "[resilie
   CHECK(str(other.get(), {"PING"}) == "PONG");
 }
 
+// An app whose host is gone without a word (powered off, its network cut) leaves a session that no
+// read or write ends: the sidecar has nothing to send it, and nothing arrives. TCP keepalive sends:
+// the first probe, after --tcp-keepalive seconds of quiet, finds the peer gone (here its kernel
+// answers with a reset; a path that drops everything times out after the probes instead).
+TEST_CASE("a client that vanishes without a word is closed by TCP keepalive", "[resilience]") {
+  SIDECAR_ONLY();
+  proxied env({}, {"--tcp-keepalive", "1"});
+  const char* open = "redis_sidecar_client_connections";
+  raw_client c(env.port());
+  c.send("*1\r\n$4\r\nPING\r\n");
+  REQUIRE(c.read_exact(7) == "+PONG\r\n");
+  REQUIRE(eventually([&] { return metric(env, open) == 1; }));
+  // Not before the client's delayed ACK of the PONG has left (at most 200 ms on Linux): with the
+  // PONG unacknowledged, the sidecar's retransmission would meet the reset without any keepalive.
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  INFO("TCP_REPAIR needs CAP_NET_ADMIN: run the tests as root");
+  REQUIRE(c.vanish());
+  CHECK(eventually([&] { return metric(env, open) == 0; }));
+  auto other = env.client();
+  CHECK(str(other.get(), {"PING"}) == "PONG");
+}
+
 TEST_CASE("a client that leaves during BLPOP does not steal a later push",
           "[resilience][blocking]") {
   // A command timeout far beyond `eventually`'s window: the blocked upstream connection must be

@@ -10,6 +10,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
@@ -669,6 +670,18 @@ void raw_client::reset() {
   ::setsockopt(fd_, SOL_SOCKET, SO_LINGER, &abort, sizeof abort);
   ::close(fd_);
   fd_ = -1;
+}
+
+bool silence(int fd) {
+  const int on = 1;
+  return ::setsockopt(fd, IPPROTO_TCP, TCP_REPAIR, &on, sizeof on) == 0;
+}
+
+bool raw_client::vanish() {
+  if (!silence(fd_)) return false;
+  ::close(fd_);
+  fd_ = -1;
+  return true;
 }
 
 void raw_client::send(const std::string& bytes) {

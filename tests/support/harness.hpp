@@ -31,6 +31,12 @@ const tls_files& test_certificates();
 /// A loopback TCP port that nobody listens on right now.
 std::uint16_t free_port();
 
+/// Puts TCP socket `fd` in repair mode (TCP_REPAIR, which needs CAP_NET_ADMIN: run the tests as
+/// root), so that closing it sends nothing, neither FIN nor reset: its end of the connection
+/// vanishes without a word, as behind a NAT that forgot the flow or on a host that is gone, and
+/// the kernel answers whatever the peer sends next with a reset. False when refused.
+bool silence(int fd);
+
 struct redis_options {
   bool tls = false;  // TLS only (port 0 for plaintext), server cert from test_certificates()
   bool tls_client_auth = false;  // require client certificates (mTLS)
@@ -176,6 +182,8 @@ class raw_client {
   /// Closes at once with a TCP reset instead of a FIN (SO_LINGER 0), as a process that dies with
   /// unread bytes does.
   void reset();
+  /// Closes without a word (see silence()); false, leaving the connection open, when refused.
+  bool vanish();
 
  private:
   int fd_ = -1;

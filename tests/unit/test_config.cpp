@@ -491,6 +491,23 @@ TEST_CASE("a failed parse leaves the config untouched", "[config]") {
   CHECK_FALSE(c.upstream_set);
 }
 
+TEST_CASE("TCP keepalive is on by default, can be turned off, and is bounded", "[config]") {
+  env_guard env;
+  CHECK(config{}.tcp_keepalive_s == 60);
+  CHECK(run_ok({up}).tcp_keepalive_s == 60);
+  CHECK(run_ok({up, "--tcp-keepalive=0"}).tcp_keepalive_s == 0);
+  CHECK(run_ok({up, "--tcp-keepalive", "32767"}).tcp_keepalive_s == 32767);
+  env.set("REDIS_SIDECAR_TCP_KEEPALIVE", "300");
+  CHECK(run_ok({up}).tcp_keepalive_s == 300);
+  CHECK(run_ok({up, "--tcp-keepalive=15"}).tcp_keepalive_s == 15);
+  CHECK(error_of({up, "--tcp-keepalive=32768"}) ==
+        "invalid value '32768' for --tcp-keepalive: expected a whole number from 0 to 32767");
+  CHECK_THAT(error_of({up, "--tcp-keepalive=60s"}),
+             Catch::StartsWith("invalid value '60s' for --tcp-keepalive"));
+  CHECK_THAT(usage(), Catch::Contains("\n  --tcp-keepalive SECONDS") &&
+                          Catch::Contains("REDIS_SIDECAR_TCP_KEEPALIVE"));
+}
+
 TEST_CASE("busy polling is off unless asked for, and bounded", "[config]") {
   env_guard env;
   CHECK(config{}.busy_poll_us == 0);
