@@ -83,6 +83,8 @@ END {
       printf "  -P %-2s %s  sidecar/direct-tls %.2fx  sidecar/stunnel %.2fx  sidecar/nutcracker %.2fx", \
         p, x, ratio(s, rps["direct-tls," p "," x]), ratio(s, rps["stunnel," p "," x]), \
         ratio(s, rps["nutcracker," p "," x])
+      if (has("sidecar-off", p, x))
+        printf "  sidecar-off/direct-tls %.2fx", ratio(rps["sidecar-off," p "," x], rps["direct-tls," p "," x])
       if (has("sidecar-l1", p, x))
         printf "  sidecar-l1/direct %.2fx  sidecar-l1/direct-tls %.2fx", \
           ratio(rps["sidecar-l1," p "," x], rps["direct," p "," x]), \
@@ -131,6 +133,10 @@ END {
     check_ratio("pass-through " x " / stunnel4, -P 1", rps["sidecar,1," x], rps["stunnel,1," x], 2.5)
     check_ratio("pass-through " x " / nutcracker, -P 1", rps["sidecar,1," x], rps["nutcracker,1," x], 1.0)
     check_ratio("pass-through " x " / nutcracker, -P 16", rps["sidecar,16," x], rps["nutcracker,16," x], 1.2)
+  }
+  if (has("sidecar-off", 16, "GET")) {
+    printf "  (pass-through without L1, --cache-mode=off, for comparison: -P 16 GET %.2fx, SET %.2fx direct TLS)\n", \
+      ratio(rps["sidecar-off,16,GET"], rps["direct-tls,16,GET"]), ratio(rps["sidecar-off,16,SET"], rps["direct-tls,16,SET"])
   }
   if (has("sidecar-l1", 1, "GET")) {
     check_ratio("L1-hit GET / direct plaintext, -P 1", rps["sidecar-l1,1,GET"], rps["direct,1,GET"], 1.0)

@@ -8,6 +8,8 @@
 #   nutcracker    redis-benchmark -> nutcracker (twemproxy) -> Redis (plaintext)
 #   sidecar       redis-benchmark -> redis-sidecar -> Redis (TLS)        (pass-through:
 #                 --cache-mode=fallback, so L1 is filled from replies but never answers)
+#   sidecar-off   as sidecar, without L1 (--cache-mode=off): a plain TLS-terminating proxy; what
+#                 the L1 fill costs pass-through, side by side      (throughput section only)
 #   sidecar-l1    redis-benchmark -> redis-sidecar serving L1 hits       (--cache-mode=ttl)
 #   sidecar-bp    as sidecar, with --busy-poll-us=$BUSY_POLL_US (150)    (latency section only)
 #   sidecar-unix  as sidecar, the app connecting over a unix socket      (latency section only)
@@ -98,6 +100,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 pass_flags=(--cache-mode=fallback)
+off_flags=(--cache-mode=off)
 l1_flags=()
 l1_available=0
 if "$sidecar_bin" --help 2>/dev/null | grep -q -- '--cache-prefix'; then
@@ -187,7 +190,13 @@ EOF
   start_sidecar sidecar "$sidecar_port" "$sidecar_mport" "$redis_tls_port" "${pass_flags[@]}"
   sidecar_pid=$last_pid
 
-  targets=(direct direct-tls stunnel nutcracker sidecar)
+  off_port=$(free_port)
+  off_mport=$(free_port)
+  log "redis-sidecar (pass-through without L1: ${off_flags[*]}) on $off_port"
+  start_sidecar sidecar-off "$off_port" "$off_mport" "$redis_tls_port" "${off_flags[@]}"
+  off_pid=$last_pid
+
+  targets=(direct direct-tls stunnel nutcracker sidecar sidecar-off)
   if ((l1_available)); then
     l1_port=$(free_port)
     l1_mport=$(free_port)
@@ -224,6 +233,7 @@ target_args() {
     stunnel) echo "-p $stunnel_port" ;;
     nutcracker) echo "-p $nutcracker_port" ;;
     sidecar) echo "-p $sidecar_port" ;;
+    sidecar-off) echo "-p $off_port" ;;
     sidecar-l1) echo "-p $l1_port" ;;
     sidecar-bp) echo "-p $bp_port" ;;
     sidecar-unix) echo "-s $unix_sock" ;;
@@ -233,6 +243,7 @@ target_args() {
 metrics_port() {
   case $1 in
     sidecar) echo "$sidecar_mport" ;;
+    sidecar-off) echo "$off_mport" ;;
     sidecar-l1) echo "$l1_mport" ;;
     *) echo "" ;;
   esac
@@ -242,6 +253,7 @@ proxy_pid() {
     stunnel) echo "$stunnel_pid" ;;
     nutcracker) echo "$nutcracker_pid" ;;
     sidecar) echo "$sidecar_pid" ;;
+    sidecar-off) echo "$off_pid" ;;
     sidecar-l1) echo "$l1_pid" ;;
     sidecar-bp) echo "$bp_pid" ;;
     sidecar-unix) echo "$unix_pid" ;;
@@ -332,11 +344,11 @@ check_forwarded() {
     printf '  %-12s %-3s sent %9s   Redis counted %9s\n' "$target" "$cmd" "${sent[$key]}" "${seen[$key]}"
   done | sort
   for key in "${!sent[@]}"; do
-    [[ $key == sidecar,* ]] || continue
+    [[ $key == sidecar,* || $key == sidecar-off,* ]] || continue
     ((${seen[$key]} >= ${sent[$key]})) ||
-      die "Redis counted fewer ${key#*,} calls than were sent through the pass-through sidecar"
+      die "Redis counted fewer ${key#*,} calls than were sent through ${key%,*}"
   done
-  printf '  check passed: every request sent through the pass-through sidecar reached Redis\n'
+  printf '  check passed: every request sent through the pass-through sidecars reached Redis\n'
   if [[ -n ${sent[sidecar-l1,get]:-} ]]; then
     printf '  sidecar-l1: %s of %s GETs answered from L1 without reaching Redis\n' \
       "$((${sent[sidecar-l1,get]} - ${seen[sidecar-l1,get]}))" "${sent[sidecar-l1,get]}"
