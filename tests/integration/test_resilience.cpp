@@ -156,6 +156,16 @@ TEST_CASE("a client that leaves mid-pipeline does not disturb others", "[resilie
   CHECK(str(c.get(), {"GET", "big"}) == big);
 }
 
+// The series that counts a sidecar's open client connections.
+const char* const client_connections = "redis_sidecar_client_connections";
+
+// True once the raw client `c` got PONG for a PING and the sidecar counts it as its only client.
+bool answered_and_counted(const proxied& env, raw_client& c) {
+  c.send("*1\r\n$4\r\nPING\r\n");
+  return c.read_exact(7) == "+PONG\r\n" &&
+         eventually([&] { return metric(env, client_connections) == 1; });
+}
+
 // A client that resets its connection in the middle of a request, its last bytes and the reset
 // landing together (the sidecar stopped meanwhile, so that it sees both in one event): the read
 // that takes the bytes reports nothing left, and the reset is in no later event or read. The
@@ -163,16 +173,13 @@ TEST_CASE("a client that leaves mid-pipeline does not disturb others", "[resilie
 TEST_CASE("a client that resets in the middle of a request is closed", "[resilience]") {
   SIDECAR_ONLY();
   proxied env;
-  const char* open = "redis_sidecar_client_connections";
   raw_client c(env.port());
-  c.send("*1\r\n$4\r\nPING\r\n");
-  REQUIRE(c.read_exact(7) == "+PONG\r\n");
-  REQUIRE(eventually([&] { return metric(env, open) == 1; }));
+  REQUIRE(answered_and_counted(env, c));
   REQUIRE(::kill(env.side->pid(), SIGSTOP) == 0);
   c.send("*2\r\n$3\r\nGET\r\n$3\r\nke");
   c.reset();
   REQUIRE(::kill(env.side->pid(), SIGCONT) == 0);
-  CHECK(eventually([&] { return metric(env, open) == 0; }));
+  CHECK(eventually([&] { return metric(env, client_connections) == 0; }));
   CHECK(env.side->log().find("Connection reset by peer (seen by the reset sweep)") !=
         std::string::npos);
   auto other = env.client();
@@ -186,17 +193,14 @@ TEST_CASE("a client that resets in the middle of a request is closed", "[resilie
 TEST_CASE("a client that vanishes without a word is closed by TCP keepalive", "[resilience]") {
   SIDECAR_ONLY();
   proxied env({}, {"--tcp-keepalive", "1"});
-  const char* open = "redis_sidecar_client_connections";
   raw_client c(env.port());
-  c.send("*1\r\n$4\r\nPING\r\n");
-  REQUIRE(c.read_exact(7) == "+PONG\r\n");
-  REQUIRE(eventually([&] { return metric(env, open) == 1; }));
+  REQUIRE(answered_and_counted(env, c));
   // Not before the client's delayed ACK of the PONG has left (at most 200 ms on Linux): with the
   // PONG unacknowledged, the sidecar's retransmission would meet the reset without any keepalive.
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   INFO("TCP_REPAIR needs CAP_NET_ADMIN: run the tests as root");
   REQUIRE(c.vanish());
-  CHECK(eventually([&] { return metric(env, open) == 0; }));
+  CHECK(eventually([&] { return metric(env, client_connections) == 0; }));
   auto other = env.client();
   CHECK(str(other.get(), {"PING"}) == "PONG");
 }
