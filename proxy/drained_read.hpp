@@ -25,10 +25,10 @@
 // middle of a request, or with replies off, gets no reply whose write would fail.
 //
 // Use: enable_drained_reads() once per socket (it asks for the hint), then read into
-// drained_read_buffer; or, under TLS, an ssl::stream<drained_socket>, whose SSL layer's reads of
-// the socket are drained reads. Without the hint (not TCP, an older kernel, not enabled) no read
-// reports done_and_exhausted and reads behave exactly as Asio's own. Only for TCP sockets:
-// recvmsg() with room for control messages would accept descriptors passed over a unix socket.
+// drained_read_buffer (under TLS, tls_stream does so). Without the hint (not TCP, an older kernel,
+// not enabled) no read reports done_and_exhausted and reads behave exactly as Asio's own. Only for
+// TCP sockets: recvmsg() with room for control messages would accept descriptors passed over a unix
+// socket.
 //
 // This specializes an Asio detail class template for a type of our own; it is compiled in only for
 // the Boost version it was written against (1.81, the fixed stack). With another version
@@ -42,7 +42,6 @@
 #include <boost/version.hpp>
 #include <cerrno>
 #include <cstring>
-#include <utility>
 
 #include "proxy/asio.hpp"
 
@@ -75,37 +74,6 @@ inline int pending_error(int fd) {
   if (fd < 0 || ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) return 0;
   return err;
 }
-
-/// A TCP socket whose reads are drained reads, for the next layer of an ssl::stream: Asio's SSL
-/// layer reads the socket itself, one buffer of TLS records at a time. Asks for the kernel's hint
-/// when it takes the (connected) socket over.
-class drained_socket {
- public:
-  using executor_type = tcp::socket::executor_type;
-  using lowest_layer_type = tcp::socket::lowest_layer_type;
-
-  explicit drained_socket(tcp::socket socket) : socket_(std::move(socket)) {
-    enable_drained_reads(socket_.native_handle());
-  }
-
-  executor_type get_executor() noexcept { return socket_.get_executor(); }
-  lowest_layer_type& lowest_layer() noexcept { return socket_.lowest_layer(); }
-  const lowest_layer_type& lowest_layer() const noexcept { return socket_.lowest_layer(); }
-
-  /// The SSL layer reads into one buffer at a time.
-  template <typename Token>
-  auto async_read_some(const asio::mutable_buffer& buffer, Token&& token) {
-    return socket_.async_read_some(drained_read_buffer{buffer}, std::forward<Token>(token));
-  }
-
-  template <typename ConstBufferSequence, typename Token>
-  auto async_write_some(const ConstBufferSequence& buffers, Token&& token) {
-    return socket_.async_write_some(buffers, std::forward<Token>(token));
-  }
-
- private:
-  tcp::socket socket_;
-};
 
 }  // namespace redis_sidecar
 

@@ -32,6 +32,7 @@
 #include "proxy/ring.hpp"
 #include "proxy/stats.hpp"
 #include "proxy/upstream/reply_sink.hpp"
+#include "proxy/upstream/tls_stream.hpp"
 
 namespace redis_sidecar {
 
@@ -143,7 +144,7 @@ class connection : public std::enable_shared_from_this<connection>, public turn_
   bool reconnect_;
 
   std::optional<tcp::socket> plain_;
-  std::optional<ssl::stream<drained_socket>> tls_;  // its reads: drained_read.hpp
+  std::optional<tls_stream> tls_;
   steady_timer write_idle_;  // write_drain() sleeps on it; cancelled at teardown and write_done()
   steady_timer tick_;        // the watchdog's period
   steady_timer backoff_timer_;

@@ -1,0 +1,192 @@
+// tls_stream, the upstream's TLS client, against Asio's TLS server over loopback: the handshake and
+// its certificate checks, large writes and reads in both directions at once, the server's
+// close_notify, and bytes that are not TLS. Reads byte by byte are in test_drained_read.cpp.
+#include <catch2/catch.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <optional>
+#include <random>
+#include <string>
+#include <tuple>
+
+#include "proxy/upstream/tls_stream.hpp"
+#include "tests/support/harness.hpp"
+
+namespace redis_sidecar {
+namespace {
+
+using namespace std::chrono_literals;
+
+// A loopback TCP pair whose client side becomes a tls_stream and whose server side is Asio's TLS
+// server with the test certificates (signed for localhost and 127.0.0.1).
+struct tls_setup {
+  asio::io_context io{1};
+  ssl::context client_ctx{ssl::context::tls_client};
+  ssl::context server_ctx{ssl::context::tls_server};
+  std::optional<tls_stream> client;
+  std::optional<ssl::stream<tcp::socket>> server;
+
+  explicit tls_setup(const std::string& ca = test::test_certificates().ca_crt) {
+    const auto& certs = test::test_certificates();
+    server_ctx.use_certificate_chain_file(certs.server_crt);
+    server_ctx.use_private_key_file(certs.server_key, ssl::context::pem);
+    client_ctx.load_verify_file(ca);
+    tcp::acceptor acceptor(io, tcp::endpoint(asio::ip::address_v4::loopback(), 0));
+    tcp::socket c(io);
+    c.connect(acceptor.local_endpoint());
+    tcp::socket s(io);
+    acceptor.accept(s);
+    client.emplace(std::move(c), client_ctx);
+    server.emplace(std::move(s), server_ctx);
+    REQUIRE(client->ok());
+  }
+
+  // Runs both handshakes; returns the client's error.
+  error_code handshake(const std::string& name) {
+    if (!name.empty()) client->verify_peer(name);
+    std::optional<error_code> client_ec, server_ec;
+    asio::co_spawn(io, client->handshake(), [&](std::exception_ptr, std::tuple<error_code> r) {
+      client_ec = std::get<0>(r);
+    });
+    server->async_handshake(ssl::stream_base::server, [&](error_code ec) { server_ec = ec; });
+    run_until([&] { return client_ec && server_ec; });
+    REQUIRE(client_ec.has_value());
+    return *client_ec;
+  }
+
+  // Runs the loop until `done()`; fails the test after 10 s (a hang guard, not a timing).
+  template <typename Done>
+  void run_until(Done done) {
+    const auto until = std::chrono::steady_clock::now() + 10s;
+    while (!done() && std::chrono::steady_clock::now() < until) {
+      io.restart();
+      io.run_one_for(100ms);
+    }
+    REQUIRE(done());
+  }
+
+  // Reads from the client until `want` bytes came or a read failed; returns the bytes and the
+  // error (none when all came).
+  std::pair<std::string, error_code> client_read(std::size_t want, std::size_t room = 8192) {
+    std::string got;
+    error_code ec;
+    std::string buf(room, '\0');
+    while (got.size() < want && !ec) {
+      std::optional<std::tuple<error_code, std::size_t>> r;
+      asio::co_spawn(io, client->read_some(asio::buffer(buf)),
+                     [&](std::exception_ptr, std::tuple<error_code, std::size_t> v) { r = v; });
+      run_until([&] { return r.has_value(); });
+      ec = std::get<0>(*r);
+      got.append(buf.data(), std::get<1>(*r));
+    }
+    return {got, ec};
+  }
+};
+
+std::string random_bytes(std::size_t n, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::string s(n, '\0');
+  for (auto& c : s) c = static_cast<char>(rng());
+  return s;
+}
+
+}  // namespace
+
+TEST_CASE("tls_stream verifies the server's certificate by host name and by IP address",
+          "[tls_stream]") {
+  {
+    tls_setup t;
+    CHECK_FALSE(t.handshake("localhost"));
+    CHECK(SSL_get_verify_result(t.client->native_handle()) == X509_V_OK);
+  }
+  {
+    tls_setup t;
+    CHECK_FALSE(t.handshake("127.0.0.1"));
+  }
+  {
+    tls_setup t;
+    const error_code ec = t.handshake("not-this-host.example");
+    CHECK(ec.category() == asio::error::get_ssl_category());
+    CHECK(SSL_get_verify_result(t.client->native_handle()) == X509_V_ERR_HOSTNAME_MISMATCH);
+  }
+  {
+    tls_setup t;
+    CHECK(t.handshake("127.0.0.2"));
+    CHECK(SSL_get_verify_result(t.client->native_handle()) == X509_V_ERR_IP_ADDRESS_MISMATCH);
+  }
+  {
+    tls_setup t(test::test_certificates().other_ca_crt);
+    CHECK(t.handshake("localhost"));
+    CHECK(SSL_get_verify_result(t.client->native_handle()) != X509_V_OK);
+  }
+}
+
+TEST_CASE("tls_stream moves a megabyte each way at once, every byte intact", "[tls_stream]") {
+  tls_setup t;
+  REQUIRE_FALSE(t.handshake("localhost"));
+  const std::string up = random_bytes(1 << 20, 1);
+  const std::string down = random_bytes(1 << 20, 2);
+
+  // The client writes a megabyte while the server writes one back, before either reads: neither
+  // write can finish until the other side reads, so the client's read runs while its write is out.
+  std::optional<error_code> client_wrote;
+  t.client->async_write(asio::buffer(up), [&](error_code ec, std::size_t n) {
+    CHECK(n == (ec ? 0 : up.size()));
+    client_wrote = ec;
+  });
+  std::optional<error_code> server_wrote;
+  asio::async_write(*t.server, asio::buffer(down),
+                    [&](error_code ec, std::size_t) { server_wrote = ec; });
+  std::string server_got(up.size(), '\0');
+  std::optional<error_code> server_read;
+  asio::async_read(*t.server, asio::buffer(server_got),
+                   [&](error_code ec, std::size_t) { server_read = ec; });
+
+  const auto [got, ec] = t.client_read(down.size(), 65536);
+  CHECK_FALSE(ec);
+  CHECK(got == down);
+  t.run_until([&] { return client_wrote && server_wrote && server_read; });
+  CHECK_FALSE(*client_wrote);
+  CHECK_FALSE(*server_read);
+  CHECK(server_got == up);
+}
+
+TEST_CASE("tls_stream reads the end of the stream after the server's close_notify",
+          "[tls_stream]") {
+  tls_setup t;
+  REQUIRE_FALSE(t.handshake("localhost"));
+  asio::write(*t.server, asio::buffer(std::string_view("last words")));
+  std::optional<error_code> shut;
+  t.server->async_shutdown([&](error_code ec) { shut = ec; });
+  const auto [got, ec] = t.client_read(1000);
+  CHECK(got == "last words");
+  CHECK(ec == asio::error::eof);
+}
+
+TEST_CASE("tls_stream fails a read of bytes that are not TLS records, and every read after",
+          "[tls_stream]") {
+  tls_setup t;
+  REQUIRE_FALSE(t.handshake("localhost"));
+  // Written under the server's TLS layer: an HTTP reply where a record should be.
+  asio::write(t.server->next_layer(),
+              asio::buffer(std::string_view("HTTP/1.1 400 Bad Request\r\n")));
+  const auto [got, ec] = t.client_read(1);
+  CHECK(got.empty());
+  CHECK(ec.category() == asio::error::get_ssl_category());
+  const auto [again, ec2] = t.client_read(1);
+  CHECK(again.empty());
+  CHECK(ec2);
+}
+
+TEST_CASE("tls_stream reports a handshake that the server ends", "[tls_stream]") {
+  tls_setup t;
+  t.server->next_layer().close();
+  std::optional<error_code> ec;
+  asio::co_spawn(t.io, t.client->handshake(),
+                 [&](std::exception_ptr, std::tuple<error_code> r) { ec = std::get<0>(r); });
+  t.run_until([&] { return ec.has_value(); });
+  CHECK(*ec);
+}
+
+}  // namespace redis_sidecar
