@@ -7,9 +7,6 @@
 #include <cstring>
 
 namespace redis_sidecar {
-namespace {
-
-}  // namespace
 
 // OpenSSL's side of the stream: reads come from in_, writes go to out_. Never blocks: a read with
 // nothing buffered asks OpenSSL to retry (SSL_ERROR_WANT_READ), and read_some() fills in_.

@@ -21,8 +21,8 @@
 #include <openssl/ssl.h>
 
 #include <cstddef>
-#include <string>
 #include <memory>
+#include <string>
 #include <tuple>
 #include <utility>
 
