@@ -23,6 +23,7 @@
 
 #include "proxy/drained_read.hpp"
 #include "proxy/upstream/tls_stream.hpp"
+#include "tests/driver/loopback.hpp"
 #include "tests/support/harness.hpp"
 
 namespace {
@@ -72,10 +73,7 @@ struct tcp_pair {
   tcp::socket peer{io};
 
   explicit tcp_pair(bool hint = true) {
-    tcp::acceptor acceptor(io, tcp::endpoint(asio::ip::address_v4::loopback(), 0));
-    peer.connect(acceptor.local_endpoint());
-    acceptor.accept(reader);
-    peer.set_option(tcp::no_delay(true));
+    std::tie(peer, reader) = test::loopback_pair(io);
     if (hint) REQUIRE(enable_drained_reads(reader.native_handle()) == drained_reads_supported);
   }
 
@@ -94,22 +92,13 @@ struct tcp_pair {
 struct tls_pair {
   asio::io_context io{1};
   ssl::context client_ctx{ssl::context::tls_client};
-  ssl::context server_ctx{ssl::context::tls_server};
+  ssl::context server_ctx = test::test_server_context();
   std::optional<tls_stream> reader;
   std::optional<ssl::stream<tcp::socket>> asio_reader;
   std::optional<ssl::stream<tcp::socket>> peer;
 
   explicit tls_pair(bool asio_tls = false) {
-    const auto& certs = test::test_certificates();
-    server_ctx.use_certificate_chain_file(certs.server_crt);
-    server_ctx.use_private_key_file(certs.server_key, ssl::context::pem);
-    tcp::acceptor acceptor(io, tcp::endpoint(asio::ip::address_v4::loopback(), 0));
-    tcp::socket client(io);
-    client.connect(acceptor.local_endpoint());
-    tcp::socket server(io);
-    acceptor.accept(server);
-    client.set_option(tcp::no_delay(true));
-    server.set_option(tcp::no_delay(true));
+    auto [client, server] = test::loopback_pair(io);
     peer.emplace(std::move(server), server_ctx);
     int done = 0;
     // Reads are under test here, not verification: the client context verifies nothing.
@@ -164,6 +153,15 @@ read_result finish(Pair& p, std::optional<read_result>& out) {
   return *out;
 }
 
+// Starts a read of up to 64 bytes and lets the loop look once: with nothing queued, it must wait.
+template <typename Pair>
+void start_waiting_read(Pair& p, std::string& buf, std::optional<read_result>& out) {
+  p.start_read(buf, 64, out);
+  p.io.restart();
+  p.io.poll();
+  REQUIRE_FALSE(out.has_value());
+}
+
 template <typename Pair>
 read_result read_once(Pair& p, std::size_t room) {
   std::string buf;
@@ -184,20 +182,14 @@ long recvs_before_waiting(Pair& p, std::string_view next) {
   {
     std::string buf;
     std::optional<read_result> first;
-    p.start_read(buf, 64, first);
-    p.io.restart();
-    p.io.poll();
-    REQUIRE_FALSE(first.has_value());
+    start_waiting_read(p, buf, first);
     p.send("abc");
     CHECK(finish(p, first).bytes == "abc");
   }
   std::string buf;
   std::optional<read_result> out;
   const long before = recv_calls;
-  p.start_read(buf, 64, out);
-  p.io.restart();
-  p.io.poll();
-  CHECK_FALSE(out.has_value());
+  start_waiting_read(p, buf, out);
   const long calls = recv_calls - before;
   p.send(next);
   const read_result r = finish(p, out);
@@ -232,10 +224,7 @@ TEST_CASE("the last bytes and the end of the stream, arriving together, are both
   tcp_pair<drained_read_buffer> p;
   std::string buf;
   std::optional<read_result> out;
-  p.start_read(buf, 64, out);
-  p.io.restart();
-  p.io.poll();
-  REQUIRE_FALSE(out.has_value());
+  start_waiting_read(p, buf, out);
   p.send("bye");
   p.peer.shutdown(tcp::socket::shutdown_send);
   std::this_thread::sleep_for(20ms);  // both land before the loop looks

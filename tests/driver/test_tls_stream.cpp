@@ -11,6 +11,7 @@
 #include <tuple>
 
 #include "proxy/upstream/tls_stream.hpp"
+#include "tests/driver/loopback.hpp"
 #include "tests/support/harness.hpp"
 
 namespace redis_sidecar {
@@ -23,20 +24,13 @@ using namespace std::chrono_literals;
 struct tls_setup {
   asio::io_context io{1};
   ssl::context client_ctx{ssl::context::tls_client};
-  ssl::context server_ctx{ssl::context::tls_server};
+  ssl::context server_ctx = test::test_server_context();
   std::optional<tls_stream> client;
   std::optional<ssl::stream<tcp::socket>> server;
 
   explicit tls_setup(const std::string& ca = test::test_certificates().ca_crt) {
-    const auto& certs = test::test_certificates();
-    server_ctx.use_certificate_chain_file(certs.server_crt);
-    server_ctx.use_private_key_file(certs.server_key, ssl::context::pem);
     client_ctx.load_verify_file(ca);
-    tcp::acceptor acceptor(io, tcp::endpoint(asio::ip::address_v4::loopback(), 0));
-    tcp::socket c(io);
-    c.connect(acceptor.local_endpoint());
-    tcp::socket s(io);
-    acceptor.accept(s);
+    auto [c, s] = test::loopback_pair(io);
     client.emplace(std::move(c), client_ctx);
     server.emplace(std::move(s), server_ctx);
     REQUIRE(client->ok());

@@ -25,6 +25,7 @@
 #include "proxy/stats.hpp"
 #include "proxy/upstream/connect_fsm.hpp"
 #include "proxy/upstream/connection.hpp"
+#include "tests/driver/loopback.hpp"
 #include "tests/support/harness.hpp"
 
 namespace redis_sidecar {
@@ -141,7 +142,7 @@ class fake_upstream {
 // A connection to a fake upstream, plaintext or TLS, with the loop held open until a test lets go.
 struct upstream_pair {
   explicit upstream_pair(bool tls)
-      : server_ctx(make_server_ctx()),
+      : server_ctx(test::test_server_context()),
         client_ctx(make_client_ctx()),
         upstream(tls ? &server_ctx : nullptr) {
     std::string error;
@@ -151,12 +152,6 @@ struct upstream_pair {
     cfg.upstream_set = true;
     conn = std::make_shared<connection>(io.get_executor(), cfg, tls ? &client_ctx : nullptr, st, 2,
                                         false);
-  }
-  static ssl::context make_server_ctx() {
-    ssl::context ctx(ssl::context::tls_server);
-    ctx.use_certificate_chain_file(test::test_certificates().server_crt);
-    ctx.use_private_key_file(test::test_certificates().server_key, ssl::context::pem);
-    return ctx;
   }
   static ssl::context make_client_ctx() {
     ssl::context ctx(ssl::context::tls_client);
