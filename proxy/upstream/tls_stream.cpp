@@ -125,9 +125,7 @@ awaitable<std::tuple<error_code>> tls_stream::handshake() {
     const bool more = r != 1 && SSL_get_error(ssl_, r) == SSL_ERROR_WANT_READ;
     const error_code failed = r == 1 || more ? error_code() : ssl_error(r);
     if (!out_.empty()) {  // the next flight, or the alert of a failure
-      sending_.swap(out_);
-      out_.clear();
-      auto [ec, n] = co_await asio::async_write(socket_, asio::buffer(sending_), use_nothrow);
+      auto [ec, n] = co_await asio::async_write(socket_, take_output(), use_nothrow);
       if (ec && !failed) co_return ec;
     }
     if (!more) co_return failed;
@@ -172,9 +170,7 @@ error_code tls_stream::encrypt(asio::const_buffer buf) {
 
 awaitable<std::tuple<error_code, std::size_t>> tls_stream::write(asio::const_buffer buf) {
   if (const error_code ec = encrypt(buf)) co_return std::tuple(ec, std::size_t{0});
-  sending_.swap(out_);
-  out_.clear();
-  auto [ec, n] = co_await asio::async_write(socket_, asio::buffer(sending_), use_nothrow);
+  auto [ec, n] = co_await asio::async_write(socket_, take_output(), use_nothrow);
   co_return std::tuple(ec, ec ? std::size_t{0} : buf.size());
 }
 

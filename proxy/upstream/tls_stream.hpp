@@ -64,9 +64,7 @@ class tls_stream {
                  [h = std::forward<Handler>(handler), ec]() mutable { h(ec, std::size_t{0}); });
       return;
     }
-    sending_.swap(out_);
-    out_.clear();
-    asio::async_write(socket_, asio::buffer(sending_),
+    asio::async_write(socket_, take_output(),
                       [h = std::forward<Handler>(handler), n = buf.size()](
                           error_code e, std::size_t) mutable { h(e, e ? std::size_t{0} : n); });
   }
@@ -81,6 +79,12 @@ class tls_stream {
   static constexpr std::size_t input_size = 64 * 1024;
 
   error_code encrypt(asio::const_buffer buf);
+  /// Moves the records in out_ to sending_, for the write that goes out now.
+  asio::const_buffer take_output() {
+    sending_.swap(out_);
+    out_.clear();
+    return asio::buffer(sending_);
+  }
   error_code ssl_error(int ret);
   /// Reads what the socket holds into in_ (waits for at least one byte).
   awaitable<error_code> fill();
