@@ -259,12 +259,12 @@ awaitable<void> client_session::read_loop(std::shared_ptr<client_session> self) 
     }
     if (closing_ || closed_) break;
 
-    // Make room and read more. in_ keeps its size between reads (bytes past in_end_ are stale),
-    // so nothing is zero-filled per read; a partial frame moves to the front only when the room
-    // behind it runs short, and in_ grows only for a frame larger than it.
+    // Make room and read more. in_ keeps its size between reads (bytes past in_end_ are stale)
+    // and is never zero-filled (read_buffer.hpp); a partial frame moves to the front only when the
+    // room behind it runs short, and in_ grows only for a frame larger than it.
     if (in_start_ == in_end_) {
       in_start_ = in_end_ = 0;
-      if (in_.size() > max_kept_input) std::string().swap(in_);
+      if (in_.size() > max_kept_input) in_.release();
     } else if (in_start_ > 0 && in_.size() - in_end_ < read_chunk) {
       std::memmove(in_.data(), in_.data() + in_start_, in_end_ - in_start_);
       in_end_ -= in_start_;
@@ -276,7 +276,7 @@ awaitable<void> client_session::read_loop(std::shared_ptr<client_session> self) 
       close_after_flush();
       break;
     }
-    if (in_.size() - in_end_ < read_chunk) in_.resize(std::max(2 * in_.size(), read_chunk));
+    if (in_.size() - in_end_ < read_chunk) in_.grow(std::max(2 * in_.size(), read_chunk), in_end_);
     // When a read left nothing queued, the next one waits for the client without a recv() that
     // fails first (drained_read.hpp).
     const asio::mutable_buffer room(in_.data() + in_end_, in_.size() - in_end_);
@@ -1038,7 +1038,7 @@ void client_session::append_client_line(std::string& out, clock::time_point now)
   c.qbuf_free = in_.size() - in_end_;
   c.rbs = in_.size();
   c.obl = out_.size() + wout_.size();
-  c.tot_mem = sizeof(*this) + in_.capacity() + out_.capacity() + wout_.capacity();
+  c.tot_mem = sizeof(*this) + in_.size() + out_.capacity() + wout_.capacity();
   c.writing = c.obl > 0;
   c.cmd = cmd;
   c.resp = proto_;

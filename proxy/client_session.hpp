@@ -38,6 +38,7 @@
 #include "proxy/commands/command_table.hpp"
 #include "proxy/config/config.hpp"
 #include "proxy/event_loop.hpp"
+#include "proxy/read_buffer.hpp"
 #include "proxy/resp/request_parser.hpp"
 #include "proxy/ring.hpp"
 #include "proxy/stats.hpp"
@@ -210,7 +211,7 @@ class client_session : public reply_sink,
   const config& cfg_;
   std::uint64_t id_;
 
-  std::string in_;
+  read_buffer in_;
   std::size_t in_start_ = 0;
   std::size_t in_end_ = 0;  // in_[in_end_, size()) is room for the next read, not data
   resp::request_parser parser_;

@@ -371,20 +371,19 @@ void connection::teardown(std::string reason, bool timed_out) {
   tick_.cancel();
 }
 
-// Makes room for one read after rend_ without zero-filling anything in the steady state: rbuf_
+// Makes room for one read after rend_ without zero-filling anything (read_buffer.hpp): rbuf_
 // keeps its size (bytes past rend_ are stale), the unfinished reply moves to the front only when
-// the room behind it runs short, and the buffer grows (the only time it is filled) only for a
-// reply larger than it. A buffer grown past max_kept_rbuf is let go once it is empty again.
+// the room behind it runs short, and the buffer grows only for a reply larger than it. A buffer grown past max_kept_rbuf is let go once it is empty again.
 void connection::make_read_room() {
   if (rstart_ == rend_) {
     rstart_ = rend_ = 0;
-    if (rbuf_.size() > max_kept_rbuf) std::string().swap(rbuf_);
+    if (rbuf_.size() > max_kept_rbuf) rbuf_.release();
   } else if (rstart_ > 0 && rbuf_.size() - rend_ < read_chunk) {
     std::memmove(rbuf_.data(), rbuf_.data() + rstart_, rend_ - rstart_);
     rend_ -= rstart_;
     rstart_ = 0;
   }
-  if (rbuf_.size() - rend_ < read_chunk) rbuf_.resize(std::max(2 * rbuf_.size(), 2 * read_chunk));
+  if (rbuf_.size() - rend_ < read_chunk) rbuf_.grow(std::max(2 * rbuf_.size(), 2 * read_chunk), rend_);
 }
 
 awaitable<void> connection::read_loop() {

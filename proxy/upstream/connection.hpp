@@ -28,6 +28,7 @@
 #include "proxy/config/config.hpp"
 #include "proxy/drained_read.hpp"
 #include "proxy/event_loop.hpp"
+#include "proxy/read_buffer.hpp"
 #include "proxy/resp/reply_parser.hpp"
 #include "proxy/ring.hpp"
 #include "proxy/stats.hpp"
@@ -162,7 +163,7 @@ class connection : public std::enable_shared_from_this<connection>, public turn_
   std::string wbuf_inflight_;
   //   rbuf_: [ dispatched | unfinished reply ... | stale bytes, the next read lands here ]
   //                        ^ rstart_             ^ rend_                              ^ size()
-  std::string rbuf_;
+  read_buffer rbuf_;
   std::size_t rstart_ = 0;
   std::size_t rend_ = 0;
   std::uint64_t reads_ = 0;      // reads completed, for the watchdog's quiet periods

@@ -3,8 +3,11 @@
 // Redis. Every test here also runs against Redis itself with REDIS_SIDECAR_IT_DIRECT=1.
 #include <algorithm>
 #include <atomic>
+#include <fstream>
 #include <latch>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "tests/integration/common.hpp"
 
@@ -315,4 +318,50 @@ TEST_CASE("500 concurrent clients each get their own data", "[passthrough][concu
 }
 
 }  // namespace
+}  // namespace redis_sidecar::test
+
+namespace redis_sidecar::test {
+namespace {
+
+// Resident memory of process `pid`, in KiB (VmRSS), or -1.
+long rss_kib(int pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(status, line))
+    if (line.starts_with("VmRSS:")) return std::stol(line.substr(6));
+  return -1;
+}
+
+}  // namespace
+
+TEST_CASE("idle client connections cost a few KiB each, not their whole read buffers",
+          "[passthrough][memory]") {
+  // Each session's read buffer is 64 KiB and each upstream connection's 32 KiB; zero-filled on
+  // creation they were resident at once (about 70 KiB per idle client measured). Only the pages
+  // reads reach may count now.
+  SIDECAR_ONLY();
+  proxied env;
+  constexpr int clients = 400;
+  std::vector<context_ptr> open;
+  open.push_back(env.client());
+  REQUIRE(must(open.back().get(), {"PING"})->type == REDIS_REPLY_STATUS);
+  const long before = rss_kib(env.side->pid());
+  REQUIRE(before > 0);
+  for (int i = 1; i < clients; ++i) {
+    open.push_back(env.client());
+    REQUIRE(open.back());
+    must(open.back().get(), {"SET", "idle:" + std::to_string(i), "v"});
+  }
+  const long after = rss_kib(env.side->pid());
+  const long per_client = (after - before) / (clients - 1);
+  INFO("RSS " << before << " KiB with one client, " << after << " KiB with " << clients);
+#if defined(__SANITIZE_ADDRESS__)
+  // An ASan build (the sidecar is built alike) fills the first 4 KiB of every allocation and
+  // keeps shadow memory: about 28 KiB per client measured.
+  CHECK(per_client < 48);
+#else
+  CHECK(per_client < 32);  // about 10 KiB measured
+#endif
+}
+
 }  // namespace redis_sidecar::test
