@@ -262,21 +262,13 @@ awaitable<void> client_session::read_loop(std::shared_ptr<client_session> self) 
     // Make room and read more. in_ keeps its size between reads (bytes past in_end_ are stale)
     // and is never zero-filled (read_buffer.hpp); a partial frame moves to the front only when the
     // room behind it runs short, and in_ grows only for a frame larger than it.
-    if (in_start_ == in_end_) {
-      in_start_ = in_end_ = 0;
-      if (in_.size() > max_kept_input) in_.release();
-    } else if (in_start_ > 0 && in_.size() - in_end_ < read_chunk) {
-      std::memmove(in_.data(), in_.data() + in_start_, in_end_ - in_start_);
-      in_end_ -= in_start_;
-      in_start_ = 0;
-    }
     if (in_end_ - in_start_ > cfg_.max_query_buffer_bytes) {
       ctx_.st.count(error_kind::query_buffer);
       reply_error(errors::query_buffer);
       close_after_flush();
       break;
     }
-    if (in_.size() - in_end_ < read_chunk) in_.grow(std::max(2 * in_.size(), read_chunk), in_end_);
+    in_.make_room(in_start_, in_end_, read_chunk, read_chunk, max_kept_input);
     // When a read left nothing queued, the next one waits for the client without a recv() that
     // fails first (drained_read.hpp).
     const asio::mutable_buffer room(in_.data() + in_end_, in_.size() - in_end_);

@@ -8,6 +8,7 @@
 // reach only the first.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstring>
 #include <memory>
@@ -28,6 +29,23 @@ class read_buffer {
     if (keep > 0) std::memcpy(bigger.get(), bytes_.get(), keep < size_ ? keep : size_);
     bytes_ = std::move(bigger);
     size_ = size;
+  }
+
+  /// Makes room for a read of at least `room` bytes behind the unread bytes [start, end): with
+  /// nothing unread, both go back to 0 (and a buffer grown past `max_kept` is let go); the unread
+  /// bytes move to the front only when the room behind them runs short; the buffer grows
+  /// (doubling, to at least `min_size`) only when that is still not enough.
+  void make_room(std::size_t& start, std::size_t& end, std::size_t room, std::size_t min_size,
+                 std::size_t max_kept) {
+    if (start == end) {
+      start = end = 0;
+      if (size_ > max_kept) release();
+    } else if (start > 0 && size_ - end < room) {
+      std::memmove(data(), data() + start, end - start);
+      end -= start;
+      start = 0;
+    }
+    if (size_ - end < room) grow(std::max(2 * size_, min_size), end);
   }
 
   /// Lets the memory go.

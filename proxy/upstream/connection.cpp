@@ -371,24 +371,11 @@ void connection::teardown(std::string reason, bool timed_out) {
   tick_.cancel();
 }
 
-// Makes room for one read after rend_ without zero-filling anything (read_buffer.hpp): rbuf_
-// keeps its size (bytes past rend_ are stale), the unfinished reply moves to the front only when
-// the room behind it runs short, and the buffer grows only for a reply larger than it. A buffer grown past max_kept_rbuf is let go once it is empty again.
-void connection::make_read_room() {
-  if (rstart_ == rend_) {
-    rstart_ = rend_ = 0;
-    if (rbuf_.size() > max_kept_rbuf) rbuf_.release();
-  } else if (rstart_ > 0 && rbuf_.size() - rend_ < read_chunk) {
-    std::memmove(rbuf_.data(), rbuf_.data() + rstart_, rend_ - rstart_);
-    rend_ -= rstart_;
-    rstart_ = 0;
-  }
-  if (rbuf_.size() - rend_ < read_chunk) rbuf_.grow(std::max(2 * rbuf_.size(), 2 * read_chunk), rend_);
-}
-
 awaitable<void> connection::read_loop() {
   for (;;) {
-    make_read_room();
+    // Room behind the unfinished reply, never zero-filled; a buffer grown past max_kept_rbuf for
+    // a large reply is let go once it is empty again (read_buffer.hpp).
+    rbuf_.make_room(rstart_, rend_, read_chunk, 2 * read_chunk, max_kept_rbuf);
     auto [ec, n] = co_await read_some(asio::buffer(rbuf_.data() + rend_, rbuf_.size() - rend_));
     rend_ += n;
     ++reads_;

@@ -128,7 +128,6 @@ class connection : public std::enable_shared_from_this<connection>, public turn_
   void fail_pending(std::string_view error_line);
   void dispatch(std::string_view frame, bool push, std::chrono::steady_clock::time_point received);
   std::chrono::milliseconds backoff();
-  void make_read_room();
   void schedule_write();
   void turn_ended() override;
   /// The stream is up and no write is out.

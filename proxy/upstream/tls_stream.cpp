@@ -28,7 +28,7 @@ struct tls_stream_bio {
       *read = 0;
       return 0;
     }
-    std::memcpy(data, s->in_.get() + s->in_start_, n);
+    std::memcpy(data, s->in_.data() + s->in_start_, n);
     s->in_start_ += n;
     *read = n;
     return 1;
@@ -56,8 +56,7 @@ struct tls_stream_bio {
   }
 };
 
-tls_stream::tls_stream(tcp::socket socket, ssl::context& ctx)
-    : socket_(std::move(socket)), in_(new char[input_size]) {
+tls_stream::tls_stream(tcp::socket socket, ssl::context& ctx) : socket_(std::move(socket)) {
   enable_drained_reads(socket_.native_handle());
   const BIO_METHOD* m = tls_stream_bio::method();
   if (m == nullptr) return;
@@ -102,15 +101,9 @@ error_code tls_stream::ssl_error(int ret) {
 }
 
 awaitable<error_code> tls_stream::fill() {
-  if (in_start_ == in_end_) {
-    in_start_ = in_end_ = 0;
-  } else if (in_start_ > 0) {
-    std::memmove(in_.get(), in_.get() + in_start_, in_end_ - in_start_);
-    in_end_ -= in_start_;
-    in_start_ = 0;
-  }
+  in_.make_room(in_start_, in_end_, input_size / 4, input_size, input_size);
   auto [ec, n] = co_await socket_.async_read_some(
-      drained_read_buffer{asio::buffer(in_.get() + in_end_, input_size - in_end_)}, use_nothrow);
+      drained_read_buffer{asio::buffer(in_.data() + in_end_, in_.size() - in_end_)}, use_nothrow);
   in_end_ += n;
   if (ec) socket_error_ = ec;
   co_return ec;

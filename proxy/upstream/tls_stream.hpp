@@ -21,13 +21,13 @@
 #include <openssl/ssl.h>
 
 #include <cstddef>
-#include <memory>
 #include <string>
 #include <tuple>
 #include <utility>
 
 #include "proxy/asio.hpp"
 #include "proxy/drained_read.hpp"
+#include "proxy/read_buffer.hpp"
 
 namespace redis_sidecar {
 
@@ -75,7 +75,7 @@ class tls_stream {
  private:
   friend struct tls_stream_bio;
   // Room for four full TLS records (16 KiB of plaintext each): one read of the socket takes what
-  // a large reply has queued.
+  // a large reply has queued. A read starts with at least a quarter of it free.
   static constexpr std::size_t input_size = 64 * 1024;
 
   error_code encrypt(asio::const_buffer buf);
@@ -92,8 +92,8 @@ class tls_stream {
   tcp::socket socket_;
   SSL* ssl_ = nullptr;
   //   in_: [ consumed by OpenSSL | unread TLS bytes | room ]
-  //                              ^ in_start_        ^ in_end_   ^ input_size
-  std::unique_ptr<char[]> in_;  // not zero-filled: its pages are touched only by reads
+  //                              ^ in_start_        ^ in_end_
+  read_buffer in_;
   std::size_t in_start_ = 0;
   std::size_t in_end_ = 0;
   error_code socket_error_;  // the socket's last read failed: every read after fails alike
