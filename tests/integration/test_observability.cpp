@@ -136,7 +136,7 @@ TEST_CASE("requests ready in the same turn share one upstream write", "[observab
   constexpr int clients = 50;
   const std::string get = "*2\r\n$3\r\nGET\r\n$1\r\nk\r\n";
   std::vector<std::unique_ptr<raw_client>> raw;
-  REQUIRE(::kill(env.side->pid(), SIGSTOP) == 0);
+  REQUIRE(env.side->stop());
   for (int i = 0; i < clients; ++i) {
     raw.push_back(std::make_unique<raw_client>(env.side->port()));
     raw.back()->send(get);

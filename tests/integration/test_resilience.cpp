@@ -175,7 +175,7 @@ TEST_CASE("a client that resets in the middle of a request is closed", "[resilie
   proxied env;
   raw_client c(env.port());
   REQUIRE(answered_and_counted(env, c));
-  REQUIRE(::kill(env.side->pid(), SIGSTOP) == 0);
+  REQUIRE(env.side->stop());
   c.send("*2\r\n$3\r\nGET\r\n$3\r\nke");
   c.reset();
   REQUIRE(::kill(env.side->pid(), SIGCONT) == 0);

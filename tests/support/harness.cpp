@@ -385,6 +385,22 @@ void redis_server::kill() {
   pid_ = -1;
 }
 
+bool sidecar::stop() {
+  if (pid_ <= 0 || ::kill(pid_, SIGSTOP) != 0) return false;
+  const auto deadline = clock_type::now() + 5s;
+  while (clock_type::now() < deadline) {
+    // /proc/PID/stat: "PID (comm) STATE ...": 'T' once stopped.
+    std::ifstream stat("/proc/" + std::to_string(pid_) + "/stat");
+    std::string line;
+    std::getline(stat, line);
+    const auto paren = line.rfind(')');
+    if (paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] == 'T')
+      return true;
+    std::this_thread::sleep_for(1ms);
+  }
+  return false;
+}
+
 void redis_server::pause() {
   if (pid_ > 0) ::kill(pid_, SIGSTOP);
 }

@@ -101,6 +101,9 @@ class sidecar {
   std::uint16_t metrics_port() const { return metrics_port_; }
   /// The process id, for tests that stop and continue the process (SIGSTOP, SIGCONT).
   int pid() const { return pid_; }
+  /// SIGSTOP, then waits (up to 5 s) until the process has really stopped: kill() returns before
+  /// a process running on another core stops, and it could still handle what a test sends next.
+  bool stop();
   bool running();
   /// Waits for exit and returns the exit code (or 128+signal); -1 if still running at the
   /// timeout. For start-up failure tests.
