@@ -1,4 +1,5 @@
-// read_buffer: grows keeping what it was told to keep, never shrinks, lets its memory go.
+// read_buffer: grows keeping what it was told to keep, never shrinks, lets its memory go; make_room
+// resets, compacts or grows as the readers need.
 #include "proxy/read_buffer.hpp"
 
 #include <catch2/catch.hpp>
@@ -29,6 +30,77 @@ TEST_CASE("read_buffer grows keeping its first bytes, and never shrinks", "[read
   CHECK(b.data() == nullptr);
   b.grow(8, 0);
   CHECK(b.size() == 8);
+}
+
+TEST_CASE("read_buffer::make_room resets, compacts or grows, in that order", "[read_buffer]") {
+  read_buffer b;
+  std::size_t start = 0, end = 0;
+
+  SECTION("an empty buffer grows to the minimum size") {
+    b.make_room(start, end, 100, 256, 1024);
+    CHECK(b.size() == 256);
+    CHECK(start == 0);
+    CHECK(end == 0);
+  }
+
+  SECTION("with nothing unread both offsets go back to the front, the memory stays") {
+    b.grow(256, 0);
+    const char* before = b.data();
+    start = end = 200;
+    b.make_room(start, end, 100, 256, 1024);
+    CHECK(start == 0);
+    CHECK(end == 0);
+    CHECK(b.size() == 256);
+    CHECK(b.data() == before);
+  }
+
+  SECTION("with nothing unread a buffer grown past max_kept is let go, then grown afresh") {
+    b.grow(4096, 0);
+    start = end = 10;
+    b.make_room(start, end, 100, 256, 1024);
+    CHECK(start == 0);
+    CHECK(end == 0);
+    CHECK(b.size() == 256);
+  }
+
+  SECTION("unread bytes stay where they are while the room behind them is enough") {
+    b.grow(256, 0);
+    std::memcpy(b.data() + 50, "*1\r\n$4\r\nPI", 10);
+    start = 50;
+    end = 60;
+    const char* before = b.data();
+    b.make_room(start, end, 196, 256, 1024);
+    CHECK(start == 50);
+    CHECK(end == 60);
+    CHECK(b.data() == before);
+  }
+
+  SECTION("unread bytes move to the front when the room behind them runs short") {
+    b.grow(256, 0);
+    std::memcpy(b.data() + 200, "*1\r\n$4\r\nPI", 10);
+    start = 200;
+    end = 210;
+    const char* before = b.data();
+    b.make_room(start, end, 100, 256, 1024);
+    CHECK(start == 0);
+    CHECK(end == 10);
+    CHECK(b.data() == before);
+    CHECK(std::string_view(b.data(), 10) == "*1\r\n$4\r\nPI");
+  }
+
+  SECTION("the buffer doubles, keeping the unread bytes, when moving them is not enough") {
+    b.grow(256, 0);
+    std::memset(b.data(), 'x', 256);
+    std::memcpy(b.data() + 6, "$5\r\nhel", 7);
+    start = 6;
+    end = 250;  // 244 unread bytes: 12 of room after moving, 100 asked for
+    b.make_room(start, end, 100, 256, 1024);
+    CHECK(b.size() == 512);
+    CHECK(start == 0);
+    CHECK(end == 244);
+    CHECK(std::string_view(b.data(), 7) == "$5\r\nhel");
+    CHECK(b.data()[243] == 'x');
+  }
 }
 
 }  // namespace redis_sidecar
