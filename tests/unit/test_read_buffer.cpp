@@ -63,29 +63,28 @@ TEST_CASE("read_buffer::make_room resets, compacts or grows, in that order", "[r
     CHECK(b.size() == 256);
   }
 
-  SECTION("unread bytes stay where they are while the room behind them is enough") {
+  // A partial frame of 10 bytes, unread at offset `at` of a 256-byte buffer; make_room(room) must
+  // leave it, intact, at offset `kept_at`, without reallocating.
+  const auto partial_frame_stays = [&](std::size_t at, std::size_t room, std::size_t kept_at) {
+    const std::string_view frame = "*1\r\n$4\r\nPI";
     b.grow(256, 0);
-    std::memcpy(b.data() + 50, "*1\r\n$4\r\nPI", 10);
-    start = 50;
-    end = 60;
+    std::memcpy(b.data() + at, frame.data(), frame.size());
+    start = at;
+    end = at + frame.size();
     const char* before = b.data();
-    b.make_room(start, end, 196, 256, 1024);
-    CHECK(start == 50);
-    CHECK(end == 60);
+    b.make_room(start, end, room, 256, 1024);
+    CHECK(start == kept_at);
+    CHECK(end == kept_at + frame.size());
     CHECK(b.data() == before);
+    CHECK(std::string_view(b.data() + start, end - start) == frame);
+  };
+
+  SECTION("unread bytes stay where they are while the room behind them is enough") {
+    partial_frame_stays(50, 196, 50);
   }
 
   SECTION("unread bytes move to the front when the room behind them runs short") {
-    b.grow(256, 0);
-    std::memcpy(b.data() + 200, "*1\r\n$4\r\nPI", 10);
-    start = 200;
-    end = 210;
-    const char* before = b.data();
-    b.make_room(start, end, 100, 256, 1024);
-    CHECK(start == 0);
-    CHECK(end == 10);
-    CHECK(b.data() == before);
-    CHECK(std::string_view(b.data(), 10) == "*1\r\n$4\r\nPI");
+    partial_frame_stays(200, 100, 0);
   }
 
   SECTION("the buffer doubles, keeping the unread bytes, when moving them is not enough") {
