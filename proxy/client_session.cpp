@@ -12,7 +12,6 @@
 #include <charconv>
 #include <cstdint>
 #include <cstdio>
-#include <cstring>
 #include <random>
 #include <tuple>
 #include <variant>

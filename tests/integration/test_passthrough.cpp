@@ -317,12 +317,6 @@ TEST_CASE("500 concurrent clients each get their own data", "[passthrough][concu
   }
 }
 
-}  // namespace
-}  // namespace redis_sidecar::test
-
-namespace redis_sidecar::test {
-namespace {
-
 // Resident memory of process `pid`, in KiB (VmRSS), or -1.
 long rss_kib(int pid) {
   std::ifstream status("/proc/" + std::to_string(pid) + "/status");
@@ -331,8 +325,6 @@ long rss_kib(int pid) {
     if (line.starts_with("VmRSS:")) return std::stol(line.substr(6));
   return -1;
 }
-
-}  // namespace
 
 TEST_CASE("idle client connections cost a few KiB each, not their whole read buffers",
           "[passthrough][memory]") {
@@ -364,4 +356,5 @@ TEST_CASE("idle client connections cost a few KiB each, not their whole read buf
 #endif
 }
 
+}  // namespace
 }  // namespace redis_sidecar::test

@@ -261,6 +261,24 @@ std::string percent_encode(const std::string& s) {
   return out;
 }
 
+// SIGSTOP, then waits (up to 5 s) until the process has really stopped: kill() returns before a
+// process running on another core stops, and it could still handle what a test sends next.
+bool stop_process(int pid) {
+  if (pid <= 0 || ::kill(pid, SIGSTOP) != 0) return false;
+  const auto deadline = clock_type::now() + 5s;
+  while (clock_type::now() < deadline) {
+    // /proc/PID/stat: "PID (comm) STATE ...": 'T' once stopped.
+    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+    std::string line;
+    std::getline(stat, line);
+    const auto paren = line.rfind(')');
+    if (paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] == 'T')
+      return true;
+    std::this_thread::sleep_for(1ms);
+  }
+  return false;
+}
+
 }  // namespace
 
 const tls_files& test_certificates() {
@@ -385,25 +403,9 @@ void redis_server::kill() {
   pid_ = -1;
 }
 
-bool sidecar::stop() {
-  if (pid_ <= 0 || ::kill(pid_, SIGSTOP) != 0) return false;
-  const auto deadline = clock_type::now() + 5s;
-  while (clock_type::now() < deadline) {
-    // /proc/PID/stat: "PID (comm) STATE ...": 'T' once stopped.
-    std::ifstream stat("/proc/" + std::to_string(pid_) + "/stat");
-    std::string line;
-    std::getline(stat, line);
-    const auto paren = line.rfind(')');
-    if (paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] == 'T')
-      return true;
-    std::this_thread::sleep_for(1ms);
-  }
-  return false;
-}
+bool sidecar::stop() { return stop_process(pid_); }
 
-void redis_server::pause() {
-  if (pid_ > 0) ::kill(pid_, SIGSTOP);
-}
+void redis_server::pause() { stop_process(pid_); }
 
 void redis_server::resume() {
   if (pid_ > 0) ::kill(pid_, SIGCONT);

@@ -61,7 +61,7 @@ class redis_server {
 
   void stop();    // SIGTERM and wait
   void kill();    // SIGKILL and wait
-  void pause();   // SIGSTOP: a stalled upstream
+  void pause();   // SIGSTOP, waiting until it has stopped: a stalled upstream
   void resume();  // SIGCONT
   void start();   // (re)start on the same port with the same options; waits until it answers PING
 
@@ -101,8 +101,8 @@ class sidecar {
   std::uint16_t metrics_port() const { return metrics_port_; }
   /// The process id, for tests that stop and continue the process (SIGSTOP, SIGCONT).
   int pid() const { return pid_; }
-  /// SIGSTOP, then waits (up to 5 s) until the process has really stopped: kill() returns before
-  /// a process running on another core stops, and it could still handle what a test sends next.
+  /// SIGSTOP, then waits (up to 5 s) until the process has really stopped (as redis_server's
+  /// pause()); false if it did not.
   bool stop();
   bool running();
   /// Waits for exit and returns the exit code (or 128+signal); -1 if still running at the
