@@ -7,6 +7,16 @@
 #include <cstring>
 
 namespace redis_sidecar {
+namespace {
+
+// SSL_get_error() reads the thread's error queue, so it must be empty before each SSL_ call.
+// ERR_clear_error() frees every slot of the queue each time (about 800 instructions, a quarter of
+// OpenSSL's cost for a small request); a look at its top is enough when it is already empty.
+void clear_errors() {
+  if (ERR_peek_error() != 0) ERR_clear_error();
+}
+
+}  // namespace
 
 // OpenSSL's side of the stream: reads come from in_, writes go to out_. Never blocks: a read with
 // nothing buffered asks OpenSSL to retry (SSL_ERROR_WANT_READ), and read_some() fills in_.
@@ -112,7 +122,7 @@ awaitable<error_code> tls_stream::fill() {
 awaitable<std::tuple<error_code>> tls_stream::handshake() {
   if (ssl_ == nullptr) co_return error_code(ssl::error::unspecified_system_error);
   for (;;) {
-    ERR_clear_error();
+    clear_errors();
     const int r = SSL_do_handshake(ssl_);
     // Read the outcome now: the thread's error queue is OpenSSL's, other connections' included.
     const bool more = r != 1 && SSL_get_error(ssl_, r) == SSL_ERROR_WANT_READ;
@@ -132,11 +142,13 @@ awaitable<std::tuple<error_code, std::size_t>> tls_stream::read_some(asio::mutab
   char* const data = static_cast<char*>(buf.data());
   std::size_t total = 0;
   while (total < buf.size()) {
-    ERR_clear_error();
+    clear_errors();  // also after fill(): other connections used the queue meanwhile
     std::size_t n = 0;
     const int r = SSL_read_ex(ssl_, data + total, buf.size() - total, &n);
     if (r == 1) {
       total += n;
+      // Nothing left to decrypt, here or inside OpenSSL: another call could only ask for more.
+      if (in_start_ == in_end_ && SSL_has_pending(ssl_) == 0) break;
       continue;
     }
     if (SSL_get_error(ssl_, r) != SSL_ERROR_WANT_READ) {
@@ -153,7 +165,7 @@ awaitable<std::tuple<error_code, std::size_t>> tls_stream::read_some(asio::mutab
 error_code tls_stream::encrypt(asio::const_buffer buf) {
   if (ssl_ == nullptr) return ssl::error::unspecified_system_error;
   if (buf.size() == 0) return {};
-  ERR_clear_error();
+  clear_errors();
   std::size_t written = 0;
   // The BIO takes every record, so the whole buffer is written in one call.
   const int r = SSL_write_ex(ssl_, buf.data(), buf.size(), &written);

@@ -1,6 +1,8 @@
 // tls_stream, the upstream's TLS client, against Asio's TLS server over loopback: the handshake and
 // its certificate checks, large writes and reads in both directions at once, the server's
-// close_notify, and bytes that are not TLS. Reads byte by byte are in test_drained_read.cpp.
+// close_notify, bytes that are not TLS, records read together, and errors that other connections
+// left in the thread's OpenSSL error queue. Reads byte by byte are in test_drained_read.cpp.
+#include <openssl/err.h>
 #include <catch2/catch.hpp>
 
 #include <chrono>
@@ -171,6 +173,74 @@ TEST_CASE("tls_stream fails a read of bytes that are not TLS records, and every 
   const auto [again, ec2] = t.client_read(1);
   CHECK(again.empty());
   CHECK(ec2);
+}
+
+TEST_CASE("tls_stream returns every record it has in one read", "[tls_stream]") {
+  tls_setup t;
+  REQUIRE_FALSE(t.handshake("localhost"));
+  // Three writes, three records, all in the client's socket before it reads.
+  for (const std::string_view part : {"first ", "second ", "third"})
+    asio::write(*t.server, asio::buffer(part));
+  std::string buf(1000, '\0');
+  std::optional<std::tuple<error_code, std::size_t>> r;
+  asio::co_spawn(t.io, t.client->read_some(asio::buffer(buf)),
+                 [&](std::exception_ptr, std::tuple<error_code, std::size_t> v) { r = v; });
+  t.run_until([&] { return r.has_value(); });
+  CHECK_FALSE(std::get<0>(*r));
+  CHECK(buf.substr(0, std::get<1>(*r)) == "first second third");
+}
+
+// SSL_get_error() takes any error in the thread's queue for the call's own. The sidecar's
+// connections share one thread, so another connection's failure may leave one there at any time,
+// also while a read waits for the socket.
+TEST_CASE("tls_stream reads and writes past errors other connections left in the queue",
+          "[tls_stream]") {
+  tls_setup t;
+  REQUIRE_FALSE(t.handshake("localhost"));
+  const auto leave_error = [] { ERR_raise(ERR_LIB_SSL, SSL_R_BAD_LENGTH); };
+
+  leave_error();
+  std::optional<error_code> wrote;
+  t.client->async_write(asio::buffer(std::string_view("up")),
+                        [&](error_code ec, std::size_t) { wrote = ec; });
+  t.run_until([&] { return wrote.has_value(); });
+  CHECK_FALSE(*wrote);
+  std::string up(2, '\0');
+  asio::read(*t.server, asio::buffer(up));
+  CHECK(up == "up");
+
+  // The read finds nothing, waits for the socket; an error is left meanwhile; then data comes.
+  leave_error();
+  std::string buf(100, '\0');
+  std::optional<std::tuple<error_code, std::size_t>> r;
+  asio::co_spawn(t.io, t.client->read_some(asio::buffer(buf)),
+                 [&](std::exception_ptr, std::tuple<error_code, std::size_t> v) { r = v; });
+  t.io.restart();
+  for (int i = 0; i < 5; ++i) t.io.poll();
+  REQUIRE_FALSE(r.has_value());
+  leave_error();
+  asio::write(*t.server, asio::buffer(std::string_view("down")));
+  t.run_until([&] { return r.has_value(); });
+  CHECK_FALSE(std::get<0>(*r));
+  CHECK(buf.substr(0, std::get<1>(*r)) == "down");
+
+  // As above, but what comes is the first 5 bytes of a record (written under the server's TLS
+  // layer): OpenSSL wants the rest, and the read must keep waiting for it, not fail.
+  r.reset();
+  asio::co_spawn(t.io, t.client->read_some(asio::buffer(buf)),
+                 [&](std::exception_ptr, std::tuple<error_code, std::size_t> v) { r = v; });
+  t.io.restart();
+  for (int i = 0; i < 5; ++i) t.io.poll();
+  REQUIRE_FALSE(r.has_value());
+  leave_error();
+  const unsigned char header[] = {23, 3, 3, 0, 64};  // application data, 64 bytes to come
+  asio::write(t.server->next_layer(), asio::buffer(header));
+  for (int i = 0; i < 50 && !r; ++i) t.io.run_one_for(2ms);
+  CHECK_FALSE(r.has_value());
+  ERR_clear_error();
+  t.server->next_layer().close();  // the rest never comes: the read ends with an error
+  t.run_until([&] { return r.has_value(); });
+  CHECK(std::get<0>(*r));
 }
 
 TEST_CASE("tls_stream reports a handshake that the server ends", "[tls_stream]") {
