@@ -270,7 +270,7 @@ declare -A sent=() seen=()  # requests sent through a sidecar / calls Redis coun
 bench() {
   local target=$1 pipeline=$2 test=$3 label=$4
   shift 4
-  local cmd=${test,,} ppid mport before after out line p0=0 p1=0 r0 r1 reqs w0=0 w1=0
+  local cmd=${test,,} ppid mport before after out line p0=0 p1=0 r0 r1 reqs w0=0 w1=0 cc t0 t1
   ppid=$(proxy_pid "$target")
   mport=$(metrics_port "$target")
   before=$(cmdstat "$redis_port" "$cmd")
@@ -278,11 +278,24 @@ bench() {
   [[ -n $mport ]] && w0=$(metric "http://127.0.0.1:$mport/metrics" redis_sidecar_upstream_writes_total)
   r0=$(cpu_ticks "$redis_pid")
   [[ -n $ppid ]] && p0=$(cpu_ticks "$ppid")
+  t0=$EPOCHREALTIME
+  # The client's CPU too: `times` ends the output with the subshell's children's user and system
+  # time, which is redis-benchmark's.
   # shellcheck disable=SC2046  # target_args is a list of words on purpose
-  if ! out=$(redis-benchmark -h 127.0.0.1 $(target_args "$target") -P "$pipeline" -t "$cmd" \
-    -r "$KEYS" -d 64 --csv "$@" 2>&1); then
+  if ! out=$(
+    redis-benchmark -h 127.0.0.1 $(target_args "$target") -P "$pipeline" -t "$cmd" \
+      -r "$KEYS" -d 64 --csv "$@" 2>&1
+    status=$?
+    times
+    exit $status
+  ); then
     die "redis-benchmark against $target failed: $out"
   fi
+  t1=$EPOCHREALTIME
+  cc=$(printf '%s\n' "$out" | tail -n 1 | awk '{
+    t = 0
+    for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); t += a[1] * 60 + a[2] }
+    printf "%d", t * 1000000 }')
   r1=$(cpu_ticks "$redis_pid")
   [[ -n $ppid ]] && p1=$(cpu_ticks "$ppid")
   after=$(cmdstat "$redis_port" "$cmd")
@@ -295,10 +308,13 @@ bench() {
   # "GET","rps","avg","min","p50","p95","p99","max"
   line=$(printf '%s\n' "$out" | tr -d '"\r' | awk -F, -v t="$target" -v p="$pipeline" -v l="$label" \
     -v pc="$(((p1 - p0) * 1000000 / clk_tck))" -v rc="$(((r1 - r0) * 1000000 / clk_tck))" -v n="$reqs" \
-    -v w0="${w0:-0}" -v w1="${w1:-0}" \
+    -v w0="${w0:-0}" -v w1="${w1:-0}" -v cc="$cc" -v t0="$t0" -v t1="$t1" \
     '$1 == "SET" || $1 == "GET" {
       w = w1 - w0
-      printf "%s,%s,%s,%s,%s,%s,%.2f,%.2f,%s\n", t, p, l, $2, $5, $7, pc / n, rc / n, (w > 0 ? sprintf("%.1f", n / w) : "")
+      # Cores the three processes kept busy together: their CPU over the same wall time.
+      cores = (pc + rc + cc) / ((t1 - t0) * 1000000)
+      printf "%s,%s,%s,%s,%s,%s,%.2f,%.2f,%s,%.2f,%.2f\n", t, p, l, $2, $5, $7, pc / n, rc / n, \
+        (w > 0 ? sprintf("%.1f", n / w) : ""), cc / n, cores
     }')
   [[ -n $line ]] || die "no result from redis-benchmark against $target: $out"
   printf '%s\n' "$line" >>"$results"
