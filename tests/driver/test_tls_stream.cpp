@@ -62,6 +62,20 @@ struct tls_setup {
     REQUIRE(done());
   }
 
+  // Starts one read_some of the client into `buf`; `r` is set when it completes.
+  void start_read(std::string& buf, std::optional<std::tuple<error_code, std::size_t>>& r) {
+    asio::co_spawn(io, client->read_some(asio::buffer(buf)),
+                   [&r](std::exception_ptr, std::tuple<error_code, std::size_t> v) { r = v; });
+  }
+
+  // As start_read, then lets the loop look a few times: with nothing to read, the read must wait.
+  void start_waiting_read(std::string& buf, std::optional<std::tuple<error_code, std::size_t>>& r) {
+    start_read(buf, r);
+    io.restart();
+    for (int i = 0; i < 5; ++i) io.poll();
+    REQUIRE_FALSE(r.has_value());
+  }
+
   // Reads from the client until `want` bytes came or a read failed; returns the bytes and the
   // error (none when all came).
   std::pair<std::string, error_code> client_read(std::size_t want, std::size_t room = 8192) {
@@ -70,8 +84,7 @@ struct tls_setup {
     std::string buf(room, '\0');
     while (got.size() < want && !ec) {
       std::optional<std::tuple<error_code, std::size_t>> r;
-      asio::co_spawn(io, client->read_some(asio::buffer(buf)),
-                     [&](std::exception_ptr, std::tuple<error_code, std::size_t> v) { r = v; });
+      start_read(buf, r);
       run_until([&] { return r.has_value(); });
       ec = std::get<0>(*r);
       got.append(buf.data(), std::get<1>(*r));
@@ -183,8 +196,7 @@ TEST_CASE("tls_stream returns every record it has in one read", "[tls_stream]") 
     asio::write(*t.server, asio::buffer(part));
   std::string buf(1000, '\0');
   std::optional<std::tuple<error_code, std::size_t>> r;
-  asio::co_spawn(t.io, t.client->read_some(asio::buffer(buf)),
-                 [&](std::exception_ptr, std::tuple<error_code, std::size_t> v) { r = v; });
+  t.start_read(buf, r);
   t.run_until([&] { return r.has_value(); });
   CHECK_FALSE(std::get<0>(*r));
   CHECK(buf.substr(0, std::get<1>(*r)) == "first second third");
@@ -213,11 +225,7 @@ TEST_CASE("tls_stream reads and writes past errors other connections left in the
   leave_error();
   std::string buf(100, '\0');
   std::optional<std::tuple<error_code, std::size_t>> r;
-  asio::co_spawn(t.io, t.client->read_some(asio::buffer(buf)),
-                 [&](std::exception_ptr, std::tuple<error_code, std::size_t> v) { r = v; });
-  t.io.restart();
-  for (int i = 0; i < 5; ++i) t.io.poll();
-  REQUIRE_FALSE(r.has_value());
+  t.start_waiting_read(buf, r);
   leave_error();
   asio::write(*t.server, asio::buffer(std::string_view("down")));
   t.run_until([&] { return r.has_value(); });
@@ -227,11 +235,7 @@ TEST_CASE("tls_stream reads and writes past errors other connections left in the
   // As above, but what comes is the first 5 bytes of a record (written under the server's TLS
   // layer): OpenSSL wants the rest, and the read must keep waiting for it, not fail.
   r.reset();
-  asio::co_spawn(t.io, t.client->read_some(asio::buffer(buf)),
-                 [&](std::exception_ptr, std::tuple<error_code, std::size_t> v) { r = v; });
-  t.io.restart();
-  for (int i = 0; i < 5; ++i) t.io.poll();
-  REQUIRE_FALSE(r.has_value());
+  t.start_waiting_read(buf, r);
   leave_error();
   const unsigned char header[] = {23, 3, 3, 0, 64};  // application data, 64 bytes to come
   asio::write(t.server->next_layer(), asio::buffer(header));
