@@ -278,7 +278,7 @@ bench() {
   [[ -n $mport ]] && w0=$(metric "http://127.0.0.1:$mport/metrics" redis_sidecar_upstream_writes_total)
   r0=$(cpu_ticks "$redis_pid")
   [[ -n $ppid ]] && p0=$(cpu_ticks "$ppid")
-  t0=$EPOCHREALTIME
+  t0=${EPOCHREALTIME/,/.}  # a locale may write "12,5"
   # The client's CPU too: `times` ends the output with the subshell's children's user and system
   # time, which is redis-benchmark's.
   # shellcheck disable=SC2046  # target_args is a list of words on purpose
@@ -291,7 +291,7 @@ bench() {
   ); then
     die "redis-benchmark against $target failed: $out"
   fi
-  t1=$EPOCHREALTIME
+  t1=${EPOCHREALTIME/,/.}
   cc=$(printf '%s\n' "$out" | tail -n 1 | awk '{
     t = 0
     for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); t += a[1] * 60 + a[2] }
