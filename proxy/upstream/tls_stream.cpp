@@ -10,8 +10,9 @@ namespace redis_sidecar {
 namespace {
 
 // SSL_get_error() reads the thread's error queue, so it must be empty before each SSL_ call.
-// ERR_clear_error() frees every slot of the queue each time (about 800 instructions, a quarter of
-// OpenSSL's cost for a small request); a look at its top is enough when it is already empty.
+// ERR_clear_error() frees every slot of the queue each time, about 800 instructions a call (the
+// four calls of a `-c 1` GET were a fifth of OpenSSL's work for it); a look at its top is enough
+// when the queue is already empty.
 void clear_errors() {
   if (ERR_peek_error() != 0) ERR_clear_error();
 }
