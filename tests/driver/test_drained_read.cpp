@@ -46,23 +46,10 @@ namespace {
 using namespace std::chrono_literals;
 
 using plain_buffer = asio::mutable_buffer;
-
-struct read_result {
-  error_code ec;
-  std::string bytes;
-};
-
-// Starts one read of `stream` into `buf`, `room` bytes, as a `Buffer`; the result lands in `out`
-// when it completes.
-template <typename Buffer, typename Stream>
-void start_read_into(Stream& stream, std::string& buf, std::size_t room,
-                     std::optional<read_result>& out) {
-  buf.assign(room, '\0');
-  stream.async_read_some(Buffer{asio::mutable_buffer(buf.data(), room)},
-                         [&buf, &out](error_code ec, std::size_t n) {
-                           out = read_result{ec, buf.substr(0, n)};
-                         });
-}
+using test::finish;
+using test::read_once;
+using test::read_result;
+using test::start_waiting_read;
 
 // A connected loopback TCP pair: `reader` on an io_context, read into a `Buffer`; `peer` written
 // to directly.
@@ -82,93 +69,17 @@ struct tcp_pair {
   }
 
   void start_read(std::string& buf, std::size_t room, std::optional<read_result>& out) {
-    start_read_into<Buffer>(reader, buf, room, out);
+    test::start_read_into<Buffer>(reader, buf, room, out);
   }
 };
 
-// A TLS connection over loopback, as the sidecar's upstream: `reader` is the TLS client, a
-// tls_stream (or, with `asio_tls`, Asio's ssl::stream over a plain socket, for comparison), on an
-// io_context; `peer` is the server, written to directly.
-struct tls_pair {
-  asio::io_context io{1};
-  ssl::context client_ctx{ssl::context::tls_client};
-  ssl::context server_ctx = test::test_server_context();
-  std::optional<tls_stream> reader;
-  std::optional<ssl::stream<tcp::socket>> asio_reader;
-  std::optional<ssl::stream<tcp::socket>> peer;
-
-  explicit tls_pair(bool asio_tls = false) {
-    auto [client, server] = test::loopback_pair(io);
-    peer.emplace(std::move(server), server_ctx);
-    int done = 0;
-    // Reads are under test here, not verification: the client context verifies nothing.
-    if (asio_tls) {
-      asio_reader.emplace(std::move(client), client_ctx);
-      asio_reader->async_handshake(ssl::stream_base::client, [&](error_code ec) {
-        CHECK_FALSE(ec);
-        ++done;
-      });
-    } else {
-      reader.emplace(std::move(client), client_ctx);
-      asio::co_spawn(io, reader->handshake(), [&](std::exception_ptr, std::tuple<error_code> r) {
-        CHECK_FALSE(std::get<0>(r));
-        ++done;
-      });
-    }
-    peer->async_handshake(ssl::stream_base::server, [&](error_code ec) {
-      CHECK_FALSE(ec);
-      ++done;
-    });
-    io.run_for(10s);
-    REQUIRE(done == 2);
-  }
-
-  void send(std::string_view bytes) {
-    REQUIRE(asio::write(*peer, asio::buffer(bytes.data(), bytes.size())) == bytes.size());
-  }
-
-  void start_read(std::string& buf, std::size_t room, std::optional<read_result>& out) {
-    if (asio_reader) {
-      start_read_into<asio::mutable_buffer>(*asio_reader, buf, room, out);
-      return;
-    }
-    buf.assign(room, '\0');
-    asio::co_spawn(io, reader->read_some(asio::mutable_buffer(buf.data(), room)),
-                   [&buf, &out](std::exception_ptr, std::tuple<error_code, std::size_t> r) {
-                     out = read_result{std::get<0>(r), buf.substr(0, std::get<1>(r))};
-                   });
-  }
+// A TLS connection over loopback, as the sidecar's upstream, with the handshakes done (the client
+// verifies nothing: reads are under test here): `client` is the sidecar's tls_stream, or, with
+// `Client` = Asio's ssl::stream over a plain socket, Asio's, for comparison.
+template <typename Client = tls_stream>
+struct tls_pair : test::tls_loopback<Client> {
+  tls_pair() { REQUIRE_FALSE(this->handshake()); }
 };
-
-// Runs the loop until `out` is set; a read that never completes fails the test after 10 s (a
-// guard against a hang, not a timing).
-template <typename Pair>
-read_result finish(Pair& p, std::optional<read_result>& out) {
-  const auto until = std::chrono::steady_clock::now() + 10s;
-  while (!out && std::chrono::steady_clock::now() < until) {
-    p.io.restart();  // a loop that ran out of work (the last read done) has stopped
-    p.io.run_one_for(100ms);
-  }
-  REQUIRE(out.has_value());
-  return *out;
-}
-
-// Starts a read of up to 64 bytes and lets the loop look once: with nothing queued, it must wait.
-template <typename Pair>
-void start_waiting_read(Pair& p, std::string& buf, std::optional<read_result>& out) {
-  p.start_read(buf, 64, out);
-  p.io.restart();
-  p.io.poll();
-  REQUIRE_FALSE(out.has_value());
-}
-
-template <typename Pair>
-read_result read_once(Pair& p, std::size_t room) {
-  std::string buf;
-  std::optional<read_result> out;
-  p.start_read(buf, room, out);
-  return finish(p, out);
-}
 
 }  // namespace
 
@@ -327,7 +238,7 @@ TEST_CASE("TLS reads wait for the next record without a recv first", "[drained_r
   // recv first.
   tls_pair drained;
   CHECK(recvs_before_waiting(drained, "defg") == (drained_reads_supported ? 0 : 1));
-  tls_pair asio_tls(true);
+  tls_pair<ssl::stream<tcp::socket>> asio_tls;
   CHECK(recvs_before_waiting(asio_tls, "defg") == 1);
 }
 
@@ -337,7 +248,8 @@ TEST_CASE("every byte of a TLS stream written in random pieces with pauses is re
   // buffered record: every byte must still arrive. The stream ends without a TLS close_notify:
   // the read sees the socket's end of the stream.
   tls_pair p;
-  CHECK(check_random_stream(p, *p.peer, p.peer->next_layer(), 300'000, 40'000) == asio::error::eof);
+  CHECK(check_random_stream(p, *p.server, p.server->next_layer(), 300'000, 40'000) ==
+        asio::error::eof);
 }
 
 }  // namespace redis_sidecar

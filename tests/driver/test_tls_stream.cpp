@@ -21,77 +21,10 @@ namespace {
 
 using namespace std::chrono_literals;
 
-// A loopback TCP pair whose client side becomes a tls_stream and whose server side is Asio's TLS
-// server with the test certificates (signed for localhost and 127.0.0.1).
-struct tls_setup {
-  asio::io_context io{1};
-  ssl::context client_ctx{ssl::context::tls_client};
-  ssl::context server_ctx = test::test_server_context();
-  std::optional<tls_stream> client;
-  std::optional<ssl::stream<tcp::socket>> server;
-
-  explicit tls_setup(const std::string& ca = test::test_certificates().ca_crt) {
-    client_ctx.load_verify_file(ca);
-    auto [c, s] = test::loopback_pair(io);
-    client.emplace(std::move(c), client_ctx);
-    server.emplace(std::move(s), server_ctx);
-    REQUIRE(client->ok());
-  }
-
-  // Runs both handshakes; returns the client's error.
-  error_code handshake(const std::string& name) {
-    if (!name.empty()) client->verify_peer(name);
-    std::optional<error_code> client_ec, server_ec;
-    asio::co_spawn(io, client->handshake(), [&](std::exception_ptr, std::tuple<error_code> r) {
-      client_ec = std::get<0>(r);
-    });
-    server->async_handshake(ssl::stream_base::server, [&](error_code ec) { server_ec = ec; });
-    run_until([&] { return client_ec && server_ec; });
-    REQUIRE(client_ec.has_value());
-    return *client_ec;
-  }
-
-  // Runs the loop until `done()`; fails the test after 10 s (a hang guard, not a timing).
-  template <typename Done>
-  void run_until(Done done) {
-    const auto until = std::chrono::steady_clock::now() + 10s;
-    while (!done() && std::chrono::steady_clock::now() < until) {
-      io.restart();
-      io.run_one_for(100ms);
-    }
-    REQUIRE(done());
-  }
-
-  // Starts one read_some of the client into `buf`; `r` is set when it completes.
-  void start_read(std::string& buf, std::optional<std::tuple<error_code, std::size_t>>& r) {
-    asio::co_spawn(io, client->read_some(asio::buffer(buf)),
-                   [&r](std::exception_ptr, std::tuple<error_code, std::size_t> v) { r = v; });
-  }
-
-  // As start_read, then lets the loop look a few times: with nothing to read, the read must wait.
-  void start_waiting_read(std::string& buf, std::optional<std::tuple<error_code, std::size_t>>& r) {
-    start_read(buf, r);
-    io.restart();
-    for (int i = 0; i < 5; ++i) io.poll();
-    REQUIRE_FALSE(r.has_value());
-  }
-
-  // Reads from the client until `want` bytes came or a read failed; returns the bytes and the
-  // error (none when all came).
-  std::pair<std::string, error_code> client_read(std::size_t want, std::size_t room = 8192) {
-    std::string got;
-    error_code ec;
-    std::string buf(room, '\0');
-    while (got.size() < want && !ec) {
-      std::optional<std::tuple<error_code, std::size_t>> r;
-      start_read(buf, r);
-      run_until([&] { return r.has_value(); });
-      ec = std::get<0>(*r);
-      got.append(buf.data(), std::get<1>(*r));
-    }
-    return {got, ec};
-  }
-};
+// A loopback TCP pair whose client side is a tls_stream and whose server side is Asio's TLS server
+// with the test certificates; the handshakes are each test's.
+using tls_setup = test::tls_loopback<>;
+using test::read_result;
 
 std::string random_bytes(std::size_t n, unsigned seed) {
   std::mt19937 rng(seed);
@@ -152,7 +85,7 @@ TEST_CASE("tls_stream moves a megabyte each way at once, every byte intact", "[t
   asio::async_read(*t.server, asio::buffer(server_got),
                    [&](error_code ec, std::size_t) { server_read = ec; });
 
-  const auto [got, ec] = t.client_read(down.size(), 65536);
+  const auto [ec, got] = t.read(down.size(), 65536);
   CHECK_FALSE(ec);
   CHECK(got == down);
   t.run_until([&] { return client_wrote && server_wrote && server_read; });
@@ -168,7 +101,7 @@ TEST_CASE("tls_stream reads the end of the stream after the server's close_notif
   asio::write(*t.server, asio::buffer(std::string_view("last words")));
   std::optional<error_code> shut;
   t.server->async_shutdown([&](error_code ec) { shut = ec; });
-  const auto [got, ec] = t.client_read(1000);
+  const auto [ec, got] = t.read(1000);
   CHECK(got == "last words");
   CHECK(ec == asio::error::eof);
 }
@@ -180,10 +113,10 @@ TEST_CASE("tls_stream fails a read of bytes that are not TLS records, and every 
   // Written under the server's TLS layer: an HTTP reply where a record should be.
   asio::write(t.server->next_layer(),
               asio::buffer(std::string_view("HTTP/1.1 400 Bad Request\r\n")));
-  const auto [got, ec] = t.client_read(1);
+  const auto [ec, got] = t.read(1);
   CHECK(got.empty());
   CHECK(ec.category() == asio::error::get_ssl_category());
-  const auto [again, ec2] = t.client_read(1);
+  const auto [ec2, again] = t.read(1);
   CHECK(again.empty());
   CHECK(ec2);
 }
@@ -192,14 +125,10 @@ TEST_CASE("tls_stream returns every record it has in one read", "[tls_stream]") 
   tls_setup t;
   REQUIRE_FALSE(t.handshake("localhost"));
   // Three writes, three records, all in the client's socket before it reads.
-  for (const std::string_view part : {"first ", "second ", "third"})
-    asio::write(*t.server, asio::buffer(part));
-  std::string buf(1000, '\0');
-  std::optional<std::tuple<error_code, std::size_t>> r;
-  t.start_read(buf, r);
-  t.run_until([&] { return r.has_value(); });
-  CHECK_FALSE(std::get<0>(*r));
-  CHECK(buf.substr(0, std::get<1>(*r)) == "first second third");
+  for (const std::string_view part : {"first ", "second ", "third"}) t.send(part);
+  const read_result r = test::read_once(t, 1000);
+  CHECK_FALSE(r.ec);
+  CHECK(r.bytes == "first second third");
 }
 
 // SSL_get_error() takes any error in the thread's queue for the call's own. The sidecar's
@@ -223,19 +152,19 @@ TEST_CASE("tls_stream reads and writes past errors other connections left in the
 
   // The read finds nothing, waits for the socket; an error is left meanwhile; then data comes.
   leave_error();
-  std::string buf(100, '\0');
-  std::optional<std::tuple<error_code, std::size_t>> r;
-  t.start_waiting_read(buf, r);
+  std::string buf;
+  std::optional<read_result> r;
+  test::start_waiting_read(t, buf, r);
   leave_error();
-  asio::write(*t.server, asio::buffer(std::string_view("down")));
-  t.run_until([&] { return r.has_value(); });
-  CHECK_FALSE(std::get<0>(*r));
-  CHECK(buf.substr(0, std::get<1>(*r)) == "down");
+  t.send("down");
+  const read_result down = test::finish(t, r);
+  CHECK_FALSE(down.ec);
+  CHECK(down.bytes == "down");
 
   // As above, but what comes is the first 5 bytes of a record (written under the server's TLS
   // layer): OpenSSL wants the rest, and the read must keep waiting for it, not fail.
   r.reset();
-  t.start_waiting_read(buf, r);
+  test::start_waiting_read(t, buf, r);
   leave_error();
   const unsigned char header[] = {23, 3, 3, 0, 64};  // application data, 64 bytes to come
   asio::write(t.server->next_layer(), asio::buffer(header));
@@ -243,8 +172,7 @@ TEST_CASE("tls_stream reads and writes past errors other connections left in the
   CHECK_FALSE(r.has_value());
   ERR_clear_error();
   t.server->next_layer().close();  // the rest never comes: the read ends with an error
-  t.run_until([&] { return r.has_value(); });
-  CHECK(std::get<0>(*r));
+  CHECK(test::finish(t, r).ec);
 }
 
 TEST_CASE("tls_stream reports a handshake that the server ends", "[tls_stream]") {
