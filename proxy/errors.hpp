@@ -72,6 +72,9 @@ inline constexpr std::string_view fallback_miss =
 inline constexpr std::string_view fallback_incr_miss =
     "UNAVAILABLE upstream unreachable and the key is not in the local cache, so it cannot be "
     "incremented";
+inline constexpr std::string_view fallback_set_condition_miss =
+    "UNAVAILABLE upstream unreachable and the key is not in the local cache, so a SET with NX, XX "
+    "or GET cannot be answered";
 inline constexpr std::string_view fallback_writes_rejected =
     "UNAVAILABLE upstream unreachable; writes are rejected until it is back "
     "(--fallback-writes=reject)";

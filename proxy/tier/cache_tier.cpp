@@ -579,6 +579,13 @@ cache_tier::result cache_tier::serve_set(int db, std::span<const std::string_vie
     return result::served;
   }
   const auto old = lookup(db, key, now);
+  if (!old && (o.nx || o.xx || o.get)) {
+    // Whether the key exists upstream, and its value there, are not known: answering nil or OK
+    // would be a guess, and an NX write the replay then finds refused would be an OK lost.
+    ++counters_.misses;
+    resp::append_error(out, errors::fallback_set_condition_miss);
+    return result::served;
+  }
   const bool condition = !(o.nx && old) && !(o.xx && !old);
   std::string old_value;
   if (o.get && old) old_value = old->value;
