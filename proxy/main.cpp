@@ -1,6 +1,7 @@
 // redis-sidecar: a local Redis endpoint for apps, forwarding to a remote (usually TLS) Redis over a
 // small pool of connections. main() turns configuration into a running server and exit codes:
-// 0 after a clean shutdown, 2 for bad configuration or a failed start.
+// 0 after a clean shutdown, 1 after a shutdown that lost writes accepted during fallback (the
+// upstream was not back in time to replay them), 2 for bad configuration or a failed start.
 #include <cstdio>
 #include <exception>
 #include <iostream>
@@ -73,6 +74,7 @@ int run(const rs::config& cfg) {
   rs::log::info(std::string("redis-sidecar ") + REDIS_SIDECAR_VERSION + " listening on " + where +
                 ", upstream " + cfg.upstream.masked() + " (from " + cfg.upstream_source + ")");
 
+  std::size_t lost_writes = 0;
   rs::asio::signal_set signals(io, SIGINT, SIGTERM);
   signals.async_wait([&](rs::error_code ec, int sig) {
     if (ec) return;
@@ -81,14 +83,14 @@ int run(const rs::config& cfg) {
     rs::asio::co_spawn(
         io,
         [&]() -> rs::awaitable<void> {
-          co_await srv.shutdown(std::chrono::milliseconds(cfg.command_timeout_ms));
+          lost_writes = co_await srv.shutdown(std::chrono::milliseconds(cfg.command_timeout_ms));
           io.stop();
         },
         rs::asio::detached);
   });
   rs::event_loop::run(io, std::chrono::microseconds(cfg.busy_poll_us), &srv.counters());
   rs::log::info("stopped");
-  return 0;
+  return lost_writes > 0 ? 1 : 0;
 }
 
 }  // namespace

@@ -123,8 +123,10 @@ void server::publish() {
       static_cast<std::int64_t>(tier_.journal().bytes()));
   if (exporter_ == nullptr) return;
   metrics::health_snapshot snap;
-  // Ready while clients can be answered: from the upstream, or from L1 in fallback.
-  snap.ready = !ctx_.draining && (!h.serving_from_l1() || tier_.enabled());
+  // Ready while clients can be answered: from the upstream, or from L1 in fallback; but not before
+  // the upstream first answered, since until then an outage and a wrong address, password or CA
+  // look the same (and L1 holds nothing to serve).
+  snap.ready = !ctx_.draining && h.reached() && (!h.serving_from_l1() || tier_.enabled());
   snap.upstream_state = std::string(to_string(h.state()));
   snap.upstream_up = h.upstream_up();
   snap.last_error = h.last_error();
@@ -233,7 +235,7 @@ void server::admit(client_socket socket) {
   std::make_shared<client_session>(std::move(socket), ctx_)->start();
 }
 
-awaitable<void> server::shutdown(std::chrono::milliseconds grace) {
+awaitable<std::size_t> server::shutdown(std::chrono::milliseconds grace) {
   error_code ignored;
   ctx_.draining = true;
   sweep_timer_.cancel();
@@ -256,9 +258,26 @@ awaitable<void> server::shutdown(std::chrono::milliseconds grace) {
   // connection are left holding each other when the io_context stops.
   open.assign(ctx_.sessions.begin(), ctx_.sessions.end());
   for (auto* s : open) s->close_now();
+  // Writes acknowledged in fallback live only in the journal: the monitor replays them when the
+  // upstream is back, so wait for that within the grace period, and say so plainly if it was not.
+  if (!tier_.journal().empty()) {
+    log::warn("waiting up to " + std::to_string(grace.count()) + " ms for the upstream to replay " +
+              std::to_string(tier_.journal().size()) + " writes accepted during fallback");
+  }
+  while (!tier_.journal().empty() && std::chrono::steady_clock::now() < until) {
+    t.expires_after(std::chrono::milliseconds(20));
+    co_await t.async_wait(use_nothrow);
+  }
+  const std::size_t lost = tier_.journal().size();
+  if (lost > 0) {
+    log::error("stopping with " + std::to_string(lost) +
+               " writes accepted during fallback not replayed (the upstream " +
+               cfg_.upstream.masked() + " was not back in time): they are lost");
+  }
   monitor_->stop();
   near_->stop();
   pool_.close_all();
+  co_return lost;
 }
 
 }  // namespace redis_sidecar

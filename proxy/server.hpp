@@ -41,8 +41,10 @@ class server {
   /// The bound TCP port (after listen), for logs and tests.
   std::uint16_t port() const { return port_; }
   void start();
-  /// Graceful stop: no new clients, in-flight requests finish (up to `grace`), then close all.
-  awaitable<void> shutdown(std::chrono::milliseconds grace);
+  /// Graceful stop: no new clients, in-flight requests finish, and writes accepted in fallback
+  /// are replayed if the upstream comes back (all within `grace`), then close all. Returns the
+  /// journaled writes that were not replayed: they are lost, and logged as an error.
+  awaitable<std::size_t> shutdown(std::chrono::milliseconds grace);
 
   stats& counters() { return stats_; }
   const cache_tier& tier() const { return tier_; }

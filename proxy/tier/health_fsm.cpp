@@ -4,6 +4,7 @@ namespace redis_sidecar {
 
 std::string_view to_string(upstream_state s) {
   switch (s) {
+    case upstream_state::connecting: return "connecting";
     case upstream_state::healthy: return "healthy";
     case upstream_state::failing: return "failing";
     case upstream_state::fallback: return "fallback";
@@ -30,6 +31,8 @@ bool health_fsm::on_probe_ok(std::int64_t now, double latency_ms) {
   last_probe_ms_ = latency_ms;
   ++probes_;
   switch (state_) {
+    case upstream_state::connecting:
+      return move_to(upstream_state::healthy, "the upstream answers");
     case upstream_state::healthy: return false;
     case upstream_state::failing:
       return move_to(upstream_state::healthy, "the upstream answers again");
@@ -45,6 +48,7 @@ bool health_fsm::on_probe_ok(std::int64_t now, double latency_ms) {
 bool health_fsm::on_failure(std::int64_t now, std::string cause) {
   last_error_ = std::move(cause);
   switch (state_) {
+    case upstream_state::connecting:
     case upstream_state::healthy:
       failing_since_ = now;
       if (options_.fallback_after_ms <= 0) return move_to(upstream_state::fallback, last_error_);

@@ -3,16 +3,20 @@
 // failures and command timeouts, with the time; it answers whether requests go upstream or are
 // served from L1, and reports each transition once, with its cause.
 //
-//              failure                      failing for fallback_after_ms
+//   connecting ------------------------+ failure
+//        | probe ok                    v
+//        v      failure                                 failing for fallback_after_ms
 //   healthy ------------> failing ----------------------------------------> fallback
 //      ^   <-------------   |  probe ok                                       |    ^
 //      |                                              recover_after_probes    |    | failure
 //      |    journal replayed                          good probes in a row    v    |
 //      +--------------------------------------------------------------- recovering
 //
-// In `failing` requests still go upstream (a blip is not an outage); in `fallback` and
-// `recovering` they are served from L1, and writes go to the journal, which the monitor replays
-// in `recovering` before new traffic reaches the upstream again.
+// `connecting` is the start, until the upstream first answers: it is not up yet (a sidecar that
+// never reached its upstream cannot tell an outage from a wrong address, password or CA). In
+// `connecting` and `failing` requests still go upstream (a blip is not an outage); in `fallback`
+// and `recovering` they are served from L1, and writes go to the journal, which the monitor
+// replays in `recovering` before new traffic reaches the upstream again.
 #pragma once
 
 #include <cstdint>
@@ -21,7 +25,7 @@
 
 namespace redis_sidecar {
 
-enum class upstream_state : std::uint8_t { healthy, failing, fallback, recovering };
+enum class upstream_state : std::uint8_t { connecting, healthy, failing, fallback, recovering };
 
 std::string_view to_string(upstream_state s);
 
@@ -46,6 +50,8 @@ class health_fsm {
     return state_ == upstream_state::fallback || state_ == upstream_state::recovering;
   }
   bool upstream_up() const { return state_ == upstream_state::healthy; }
+  /// True once the upstream has answered a probe since the start.
+  bool reached() const { return probes_ > 0; }
   /// The last failure's cause (already free of credentials), empty when none yet.
   const std::string& last_error() const { return last_error_; }
   double last_probe_ms() const { return last_probe_ms_; }
@@ -61,7 +67,7 @@ class health_fsm {
   bool move_to(upstream_state next, std::string_view cause);
 
   options options_;
-  upstream_state state_ = upstream_state::healthy;
+  upstream_state state_ = upstream_state::connecting;
   std::int64_t failing_since_ = 0;
   std::uint32_t good_probes_ = 0;
   std::string last_error_;

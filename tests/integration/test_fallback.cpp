@@ -1,6 +1,11 @@
 // Fallback: when the upstream dies or stalls, GET/SET keep working from the sidecar's L1 tier,
 // writes are journaled and replayed in order when the upstream returns, and everything else fails
 // at once with one clear error. Real redis-server processes, killed, stopped and restarted.
+#include <signal.h>
+
+#include <chrono>
+#include <thread>
+
 #include "tests/integration/common.hpp"
 
 namespace redis_sidecar::test {
@@ -102,6 +107,47 @@ TEST_CASE("upstream killed: L1 serves GET/SET, writes replay in order on restart
   CHECK(log.find("failing -> fallback") != std::string::npos);
   CHECK(log.find("fallback -> recovering") != std::string::npos);
   CHECK(log.find("recovering -> healthy: fallback journal replayed") != std::string::npos);
+}
+
+// A SIGTERM in fallback: the writes the sidecar acknowledged live only in its journal. It waits
+// for the upstream to replay them, within the grace period (--command-timeout-ms), and when the
+// upstream is not back in time it says how many are lost and exits with status 1.
+TEST_CASE("SIGTERM in fallback replays the journal if the upstream is back in time",
+          "[fallback][shutdown]") {
+  SIDECAR_ONLY();
+  for (const bool back_in_time : {true, false}) {
+    CAPTURE(back_in_time);
+    // The grace: long enough for the probe's backoff (up to 2 s) and two good probes, or short.
+    proxied env({},
+                with({back_in_time ? "--command-timeout-ms=6000" : "--command-timeout-ms=1000"}));
+    auto c = env.client();
+    CHECK(str(c.get(), {"SET", "k0", "before"}) == "OK");
+    env.redis.pause();
+    REQUIRE(in_fallback(env, {"GET", "k0"}, "string before"));
+    c = env.client();
+    for (const char* k : {"k1", "k2", "k3"}) CHECK(str(c.get(), {"SET", k, "during"}) == "OK");
+    c.reset();
+    REQUIRE(::kill(env.side->pid(), SIGTERM) == 0);
+    if (back_in_time) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(300));
+      env.redis.resume();
+    }
+    const int code = env.side->wait_exit(std::chrono::seconds(10));
+    const std::string log = env.side->log();
+    INFO(log);
+    if (!back_in_time) env.redis.resume();
+    auto up = env.upstream();
+    if (back_in_time) {
+      CHECK(code == 0);
+      for (const char* k : {"k1", "k2", "k3"}) CHECK(str(up.get(), {"GET", k}) == "during");
+      CHECK(log.find("not replayed") == std::string::npos);
+    } else {
+      CHECK(code == 1);
+      CHECK(is_nil(up.get(), {"GET", "k1"}));
+      CHECK(log.find("stopping with 3 writes accepted during fallback not replayed") !=
+            std::string::npos);
+    }
+  }
 }
 
 TEST_CASE("stalled upstream: fallback starts without waiting for command timeouts", "[fallback]") {

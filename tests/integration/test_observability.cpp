@@ -1,8 +1,12 @@
 // Observability end to end: the sidecar's /metrics, /healthz and /readyz through each upstream
 // state, gauges of active things back to 0 when traffic stops, and a real Prometheus server
 // scraping the sidecar and answering queries through its HTTP API.
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -53,6 +57,25 @@ std::optional<double> prom_query(std::uint16_t port, const std::string& expr) {
   return std::atof(m[1].str().c_str());
 }
 
+// A loopback port whose connections the kernel completes, and nobody ever reads or answers.
+struct mute_listener {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  std::uint16_t port = 0;
+  mute_listener() {
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    REQUIRE(::listen(fd, 16) == 0);
+    socklen_t n = sizeof a;
+    REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &n) == 0);
+    port = ntohs(a.sin_port);
+  }
+  ~mute_listener() { ::close(fd); }
+  mute_listener(const mute_listener&) = delete;
+  mute_listener& operator=(const mute_listener&) = delete;
+};
+
 }  // namespace
 
 TEST_CASE("healthz and readyz in each upstream state", "[observability]") {
@@ -77,6 +100,53 @@ TEST_CASE("healthz and readyz in each upstream state", "[observability]") {
   CHECK(http_get(port, "/healthz").status == 200);
   env.redis.start();
   REQUIRE(eventually([&] {
+    return http_get(port, "/readyz").body.find(R"("state":"healthy")") != std::string::npos;
+  }));
+}
+
+TEST_CASE("readyz is 503 and the upstream not up until the upstream first answers",
+          "[observability]") {
+  SIDECAR_ONLY();
+  {
+    // An upstream that accepts connections but never answers the TLS handshake: the sidecar is
+    // still connecting when asked, then fails into fallback without ever reaching it.
+    mute_listener mute;
+    std::vector<std::string> args = quick;
+    args.insert(args.end(),
+                {"--upstream", "rediss://127.0.0.1:" + std::to_string(mute.port), "--tls-ca-file",
+                 test_certificates().ca_crt, "--connect-timeout-ms=3000"});
+    sidecar side(args);
+    REQUIRE(side.running());
+    const auto port = side.metrics_port();
+    auto r = http_get(port, "/readyz");
+    CHECK(r.status == 503);
+    CHECK(r.body.find(R"("state":"connecting","up":false)") != std::string::npos);
+    CHECK(sample("\n" + http_get(port, "/metrics").body, "redis_sidecar_upstream_up") == 0);
+    REQUIRE(eventually([&] {
+      return http_get(port, "/readyz").body.find(R"("state":"fallback")") != std::string::npos;
+    }));
+    r = http_get(port, "/readyz");
+    CHECK(r.status == 503);
+    CHECK(r.body.find(R"("status":"not_ready")") != std::string::npos);
+    CHECK(r.body.find("timed out") != std::string::npos);
+  }
+  // An upstream down at start: the app is answered from L1 meanwhile, and the sidecar is ready
+  // once the upstream answers.
+  redis_server redis;
+  redis.kill();
+  std::vector<std::string> args = quick;
+  args.insert(args.end(), {"--upstream", redis.url()});
+  sidecar side(args);
+  REQUIRE(side.running());
+  const auto port = side.metrics_port();
+  REQUIRE(eventually([&] {
+    return http_get(port, "/readyz").body.find(R"("state":"fallback")") != std::string::npos;
+  }));
+  CHECK(http_get(port, "/readyz").status == 503);
+  CHECK(is_nil(connect(side.port()).get(), {"GET", "k"}));
+  redis.start();
+  REQUIRE(eventually([&] { return http_get(port, "/readyz").status == 200; }));
+  CHECK(eventually([&] {
     return http_get(port, "/readyz").body.find(R"("state":"healthy")") != std::string::npos;
   }));
 }

@@ -382,10 +382,18 @@ TEST_CASE("tier: --cache-mode=off stores and serves nothing", "[tier]") {
   CHECK(serve(tier, {"GET", "a"}).rfind("-UNAVAILABLE", 0) == 0);
 }
 
-TEST_CASE("health: healthy, failing, fallback, recovering, healthy", "[health]") {
+TEST_CASE("health: connecting, healthy, failing, fallback, recovering, healthy", "[health]") {
   health_fsm h({1000, 2});
-  CHECK(h.state() == upstream_state::healthy);
-  CHECK_FALSE(h.on_probe_ok(0, 0.3));
+  CHECK(h.state() == upstream_state::connecting);
+  CHECK_FALSE(h.upstream_up());
+  CHECK_FALSE(h.reached());
+  CHECK_FALSE(h.serving_from_l1());
+  CHECK_FALSE(h.on_tick(5000));  // waiting for the first answer is not failing
+  CHECK(h.on_probe_ok(0, 0.3));
+  CHECK(h.transition() == "connecting -> healthy: the upstream answers");
+  CHECK(h.upstream_up());
+  CHECK(h.reached());
+  CHECK_FALSE(h.on_probe_ok(50, 0.3));
   CHECK(h.on_failure(100, "connection refused"));
   CHECK(h.state() == upstream_state::failing);
   CHECK(h.transition() == "healthy -> failing: connection refused");
@@ -402,7 +410,7 @@ TEST_CASE("health: healthy, failing, fallback, recovering, healthy", "[health]")
   CHECK(h.serving_from_l1());
   CHECK(h.on_replay_done(1600));
   CHECK(h.state() == upstream_state::healthy);
-  CHECK(h.transitions() == 4);
+  CHECK(h.transitions() == 5);
   CHECK(h.fallback_entries() == 1);
 
   // A blip: failing, then a good probe, no fallback.
@@ -411,6 +419,7 @@ TEST_CASE("health: healthy, failing, fallback, recovering, healthy", "[health]")
   CHECK(h.state() == upstream_state::healthy);
   // Failure during replay goes back to fallback.
   health_fsm quick({0, 1});
+  CHECK(quick.state() == upstream_state::connecting);
   CHECK(quick.on_failure(0, "refused"));
   CHECK(quick.state() == upstream_state::fallback);
   CHECK(quick.on_probe_ok(10, 0.1));
@@ -418,6 +427,23 @@ TEST_CASE("health: healthy, failing, fallback, recovering, healthy", "[health]")
   CHECK(quick.on_failure(20, "lost during replay"));
   CHECK(quick.state() == upstream_state::fallback);
   CHECK(quick.last_error() == "lost during replay");
+  CHECK(quick.reached());
+}
+
+TEST_CASE("health: an upstream never reached fails into fallback, but is never reached",
+          "[health]") {
+  health_fsm h({1000, 2});
+  CHECK(h.on_failure(100, "certificate verify failed"));
+  CHECK(h.transition() == "connecting -> failing: certificate verify failed");
+  CHECK(h.on_tick(1100));
+  CHECK(h.state() == upstream_state::fallback);
+  CHECK(h.serving_from_l1());
+  CHECK_FALSE(h.reached());
+  CHECK_FALSE(h.upstream_up());
+  CHECK_FALSE(h.on_probe_ok(1200, 0.4));
+  CHECK(h.on_probe_ok(1300, 0.4));
+  CHECK(h.state() == upstream_state::recovering);
+  CHECK(h.reached());
 }
 
 TEST_CASE("tier: coherent modes serve only entries the channel protects now", "[tier][near]") {
