@@ -75,6 +75,8 @@ inline constexpr std::string_view fallback_incr_miss =
 inline constexpr std::string_view fallback_set_condition_miss =
     "UNAVAILABLE upstream unreachable and the key is not in the local cache, so a SET with NX, XX "
     "or GET cannot be answered";
+inline constexpr std::string_view fallback_expiry_unknown =
+    "UNAVAILABLE upstream unreachable and the local cache does not know the key's expiry";
 inline constexpr std::string_view fallback_writes_rejected =
     "UNAVAILABLE upstream unreachable; writes are rejected until it is back "
     "(--fallback-writes=reject)";

@@ -181,6 +181,7 @@ void cache_tier::store(int db, std::string_view key, std::string_view value,
   char header[1 + 8 + 4];
   std::size_t n = 0;
   header[n++] = static_cast<char>((upstream_expiry > 0 ? flag_expiry : 0) |
+                                  (upstream_expiry == expiry_unknown ? flag_expiry_unknown : 0) |
                                   (tracked ? flag_tracked : 0) | (absent ? flag_absent : 0));
   if (upstream_expiry > 0) {
     std::memcpy(header + n, &upstream_expiry, 8);
@@ -226,6 +227,7 @@ std::optional<cache_tier::stored> cache_tier::lookup(int db, std::string_view ke
   v.remove_prefix(1);
   stored s;
   s.absent = (flags & flag_absent) != 0;
+  s.expiry_known = (flags & flag_expiry_unknown) == 0;
   if ((flags & flag_expiry) && v.size() >= 8) {
     std::memcpy(&s.upstream_expiry, v.data(), 8);
     v.remove_prefix(8);
@@ -362,7 +364,7 @@ void cache_tier::on_reply(int db, const command_info& info, std::span<const std:
       std::size_t pos = 0;
       const auto r = read_bulk(reply, pos);
       if (r.ok && r.value)
-        store(db, args[1], *r.value, 0, now);
+        store(db, args[1], *r.value, expiry_unknown, now);
       else
         invalidate(db, args[1]);
       return;
@@ -374,7 +376,7 @@ void cache_tier::on_reply(int db, const command_info& info, std::span<const std:
         const auto r = read_bulk(reply, pos);
         if (!r.ok) return;
         if (r.value)
-          store(db, args[i], *r.value, 0, now);
+          store(db, args[i], *r.value, expiry_unknown, now);
         else
           invalidate(db, args[i]);
       }
@@ -545,6 +547,8 @@ cache_tier::result cache_tier::serve_ttl(int db, std::string_view key, bool ms, 
   const auto s = lookup(db, key, now);
   if (!s) {
     resp::append_integer(out, -2);
+  } else if (!s->expiry_known) {
+    resp::append_error(out, errors::fallback_expiry_unknown);
   } else if (s->upstream_expiry == 0) {
     resp::append_integer(out, -1);
   } else {
@@ -592,7 +596,7 @@ cache_tier::result cache_tier::serve_set(int db, std::span<const std::string_vie
   if (condition) {
     if (!journal_write(db, frame, out)) return result::served;
     std::int64_t expiry = o.expiry;
-    if (o.keepttl && old) expiry = old->upstream_expiry;
+    if (o.keepttl && old) expiry = old->expiry_to_keep();
     store(db, key, value, expiry, now);
   }
   if (o.get) {
@@ -635,6 +639,10 @@ cache_tier::result cache_tier::serve_expire(int db, std::span<const std::string_
   if (!s) {  // L1 does not hold the key: Redis would answer 0 if the upstream lacks it too
     if (!journal_write(db, frame, out)) return result::served;
     resp::append_integer(out, 0);
+    return result::served;
+  }
+  if ((nx || xx || gt || lt) && !s->expiry_known) {
+    resp::append_error(out, errors::fallback_expiry_unknown);
     return result::served;
   }
   const std::int64_t when = now + (ms ? *v : *v * 1000);
@@ -688,7 +696,7 @@ cache_tier::result cache_tier::serve_incr(int db, std::span<const std::string_vi
     resp::append_error(out, errors::increment_overflow);
     return result::served;
   }
-  const std::int64_t expiry = s->upstream_expiry;
+  const std::int64_t expiry = s->expiry_to_keep();
   if (!journal_write(db, frame, out)) return result::served;
   ++counters_.hits;
   const std::string text = std::to_string(next);

@@ -169,8 +169,16 @@ class cache_tier {
   static constexpr unsigned char flag_tracked = 2;
   static constexpr unsigned char flag_writing = 4;
   static constexpr unsigned char flag_absent = 8;  // no value: the key was read as missing
+  // The upstream's expiry of the key is not known (a value from a GET or MGET reply): TTL, and
+  // the expiry conditions of EXPIRE, cannot be answered in fallback.
+  static constexpr unsigned char flag_expiry_unknown = 16;
+  // store()'s upstream_expiry for a value whose upstream expiry is not known.
+  static constexpr std::int64_t expiry_unknown = -1;
   struct stored {
-    std::int64_t upstream_expiry = 0;  // 0: none known
+    std::int64_t upstream_expiry = 0;  // 0: none (the key is persistent), or not known
+    bool expiry_known = true;
+    /// upstream_expiry, or expiry_unknown: what store() takes to keep the expiry as it is.
+    std::int64_t expiry_to_keep() const { return expiry_known ? upstream_expiry : expiry_unknown; }
     std::string_view value;
     bool tracked_fresh = false;  // tracked, and the channel it was read on is still up
     bool tracked_stale = false;  // tracked, but that channel was lost since

@@ -336,6 +336,33 @@ TEST_CASE("tier: fallback writes are journaled in order and applied to L1", "[ti
   CHECK(journaled == expected);
 }
 
+TEST_CASE("tier: in fallback, values from GET and MGET replies have no expiry to tell",
+          "[tier][fallback]") {
+  const config cfg = make_config();
+  cache_tier tier(cfg);
+  const std::string unknown =
+      "-UNAVAILABLE upstream unreachable and the local cache does not know the key's expiry\r\n";
+  pass(tier, {"GET", "g"}, "$1\r\nv\r\n");  // the upstream may have had a TTL on it
+  pass(tier, {"MGET", "m"}, "*1\r\n$1\r\nw\r\n");
+  pass(tier, {"GET", "n"}, "$1\r\n5\r\n");
+  pass(tier, {"SET", "s", "x"}, "+OK\r\n");  // a SET without EX leaves the key persistent
+  CHECK(serve(tier, {"GET", "g"}) == "$1\r\nv\r\n");
+  for (const char* cmd : {"TTL", "PTTL"})
+    for (const char* key : {"g", "m"}) CHECK(serve(tier, {cmd, key}) == unknown);
+  CHECK(serve(tier, {"TTL", "s"}) == ":-1\r\n");
+  for (const char* cond : {"NX", "XX", "GT", "LT"})
+    CHECK(serve(tier, {"EXPIRE", "g", "10", cond}) == unknown);
+  // KEEPTTL and INCR keep the expiry as it is: still not known.
+  CHECK(serve(tier, {"SET", "m", "w2", "KEEPTTL"}) == "+OK\r\n");
+  CHECK(serve(tier, {"TTL", "m"}) == unknown);
+  CHECK(serve(tier, {"INCR", "n"}) == ":6\r\n");
+  CHECK(serve(tier, {"TTL", "n"}) == unknown);
+  // An EXPIRE without a condition sets it: known from then on.
+  CHECK(serve(tier, {"EXPIRE", "g", "10"}) == ":1\r\n");
+  CHECK(serve(tier, {"TTL", "g"}) == ":10\r\n");
+  CHECK(tier.journal().size() == 3);  // SET KEEPTTL, INCR, EXPIRE: the refused ones are not
+}
+
 TEST_CASE("tier: a full journal or reject mode refuses writes and changes nothing",
           "[tier][fallback]") {
   const config small = make_config({"tiny-journal"});
