@@ -1417,8 +1417,9 @@ client_session::outcome client_session::enter_raw(std::string_view frame, bool s
     dedicated_->set_owner(weak_from_this());
   }
   // Its CLIENT GETNAME goes upstream from now on: the connection takes the client's name (empty:
-  // none) instead of the sidecar's.
-  send_own(std::array<std::string_view, 3>{"CLIENT", "SETNAME", name_});
+  // none) instead of the sidecar's. Not inside the client's MULTI, though: queued there, it would
+  // add a result to the client's EXEC (the connection then keeps the sidecar's name).
+  if (!multi_open_) send_own(std::array<std::string_view, 3>{"CLIENT", "SETNAME", name_});
   dedicated_->enter_raw(shared_from_this());
   raw_ = true;
   raw_sticky_ = sticky;

@@ -159,6 +159,28 @@ TEST_CASE("RESP3 pub/sub messages arrive as pushes", "[protocol][resp3][pubsub]"
   CHECK(read_value(sub) == "_\r\n");
 }
 
+TEST_CASE("subscribes and CLIENT TRACKING queued in a MULTI: EXEC has their results alone",
+          "[protocol][multi]") {
+  // They move the client to raw mode on its dedicated connection while the MULTI is open there:
+  // nothing of the sidecar's own may be queued in the client's transaction.
+  proxied env;
+  const auto exec_reply = [&](const std::vector<std::vector<std::string>>& queued) {
+    raw_client c(env.port());
+    c.send(resp_array({"MULTI"}));
+    REQUIRE(read_value(c) == "+OK\r\n");
+    for (const auto& q : queued) {
+      c.send(resp_array(q));
+      REQUIRE(read_value(c) == "+QUEUED\r\n");
+    }
+    c.send(resp_array({"EXEC"}));
+    return read_value(c);
+  };
+  CHECK(exec_reply({{"SUBSCRIBE", "c"}}) == "*1\r\n*3\r\n$9\r\nsubscribe\r\n$1\r\nc\r\n:1\r\n");
+  CHECK(exec_reply({{"SET", "q", "1"}, {"PSUBSCRIBE", "p*"}, {"GET", "q"}}) ==
+        "*3\r\n+OK\r\n*3\r\n$10\r\npsubscribe\r\n$2\r\np*\r\n:1\r\n$1\r\n1\r\n");
+  CHECK(exec_reply({{"CLIENT", "TRACKING", "ON"}, {"GET", "q"}}) == "*2\r\n+OK\r\n$1\r\n1\r\n");
+}
+
 TEST_CASE("clients above --max-clients get Redis' error and are closed", "[protocol][limits]") {
   redis_options opts;
   if (direct_mode()) opts.extra.push_back("maxclients 2");
