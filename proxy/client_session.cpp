@@ -859,6 +859,14 @@ client_session::outcome client_session::cmd_select(std::span<const std::string_v
     reply_simple("OK");
     return outcome::next;
   }
+  if (!dedicated_ && ctx_.health->serving_from_l1()) {
+    // Another db needs a connection of its own, and in fallback there is none to be had (L1
+    // answers for the URL's db): refused like any command L1 cannot serve, and the client stays
+    // where it is, so what it sends next is still answered from L1.
+    reply_error(std::string(errors::fallback_not_servable_prefix) + "select" +
+                std::string(errors::fallback_not_servable_suffix));
+    return outcome::next;
+  }
   const outcome o = forward_dedicated(frame, tag_select);
   if (o == outcome::next) select_dbs_.push_back(*db);
   return o;

@@ -150,6 +150,23 @@ TEST_CASE("SIGTERM in fallback replays the journal if the upstream is back in ti
   }
 }
 
+TEST_CASE("SELECT of another db in fallback is refused at once, and the client stays in its db",
+          "[fallback]") {
+  SIDECAR_ONLY();
+  proxied env({}, with({}));
+  CHECK(str(env.client().get(), {"SET", "a", "cached"}) == "OK");
+  env.redis.kill();
+  REQUIRE(in_fallback(env, {"GET", "a"}, "string cached"));
+  // Pipelined, as clients that SELECT on connect send it: what follows is still answered.
+  raw_client raw(env.port());
+  raw.send(resp_array({"SELECT", "1"}) + resp_array({"GET", "a"}) + resp_array({"SELECT", "0"}) +
+           resp_array({"PING"}));
+  CHECK(read_value(raw) == error_bytes(unavailable("select")));
+  CHECK(read_value(raw) == "$6\r\ncached\r\n");
+  CHECK(read_value(raw) == "+OK\r\n");
+  CHECK(read_value(raw) == "+PONG\r\n");
+}
+
 TEST_CASE("stalled upstream: fallback starts without waiting for command timeouts", "[fallback]") {
   SIDECAR_ONLY();
   // A command timeout far longer than the test: only fallback can answer in time.
