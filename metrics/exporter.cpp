@@ -5,6 +5,7 @@
 #include <civetweb.h>
 #include <netinet/in.h>
 #include <prometheus/exposer.h>
+#include <prometheus/text_serializer.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -78,11 +79,25 @@ int serve_readyz(mg_connection* conn, void* data) {
               render_health_json(copy, state->metrics.version()) + "\n");
 }
 
+// The sidecar's families only: prometheus-cpp's own /metrics handler would add its exposer_*
+// families (unprefixed, and summaries reading NaN before the first scrape).
+int serve_metrics(mg_connection* conn, void* data) {
+  auto* state = static_cast<detail::exporter_state*>(data);
+  std::string body;
+  try {
+    body = prometheus::TextSerializer().Serialize(state->collector->Collect());
+  } catch (const std::exception& e) {
+    return send(conn, 500, "text/plain; charset=utf-8", std::string(e.what()) + "\n");
+  }
+  return send(conn, 200, "text/plain; version=0.0.4; charset=utf-8", body);
+}
+
 void on_init_context(const mg_context* ctx) {
   if (starting == nullptr) return;
   // The context is being set up by this very thread; civetweb declares it const here only
   // because the callback is meant for observation.
   auto* mutable_ctx = const_cast<mg_context*>(ctx);
+  mg_set_request_handler(mutable_ctx, "/metrics$", serve_metrics, starting->state);
   mg_set_request_handler(mutable_ctx, "/healthz$", serve_healthz, starting->state);
   mg_set_request_handler(mutable_ctx, "/readyz$", serve_readyz, starting->state);
 }
@@ -168,7 +183,6 @@ bool exporter::start(const std::string& host, std::uint16_t port, std::string& e
       error = "cannot serve metrics on " + spec + ": " + (ctx.error.empty() ? e.what() : ctx.error);
       return false;
     }
-    exposer->RegisterCollectable(state_->collector);
     const std::vector<int> ports = exposer->GetListeningPorts();
     state_->port = ports.empty() ? 0 : static_cast<std::uint16_t>(ports.front());
     state_->host = host;

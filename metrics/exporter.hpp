@@ -1,6 +1,7 @@
 // exporter: the sidecar's HTTP endpoint for operators, one port (--metrics-listen, default
-// 0.0.0.0:9379) served by prometheus-cpp's Exposer on its own threads:
-//   /metrics  every family of sidecar_metrics, in the Prometheus text format
+// 0.0.0.0:9379) served by prometheus-cpp's Exposer (its HTTP server) on its own threads:
+//   /metrics  every family of sidecar_metrics, in the Prometheus text format, and nothing else
+//             (not the Exposer's own exposer_* families)
 //   /healthz  200 "ok" while the process serves (liveness)
 //   /readyz   200 when the last published health_snapshot says ready, else 503 (readiness);
 //             the body is the snapshot as JSON (health_snapshot.hpp)

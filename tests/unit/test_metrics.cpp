@@ -298,6 +298,11 @@ TEST_CASE("exporter serves /metrics with exact series and values", "[metrics][ex
   for (const auto& f : m::counter_families) CHECK(exported(f));
   for (const auto& f : m::gauge_families) CHECK(exported(f));
   for (const auto& f : m::labelled_families) CHECK(exported(f));
+  // Nothing but the sidecar's: every sample and every family carries its prefix.
+  for (const auto& [series, value] : samples) CHECK(series.starts_with("redis_sidecar_"));
+  CHECK(count_lines_containing(r.body, "# TYPE ") ==
+        count_lines_containing(r.body, "# TYPE redis_sidecar_"));
+  CHECK(r.headers.find("text/plain; version=0.0.4") != std::string::npos);
 }
 
 TEST_CASE("exporter: no histogram family before the first observation", "[metrics][exporter]") {
