@@ -12,6 +12,7 @@
 #include <charconv>
 #include <cstdint>
 #include <cstdio>
+#include <limits>
 #include <random>
 #include <tuple>
 #include <variant>
@@ -852,7 +853,14 @@ client_session::outcome client_session::cmd_select(std::span<const std::string_v
     return outcome::next;
   }
   if (!db) {
-    reply_error(errors::not_integer);
+    // Redis' errors: not an integer, not an int, or no such db.
+    long long n = 0;
+    if (!parse_int(args[1], n))
+      reply_error(errors::not_integer);
+    else if (n < std::numeric_limits<int>::min() || n > std::numeric_limits<int>::max())
+      reply_error("ERR value is out of range, value must between -2147483648 and 2147483647");
+    else
+      reply_error("ERR DB index is out of range");
     return outcome::next;
   }
   if (!dedicated_ && *db == cfg_.upstream.db) {  // already there: the shared connections use it

@@ -181,6 +181,22 @@ TEST_CASE("subscribes and CLIENT TRACKING queued in a MULTI: EXEC has their resu
   CHECK(exec_reply({{"CLIENT", "TRACKING", "ON"}, {"GET", "q"}}) == "*2\r\n+OK\r\n$1\r\n1\r\n");
 }
 
+TEST_CASE("SELECT of a db that cannot exist gets Redis' own errors", "[protocol]") {
+  proxied env;
+  raw_client c(env.port());
+  for (const auto& [db, error] : std::vector<std::pair<std::string, std::string_view>>{
+           {"-1", "ERR DB index is out of range"},
+           {"2000000000", "ERR DB index is out of range"},
+           {"99999999999",
+            "ERR value is out of range, value must between -2147483648 and 2147483647"},
+           {"one", "ERR value is not an integer or out of range"}}) {
+    c.send(resp_array({"SELECT", db}));
+    CHECK(read_value(c) == error_bytes(error));
+  }
+  c.send(resp_array({"PING"}));
+  CHECK(read_value(c) == "+PONG\r\n");
+}
+
 TEST_CASE("clients above --max-clients get Redis' error and are closed", "[protocol][limits]") {
   redis_options opts;
   if (direct_mode()) opts.extra.push_back("maxclients 2");
