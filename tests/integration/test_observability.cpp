@@ -57,6 +57,13 @@ std::optional<double> prom_query(std::uint16_t port, const std::string& expr) {
   return std::atof(m[1].str().c_str());
 }
 
+// Waits until /readyz on `port` reports the upstream in `state` ("healthy", "fallback", ...).
+bool readyz_state_becomes(std::uint16_t port, const std::string& state) {
+  const std::string needle = R"("state":")" + state + R"(")";
+  return eventually(
+      [&] { return http_get(port, "/readyz").body.find(needle) != std::string::npos; });
+}
+
 // A loopback port whose connections the kernel completes, and nobody ever reads or answers.
 struct mute_listener {
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
@@ -90,18 +97,14 @@ TEST_CASE("healthz and readyz in each upstream state", "[observability]") {
 
   env.redis.kill();
   // In fallback the sidecar still answers clients (from L1): ready, with the state and the cause.
-  REQUIRE(eventually([&] {
-    return http_get(port, "/readyz").body.find(R"("state":"fallback")") != std::string::npos;
-  }));
+  REQUIRE(readyz_state_becomes(port, "fallback"));
   ready = http_get(port, "/readyz");
   CHECK(ready.status == 200);
   CHECK(ready.body.find(R"("fallback":{"active":true})") != std::string::npos);
   CHECK(ready.body.find("Connection refused") != std::string::npos);
   CHECK(http_get(port, "/healthz").status == 200);
   env.redis.start();
-  REQUIRE(eventually([&] {
-    return http_get(port, "/readyz").body.find(R"("state":"healthy")") != std::string::npos;
-  }));
+  REQUIRE(readyz_state_becomes(port, "healthy"));
 }
 
 TEST_CASE("readyz is 503 and the upstream not up until the upstream first answers",
@@ -122,9 +125,7 @@ TEST_CASE("readyz is 503 and the upstream not up until the upstream first answer
     CHECK(r.status == 503);
     CHECK(r.body.find(R"("state":"connecting","up":false)") != std::string::npos);
     CHECK(sample("\n" + http_get(port, "/metrics").body, "redis_sidecar_upstream_up") == 0);
-    REQUIRE(eventually([&] {
-      return http_get(port, "/readyz").body.find(R"("state":"fallback")") != std::string::npos;
-    }));
+    REQUIRE(readyz_state_becomes(port, "fallback"));
     r = http_get(port, "/readyz");
     CHECK(r.status == 503);
     CHECK(r.body.find(R"("status":"not_ready")") != std::string::npos);
@@ -139,16 +140,12 @@ TEST_CASE("readyz is 503 and the upstream not up until the upstream first answer
   sidecar side(args);
   REQUIRE(side.running());
   const auto port = side.metrics_port();
-  REQUIRE(eventually([&] {
-    return http_get(port, "/readyz").body.find(R"("state":"fallback")") != std::string::npos;
-  }));
+  REQUIRE(readyz_state_becomes(port, "fallback"));
   CHECK(http_get(port, "/readyz").status == 503);
   CHECK(is_nil(connect(side.port()).get(), {"GET", "k"}));
   redis.start();
   REQUIRE(eventually([&] { return http_get(port, "/readyz").status == 200; }));
-  CHECK(eventually([&] {
-    return http_get(port, "/readyz").body.find(R"("state":"healthy")") != std::string::npos;
-  }));
+  CHECK(readyz_state_becomes(port, "healthy"));
 }
 
 TEST_CASE("readyz is 503 when the upstream is down and the cache is off", "[observability]") {
