@@ -596,7 +596,8 @@ cache_tier::result cache_tier::serve_set(int db, std::span<const std::string_vie
   if (condition) {
     if (!journal_write(db, frame, out)) return result::served;
     std::int64_t expiry = o.expiry;
-    if (o.keepttl && old) expiry = old->expiry_to_keep();
+    // KEEPTTL keeps the upstream's expiry, which L1 knows only for a key it holds.
+    if (o.keepttl) expiry = old ? old->expiry_to_keep() : expiry_unknown;
     store(db, key, value, expiry, now);
   }
   if (o.get) {

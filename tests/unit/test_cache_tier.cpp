@@ -355,12 +355,14 @@ TEST_CASE("tier: in fallback, values from GET and MGET replies have no expiry to
   // KEEPTTL and INCR keep the expiry as it is: still not known.
   CHECK(serve(tier, {"SET", "m", "w2", "KEEPTTL"}) == "+OK\r\n");
   CHECK(serve(tier, {"TTL", "m"}) == unknown);
+  CHECK(serve(tier, {"SET", "fresh", "x", "KEEPTTL"}) == "+OK\r\n");  // L1 held no "fresh"
+  CHECK(serve(tier, {"TTL", "fresh"}) == unknown);
   CHECK(serve(tier, {"INCR", "n"}) == ":6\r\n");
   CHECK(serve(tier, {"TTL", "n"}) == unknown);
   // An EXPIRE without a condition sets it: known from then on.
   CHECK(serve(tier, {"EXPIRE", "g", "10"}) == ":1\r\n");
   CHECK(serve(tier, {"TTL", "g"}) == ":10\r\n");
-  CHECK(tier.journal().size() == 3);  // SET KEEPTTL, INCR, EXPIRE: the refused ones are not
+  CHECK(tier.journal().size() == 4);  // SET KEEPTTL twice, INCR, EXPIRE: the refused ones are not
 }
 
 TEST_CASE("tier: a full journal or reject mode refuses writes and changes nothing",
