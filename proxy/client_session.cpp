@@ -441,8 +441,8 @@ std::optional<client_session::outcome> client_session::near_get(std::string_view
     return outcome::next;
   }
   near_cache* near = ctx_.near;
-  if (!cache_tier::coherent(mode) || !near->ready() || db != cfg_.upstream.db ||
-      !tier.key_cached(key))
+  if ((!cache_tier::coherent(mode) && mode != cache_tier::cache_mode::ttl) || !near->ready() ||
+      db != cfg_.upstream.db || !tier.key_cached(key))
     return std::nullopt;
   // A miss: read it on the channel (joined with other clients' reads of the key). Ordered like
   // any request on another connection: the barrier first.

@@ -256,8 +256,9 @@ std::optional<cache_tier::hit_value> cache_tier::hit(int db, std::string_view ke
   if (!key_cached(key)) return std::nullopt;
   const auto s = lookup(db, key, now, mode_ == cache_mode::tracking);
   // tracking, keyspace: only entries the invalidation channel protects right now; ttl: any entry
-  // (each is younger than --cache-ttl by construction).
-  if (s && (mode_ == cache_mode::ttl || s->tracked_fresh)) {
+  // whose server TTL L1 knows (each is younger than --cache-ttl by construction, and a value from
+  // a GET reply, which may have expired on the server meanwhile, is not served).
+  if (s && (mode_ == cache_mode::ttl ? s->expiry_known : s->tracked_fresh)) {
     ++counters_.hits;
     return hit_value{s->value, s->absent};
   }

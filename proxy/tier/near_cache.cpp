@@ -40,10 +40,16 @@ near_cache::near_cache(asio::any_io_executor ex, const config& cfg, ssl::context
     : ex_(ex), cfg_(cfg), tls_(tls), tier_(tier), timer_(ex), probe_timer_(ex) {
   auto_ = cfg.cache_mode == "auto";
   if (cfg.cache_mode == "keyspace") channel_ = channel::keyspace;
+  if (cfg.cache_mode == "ttl") channel_ = channel::reads;
 }
 
+namespace {
+// The modes whose misses are read on a connection of the near cache's own.
+bool reads_here(mode m) { return cache_tier::coherent(m) || m == mode::ttl; }
+}  // namespace
+
 void near_cache::start() {
-  if (!auto_ && !cache_tier::coherent(cache_tier::parse_mode(cfg_.cache_mode))) return;
+  if (!auto_ && !reads_here(cache_tier::parse_mode(cfg_.cache_mode))) return;
   asio::co_spawn(ex_, run(shared_from_this()), asio::detached);
 }
 
@@ -74,7 +80,7 @@ void near_cache::upstream_stalled(const std::string& reason) {
 // Keeps the channel open: reconnects after each loss, at the health probe's pace.
 awaitable<void> near_cache::run(std::shared_ptr<near_cache> self) {
   while (!stopped_) {
-    if (!conn_ && !(settled_ && !cache_tier::coherent(tier_.mode()))) open();
+    if (!conn_ && !(settled_ && !reads_here(tier_.mode()))) open();
     timer_.expires_after(std::chrono::milliseconds(cfg_.health_probe_interval_ms));
     co_await timer_.async_wait(use_nothrow);
   }
@@ -102,6 +108,11 @@ void near_cache::open() {
   sub_id_ = -1;
   sub_ready_ = false;
   conn_ = make_connection(proto_, false);
+  if (channel_ == channel::reads) {
+    const std::array<std::string_view, 1> ping{"PING"};
+    control(*conn_, ping, tag_ping);
+    return;
+  }
   if (proto_ == 2) sub_ = make_connection(2, true);
   if (channel_ == channel::tracking) {
     if (proto_ == 3) {
@@ -208,7 +219,9 @@ void near_cache::probe_done(std::uint64_t generation, bool ok) {
 
 void near_cache::become_ready(mode m, const std::string& what) {
   ready_ = true;
-  log::info("cache invalidation channel ready (" + what + ")");
+  log::info(std::string(channel_ == channel::reads ? "cache read connection"
+                                                   : "cache invalidation channel") +
+            " ready (" + what + ")");
   settle(m, refusals_ + what);
 }
 
@@ -230,6 +243,8 @@ void near_cache::refused(const std::string& why) {
     settle(mode::fallback, refusals_ + why + "; no --cache-prefix for ttl mode");
   } else {
     settle(mode::ttl, refusals_ + why + "; using ttl mode for --cache-prefix keys");
+    channel_ = channel::reads;
+    open();
   }
 }
 
@@ -420,6 +435,13 @@ void near_cache::deliver(std::uint64_t seq, std::string_view frame, std::uint8_t
       return redirect();
     }
     case tag_config: return on_config(frame, error);
+    case tag_ping:
+      if (error) {
+        log::warn("ttl mode: the read connection's PING was refused (" + error_text(frame) +
+                  "); misses go to the upstream without their TTL, and L1 answers no hits");
+        return;
+      }
+      return become_ready(mode::ttl, "reads bring each value's server TTL");
     case tag_probe:
       if (error) {
         probing_ = false;
@@ -532,7 +554,10 @@ void near_cache::invalidate(const channel_message& m) {
 void near_cache::closed(connection* c) {
   if (c == nullptr || (c != conn_.get() && c != sub_.get())) return;
   const std::string error = c->last_error();
-  if (ready_) log::warn("cache invalidation channel lost: " + error);
+  if (ready_)
+    log::warn(std::string(channel_ == channel::reads ? "cache read connection"
+                                                     : "cache invalidation channel") +
+              " lost: " + error);
   if (ready_) tier_.channel_lost();  // protected entries are no longer fresh
   drop_channel();
   // An upstream without RESP3 (no HELLO 3): the channel is opened again in RESP2.

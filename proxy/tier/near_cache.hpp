@@ -1,12 +1,15 @@
 // near_cache: the coherent near cache (--cache-mode=tracking or keyspace, or auto on a Redis that
-// allows one of them). GET hits are answered from L1 in normal operation; what keeps them correct
-// is an invalidation channel of the sidecar's own, in one of four shapes:
+// allows one of them), and ttl mode's reads. GET hits are answered from L1 in normal operation;
+// what keeps them correct is an invalidation channel of the sidecar's own, in one of four shapes
+// (ttl mode has a read connection only: its hits are bounded by --cache-ttl and the server TTL):
 //
 //   tracking, RESP3   one connection: CLIENT TRACKING ON; reads and ">2 invalidate" pushes
 //   tracking, RESP2   a subscriber connection (CLIENT ID, SUBSCRIBE __redis__:invalidate) and a
 //                     read connection with CLIENT TRACKING ON REDIRECT <id>
 //   keyspace, RESP3   one connection: PSUBSCRIBE __keyspace@<db>__:*; reads and ">4 pmessage"
 //   keyspace, RESP2   a subscriber connection (PSUBSCRIBE) and a read connection
+//   ttl               one connection, reads only: no invalidations (ttl mode bounds staleness by
+//                     --cache-ttl); what it adds is each value's server TTL, read with it
 //
 //   session GET miss --fetch--> [ MULTI / PTTL key / GET key / ... / EXEC ] --> read connection
 //   session slot   <--value--- [ EXEC reply: ttl, value, ... ]
@@ -70,7 +73,7 @@ class near_cache : public reply_sink,
   void start();
   void stop();
 
-  /// True while misses can be read on the channel (a coherent mode, channel up).
+  /// True while misses can be read on the channel (a coherent mode or ttl, channel up).
   bool ready() const { return ready_; }
   /// The read connection: a session's requests in flight there are ordered with it.
   connection* conn() const { return conn_.get(); }
@@ -112,8 +115,9 @@ class near_cache : public reply_sink,
     tag_probe = 5,      // SET of the probe key
     tag_queued = 6,     // +QUEUED (or a queue-time error) of a read's PTTL or GET; seq: the read
     tag_caching = 7,    // CLIENT CACHING YES before a batch; seq: the batch's first read
+    tag_ping = 8,       // PING of the ttl mode's read connection
   };
-  enum class channel : std::uint8_t { tracking, keyspace };
+  enum class channel : std::uint8_t { tracking, keyspace, reads };
   using flight = flight_table::flight;
   using flight_ptr = flight_table::flight_ptr;
   using waiter = flight_table::waiter;

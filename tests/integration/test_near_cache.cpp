@@ -195,6 +195,31 @@ TEST_CASE("ttl mode: staleness stays within --cache-ttl", "[near][ttl]") {
   CHECK(get(c.get(), "t:k") == "6");
 }
 
+// A key's own expiry is no write anybody announces: ttl mode reads each value with its server TTL
+// and serves it no longer, whether the TTL was set on Redis directly or through the sidecar.
+TEST_CASE("ttl mode: keys are not served past their expiry on Redis", "[near][ttl]") {
+  SIDECAR_ONLY();
+  proxied env({}, with({"--cache-mode=ttl", "--cache-prefix=t:", "--cache-ttl=60s"}));
+  REQUIRE(mode_is(env, "ttl"));
+  REQUIRE(logged(env, "cache read connection ready"));
+  auto c = env.client();
+  auto up = env.upstream();
+  const std::vector<std::string> keys = {"t:direct", "t:expire", "t:getex"};
+  REQUIRE(str(up.get(), {"SET", "t:direct", "v", "PX", "1000"}) == "OK");
+  REQUIRE(str(c.get(), {"SET", "t:expire", "v"}) == "OK");
+  REQUIRE(integer(c.get(), {"PEXPIRE", "t:expire", "1000"}) == 1);
+  REQUIRE(str(c.get(), {"SET", "t:getex", "v"}) == "OK");
+  REQUIRE(str(c.get(), {"GETEX", "t:getex", "PX", "1000"}) == "v");
+  const double hits = metric(env, "redis_sidecar_cache_hits_total");
+  for (const auto& k : keys) {
+    CHECK(get(c.get(), k) == "v");  // read with its TTL
+    CHECK(get(c.get(), k) == "v");  // from L1
+  }
+  CHECK(eventually([&] { return metric(env, "redis_sidecar_cache_hits_total") >= hits + 3; }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(1300));
+  for (const auto& k : keys) CHECK(get(c.get(), k) == "(nil)");
+}
+
 TEST_CASE("auto mode: tracking on Redis 7, the next mode when tracking is refused",
           "[near][auto]") {
   SIDECAR_ONLY();

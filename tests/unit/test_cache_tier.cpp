@@ -504,6 +504,25 @@ TEST_CASE("tier: coherent modes serve only entries the channel protects now", "[
   CHECK(cache_tier::parse_mode("keyspace") == cache_tier::cache_mode::keyspace);
 }
 
+TEST_CASE("tier: ttl mode serves as hits only values whose server TTL it knows", "[tier][ttl]") {
+  const config cfg = make_config();  // --cache-prefix set, ttl mode
+  cache_tier tier(cfg);
+  tier.set_mode(cache_tier::cache_mode::ttl);
+  // A GET reply carries no TTL: the key may expire on the server long before --cache-ttl.
+  pass(tier, {"GET", "got"}, "$1\r\nv\r\n");
+  CHECK(hit_text(tier, 0, "got") == "(miss)");
+  CHECK(serve(tier, {"GET", "got"}) == "$1\r\nv\r\n");  // still there for the fallback
+  // Read with its PTTL (the near cache's read connection), or written with or without EX.
+  tier.store_tracked(0, "read", "r", t0 + 1000, t0);
+  CHECK(hit_text(tier, 0, "read") == "r");
+  CHECK(hit_text(tier, 0, "read", t0 + 1000) == "(miss)");  // expired with the server's TTL
+  pass(tier, {"SET", "plain", "p"}, "+OK\r\n");
+  CHECK(hit_text(tier, 0, "plain") == "p");
+  pass(tier, {"SET", "ex", "e", "PX", "500"}, "+OK\r\n");
+  CHECK(hit_text(tier, 0, "ex", t0 + 499) == "e");
+  CHECK(hit_text(tier, 0, "ex", t0 + 500) == "(miss)");
+}
+
 TEST_CASE("tier: tracking mode answers nil for a key read as absent until it is written",
           "[tier][near]") {
   config cfg = make_config();
