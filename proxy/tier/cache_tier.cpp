@@ -258,7 +258,7 @@ std::optional<cache_tier::hit_value> cache_tier::hit(int db, std::string_view ke
   // tracking, keyspace: only entries the invalidation channel protects right now; ttl: any entry
   // whose server TTL L1 knows (each is younger than --cache-ttl by construction, and a value from
   // a GET reply, which may have expired on the server meanwhile, is not served).
-  if (s && (mode_ == cache_mode::ttl ? s->expiry_known : s->tracked_fresh)) {
+  if (s && (mode_ == cache_mode::ttl ? s->expiry_known || ttl_unknown_hits_ : s->tracked_fresh)) {
     ++counters_.hits;
     return hit_value{s->value, s->absent};
   }

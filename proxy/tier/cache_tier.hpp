@@ -106,6 +106,9 @@ class cache_tier {
   /// in tracking mode (keyspace notifications may leave out the event that creates a key). Only
   /// hit() sees such entries: for the fallback's answers L1 does not hold the key.
   void store_tracked_absent(int db, std::string_view key, cache::time_ms now);
+  /// ttl mode without its reads (the upstream refuses their transaction): values from GET
+  /// replies, whose server TTL L1 does not know, are hits too (for up to --cache-ttl).
+  void serve_ttl_unknown() { ttl_unknown_hits_ = true; }
   /// A GET that L1 was not asked to answer (right after a script) counts as a miss.
   void count_miss() { ++counters_.misses; }
   /// An invalidation message for `key` / for everything (FLUSHALL, FLUSHDB).
@@ -210,6 +213,7 @@ class cache_tier {
   bool enabled_;
   cache_mode mode_;
   std::vector<std::string> prefixes_;  // --cache-prefix, comma separated
+  bool ttl_unknown_hits_ = false;      // see serve_ttl_unknown()
   std::uint32_t epoch_ = 0;            // the invalidation channel's connection number
   bool miss_is_error_;
   bool journal_writes_;

@@ -3,6 +3,7 @@
 #include <array>
 #include <chrono>
 #include <random>
+#include <span>
 
 #include "proxy/log.hpp"
 #include "proxy/resp/value.hpp"
@@ -80,7 +81,7 @@ void near_cache::upstream_stalled(const std::string& reason) {
 // Keeps the channel open: reconnects after each loss, at the health probe's pace.
 awaitable<void> near_cache::run(std::shared_ptr<near_cache> self) {
   while (!stopped_) {
-    if (!conn_ && !(settled_ && !reads_here(tier_.mode()))) open();
+    if (!conn_ && !(settled_ && !reads_here(tier_.mode())) && !reads_refused_) open();
     timer_.expires_after(std::chrono::milliseconds(cfg_.health_probe_interval_ms));
     co_await timer_.async_wait(use_nothrow);
   }
@@ -109,8 +110,20 @@ void near_cache::open() {
   sub_ready_ = false;
   conn_ = make_connection(proto_, false);
   if (channel_ == channel::reads) {
-    const std::array<std::string_view, 1> ping{"PING"};
-    control(*conn_, ping, tag_ping);
+    // The reads' own shape, once, on a key of the first prefix: an ACL user without MULTI or
+    // PTTL gets its EXEC refused here, before any client's read depends on it.
+    std::string_view prefix = cfg_.cache_prefix;
+    prefix = prefix.substr(0, prefix.find(','));
+    const std::string key = std::string(prefix) + "redis-sidecar:probe";
+    const std::array<std::string_view, 1> multi{"MULTI"}, exec{"EXEC"};
+    const std::array<std::string_view, 2> pttl{"PTTL", key}, get{"GET", key};
+    using words = std::span<const std::string_view>;
+    for (const words args : {words(multi), words(pttl), words(get)}) {
+      request_.clear();
+      resp::append_command(request_, args);
+      conn_->submit(request_, pending_reply{nullptr, 0, clock::time_point::max(), 0});
+    }
+    control(*conn_, exec, tag_reads_probe);
     return;
   }
   if (proto_ == 2) sub_ = make_connection(2, true);
@@ -435,10 +448,18 @@ void near_cache::deliver(std::uint64_t seq, std::string_view frame, std::uint8_t
       return redirect();
     }
     case tag_config: return on_config(frame, error);
-    case tag_ping:
+    case tag_reads_probe:
       if (error) {
-        log::warn("ttl mode: the read connection's PING was refused (" + error_text(frame) +
-                  "); misses go to the upstream without their TTL, and L1 answers no hits");
+        // Without its reads ttl mode keeps what it did before them: misses go to the upstream as
+        // they are, and their values are hits for up to --cache-ttl, server TTL unknown.
+        log::warn(
+            "ttl mode: the upstream refuses the read transaction (MULTI / PTTL / GET / EXEC: " +
+            error_text(frame) +
+            "); values are served up to --cache-ttl without their server TTL, so a key that "
+            "expires on Redis may be served until then");
+        reads_refused_ = true;
+        tier_.serve_ttl_unknown();
+        drop_channel();
         return;
       }
       return become_ready(mode::ttl, "reads bring each value's server TTL");

@@ -108,14 +108,14 @@ class near_cache : public reply_sink,
   // What a reply answers. Control replies carry the channel's generation as their seq, so a
   // reply from a channel given up since is ignored; reads carry their read number.
   enum tag : std::uint8_t {
-    tag_tracking = 1,   // CLIENT TRACKING ON [REDIRECT id]
-    tag_read = 2,       // EXEC of MULTI / (PTTL / GET) x n; seq: the batch's first read
-    tag_client_id = 3,  // CLIENT ID of the subscriber connection
-    tag_config = 4,     // CONFIG GET notify-keyspace-events
-    tag_probe = 5,      // SET of the probe key
-    tag_queued = 6,     // +QUEUED (or a queue-time error) of a read's PTTL or GET; seq: the read
-    tag_caching = 7,    // CLIENT CACHING YES before a batch; seq: the batch's first read
-    tag_ping = 8,       // PING of the ttl mode's read connection
+    tag_tracking = 1,     // CLIENT TRACKING ON [REDIRECT id]
+    tag_read = 2,         // EXEC of MULTI / (PTTL / GET) x n; seq: the batch's first read
+    tag_client_id = 3,    // CLIENT ID of the subscriber connection
+    tag_config = 4,       // CONFIG GET notify-keyspace-events
+    tag_probe = 5,        // SET of the probe key
+    tag_queued = 6,       // +QUEUED (or a queue-time error) of a read's PTTL or GET; seq: the read
+    tag_caching = 7,      // CLIENT CACHING YES before a batch; seq: the batch's first read
+    tag_reads_probe = 8,  // EXEC of ttl mode's first, probing, read (MULTI / PTTL / GET / EXEC)
   };
   enum class channel : std::uint8_t { tracking, keyspace, reads };
   using flight = flight_table::flight;
@@ -162,6 +162,7 @@ class near_cache : public reply_sink,
   bool auto_ = false;     // --cache-mode=auto: the mode is not settled yet
   bool settled_ = false;  // the mode is known (a channel works, or none can)
   bool ready_ = false;
+  bool reads_refused_ = false;  // ttl mode: the upstream refused the reads' transaction
   std::function<void()> on_mode_;
 
   channel channel_ = channel::tracking;  // what open() sets up

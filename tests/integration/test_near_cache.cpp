@@ -220,6 +220,30 @@ TEST_CASE("ttl mode: keys are not served past their expiry on Redis", "[near][tt
   for (const auto& k : keys) CHECK(get(c.get(), k) == "(nil)");
 }
 
+// An ACL user without transactions cannot run ttl mode's reads: the sidecar finds out before any
+// client depends on them, and keeps serving as ttl mode did without them.
+TEST_CASE("ttl mode with an ACL user refused MULTI: GETs work, values are hits without their TTL",
+          "[near][ttl][auth]") {
+  SIDECAR_ONLY();
+  redis_options opts;
+  opts.acl = {"user app on >app-secret-52d ~t:* &* +@all -@transaction"};
+  redis_server redis(opts);
+  sidecar side(with(
+      {"--upstream", redis.url("app", "app-secret-52d"), "--cache-mode=ttl", "--cache-prefix=t:"}));
+  REQUIRE(side.running());
+  REQUIRE(eventually(
+      [&] { return side.log().find("refuses the read transaction") != std::string::npos; }));
+  auto up = context_ptr{redis.connect_direct()};
+  REQUIRE(up);
+  REQUIRE(str(up.get(), {"SET", "t:k", "v"}) == "OK");
+  const int gets = cmdstat_calls(up.get(), "get");
+  auto c = connect(side.port());
+  CHECK(get(c.get(), "t:k") == "v");  // from the upstream
+  CHECK(get(c.get(), "t:k") == "v");  // from L1
+  CHECK(cmdstat_calls(up.get(), "get") == gets + 1);
+  CHECK(cmdstat_calls(up.get(), "exec") <= 0);
+}
+
 TEST_CASE("auto mode: tracking on Redis 7, the next mode when tracking is refused",
           "[near][auto]") {
   SIDECAR_ONLY();
