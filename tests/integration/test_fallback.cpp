@@ -119,7 +119,7 @@ TEST_CASE("SIGTERM in fallback replays the journal if the upstream is back in ti
     CAPTURE(back_in_time);
     // The grace: long enough for the probe's backoff (up to 2 s) and two good probes, or short.
     proxied env({},
-                with({back_in_time ? "--command-timeout-ms=6000" : "--command-timeout-ms=1000"}));
+                with({back_in_time ? "--command-timeout-ms=10000" : "--command-timeout-ms=1000"}));
     auto c = env.client();
     CHECK(str(c.get(), {"SET", "k0", "before"}) == "OK");
     env.redis.pause();
@@ -132,7 +132,7 @@ TEST_CASE("SIGTERM in fallback replays the journal if the upstream is back in ti
       std::this_thread::sleep_for(std::chrono::milliseconds(300));
       env.redis.resume();
     }
-    const int code = env.side->wait_exit(std::chrono::seconds(10));
+    const int code = env.side->wait_exit(std::chrono::seconds(20));
     const std::string log = env.side->log();
     INFO(log);
     if (!back_in_time) env.redis.resume();

@@ -205,18 +205,18 @@ TEST_CASE("ttl mode: keys are not served past their expiry on Redis", "[near][tt
   auto c = env.client();
   auto up = env.upstream();
   const std::vector<std::string> keys = {"t:direct", "t:expire", "t:getex"};
-  REQUIRE(str(up.get(), {"SET", "t:direct", "v", "PX", "1000"}) == "OK");
+  REQUIRE(str(up.get(), {"SET", "t:direct", "v", "PX", "2000"}) == "OK");
   REQUIRE(str(c.get(), {"SET", "t:expire", "v"}) == "OK");
-  REQUIRE(integer(c.get(), {"PEXPIRE", "t:expire", "1000"}) == 1);
+  REQUIRE(integer(c.get(), {"PEXPIRE", "t:expire", "2000"}) == 1);
   REQUIRE(str(c.get(), {"SET", "t:getex", "v"}) == "OK");
-  REQUIRE(str(c.get(), {"GETEX", "t:getex", "PX", "1000"}) == "v");
+  REQUIRE(str(c.get(), {"GETEX", "t:getex", "PX", "2000"}) == "v");
   const double hits = metric(env, "redis_sidecar_cache_hits_total");
   for (const auto& k : keys) {
     CHECK(get(c.get(), k) == "v");  // read with its TTL
     CHECK(get(c.get(), k) == "v");  // from L1
   }
   CHECK(eventually([&] { return metric(env, "redis_sidecar_cache_hits_total") >= hits + 3; }));
-  std::this_thread::sleep_for(std::chrono::milliseconds(1300));
+  std::this_thread::sleep_for(std::chrono::milliseconds(2300));
   for (const auto& k : keys) CHECK(get(c.get(), k) == "(nil)");
 }
 
