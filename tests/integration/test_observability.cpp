@@ -127,6 +127,8 @@ TEST_CASE("readyz is 503 and the upstream not up until the upstream first answer
     sidecar side(args);
     REQUIRE(side.running());
     const auto port = side.metrics_port();
+    // ("starting" until the sidecar first publishes its health, then "connecting".)
+    REQUIRE(readyz_state_becomes(port, "connecting"));
     auto r = http_get(port, "/readyz");
     CHECK(r.status == 503);
     CHECK(r.body.find(R"("state":"connecting","up":false)") != std::string::npos);
