@@ -136,7 +136,7 @@ constexpr command_info table[] = {
   {"pexpireat", -3, write, 1, 1, 1, id::other},
   {"pexpiretime", 2, read, 1, 1, 1, id::other},
   {"pfadd", -2, write, 1, 1, 1, id::other},
-  {"pfcount", -2, read, 1, -1, 1, id::other},
+  {"pfcount", -2, write, 1, -1, 1, id::other},
   {"pfdebug", 3, write | admin, 2, 2, 1, id::other},
   {"pfmerge", -2, write, 1, -1, 1, id::other},
   {"pfselftest", 1, admin | no_keys, 0, 0, 0, id::other},

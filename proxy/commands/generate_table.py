@@ -28,8 +28,10 @@ END = "  // END GENERATED"
 # The sidecar's policy: which commands get which of our flags, beyond what Redis says.
 POLICY = {
     # Redis marks scripts neither readonly nor write (the script decides); we assume they may write
-    # their declared keys, so the cache tier invalidates them.
-    "write": {"eval", "evalsha", "fcall"},
+    # their declared keys, so the cache tier invalidates them. PFCOUNT, readonly for Redis, stores
+    # the cardinality it computed in the HyperLogLog's header: the key's bytes change (Redis
+    # signals the key modified), so a value L1 holds for it is stale after one.
+    "write": {"eval", "evalsha", "fcall", "pfcount"},
     "cacheable": {"get", "mget"},
     "stateful": {"multi", "exec", "discard", "watch", "unwatch", "subscribe", "psubscribe",
                  "ssubscribe", "unsubscribe", "punsubscribe", "sunsubscribe", "monitor", "select"},
@@ -128,6 +130,8 @@ def classify(cmd):
     for flag, names in POLICY.items():
         if name in names:
             flags.add(flag)
+    if "write" in flags:
+        flags.discard("read")  # a command that may write is no read (PFCOUNT)
     if not keys and "script" not in flags:
         flags.add("no_keys")
     return [f for f in FLAG_ORDER if f in flags]

@@ -161,6 +161,23 @@ TEST_CASE("ttl mode: writes of a client that subscribed invalidate L1", "[near][
   CHECK(get(reader.get(), "t:k") == "(nil)");
 }
 
+// PFCOUNT, a read for Redis' command table, stores the cardinality it computed in the
+// HyperLogLog's header: the key's bytes change, and a copy L1 holds must not outlive that.
+TEST_CASE("ttl mode: PFCOUNT invalidates the HyperLogLog's L1 entry", "[near][ttl]") {
+  SIDECAR_ONLY();
+  proxied env({}, with({"--cache-mode=ttl", "--cache-prefix=t:", "--cache-ttl=60s"}));
+  REQUIRE(mode_is(env, "ttl"));
+  auto c = env.client();
+  auto direct = env.upstream();
+  REQUIRE(integer(c.get(), {"PFADD", "t:hll", "a", "b", "c"}) == 1);
+  const std::string before = get(c.get(), "t:hll");  // fills L1: the cardinality not yet cached
+  REQUIRE(get(c.get(), "t:hll") == before);
+  REQUIRE(integer(c.get(), {"PFCOUNT", "t:hll"}) == 3);
+  const std::string after = get(direct.get(), "t:hll");
+  REQUIRE(after != before);  // Redis rewrote the header
+  CHECK(get(c.get(), "t:hll") == after);
+}
+
 TEST_CASE("ttl mode: staleness stays within --cache-ttl", "[near][ttl]") {
   SIDECAR_ONLY();
   proxied env({}, with({"--cache-mode=ttl", "--cache-prefix=t:", "--cache-ttl=300ms"}));

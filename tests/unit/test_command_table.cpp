@@ -164,6 +164,9 @@ TEST_CASE("policy sets have exactly their members") {
   CHECK(names_with(cmd::script) ==
         set{"eval", "eval_ro", "evalsha", "evalsha_ro", "fcall", "fcall_ro"});
   CHECK(names_with(cmd::flush) == set{"flushdb", "flushall"});
+  // PFCOUNT rewrites the HyperLogLog's cached cardinality: a write for the cache tier.
+  CHECK(has(*cmd::lookup("pfcount"), cmd::write));
+  CHECK_FALSE(has(*cmd::lookup("pfcount"), cmd::read));
   // Admin comes from Redis' admin flag; spot-check a few on both sides.
   const set admin = names_with(cmd::admin);
   for (const char* name : {"config", "debug", "shutdown", "monitor", "save", "slowlog", "module"}) {
