@@ -194,6 +194,9 @@ void client_session::start() {
   socket_.non_blocking(true, ignored);  // turn_ended() writes without blocking
   // TCP clients (not unix sockets): reads after a drained one wait without a failing recv().
   drained_reads_ = enable_drained_reads(socket_.native_handle());
+  if (log::enabled(log::level::debug))
+    log::debug("client " + std::to_string(id_) + " connected from " + peer_address() + " (" +
+               std::to_string(ctx_.sessions.size()) + " clients)");
   auto self = shared_from_this();
   asio::co_spawn(socket_.get_executor(), read_loop(self), asio::detached);
   asio::co_spawn(socket_.get_executor(), write_loop(self), asio::detached);
@@ -201,6 +204,7 @@ void client_session::start() {
 
 void client_session::drain() {
   if (closing_) return;
+  note_close("the sidecar is shutting down");
   closing_ = true;
   drain_wake_.cancel();
   error_code ignored;
@@ -223,6 +227,7 @@ awaitable<void> client_session::read_loop(std::shared_ptr<client_session> self) 
       if (st == resp::parse_status::error) {
         ctx_.st.count(error_kind::protocol);
         reply_error(errors::for_request_error(parser_.error()));
+        note_close("protocol error: ", errors::for_request_error(parser_.error()));
         close_after_flush();
         break;
       }
@@ -243,7 +248,10 @@ awaitable<void> client_session::read_loop(std::shared_ptr<client_session> self) 
       if (answered_here_) ctx_.metrics->observe(command_, answered_by_, clock::now() - batch_now_);
       in_start_ += parser_.frame_size();
       parser_.reset();
-      if (o == outcome::close) close_after_flush();
+      if (o == outcome::close) {
+        note_close("QUIT");
+        close_after_flush();
+      }
       // Pipelines deeper than --max-pipeline: stop reading until replies drain.
       if (slots_.size() >= cfg_.max_pipeline && !closing_) {
         ctx_.st.count(error_kind::pipeline_full);
@@ -265,6 +273,7 @@ awaitable<void> client_session::read_loop(std::shared_ptr<client_session> self) 
     if (in_end_ - in_start_ > cfg_.max_query_buffer_bytes) {
       ctx_.st.count(error_kind::query_buffer);
       reply_error(errors::query_buffer);
+      note_close(errors::query_buffer);
       close_after_flush();
       break;
     }
@@ -286,7 +295,11 @@ awaitable<void> client_session::read_loop(std::shared_ptr<client_session> self) 
       // command it left behind must not hold (or later steal from) the upstream, and its queued
       // shared replies are read and dropped. (A drain shut our receive side: closing_ is set then,
       // and in-flight replies are still written.)
-      if (!closing_) close_now();
+      if (!closing_) {
+        note_close(ec == asio::error::eof ? std::string_view("the client closed the connection")
+                                          : std::string_view(ec.message()));
+        close_now();
+      }
       break;
     }
   }
@@ -313,9 +326,10 @@ void client_session::watch_for_close() {
         if (ec || self->closed_ || !self->reader_waiting_) return;
         char byte;
         const auto n = ::recv(self->socket_.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+          self->note_close("the client left while its reads waited");
           self->close_now();
-        else if (n < 0)
+        } else if (n < 0)
           self->watch_for_close();  // woken for nothing: watch on
       });
 }
@@ -324,6 +338,7 @@ client_session::outcome client_session::handle(std::span<const std::string_view>
                                                std::string_view frame, bool is_inline) {
   if (args.empty()) return outcome::next;  // empty lines and "*0": ignored, as Redis does
   ++ctx_.st.requests;
+  ++requests_;
   if (is_inline) {  // forward inline commands as arrays
     inline_scratch_.clear();
     resp::append_command(inline_scratch_, args);
@@ -961,6 +976,7 @@ bool client_session::client_kill(std::span<const std::string_view> args, std::st
   for (client_session* s : victims) {
     log::info("client " + std::to_string(s->id_) + " closed by CLIENT KILL from client " +
               std::to_string(id_));
+    s->note_close("CLIENT KILL from client ", std::to_string(id_));
     s->close_now();
   }
   const std::size_t killed = victims.size() + (self ? 1 : 0);
@@ -1601,6 +1617,7 @@ bool client_session::reset_unseen() {
   log::info("client " + std::to_string(id_) +
             " closed: " + error_code(err, asio::error::get_system_category()).message() +
             " (seen by the reset sweep)");
+  note_close("reset by the client (seen by the reset sweep)");
   return true;
 }
 
@@ -1619,6 +1636,7 @@ void client_session::deliver_raw(std::string_view frame) {
     log::warn("client " + std::to_string(id_) +
               " closed: the upstream refused a request while a marker was due (" +
               std::string(frame.substr(1, frame.find_first_of(" \r") - 1)) + ")");
+    note_close("the upstream refused a request while a marker was due");
     close_now();
     return;
   }
@@ -1683,6 +1701,7 @@ void client_session::deliver_raw(std::string_view frame) {
     ctx_.st.count(error_kind::output_buffer);
     log::warn("client " + std::to_string(id_) + " closed: subscriber output above " +
               std::to_string(cfg_.max_pubsub_output_bytes) + " bytes");
+    note_close("subscriber output above the limit");
     close_now();
     return;
   }
@@ -1715,6 +1734,7 @@ void client_session::check_output_limit() {
     ctx_.st.count(error_kind::output_buffer);
     log::warn("client " + std::to_string(id_) + " closed: unread replies above " +
               std::to_string(cfg_.max_output_bytes) + " bytes");
+    note_close("unread replies above the limit");
     close_now();
   }
 }
@@ -1727,6 +1747,7 @@ void client_session::dedicated_lost(connection* c) {
   if (dedicated_.get() != c) return;
   const bool dirty = !state_is_clean();
   if (raw_) reply_error(std::string(errors::upstream_closed) + ": " + c->last_error());
+  if (dirty) note_close("its dedicated upstream connection was lost: ", c->last_error());
   if (current_ == c) current_ = nullptr;
   dedicated_.reset();
   if (dirty) {
@@ -1823,7 +1844,10 @@ awaitable<void> client_session::write_loop(std::shared_ptr<client_session> self)
     wout_busy_ = true;
     auto [ec, n] = co_await asio::async_write(socket_, asio::buffer(wout_), use_nothrow);
     wout_busy_ = false;
-    if (ec) break;
+    if (ec) {
+      note_close("write failed: ", ec.message());
+      break;
+    }
     if (wout_.capacity() > 4 * 1024 * 1024) std::string().swap(wout_);  // do not keep huge buffers
   }
   close_now();
@@ -1836,8 +1860,21 @@ void client_session::close_after_flush() {
   notify_writer();
 }
 
+void client_session::note_close(std::string_view why, std::string_view detail) {
+  if (!close_reason_.empty() || !log::enabled(log::level::debug)) return;
+  close_reason_.append(why).append(detail);
+}
+
 void client_session::close_now() {
   if (closed_) return;
+  if (log::enabled(log::level::debug)) {
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                        std::chrono::steady_clock::now() - created_)
+                        .count();
+    log::debug("client " + std::to_string(id_) + " (" + peer_address() + ") closed after " +
+               std::to_string(requests_) + " requests in " + std::to_string(ms) +
+               " ms: " + (close_reason_.empty() ? std::string("closed") : close_reason_));
+  }
   closed_ = true;
   closing_ = true;
   ctx_.sessions.erase(this);

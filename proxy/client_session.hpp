@@ -195,6 +195,9 @@ class client_session : public reply_sink,
   void drop_dedicated();
   bool state_is_clean() const;
   void close_after_flush();
+  /// Records why the session is ending, for --log-level debug's closing line; the first reason
+  /// given counts. Builds nothing at other levels.
+  void note_close(std::string_view why, std::string_view detail = {});
   void check_output_limit();
   std::chrono::steady_clock::time_point default_deadline() const;
   std::string_view upstream_version() const;
@@ -312,6 +315,8 @@ class client_session : public reply_sink,
   bool closed_ = false;         // socket closed
   bool drained_reads_ = false;  // a TCP client: reads use drained_read_buffer
   std::uint64_t reads_ = 0;     // reads completed, for reset_unseen()
+  std::uint64_t requests_ = 0;  // requests handled, for the debug log's closing line
+  std::string close_reason_;    // why the session ends, for the debug log (note_close())
   std::uint64_t reads_at_sweep_ = 0;
   std::string name_;
   const std::chrono::steady_clock::time_point created_ = std::chrono::steady_clock::now();

@@ -121,6 +121,9 @@ void upstream_monitor::deliver(std::uint64_t seq, std::string_view frame, std::u
       return;
     }
     const double ms = std::chrono::duration<double, std::milli>(received - probe_sent_).count();
+    if (failed_probes_ > 0 && log::enabled(log::level::debug))
+      log::debug("upstream " + cfg_.upstream.masked() + ": health probe answered after " +
+                 std::to_string(failed_probes_) + " failed");
     failed_probes_ = 0;
     if (fsm_.on_probe_ok(now_ms(), ms)) transitioned();
     return;
@@ -163,6 +166,9 @@ std::chrono::milliseconds upstream_monitor::next_delay() {
 }
 
 void upstream_monitor::failure(std::string cause) {
+  if (log::enabled(log::level::debug))
+    log::debug("upstream " + cfg_.upstream.masked() + ": " + cause + " (" +
+               std::to_string(failed_probes_) + " failed probes in a row)");
   if (fsm_.on_failure(now_ms(), std::move(cause))) transitioned();
 }
 

@@ -157,6 +157,7 @@ std::chrono::milliseconds connection::backoff() {
 awaitable<void> connection::run(std::shared_ptr<connection> self) {
   while (!closing_) {
     if (attempts_ > 0 || counted_ready_) ++stats_.upstream_reconnects;
+    const auto connect_started = std::chrono::steady_clock::now();
     const bool ok = co_await connect_once();
     if (closing_) break;
     if (!ok) {
@@ -173,6 +174,7 @@ awaitable<void> connection::run(std::shared_ptr<connection> self) {
     }
     if ((attempts_ > 0 || counted_ready_) && !quiet_)
       log::info("upstream " + cfg_.upstream.masked() + " connected");
+    if (log::enabled(log::level::debug)) log_connected(connect_started);
     attempts_ = 0;
     state_ = state::ready;
     counted_ready_ = true;
@@ -191,6 +193,9 @@ awaitable<void> connection::run(std::shared_ptr<connection> self) {
     rstart_ = rend_ = 0;
     parser_.reset();
     if (!closing_ && !quiet_) log::warn("upstream connection lost: " + last_error_);
+    if (log::enabled(log::level::debug))
+      log::debug("upstream connection id=" + std::to_string(upstream_id_) +
+                 " ended: " + (closing_ ? std::string("closed by the sidecar") : last_error_));
     if (!reconnect_) break;
     state_ = state::connecting;  // one immediate attempt; requests queue meanwhile
   }
@@ -356,6 +361,24 @@ awaitable<bool> connection::connect_once() {
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
 #endif
+
+// --log-level debug: one line per connection made, with what a TLS or RESP problem needs.
+void connection::log_connected(std::chrono::steady_clock::time_point started) {
+  const double ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
+  char took[32];
+  std::snprintf(took, sizeof took, "%.1f", ms);
+  std::string line = "upstream connection id=" + std::to_string(upstream_id_) + " to " +
+                     cfg_.upstream.masked() + " ready in " + took + " ms: RESP" +
+                     std::to_string(proto_) + ", Redis " + server_version_;
+  if (tls_) {
+    SSL* ssl = tls_->native_handle();
+    line += std::string(", ") + SSL_get_version(ssl) + " " + SSL_get_cipher_name(ssl) +
+            (SSL_session_reused(ssl) == 1 ? ", session resumed" : ", full handshake");
+  }
+  line += quiet_ ? " (the sidecar's own)" : reconnect_ ? " (pooled)" : " (dedicated to a client)";
+  log::debug(line);
+}
 
 void connection::teardown(std::string reason, bool timed_out) {
   if (!broken_) {

@@ -115,6 +115,7 @@ class connection : public std::enable_shared_from_this<connection>, public turn_
  private:
   awaitable<void> run(std::shared_ptr<connection> self);
   awaitable<bool> connect_once();
+  void log_connected(std::chrono::steady_clock::time_point started);
   awaitable<void> read_loop();
   /// Waits until the stream has failed and its last write is over: run() keeps the stream until
   /// then, since a write in flight uses it.

@@ -5,6 +5,7 @@
 // REDIS_URL).
 #include <algorithm>
 #include <cctype>
+#include <regex>
 
 #include "tests/integration/common.hpp"
 
@@ -114,6 +115,43 @@ TEST_CASE("TLS upstream with a password", "[tls][auth]") {
   auto side = start_sidecar({"--upstream", redis.url("", password), "--tls-ca-file", certs.ca_crt});
   check_round_trip(side->port());
   CHECK(side->log().find(password) == std::string::npos);
+}
+
+// --log-level debug: a line for each client's arrival and departure (why, how many requests) and
+// for each upstream connection made (TLS version, cipher, resumption), the password masked.
+TEST_CASE("debug log level: a line per connection, the password masked", "[tls][auth]") {
+  SIDECAR_ONLY();
+  const auto& certs = test_certificates();
+  const std::string password = "dbg-pass-5d17";
+  redis_server redis(tls_server(false, password));
+  auto side = start_sidecar({"--upstream", redis.url("", password), "--tls-ca-file", certs.ca_crt,
+                             "--log-level", "debug"});
+  {
+    auto c = connect(side->port());
+    CHECK(str(c.get(), {"SET", "k", "v"}) == "OK");
+    CHECK(str(c.get(), {"GET", "k"}) == "v");
+    CHECK(str(c.get(), {"QUIT"}) == "OK");
+  }
+  {
+    raw_client bad(side->port());
+    bad.send("*1\r\n$x\r\n");
+    CHECK(read_value(bad).starts_with("-ERR Protocol error"));
+  }
+  REQUIRE(eventually([&] {
+    return side->log().find("requests in") != std::string::npos &&
+           side->log().find("ms: protocol error") != std::string::npos;
+  }));
+  const std::string log = side->log();
+  INFO(log);
+  CHECK(std::regex_search(log, std::regex(R"(client \d+ connected from 127\.0\.0\.1:\d+)")));
+  CHECK(std::regex_search(log, std::regex(R"(closed after 3 requests in \d+ ms: QUIT)")));
+  CHECK(std::regex_search(log, std::regex(R"(closed after 0 requests in \d+ ms: protocol error)")));
+  CHECK(std::regex_search(
+      log, std::regex(R"(upstream connection id=\d+ to rediss://:\*+@[^ ]+ ready in [0-9.]+ ms: )"
+                      R"(RESP\d, Redis 7[0-9.]+, TLSv1\.3 \S+, (full handshake|session resumed) )"
+                      R"(\(pooled\))")));
+  CHECK(log.find("debug") != std::string::npos);
+  CHECK(log.find(password) == std::string::npos);
 }
 
 TEST_CASE("upstream requirepass from the URL", "[auth]") {
