@@ -109,6 +109,32 @@ TEST_CASE("upstream killed: L1 serves GET/SET, writes replay in order on restart
   CHECK(log.find("recovering -> healthy: fallback journal replayed") != std::string::npos);
 }
 
+// L1 keeps no entry larger than --cache-max-entry-bytes. A SET of one in fallback is still
+// journaled and acknowledged (it reaches the upstream on recovery), but L1 cannot answer for the
+// key meanwhile: GET misses (nil), and the key's older, smaller value is never served.
+TEST_CASE("a SET larger than --cache-max-entry-bytes in fallback: replayed, a miss meanwhile",
+          "[fallback]") {
+  SIDECAR_ONLY();
+  proxied env({}, with({"--cache-max-entry-bytes=1kb"}));
+  auto c = env.client();
+  CHECK(str(c.get(), {"SET", "big", "small"}) == "OK");
+  CHECK(str(c.get(), {"SET", "marker", "m"}) == "OK");
+  env.redis.kill();
+  REQUIRE(in_fallback(env, {"GET", "marker"}, "string m"));
+  c = env.client();
+  CHECK(str(c.get(), {"GET", "big"}) == "small");
+  const std::string large(4096, 'x');
+  CHECK(str(c.get(), {"SET", "big", large}) == "OK");
+  CHECK(is_nil(c.get(), {"GET", "big"}));
+  CHECK(integer(c.get(), {"EXISTS", "big"}) == 0);
+  env.redis.start();
+  REQUIRE(eventually([&] {
+    auto u = env.upstream();
+    auto r = command(u.get(), {"GET", "big"});
+    return r && r->type == REDIS_REPLY_STRING && std::string(r->str, r->len) == large;
+  }));
+}
+
 // A SIGTERM in fallback: the writes the sidecar acknowledged live only in its journal. It waits
 // for the upstream to replay them, within the grace period (--command-timeout-ms), and when the
 // upstream is not back in time it says how many are lost and exits with status 1.
