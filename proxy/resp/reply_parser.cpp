@@ -58,6 +58,7 @@ void reply_parser::reset() {
   type_ = 0;
   error_ = reply_error::none;
   stack_.clear();  // keeps capacity
+  embedded_.clear();
 }
 
 parse_status reply_parser::fail(reply_error e) {
@@ -67,8 +68,15 @@ parse_status reply_parser::fail(reply_error e) {
 
 bool reply_parser::value_done() {
   while (!stack_.empty()) {
-    if (--stack_.back().remaining > 0) return false;
+    level& l = stack_.back();
+    if (--l.remaining > 0) return false;
+    const bool embedded = l.embedded;
+    const std::size_t begin = l.begin;
     stack_.pop_back();
+    if (embedded) {  // the aggregate around it still waits for the same element
+      embedded_.emplace_back(begin, pos_);
+      return false;
+    }
   }
   return true;
 }
@@ -108,6 +116,7 @@ parse_status reply_parser::parse(std::string_view data) {
 // still be unfinished), need_more or error otherwise.
 parse_status reply_parser::read_header(std::string_view data) {
   if (pos_ >= data.size()) return parse_status::need_more;
+  const std::size_t begin = pos_;
   const char type = data[pos_];
   const shape kind = shape_of(type);
   if (kind == shape::unknown) return fail(reply_error::bad_type);
@@ -154,12 +163,20 @@ parse_status reply_parser::read_header(std::string_view data) {
   }
   // An attribute is followed by the value it annotates: both count as one element of the parent.
   const std::int64_t elements = (pairs ? 2 * n : n) + (type == '|' ? 1 : 0);
+  // Pushes do not nest: inside one, a push header is an ordinary element.
+  const bool embedded =
+      type == '>' && !is_top_level() && type_ != '>' &&
+      std::none_of(stack_.begin(), stack_.end(), [](const level& l) { return l.embedded; });
   if (elements == 0) {
-    if (value_done()) frame_size_ = pos_;
+    if (embedded) {
+      embedded_.emplace_back(begin, pos_);
+    } else if (value_done()) {
+      frame_size_ = pos_;
+    }
     return parse_status::complete;
   }
   if (stack_.size() >= limits_.max_nesting) return fail(reply_error::too_deep);
-  stack_.push_back(level{elements, type == '|'});
+  stack_.push_back(level{elements, type == '|', embedded, begin});
   return parse_status::complete;
 }
 

@@ -7,11 +7,19 @@
 // arrive. Aggregates are tracked with an explicit stack (no recursion), bounded by
 // limits.max_nesting. An attribute ("|") is framed together with the value that follows it.
 // Streamed types ("$?", "*?") are not produced by Redis and are a protocol error here.
+//
+// A push inside an aggregate is not one of its elements. Redis 7.0 writes the pushes a command
+// causes to its own connection (the keyspace notification of a key it expired lazily, on a RESP3
+// connection subscribed to it) into that command's reply as soon as they happen, between two
+// elements of an array it is still writing. Such a push is framed on its own
+// and skipped by the count of the aggregate around it; embedded_pushes() tells where each one is,
+// so the caller can take them out and handle them as the pushes they are.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "proxy/resp/limits.hpp"
@@ -43,6 +51,11 @@ class reply_parser {
   bool is_push() const { return type_ == '>'; }
   bool is_error() const { return type_ == '-' || type_ == '!'; }
   reply_error error() const { return error_; }
+  /// [begin, end) offsets in the frame of each push found inside one of its aggregates, in order.
+  /// The frame without them is the reply.
+  const std::vector<std::pair<std::size_t, std::size_t>>& embedded_pushes() const {
+    return embedded_;
+  }
 
  private:
   parse_status fail(reply_error e);
@@ -53,6 +66,8 @@ class reply_parser {
   struct level {
     std::int64_t remaining;  // elements still expected at this open aggregate
     bool attribute;          // an attribute: its pairs, then the value it annotates
+    bool embedded;           // a push inside an aggregate: not one of the parent's elements
+    std::size_t begin;       // offset of its header (for an embedded push)
   };
 
   limits limits_;
@@ -63,6 +78,7 @@ class reply_parser {
   char type_ = 0;
   reply_error error_ = reply_error::none;
   std::vector<level> stack_;  // open aggregates, outermost first
+  std::vector<std::pair<std::size_t, std::size_t>> embedded_;
 };
 
 }  // namespace redis_sidecar::resp

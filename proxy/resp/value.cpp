@@ -155,7 +155,8 @@ const value* value::find(std::string_view key) const {
 std::optional<value> decode(std::string_view frame) {
   const limits l;
   reply_parser framer(l);
-  if (framer.parse(frame) != parse_status::complete || framer.frame_size() != frame.size()) {
+  if (framer.parse(frame) != parse_status::complete || framer.frame_size() != frame.size() ||
+      !framer.embedded_pushes().empty()) {  // the connection takes those out before decoding
     return std::nullopt;
   }
   // The framer bounds nesting by max_nesting levels; an attribute chain adds one level per link.

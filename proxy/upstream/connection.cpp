@@ -419,12 +419,37 @@ awaitable<void> connection::read_loop() {
       }
       const std::size_t size = parser_.frame_size();
       const bool push = parser_.is_push();
-      parser_.reset();
       rstart_ += size;
-      dispatch(avail.substr(0, size), push, received);
+      if (parser_.embedded_pushes().empty()) {
+        parser_.reset();
+        dispatch(avail.substr(0, size), push, received);
+      } else {
+        dispatch_spliced(avail.substr(0, size), push, received);
+        parser_.reset();
+      }
       if (broken_) co_return;
     }
   }
+}
+
+// Redis 7.0 writes a push that a command causes to its own connection (the keyspace notification
+// of a key it expired lazily, on a RESP3 connection subscribed to it) into that command's reply
+// while it writes it, between two elements of an array. The pushes go first, in the order Redis
+// made them, so that an invalidation reaches the near cache before the read it concerns is
+// stored; the reply follows without them.
+void connection::dispatch_spliced(std::string_view frame, bool push, clock::time_point received) {
+  spliced_.clear();
+  std::size_t at = 0;
+  for (const auto& [begin, end] : parser_.embedded_pushes()) {
+    spliced_.append(frame.substr(at, begin - at));
+    at = end;
+  }
+  spliced_.append(frame.substr(at));
+  for (const auto& [begin, end] : parser_.embedded_pushes()) {
+    dispatch(frame.substr(begin, end - begin), true, received);
+    if (broken_) return;
+  }
+  dispatch(spliced_, push, received);
 }
 
 void connection::dispatch(std::string_view frame, bool push, clock::time_point received) {

@@ -128,6 +128,10 @@ class connection : public std::enable_shared_from_this<connection>, public turn_
   void teardown(std::string reason, bool timed_out);
   void fail_pending(std::string_view error_line);
   void dispatch(std::string_view frame, bool push, std::chrono::steady_clock::time_point received);
+  /// A reply with pushes inside it (reply_parser::embedded_pushes()): the pushes, then the reply
+  /// without them.
+  void dispatch_spliced(std::string_view frame, bool push,
+                        std::chrono::steady_clock::time_point received);
   std::chrono::milliseconds backoff();
   void schedule_write();
   void turn_ended() override;
@@ -170,6 +174,7 @@ class connection : public std::enable_shared_from_this<connection>, public turn_
   bool writing_ = false;         // a write of wbuf_inflight_ is out
   bool write_deferred_ = false;  // the write starts at the end of this turn (turn_ended())
   resp::reply_parser parser_;
+  std::string spliced_;  // a reply taken apart from the pushes inside it (dispatch_spliced)
   ring<pending_reply> pending_;
   std::shared_ptr<client_session> raw_sink_;
   std::weak_ptr<client_session> owner_;

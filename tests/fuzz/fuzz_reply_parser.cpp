@@ -4,11 +4,14 @@
 // final state. Every complete frame is also decoded, which must agree with the framer on what is a
 // frame, and split into elements as the near cache does (which must agree with decode). Every
 // frame also goes through the subscription tracker (a subscribed client's frames),
-// which must only ever read confirmations out of complete frames.
+// which must only ever read confirmations out of complete frames. A push inside a frame (as Redis
+// 7.0 writes a keyspace notification into a reply) must be one whole push frame, and the frame
+// without its pushes one whole frame with none.
 #include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "proxy/resp/reply_parser.hpp"
@@ -29,6 +32,7 @@ void check(bool ok) {
 struct frame {
   std::string bytes;
   char type;
+  std::vector<std::pair<std::size_t, std::size_t>> embedded;
   bool operator==(const frame&) const = default;
 };
 
@@ -73,7 +77,8 @@ void check_elements(std::string_view bytes, const redis_sidecar::resp::value* de
   if (decoded != nullptr && bytes[0] == ':') check(integer && *integer == decoded->integer);
 }
 
-bool drain(reply_parser& p, std::string& buffer, run_result& r, bool decode_frames) {
+bool drain(reply_parser& p, const limits& limits_of_run, std::string& buffer, run_result& r,
+           bool decode_frames) {
   for (;;) {
     const parse_status st = p.parse(buffer);
     r.last = st;
@@ -85,7 +90,25 @@ bool drain(reply_parser& p, std::string& buffer, run_result& r, bool decode_fram
     if (st == parse_status::need_more) return true;
     check(p.frame_size() > 0 && p.frame_size() <= buffer.size());
     check(known_types.find(p.type()) != std::string_view::npos);
-    frame f{buffer.substr(0, p.frame_size()), p.type()};
+    frame f{buffer.substr(0, p.frame_size()), p.type(), p.embedded_pushes()};
+    if (!f.embedded.empty()) {
+      std::string rest;
+      std::size_t at = 0;
+      for (const auto& [begin, end] : f.embedded) {
+        check(begin >= at && begin < end && end <= f.bytes.size());
+        reply_parser push(limits_of_run);
+        check(push.parse(std::string_view(f.bytes).substr(begin, end - begin)) ==
+                  parse_status::complete &&
+              push.frame_size() == end - begin && push.is_push() && push.embedded_pushes().empty());
+        rest.append(f.bytes, at, begin - at);
+        at = end;
+      }
+      rest.append(f.bytes, at);
+      reply_parser without(limits_of_run);
+      check(without.parse(rest) == parse_status::complete && without.frame_size() == rest.size() &&
+            without.embedded_pushes().empty() && without.type() == f.type);
+      check(!redis_sidecar::resp::decode(f.bytes).has_value());
+    }
     if (decode_frames) {
       // decode() frames with default limits: it must never accept more or less than one frame.
       const auto v = redis_sidecar::resp::decode(f.bytes);
@@ -131,7 +154,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   {
     reply_parser p(l);
     std::string buffer(input);
-    drain(p, buffer, whole, true);
+    drain(p, l, buffer, whole, true);
   }
 
   run_result split;
@@ -149,7 +172,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       next.append(input.substr(at, n));
       buffer.swap(next);
       at += n;
-      ok = drain(p, buffer, split, false);
+      ok = drain(p, l, buffer, split, false);
     }
   }
   check(whole == split);

@@ -6,6 +6,7 @@
 // denied, by a probe write.
 #include <algorithm>
 #include <chrono>
+#include <thread>
 
 #include "tests/integration/near_support.hpp"
 
@@ -110,6 +111,58 @@ TEST_CASE("keyspace: hits coherent with direct writes, RESP2 (subscriber connect
   REQUIRE(mode_is(env, "keyspace"));
   CHECK(logged(env, "channel uses RESP2"));
   coherent_across_failures(env, " psub=1 ", "keyspace (RESP2)");
+}
+
+// Redis 7.0 writes the notification of a key a command expires lazily into that command's reply,
+// between two elements of the array it is writing: for the near cache's own read (MULTI / PTTL /
+// GET / EXEC on its RESP3 channel connection), for an app's MGET on a subscribed RESP3 connection.
+// Active expiry is off, so that the reads are what expires the keys.
+TEST_CASE("keyspace: a read that expires its key, the notification inside the reply (Redis 7.0)",
+          "[near][keyspace][push]") {
+  SIDECAR_ONLY();
+  proxied env(options({notify_on, "enable-debug-command yes"}), with({"--cache-mode=keyspace"}));
+  REQUIRE(mode_is(env, "keyspace"));
+  REQUIRE(logged(env, "invalidation channel ready"));
+  auto up = env.upstream();
+  REQUIRE(str(up.get(), {"DEBUG", "SET-ACTIVE-EXPIRE", "0"}) == "OK");
+
+  SECTION("the near cache's read: nil, the channel in step, the key not cached") {
+    auto reader = env.client();
+    for (int i = 0; i < 5; ++i) {
+      REQUIRE(str(up.get(), {"SET", "short:" + std::to_string(i), "v", "PX", "20"}) == "OK");
+    }
+    REQUIRE(str(up.get(), {"SET", "kept", "v0"}) == "OK");
+    std::this_thread::sleep_for(std::chrono::milliseconds(60));
+    // One GET alone, then four in one pipeline (one read transaction) with a live key among them.
+    CHECK(get(reader.get(), "short:0") == "(nil)");
+    for (int i = 1; i < 5; ++i) queue_get(reader.get(), "short:" + std::to_string(i));
+    queue_get(reader.get(), "kept");
+    for (int i = 1; i < 5; ++i) CHECK(shape(next_reply(reader.get()).get()) == "nil");
+    CHECK(describe(next_reply(reader.get()).get()) == "string v0");
+    // The keys stay absent and later reads go on in step with the channel.
+    CHECK(get(reader.get(), "short:0") == "(nil)");
+    REQUIRE(str(up.get(), {"SET", "kept", "v1"}) == "OK");
+    CHECK(eventually([&] { return get(reader.get(), "kept") == "v1"; }));
+    CHECK(metric(env, "redis_sidecar_errors_total{kind=\"upstream_protocol\"}") == 0);
+  }
+
+  SECTION("an app's MGET on its subscribed RESP3 connection: the push, then the reply") {
+    REQUIRE(str(up.get(), {"SET", "n", "2"}) == "OK");
+    REQUIRE(str(up.get(), {"SET", "m", "1", "PX", "20"}) == "OK");
+    raw_client app(env.port());
+    value_reader in(app);
+    app.send(resp_array({"HELLO", "3"}));
+    REQUIRE(in.next().starts_with("%"));
+    app.send(resp_array({"PSUBSCRIBE", "__keyspace@0__:m"}));
+    REQUIRE(in.next() == ">3\r\n$10\r\npsubscribe\r\n$16\r\n__keyspace@0__:m\r\n:1\r\n");
+    std::this_thread::sleep_for(std::chrono::milliseconds(60));
+    app.send(resp_array({"MGET", "n", "m", "n"}) + resp_array({"PING"}));
+    CHECK(in.next() ==
+          ">4\r\n$8\r\npmessage\r\n$16\r\n__keyspace@0__:m\r\n$16\r\n__keyspace@0__:m\r\n"
+          "$7\r\nexpired\r\n");
+    CHECK(in.next() == "*3\r\n$1\r\n2\r\n_\r\n$1\r\n2\r\n");
+    CHECK(in.next() == "+PONG\r\n");
+  }
 }
 
 TEST_CASE("tracking with REDIRECT on a RESP2-only upstream", "[near][tracking][redirect]") {

@@ -7,6 +7,7 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "proxy/resp/reply_parser.hpp"
@@ -19,24 +20,31 @@ using redis_sidecar::resp::reply_parser;
 
 namespace {
 
+using ranges = std::vector<std::pair<std::size_t, std::size_t>>;
+
 struct outcome {
   parse_status status = parse_status::need_more;
   reply_error error = reply_error::none;
   std::size_t frame_size = 0;
   char type = 0;
+  ranges embedded;  // reply_parser::embedded_pushes()
 
   bool operator==(const outcome&) const = default;
 };
 
 std::string describe(const outcome& o) {
-  return "status=" + std::to_string(static_cast<int>(o.status)) +
-         " error=" + std::to_string(static_cast<int>(o.error)) +
-         " size=" + std::to_string(o.frame_size) + " type=" + std::string(1, o.type ? o.type : '0');
+  std::string s = "status=" + std::to_string(static_cast<int>(o.status)) +
+                  " error=" + std::to_string(static_cast<int>(o.error)) +
+                  " size=" + std::to_string(o.frame_size) +
+                  " type=" + std::string(1, o.type ? o.type : '0') + " embedded=";
+  for (const auto& [b, e] : o.embedded)
+    s += "[" + std::to_string(b) + "," + std::to_string(e) + ")";
+  return s;
 }
 
 outcome snapshot(const reply_parser& p, parse_status st) {
-  if (st != parse_status::complete) return outcome{st, p.error(), 0, 0};
-  return outcome{st, p.error(), p.frame_size(), p.type()};
+  if (st != parse_status::complete) return outcome{st, p.error(), 0, 0, {}};
+  return outcome{st, p.error(), p.frame_size(), p.type(), p.embedded_pushes()};
 }
 
 // Feeds growing prefixes of `input` ending at each of `cuts` (then the whole input), each from a
@@ -72,10 +80,10 @@ void check_every_split(const std::string& input, const outcome& expected, const 
   REQUIRE(one_by_one == expected);
 }
 
-outcome complete(std::size_t size, char type) {
-  return outcome{parse_status::complete, reply_error::none, size, type};
+outcome complete(std::size_t size, char type, ranges embedded = {}) {
+  return outcome{parse_status::complete, reply_error::none, size, type, std::move(embedded)};
 }
-outcome failed(reply_error e) { return outcome{parse_status::error, e, 0, 0}; }
+outcome failed(reply_error e) { return outcome{parse_status::error, e, 0, 0, {}}; }
 outcome need_more() { return outcome{}; }
 
 struct row {
@@ -142,6 +150,38 @@ TEST_CASE("reply_parser frames RESP3 replies as Redis 7 sends them", "[resp][rep
       {"%1\r\n*1\r\n:1\r\n~1\r\n_\r\n", complete(19, '%')},
       {"%2\r\n+a\r\n:1\r\n", need_more()},
       {"|1\r\n+key\r\n+val\r\n", need_more()},
+  };
+  for (const auto& r : rows) check_every_split(r.input, r.expected);
+}
+
+// Redis 7.0 writes the push a command causes (here the keyspace notification of a key its GET
+// expired lazily) into the command's reply while it writes it: these are its bytes.
+TEST_CASE("reply_parser frames a push inside a reply apart from it", "[resp][reply_parser]") {
+  const std::string push =
+      ">4\r\n$8\r\npmessage\r\n$16\r\n__keyspace@0__:*\r\n$16\r\n__keyspace@0__:k\r\n"
+      "$7\r\nexpired\r\n";
+  const std::size_t p = push.size();
+  const std::vector<row> rows = {
+      // EXEC of MULTI / PTTL k / GET k, as redis-server 7.0 wrote it
+      {"*2\r\n" + push + ":-2\r\n_\r\n", complete(4 + p + 8, '*', {{4, 4 + p}})},
+      // MGET n m n, m expired by it
+      {"*3\r\n$1\r\n2\r\n" + push + "_\r\n$1\r\n2\r\n",
+       complete(4 + 7 + p + 3 + 7, '*', {{11, 11 + p}})},
+      // two pushes, one of them nested deeper, one right before the last element
+      {"*2\r\n*2\r\n:1\r\n" + push + ":2\r\n" + push + ":3\r\n",
+       complete(4 + 4 + 4 + p + 4 + p + 4, '*', {{12, 12 + p}, {16 + p, 16 + 2 * p}})},
+      // in a map, between a key and its value
+      {"%1\r\n+a\r\n" + push + ":1\r\n", complete(4 + 4 + p + 4, '%', {{8, 8 + p}})},
+      // an empty push inside an array (Redis sends none, but it is framed alike)
+      {"*1\r\n>0\r\n:7\r\n", complete(12, '*', {{4, 8}})},
+      // a push at the top is a push frame, after an attribute too
+      {push, complete(p, '>')},
+      {"|1\r\n+k\r\n+v\r\n" + push, complete(12 + p, '>')},
+      // pushes do not nest: inside a push (at the top or inside a reply), ">" is an element
+      {">2\r\n>1\r\n:1\r\n:2\r\n", complete(16, '>')},
+      {"*1\r\n>2\r\n>1\r\n:1\r\n:2\r\n:3\r\n", complete(24, '*', {{4, 20}})},
+      // the aggregate still waits for the element the push interrupted
+      {"*2\r\n:1\r\n" + push, need_more()},
   };
   for (const auto& r : rows) check_every_split(r.input, r.expected);
 }
