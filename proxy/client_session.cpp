@@ -1265,7 +1265,7 @@ client_session::outcome client_session::submit_to(const std::shared_ptr<connecti
         next_seq_, fill_info_, effective_db(), static_cast<std::uint32_t>(fill_argc_),
         arena_base_ + cache_arena_.size(), fill_frame_.size(),
         static_cast<std::uint32_t>(fill_key_.empty() ? 0 : fill_key_.data() - fill_frame_.data()),
-        static_cast<std::uint32_t>(fill_key_.size())});
+        static_cast<std::uint32_t>(fill_key_.size()), batch_now_});
     cache_arena_.append(fill_frame_);
   }
   slots_.push_back(slot{false, {}, batch_now_, command_});
@@ -1292,8 +1292,7 @@ std::size_t client_session::known_args(const cache_op& op,
 
 // The reply to a request that updates L1, applied in reply order. Ops whose slots were dropped
 // (RESET) are skipped.
-void client_session::apply_cache_op(std::uint64_t seq, std::string_view reply,
-                                    clock::time_point received) {
+void client_session::apply_cache_op(std::uint64_t seq, std::string_view reply) {
   while (!cache_ops_.empty() && cache_ops_.front().seq < seq) {
     abandon_cache_op(cache_ops_.front());
     pop_cache_op();
@@ -1306,16 +1305,19 @@ void client_session::apply_cache_op(std::uint64_t seq, std::string_view reply,
     if (cache_ops_.size() > 1) prefetch_cache_op(cache_ops_[1], false);
     if (!cache_ops_.empty()) prefetch_cache_op(cache_ops_.front(), true);
     // The session's db now, not op.db: a SELECT sent before the request had replied by now,
-    // and op.db assumed it would succeed.
+    // and op.db assumed it would succeed. Times count from when the request was read, not from
+    // its reply: a SET EX's expiry in L1 never outlasts the key's in Redis, however long the
+    // reply took.
+    const cache::time_ms at = mono_ms(op.read_at);
     std::array<std::string_view, 3> known;
     if (const std::size_t n = known_args(op, known); n != 0) {
-      ctx_.tier->on_reply(db_, *op.info, std::span(known.data(), n), reply, mono_ms(received), 0);
+      ctx_.tier->on_reply(db_, *op.info, std::span(known.data(), n), reply, at, 0);
     } else {
       if (op_parser_.parse(op_frame(op)) == resp::parse_status::complete) {
         // Wall time matters only to SET's EXAT/PXAT options: not read for anything shorter.
         const auto args = op_parser_.args();
         const std::int64_t wall = op.info->id == command_id::set && args.size() > 3 ? wall_ms() : 0;
-        ctx_.tier->on_reply(db_, *op.info, args, reply, mono_ms(received), wall);
+        ctx_.tier->on_reply(db_, *op.info, args, reply, at, wall);
       }
       op_parser_.reset();
     }
@@ -1519,7 +1521,7 @@ void client_session::deliver(std::uint64_t seq, std::string_view frame, std::uin
     after_script_ = false;
     script_barrier_seq_ = std::numeric_limits<std::uint64_t>::max();
   }
-  if (!cache_ops_.empty()) apply_cache_op(seq, frame, received);
+  if (!cache_ops_.empty()) apply_cache_op(seq, frame);
   if (t != tag_none) apply_tag(frame, t);
   if (t == tag_exec_abort) frame = execabort_reply();
   const std::uint64_t index = seq - first_seq_;

@@ -166,8 +166,7 @@ class client_session : public reply_sink,
   std::optional<outcome> near_get(std::string_view key);
   outcome serve_fallback(const commands::command_info* info, std::span<const std::string_view> args,
                          std::string_view frame);
-  void apply_cache_op(std::uint64_t seq, std::string_view reply,
-                      std::chrono::steady_clock::time_point received);
+  void apply_cache_op(std::uint64_t seq, std::string_view reply);
   int effective_db() const;  // db_ after the SELECTs in flight
 
   /// Forwards to the dedicated connection if pinned, else to the shared one.
@@ -339,6 +338,7 @@ class client_session : public reply_sink,
     std::size_t size;
     std::uint32_t key_offset;  // the first key, within the frame (key_size 0: none known)
     std::uint32_t key_size;
+    std::chrono::steady_clock::time_point read_at;  // when the request was read
   };
   const commands::command_info* fill_info_ = nullptr;  // set while handle() forwards such a request
   std::string_view fill_frame_;

@@ -17,11 +17,14 @@
 namespace redis_sidecar {
 
 /// The notify-keyspace-events classes keyspace mode needs besides `K`: generic commands (del,
-/// expire, rename, ...), string commands, expirations and evictions. `A` covers all four.
-inline constexpr std::string_view keyspace_needed_classes = "g$xe";
+/// expire, rename, ...), string commands, expirations and evictions, and the list, set and sorted
+/// set commands that replace whatever their destination key held (SORT ... STORE, SUNIONSTORE,
+/// ZUNIONSTORE, GEOSEARCHSTORE, ...: their event is in their own class, not in `g`). `A` covers
+/// them all.
+inline constexpr std::string_view keyspace_needed_classes = "g$lszxe";
 
 /// The flags of `notify-keyspace-events` that are missing for keyspace mode ("" when it is
-/// covered): `K` and either `A` or each of `g $ x e`.
+/// covered): `K` and either `A` or each of `g $ l s z x e`.
 inline std::string missing_keyspace_flags(std::string_view flags) {
   std::string missing;
   if (flags.find('K') == std::string_view::npos) missing.push_back('K');

@@ -43,6 +43,7 @@ class flight_table {
     bool alone = false;        // read again in a transaction of its own after an abort
     std::uint32_t batch = 0;   // on a batch's first read: how many reads (read numbers) it holds
     std::string error;         // Redis refused to queue its PTTL or GET (the EXEC then aborts)
+    std::int64_t sent_ms = 0;  // when its transaction went out (the steady clock, ms)
 
     /// On a batch's first read: the read numbers its transaction holds (at least its own).
     std::uint32_t batch_reads() const { return batch > 1 ? batch : 1; }

@@ -195,7 +195,7 @@ void near_cache::on_config(std::string_view frame, bool error) {
   const std::string missing = missing_keyspace_flags(flags);
   if (!missing.empty()) {
     refused("notify-keyspace-events is '" + flags + "', without " + missing +
-            " (keyspace mode needs K plus A, or K plus g$xe)");
+            " (keyspace mode needs K plus A, or K plus g$lszxe)");
     return;
   }
   keyspace_known_ = true;
@@ -338,9 +338,11 @@ void near_cache::flush() {
   }
   const std::array<std::string_view, 1> multi{"MULTI"};
   ok = ok && send(multi, pending_reply{nullptr, 0, deadline, 0});
+  const std::int64_t sent = mono_ms();
   for (std::uint64_t read = first; ok && read != first + n; ++read) {
-    const flight* f = flights_.find(read);
+    flight* f = flights_.find(read);
     if (f == nullptr) continue;  // cannot happen: a batch's reads are answered after it is sent
+    f->sent_ms = sent;
     const std::string_view key = f->key;
     const std::array<std::string_view, 2> pttl{"PTTL", key};
     const std::array<std::string_view, 2> get{"GET", key};
@@ -530,12 +532,15 @@ void near_cache::read_one(flight& f, std::string_view pttl, std::string_view get
     return answer_error(f, simple_error ? get : "-ERR unexpected reply from upstream\r\n",
                         received);
   }
-  if (!f.invalidated && ready_) {
-    const std::int64_t now = mono_ms();
+  // The key's expiry and the value's age count from when the read went out, not from when its
+  // reply came (Redis may have been busy in between): L1 never keeps it longer than Redis does.
+  // PTTL 0 is a key with less than a millisecond left: not kept (0 would mean none).
+  if (!f.invalidated && ready_ && *ttl != 0) {
     if (payload)
-      tier_.store_tracked(cfg_.upstream.db, f.key, *payload, *ttl > 0 ? now + *ttl : 0, now);
+      tier_.store_tracked(cfg_.upstream.db, f.key, *payload, *ttl > 0 ? f.sent_ms + *ttl : 0,
+                          f.sent_ms);
     else
-      tier_.store_tracked_absent(cfg_.upstream.db, f.key, now);
+      tier_.store_tracked_absent(cfg_.upstream.db, f.key, f.sent_ms);
   }
   if (payload) {
     for (auto& w : f.waiters) w.sink->deliver(w.seq, get, 0, received);

@@ -15,7 +15,7 @@ namespace {
 
 using namespace near;
 
-const std::string notify_on = "notify-keyspace-events Kg$xe";
+const std::string notify_on = "notify-keyspace-events Kg$lszxe";
 const std::string no_tracking = "user default on nopass ~* &* +@all -client|tracking";
 const std::string no_tracking_no_config = no_tracking + " -config";
 const std::string no_hello = "rename-command HELLO \"\"";  // a RESP2-only upstream
@@ -100,7 +100,7 @@ TEST_CASE("keyspace: hits coherent with direct writes, RESP3 (one connection)",
   SIDECAR_ONLY();
   proxied env(options({notify_on}), with({"--cache-mode=keyspace"}));
   REQUIRE(mode_is(env, "keyspace"));
-  CHECK(logged(env, "notify-keyspace-events is 'g$xeK'"));
+  CHECK(logged(env, "notify-keyspace-events is 'g$lszxeK'"));
   coherent_across_failures(env, " psub=1 ", "keyspace (RESP3)");
 }
 
@@ -165,6 +165,46 @@ TEST_CASE("keyspace: a read that expires its key, the notification inside the re
   }
 }
 
+// SORT ... STORE, SUNIONSTORE, ZUNIONSTORE, GEOSEARCHSTORE, ... replace a string key with a list,
+// set or sorted set, and announce it in that type's class, not in the generic one.
+TEST_CASE("keyspace: a string replaced by a list, set or sorted set command is dropped",
+          "[near][keyspace]") {
+  SIDECAR_ONLY();
+  proxied env(options({notify_on}), with({"--cache-mode=keyspace"}));
+  REQUIRE(mode_is(env, "keyspace"));
+  REQUIRE(logged(env, "invalidation channel ready"));
+  auto writer = env.upstream();
+  auto reader = env.client();
+  REQUIRE(integer(writer.get(), {"RPUSH", "src:list", "3", "1"}) == 2);
+  REQUIRE(integer(writer.get(), {"SADD", "src:set", "a"}) == 1);
+  REQUIRE(integer(writer.get(), {"ZADD", "src:zset", "1", "a"}) == 1);
+  REQUIRE(integer(writer.get(), {"GEOADD", "src:geo", "13.361389", "38.115556", "p"}) == 1);
+  const std::vector<std::vector<std::string>> replacing = {
+      {"SORT", "src:list", "STORE", "dst"},
+      {"SUNIONSTORE", "dst", "src:set"},
+      {"SINTERSTORE", "dst", "src:set"},
+      {"SDIFFSTORE", "dst", "src:set"},
+      {"ZUNIONSTORE", "dst", "1", "src:zset"},
+      {"ZINTERSTORE", "dst", "1", "src:zset"},
+      {"ZDIFFSTORE", "dst", "1", "src:zset"},
+      {"ZRANGESTORE", "dst", "src:zset", "0", "-1"},
+      {"GEOSEARCHSTORE", "dst", "src:geo", "FROMLONLAT", "13.36", "38.11", "BYRADIUS", "100", "km"},
+  };
+  for (const auto& cmd : replacing) {
+    INFO(cmd.at(0));
+    REQUIRE(str(writer.get(), {"SET", "dst", "a string"}) == "OK");
+    const double hits = metric(env, "redis_sidecar_cache_hits_total");
+    REQUIRE(eventually([&] {
+      return get(reader.get(), "dst") == "a string" &&
+             metric(env, "redis_sidecar_cache_hits_total") > hits;
+    }));
+    REQUIRE(integer(writer.get(), cmd) >= 1);
+    CHECK(eventually([&] {
+      return shape(must(reader.get(), {"GET", "dst"}).get()) == "error WRONGTYPE";
+    }));
+  }
+}
+
 TEST_CASE("tracking with REDIRECT on a RESP2-only upstream", "[near][tracking][redirect]") {
   SIDECAR_ONLY();
   proxied env(options({no_hello}), with({}));
@@ -194,12 +234,12 @@ TEST_CASE("auto mode: keyspace when tracking is refused, ttl or fallback without
   SECTION("tracking refused, notifications off, prefixes set: ttl") {
     proxied env(options({}, {no_tracking}), with({"--cache-prefix=user:"}));
     CHECK(mode_is(env, "ttl"));
-    CHECK(logged(env, "notify-keyspace-events is '', without Kg$xe"));
+    CHECK(logged(env, "notify-keyspace-events is '', without Kg$lszxe"));
   }
   SECTION("tracking refused, notifications without expirations and evictions: fallback") {
     proxied env(options({"notify-keyspace-events Kg$"}, {no_tracking}), with({}));
     // The log first: before auto mode chooses, the metric says fallback too.
-    CHECK(logged(env, "without xe"));
+    CHECK(logged(env, "without lszxe"));
     CHECK(mode_is(env, "fallback"));
   }
   SECTION("--cache-mode=keyspace without notifications: fallback, said as an error") {

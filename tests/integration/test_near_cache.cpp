@@ -237,6 +237,75 @@ TEST_CASE("ttl mode: keys are not served past their expiry on Redis", "[near][tt
   for (const auto& k : keys) CHECK(get(c.get(), k) == "(nil)");
 }
 
+// Keys read in their last millisecond: Redis answers PTTL 0 for a key that still exists with less
+// than a millisecond left, which L1 must not take for "no expiry". Each key is set with PX 1
+// directly while the sidecar reads it, so that some of the reads land in that millisecond (about
+// one in twenty here); none may be served after it.
+TEST_CASE("ttl mode: a key read in its last millisecond is not kept", "[near][ttl]") {
+  SIDECAR_ONLY();
+  proxied env({}, with({"--cache-mode=ttl", "--cache-prefix=t:", "--cache-ttl=60s"}));
+  REQUIRE(mode_is(env, "ttl"));
+  REQUIRE(logged(env, "cache read connection ready"));
+  auto c = env.client();
+  auto up = env.upstream();
+  constexpr int keys = 400;
+  int read_alive = 0;
+  for (int i = 0; i < keys; ++i) {
+    const std::string k = "t:short:" + std::to_string(i);
+    REQUIRE(send_only(up.get(), {"SET", k, "v", "PX", "1"}));
+    REQUIRE(send_only(c.get(), {"GET", k}));
+    REQUIRE(next_reply(up.get()));
+    auto r = next_reply(c.get());
+    REQUIRE(r);
+    if (r->type == REDIS_REPLY_STRING) ++read_alive;
+  }
+  WARN(read_alive << " of " << keys << " GETs read the key before it expired");
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  int served = 0;
+  for (int i = 0; i < keys; ++i)
+    if (get(c.get(), "t:short:" + std::to_string(i)) != "(nil)") ++served;
+  CHECK(served == 0);
+}
+
+// A reply that comes late: Redis runs the request, then another client's 300 ms script, and only
+// then writes the reply (Redis is paused while both arrive, so it reads them in one go, the
+// sidecar's first). The value's expiry in L1 counts from when the read or the SET went out, never
+// from the reply, so L1 does not keep it past its expiry on Redis.
+TEST_CASE("ttl mode: a late reply does not stretch a key's expiry", "[near][ttl]") {
+  SIDECAR_ONLY();
+  proxied env({}, with({"--cache-mode=ttl", "--cache-prefix=t:", "--cache-ttl=60s",
+                        "--health-probe-timeout-ms=2000", "--fallback-after-ms=5000"}));
+  REQUIRE(mode_is(env, "ttl"));
+  REQUIRE(logged(env, "cache read connection ready"));
+  auto c = env.client();
+  auto up = env.upstream();
+  auto busy = env.upstream();
+  const std::string spin =
+      "local t = redis.call('TIME') local s = t[1] * 1000000 + t[2] "
+      "repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] - s > 300000 return 1";
+  for (const bool by_set : {false, true}) {
+    INFO((by_set ? "SET PX through the sidecar" : "GET of a key set directly"));
+    const std::string key = by_set ? "t:set" : "t:read";
+    if (!by_set) REQUIRE(str(up.get(), {"SET", key, "v", "PX", "400"}) == "OK");
+    env.redis.pause();
+    if (by_set)
+      REQUIRE(send_only(c.get(), {"SET", key, "v", "PX", "400"}));
+    else
+      REQUIRE(send_only(c.get(), {"GET", key}));
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // the sidecar sent it
+    REQUIRE(send_only(busy.get(), {"EVAL", spin, "0"}));
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    env.redis.resume();
+    auto r = next_reply(c.get());
+    REQUIRE(r);
+    CHECK(describe(r.get()) == (by_set ? "status OK" : "string v"));
+    REQUIRE(next_reply(busy.get()));
+    std::this_thread::sleep_for(std::chrono::milliseconds(150));  // past its expiry on Redis
+    CHECK(integer(up.get(), {"EXISTS", key}) == 0);
+    CHECK(get(c.get(), key) == "(nil)");
+  }
+}
+
 // An ACL user without transactions cannot run ttl mode's reads: the sidecar finds out before any
 // client depends on them, and keeps serving as ttl mode did without them.
 TEST_CASE("ttl mode with an ACL user refused MULTI: GETs work, values are hits without their TTL",

@@ -26,9 +26,10 @@ TEST_CASE("channel: notify-keyspace-events flags keyspace mode needs", "[channel
     std::string_view missing;
   };
   const row rows[] = {
-      {"", "Kg$xe"},      {"KA", ""},     {"AK", ""},    {"KEA", ""},    {"Kg$xe", ""},
-      {"Kxeg$", ""},      {"K$", "gxe"},  {"Kg$x", "e"}, {"Eg$xe", "K"}, {"A", "K"},
-      {"KEg$lshzxe", ""}, {"Ex", "Kg$e"}, {"Kgxe", "$"},
+      {"", "Kg$lszxe"},  {"KA", ""},       {"AK", ""},         {"KEA", ""},
+      {"Kg$lszxe", ""},  {"Kxeg$lsz", ""}, {"K$", "glszxe"},   {"Kg$lszx", "e"},
+      {"Eg$lszxe", "K"}, {"A", "K"},       {"KEg$lshzxe", ""}, {"Ex", "Kg$lsze"},
+      {"Kglszxe", "$"},  {"Kg$xe", "lsz"}, {"Kg$lsxe", "z"},   {"g$lszxeK", ""},
   };
   for (const auto& r : rows) {
     INFO("flags '" << r.flags << "'");
