@@ -153,7 +153,10 @@ const value* value::find(std::string_view key) const {
 }
 
 std::optional<value> decode(std::string_view frame) {
-  const limits l;
+  // The frames decoded are the sidecar's own (handshakes, probes, channel messages, confirmations):
+  // a bound far below what the framer allows keeps the recursion below shallow.
+  limits l = reply_limits({});
+  l.max_nesting = 64;
   reply_parser framer(l);
   if (framer.parse(frame) != parse_status::complete || framer.frame_size() != frame.size() ||
       !framer.embedded_pushes().empty()) {  // the connection takes those out before decoding
@@ -208,7 +211,7 @@ bool split_array(std::string_view frame, std::vector<std::string_view>& out) {
   std::string_view rest = frame.substr(eol + 2);
   out.reserve(static_cast<std::size_t>(n));
   // The frame is complete in memory: only its own size bounds a bulk string in it.
-  limits l;
+  limits l = reply_limits({});
   l.max_bulk_bytes = std::max(l.max_bulk_bytes, frame.size());
   reply_parser framer(l);
   for (std::int64_t i = 0; i < n; ++i) {

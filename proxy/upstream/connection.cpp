@@ -60,7 +60,7 @@ connection::connection(asio::any_io_executor ex, const config& cfg, ssl::context
       write_idle_(ex, clock::time_point::max()),
       tick_(ex),
       backoff_timer_(ex),
-      parser_(cfg.limits) {}
+      parser_(resp::reply_limits(cfg.limits)) {}
 
 void connection::start() { asio::co_spawn(ex_, run(shared_from_this()), asio::detached); }
 
@@ -249,7 +249,7 @@ awaitable<bool> connection::connect_once() {
   tcp::resolver resolver(ex_);
   tcp::resolver::results_type endpoints;
   std::string reply_buf;
-  resp::reply_parser parser(cfg_.limits);
+  resp::reply_parser parser(resp::reply_limits(cfg_.limits));
   std::size_t parsed_from = 0;
 
   auto step = fsm.start();

@@ -7,6 +7,7 @@
 // which must only ever read confirmations out of complete frames. A push inside a frame (as Redis
 // 7.0 writes a keyspace notification into a reply) must be one whole push frame, and the frame
 // without its pushes one whole frame with none.
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -55,8 +56,8 @@ void check_elements(std::string_view bytes, const redis_sidecar::resp::value* de
     std::size_t total = 0;
     for (const std::string_view e : elements) {
       check(e.data() >= bytes.data() && e.data() + e.size() <= bytes.data() + bytes.size());
-      limits big;
-      big.max_bulk_bytes = bytes.size();
+      limits big = redis_sidecar::resp::reply_limits({});
+      big.max_bulk_bytes = std::max(big.max_bulk_bytes, bytes.size());
       reply_parser p(big);
       check(p.parse(e) == parse_status::complete && p.frame_size() == e.size());
       total += e.size();
@@ -113,7 +114,7 @@ bool drain(reply_parser& p, const limits& limits_of_run, std::string& buffer, ru
       // decode() frames with default limits: it must never accept more or less than one frame.
       const auto v = redis_sidecar::resp::decode(f.bytes);
       if (v.has_value()) {
-        reply_parser strict;
+        reply_parser strict(redis_sidecar::resp::reply_limits({}));
         check(strict.parse(f.bytes) == parse_status::complete);
         check(strict.frame_size() == f.bytes.size());
       }

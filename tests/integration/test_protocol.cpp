@@ -64,6 +64,42 @@ TEST_CASE("announced sizes above the limits are rejected before the payload",
   CHECK(str(c.get(), {"GET", "k"}) == std::string(1024, 'b'));
 }
 
+// What Redis sends back is not bound by what a client may send: a value stored by another client,
+// a script's long status or error line, a deeply nested table. One pooled connection carries both
+// clients here; a reply refused would reset it and fail the other client's requests.
+TEST_CASE("replies beyond the request limits are forwarded, the shared connection kept",
+          "[protocol][limits]") {
+  SIDECAR_ONLY();
+  proxied env({}, {"--max-bulk-bytes", "1024", "--max-inline-bytes", "1024", "--pool-size", "1",
+                   "--cache-mode", "off"});
+  auto c = env.client();
+  auto other = env.client();
+  auto up = env.upstream();
+  REQUIRE(str(up.get(), {"SET", "big", std::string(4096, 'v')}) == "OK");
+  CHECK(str(c.get(), {"GET", "big"}) == std::string(4096, 'v'));
+  CHECK(str(c.get(), {"EVAL", "return {ok=string.rep('x', 70000)}", "0"}) ==
+        std::string(70000, 'x'));
+  CHECK(error_of(c.get(), {"EVAL", "return {err=string.rep('e', 70000)}", "0"})
+            .find(std::string(70000, 'e')) != std::string::npos);
+  CHECK(integer(other.get(), {"INCR", "n"}) == 1);
+  // 100 levels: hiredis' reader stops at 9, so the bytes are compared with Redis' own.
+  const std::string nested = resp_array(
+      {"EVAL",
+       "local t = {} local c = t for i = 1, 100 do local n = {} c[1] = n c = n end c[1] = 1 "
+       "return t",
+       "0"});
+  raw_client via_sidecar(env.port());
+  raw_client direct(env.redis.port());
+  value_reader from_sidecar(via_sidecar), from_redis(direct);
+  via_sidecar.send(nested);
+  direct.send(nested);
+  const std::string expected = from_redis.next();
+  REQUIRE(expected.starts_with("*1\r\n*1\r\n"));
+  CHECK(from_sidecar.next() == expected);
+  CHECK(integer(other.get(), {"INCR", "n"}) == 2);
+  CHECK(metric(env, "redis_sidecar_errors_total{kind=\"upstream_protocol\"}") == 0);
+}
+
 TEST_CASE("an endless inline line is rejected with too big inline request", "[protocol][limits]") {
   proxied env;
   // Redis' fixed limit is 64 KiB; the sidecar's default must not be below that either. Send
