@@ -291,14 +291,23 @@ awaitable<void> client_session::read_loop(std::shared_ptr<client_session> self) 
     in_end_ += n;
     ++reads_;
     if (ec) {
-      // The client closed or reset its connection. As Redis does, drop it at once: a blocking
-      // command it left behind must not hold (or later steal from) the upstream, and its queued
-      // shared replies are read and dropped. (A drain shut our receive side: closing_ is set then,
-      // and in-flight replies are still written.)
+      // The client closed or reset its connection. Redis answers what it read before it sees a
+      // close, so a client that only shut its sending side (`nc -N`, a health check) still gets
+      // the replies of what it sent: they are written when they come, then the connection
+      // closes. A blocking command in flight ends at once, as on Redis: it must not hold (or
+      // later steal from) the upstream. Raw mode (subscriptions, MONITOR, tracking) and a reset
+      // end at once too. What a dedicated connection was still to send goes out before it
+      // closes (drop_dedicated()). (A drain shut our receive side: closing_ is set then, and
+      // in-flight replies are still written.)
       if (!closing_) {
-        note_close(ec == asio::error::eof ? std::string_view("the client closed the connection")
-                                          : std::string_view(ec.message()));
-        close_now();
+        const bool eof = ec == asio::error::eof;
+        note_close(eof ? std::string_view("the client closed the connection")
+                       : std::string_view(ec.message()));
+        if (eof && !raw_ && !slots_.empty() && !blocked()) {
+          close_after_flush();
+        } else {
+          close_now();
+        }
       }
       break;
     }
@@ -1029,9 +1038,7 @@ void client_session::append_client_line(std::string& out, clock::time_point now)
   std::string flags;
   if (subscribed) flags += 'P';
   if (multi_open_ || in_multi_) flags += 'x';
-  if (!raw_ && blocking_seq_ >= first_seq_ && blocking_seq_ - first_seq_ < slots_.size() &&
-      !slots_[blocking_seq_ - first_seq_].ready)
-    flags += 'b';
+  if (blocked()) flags += 'b';
   error_code ec;
   if (const auto local = socket_.local_endpoint(ec); !ec && local.data()->sa_family == AF_UNIX)
     flags += 'U';
@@ -1778,7 +1785,7 @@ void client_session::drop_dedicated() {
   if (state_is_clean() && slots_.empty())
     ctx_.upstreams.release_dedicated(std::move(dedicated_));
   else
-    dedicated_->close();
+    dedicated_->close_after_writes();  // what the client sent still runs, as on Redis itself
   dedicated_.reset();
   current_ = nullptr;
 }
@@ -1854,6 +1861,11 @@ awaitable<void> client_session::write_loop(std::shared_ptr<client_session> self)
   }
   close_now();
   (void)self;
+}
+
+bool client_session::blocked() const {
+  return !raw_ && blocking_seq_ >= first_seq_ && blocking_seq_ - first_seq_ < slots_.size() &&
+         !slots_[blocking_seq_ - first_seq_].ready;
 }
 
 void client_session::close_after_flush() {

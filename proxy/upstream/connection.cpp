@@ -71,6 +71,30 @@ void connection::close() {
   teardown("closed", false);
 }
 
+void connection::close_after_writes() {
+  if (closing_) return;
+  raw_sink_.reset();
+  owner_.reset();
+  if (state_ != state::ready || broken_ || (wbuf_.empty() && !writing_)) return close();
+  closing_ = true;
+  lingering_ = true;
+  backoff_timer_.cancel();
+  write_deferred_ = false;
+  start_write();
+  shut_when_written();
+}
+
+void connection::shut_when_written() {
+  if (!lingering_ || writing_ || !wbuf_.empty() || broken_) return;
+  lingering_ = false;
+  error_code ignored;
+  if (tls_) tls_->socket().shutdown(tcp::socket::shutdown_send, ignored);
+  if (plain_) plain_->shutdown(tcp::socket::shutdown_send, ignored);
+  // Nothing waits for the replies any more: once Redis has closed its side too, or the last
+  // request's deadline passed (the watchdog), the connection ends.
+  if (pending_.empty()) teardown("closed", false);
+}
+
 void connection::reset(std::string reason) {
   if (state_ == state::ready && !broken_) teardown(std::move(reason), false);
 }
@@ -141,6 +165,7 @@ void connection::write_done(error_code ec) {
     return;
   }
   start_write();  // what came while this write was out
+  shut_when_written();
 }
 
 std::chrono::milliseconds connection::backoff() {

@@ -66,6 +66,11 @@ class connection : public std::enable_shared_from_this<connection>, public turn_
 
   void start();
   void close();
+  /// Closes once what was submitted has been written: for a dedicated connection whose client
+  /// left. Redis runs what it read before it sees a connection close, so a client's last requests
+  /// run as they would have on its own connection to Redis; their replies are read and dropped
+  /// until Redis closes its side too (or their deadlines pass).
+  void close_after_writes();
 
   /// Queues a request. Returns false (and queues nothing) when the connection is down or closed;
   /// the caller replies with last_error().
@@ -128,6 +133,7 @@ class connection : public std::enable_shared_from_this<connection>, public turn_
   void teardown(std::string reason, bool timed_out);
   void fail_pending(std::string_view error_line);
   void dispatch(std::string_view frame, bool push, std::chrono::steady_clock::time_point received);
+  void shut_when_written();  // lingering: once nothing is left to write, shut our side
   /// A reply with pushes inside it (reply_parser::embedded_pushes()): the pushes, then the reply
   /// without them.
   void dispatch_spliced(std::string_view frame, bool push,
@@ -157,8 +163,9 @@ class connection : public std::enable_shared_from_this<connection>, public turn_
   state state_ = state::connecting;
   bool broken_ = false;  // the current stream failed; loops wind down
   bool timed_out_ = false;
-  bool closing_ = false;   // close() was called
-  unsigned attempts_ = 0;  // consecutive failed attempts
+  bool closing_ = false;    // close() was called
+  bool lingering_ = false;  // close_after_writes(): our side shuts once wbuf_ is written
+  unsigned attempts_ = 0;   // consecutive failed attempts
   std::string last_error_;
   std::string server_version_;
   std::uint64_t upstream_id_ = 0;

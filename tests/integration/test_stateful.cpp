@@ -545,3 +545,80 @@ TEST_CASE("CLIENT SETNAME/GETNAME are per client, RESET restores defaults", "[st
 
 }  // namespace
 }  // namespace redis_sidecar::test
+
+namespace redis_sidecar::test {
+
+// Redis runs what it read before it sees a client leave. A client holding a connection of its own
+// (a WATCH, another db, subscriptions, CLIENT TRACKING) that sends and leaves at once, or sends
+// QUIT, must not lose those requests: the sidecar sends them before it closes that connection.
+TEST_CASE("a client that leaves right after sending: what it sent still runs",
+          "[stateful][close]") {
+  proxied env;
+  auto up = env.upstream();
+  constexpr int rounds = 20;
+  const std::vector<std::pair<std::string, std::vector<std::string>>> patterns = {
+      // {what opens the connection state (its reply read first), what is sent before leaving}
+      {resp_array({"WATCH", "w"}), {"MULTI", "SET %", "v", "EXEC"}},
+      {resp_array({"SELECT", "5"}), {"SELECT", "0", "SET %", "v"}},
+      {resp_array({"SUBSCRIBE", "chan"}), {"UNSUBSCRIBE", "SET %", "v"}},
+      {resp_array({"CLIENT", "TRACKING", "on"}), {"SET %", "v", "QUIT"}},
+  };
+  int pattern = 0;
+  for (const auto& [opening, leaving] : patterns) {
+    INFO("pattern " << pattern << ": " << leaving.at(0));
+    for (int i = 0; i < rounds; ++i) {
+      const std::string key = "left:" + std::to_string(pattern) + ":" + std::to_string(i);
+      raw_client c(env.port());
+      value_reader in(c);
+      c.send(opening);
+      REQUIRE(!in.next().empty());
+      std::string bytes;
+      for (std::size_t a = 0; a < leaving.size(); ++a) {
+        const std::string& w = leaving[a];
+        if (w == "MULTI" || w == "EXEC" || w == "UNSUBSCRIBE" || w == "QUIT")
+          bytes += resp_array({w});
+        else if (w == "SELECT")
+          bytes += resp_array({w, leaving[++a]});
+        else if (w == "SET %")
+          bytes += resp_array({"SET", key, leaving[++a]});
+      }
+      c.send(bytes);
+      c.close();
+    }
+    const auto all_set = [&] {
+      for (int i = 0; i < rounds; ++i)
+        if (integer(up.get(),
+                    {"EXISTS", "left:" + std::to_string(pattern) + ":" + std::to_string(i)}) != 1)
+          return false;
+      return true;
+    };
+    CHECK(eventually(all_set, std::chrono::seconds(5)));
+    ++pattern;
+  }
+  check_still_serving(env.port());
+}
+
+// `printf 'PING\r\n' | nc -N`: the client shuts its sending side and reads what comes back.
+TEST_CASE("a client that shuts its sending side gets the replies of what it sent",
+          "[stateful][close]") {
+  proxied env;
+  for (const bool own_connection : {false, true}) {
+    INFO((own_connection ? "on its own upstream connection (another db)" : "shared connection"));
+    raw_client c(env.port());
+    if (own_connection) {
+      c.send(resp_array({"SELECT", "3"}));
+      REQUIRE(read_value(c) == "+OK\r\n");
+    }
+    c.send("PING\r\n" + resp_array({"SET", "halfclosed", "v"}) + resp_array({"GET", "halfclosed"}) +
+           resp_array({"INCR", "halfclosed:n"}));
+    c.shutdown_send();
+    std::string got;
+    for (std::string more; !(more = c.read_available()).empty();) got += more;
+    CHECK(got == "+PONG\r\n+OK\r\n$1\r\nv\r\n:1\r\n");
+    auto up = env.upstream();
+    if (own_connection) REQUIRE(str(up.get(), {"SELECT", "3"}) == "OK");
+    CHECK(str(up.get(), {"GET", "halfclosed"}) == "v");
+  }
+}
+
+}  // namespace redis_sidecar::test

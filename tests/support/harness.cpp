@@ -690,6 +690,13 @@ void raw_client::reset() {
   fd_ = -1;
 }
 
+void raw_client::shutdown_send() { ::shutdown(fd_, SHUT_WR); }
+
+void raw_client::close() {
+  ::close(fd_);
+  fd_ = -1;
+}
+
 bool silence(int fd) {
   const int on = 1;
   return ::setsockopt(fd, IPPROTO_TCP, TCP_REPAIR, &on, sizeof on) == 0;

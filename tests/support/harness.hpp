@@ -187,6 +187,10 @@ class raw_client {
   void reset();
   /// Closes without a word (see silence()); false, leaving the connection open, when refused.
   bool vanish();
+  /// Shuts the sending side only (a FIN): replies can still be read, as `nc -N` does.
+  void shutdown_send();
+  /// Closes at once, unread replies or not.
+  void close();
 
  private:
   int fd_ = -1;
