@@ -4,6 +4,7 @@
 // upstream was not back in time to replay them), 2 for bad configuration or a failed start.
 #include <cstdio>
 #include <exception>
+#include <functional>
 #include <iostream>
 #include <optional>
 
@@ -88,6 +89,17 @@ int run(const rs::config& cfg) {
         },
         rs::asio::detached);
   });
+  // Signals whose default action ends the process without a word: a stray `kill -HUP` (a
+  // supervisor's reload, a closed terminal) must not drop the writes the fallback journal holds.
+  rs::asio::signal_set ignored(io, SIGHUP, SIGUSR1, SIGUSR2);
+  std::function<void(rs::error_code, int)> ignore = [&](rs::error_code ec, int sig) {
+    if (ec) return;
+    const char* name = sig == SIGHUP ? "SIGHUP" : sig == SIGUSR1 ? "SIGUSR1" : "SIGUSR2";
+    rs::log::info(std::string("received ") + name +
+                  ": ignored (there is nothing to reload; SIGTERM stops the sidecar)");
+    ignored.async_wait(ignore);
+  };
+  ignored.async_wait(ignore);
   rs::event_loop::run(io, std::chrono::microseconds(cfg.busy_poll_us), &srv.counters());
   rs::log::info("stopped");
   return lost_writes > 0 ? 1 : 0;

@@ -135,6 +135,31 @@ TEST_CASE("a SET larger than --cache-max-entry-bytes in fallback: replayed, a mi
   }));
 }
 
+// Signals whose default action would end the process on the spot (a supervisor's reload, a
+// closed terminal) are ignored: the writes acknowledged in fallback are still replayed.
+TEST_CASE("SIGHUP, SIGUSR1 and SIGUSR2 do not stop the sidecar or lose its journal",
+          "[fallback][signals]") {
+  SIDECAR_ONLY();
+  proxied env({}, with({}));
+  env.redis.pause();
+  REQUIRE(in_fallback(env, {"GET", "nothing"}, "nil"));
+  auto c = env.client();
+  CHECK(str(c.get(), {"SET", "hup", "during"}) == "OK");
+  for (const int sig : {SIGHUP, SIGUSR1, SIGUSR2}) REQUIRE(::kill(env.side->pid(), sig) == 0);
+  CHECK(eventually(
+      [&] { return env.side->log().find("received SIGUSR2: ignored") != std::string::npos; }));
+  REQUIRE(env.side->running());
+  CHECK(str(c.get(), {"GET", "hup"}) == "during");
+  env.redis.resume();
+  auto up = env.upstream();
+  CHECK(eventually([&] {
+    return describe(command(up.get(), {"GET", "hup"}).get()) == "string during";
+  }));
+  const std::string log = env.side->log();
+  CHECK(log.find("received SIGHUP: ignored") != std::string::npos);
+  CHECK(log.find("received SIGUSR1: ignored") != std::string::npos);
+}
+
 // A SIGTERM in fallback: the writes the sidecar acknowledged live only in its journal. It waits
 // for the upstream to replay them, within the grace period (--command-timeout-ms), and when the
 // upstream is not back in time it says how many are lost and exits with status 1.
