@@ -36,6 +36,11 @@ int run(const rs::config& cfg) {
           "--tls-insecure-skip-verify is on: the upstream certificate is not verified, so the "
           "connection (and the Redis password) can be intercepted");
   }
+  if (!cfg.upstream.username.empty() && cfg.upstream.password.empty())
+    rs::log::warn(
+        "the upstream URL names a user but no password, so the sidecar does not authenticate; "
+        "for a password alone write redis://:PASSWORD@host (the user name is masked in logs in "
+        "case it is one)");
   if (cfg.check_config) {
     std::printf("configuration OK: upstream %s\n", cfg.upstream.masked().c_str());
     return 0;

@@ -64,7 +64,8 @@ std::string encode_user(std::string_view s) {
 
 // Masks the password of one URL-like token that starts right after "scheme://". The userinfo ends
 // at the last '@' of the token (a raw '@' or '/' in a password must not make part of it leak); the
-// password is everything after the first ':' of the userinfo.
+// password is everything after the first ':' of the userinfo. Userinfo without a ':' is masked
+// whole: some clients read "redis://SECRET@host" as a password alone.
 void mask_authority(std::string_view token, std::string& out) {
   const auto at = token.rfind('@');
   if (at == std::string_view::npos) {
@@ -73,7 +74,12 @@ void mask_authority(std::string_view token, std::string& out) {
   }
   const auto userinfo = token.substr(0, at);
   const auto colon = userinfo.find(':');
-  if (colon == std::string_view::npos || colon + 1 == userinfo.size()) {
+  if (colon == std::string_view::npos) {
+    if (!userinfo.empty()) out += mask;
+    out += token.substr(at);
+    return;
+  }
+  if (colon + 1 == userinfo.size()) {
     out += token;
     return;
   }
@@ -90,7 +96,14 @@ std::string quote_masked(std::string_view text) {
   const auto sep = text.find("://");
   if (sep != std::string_view::npos) {
     out += text.substr(0, sep + 3);
-    mask_authority(text.substr(sep + 3), out);
+    // A query may carry a password too ("?password=..."): masked whole.
+    const auto rest = text.substr(sep + 3);
+    const auto query = rest.find('?');
+    mask_authority(rest.substr(0, query), out);
+    if (query != std::string_view::npos) {
+      out += '?';
+      if (query + 1 < rest.size()) out += mask;
+    }
   } else if (const auto at = text.rfind('@'); at != std::string_view::npos) {
     out += mask;
     out += text.substr(at);
@@ -169,7 +182,8 @@ bool parse_host_port(boost::urls::url_view u, std::string_view text, upstream_ur
 std::string upstream_url::masked() const {
   std::string out = tls ? "rediss://" : "redis://";
   if (!username.empty() || !password.empty()) {
-    out += encode_user(username);
+    // A user name alone is masked too: some clients read "redis://SECRET@host" as a password.
+    out += password.empty() ? std::string(mask) : encode_user(username);
     if (!password.empty()) {
       out += ':';
       out += mask;

@@ -43,6 +43,20 @@ TEST_CASE("bad configuration exits non-zero with one line naming the problem", "
   check_rejected({}, "REDIS_URL", {"REDIS_URL=ftp://x"});
   check_rejected({"--upstream", "redis://127.0.0.1:1", "--tls-ca-file", "/nonexistent/ca.crt"},
                  "tls-ca-file");
+  check_rejected({"--upstream", "redis://127.0.0.1:1?password=hunter4-secret"}, "query", {},
+                 "hunter4-secret");
+}
+
+// "redis://SECRET@host" is a password alone to some clients: the sidecar reads a user name there
+// (and sends no AUTH), but never prints it, and says what to write instead.
+TEST_CASE("a user name alone in the upstream URL is masked, with a warning", "[startup]") {
+  SIDECAR_ONLY();
+  auto [code, out] =
+      run_sidecar_once({"--upstream", "redis://Zq9user-or-secret@127.0.0.1:1", "--check-config"});
+  CHECK(code == 0);
+  CHECK(out.find("Zq9user") == std::string::npos);
+  CHECK(out.find("redis://****@127.0.0.1:1/0") != std::string::npos);
+  CHECK(out.find("for a password alone write redis://:PASSWORD@host") != std::string::npos);
 }
 
 TEST_CASE("help and version flags exit 0", "[startup]") {
