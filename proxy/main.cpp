@@ -2,6 +2,9 @@
 // small pool of connections. main() turns configuration into a running server and exit codes:
 // 0 after a clean shutdown, 1 after a shutdown that lost writes accepted during fallback (the
 // upstream was not back in time to replay them), 2 for bad configuration or a failed start.
+#include <sys/resource.h>
+
+#include <algorithm>
 #include <cstdio>
 #include <exception>
 #include <functional>
@@ -41,6 +44,21 @@ int run(const rs::config& cfg) {
         "the upstream URL names a user but no password, so the sidecar does not authenticate; "
         "for a password alone write redis://:PASSWORD@host (the user name is masked in logs in "
         "case it is one)");
+  // Room for --max-clients and the sidecar's own descriptors (listeners, upstream and metrics
+  // connections), as far as the hard limit allows, as Redis does for its maxclients.
+  if (rlimit nofile{}; ::getrlimit(RLIMIT_NOFILE, &nofile) == 0) {
+    const rlim_t want = static_cast<rlim_t>(cfg.max_clients) + 128;
+    if (nofile.rlim_cur < want && nofile.rlim_cur < nofile.rlim_max) {
+      nofile.rlim_cur = std::min(want, nofile.rlim_max);
+      ::setrlimit(RLIMIT_NOFILE, &nofile);
+      ::getrlimit(RLIMIT_NOFILE, &nofile);
+    }
+    if (nofile.rlim_cur < want)
+      rs::log::warn("the open-file limit (" + std::to_string(nofile.rlim_cur) +
+                    ") is below --max-clients " + std::to_string(cfg.max_clients) +
+                    " plus the sidecar's own 128: clients beyond it are refused; raise it "
+                    "(ulimit -n, the container's nofile limit) or lower --max-clients");
+  }
   if (cfg.check_config) {
     std::printf("configuration OK: upstream %s\n", cfg.upstream.masked().c_str());
     return 0;

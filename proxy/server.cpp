@@ -1,8 +1,13 @@
 #include "proxy/server.hpp"
 
+#include <fcntl.h>
 #include <openssl/ssl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <cerrno>
 
 #include "proxy/errors.hpp"
 #include "proxy/log.hpp"
@@ -57,7 +62,9 @@ server::server(asio::io_context& io, const config& cfg, ssl::context* tls,
       ctx_{cfg, pool_, stats_, {}, 1, false, &tier_, &monitor_->health(), &m, near_.get()},
       metrics_(m),
       exporter_(exp),
-      sweep_timer_(io) {
+      sweep_timer_(io),
+      accept_pause_(io),
+      spare_fd_(::open("/dev/null", O_RDONLY | O_CLOEXEC)) {
   metrics_[metrics::gauge_id::cache_max_bytes].set(static_cast<std::int64_t>(cfg.cache_max_bytes));
   metrics_[metrics::gauge_id::fallback_journal_max_bytes].set(
       static_cast<std::int64_t>(cfg.fallback_journal_max_bytes));
@@ -195,12 +202,52 @@ awaitable<void> server::reset_sweep() {
   }
 }
 
+// An accept that fails for want of a file descriptor leaves the connection in the listen queue,
+// so the next accept fails at once too: retried straight away, that is a busy loop starving every
+// client already connected. Instead the spare descriptor makes room to take the connection and
+// close it with Redis' error, the limit is logged (at most every 10 s, with how many were
+// refused), and accepting pauses for 50 ms.
+server::~server() {
+  if (spare_fd_ >= 0) ::close(spare_fd_);
+}
+
+awaitable<void> server::out_of_descriptors(int listener) {
+  stats_.count(error_kind::max_clients);
+  ++shed_;
+  if (spare_fd_ >= 0) {
+    ::close(spare_fd_);
+    const int fd = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (fd >= 0) {
+      const std::string r = "-" + std::string(errors::max_clients) + "\r\n";
+      (void)!::send(fd, r.data(), r.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+      ::close(fd);
+    }
+    spare_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  }
+  const auto now = std::chrono::steady_clock::now();
+  if (now - shed_logged_ >= std::chrono::seconds(10)) {
+    shed_logged_ = now;
+    rlimit nofile{};
+    ::getrlimit(RLIMIT_NOFILE, &nofile);
+    log::warn("out of file descriptors (the open-file limit is " + std::to_string(nofile.rlim_cur) +
+              ", " + std::to_string(ctx_.sessions.size()) +
+              " clients connected): new clients are refused (" + std::to_string(shed_) +
+              " so far); raise the limit (ulimit -n) or lower --max-clients");
+  }
+  accept_pause_.expires_after(std::chrono::milliseconds(50));
+  co_await accept_pause_.async_wait(use_nothrow);
+}
+
 awaitable<void> server::accept_loop() {
   for (;;) {
     if (tcp_acceptor_) {
       auto [ec, sock] = co_await tcp_acceptor_->async_accept(use_nothrow);
       if (ec == asio::error::operation_aborted || !tcp_acceptor_->is_open()) co_return;
-      if (ec) continue;  // e.g. EMFILE: try again (the listener stays up)
+      if (ec == asio::error::no_descriptors || ec.value() == ENFILE) {
+        co_await out_of_descriptors(tcp_acceptor_->native_handle());
+        continue;
+      }
+      if (ec) continue;  // the connection failed before it was taken: the next one
       error_code ignored;
       sock.set_option(tcp::no_delay(true), ignored);
       set_tcp_keepalive(sock.native_handle(), cfg_.tcp_keepalive_s);  // as no_delay: best effort
@@ -212,6 +259,10 @@ awaitable<void> server::accept_loop() {
     } else {
       auto [ec, sock] = co_await unix_acceptor_->async_accept(use_nothrow);
       if (ec == asio::error::operation_aborted || !unix_acceptor_->is_open()) co_return;
+      if (ec == asio::error::no_descriptors || ec.value() == ENFILE) {
+        co_await out_of_descriptors(unix_acceptor_->native_handle());
+        continue;
+      }
       if (ec) continue;
       error_code ignored;
       client_socket generic(io_, asio::generic::stream_protocol(AF_UNIX, 0), sock.release(ignored));
@@ -239,6 +290,7 @@ awaitable<std::size_t> server::shutdown(std::chrono::milliseconds grace) {
   error_code ignored;
   ctx_.draining = true;
   sweep_timer_.cancel();
+  accept_pause_.cancel();
   publish();  // /readyz: not ready from now on
   if (tcp_acceptor_) tcp_acceptor_->close(ignored);
   if (unix_acceptor_) {

@@ -35,6 +35,9 @@ class server {
   /// `m` and `exp` (null when --metrics-listen=off) outlive the server.
   server(asio::io_context& io, const config& cfg, ssl::context* tls, metrics::sidecar_metrics& m,
          metrics::exporter* exp);
+  ~server();
+  server(const server&) = delete;
+  server& operator=(const server&) = delete;
 
   /// Binds the listener. Returns false with a message (address in use, bad path, ...).
   bool listen(std::string& error);
@@ -88,6 +91,13 @@ class server {
   std::optional<asio::local::stream_protocol::acceptor> unix_acceptor_;
   std::uint16_t port_ = 0;
   steady_timer sweep_timer_;
+  // Out of file descriptors: accept_loop() sheds the waiting connection with the spare descriptor
+  // and pauses on this timer, instead of retrying an accept that fails at once (a busy loop).
+  steady_timer accept_pause_;
+  int spare_fd_ = -1;
+  std::uint64_t shed_ = 0;  // connections refused for want of a descriptor
+  std::chrono::steady_clock::time_point shed_logged_{};
+  awaitable<void> out_of_descriptors(int listener);
 };
 
 }  // namespace redis_sidecar

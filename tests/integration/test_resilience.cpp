@@ -4,6 +4,8 @@
 #include <signal.h>
 
 #include <chrono>
+#include <cstdlib>
+#include <memory>
 #include <thread>
 
 #include "tests/integration/common.hpp"
@@ -223,4 +225,41 @@ TEST_CASE("a client that leaves during BLPOP does not steal a later push",
 }
 
 }  // namespace
+}  // namespace redis_sidecar::test
+
+namespace redis_sidecar::test {
+
+// Out of file descriptors, an accept fails and leaves the connection queued, so the next one fails
+// at once too. The sidecar must neither spin on that nor stop serving the clients it has: the
+// waiting connections are refused with Redis' error, the limit is logged, and new clients are
+// taken again once descriptors are free. (The limit is lowered on the running process.)
+TEST_CASE("out of file descriptors: new clients refused, connected ones still served",
+          "[resilience][limits]") {
+  SIDECAR_ONLY();
+  proxied env;
+  std::vector<context_ptr> first;
+  for (int i = 0; i < 10; ++i) {
+    first.push_back(env.client());
+    REQUIRE(str(first.back().get(), {"PING"}) == "PONG");
+  }
+  const std::string lower = "prlimit --pid " + std::to_string(env.side->pid()) + " --nofile=64:64";
+  REQUIRE(std::system(lower.c_str()) == 0);
+  std::vector<std::unique_ptr<raw_client>> extra;
+  for (int i = 0; i < 80; ++i) extra.push_back(std::make_unique<raw_client>(env.port()));
+  int refused = 0;
+  for (auto& c : extra) {
+    c->send(resp_array({"PING"}));
+    const std::string r = c->read_available(std::chrono::milliseconds(2000));
+    if (r == error_bytes(errors::max_clients))
+      ++refused;
+    else
+      CHECK(r == "+PONG\r\n");
+  }
+  CHECK(refused > 0);
+  for (auto& c : first) CHECK(str(c.get(), {"PING"}) == "PONG");
+  CHECK(env.side->log().find("out of file descriptors") != std::string::npos);
+  extra.clear();
+  CHECK(eventually([&] { return str(env.client().get(), {"PING"}) == "PONG"; }));
+}
+
 }  // namespace redis_sidecar::test
