@@ -315,6 +315,7 @@ awaitable<std::size_t> server::shutdown(std::chrono::milliseconds grace) {
   if (!tier_.journal().empty()) {
     log::warn("waiting up to " + std::to_string(grace.count()) + " ms for the upstream to replay " +
               std::to_string(tier_.journal().size()) + " writes accepted during fallback");
+    monitor_->hurry();
   }
   while (!tier_.journal().empty() && std::chrono::steady_clock::now() < until) {
     t.expires_after(std::chrono::milliseconds(20));

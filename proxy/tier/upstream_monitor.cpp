@@ -154,9 +154,16 @@ void upstream_monitor::deliver(std::uint64_t seq, std::string_view frame, std::u
 // The probe period: --health-probe-interval-ms while probes succeed; after failures it backs off
 // exponentially up to 2 s (never below the interval), with equal jitter, so a fleet of sidecars
 // does not hammer an upstream that is coming back, in lockstep.
+void upstream_monitor::hurry() {
+  if (hurry_ || stopped_) return;
+  hurry_ = true;
+  next_probe_at_ = 0;
+  timer_.cancel();  // the loop's next turn, now
+}
+
 std::chrono::milliseconds upstream_monitor::next_delay() {
   const std::uint64_t base = cfg_.health_probe_interval_ms;
-  if (failed_probes_ == 0) return std::chrono::milliseconds(base);
+  if (failed_probes_ == 0 || hurry_) return std::chrono::milliseconds(base);
   const std::uint64_t cap = std::max<std::uint64_t>(base, 2000);
   const unsigned shift = failed_probes_ > 16 ? 16 : failed_probes_;
   const std::uint64_t ms = std::min<std::uint64_t>(base << shift, cap);

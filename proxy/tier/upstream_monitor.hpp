@@ -36,6 +36,10 @@ class upstream_monitor : public reply_sink, public std::enable_shared_from_this<
 
   void start();
   void stop();
+  /// Shutting down with writes in the journal: probe now and every --health-probe-interval-ms from
+  /// then on, without the backoff of failed probes, so that an upstream back within the grace
+  /// period is found (and the journal replayed) in time.
+  void hurry();
 
   const health_fsm& health() const { return fsm_; }
   /// Called after every state change and probe (for metrics and /readyz).
@@ -72,6 +76,7 @@ class upstream_monitor : public reply_sink, public std::enable_shared_from_this<
   health_fsm fsm_;
   steady_timer timer_;
   bool stopped_ = false;
+  bool hurry_ = false;
   std::function<void()> on_change_;
   std::function<void(const std::string&)> on_fallback_;
 

@@ -135,6 +135,29 @@ TEST_CASE("a SET larger than --cache-max-entry-bytes in fallback: replayed, a mi
   }));
 }
 
+// After a long outage the probes have backed off (up to 2 s apart). A SIGTERM with writes in the
+// journal probes at once and then without backoff, so an upstream back within the grace period
+// is found in time and the journal replayed; with the backoff it would be found late.
+TEST_CASE("SIGTERM in fallback probes without backoff, for an upstream back in time",
+          "[fallback][shutdown]") {
+  SIDECAR_ONLY();
+  proxied env({}, with({"--command-timeout-ms=1000"}));
+  env.redis.pause();
+  REQUIRE(in_fallback(env, {"GET", "nothing"}, "nil"));
+  auto c = env.client();
+  CHECK(str(c.get(), {"SET", "late", "during"}) == "OK");
+  c.reset();
+  std::this_thread::sleep_for(std::chrono::seconds(4));  // the probes back off to 1-2 s apart
+  REQUIRE(::kill(env.side->pid(), SIGTERM) == 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  env.redis.resume();
+  const int code = env.side->wait_exit(std::chrono::seconds(20));
+  INFO(env.side->log());
+  CHECK(code == 0);
+  auto up = env.upstream();
+  CHECK(str(up.get(), {"GET", "late"}) == "during");
+}
+
 // Signals whose default action would end the process on the spot (a supervisor's reload, a
 // closed terminal) are ignored: the writes acknowledged in fallback are still replayed.
 TEST_CASE("SIGHUP, SIGUSR1 and SIGUSR2 do not stop the sidecar or lose its journal",
