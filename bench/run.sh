@@ -431,6 +431,8 @@ run_connections() {
   printf '\n### %s app connections doing GET/SET through one sidecar (default flags)\n' "$CONNS"
   start_sidecar connections "$port" "$mport" "$redis_tls_port"
   pid=$last_pid
+  local rss_before
+  rss_before=$(awk '/^VmRSS/ { print $2 }' "/proc/$pid/status")
   spawn redis-benchmark -h 127.0.0.1 -p "$port" -c "$CONNS" -t get,set -r "$KEYS" -d 64 \
     -n $((CONNS * 200)) -q >"$work/conns.out" 2>&1
   bpid=$last_pid
@@ -460,6 +462,14 @@ run_connections() {
   printf '  target: at most the configured pool (default at most 4): %s\n' \
     "$( ((max_up <= 4 && max_up > 0)) && echo met || echo MISSED)"
   tr '\r' '\n' <"$work/conns.out" | grep -E '^(SET|GET):.*requests per second' | sed 's/^/  /'
+  # Once the clients are gone, their buffers go back to the system (the sidecar trims the heap
+  # after a drop of 256 clients or more, within its 1-second sweep).
+  sleep 2
+  local l1_kib
+  l1_kib=$(curl -s "http://127.0.0.1:$mport/metrics" |
+    awk '$1 == "redis_sidecar_cache_bytes" { printf "%d", $2 / 1024 }')
+  printf '  RSS of the sidecar: %s KiB before the clients, %s KiB once the %s had left (L1 now holds %s KiB)\n' \
+    "$rss_before" "$(awk '/^VmRSS/ { print $2 }' "/proc/$pid/status")" "$CONNS" "${l1_kib:-?}"
   stop "$pid"
 }
 

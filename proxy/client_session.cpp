@@ -226,6 +226,9 @@ awaitable<void> client_session::read_loop(std::shared_ptr<client_session> self) 
       if (st == resp::parse_status::need_more) break;
       if (st == resp::parse_status::error) {
         ctx_.st.count(error_kind::protocol);
+        log::info(
+            "client " + std::to_string(id_) + " (" + peer_address() +
+            ") closed: protocol error: " + std::string(errors::for_request_error(parser_.error())));
         reply_error(errors::for_request_error(parser_.error()));
         note_close("protocol error: ", errors::for_request_error(parser_.error()));
         close_after_flush();
@@ -272,6 +275,9 @@ awaitable<void> client_session::read_loop(std::shared_ptr<client_session> self) 
     // room behind it runs short, and in_ grows only for a frame larger than it.
     if (in_end_ - in_start_ > cfg_.max_query_buffer_bytes) {
       ctx_.st.count(error_kind::query_buffer);
+      log::warn("client " + std::to_string(id_) + " (" + peer_address() +
+                ") closed: unparsed input above " + std::to_string(cfg_.max_query_buffer_bytes) +
+                " bytes (--max-query-buffer-bytes)");
       reply_error(errors::query_buffer);
       note_close(errors::query_buffer);
       close_after_flush();

@@ -1,6 +1,7 @@
 #include "proxy/server.hpp"
 
 #include <fcntl.h>
+#include <malloc.h>
 #include <openssl/ssl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -199,7 +200,23 @@ awaitable<void> server::reset_sweep() {
       if (s->reset_unseen()) reset.push_back(s->shared_from_this());
     for (auto& s : reset) s->close_now();  // not while walking the set: closing leaves it
     reset.clear();
+    trim_after_burst();
   }
+}
+
+// A burst of clients leaves its sessions' buffers free but held by the allocator, which gives
+// back only what lies at the top of the heap: RSS rose from 7 to 34 MB after 2,000 clients came
+// and went, and stayed there. Once many of them are gone, malloc_trim() returns the free pages
+// (a few milliseconds for a heap of tens of MB, and only after such a drop).
+void server::trim_after_burst() {
+  const std::size_t now = ctx_.sessions.size();
+  if (sessions_peak_ < now + 256) return;
+  ::malloc_trim(0);
+  sessions_peak_ = now;
+}
+
+server::~server() {
+  if (spare_fd_ >= 0) ::close(spare_fd_);
 }
 
 // An accept that fails for want of a file descriptor leaves the connection in the listen queue,
@@ -207,10 +224,6 @@ awaitable<void> server::reset_sweep() {
 // client already connected. Instead the spare descriptor makes room to take the connection and
 // close it with Redis' error, the limit is logged (at most every 10 s, with how many were
 // refused), and accepting pauses for 50 ms.
-server::~server() {
-  if (spare_fd_ >= 0) ::close(spare_fd_);
-}
-
 awaitable<void> server::out_of_descriptors(int listener) {
   stats_.count(error_kind::max_clients);
   ++shed_;
@@ -274,6 +287,15 @@ awaitable<void> server::accept_loop() {
 void server::admit(client_socket socket) {
   if (ctx_.sessions.size() >= cfg_.max_clients || ctx_.draining) {
     stats_.count(error_kind::max_clients);
+    if (!ctx_.draining) {
+      ++refused_;
+      const auto now = std::chrono::steady_clock::now();
+      if (now - refused_logged_ >= std::chrono::seconds(10)) {
+        refused_logged_ = now;
+        log::warn("--max-clients " + std::to_string(cfg_.max_clients) +
+                  " reached: new clients are refused (" + std::to_string(refused_) + " so far)");
+      }
+    }
     std::string r = "-";
     r.append(errors::max_clients);
     r.append("\r\n");
@@ -284,6 +306,7 @@ void server::admit(client_socket socket) {
     return;
   }
   std::make_shared<client_session>(std::move(socket), ctx_)->start();
+  sessions_peak_ = std::max(sessions_peak_, ctx_.sessions.size());
 }
 
 awaitable<std::size_t> server::shutdown(std::chrono::milliseconds grace) {

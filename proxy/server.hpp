@@ -98,6 +98,10 @@ class server {
   std::uint64_t shed_ = 0;  // connections refused for want of a descriptor
   std::chrono::steady_clock::time_point shed_logged_{};
   awaitable<void> out_of_descriptors(int listener);
+  std::size_t sessions_peak_ = 0;  // most clients at once since the last trim
+  std::uint64_t refused_ = 0;      // clients refused at --max-clients (logged every 10 s at most)
+  std::chrono::steady_clock::time_point refused_logged_{};
+  void trim_after_burst();
 };
 
 }  // namespace redis_sidecar

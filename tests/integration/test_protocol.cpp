@@ -54,6 +54,8 @@ TEST_CASE("announced sizes above the limits are rejected before the payload",
   check_protocol_error(env, "*17\r\n", errors::invalid_multibulk_length);
   check_protocol_error(env, std::string(2000, 'x'), errors::too_big_inline);
 
+  CHECK(env.side->log().find("closed: protocol error: " +
+                             std::string(errors::invalid_bulk_length)) != std::string::npos);
   // Right at the limits is fine.
   auto c = env.client();
   std::vector<std::string> argv = {"MSET"};
@@ -245,6 +247,7 @@ TEST_CASE("clients above --max-clients get Redis' error and are closed", "[proto
   raw_client third(env.port());
   CHECK(read_value(third) == error_bytes(errors::max_clients));
   CHECK(third.closed_by_peer());
+  if (env.side) CHECK(env.side->log().find("--max-clients 2 reached") != std::string::npos);
 
   b.reset();  // a slot frees up
   CHECK(eventually([&] {
