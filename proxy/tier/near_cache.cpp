@@ -109,23 +109,23 @@ void near_cache::open() {
   sub_id_ = -1;
   sub_ready_ = false;
   conn_ = make_connection(proto_, false);
-  if (channel_ == channel::reads) {
-    // The reads' own shape, once, on a key of the first prefix: an ACL user without MULTI or
-    // PTTL gets its EXEC refused here, before any client's read depends on it.
+  // The reads' own shape, once, on a key of the first prefix (if any): an ACL user without MULTI
+  // or PTTL gets its EXEC refused here, before any client's read depends on it. In tracking and
+  // keyspace modes every miss is read that way, so a refusal gives the mode up (else each GET
+  // would get the refusal, where Redis would have answered it).
+  {
     std::string_view prefix = cfg_.cache_prefix;
     prefix = prefix.substr(0, prefix.find(','));
     const std::string key = std::string(prefix) + "redis-sidecar:probe";
     const std::array<std::string_view, 1> multi{"MULTI"}, exec{"EXEC"};
     const std::array<std::string_view, 2> pttl{"PTTL", key}, get{"GET", key};
     using words = std::span<const std::string_view>;
-    for (const words args : {words(multi), words(pttl), words(get)}) {
-      request_.clear();
-      resp::append_command(request_, args);
-      conn_->submit(request_, pending_reply{nullptr, 0, clock::time_point::max(), 0});
-    }
+    reads_probe_error_.clear();
+    for (const words args : {words(multi), words(pttl), words(get)})
+      control(*conn_, args, tag_reads_probe_queued);
     control(*conn_, exec, tag_reads_probe);
-    return;
   }
+  if (channel_ == channel::reads) return;
   if (proto_ == 2) sub_ = make_connection(2, true);
   if (channel_ == channel::tracking) {
     if (proto_ == 3) {
@@ -411,7 +411,7 @@ void near_cache::invalidate_flights(std::string_view key) {
 
 void near_cache::deliver(std::uint64_t seq, std::string_view frame, std::uint8_t t,
                          clock::time_point received) {
-  const bool error = frame.empty() || frame[0] == '-' || frame[0] == '!';
+  bool error = frame.empty() || frame[0] == '-' || frame[0] == '!';
   if (t == tag_read) return read_done(seq, frame, error, received);
   if (t == tag_caching) {
     // Refused (an ACL without client|caching): Redis will not track these keys, so nothing read
@@ -450,13 +450,26 @@ void near_cache::deliver(std::uint64_t seq, std::string_view frame, std::uint8_t
       return redirect();
     }
     case tag_config: return on_config(frame, error);
+    case tag_reads_probe_queued:
+      if (error && reads_probe_error_.empty()) reads_probe_error_ = error_text(frame);
+      return;
     case tag_reads_probe:
+      // A key the user may not read (an ACL key pattern the probe key is outside of) says
+      // nothing about the commands: its misses are read, and refused, as Redis would refuse them.
+      if (error && reads_probe_error_.find("permissions to access") != std::string::npos)
+        error = false;
+      if (channel_ != channel::reads) {
+        if (error)
+          refused("the upstream refuses the read transaction (MULTI / PTTL / GET / EXEC: " +
+                  (reads_probe_error_.empty() ? error_text(frame) : reads_probe_error_) + ")");
+        return;
+      }
       if (error) {
         // Without its reads ttl mode keeps what it did before them: misses go to the upstream as
         // they are, and their values are hits for up to --cache-ttl, server TTL unknown.
         log::warn(
             "ttl mode: the upstream refuses the read transaction (MULTI / PTTL / GET / EXEC: " +
-            error_text(frame) +
+            (reads_probe_error_.empty() ? error_text(frame) : reads_probe_error_) +
             "); values are served up to --cache-ttl without their server TTL, so a key that "
             "expires on Redis may be served until then");
         reads_refused_ = true;

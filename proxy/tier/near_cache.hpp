@@ -115,7 +115,8 @@ class near_cache : public reply_sink,
     tag_probe = 5,        // SET of the probe key
     tag_queued = 6,       // +QUEUED (or a queue-time error) of a read's PTTL or GET; seq: the read
     tag_caching = 7,      // CLIENT CACHING YES before a batch; seq: the batch's first read
-    tag_reads_probe = 8,  // EXEC of ttl mode's first, probing, read (MULTI / PTTL / GET / EXEC)
+    tag_reads_probe = 8,  // EXEC of the channel's first, probing, read (MULTI / PTTL / GET / EXEC)
+    tag_reads_probe_queued = 9,  // its MULTI, PTTL and GET: an error says why the EXEC failed
   };
   enum class channel : std::uint8_t { tracking, keyspace, reads };
   using flight = flight_table::flight;
@@ -162,7 +163,8 @@ class near_cache : public reply_sink,
   bool auto_ = false;     // --cache-mode=auto: the mode is not settled yet
   bool settled_ = false;  // the mode is known (a channel works, or none can)
   bool ready_ = false;
-  bool reads_refused_ = false;  // ttl mode: the upstream refused the reads' transaction
+  bool reads_refused_ = false;     // ttl mode: the upstream refused the reads' transaction
+  std::string reads_probe_error_;  // the first error queuing the probing read met
   std::function<void()> on_mode_;
 
   channel channel_ = channel::tracking;  // what open() sets up

@@ -334,6 +334,27 @@ TEST_CASE("ttl mode with an ACL user refused MULTI: GETs work, values are hits w
   CHECK(cmdstat_calls(up.get(), "exec") <= 0);
 }
 
+// Tracking allowed but not the read transaction (an ACL user without PTTL): every miss would be
+// refused where Redis answers a plain GET, so tracking (and keyspace) are given up at start-up.
+TEST_CASE("auto mode: an ACL user refused PTTL gets no tracking mode, and its GETs work",
+          "[near][auto][auth]") {
+  SIDECAR_ONLY();
+  redis_options opts;
+  opts.acl = {"user app on >app-secret-61f ~* &* +@all -pttl"};
+  redis_server redis(opts);
+  sidecar side(with({"--upstream", redis.url("app", "app-secret-61f")}));
+  REQUIRE(side.running());
+  REQUIRE(eventually(
+      [&] { return side.log().find("refuses the read transaction") != std::string::npos; }));
+  REQUIRE(eventually([&] { return side.log().find("cache mode fallback") != std::string::npos; }));
+  auto up = context_ptr{redis.connect_direct()};
+  REQUIRE(up);
+  REQUIRE(str(up.get(), {"SET", "k", "v"}) == "OK");
+  auto c = connect(side.port());
+  CHECK(get(c.get(), "k") == "v");
+  CHECK(get(c.get(), "k") == "v");
+}
+
 TEST_CASE("auto mode: tracking on Redis 7, the next mode when tracking is refused",
           "[near][auto]") {
   SIDECAR_ONLY();
