@@ -183,6 +183,7 @@ client_session::client_session(client_socket socket, session_context& ctx)
       db_(ctx.cfg.upstream.db),
       authed_(ctx.cfg.requirepass.empty()),
       op_parser_(ctx.cfg.limits) {
+  if (!authed_) parser_.set_limits(resp::unauthenticated_limits(cfg_.limits));
   ctx_.sessions.insert(this);
   ++ctx_.st.client_connections;
 }
@@ -226,11 +227,11 @@ awaitable<void> client_session::read_loop(std::shared_ptr<client_session> self) 
       if (st == resp::parse_status::need_more) break;
       if (st == resp::parse_status::error) {
         ctx_.st.count(error_kind::protocol);
-        log::info(
-            "client " + std::to_string(id_) + " (" + peer_address() +
-            ") closed: protocol error: " + std::string(errors::for_request_error(parser_.error())));
-        reply_error(errors::for_request_error(parser_.error()));
-        note_close("protocol error: ", errors::for_request_error(parser_.error()));
+        const std::string_view why = request_error_text(avail);
+        log::info("client " + std::to_string(id_) + " (" + peer_address() +
+                  ") closed: protocol error: " + std::string(why));
+        reply_error(why);
+        note_close("protocol error: ", why);
         close_after_flush();
         break;
       }
@@ -765,7 +766,7 @@ void client_session::auth(std::span<const std::string_view> args, std::string& r
   }
   const bool user_ok = args.size() == 2 || args[1] == "default";
   if (user_ok && args.back() == cfg_.requirepass) {
-    authed_ = true;
+    authenticated();
     resp::append_simple(r, "OK");
   } else {
     ctx_.st.count(error_kind::auth);
@@ -846,7 +847,7 @@ std::optional<std::string> client_session::check_hello(std::span<const std::stri
     resp::append_error(r, errors::client_name_spaces);
     return r;
   }
-  authed_ = true;
+  authenticated();
   return std::nullopt;
 }
 
@@ -1200,7 +1201,29 @@ void client_session::reset_session() {
   raw_dbs_.clear();
   name_.clear();
   authed_ = cfg_.requirepass.empty();
+  if (!authed_) parser_.set_limits(resp::unauthenticated_limits(cfg_.limits));
   if (shared_ && shared_->proto() != 2) shared_.reset();
+}
+
+// The error for the request parser_ refused: Redis' own words for a length only refused before
+// AUTH (the configured limits would have taken it).
+std::string_view client_session::request_error_text(std::string_view request) const {
+  const auto e = parser_.error();
+  if (!authed_ && (e == resp::request_error::invalid_multibulk_length ||
+                   e == resp::request_error::invalid_bulk_length)) {
+    resp::request_parser configured(cfg_.limits);
+    if (configured.parse(request) != resp::parse_status::error)
+      return e == resp::request_error::invalid_multibulk_length
+                 ? errors::unauthenticated_multibulk_length
+                 : errors::unauthenticated_bulk_length;
+  }
+  return errors::for_request_error(e);
+}
+
+// From the next request on, the configured limits instead of those before AUTH.
+void client_session::authenticated() {
+  authed_ = true;
+  parser_.set_limits(cfg_.limits);
 }
 
 // UNSUBSCRIBE and friends outside subscribed mode: Redis answers one message per channel (or one

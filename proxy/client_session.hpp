@@ -226,6 +226,8 @@ class client_session : public reply_sink,
   // for its reply, CLIENT LIST shows the client blocked (flag b).
   std::uint64_t blocking_seq_ = std::numeric_limits<std::uint64_t>::max();
   bool blocked() const;  // that command is waiting for its reply (CLIENT LIST's flag b)
+  void authenticated();
+  std::string_view request_error_text(std::string_view request) const;
   // After a script that may write (EVAL, EVALSHA, FCALL): it may have written keys it did not
   // declare, whose invalidations are still on their way, so GETs skip L1 and read on the channel
   // (joining no earlier read) until the first such read is answered; on the RESP3 channel that

@@ -11,6 +11,10 @@ namespace redis_sidecar::errors {
 // Protocol errors: the connection is closed after the reply, as Redis does.
 inline constexpr std::string_view invalid_multibulk_length = "ERR Protocol error: invalid multibulk length";
 inline constexpr std::string_view invalid_bulk_length = "ERR Protocol error: invalid bulk length";
+inline constexpr std::string_view unauthenticated_multibulk_length =
+    "ERR Protocol error: unauthenticated multibulk length";
+inline constexpr std::string_view unauthenticated_bulk_length =
+    "ERR Protocol error: unauthenticated bulk length";
 inline constexpr std::string_view too_big_inline = "ERR Protocol error: too big inline request";
 inline constexpr std::string_view too_big_count = "ERR Protocol error: too big mbulk count string";
 inline constexpr std::string_view unbalanced_quotes = "ERR Protocol error: unbalanced quotes in request";

@@ -14,6 +14,16 @@ struct limits {
   std::size_t max_nesting = 1024;  // reply aggregates nested deeper fail (a Lua table can nest)
 };
 
+/// The limits of a client that has not authenticated yet (with --requirepass), Redis' own: at
+/// most 10 arguments and 16 KB per argument, so that nobody can make the sidecar buffer a large
+/// request before AUTH.
+inline limits unauthenticated_limits(const limits& l) {
+  limits r = l;
+  r.max_multibulk_len = std::min<std::size_t>(l.max_multibulk_len, 10);
+  r.max_bulk_bytes = std::min<std::size_t>(l.max_bulk_bytes, 16384);
+  return r;
+}
+
 /// The limits replies from the upstream are framed with. What a client may send does not bound
 /// what Redis sends back: a value stored through another client, a KEYS reply, a script's long
 /// status or error line. A reply the framer refused would reset the connection it came on, and

@@ -50,6 +50,9 @@ class request_parser {
   /// Forgets the current frame. Call after consuming a complete frame, before parsing the next.
   void reset();
 
+  /// Limits for the frames from the next one on (call between frames, as reset()).
+  void set_limits(const limits& l) { limits_ = l; }
+
   /// Bytes the complete frame occupies in the input (for inline commands, including the line
   /// ending).
   std::size_t frame_size() const { return frame_size_; }

@@ -102,6 +102,42 @@ TEST_CASE("replies beyond the request limits are forwarded, the shared connectio
   CHECK(metric(env, "redis_sidecar_errors_total{kind=\"upstream_protocol\"}") == 0);
 }
 
+// Before AUTH (with a password required) Redis takes at most 10 arguments of at most 16 KB each,
+// so that nobody can make it buffer a large request unauthenticated; so does the sidecar. After
+// AUTH the configured limits apply again, and RESET brings the strict ones back.
+TEST_CASE("before AUTH, requests are held to Redis' unauthenticated limits", "[protocol][auth]") {
+  redis_options opts;
+  if (direct_mode()) opts.requirepass = "unauth-pass-7e";
+  proxied env(opts, {"--requirepass", "unauth-pass-7e"});
+  const auto refused = [&](const std::string& request, std::string_view error) {
+    raw_client c(env.port());
+    c.send(request);
+    CHECK(read_value(c) == error_bytes(error));
+    CHECK(c.closed_by_peer());
+  };
+  std::vector<std::string> eleven(11, "x");
+  eleven[0] = "ECHO";
+  refused(resp_array(eleven), errors::unauthenticated_multibulk_length);
+  refused("*2\r\n$4\r\nECHO\r\n$16385\r\n", errors::unauthenticated_bulk_length);
+  // An announced length nobody accepts is the usual error.
+  refused("*2\r\n$4\r\nECHO\r\n$x\r\n", errors::invalid_bulk_length);
+
+  raw_client c(env.port());
+  c.send(resp_array({"ECHO", std::string(16384, 'y')}));
+  CHECK(read_value(c).starts_with("-NOAUTH"));
+  c.send(resp_array({"AUTH", "unauth-pass-7e"}));
+  CHECK(read_value(c) == "+OK\r\n");
+  c.send(resp_array({"ECHO", std::string(20000, 'z')}));
+  CHECK(read_value(c) == "$20000\r\n" + std::string(20000, 'z') + "\r\n");
+  c.send(resp_array(eleven));
+  CHECK(read_value(c).starts_with("-ERR wrong number of arguments"));
+  c.send(resp_array({"RESET"}));
+  CHECK(read_value(c) == "+RESET\r\n");
+  c.send(resp_array(eleven));
+  CHECK(read_value(c) == error_bytes(errors::unauthenticated_multibulk_length));
+  CHECK(c.closed_by_peer());
+}
+
 TEST_CASE("an endless inline line is rejected with too big inline request", "[protocol][limits]") {
   proxied env;
   // Redis' fixed limit is 64 KiB; the sidecar's default must not be below that either. Send
