@@ -2,6 +2,8 @@
 
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -252,6 +254,40 @@ awaitable<std::tuple<error_code, std::size_t>> connection::write_all(asio::const
 #endif
 // One connect attempt, under a deadline that closes the socket when it fires (which aborts any
 // operation in progress, TLS included).
+namespace {
+
+// True when `a` is an address of this host: loopback, or one a socket can be bound to.
+bool is_local_address(const asio::ip::address& a) {
+  if (a.is_loopback()) return true;
+  const int fd = ::socket(a.is_v4() ? AF_INET : AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  const asio::ip::udp::endpoint ep(a, 0);
+  const bool bound = ::bind(fd, ep.data(), static_cast<socklen_t>(ep.size())) == 0;
+  ::close(fd);
+  return bound;
+}
+
+asio::ip::address unmapped(const asio::ip::address& a) {
+  if (a.is_v6() && a.to_v6().is_v4_mapped())
+    return asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6());
+  return a;
+}
+
+}  // namespace
+
+// Connected to our own listener: the URL named another address of this host (127.0.0.2, 127.1,
+// ::ffff:127.0.0.1, a local interface's) that the start-up check, which compares names, let
+// through. Every request would come back to the sidecar, opening connection after connection.
+bool connection::is_own_listener(const tcp::endpoint& ep) const {
+  if (!cfg_.listen.unix_path.empty() || ep.port() != cfg_.listen.port) return false;
+  const asio::ip::address peer = unmapped(ep.address());
+  error_code ec;
+  const asio::ip::address listen = unmapped(asio::ip::make_address(cfg_.listen.host, ec));
+  if (ec) return false;
+  if (listen.is_unspecified()) return is_local_address(peer);
+  return listen == peer;
+}
+
 awaitable<bool> connection::connect_once() {
   tls_.reset();
   plain_.reset();
@@ -292,7 +328,11 @@ awaitable<bool> connection::connect_once() {
       case connect_fsm::step::connect: {
         auto [ec, ep] = co_await asio::async_connect(*plain_, endpoints, use_nothrow);
         if (ec) error = deadline_hit ? "timed out" : ec.message();
-        if (!ec) {
+        if (!ec && is_own_listener(ep)) {
+          error = "that address (" + ep.address().to_string() + ":" + std::to_string(ep.port()) +
+                  ") is this sidecar's own listener (--listen " + cfg_.listen.host + ":" +
+                  std::to_string(cfg_.listen.port) + "): point it at the real Redis";
+        } else if (!ec) {
           error_code ignored;
           plain_->set_option(tcp::no_delay(true), ignored);
           if (!set_tcp_keepalive(plain_->native_handle(), cfg_.tcp_keepalive_s))

@@ -134,6 +134,7 @@ class connection : public std::enable_shared_from_this<connection>, public turn_
   void fail_pending(std::string_view error_line);
   void dispatch(std::string_view frame, bool push, std::chrono::steady_clock::time_point received);
   void shut_when_written();  // lingering: once nothing is left to write, shut our side
+  bool is_own_listener(const tcp::endpoint& ep) const;
   /// A reply with pushes inside it (reply_parser::embedded_pushes()): the pushes, then the reply
   /// without them.
   void dispatch_spliced(std::string_view frame, bool push,

@@ -85,6 +85,31 @@ TEST_CASE("REDIS_URL and REDIS_SIDECAR_* configure the sidecar", "[startup][auth
   CHECK(str(up.get(), {"GET", "k"}) == "from-env");
 }
 
+// Another address of this host than the one --listen names (127.0.0.2 with the sidecar on
+// 0.0.0.0, 127.1 for 127.0.0.1) passes the start-up check, which compares names; once connected,
+// the sidecar sees it reached its own listener and refuses the connection, instead of forwarding
+// every request back to itself.
+TEST_CASE("an upstream that is the sidecar's own listener under another address is refused",
+          "[startup]") {
+  SIDECAR_ONLY();
+  for (const auto& [listen_host, upstream_host] :
+       {std::pair<std::string, std::string>{"0.0.0.0", "127.0.0.2"}, {"127.0.0.1", "127.1"}}) {
+    INFO(listen_host << " / " << upstream_host);
+    const std::uint16_t port = free_port();
+    sidecar side({"--listen", listen_host + ":" + std::to_string(port), "--upstream",
+                  "redis://" + upstream_host + ":" + std::to_string(port),
+                  "--connect-timeout-ms=300", "--command-timeout-ms=500"});
+    REQUIRE(side.running());
+    CHECK(eventually(
+        [&] { return side.log().find("is this sidecar's own listener") != std::string::npos; }));
+    auto c = connect(port);
+    auto r = command(c.get(), {"SET", "k", "v"});
+    REQUIRE(r);
+    CHECK(r->type == REDIS_REPLY_ERROR);
+    CHECK(side.running());
+  }
+}
+
 TEST_CASE("a flag wins over the environment", "[startup]") {
   SIDECAR_ONLY();
   redis_server redis;
