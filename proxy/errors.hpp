@@ -84,6 +84,8 @@ inline constexpr std::string_view fallback_expiry_unknown =
 inline constexpr std::string_view fallback_writes_rejected =
     "UNAVAILABLE upstream unreachable; writes are rejected until it is back "
     "(--fallback-writes=reject)";
+inline constexpr std::string_view fallback_writes_misconfigured =
+    "UNAVAILABLE the upstream refuses the sidecar (";
 inline constexpr std::string_view fallback_journal_full =
     "UNAVAILABLE upstream unreachable and the fallback journal is full "
     "(--fallback-journal-max-bytes); the write was not applied";

@@ -425,6 +425,12 @@ void cache_tier::on_reply(int db, const command_info& info, std::span<const std:
 // Fallback
 
 bool cache_tier::journal_write(int db, std::string_view frame, std::string& out) {
+  if (!writes_refused_.empty()) {
+    ++counters_.rejected;
+    resp::append_error(out, std::string(errors::fallback_writes_misconfigured) + writes_refused_ +
+                                "); a write could not be replayed, so it is not accepted");
+    return false;
+  }
   if (!journal_writes_) {
     ++counters_.rejected;
     resp::append_error(out, errors::fallback_writes_rejected);

@@ -109,6 +109,10 @@ class cache_tier {
   /// ttl mode without its reads (the upstream refuses their transaction): values from GET
   /// replies, whose server TTL L1 does not know, are hits too (for up to --cache-ttl).
   void serve_ttl_unknown() { ttl_unknown_hits_ = true; }
+  /// The upstream refuses the sidecar itself (its credentials, its certificate check): a write
+  /// journaled now could not be replayed before the configuration changes, so fallback refuses
+  /// writes, saying why (`why` empty: accepted again).
+  void refuse_writes(std::string why) { writes_refused_ = std::move(why); }
   /// A GET that L1 was not asked to answer (right after a script) counts as a miss.
   void count_miss() { ++counters_.misses; }
   /// An invalidation message for `key` / for everything (FLUSHALL, FLUSHDB).
@@ -217,6 +221,7 @@ class cache_tier {
   std::uint32_t epoch_ = 0;            // the invalidation channel's connection number
   bool miss_is_error_;
   bool journal_writes_;
+  std::string writes_refused_;  // see refuse_writes()
   std::int64_t ttl_ms_;
   cache::lru_cache l1_;
   cache::write_journal journal_;

@@ -172,7 +172,28 @@ std::chrono::milliseconds upstream_monitor::next_delay() {
   return std::chrono::milliseconds(std::max<std::uint64_t>(base, half + rng() % (half + 1)));
 }
 
+namespace {
+
+// Failures that only a change of configuration ends: Redis refused the sidecar's credentials, the
+// certificate did not verify, the URL leads back to the sidecar (texts of connect_fsm and
+// connection). Returns the cause from where it says so, or "" for any other failure.
+std::string refusal_of_the_sidecar(std::string_view cause) {
+  for (const std::string_view what :
+       {std::string_view("authentication failed: WRONGPASS"),
+        std::string_view("authentication failed: NOPERM"),
+        std::string_view("authentication failed: ERR invalid password"),
+        std::string_view("authentication failed: ERR AUTH"),
+        std::string_view("authentication required"), std::string_view("certificate verify failed"),
+        std::string_view("this sidecar's own listener")})
+    if (const auto at = cause.find(what); at != std::string_view::npos)
+      return std::string(cause.substr(at));
+  return {};
+}
+
+}  // namespace
+
 void upstream_monitor::failure(std::string cause) {
+  tier_.refuse_writes(refusal_of_the_sidecar(cause));
   if (log::enabled(log::level::debug))
     log::debug("upstream " + cfg_.upstream.masked() + ": " + cause + " (" +
                std::to_string(failed_probes_) + " failed probes in a row)");
@@ -181,6 +202,7 @@ void upstream_monitor::failure(std::string cause) {
 
 void upstream_monitor::transitioned() {
   const upstream_state s = fsm_.state();
+  if (s == upstream_state::healthy) tier_.refuse_writes({});
   if (s == upstream_state::healthy)
     log::info("upstream " + cfg_.upstream.masked() + ": " + fsm_.transition());
   else

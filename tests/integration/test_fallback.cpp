@@ -158,6 +158,34 @@ TEST_CASE("SIGTERM in fallback probes without backoff, for an upstream back in t
   CHECK(str(up.get(), {"GET", "late"}) == "during");
 }
 
+// An upstream that refuses the sidecar's password is a configuration to fix, not an outage to ride
+// out: nothing journaled could be replayed before it is fixed (and restarting to fix it would lose
+// the journal), so fallback serves reads from L1 but refuses writes, saying why.
+TEST_CASE("a wrong upstream password: fallback refuses writes instead of journaling them",
+          "[fallback][auth]") {
+  SIDECAR_ONLY();
+  redis_options opts;
+  opts.requirepass = "right-pass-93d";
+  redis_server redis(opts);
+  sidecar side(with({"--upstream", redis.url("", "wrong-pass-93d")}));
+  REQUIRE(side.running());
+  auto c = connect(side.port());
+  std::string last;
+  CHECK(eventually([&] {
+    last = reply_text(c.get(), {"SET", "k", "v"});
+    return last.find("refuses the sidecar") != std::string::npos;
+  }));
+  INFO(last);
+  CHECK(
+      last.starts_with("error UNAVAILABLE the upstream refuses the sidecar (authentication "
+                       "failed: WRONGPASS"));
+  CHECK(last.find("wrong-pass-93d") == std::string::npos);
+  CHECK(reply_text(c.get(), {"GET", "k"}) == "nil");  // reads are still served (from L1)
+  side.terminate();
+  CHECK(side.wait_exit() == 0);  // nothing was acknowledged, so nothing is lost
+  CHECK(side.log().find("not replayed") == std::string::npos);
+}
+
 // Signals whose default action would end the process on the spot (a supervisor's reload, a
 // closed terminal) are ignored: the writes acknowledged in fallback are still replayed.
 TEST_CASE("SIGHUP, SIGUSR1 and SIGUSR2 do not stop the sidecar or lose its journal",
