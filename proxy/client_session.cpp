@@ -570,7 +570,12 @@ client_session::outcome client_session::handle_raw(std::span<const std::string_v
   }
   if (info != nullptr) note_raw_request(*info, args);
   if (!dedicated_ || !dedicated_->send_raw(frame)) return raw_unavailable();
-  if (id == command_id::quit) return outcome::close;
+  if (id == command_id::quit) {
+    // Redis answers what came before and the QUIT itself, then closes: the session closes once
+    // the connection has (close_after_flush() waits for it), so that those replies get through.
+    raw_quit_ = true;
+    return outcome::close;
+  }
   return outcome::next;
 }
 
@@ -1784,7 +1789,8 @@ void client_session::upstream_stalled(const std::string& reason) {
 void client_session::dedicated_lost(connection* c) {
   if (dedicated_.get() != c) return;
   const bool dirty = !state_is_clean();
-  if (raw_) reply_error(std::string(errors::upstream_closed) + ": " + c->last_error());
+  if (raw_ && !raw_quit_)
+    reply_error(std::string(errors::upstream_closed) + ": " + c->last_error());
   if (dirty) note_close("its dedicated upstream connection was lost: ", c->last_error());
   if (current_ == c) current_ = nullptr;
   dedicated_.reset();
@@ -1868,8 +1874,9 @@ awaitable<void> client_session::write_loop(std::shared_ptr<client_session> self)
     }
     if (closed_) break;
     if (out_.empty()) {
-      // Closing: wait for in-flight replies unless the client itself is gone.
-      if (slots_.empty() || !socket_.is_open()) break;
+      // Closing: wait for in-flight replies unless the client itself is gone (in raw mode after
+      // a QUIT, for Redis to close the connection: the replies until then are the client's).
+      if ((slots_.empty() && !(raw_quit_ && dedicated_)) || !socket_.is_open()) break;
       writer_waiting_ = true;
       writer_wake_.expires_after(std::chrono::milliseconds(cfg_.command_timeout_ms));
       auto [ec] = co_await writer_wake_.async_wait(use_nothrow);

@@ -225,7 +225,8 @@ class client_session : public reply_sink,
   // The slot of the last blocking command forwarded (BLPOP, XREAD BLOCK, WAIT ...): while it waits
   // for its reply, CLIENT LIST shows the client blocked (flag b).
   std::uint64_t blocking_seq_ = std::numeric_limits<std::uint64_t>::max();
-  bool blocked() const;  // that command is waiting for its reply (CLIENT LIST's flag b)
+  bool blocked() const;    // that command is waiting for its reply (CLIENT LIST's flag b)
+  bool raw_quit_ = false;  // a QUIT went to the dedicated connection in raw mode
   void authenticated();
   std::string_view request_error_text(std::string_view request) const;
   // After a script that may write (EVAL, EVALSHA, FCALL): it may have written keys it did not

@@ -622,3 +622,26 @@ TEST_CASE("a client that shuts its sending side gets the replies of what it sent
 }
 
 }  // namespace redis_sidecar::test
+
+namespace redis_sidecar::test {
+
+// A client on its own connection (here CLIENT TRACKING, so its requests pass on unread) that
+// sends QUIT gets, as from Redis, the replies of what it sent before and QUIT's +OK, then the
+// close.
+TEST_CASE("QUIT on a client's own connection: the replies before it, +OK, then the close",
+          "[stateful][close]") {
+  proxied env;
+  raw_client c(env.port());
+  c.send(resp_array({"CLIENT", "TRACKING", "on"}));
+  REQUIRE(read_value(c) == "+OK\r\n");
+  c.send(resp_array({"SET", "quitting", "v"}) + resp_array({"GET", "quitting"}) +
+         resp_array({"QUIT"}) + resp_array({"SET", "after-quit", "v"}));
+  std::string got;
+  for (std::string more; !(more = c.read_available()).empty();) got += more;
+  CHECK(got == "+OK\r\n$1\r\nv\r\n+OK\r\n");
+  auto up = env.upstream();
+  CHECK(str(up.get(), {"GET", "quitting"}) == "v");
+  CHECK(is_nil(up.get(), {"GET", "after-quit"}));
+}
+
+}  // namespace redis_sidecar::test
