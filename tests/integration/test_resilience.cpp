@@ -236,6 +236,12 @@ namespace redis_sidecar::test {
 TEST_CASE("out of file descriptors: new clients refused, connected ones still served",
           "[resilience][limits]") {
   SIDECAR_ONLY();
+#ifdef __SANITIZE_ADDRESS__
+  // UBSan checks a virtual call's target by writing its memory into a pipe, which it cannot open
+  // without a free descriptor: it then reports any virtual call as one on an invalid object.
+  WARN("skipped in the sanitizer build: the sanitizers themselves need free descriptors");
+  return;
+#endif
   proxied env;
   std::vector<context_ptr> first;
   for (int i = 0; i < 10; ++i) {
