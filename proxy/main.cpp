@@ -3,6 +3,7 @@
 // 0 after a clean shutdown, 1 after a shutdown that lost writes accepted during fallback (the
 // upstream was not back in time to replay them), 2 for bad configuration or a failed start.
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -39,6 +40,7 @@ int run(const rs::config& cfg) {
           "--tls-insecure-skip-verify is on: the upstream certificate is not verified, so the "
           "connection (and the Redis password) can be intercepted");
   }
+  for (const std::string& w : rs::unknown_variables(environ)) rs::log::warn(w);
   if (!cfg.upstream.username.empty() && cfg.upstream.password.empty())
     rs::log::warn(
         "the upstream URL names a user but no password, so the sidecar does not authenticate; "

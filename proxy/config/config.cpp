@@ -510,6 +510,45 @@ parse_outcome finish(std::string& message, std::string text, parse_outcome outco
 
 }  // namespace
 
+std::vector<std::string> unknown_variables(const char* const* env) {
+  constexpr std::string_view prefix = "REDIS_SIDECAR_";
+  const auto distance = [](std::string_view a, std::string_view b) {
+    std::vector<std::size_t> row(b.size() + 1);
+    for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
+    for (std::size_t i = 1; i <= a.size(); ++i) {
+      std::size_t diagonal = row[0];
+      row[0] = i;
+      for (std::size_t j = 1; j <= b.size(); ++j) {
+        const std::size_t up = row[j];
+        row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] != b[j - 1])});
+        diagonal = up;
+      }
+    }
+    return row[b.size()];
+  };
+  std::vector<std::string> out;
+  for (; env != nullptr && *env != nullptr; ++env) {
+    const std::string_view entry = *env;
+    const std::string_view name = entry.substr(0, entry.find('='));
+    if (!name.starts_with(prefix)) continue;
+    std::string closest;
+    std::size_t best = 4;  // suggest only near misses
+    bool known = false;
+    for (const auto& o : options) {
+      const std::string known_name = env_name(o);
+      if (known_name == name) known = true;
+      if (const std::size_t d = distance(name, known_name); d < best) {
+        best = d;
+        closest = known_name;
+      }
+    }
+    if (known) continue;
+    out.push_back(std::string(name) + " names no setting of redis-sidecar and is ignored" +
+                  (closest.empty() ? std::string() : "; did you mean " + closest + "?"));
+  }
+  return out;
+}
+
 parse_outcome parse_config(int argc, const char* const* argv, config& out,
                            std::string& out_message) {
   for (int i = 1; i < argc; ++i) {

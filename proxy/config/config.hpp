@@ -93,4 +93,9 @@ parse_outcome parse_config(int argc, const char* const* argv, config& out, std::
 /// The --help text.
 std::string usage();
 
+/// A warning for each REDIS_SIDECAR_* variable in `env` (NAME=value entries, null-terminated, as
+/// `environ`) that names no setting, with the closest one that does: a misspelled variable would
+/// otherwise be ignored without a word, its default used instead.
+std::vector<std::string> unknown_variables(const char* const* env);
+
 }  // namespace redis_sidecar

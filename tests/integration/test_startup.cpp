@@ -74,8 +74,11 @@ TEST_CASE("help and version flags exit 0", "[startup]") {
 TEST_CASE("REDIS_URL and REDIS_SIDECAR_* configure the sidecar", "[startup][auth]") {
   SIDECAR_ONLY();
   redis_server redis;
-  sidecar side({}, {"REDIS_URL=" + redis.url(), "REDIS_SIDECAR_REQUIREPASS=env-pass-31"});
+  sidecar side({}, {"REDIS_URL=" + redis.url(), "REDIS_SIDECAR_REQUIREPASS=env-pass-31",
+                    "REDIS_SIDECAR_REQUIREPAS=typo"});
   REQUIRE(side.running());
+  CHECK(side.log().find("REDIS_SIDECAR_REQUIREPAS names no setting of redis-sidecar and is "
+                        "ignored; did you mean REDIS_SIDECAR_REQUIREPASS?") != std::string::npos);
   auto c = connect(side.port());
   CHECK(error_of(c.get(), {"SET", "k", "v"}) == errors::noauth);
   CHECK(str(c.get(), {"AUTH", "env-pass-31"}) == "OK");

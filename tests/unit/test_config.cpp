@@ -578,3 +578,25 @@ TEST_CASE("cache, fallback, metrics and logging options", "[config]") {
   CHECK_THAT(error_of({up, "--metrics-listen=127.0.0.1:99999"}),
              Catch::StartsWith("invalid value '127.0.0.1:99999' for --metrics-listen"));
 }
+
+TEST_CASE("REDIS_SIDECAR_* variables that name no setting are reported, with the closest",
+          "[config]") {
+  const char* env[] = {"PATH=/usr/bin",
+                       "REDIS_SIDECAR_CACHE_MODE=ttl",
+                       "REDIS_SIDECAR_CACHE_MODEE=ttl",
+                       "REDIS_SIDECAR_UPSTRAEM=redis://h",
+                       "REDIS_SIDECAR_SOMETHING_ELSE_ENTIRELY=1",
+                       "REDIS_SIDECAR_POOL_SIZE",
+                       nullptr};
+  const auto w = redis_sidecar::unknown_variables(env);
+  REQUIRE(w.size() == 3);
+  CHECK(w[0] ==
+        "REDIS_SIDECAR_CACHE_MODEE names no setting of redis-sidecar and is ignored; did you mean "
+        "REDIS_SIDECAR_CACHE_MODE?");
+  CHECK(w[1].ends_with("did you mean REDIS_SIDECAR_UPSTREAM?"));
+  CHECK(w[2] ==
+        "REDIS_SIDECAR_SOMETHING_ELSE_ENTIRELY names no setting of redis-sidecar and is "
+        "ignored");
+  const char* none[] = {nullptr};
+  CHECK(redis_sidecar::unknown_variables(none).empty());
+}
