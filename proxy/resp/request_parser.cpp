@@ -156,11 +156,11 @@ parse_status request_parser::parse_multibulk(std::string_view data) {
       if (!parse_decimal(data.substr(1, cr - 1), n))
         return fail(request_error::invalid_multibulk_length);
     }
-    if (n < -1 || (n > 0 && static_cast<std::uint64_t>(n) > limits_.max_multibulk_len)) {
+    if (n > 0 && static_cast<std::uint64_t>(n) > limits_.max_multibulk_len) {
       return fail(request_error::invalid_multibulk_length);
     }
     pos_ = scan_ = cr + 2;
-    if (n <= 0) {
+    if (n <= 0) {  // "*0", "*-1" and any other negative count: nothing, as Redis skips them
       frame_size_ = pos_;
       views_.clear();
       return parse_status::complete;

@@ -28,7 +28,7 @@ enum class parse_status : std::uint8_t { complete, need_more, error };
 /// and to one counter (`errors_total{kind}`).
 enum class request_error : std::uint8_t {
   none,
-  invalid_multibulk_length,  // "*abc", "*-5" or above limits.max_multibulk_len
+  invalid_multibulk_length,  // "*abc", "*-0" or above limits.max_multibulk_len
   invalid_bulk_length,       // "$abc", "$-1" inside a request, or above limits.max_bulk_bytes
   expected_bulk,             // an element of a request array that does not start with '$'
   too_big_inline,            // inline line longer than limits.max_inline_bytes without "\n"

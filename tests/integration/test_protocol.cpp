@@ -171,6 +171,16 @@ TEST_CASE("inline commands work, with quoting", "[protocol][inline]") {
   CHECK(raw.closed_by_peer());
 }
 
+TEST_CASE("an array of no or negative length is skipped, as Redis does", "[protocol]") {
+  proxied env;
+  raw_client raw(env.port());
+  raw.send("*0\r\n*-1\r\n*-5\r\nPING\r\n");
+  CHECK(read_value(raw) == "+PONG\r\n");
+  raw.send("*-0\r\n");
+  CHECK(read_value(raw) == error_bytes(errors::invalid_multibulk_length));
+  CHECK(raw.closed_by_peer());
+}
+
 TEST_CASE("requests split at every byte still work", "[protocol]") {
   proxied env;
   raw_client raw(env.port());

@@ -134,7 +134,8 @@ TEST_CASE("request_parser rejects malformed multibulk requests", "[resp][request
   const std::vector<row> rows = {
       {"*abc\r\n", failed(request_error::invalid_multibulk_length)},
       {"*\r\n", failed(request_error::invalid_multibulk_length)},
-      {"*-2\r\n", failed(request_error::invalid_multibulk_length)},
+      {"*-2\r\n", complete(5, {}, false)},  // Redis skips any count below 1
+      {"*-50\r\n", complete(6, {}, false)},
       {"*-0\r\n", failed(request_error::invalid_multibulk_length)},
       {"*+1\r\n", failed(request_error::invalid_multibulk_length)},
       {"*01\r\n", failed(request_error::invalid_multibulk_length)},
