@@ -183,7 +183,7 @@ client_session::client_session(client_socket socket, session_context& ctx)
       db_(ctx.cfg.upstream.db),
       authed_(ctx.cfg.requirepass.empty()),
       op_parser_(ctx.cfg.limits) {
-  if (!authed_) parser_.set_limits(resp::unauthenticated_limits(cfg_.limits));
+  apply_auth_limits();
   ctx_.sessions.insert(this);
   ++ctx_.st.client_connections;
 }
@@ -1206,7 +1206,7 @@ void client_session::reset_session() {
   raw_dbs_.clear();
   name_.clear();
   authed_ = cfg_.requirepass.empty();
-  if (!authed_) parser_.set_limits(resp::unauthenticated_limits(cfg_.limits));
+  apply_auth_limits();
   if (shared_ && shared_->proto() != 2) shared_.reset();
 }
 
@@ -1225,10 +1225,14 @@ std::string_view client_session::request_error_text(std::string_view request) co
   return errors::for_request_error(e);
 }
 
-// From the next request on, the configured limits instead of those before AUTH.
 void client_session::authenticated() {
   authed_ = true;
-  parser_.set_limits(cfg_.limits);
+  apply_auth_limits();
+}
+
+// From the next request on: Redis' limits before AUTH, the configured ones after it.
+void client_session::apply_auth_limits() {
+  parser_.set_limits(authed_ ? cfg_.limits : resp::unauthenticated_limits(cfg_.limits));
 }
 
 // UNSUBSCRIBE and friends outside subscribed mode: Redis answers one message per channel (or one

@@ -228,6 +228,7 @@ class client_session : public reply_sink,
   bool blocked() const;    // that command is waiting for its reply (CLIENT LIST's flag b)
   bool raw_quit_ = false;  // a QUIT went to the dedicated connection in raw mode
   void authenticated();
+  void apply_auth_limits();
   std::string_view request_error_text(std::string_view request) const;
   // After a script that may write (EVAL, EVALSHA, FCALL): it may have written keys it did not
   // declare, whose invalidations are still on their way, so GETs skip L1 and read on the channel

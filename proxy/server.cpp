@@ -215,6 +215,20 @@ void server::trim_after_burst() {
   sessions_peak_ = now;
 }
 
+namespace {
+
+std::string max_clients_reply() { return "-" + std::string(errors::max_clients) + "\r\n"; }
+
+}  // namespace
+
+bool server::throttled_count::count_and_due() {
+  ++count;
+  const auto now = std::chrono::steady_clock::now();
+  if (now - logged < std::chrono::seconds(10)) return false;
+  logged = now;
+  return true;
+}
+
 server::~server() {
   if (spare_fd_ >= 0) ::close(spare_fd_);
 }
@@ -226,25 +240,22 @@ server::~server() {
 // refused), and accepting pauses for 50 ms.
 awaitable<void> server::out_of_descriptors(int listener) {
   stats_.count(error_kind::max_clients);
-  ++shed_;
   if (spare_fd_ >= 0) {
     ::close(spare_fd_);
     const int fd = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
     if (fd >= 0) {
-      const std::string r = "-" + std::string(errors::max_clients) + "\r\n";
+      const std::string r = max_clients_reply();
       (void)!::send(fd, r.data(), r.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
       ::close(fd);
     }
     spare_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   }
-  const auto now = std::chrono::steady_clock::now();
-  if (now - shed_logged_ >= std::chrono::seconds(10)) {
-    shed_logged_ = now;
+  if (shed_.count_and_due()) {
     rlimit nofile{};
     ::getrlimit(RLIMIT_NOFILE, &nofile);
     log::warn("out of file descriptors (the open-file limit is " + std::to_string(nofile.rlim_cur) +
               ", " + std::to_string(ctx_.sessions.size()) +
-              " clients connected): new clients are refused (" + std::to_string(shed_) +
+              " clients connected): new clients are refused (" + std::to_string(shed_.count) +
               " so far); raise the limit (ulimit -n) or lower --max-clients");
   }
   accept_pause_.expires_after(std::chrono::milliseconds(50));
@@ -287,18 +298,11 @@ awaitable<void> server::accept_loop() {
 void server::admit(client_socket socket) {
   if (ctx_.sessions.size() >= cfg_.max_clients || ctx_.draining) {
     stats_.count(error_kind::max_clients);
-    if (!ctx_.draining) {
-      ++refused_;
-      const auto now = std::chrono::steady_clock::now();
-      if (now - refused_logged_ >= std::chrono::seconds(10)) {
-        refused_logged_ = now;
-        log::warn("--max-clients " + std::to_string(cfg_.max_clients) +
-                  " reached: new clients are refused (" + std::to_string(refused_) + " so far)");
-      }
-    }
-    std::string r = "-";
-    r.append(errors::max_clients);
-    r.append("\r\n");
+    if (!ctx_.draining && refused_.count_and_due())
+      log::warn("--max-clients " + std::to_string(cfg_.max_clients) +
+                " reached: new clients are refused (" + std::to_string(refused_.count) +
+                " so far)");
+    const std::string r = max_clients_reply();
     error_code ignored;
     socket.non_blocking(true, ignored);
     socket.write_some(asio::buffer(r), ignored);  // best effort, never blocks

@@ -95,12 +95,16 @@ class server {
   // and pauses on this timer, instead of retrying an accept that fails at once (a busy loop).
   steady_timer accept_pause_;
   int spare_fd_ = -1;
-  std::uint64_t shed_ = 0;  // connections refused for want of a descriptor
-  std::chrono::steady_clock::time_point shed_logged_{};
+  // Refused clients, counted, and logged every 10 s at most.
+  struct throttled_count {
+    std::uint64_t count = 0;
+    std::chrono::steady_clock::time_point logged{};
+    bool count_and_due();  // counts one; true when a log line is due
+  };
+  throttled_count shed_;     // refused for want of a descriptor
+  throttled_count refused_;  // refused at --max-clients
   awaitable<void> out_of_descriptors(int listener);
   std::size_t sessions_peak_ = 0;  // most clients at once since the last trim
-  std::uint64_t refused_ = 0;      // clients refused at --max-clients (logged every 10 s at most)
-  std::chrono::steady_clock::time_point refused_logged_{};
   void trim_after_burst();
 };
 

@@ -411,7 +411,7 @@ void near_cache::invalidate_flights(std::string_view key) {
 
 void near_cache::deliver(std::uint64_t seq, std::string_view frame, std::uint8_t t,
                          clock::time_point received) {
-  bool error = frame.empty() || frame[0] == '-' || frame[0] == '!';
+  const bool error = frame.empty() || frame[0] == '-' || frame[0] == '!';
   if (t == tag_read) return read_done(seq, frame, error, received);
   if (t == tag_caching) {
     // Refused (an ACL without client|caching): Redis will not track these keys, so nothing read
@@ -453,23 +453,24 @@ void near_cache::deliver(std::uint64_t seq, std::string_view frame, std::uint8_t
     case tag_reads_probe_queued:
       if (error && reads_probe_error_.empty()) reads_probe_error_ = error_text(frame);
       return;
-    case tag_reads_probe:
+    case tag_reads_probe: {
       // A key the user may not read (an ACL key pattern the probe key is outside of) says
       // nothing about the commands: its misses are read, and refused, as Redis would refuse them.
-      if (error && reads_probe_error_.find("permissions to access") != std::string::npos)
-        error = false;
+      const bool refused_reads =
+          error && reads_probe_error_.find("permissions to access") == std::string::npos;
+      const std::string why = reads_probe_error_.empty() ? error_text(frame) : reads_probe_error_;
       if (channel_ != channel::reads) {
-        if (error)
-          refused("the upstream refuses the read transaction (MULTI / PTTL / GET / EXEC: " +
-                  (reads_probe_error_.empty() ? error_text(frame) : reads_probe_error_) + ")");
+        if (refused_reads)
+          refused("the upstream refuses the read transaction (MULTI / PTTL / GET / EXEC: " + why +
+                  ")");
         return;
       }
-      if (error) {
+      if (refused_reads) {
         // Without its reads ttl mode keeps what it did before them: misses go to the upstream as
         // they are, and their values are hits for up to --cache-ttl, server TTL unknown.
         log::warn(
             "ttl mode: the upstream refuses the read transaction (MULTI / PTTL / GET / EXEC: " +
-            (reads_probe_error_.empty() ? error_text(frame) : reads_probe_error_) +
+            why +
             "); values are served up to --cache-ttl without their server TTL, so a key that "
             "expires on Redis may be served until then");
         reads_refused_ = true;
@@ -478,6 +479,7 @@ void near_cache::deliver(std::uint64_t seq, std::string_view frame, std::uint8_t
         return;
       }
       return become_ready(mode::ttl, "reads bring each value's server TTL");
+    }
     case tag_probe:
       if (error) {
         probing_ = false;

@@ -151,9 +151,6 @@ void upstream_monitor::deliver(std::uint64_t seq, std::string_view frame, std::u
   replay_some();
 }
 
-// The probe period: --health-probe-interval-ms while probes succeed; after failures it backs off
-// exponentially up to 2 s (never below the interval), with equal jitter, so a fleet of sidecars
-// does not hammer an upstream that is coming back, in lockstep.
 void upstream_monitor::hurry() {
   if (hurry_ || stopped_) return;
   hurry_ = true;
@@ -161,6 +158,9 @@ void upstream_monitor::hurry() {
   timer_.cancel();  // the loop's next turn, now
 }
 
+// The probe period: --health-probe-interval-ms while probes succeed; after failures it backs off
+// exponentially up to 2 s (never below the interval), with equal jitter, so a fleet of sidecars
+// does not hammer an upstream that is coming back, in lockstep.
 std::chrono::milliseconds upstream_monitor::next_delay() {
   const std::uint64_t base = cfg_.health_probe_interval_ms;
   if (failed_probes_ == 0 || hurry_) return std::chrono::milliseconds(base);
@@ -202,11 +202,12 @@ void upstream_monitor::failure(std::string cause) {
 
 void upstream_monitor::transitioned() {
   const upstream_state s = fsm_.state();
-  if (s == upstream_state::healthy) tier_.refuse_writes({});
-  if (s == upstream_state::healthy)
+  if (s == upstream_state::healthy) {
+    tier_.refuse_writes({});
     log::info("upstream " + cfg_.upstream.masked() + ": " + fsm_.transition());
-  else
+  } else {
     log::warn("upstream " + cfg_.upstream.masked() + ": " + fsm_.transition());
+  }
   if (s == upstream_state::fallback) {
     // Requests waiting on a stalled upstream fail now, not at their deadlines.
     static const std::string reason = "upstream unreachable (fallback mode)";
