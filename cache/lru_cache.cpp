@@ -1,6 +1,8 @@
 // lru_cache: see lru_cache.hpp for the contract, layout and accounting.
 #include "cache/lru_cache.hpp"
 
+#include "cache/key_hash.hpp"
+
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -15,47 +17,6 @@ using detail::entry_header;
 
 constexpr std::uint32_t min_capacity = 16;
 constexpr std::uint32_t max_capacity = std::uint32_t{1} << 31;  // slot numbers stay below npos
-
-constexpr std::uint64_t k1 = 0x87c37b91114253d5ULL;
-constexpr std::uint64_t k2 = 0x4cf5ad432745937fULL;
-
-std::uint64_t rotl(std::uint64_t v, int r) { return (v << r) | (v >> (64 - r)); }
-
-// One MurmurHash3-x64-style round per 8-byte word.
-std::uint64_t mix(std::uint64_t h, std::uint64_t w) {
-  w *= k1;
-  w = rotl(w, 31);
-  w *= k2;
-  h ^= w;
-  return rotl(h, 27) * 5 + 0x52dce729;
-}
-
-std::uint64_t finish(std::uint64_t h) {
-  h ^= h >> 33;
-  h *= 0xff51afd7ed558ccdULL;
-  h ^= h >> 33;
-  h *= 0xc4ceb9fe1a85ec53ULL;
-  return h ^ (h >> 33);
-}
-
-// A fast non-cryptographic 64-bit hash of (db, key); the size is mixed in first, so keys that
-// differ only by trailing '\0' bytes hash differently.
-std::uint64_t hash_key(int db, std::string_view key) {
-  std::uint64_t h = mix(static_cast<std::uint32_t>(db), key.size());
-  const char* p = key.data();
-  std::size_t n = key.size();
-  for (; n >= 8; p += 8, n -= 8) {
-    std::uint64_t w;
-    std::memcpy(&w, p, 8);
-    h = mix(h, w);
-  }
-  if (n > 0) {
-    std::uint64_t w = 0;
-    std::memcpy(&w, p, n);
-    h = mix(h, w);
-  }
-  return finish(h);
-}
 
 // Tag bits (see the layout in lru_cache.hpp): 0x80 marks a used slot, ref_bit is the CLOCK
 // reference bit, the low 6 bits are hash bits that let find() skip most non-matching slots.

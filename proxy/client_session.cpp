@@ -435,25 +435,30 @@ client_session::outcome client_session::handle(std::span<const std::string_view>
     }
   }
   cache_tier& tier = *ctx_.tier;
-  if (info != nullptr && tier.wants_reply(*info)) {
-    tier.on_request(effective_db(), *info, args);
-    if (multi_open_) {
-      if (info->flags & commands::write) transactions_.back().writes.emplace_back(frame);
-    } else {
-      fill_info_ = info;
-      fill_frame_ = frame;
-      fill_key_ = {};
-      fill_argc_ = args.size();
-      // The key must lie within the frame (not so for inline commands, whose frame is rebuilt);
-      // addresses compared as integers, since they may point into different buffers.
-      const auto at = [](std::string_view s) { return reinterpret_cast<std::uintptr_t>(s.data()); };
-      if (info->first_key == 1 && args.size() > 1 && at(args[1]) >= at(frame) &&
-          at(args[1]) + args[1].size() <= at(frame) + frame.size())
-        fill_key_ = args[1];
-    }
+  const bool fills = info != nullptr && tier.wants_reply(*info);
+  if (fills && !multi_open_) {
+    fill_info_ = info;
+    fill_frame_ = frame;
+    fill_key_ = {};
+    fill_argc_ = args.size();
+    // The key must lie within the frame (not so for inline commands, whose frame is rebuilt);
+    // addresses compared as integers, since they may point into different buffers.
+    const auto at = [](std::string_view s) { return reinterpret_cast<std::uintptr_t>(s.data()); };
+    if (info->first_key == 1 && args.size() > 1 && at(args[1]) >= at(frame) &&
+        at(args[1]) + args[1].size() <= at(frame) + frame.size())
+      fill_key_ = args[1];
   }
+  sent_on_ = 0;
   const outcome o = forward(frame);
   fill_info_ = nullptr;
+  // Once sent (and on which connection is known): L1 forgets, or hides, the keys of a write.
+  if (fills && sent_on_ != 0) {
+    tier.on_request(effective_db(), *info, args, {sent_on_, 0});
+    if (multi_open_ && (info->flags & commands::write)) {
+      transactions_.back().writes.emplace_back(frame);
+      transactions_.back().conn = sent_on_;
+    }
+  }
   return o;
 }
 
@@ -745,7 +750,8 @@ void client_session::note_raw_request(const commands::command_info& info,
   }
   cache_tier& tier = *ctx_.tier;
   if (!tier.wants_reply(info) || !(info.flags & commands::write)) return;
-  for (const int db : raw_dbs_) tier.on_request(db, info, args, false);
+  const cache_tier::flight sent{dedicated_ ? dedicated_->serial() : 0, 0};
+  for (const int db : raw_dbs_) tier.on_request(db, info, args, sent, false);
 }
 
 client_session::outcome client_session::cmd_auth(std::span<const std::string_view> args) {
@@ -1303,6 +1309,7 @@ client_session::outcome client_session::submit_to(const std::shared_ptr<connecti
     return outcome::next;
   }
   current_ = c.get();
+  sent_on_ = c->serial();
   if (multi_open_ && t != tag_multi && t != tag_watch) ++transactions_.back().queued;
   if (fill_info_ != nullptr) {
     if (fill_info_->flags & commands::write) ++writes_in_flight_;
@@ -1310,7 +1317,8 @@ client_session::outcome client_session::submit_to(const std::shared_ptr<connecti
         next_seq_, fill_info_, effective_db(), static_cast<std::uint32_t>(fill_argc_),
         arena_base_ + cache_arena_.size(), fill_frame_.size(),
         static_cast<std::uint32_t>(fill_key_.empty() ? 0 : fill_key_.data() - fill_frame_.data()),
-        static_cast<std::uint32_t>(fill_key_.size()), batch_now_});
+        static_cast<std::uint32_t>(fill_key_.size()), batch_now_,
+        cache_tier::flight{sent_on_, ctx_.tier->write_clock()}});
     cache_arena_.append(fill_frame_);
   }
   slots_.push_back(slot{false, {}, batch_now_, command_});
@@ -1356,13 +1364,13 @@ void client_session::apply_cache_op(std::uint64_t seq, std::string_view reply) {
     const cache::time_ms at = mono_ms(op.read_at);
     std::array<std::string_view, 3> known;
     if (const std::size_t n = known_args(op, known); n != 0) {
-      ctx_.tier->on_reply(db_, *op.info, std::span(known.data(), n), reply, at, 0);
+      ctx_.tier->on_reply(db_, *op.info, std::span(known.data(), n), reply, at, 0, op.sent);
     } else {
       if (op_parser_.parse(op_frame(op)) == resp::parse_status::complete) {
         // Wall time matters only to SET's EXAT/PXAT options: not read for anything shorter.
         const auto args = op_parser_.args();
         const std::int64_t wall = op.info->id == command_id::set && args.size() > 3 ? wall_ms() : 0;
-        ctx_.tier->on_reply(db_, *op.info, args, reply, at, wall);
+        ctx_.tier->on_reply(db_, *op.info, args, reply, at, wall, op.sent);
       }
       op_parser_.reset();
     }
@@ -1432,12 +1440,12 @@ void client_session::prefetch_requests(std::string_view in) const {
   for (std::size_t i = 0; i < count; ++i) tier.prefetch(db, keys[i], true);
 }
 
-// An op whose reply will never be applied (its slot was dropped, or its client closed): an entry
-// its write hid would stay hidden, never served, until evicted or expired. It goes now instead.
+// An op of a write whose reply will never be applied: an entry it hid would stay hidden, never
+// served, until evicted or expired, and the write has run (or never will) by now. Its keys go.
 void client_session::abandon_cache_op(const cache_op& op) {
-  if (!cache_tier::hides_keys(*op.info)) return;
+  if (!(op.info->flags & commands::write)) return;
   if (op_parser_.parse(op_frame(op)) == resp::parse_status::complete)
-    ctx_.tier->on_request(op.db, *op.info, op_parser_.args(), false);
+    ctx_.tier->on_request(op.db, *op.info, op_parser_.args(), op.sent, false);
   op_parser_.reset();
 }
 
@@ -1561,7 +1569,10 @@ void client_session::reply_simple(std::string_view s) {
 
 void client_session::deliver(std::uint64_t seq, std::string_view frame, std::uint8_t t,
                              clock::time_point received) {
-  if (closed_) return;
+  if (closed_) {
+    if (!cache_ops_.empty()) apply_cache_op(seq, frame);
+    return;
+  }
   if (seq == script_barrier_seq_) {
     after_script_ = false;
     script_barrier_seq_ = std::numeric_limits<std::uint64_t>::max();
@@ -1638,14 +1649,15 @@ void client_session::transaction_ended(std::string_view reply, bool executed) {
       }
     }
   }
-  // The queued writes ran (or not); either way L1 forgets their keys once more, now that no reply
-  // that raced with them can still arrive, in every db they may have run in.
+  // The queued writes ran (or not); either way L1 forgets their keys once more, in every db they
+  // may have run in: a read that raced with them on another connection is not kept (write_fence).
   for (const std::string& frame : tx.writes) {
     if (op_parser_.parse(frame) == resp::parse_status::complete && !op_parser_.args().empty()) {
       if (const auto* info = commands::lookup(op_parser_.args()[0])) {
-        ctx_.tier->on_request(before, *info, op_parser_.args(), false);
+        ctx_.tier->on_request(before, *info, op_parser_.args(), {tx.conn, 0}, false);
         for (const auto& [index, db] : tx.selects) {
-          if (db != before) ctx_.tier->on_request(db, *info, op_parser_.args(), false);
+          if (db != before)
+            ctx_.tier->on_request(db, *info, op_parser_.args(), {tx.conn, 0}, false);
         }
       }
     }
@@ -1942,10 +1954,8 @@ void client_session::close_now() {
   shared_.reset();
   slots_.clear();
   out_.clear();
-  for (std::size_t i = 0; i < cache_ops_.size(); ++i) abandon_cache_op(cache_ops_[i]);
-  cache_ops_.clear();
-  writes_in_flight_ = 0;
-  cache_arena_.clear();
+  // cache_ops_ stay: their replies still come (pending requests hold the session), and a write's
+  // reply is when it has run, which the fence must hear of (write_fence.hpp).
   transactions_.clear();
 }
 

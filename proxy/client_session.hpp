@@ -344,11 +344,13 @@ class client_session : public reply_sink,
     std::uint32_t key_offset;  // the first key, within the frame (key_size 0: none known)
     std::uint32_t key_size;
     std::chrono::steady_clock::time_point read_at;  // when the request was read
+    cache_tier::flight sent;                        // on which connection, and when
   };
   const commands::command_info* fill_info_ = nullptr;  // set while handle() forwards such a request
   std::string_view fill_frame_;
   std::string_view fill_key_;  // its first key, when it lies within fill_frame_
   std::size_t fill_argc_ = 0;
+  std::uint32_t sent_on_ = 0;  // the connection the request being handled went to (0: none)
   std::string_view op_frame(const cache_op& op) const;  // its request, in cache_arena_
   std::string_view op_key(const cache_op& op) const;    // its first key (empty: none known)
   // The arguments of its request, when it need not be framed again (GET k, SET k v): their count.
@@ -374,6 +376,7 @@ class client_session : public reply_sink,
         selects;             // SELECTs queued: (index in EXEC's reply, db)
     std::size_t queued = 0;  // commands queued so far
     bool refused = false;    // a command was refused while queueing: EXEC aborts (DISCARD sent)
+    std::uint32_t conn = 0;  // the connection it is queued on
   };
   ring<transaction> transactions_;
   void transaction_ended(std::string_view reply, bool executed);

@@ -160,7 +160,8 @@ cache_tier::cache_tier(const config& cfg)
       journal_writes_(cfg.fallback_writes == "journal"),
       ttl_ms_(cfg.cache_ttl_ms),
       l1_(cache::options{cfg.cache_max_bytes, cfg.cache_max_entry_bytes}),
-      journal_(cfg.fallback_journal_max_bytes) {
+      journal_(cfg.fallback_journal_max_bytes),
+      fence_(enabled_ ? 16384 : 1) {
   std::string_view rest = cfg.cache_prefix;
   while (!rest.empty()) {
     const auto comma = rest.find(',');
@@ -309,42 +310,48 @@ bool cache_tier::writes_beyond_keys(const command_info& info) {
 }
 
 void cache_tier::on_request(int db, const command_info& info,
-                            std::span<const std::string_view> args, bool reply_stores) {
+                            std::span<const std::string_view> args, flight f, bool reply_stores) {
   if (!enabled_ || !(info.flags & commands::write)) return;
-  if (info.flags & commands::flush) {
-    if (info.id == command_id::flushall)
-      l1_.clear();
-    else
+  if ((info.flags & commands::flush) || info.id == command_id::swapdb) {
+    if (info.id == command_id::flushdb)
       l1_.clear_db(db);
-    if (on_write_) on_write_(-1, {});
-    return;
-  }
-  if (info.id == command_id::swapdb) {
-    l1_.clear();
+    else
+      l1_.clear();
+    fence_.touched_all(f.conn);
     if (on_write_) on_write_(-1, {});
     return;
   }
   if (reply_stores && hides_keys(info)) {
-    commands::for_each_key(info, args, [&](std::string_view key) { hide(db, key); });
+    commands::for_each_key(info, args, [&](std::string_view key) {
+      hide(db, key);
+      fence_.touched(db, key, f.conn);
+    });
     return;
   }
-  commands::for_each_key(info, args, [&](std::string_view key) { invalidate(db, key); });
+  commands::for_each_key(info, args, [&](std::string_view key) {
+    invalidate(db, key);
+    fence_.touched(db, key, f.conn);
+  });
   // MOVE key db / COPY src dst DB n: the key also changes in the other db.
   if ((info.id == command_id::move && args.size() == 3) || info.id == command_id::copy) {
     for (std::size_t i = 2; i < args.size(); ++i) {
       const auto other = to_int(args[i]);
       if (other && *other >= 0 && *other <= std::numeric_limits<int>::max()) {
-        for (std::size_t k = 1; k < args.size() && k < 3; ++k)
+        for (std::size_t k = 1; k < args.size() && k < 3; ++k) {
           invalidate(static_cast<int>(*other), args[k]);
+          fence_.touched(static_cast<int>(*other), args[k], f.conn);
+        }
       }
     }
   }
 }
 
 void cache_tier::on_reply(int db, const command_info& info, std::span<const std::string_view> args,
-                          std::string_view reply, cache::time_ms now, std::int64_t wall_ms) {
+                          std::string_view reply, cache::time_ms now, std::int64_t wall_ms,
+                          flight f) {
   if (!enabled_ || reply.empty()) return;
-  if (on_write_ && (info.flags & commands::write)) {
+  const bool write = (info.flags & commands::write) != 0;
+  if (on_write_ && write) {
     // The write has run: a channel read still in flight may have run before it, and its reply
     // can arrive after this one (another connection), so it must not fill L1 or be joined.
     if ((info.flags & commands::flush) || info.id == command_id::swapdb)
@@ -352,7 +359,7 @@ void cache_tier::on_reply(int db, const command_info& info, std::span<const std:
     else
       commands::for_each_key(info, args, [&](std::string_view key) { on_write_(db, key); });
   }
-  if ((reply[0] == '-' || reply[0] == '!') && !(info.flags & commands::write)) {
+  if ((reply[0] == '-' || reply[0] == '!') && !write) {
     // A read that failed says nothing about the key (the error may be the sidecar's own, for an
     // upstream that went away), except that a key of another type is no string to keep.
     if (reply.substr(1, 9) == "WRONGTYPE")
@@ -360,12 +367,44 @@ void cache_tier::on_reply(int db, const command_info& info, std::span<const std:
     return;
   }
   switch (info.id) {
+    case command_id::get:
+    case command_id::mget:
+    case command_id::set:
+    case command_id::setex:
+    case command_id::psetex:
+    case command_id::mset:
+    case command_id::msetnx: store_reply(db, info, args, reply, now, wall_ms, f); return;
+    default: on_request(db, info, args, f); return;  // any other write: invalidate again
+  }
+}
+
+void cache_tier::store_reply(int db, const command_info& info,
+                             std::span<const std::string_view> args, std::string_view reply,
+                             cache::time_ms now, std::int64_t wall_ms, flight f) {
+  auto settled = [&](std::string_view key) { return fence_.settled(db, key, f.conn, f.since); };
+  // A read's value (or absence), if no other connection's write may have overtaken it.
+  auto read = [&](std::string_view key, const bulk_read& r) {
+    if (!settled(key)) return;
+    if (r.value)
+      store(db, key, *r.value, expiry_unknown, now);
+    else
+      invalidate(db, key);
+  };
+  // A write's value, if it was applied and no other connection's write may have overtaken it
+  // either way; else the key goes. Then the write has run: an event on its key.
+  auto wrote = [&](std::string_view key, bool applied, std::string_view value,
+                   std::int64_t expiry) {
+    if (fence_.settle(db, key, f.conn, f.since) && applied)
+      store(db, key, value, expiry, now);
+    else
+      invalidate(db, key);
+  };
+  switch (info.id) {
     case command_id::get: {
       if (args.size() != 2) return;
       std::size_t pos = 0;
-      const auto r = read_bulk(reply, pos);
-      if (r.ok && r.value)
-        store(db, args[1], *r.value, expiry_unknown, now);
+      if (const auto r = read_bulk(reply, pos); r.ok)
+        read(args[1], r);
       else
         invalidate(db, args[1]);
       return;
@@ -376,10 +415,7 @@ void cache_tier::on_reply(int db, const command_info& info, std::span<const std:
       for (std::size_t i = 1; i < args.size(); ++i) {
         const auto r = read_bulk(reply, pos);
         if (!r.ok) return;
-        if (r.value)
-          store(db, args[i], *r.value, expiry_unknown, now);
-        else
-          invalidate(db, args[i]);
+        read(args[i], r);
       }
       return;
     }
@@ -391,33 +427,23 @@ void cache_tier::on_reply(int db, const command_info& info, std::span<const std:
       const bool applied =
           o.error.empty() && !o.keepttl &&
           ((!o.get && is_ok(reply)) || (o.get && !o.nx && !o.xx && reply[0] != '-'));
-      if (applied)
-        store(db, args[1], args[2], o.expiry, now);
-      else
-        invalidate(db, args[1]);
+      wrote(args[1], applied, args[2], o.expiry);
       return;
     }
     case command_id::setex:
     case command_id::psetex: {
+      if (args.size() < 2) return;
       const auto v = args.size() == 4 ? to_int(args[2]) : std::nullopt;
-      if (v && *v > 0 && is_ok(reply))
-        store(db, args[1], args[3], now + (info.id == command_id::setex ? *v * 1000 : *v), now);
-      else if (args.size() >= 2)
-        invalidate(db, args[1]);
+      const bool applied = v && *v > 0 && is_ok(reply);
+      wrote(args[1], applied, applied ? args[3] : std::string_view(),
+            applied ? now + (info.id == command_id::setex ? *v * 1000 : *v) : 0);
       return;
     }
-    case command_id::mset:
-    case command_id::msetnx: {
+    default: {  // MSET, MSETNX
       const bool applied = info.id == command_id::mset ? is_ok(reply) : reply == ":1\r\n";
-      for (std::size_t i = 1; i + 1 < args.size(); i += 2) {
-        if (applied)
-          store(db, args[i], args[i + 1], 0, now);
-        else
-          invalidate(db, args[i]);
-      }
+      for (std::size_t i = 1; i + 1 < args.size(); i += 2) wrote(args[i], applied, args[i + 1], 0);
       return;
     }
-    default: on_request(db, info, args); return;  // any other write: invalidate again
   }
 }
 

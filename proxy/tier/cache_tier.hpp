@@ -6,11 +6,10 @@
 //     once when the request goes out and again when its reply comes back, so a read reply that
 //     raced with the write cannot leave an old value behind. The SET family hides its keys' entries
 //     while the write is in flight instead of dropping them: its reply overwrites them, in place
-//     when the size is unchanged (no free, malloc or index shift per write). (A read that ran
-//     before such a write on another connection, and whose reply comes after the write's, stores
-//     the older value: --cache-mode=ttl may serve it until --cache-ttl, as it may any value; the
-//     coherent modes never serve values stored from this path.) Replies are applied in
-//     the order the upstream connection returns them. L1 does not answer reads in this mode.
+//     when the size is unchanged (no free, malloc or index shift per write). Replies are applied
+//     in the order each upstream connection returns them; a reply whose request another
+//     connection's write to the same key may have overtaken (either way) stores nothing, and a
+//     write's then drops the key (write_fence.hpp). L1 does not answer reads in this mode.
 //  2. Fallback (the upstream is unreachable): `serve` answers GET, MGET, EXISTS, TTL, PTTL,
 //     SET (all forms), SETEX, PSETEX, MSET, DEL, UNLINK, EXPIRE, PEXPIRE, the INCR family on
 //     cached integers, PING and ECHO from L1. Writes it accepts are first appended to the write
@@ -47,6 +46,7 @@
 #include "cache/write_journal.hpp"
 #include "proxy/commands/command_table.hpp"
 #include "proxy/config/config.hpp"
+#include "proxy/tier/write_fence.hpp"
 
 namespace redis_sidecar {
 
@@ -128,22 +128,32 @@ class cache_tier {
   bool enabled() const { return enabled_; }
 
   // --- normal operation -----------------------------------------------------------------------
+  /// Where a request that updates L1 went: the upstream connection's serial (requests on one
+  /// connection run in the order sent) and the write clock (write_clock()) when it was sent.
+  /// Replies of requests raced by another connection's writes to their keys do not fill L1
+  /// (write_fence.hpp).
+  struct flight {  // (no member initializers: `{}` is all zeros, and a default argument below)
+    std::uint32_t conn;
+    std::uint64_t since;
+  };
+  std::uint64_t write_clock() const { return fence_.clock(); }
   /// True when the reply to `info` updates L1: the caller keeps the request until then.
   bool wants_reply(const commands::command_info& info) const;
-  /// Before forwarding a request: invalidates the keys a write touches. The SET family's entries
-  /// are hidden rather than dropped (its reply stores over them) unless `reply_stores` is false:
-  /// the write's reply will not come through on_reply (a transaction's queued writes).
+  /// A request sent on connection `f.conn`: invalidates the keys a write touches. The SET family's
+  /// entries are hidden rather than dropped (its reply stores over them) unless `reply_stores` is
+  /// false: the write's reply will not come through on_reply (a transaction's queued writes).
   void on_request(int db, const commands::command_info& info,
-                  std::span<const std::string_view> args, bool reply_stores = true);
+                  std::span<const std::string_view> args, flight f = {}, bool reply_stores = true);
   /// True for the writes on_request hides rather than drops (the SET family: SET, SETEX, PSETEX,
   /// MSET, MSETNX): their keys' L1 slots are looked up when the request is seen.
   static bool hides_keys(const commands::command_info& info);
   /// True for the writes that may change keys other than their key arguments in the request's
   /// db: every key (FLUSHDB, FLUSHALL, SWAPDB) or keys of another db (MOVE, COPY ... DB n).
   static bool writes_beyond_keys(const commands::command_info& info);
-  /// The upstream's reply to a request that wants_reply(), in the connection's order.
+  /// The upstream's reply to a request that wants_reply(), in the connection's order; `f` as the
+  /// request was sent.
   void on_reply(int db, const commands::command_info& info, std::span<const std::string_view> args,
-                std::string_view reply, cache::time_ms now, std::int64_t wall_ms);
+                std::string_view reply, cache::time_ms now, std::int64_t wall_ms, flight f = {});
 
   // --- fallback -------------------------------------------------------------------------------
   enum class result : std::uint8_t { served, not_servable };
@@ -196,6 +206,10 @@ class cache_tier {
              cache::time_ms now, bool tracked = false, bool absent = false);
   void invalidate(int db, std::string_view key);
   void hide(int db, std::string_view key);
+  /// on_reply for the GET family and the SET family, which store values.
+  void store_reply(int db, const commands::command_info& info,
+                   std::span<const std::string_view> args, std::string_view reply,
+                   cache::time_ms now, std::int64_t wall_ms, flight f);
   /// The entry as stored; entries of absent keys only with `absent_too`.
   std::optional<stored> lookup(int db, std::string_view key, cache::time_ms now,
                                bool absent_too = false);
@@ -225,6 +239,7 @@ class cache_tier {
   std::int64_t ttl_ms_;
   cache::lru_cache l1_;
   cache::write_journal journal_;
+  write_fence fence_;
   tier_counters counters_;
   std::function<void(int, std::string_view)> on_write_;
 };

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <random>
 
@@ -22,6 +23,11 @@ namespace redis_sidecar {
 namespace {
 
 using clock = std::chrono::steady_clock;
+
+std::uint32_t next_serial() {
+  static std::atomic<std::uint32_t> last{0};
+  return ++last;
+}
 
 // Room for at least one TLS record (16 KiB) per read.
 constexpr std::size_t read_chunk = 16 * 1024;
@@ -62,6 +68,7 @@ connection::connection(asio::any_io_executor ex, const config& cfg, ssl::context
       write_idle_(ex, clock::time_point::max()),
       tick_(ex),
       backoff_timer_(ex),
+      serial_(next_serial()),
       parser_(resp::reply_limits(cfg.limits)) {}
 
 void connection::start() { asio::co_spawn(ex_, run(shared_from_this()), asio::detached); }

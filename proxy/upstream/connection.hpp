@@ -116,6 +116,9 @@ class connection : public std::enable_shared_from_this<connection>, public turn_
   const std::string& server_version() const { return server_version_; }
   /// This connection's client id on the upstream (CLIENT UNBLOCK); 0 when not known.
   std::uint64_t upstream_id() const { return upstream_id_; }
+  /// This connection object's number in the process, from 1, never reused (reconnects keep it:
+  /// what one stream had pending fails before the next stream sends anything).
+  std::uint32_t serial() const { return serial_; }
 
  private:
   awaitable<void> run(std::shared_ptr<connection> self);
@@ -170,6 +173,7 @@ class connection : public std::enable_shared_from_this<connection>, public turn_
   std::string last_error_;
   std::string server_version_;
   std::uint64_t upstream_id_ = 0;
+  std::uint32_t serial_;
 
   std::string wbuf_;  // requests not yet written
   std::string wbuf_inflight_;

@@ -246,7 +246,7 @@ TEST_CASE("tier: a SET in flight hides its key until the reply replaces or drops
   // is left hidden; the entry goes.
   pass(tier, {"GET", "q"}, "$2\r\nq1\r\n");
   request queued({"SET", "q", "q2"});
-  tier.on_request(0, queued.info(), queued.args, false);
+  tier.on_request(0, queued.info(), queued.args, {}, false);
   CHECK(tier.l1().entries() == 0);
 }
 
@@ -594,4 +594,103 @@ TEST_CASE("tier: on_write hears each written key at request and at reply, and fl
   CHECK(heard["0:c"] >= 2);
   sent({"FLUSHALL"}, "+OK\r\n");
   CHECK(heard["-1:"] >= 2);
+}
+
+// Requests on two upstream connections: Redis may run them in either order, and their replies
+// may be handled in the other. What L1 keeps must be what Redis holds, or nothing.
+TEST_CASE("tier: replies raced by another connection's writes do not fill L1", "[tier][fence]") {
+  const config cfg = make_config();
+  cache_tier tier(cfg);
+  constexpr std::uint32_t conn_a = 1, conn_b = 2;
+  // A request sent on `conn` now: its flight, after on_request.
+  const auto send = [&](const request& r, std::uint32_t conn) {
+    const cache_tier::flight f{conn, tier.write_clock()};
+    tier.on_request(0, r.info(), r.args, f);
+    return f;
+  };
+  const auto reply = [&](const request& r, cache_tier::flight f, std::string_view bytes) {
+    tier.on_reply(0, r.info(), r.args, bytes, t0, wall0, f);
+  };
+
+  SECTION("two SETs of one key, replies in the other order than they ran: the key goes") {
+    const request from_a({"SET", "k", "from-A"}), from_b({"SET", "k", "from-B"});
+    const auto fa = send(from_a, conn_a);  // ran first
+    const auto fb = send(from_b, conn_b);  // ran last: Redis holds from-B
+    reply(from_b, fb, "+OK\r\n");
+    CHECK(serve(tier, {"GET", "k"}) == "$6\r\nfrom-B\r\n");  // A's is still out: B's stands so far
+    reply(from_a, fa, "+OK\r\n");
+    CHECK(serve(tier, {"GET", "k"}) == "$-1\r\n");  // either could be last: neither is kept
+  }
+  SECTION("two SETs of one key, replies in the order they were sent: the key goes too") {
+    const request from_a({"SET", "k", "from-A"}), from_b({"SET", "k", "from-B"});
+    const auto fa = send(from_a, conn_a);
+    const auto fb = send(from_b, conn_b);
+    reply(from_a, fa, "+OK\r\n");
+    reply(from_b, fb, "+OK\r\n");
+    CHECK(serve(tier, {"GET", "k"}) == "$-1\r\n");
+    // The next SET alone is kept again.
+    const request again({"SET", "k", "again"});
+    reply(again, send(again, conn_a), "+OK\r\n");
+    CHECK(serve(tier, {"GET", "k"}) == "$5\r\nagain\r\n");
+  }
+  SECTION("a GET that ran before another connection's DEL, its reply handled after") {
+    pass(tier, {"GET", "k"}, "$3\r\nold\r\n");
+    const request get({"GET", "k"}), del({"DEL", "k"});
+    const auto fg = send(get, conn_a);
+    const auto fd = send(del, conn_b);
+    reply(del, fd, ":1\r\n");
+    reply(get, fg, "$3\r\nold\r\n");
+    CHECK(serve(tier, {"GET", "k"}) == "$-1\r\n");
+  }
+  SECTION("a GET sent while another connection's SET was out, replied after the SET's") {
+    const request set({"SET", "k", "new"}), get({"GET", "k"});
+    const auto fs = send(set, conn_b);
+    const auto fg = send(get, conn_a);  // may run before the SET: "old"
+    reply(set, fs, "+OK\r\n");
+    reply(get, fg, "$3\r\nold\r\n");
+    CHECK(serve(tier, {"GET", "k"}) == "$3\r\nnew\r\n");  // the SET's value stands
+  }
+  SECTION("a GET replied before the SET it raced: the SET's reply stores over it") {
+    const request set({"SET", "k", "new"}), get({"GET", "k"});
+    const auto fs = send(set, conn_b);
+    const auto fg = send(get, conn_a);
+    reply(get, fg, "$3\r\nold\r\n");
+    reply(set, fs, "+OK\r\n");
+    CHECK(serve(tier, {"GET", "k"}) == "$3\r\nnew\r\n");
+  }
+  SECTION("one connection's requests run in order: a SET then a GET of its key are both kept") {
+    const request set({"SET", "k", "v1"}), get({"GET", "k"}), set2({"SET", "k", "v2"});
+    const auto fs = send(set, conn_a);
+    const auto fg = send(get, conn_a);
+    const auto fs2 = send(set2, conn_a);
+    reply(set, fs, "+OK\r\n");
+    reply(get, fg, "$2\r\nv1\r\n");
+    reply(set2, fs2, "+OK\r\n");
+    CHECK(serve(tier, {"GET", "k"}) == "$2\r\nv2\r\n");
+  }
+  SECTION("MSET keys raced one by one") {
+    const request mset({"MSET", "a", "1", "b", "1"}), set_b({"SET", "b", "2"});
+    const auto fm = send(mset, conn_a);
+    const auto fb = send(set_b, conn_b);
+    reply(set_b, fb, "+OK\r\n");
+    reply(mset, fm, "+OK\r\n");
+    CHECK(serve(tier, {"MGET", "a", "b"}) == "*2\r\n$1\r\n1\r\n$-1\r\n");
+  }
+  SECTION("a flush on another connection: reads in flight across it are not kept") {
+    const request get({"GET", "k"}), flush({"FLUSHALL"});
+    const auto fg = send(get, conn_a);
+    const auto ff = send(flush, conn_b);
+    reply(flush, ff, "+OK\r\n");
+    reply(get, fg, "$3\r\nold\r\n");
+    CHECK(serve(tier, {"GET", "k"}) == "$-1\r\n");
+  }
+  SECTION("a write abandoned (its reply will not be applied) drops its key, and races reads") {
+    const request set({"SET", "k", "x"}), get({"GET", "k"});
+    const auto fg = send(get, conn_a);
+    const auto fs = send(set, conn_b);
+    tier.on_request(0, set.info(), set.args, fs, false);  // abandoned
+    CHECK(tier.l1().entries() == 0);
+    reply(get, fg, "$3\r\nold\r\n");
+    CHECK(serve(tier, {"GET", "k"}) == "$-1\r\n");
+  }
 }
