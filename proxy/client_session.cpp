@@ -511,6 +511,10 @@ client_session::outcome client_session::handle_raw(std::span<const std::string_v
                                                    const commands::command_info* info) {
   if (leaving_raw_) return outcome::wait;  // see deliver_raw()
   const command_id id = info != nullptr ? info->id : command_id::other;
+  // Writes in a row share one written marker: it goes before anything else does.
+  if (!raw_written_.empty() &&
+      !(info != nullptr && ctx_.tier->wants_reply(*info) && (info->flags & commands::write)))
+    send_written_marker();
   if (id == command_id::auth)  // the sidecar's to answer, in its place among the replies
     return raw_replies_unsure_ ? cmd_auth(args) : raw_answer_later(args);
   if (id == command_id::reset) return raw_reset(frame);
@@ -575,6 +579,12 @@ client_session::outcome client_session::handle_raw(std::span<const std::string_v
   }
   if (info != nullptr) note_raw_request(*info, args);
   if (!dedicated_ || !dedicated_->send_raw(frame)) return raw_unavailable();
+  if (!raw_written_.empty() && !write_deferred_) {  // the written marker: at the turn's end
+    if (event_loop::defer(shared_from_this()))
+      write_deferred_ = true;
+    else
+      send_written_marker();
+  }
   if (id == command_id::quit) {
     // Redis answers what came before and the QUIT itself, then closes: the session closes once
     // the connection has (close_after_flush() waits for it), so that those replies get through.
@@ -752,6 +762,20 @@ void client_session::note_raw_request(const commands::command_info& info,
   if (!tier.wants_reply(info) || !(info.flags & commands::write)) return;
   const cache_tier::flight sent{dedicated_ ? dedicated_->serial() : 0, 0};
   for (const int db : raw_dbs_) tier.on_request(db, info, args, sent, false);
+  // And again once it has run (a blocking command before it on the connection may hold it back
+  // while other connections read the key): a marker behind it says when, unless markers cannot
+  // be used (MULTI, CLIENT REPLY).
+  if (raw_replies_unsure_ || !dedicated_) return;
+  resp::append_command(raw_written_.emplace_back(), args);
+}
+
+void client_session::send_written_marker() {
+  marker m;
+  m.what = marker::kind::written;
+  m.args = std::move(raw_written_);
+  m.dbs = raw_dbs_;
+  raw_written_.clear();
+  if (raw_ && !raw_replies_unsure_) send_marker(std::move(m));
 }
 
 client_session::outcome client_session::cmd_auth(std::span<const std::string_view> args) {
@@ -1731,6 +1755,18 @@ void client_session::deliver_raw(std::string_view frame) {
         self = answer_marked(args, refused, r);
         break;
       }
+      case marker::kind::written: {
+        const cache_tier::flight sent{dedicated_ ? dedicated_->serial() : 0, 0};
+        for (const std::string& write : m.args) {
+          if (op_parser_.parse(write) == resp::parse_status::complete) {
+            if (const auto* info = commands::lookup(op_parser_.args()[0]))
+              for (const int db : m.dbs)
+                ctx_.tier->on_request(db, *info, op_parser_.args(), sent, false);
+          }
+          op_parser_.reset();
+        }
+        return;
+      }
     }
     out_.append(r);
     notify_writer();
@@ -1865,6 +1901,7 @@ void client_session::notify_writer() {
 // the writer need not wake at all (no timer, no coroutine hop); otherwise it takes over the rest.
 // Large outputs go to the writer directly, which does not move the unsent rest around.
 void client_session::turn_ended() {
+  if (!raw_written_.empty()) send_written_marker();
   write_deferred_ = false;
   if (!writer_waiting_) return;
   if (!closing_ && !closed_ && !out_.empty() && out_.size() <= inline_write_max_bytes) {

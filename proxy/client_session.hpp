@@ -286,13 +286,15 @@ class client_session : public reply_sink,
       trackinginfo,  // CLIENT TRACKINGINFO: the same for its "redirect" field
       answer,        // `args` (AUTH, CLIENT KILL/LIST/INFO): answered by the sidecar now
       reply,         // `reply` (a HELLO that failed its checks here): sent now
-      hello,  // HELLO sent on: its reply, next, is replaced by the sidecar's (see raw_hello())
+      hello,    // HELLO sent on: its reply, next, is replaced by the sidecar's (see raw_hello())
+      written,  // the writes in `args` (frames) have run: L1 forgets their keys in `dbs` again
     };
     kind what = kind::client_id;
     std::vector<std::string> args;
     std::string reply;
     int proto = 2;  // hello: the protocol asked for, and the name to take
     std::optional<std::string> setname;
+    std::vector<int> dbs;  // written
   };
   ring<marker> markers_;
   // Replies next in line to be rewritten (a client_id, getredir or trackinginfo marker's), in
@@ -310,6 +312,10 @@ class client_session : public reply_sink,
   int hello_proto_ = 2;
   std::optional<std::string> hello_setname_;
   bool send_marker(marker m);
+  // Raw mode's writes sent since the last written marker (their frames): the marker goes behind
+  // them before anything else is sent, or at the turn's end (send_written_marker()).
+  std::vector<std::string> raw_written_;
+  void send_written_marker();
   std::string token_suffix() const;
   std::string peer_address_;  // as CLIENT KILL ADDR / LADDR match them, made on first use
   std::string local_address_;

@@ -202,6 +202,42 @@ TEST_CASE("ttl mode: writes of a client that subscribed invalidate L1", "[near][
   CHECK(get(reader.get(), "t:k") == "(nil)");
 }
 
+// A client in raw mode (here it runs CLIENT TRACKING itself) gets no reply read for its writes,
+// but L1 must still forget the keys once they have run: this SET waits behind the client's own
+// BLPOP, while another client's GET reads (and L1 keeps) the value from before it.
+TEST_CASE("ttl mode: a raw-mode client's write held back by its BLPOP invalidates when it runs",
+          "[near][ttl]") {
+  SIDECAR_ONLY();
+  proxied env({}, with({"--cache-mode=ttl", "--cache-prefix=t:", "--cache-ttl=60s"}));
+  REQUIRE(mode_is(env, "ttl"));
+  auto direct = env.upstream();
+  auto other = env.client();
+  raw_client app(env.port());
+  value_reader replies(app);
+  // The next reply to the app that is not a push (tracking sends invalidations as pushes).
+  const auto next_reply = [&] {
+    std::string v = replies.next();
+    while (v.starts_with(">")) v = replies.next();
+    return v;
+  };
+  app.send(resp_array({"HELLO", "3"}));
+  REQUIRE(next_reply().starts_with("%"));
+  app.send(resp_array({"CLIENT", "TRACKING", "ON"}));
+  REQUIRE(next_reply() == "+OK\r\n");
+  for (int round = 0; round < 2; ++round) {
+    const std::string key = "t:raw" + std::to_string(round);
+    REQUIRE(str(direct.get(), {"SET", key, "old"}) == "OK");
+    app.send(resp_array({"BLPOP", "t:jobs", "0.3"}) + resp_array({"SET", key, "new"}));
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    CHECK(get(other.get(), key) == "old");  // the SET has not run yet: L1 keeps "old"
+    CHECK(next_reply() == "_\r\n");        // BLPOP timed out
+    CHECK(next_reply() == "+OK\r\n");      // then the SET ran
+    REQUIRE(get(direct.get(), key) == "new");
+    CHECK(eventually([&] { return get(other.get(), key) == "new"; }, std::chrono::seconds(2)));
+    CHECK(get(other.get(), key) == "new");
+  }
+}
+
 // PFCOUNT, a read for Redis' command table, stores the cardinality it computed in the
 // HyperLogLog's header: the key's bytes change, and a copy L1 holds must not outlive that.
 TEST_CASE("ttl mode: PFCOUNT invalidates the HyperLogLog's L1 entry", "[near][ttl]") {
