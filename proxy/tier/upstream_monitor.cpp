@@ -22,6 +22,12 @@ std::string error_text(std::string_view frame) {
   return std::string(frame.substr(0, 300));
 }
 
+// Why `c` failed, when only a change of configuration ends it (its credentials refused, the
+// certificate not verified, the URL leading back to the sidecar); "" for any other failure.
+std::string refusal_of(const connection* c) {
+  return c != nullptr && c->refusal() != config_refusal::none ? c->last_error() : std::string();
+}
+
 }  // namespace
 
 upstream_monitor::upstream_monitor(asio::any_io_executor ex, const config& cfg, ssl::context* tls,
@@ -94,7 +100,8 @@ void upstream_monitor::probe() {
   const auto deadline = probe_sent_ + std::chrono::milliseconds(cfg_.health_probe_timeout_ms);
   if (!probe_conn_->submit(ping, pending_reply{sink_ref(this), 0, deadline, tag_probe})) {
     ++failed_probes_;
-    failure(probe_conn_->last_error().empty() ? "upstream unavailable" : probe_conn_->last_error());
+    failure(probe_conn_->last_error().empty() ? "upstream unavailable" : probe_conn_->last_error(),
+            refusal_of(probe_conn_.get()));
     probe_conn_.reset();
     return;
   }
@@ -115,7 +122,7 @@ void upstream_monitor::deliver(std::uint64_t seq, std::string_view frame, std::u
         cause = "no reply to the health probe within " +
                 std::to_string(cfg_.health_probe_timeout_ms) + " ms";
       ++failed_probes_;
-      failure(std::move(cause));
+      failure(std::move(cause), refusal_of(probe_conn_.get()));
       if (probe_conn_) probe_conn_->close();
       probe_conn_.reset();
       return;
@@ -172,28 +179,8 @@ std::chrono::milliseconds upstream_monitor::next_delay() {
   return std::chrono::milliseconds(std::max<std::uint64_t>(base, half + rng() % (half + 1)));
 }
 
-namespace {
-
-// Failures that only a change of configuration ends: Redis refused the sidecar's credentials, the
-// certificate did not verify, the URL leads back to the sidecar (texts of connect_fsm and
-// connection). Returns the cause from where it says so, or "" for any other failure.
-std::string refusal_of_the_sidecar(std::string_view cause) {
-  for (const std::string_view what :
-       {std::string_view("authentication failed: WRONGPASS"),
-        std::string_view("authentication failed: NOPERM"),
-        std::string_view("authentication failed: ERR invalid password"),
-        std::string_view("authentication failed: ERR AUTH"),
-        std::string_view("authentication required"), std::string_view("certificate verify failed"),
-        std::string_view("this sidecar's own listener")})
-    if (const auto at = cause.find(what); at != std::string_view::npos)
-      return std::string(cause.substr(at));
-  return {};
-}
-
-}  // namespace
-
-void upstream_monitor::failure(std::string cause) {
-  tier_.refuse_writes(refusal_of_the_sidecar(cause));
+void upstream_monitor::failure(std::string cause, std::string refusal) {
+  tier_.refuse_writes(std::move(refusal));
   if (log::enabled(log::level::debug))
     log::debug("upstream " + cfg_.upstream.masked() + ": " + cause + " (" +
                std::to_string(failed_probes_) + " failed probes in a row)");
@@ -260,9 +247,10 @@ void upstream_monitor::replay_some() {
 
 void upstream_monitor::replay_failed(std::string cause) {
   replay_outstanding_ = 0;
+  std::string refusal = refusal_of(replay_conn_.get());
   if (replay_conn_) replay_conn_->close();
   replay_conn_.reset();
-  failure("journal replay failed: " + cause);
+  failure("journal replay failed: " + cause, std::move(refusal));
 }
 
 }  // namespace redis_sidecar

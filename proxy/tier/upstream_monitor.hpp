@@ -58,7 +58,9 @@ class upstream_monitor : public reply_sink, public std::enable_shared_from_this<
 
   awaitable<void> run(std::shared_ptr<upstream_monitor> self);
   void probe();
-  void failure(std::string cause);
+  /// `refusal`: the failure refuses the sidecar's configuration (refusal_of()), and says how;
+  /// fallback then refuses writes (a journaled write could not be replayed).
+  void failure(std::string cause, std::string refusal = {});
   void transitioned();
   void replay_some();
   void replay_failed(std::string cause);

@@ -21,11 +21,14 @@ const resp::value* hello_field(const resp::value& reply, std::string_view name) 
   return nullptr;
 }
 
-// Redis' error text never contains the password we sent, so it is safe to quote.
-std::string auth_failure(const resp::value& reply) {
-  if (starts_with_ci(reply.str, "noauth"))
-    return "authentication required by the upstream, but the URL has no password: " + reply.str;
-  return "authentication failed: " + reply.str;
+// Redis' refusals of the credentials (or of a connection without them): WRONGPASS, NOPERM (an ACL
+// user not allowed HELLO or AUTH), NOAUTH, and the errors of AUTH against a server without a
+// password. Not LOADING, BUSY, MASTERDOWN and the like, which pass.
+bool refuses_credentials(std::string_view error) {
+  for (const std::string_view code :
+       {"wrongpass", "noperm", "noauth", "err invalid password", "err auth"})
+    if (starts_with_ci(error, code)) return true;
+  return false;
 }
 
 }  // namespace
@@ -131,9 +134,9 @@ connect_fsm::step connect_fsm::on_reply(const resp::value& reply) {
       if (starts_with_ci(reply.str, "noproto"))
         return fail("the upstream does not support RESP" + std::to_string(proto_) + ": " +
                     reply.str);
-      return fail(auth_failure(reply));
+      return refused(reply);
     case phase::auth:
-      if (is_error) return fail(auth_failure(reply));
+      if (is_error) return refused(reply);
       return after_auth();
     case phase::select:
       if (is_error) return fail("SELECT " + std::to_string(url_.db) + " failed: " + reply.str);
@@ -141,6 +144,19 @@ connect_fsm::step connect_fsm::on_reply(const resp::value& reply) {
       return step::ready;
     default: return fail("unexpected reply during connect");
   }
+}
+
+// HELLO or AUTH refused. Redis' error text never contains the password we sent, so it is safe to
+// quote.
+connect_fsm::step connect_fsm::refused(const resp::value& reply) {
+  const std::string_view command = phase_ == phase::auth ? "AUTH" : "HELLO";
+  if (!refuses_credentials(reply.str))
+    return fail("the upstream refused " + std::string(command) + ": " + reply.str);
+  refusal_ = config_refusal::credentials;
+  if (starts_with_ci(reply.str, "noauth"))
+    return fail("authentication required by the upstream, but the URL has no password: " +
+                reply.str);
+  return fail("authentication failed: " + reply.str);
 }
 
 connect_fsm::step connect_fsm::fail(std::string message) {

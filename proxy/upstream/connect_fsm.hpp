@@ -22,6 +22,11 @@ namespace redis_sidecar {
 /// The name upstream connections give themselves (CLIENT LIST on the upstream).
 inline constexpr std::string_view upstream_client_name = "redis-sidecar";
 
+/// A failed connection attempt that only a change of the sidecar's configuration ends, where a
+/// retry cannot: the upstream refuses its credentials, the upstream's certificate does not verify,
+/// or the URL leads back to the sidecar's own listener. `none` for every other failure.
+enum class config_refusal : std::uint8_t { none, credentials, certificate, own_listener };
+
 class connect_fsm {
  public:
   enum class step : std::uint8_t {
@@ -46,6 +51,8 @@ class connect_fsm {
   /// The request to write for a `send` action.
   std::string_view bytes() const { return out_; }
   std::string_view error() const { return error_; }
+  /// Whether the failure refused the credentials (config_refusal::credentials) or not.
+  config_refusal refusal() const { return refusal_; }
   /// The upstream's version from HELLO (e.g. "7.0.15"), empty if it did not say.
   std::string_view server_version() const { return version_; }
   /// The connection's client id on the upstream, from HELLO (0: not known, Redis before 6).
@@ -59,12 +66,14 @@ class connect_fsm {
   step send_auth();
   step after_auth();
   step fail(std::string message);
+  step refused(const resp::value& reply);
 
   const upstream_url& url_;
   int proto_;
   phase phase_ = phase::resolving;
   std::string out_;
   std::string error_;
+  config_refusal refusal_ = config_refusal::none;
   std::string version_;
   std::uint64_t client_id_ = 0;
 };

@@ -301,6 +301,7 @@ awaitable<bool> connection::connect_once() {
   plain_.emplace(ex_);
   const upstream_url& url = cfg_.upstream;
   connect_fsm fsm(url, proto_);
+  config_refusal refusal = config_refusal::none;  // the transport's own (the fsm's come later)
 
   auto self = shared_from_this();
   bool deadline_hit = false;
@@ -336,6 +337,7 @@ awaitable<bool> connection::connect_once() {
         auto [ec, ep] = co_await asio::async_connect(*plain_, endpoints, use_nothrow);
         if (ec) error = deadline_hit ? "timed out" : ec.message();
         if (!ec && is_own_listener(ep)) {
+          refusal = config_refusal::own_listener;
           error = "that address (" + ep.address().to_string() + ":" + std::to_string(ep.port()) +
                   ") is this sidecar's own listener (--listen " + cfg_.listen.host + ":" +
                   std::to_string(cfg_.listen.port) + "): point it at the real Redis";
@@ -368,6 +370,8 @@ awaitable<bool> connection::connect_once() {
         auto [ec] = co_await tls_->handshake();
         if (ec) {
           error = deadline_hit ? "timed out" : tls_error_text(ec, tls_->native_handle());
+          if (!deadline_hit && SSL_get_verify_result(tls_->native_handle()) != X509_V_OK)
+            refusal = config_refusal::certificate;
         } else {
           ++stats_.tls_handshakes;
           if (SSL_session_reused(tls_->native_handle()) == 1) ++stats_.tls_resumed;
@@ -418,6 +422,7 @@ awaitable<bool> connection::connect_once() {
     }
   }
   deadline.cancel();
+  refusal_ = refusal != config_refusal::none ? refusal : fsm.refusal();
   if (step == connect_fsm::step::failed) {
     last_error_ = fsm.error();
     error_code ignored;

@@ -32,6 +32,7 @@
 #include "proxy/resp/reply_parser.hpp"
 #include "proxy/ring.hpp"
 #include "proxy/stats.hpp"
+#include "proxy/upstream/connect_fsm.hpp"
 #include "proxy/upstream/reply_sink.hpp"
 #include "proxy/upstream/tls_stream.hpp"
 
@@ -111,6 +112,8 @@ class connection : public std::enable_shared_from_this<connection>, public turn_
   bool batching() const { return state_ == state::ready && !broken_ && !wbuf_.empty(); }
   /// Why the connection is down, safe to show (no credentials).
   const std::string& last_error() const { return last_error_; }
+  /// Whether the last connection attempt failed in a way only a change of configuration ends.
+  config_refusal refusal() const { return refusal_; }
   int proto() const { return proto_; }
   void set_proto(int p) { proto_ = p; }
   const std::string& server_version() const { return server_version_; }
@@ -171,6 +174,7 @@ class connection : public std::enable_shared_from_this<connection>, public turn_
   bool lingering_ = false;  // close_after_writes(): our side shuts once wbuf_ is written
   unsigned attempts_ = 0;   // consecutive failed attempts
   std::string last_error_;
+  config_refusal refusal_ = config_refusal::none;
   std::string server_version_;
   std::uint64_t upstream_id_ = 0;
   std::uint32_t serial_;

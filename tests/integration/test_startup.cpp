@@ -110,6 +110,15 @@ TEST_CASE("an upstream that is the sidecar's own listener under another address 
     REQUIRE(r);
     CHECK(r->type == REDIS_REPLY_ERROR);
     CHECK(side.running());
+    // In fallback a write is refused, saying why, rather than journaled for a replay that
+    // could never happen.
+    std::string e;
+    CHECK(eventually([&] {
+      e = error_of(c.get(), {"SET", "k", "v"});
+      return e.find("refuses the sidecar") != std::string::npos;
+    }));
+    INFO(e);
+    CHECK(e.find("is this sidecar's own listener") != std::string::npos);
   }
 }
 

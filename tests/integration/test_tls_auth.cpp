@@ -71,6 +71,15 @@ TEST_CASE("TLS upstream with the wrong CA: commands fail, the log says why", "[t
                    std::chrono::seconds(5)));
   CHECK(side->running());
   CHECK(redis_cli(redis, {"DBSIZE"}) == "0\n");
+  // A configuration to fix, not an outage: fallback refuses writes it could never replay.
+  auto c = connect(side->port());
+  std::string e;
+  CHECK(eventually([&] {
+    e = error_of(c.get(), {"SET", "k", "v"});
+    return e.find("refuses the sidecar") != std::string::npos;
+  }));
+  INFO(e);
+  CHECK(e.find("certificate verify failed") != std::string::npos);
 }
 
 TEST_CASE("TLS upstream whose name does not match --tls-server-name is refused", "[tls]") {

@@ -153,6 +153,37 @@ TEST_CASE("authentication failures never echo the password", "[connect_fsm]") {
   }
 }
 
+TEST_CASE("refusals of the credentials are told from other errors", "[connect_fsm]") {
+  using redis_sidecar::config_refusal;
+  const auto u = url(true, "app", "hunter2", 0);
+  for (const auto& [reply, refusal] : std::vector<std::pair<std::string, config_refusal>>{
+           {"-WRONGPASS invalid username-password pair\r\n", config_refusal::credentials},
+           {"-NOPERM this user has no permissions to run the 'hello' command\r\n",
+            config_refusal::credentials},
+           {"-NOAUTH HELLO must be called with the client already authenticated\r\n",
+            config_refusal::credentials},
+           {"-ERR AUTH <password> called without any password configured\r\n",
+            config_refusal::credentials},
+           {"-LOADING Redis is loading the dataset in memory\r\n", config_refusal::none},
+           {"-BUSY Redis is busy running a script\r\n", config_refusal::none},
+           {"-MASTERDOWN Link with MASTER is down\r\n", config_refusal::none}}) {
+    INFO(reply);
+    connect_fsm fsm(u, 2);
+    REQUIRE(through_transport(fsm, true) == step::send);
+    REQUIRE(fsm.on_done("") == step::receive);
+    CHECK(fsm.on_reply(reply_of(reply)) == step::failed);
+    CHECK(fsm.refusal() == refusal);
+    CHECK((fsm.error().find("authentication") != std::string_view::npos) ==
+          (refusal == config_refusal::credentials));
+    CHECK(fsm.error().find("hunter2") == std::string_view::npos);
+  }
+  // Transport failures are never the credentials'.
+  connect_fsm fsm(u, 2);
+  fsm.start();
+  CHECK(fsm.on_done("Host not found") == step::failed);
+  CHECK(fsm.refusal() == config_refusal::none);
+}
+
 TEST_CASE("NOAUTH: the upstream wants a password the URL lacks", "[connect_fsm]") {
   const auto u = url(false, "", "", 0);
   connect_fsm fsm(u, 2);
