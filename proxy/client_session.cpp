@@ -516,15 +516,15 @@ client_session::outcome client_session::handle_raw(std::span<const std::string_v
       !(info != nullptr && ctx_.tier->wants_reply(*info) && (info->flags & commands::write)))
     send_written_marker();
   if (id == command_id::auth)  // the sidecar's to answer, in its place among the replies
-    return raw_replies_unsure_ ? cmd_auth(args) : raw_answer_later(args);
+    return markers_unusable() ? cmd_auth(args) : raw_answer_later(args);
   if (id == command_id::reset) return raw_reset(frame);
-  if (id == command_id::hello && !raw_replies_unsure_) return raw_hello(args);
+  if (id == command_id::hello && !markers_unusable()) return raw_hello(args);
   const sub_id sub = id == command_id::client && args.size() >= 2
                          ? commands::lookup_sub(command_id::client, args[1])
                          : sub_id::other;
   switch (id) {
     case command_id::client:
-      if (!raw_replies_unsure_) {
+      if (!markers_unusable()) {
         if (sub == sub_id::client_id && args.size() == 2)
           return raw_rewrite_reply(frame, marker::kind::client_id);
         if (sub == sub_id::client_getredir && args.size() == 2)
@@ -551,9 +551,9 @@ client_session::outcome client_session::handle_raw(std::span<const std::string_v
       if (sub != sub_id::client_getname && sub != sub_id::client_info && sub != sub_id::client_list)
         raw_sticky_ = true;
       break;
-    case command_id::multi:
+    case command_id::multi: raw_multi_ = raw_sticky_ = true; break;
     case command_id::exec:
-    case command_id::discard: raw_replies_unsure_ = raw_sticky_ = true; break;
+    case command_id::discard: raw_sticky_ = true; break;
     case command_id::select:
     case command_id::watch:
     case command_id::unwatch:
@@ -579,6 +579,7 @@ client_session::outcome client_session::handle_raw(std::span<const std::string_v
   }
   if (info != nullptr) note_raw_request(*info, args);
   if (!dedicated_ || !dedicated_->send_raw(frame)) return raw_unavailable();
+  if (id == command_id::exec || id == command_id::discard) raw_multi_ = false;
   if (!raw_written_.empty() && !write_deferred_) {  // the written marker: at the turn's end
     if (event_loop::defer(shared_from_this()))
       write_deferred_ = true;
@@ -742,6 +743,9 @@ std::string client_session::token_suffix() const {
 }
 
 bool client_session::send_marker(marker m) {
+  // Writes noted before this marker get theirs first: it must be answered while still in raw mode
+  // (a leave marker ends it).
+  if (m.what != marker::kind::written && !raw_written_.empty()) send_written_marker();
   if (marker_token_.empty()) marker_token_ = "redis-sidecar:marker:" + token_suffix();
   if (!dedicated_ || !dedicated_->send_raw(marker_request(marker_token_))) return false;
   markers_.push_back(std::move(m));
@@ -763,19 +767,20 @@ void client_session::note_raw_request(const commands::command_info& info,
   const cache_tier::flight sent{dedicated_ ? dedicated_->serial() : 0, 0};
   for (const int db : raw_dbs_) tier.on_request(db, info, args, sent, false);
   // And again once it has run (a blocking command before it on the connection may hold it back
-  // while other connections read the key): a marker behind it says when, unless markers cannot
-  // be used (MULTI, CLIENT REPLY).
+  // while other connections read the key; a MULTI until its EXEC): a marker behind it says when,
+  // unless the client turned replies off (CLIENT REPLY OFF|SKIP), when no marker can be used.
   if (raw_replies_unsure_ || !dedicated_) return;
   resp::append_command(raw_written_.emplace_back(), args);
 }
 
 void client_session::send_written_marker() {
+  if (raw_multi_ && !raw_replies_unsure_) return;  // queued: behind the EXEC (handle_raw())
   marker m;
   m.what = marker::kind::written;
   m.args = std::move(raw_written_);
   m.dbs = raw_dbs_;
   raw_written_.clear();
-  if (raw_ && !raw_replies_unsure_) send_marker(std::move(m));
+  if (raw_ && !markers_unusable()) send_marker(std::move(m));
 }
 
 client_session::outcome client_session::cmd_auth(std::span<const std::string_view> args) {
@@ -1226,7 +1231,8 @@ void client_session::reset_session() {
   db_ = cfg_.upstream.db;
   in_multi_ = watching_ = raw_ = multi_open_ = false;
   raw_reset_ = raw_reset_state::none;
-  raw_sticky_ = leaving_raw_ = raw_replies_unsure_ = false;
+  raw_sticky_ = leaving_raw_ = raw_replies_unsure_ = raw_multi_ = false;
+  raw_written_.clear();
   subs_ = {};
   rewrites_due_.clear();
   redirect_upstream_ = redirect_id_ = 0;
@@ -1534,7 +1540,12 @@ client_session::outcome client_session::enter_raw(std::string_view frame, bool s
   dedicated_->enter_raw(shared_from_this());
   raw_ = true;
   raw_sticky_ = sticky;
-  if (multi_open_) raw_replies_unsure_ = true;  // (P)SUBSCRIBE queued in a MULTI
+  if (multi_open_ && !transactions_.empty()) {  // (P)SUBSCRIBE queued in a MULTI
+    // Raw mode sees its EXEC: the writes queued before now get their written marker behind it.
+    raw_multi_ = true;
+    for (std::string& w : transactions_.back().writes) raw_written_.push_back(std::move(w));
+    transactions_.back().writes.clear();
+  }
   subs_ = {};
   raw_dbs_.assign(1, effective_db());
   if (!dedicated_->send_raw(frame)) {
@@ -1593,8 +1604,9 @@ void client_session::reply_simple(std::string_view s) {
 
 void client_session::deliver(std::uint64_t seq, std::string_view frame, std::uint8_t t,
                              clock::time_point received) {
-  if (closed_) {
+  if (closed_) {  // nobody to answer, but L1 still follows what ran: the db, transactions
     if (!cache_ops_.empty()) apply_cache_op(seq, frame);
+    if (t != tag_none) apply_tag(frame, t);
     return;
   }
   if (seq == script_barrier_seq_) {
@@ -1991,9 +2003,9 @@ void client_session::close_now() {
   shared_.reset();
   slots_.clear();
   out_.clear();
-  // cache_ops_ stay: their replies still come (pending requests hold the session), and a write's
-  // reply is when it has run, which the fence must hear of (write_fence.hpp).
-  transactions_.clear();
+  // cache_ops_ and transactions_ stay: their replies still come (pending requests hold the
+  // session), and a write's reply is when it has run, which L1 and the fence must hear of
+  // (write_fence.hpp), in the db the client had SELECTed by then.
 }
 
 }  // namespace redis_sidecar

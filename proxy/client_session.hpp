@@ -272,6 +272,10 @@ class client_session : public reply_sink,
   // A MULTI or CLIENT REPLY in raw mode: the marker's reply may be QUEUED or never come, so no
   // markers (CLIENT ID passes on as it is, CLIENT KILL is refused, AUTH answered at once).
   bool raw_replies_unsure_ = false;
+  // A MULTI in raw mode, until its EXEC or DISCARD: no markers meanwhile (they would be queued);
+  // the written marker of its writes goes behind the EXEC.
+  bool raw_multi_ = false;
+  bool markers_unusable() const { return raw_replies_unsure_ || raw_multi_; }
   bool leaving_raw_ = false;  // a leave marker is due: reading waits for it
   // CLIENT ID, GETREDIR and TRACKINGINFO, whose replies are rewritten, and what the sidecar answers
   // itself (AUTH, CLIENT KILL, LIST and INFO, HELLO), in raw mode (raw_rewrite_reply(),

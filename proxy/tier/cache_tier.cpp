@@ -381,7 +381,12 @@ void cache_tier::on_reply(int db, const command_info& info, std::span<const std:
 void cache_tier::store_reply(int db, const command_info& info,
                              std::span<const std::string_view> args, std::string_view reply,
                              cache::time_ms now, std::int64_t wall_ms, flight f) {
-  auto settled = [&](std::string_view key) { return fence_.settled(db, key, f.conn, f.since); };
+  // Writes acknowledged in fallback and not replayed yet are newer than anything the upstream
+  // says (a client on a dedicated connection still reaches it): nothing it says is kept.
+  const bool journaled = !journal_.empty();
+  auto settled = [&](std::string_view key) {
+    return !journaled && fence_.settled(db, key, f.conn, f.since);
+  };
   // A read's value (or absence), if no other connection's write may have overtaken it.
   auto read = [&](std::string_view key, const bulk_read& r) {
     if (!settled(key)) return;
@@ -394,7 +399,7 @@ void cache_tier::store_reply(int db, const command_info& info,
   // either way; else the key goes. Then the write has run: an event on its key.
   auto wrote = [&](std::string_view key, bool applied, std::string_view value,
                    std::int64_t expiry) {
-    if (fence_.settle(db, key, f.conn, f.since) && applied)
+    if (fence_.settle(db, key, f.conn, f.since) && applied && !journaled)
       store(db, key, value, expiry, now);
     else
       invalidate(db, key);
@@ -536,6 +541,11 @@ cache_tier::result cache_tier::serve(int db, const command_info* info,
     return not_servable();
   }
   if (r == result::served) ++counters_.served;
+  // A write served here changed L1 (if accepted): a read of the upstream still in flight, by a
+  // client on a dedicated connection, may have run before it.
+  if (info->flags & commands::write)
+    commands::for_each_key(*info, args,
+                           [&](std::string_view key) { fence_.touched(db, key, fallback_conn); });
   return r;
 }
 
@@ -756,7 +766,10 @@ void cache_tier::replayed(int db, std::span<const std::string_view> args) {
   ++counters_.replayed;
   if (args.empty()) return;
   if (const command_info* info = commands::lookup(args[0]))
-    commands::for_each_key(*info, args, [&](std::string_view key) { l1_.erase(db, key); });
+    commands::for_each_key(*info, args, [&](std::string_view key) {
+      l1_.erase(db, key);
+      fence_.touched(db, key, fallback_conn);  // it ran just now, on a connection of its own
+    });
 }
 
 }  // namespace redis_sidecar

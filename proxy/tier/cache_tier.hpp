@@ -189,6 +189,8 @@ class cache_tier {
   // The upstream's expiry of the key is not known (a value from a GET or MGET reply): TTL, and
   // the expiry conditions of EXPIRE, cannot be answered in fallback.
   static constexpr unsigned char flag_expiry_unknown = 16;
+  // The fence's name for writes served in fallback and replayed from the journal.
+  static constexpr std::uint32_t fallback_conn = 0xffffffff;
   // store()'s upstream_expiry for a value whose upstream expiry is not known.
   static constexpr std::int64_t expiry_unknown = -1;
   struct stored {

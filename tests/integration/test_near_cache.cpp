@@ -2,6 +2,8 @@
 // TRACKING invalidations while another client writes to Redis directly (the staleness checker),
 // across a killed tracking connection and an upstream restart; ttl mode's bounded staleness;
 // auto mode's choice when tracking is refused; single flight for concurrent misses.
+#include <signal.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -224,18 +226,98 @@ TEST_CASE("ttl mode: a raw-mode client's write held back by its BLPOP invalidate
   REQUIRE(next_reply().starts_with("%"));
   app.send(resp_array({"CLIENT", "TRACKING", "ON"}));
   REQUIRE(next_reply() == "+OK\r\n");
-  for (int round = 0; round < 2; ++round) {
+  for (int round = 0; round < 3; ++round) {
     const std::string key = "t:raw" + std::to_string(round);
     REQUIRE(str(direct.get(), {"SET", key, "old"}) == "OK");
+    if (round == 2) {  // once the client has run a transaction, as well
+      app.send(resp_array({"MULTI"}) + resp_array({"EXEC"}));
+      REQUIRE(next_reply() == "+OK\r\n");
+      REQUIRE(next_reply() == "*0\r\n");
+    }
     app.send(resp_array({"BLPOP", "t:jobs", "0.3"}) + resp_array({"SET", key, "new"}));
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
     CHECK(get(other.get(), key) == "old");  // the SET has not run yet: L1 keeps "old"
-    CHECK(next_reply() == "_\r\n");        // BLPOP timed out
-    CHECK(next_reply() == "+OK\r\n");      // then the SET ran
+    CHECK(next_reply() == "_\r\n");         // BLPOP timed out
+    CHECK(next_reply() == "+OK\r\n");       // then the SET ran
     REQUIRE(get(direct.get(), key) == "new");
     CHECK(eventually([&] { return get(other.get(), key) == "new"; }, std::chrono::seconds(2)));
     CHECK(get(other.get(), key) == "new");
   }
+  // A write queued in the client's transaction runs at its EXEC.
+  REQUIRE(str(direct.get(), {"SET", "t:queued", "old"}) == "OK");
+  app.send(resp_array({"MULTI"}) + resp_array({"SET", "t:queued", "new"}));
+  REQUIRE(next_reply() == "+OK\r\n");
+  REQUIRE(next_reply() == "+QUEUED\r\n");
+  CHECK(get(other.get(), "t:queued") == "old");
+  app.send(resp_array({"EXEC"}));
+  REQUIRE(next_reply() == "*1\r\n+OK\r\n");
+  REQUIRE(get(direct.get(), "t:queued") == "new");
+  CHECK(eventually([&] { return get(other.get(), "t:queued") == "new"; }, std::chrono::seconds(2)));
+}
+
+// A write read in the same turn as the reply that ends the client's last subscription: its
+// written marker must go before the marker that ends raw mode, or raw mode ends with a marker's
+// reply still due, which then arrives on the connection as a reply nobody asked for.
+TEST_CASE("raw mode: a write read with the end of the last subscription keeps replies aligned",
+          "[near][ttl][pubsub]") {
+  SIDECAR_ONLY();
+  proxied env({}, with({"--cache-mode=ttl", "--cache-prefix=t:", "--cache-ttl=60s"}));
+  raw_client c(env.port());
+  value_reader replies(c);
+  c.send(resp_array({"HELLO", "3"}));
+  REQUIRE(replies.next().starts_with("%"));
+  c.send(resp_array({"SUBSCRIBE", "ch"}));
+  REQUIRE(replies.next().starts_with(">3"));
+  env.redis.pause();
+  c.send(resp_array({"UNSUBSCRIBE", "ch"}));  // answered once Redis runs again
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  REQUIRE(::kill(env.side->pid(), SIGSTOP) == 0);
+  c.send(resp_array({"SET", "t:x", "v"}));  // ready first when the sidecar runs again
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  env.redis.resume();
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  REQUIRE(::kill(env.side->pid(), SIGCONT) == 0);
+  CHECK(replies.next().starts_with(">3"));  // the unsubscribe confirmation
+  CHECK(replies.next() == "+OK\r\n");
+  c.send(resp_array({"PING"}));
+  CHECK(replies.next() == "+PONG\r\n");
+  c.send(resp_array({"GET", "t:x"}));
+  CHECK(replies.next() == "$1\r\nv\r\n");
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  CHECK(env.side->log().find("nobody asked for") == std::string::npos);
+}
+
+// A client that leaves: the replies of what it sent still arrive, and L1 applies them in the db
+// the client had SELECTed by then, not the one it started in.
+TEST_CASE("ttl mode: a client that SELECTs, writes and resets leaves no value in the wrong db",
+          "[near][ttl]") {
+  SIDECAR_ONLY();
+  proxied env({}, with({"--cache-mode=ttl", "--cache-prefix=t:", "--cache-ttl=60s"}));
+  REQUIRE(mode_is(env, "ttl"));
+  auto direct = env.upstream();
+  REQUIRE(str(direct.get(), {"SET", "t:k", "db0"}) == "OK");
+  auto db1 = env.upstream();
+  REQUIRE(str(db1.get(), {"SELECT", "1"}) == "OK");
+  int ran = 0;  // rounds whose SET reached Redis before the reset
+  for (int round = 0; round < 4; ++round) {
+    {  // a dedicated connection ready in the pool, so the two go out in the turn they are read
+      raw_client w(env.port());
+      w.send(resp_array({"WATCH", "t:w"}) + resp_array({"UNWATCH"}));
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    const std::string value = "db1-" + std::to_string(round);
+    raw_client c(env.port());
+    c.send(resp_array({"SELECT", "1"}) + resp_array({"SET", "t:k", value}));
+    c.reset();
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    CHECK(eventually([&] { return metric(env, "redis_sidecar_inflight_requests") == 0; }));
+    ran += get(db1.get(), "t:k") == value;
+    auto reader = env.client();
+    CHECK(get(reader.get(), "t:k") == "db0");
+    CHECK(get(reader.get(), "t:k") == "db0");
+  }
+  CHECK(ran > 0);  // else the test shows nothing
 }
 
 // PFCOUNT, a read for Redis' command table, stores the cardinality it computed in the

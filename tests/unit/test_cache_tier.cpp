@@ -684,6 +684,30 @@ TEST_CASE("tier: replies raced by another connection's writes do not fill L1", "
     reply(get, fg, "$3\r\nold\r\n");
     CHECK(serve(tier, {"GET", "k"}) == "$-1\r\n");
   }
+  SECTION("writes acknowledged in fallback: no upstream reply overwrites them before replay") {
+    const request get({"GET", "f"});
+    const auto fg = send(get, conn_a);  // a client on a dedicated connection still reads upstream
+    CHECK(serve(tier, {"SET", "f", "new"}) == "+OK\r\n");  // journaled
+    reply(get, fg, "$3\r\nold\r\n");
+    CHECK(serve(tier, {"GET", "f"}) == "$3\r\nnew\r\n");
+    const request get2({"GET", "f"}), set({"SET", "g", "x"});
+    reply(get2, send(get2, conn_a),
+          "$3\r\nold\r\n");  // sent after it: still older than the journal
+    reply(set, send(set, conn_a), "+OK\r\n");
+    CHECK(serve(tier, {"GET", "f"}) == "$3\r\nnew\r\n");
+    CHECK(serve(tier, {"GET", "g"}) == "$-1\r\n");
+    // Replayed: the journal is empty again, and a read in flight across the replay is not kept.
+    const request get3({"GET", "f"});
+    const auto f3 = send(get3, conn_a);
+    const request replayed({"SET", "f", "new"});
+    tier.journal().pop_front();
+    tier.replayed(0, replayed.args);
+    reply(get3, f3, "$3\r\nold\r\n");
+    CHECK(serve(tier, {"GET", "f"}) == "$-1\r\n");
+    const request get4({"GET", "f"});
+    reply(get4, send(get4, conn_a), "$3\r\nnew\r\n");
+    CHECK(serve(tier, {"GET", "f"}) == "$3\r\nnew\r\n");
+  }
   SECTION("a write abandoned (its reply will not be applied) drops its key, and races reads") {
     const request set({"SET", "k", "x"}), get({"GET", "k"});
     const auto fg = send(get, conn_a);
