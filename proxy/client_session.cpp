@@ -773,6 +773,26 @@ void client_session::note_raw_request(const commands::command_info& info,
   resp::append_command(raw_written_.emplace_back(), args);
 }
 
+// Raw writes whose written marker will not come back (the client or its connection is gone, and
+// the writes may still run): held instead.
+void client_session::hold_raw_writes() {
+  const cache_tier::flight sent{dedicated_ ? dedicated_->serial() : 0, 0};
+  const cache::time_ms now = mono_ms(clock::now());
+  const auto hold = [&](const std::vector<std::string>& frames, const std::vector<int>& dbs) {
+    for (const std::string& write : frames) {
+      if (op_parser_.parse(write) == resp::parse_status::complete) {
+        if (const auto* info = commands::lookup(op_parser_.args()[0]))
+          for (const int db : dbs) ctx_.tier->write_unsure(db, *info, op_parser_.args(), sent, now);
+      }
+      op_parser_.reset();
+    }
+  };
+  hold(raw_written_, raw_dbs_);
+  raw_written_.clear();
+  for (std::size_t i = 0; i < markers_.size(); ++i)
+    if (markers_[i].what == marker::kind::written) hold(markers_[i].args, markers_[i].dbs);
+}
+
 void client_session::send_written_marker() {
   if (raw_multi_ && !raw_replies_unsure_) return;  // queued: behind the EXEC (handle_raw())
   marker m;
@@ -1393,7 +1413,14 @@ void client_session::apply_cache_op(std::uint64_t seq, std::string_view reply) {
     // reply took.
     const cache::time_ms at = mono_ms(op.read_at);
     std::array<std::string_view, 3> known;
-    if (const std::size_t n = known_args(op, known); n != 0) {
+    if (delivering_failure_ && (op.info->flags & commands::write)) {
+      if (op_parser_.parse(op_frame(op)) == resp::parse_status::complete) {
+        const cache::time_ms now = mono_ms(clock::now());
+        ctx_.tier->write_unsure(db_, *op.info, op_parser_.args(), op.sent, now);
+        if (op.db != db_) ctx_.tier->write_unsure(op.db, *op.info, op_parser_.args(), op.sent, now);
+      }
+      op_parser_.reset();
+    } else if (const std::size_t n = known_args(op, known); n != 0) {
       ctx_.tier->on_reply(db_, *op.info, std::span(known.data(), n), reply, at, 0, op.sent);
     } else {
       if (op_parser_.parse(op_frame(op)) == resp::parse_status::complete) {
@@ -1639,6 +1666,15 @@ void client_session::deliver(std::uint64_t seq, std::string_view frame, std::uin
     drain_wake_.cancel();
 }
 
+// A request the connection failed (timed out, connection lost): a write may still run, so L1
+// holds its keys (cache_tier::write_unsure()) instead of taking the error as its reply.
+void client_session::deliver_failure(std::uint64_t seq, std::string_view frame, std::uint8_t t,
+                                     clock::time_point received) {
+  delivering_failure_ = true;
+  deliver(seq, frame, t, received);
+  delivering_failure_ = false;
+}
+
 void client_session::flush_ready() {
   while (!slots_.empty() && slots_.front().ready) {
     out_.append(slots_.front().data);
@@ -1687,14 +1723,21 @@ void client_session::transaction_ended(std::string_view reply, bool executed) {
   }
   // The queued writes ran (or not); either way L1 forgets their keys once more, in every db they
   // may have run in: a read that raced with them on another connection is not kept (write_fence).
+  // An EXEC that failed (the connection, say) may still run later: its writes are held.
+  const bool failed = delivering_failure_;
+  const cache::time_ms now = mono_ms(clock::now());
   for (const std::string& frame : tx.writes) {
     if (op_parser_.parse(frame) == resp::parse_status::complete && !op_parser_.args().empty()) {
       if (const auto* info = commands::lookup(op_parser_.args()[0])) {
-        ctx_.tier->on_request(before, *info, op_parser_.args(), {tx.conn, 0}, false);
-        for (const auto& [index, db] : tx.selects) {
-          if (db != before)
+        const auto forget = [&](int db) {
+          if (failed)
+            ctx_.tier->write_unsure(db, *info, op_parser_.args(), {tx.conn, 0}, now);
+          else
             ctx_.tier->on_request(db, *info, op_parser_.args(), {tx.conn, 0}, false);
-        }
+        };
+        forget(before);
+        for (const auto& [index, db] : tx.selects)
+          if (db != before) forget(db);
       }
     }
     op_parser_.reset();
@@ -1999,6 +2042,7 @@ void client_session::close_now() {
   socket_.close(ignored);
   drain_wake_.cancel();
   writer_wake_.cancel();
+  if (raw_) hold_raw_writes();
   drop_dedicated();
   shared_.reset();
   slots_.clear();

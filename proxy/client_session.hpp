@@ -110,6 +110,8 @@ class client_session : public reply_sink,
   void deliver(std::uint64_t seq, std::string_view frame, std::uint8_t tag,
                std::chrono::steady_clock::time_point received) override;
   /// A frame from the dedicated connection in raw mode.
+  void deliver_failure(std::uint64_t seq, std::string_view frame, std::uint8_t tag,
+                       std::chrono::steady_clock::time_point received) override;
   void deliver_raw(std::string_view frame);
   /// The dedicated connection closed for good.
   void dedicated_lost(connection* c);
@@ -320,6 +322,8 @@ class client_session : public reply_sink,
   // them before anything else is sent, or at the turn's end (send_written_marker()).
   std::vector<std::string> raw_written_;
   void send_written_marker();
+  void hold_raw_writes();
+  bool delivering_failure_ = false;  // deliver() is passing on a connection's own error frame
   std::string token_suffix() const;
   std::string peer_address_;  // as CLIENT KILL ADDR / LADDR match them, made on first use
   std::string local_address_;

@@ -161,7 +161,8 @@ cache_tier::cache_tier(const config& cfg)
       ttl_ms_(cfg.cache_ttl_ms),
       l1_(cache::options{cfg.cache_max_bytes, cfg.cache_max_entry_bytes}),
       journal_(cfg.fallback_journal_max_bytes),
-      fence_(enabled_ ? 16384 : 1) {
+      fence_(enabled_ ? 16384 : 1),
+      hold_ms_(2 * static_cast<std::int64_t>(cfg.command_timeout_ms)) {
   std::string_view rest = cfg.cache_prefix;
   while (!rest.empty()) {
     const auto comma = rest.find(',');
@@ -269,11 +270,12 @@ std::optional<cache_tier::hit_value> cache_tier::hit(int db, std::string_view ke
 
 void cache_tier::store_tracked(int db, std::string_view key, std::string_view value,
                                std::int64_t upstream_expiry, cache::time_ms now) {
-  store(db, key, value, upstream_expiry, now, true);
+  if (!fence_.held(db, key)) store(db, key, value, upstream_expiry, now, true);
 }
 
 void cache_tier::store_tracked_absent(int db, std::string_view key, cache::time_ms now) {
-  if (mode_ == cache_mode::tracking) store(db, key, {}, 0, now, true, true);
+  if (mode_ == cache_mode::tracking && !fence_.held(db, key))
+    store(db, key, {}, 0, now, true, true);
 }
 
 void cache_tier::invalidated(int db, std::string_view key) {
@@ -376,6 +378,27 @@ void cache_tier::on_reply(int db, const command_info& info, std::span<const std:
     case command_id::msetnx: store_reply(db, info, args, reply, now, wall_ms, f); return;
     default: on_request(db, info, args, f); return;  // any other write: invalidate again
   }
+}
+
+void cache_tier::write_unsure(int db, const command_info& info,
+                              std::span<const std::string_view> args, flight f,
+                              cache::time_ms now) {
+  if (!enabled_ || !(info.flags & commands::write)) return;
+  on_request(db, info, args, f, false);
+  if ((info.flags & commands::flush) || info.id == command_id::swapdb) return;  // dropped all
+  commands::for_each_key(info, args, [&](std::string_view key) {
+    fence_.hold(db, key, f.conn);
+    held_.push_back(held{db, f.conn, now + hold_ms_, std::string(key)});
+  });
+}
+
+void cache_tier::release_holds(cache::time_ms now) {
+  std::erase_if(held_, [&](const held& h) {
+    if (h.until > now) return false;
+    invalidate(h.db, h.key);
+    fence_.release(h.db, h.key, h.conn);
+    return true;
+  });
 }
 
 void cache_tier::store_reply(int db, const command_info& info,

@@ -150,6 +150,14 @@ class cache_tier {
   /// True for the writes that may change keys other than their key arguments in the request's
   /// db: every key (FLUSHDB, FLUSHALL, SWAPDB) or keys of another db (MOVE, COPY ... DB n).
   static bool writes_beyond_keys(const commands::command_info& info);
+  /// A write that may run later than L1 can tell (its reply was an error: perhaps the sidecar's
+  /// own for a connection that failed, while Redis still holds its bytes; a raw-mode write no
+  /// marker follows): its keys go now, and no reply fills them for 2 x --command-timeout-ms from
+  /// `now`, when they go again (release_holds()).
+  void write_unsure(int db, const commands::command_info& info,
+                    std::span<const std::string_view> args, flight f, cache::time_ms now);
+  /// Ends the holds of write_unsure() due by `now` (the health monitor calls it on its ticks).
+  void release_holds(cache::time_ms now);
   /// The upstream's reply to a request that wants_reply(), in the connection's order; `f` as the
   /// request was sent.
   void on_reply(int db, const commands::command_info& info, std::span<const std::string_view> args,
@@ -242,6 +250,14 @@ class cache_tier {
   cache::lru_cache l1_;
   cache::write_journal journal_;
   write_fence fence_;
+  struct held {
+    int db;
+    std::uint32_t conn;
+    cache::time_ms until;
+    std::string key;
+  };
+  std::vector<held> held_;  // see write_unsure()
+  std::int64_t hold_ms_;
   tier_counters counters_;
   std::function<void(int, std::string_view)> on_write_;
 };

@@ -84,6 +84,7 @@ awaitable<void> upstream_monitor::run(std::shared_ptr<upstream_monitor> self) {
       next_probe_at_ = now + next_delay().count();
     }
     tier_.l1().expire_some(now, 200);
+    tier_.release_holds(now);
     if (on_change_) on_change_();
     timer_.expires_after(std::chrono::milliseconds(cfg_.health_probe_interval_ms));
     co_await timer_.async_wait(use_nothrow);

@@ -51,6 +51,29 @@ class write_fence {
     touch(slot_of(db, key), conn);
     touch(any_, conn);
   }
+  /// A write to `key` whose running is not known to be over (its reply was an error, perhaps the
+  /// sidecar's own for a connection that failed, while its bytes may still be in Redis' buffer;
+  /// a raw-mode write without a marker): no reply of any connection fills L1 for the key until
+  /// release(). A hold is an event at either end.
+  void hold(int db, std::string_view key, std::uint32_t conn) {
+    slot& s = slot_of(db, key);
+    touch(s, conn);
+    ++s.holds;
+    touch(any_, conn);
+    ++any_.holds;
+  }
+  void release(int db, std::string_view key, std::uint32_t conn) {
+    slot& s = slot_of(db, key);
+    touch(s, conn);
+    if (s.holds > 0) --s.holds;
+    touch(any_, conn);
+    if (any_.holds > 0) --any_.holds;
+  }
+  /// True while `key` of `db` is held (for reads that do not note the clock: the near cache's,
+  /// whose in-flight reads hear of every write to their key, a release included).
+  bool held(int db, std::string_view key) const {
+    return any_.holds != 0 && slot_of(db, key).holds != 0;
+  }
   /// A write that may change every key (FLUSHALL, FLUSHDB, SWAPDB).
   void touched_all(std::uint32_t conn) {
     touch(all_, conn);
@@ -58,14 +81,15 @@ class write_fence {
   }
   /// True when no connection but `conn` wrote to `key` of `db`, or flushed, since clock `since`.
   bool settled(int db, std::string_view key, std::uint32_t conn, std::uint64_t since) const {
-    if (settled(any_, conn, since)) return true;  // no other connection wrote anything since
-    return settled(all_, conn, since) && settled(slot_of(db, key), conn, since);
+    if (any_.holds == 0 && settled(any_, conn, since)) return true;  // no other writes since
+    const slot& s = slot_of(db, key);
+    return s.holds == 0 && settled(all_, conn, since) && settled(s, conn, since);
   }
   /// settled(), then touched(): a write's reply, with one look at the key's slot.
   bool settle(int db, std::string_view key, std::uint32_t conn, std::uint64_t since) {
     slot& s = slot_of(db, key);
-    const bool quiet =
-        settled(any_, conn, since) || (settled(all_, conn, since) && settled(s, conn, since));
+    const bool quiet = (any_.holds == 0 && settled(any_, conn, since)) ||
+                       (s.holds == 0 && settled(all_, conn, since) && settled(s, conn, since));
     touch(s, conn);
     touch(any_, conn);
     return quiet;
@@ -76,6 +100,7 @@ class write_fence {
     std::uint64_t last = 0;   // the clock at the slot's last event
     std::uint64_t other = 0;  // the clock at the last event of a connection other than `conn`
     std::uint32_t conn = 0;   // the connection of the last event
+    std::uint32_t holds = 0;  // hold()s not released yet (of keys in this slot)
   };
   const slot& slot_of(int db, std::string_view key) const;
   slot& slot_of(int db, std::string_view key) {

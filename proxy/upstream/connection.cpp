@@ -607,7 +607,7 @@ void connection::fail_pending(std::string_view error_line) {
     if (entry.sink) {
       if (error_line.find("unavailable") != std::string_view::npos)
         stats_.count(error_kind::upstream_unavailable);
-      entry.sink->deliver(entry.seq, error_line, entry.tag, now);
+      entry.sink->deliver_failure(entry.seq, error_line, entry.tag, now);
     }
   }
 }

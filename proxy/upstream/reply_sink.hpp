@@ -24,6 +24,12 @@ class reply_sink {
   /// that brought it completed (one clock reading per read, shared by every reply in it).
   virtual void deliver(std::uint64_t seq, std::string_view frame, std::uint8_t tag,
                        std::chrono::steady_clock::time_point received) = 0;
+  /// As deliver(), for the connection's own error frame: the request got no reply, and may yet
+  /// run (its bytes can still be in Redis' buffer when the connection fails).
+  virtual void deliver_failure(std::uint64_t seq, std::string_view frame, std::uint8_t tag,
+                               std::chrono::steady_clock::time_point received) {
+    deliver(seq, frame, tag, received);
+  }
 
  protected:
   /// The shared_ptr that owns this sink (its shared_from_this()).

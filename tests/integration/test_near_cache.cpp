@@ -287,6 +287,35 @@ TEST_CASE("raw mode: a write read with the end of the last subscription keeps re
   CHECK(env.side->log().find("nobody asked for") == std::string::npos);
 }
 
+// A write that timed out is not a write that did not run: its bytes wait in Redis' buffer and run
+// when Redis does. A read sent after the timeout can run before it; L1 must not keep what it read.
+TEST_CASE("ttl mode: a read racing a timed-out write that still runs is not kept", "[near][ttl]") {
+  SIDECAR_ONLY();
+  proxied env({}, with({"--cache-mode=ttl", "--cache-prefix=t:", "--cache-ttl=60s",
+                        "--command-timeout-ms=300", "--fallback-after-ms=3600000",
+                        "--health-probe-timeout-ms=60000", "--health-probe-interval-ms=100"}));
+  REQUIRE(mode_is(env, "ttl"));
+  auto direct = env.upstream();
+  REQUIRE(str(direct.get(), {"SET", "t:orphan", "old"}) == "OK");
+  env.redis.pause();
+  raw_client z(env.port());
+  z.send(resp_array({"SET", "t:pad", std::string(1 << 20, 'p')}) +
+         resp_array({"SET", "t:orphan", "new"}));
+  value_reader z_replies(z);
+  CHECK(z_replies.next().starts_with("-"));  // timed out
+  CHECK(z_replies.next().starts_with("-"));
+  raw_client y(env.port());  // its read goes out after the failure, and runs first
+  y.send(resp_array({"GET", "t:orphan"}));
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  env.redis.resume();
+  const std::string first = read_value(y);
+  REQUIRE(eventually([&] { return get(direct.get(), "t:orphan") == "new"; }));
+  auto reader = env.client();
+  INFO("the read after the failure got " << first);
+  CHECK(get(reader.get(), "t:orphan") == "new");
+  CHECK(get(reader.get(), "t:orphan") == "new");
+}
+
 // A client that leaves: the replies of what it sent still arrive, and L1 applies them in the db
 // the client had SELECTed by then, not the one it started in.
 TEST_CASE("ttl mode: a client that SELECTs, writes and resets leaves no value in the wrong db",

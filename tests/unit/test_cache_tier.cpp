@@ -708,6 +708,23 @@ TEST_CASE("tier: replies raced by another connection's writes do not fill L1", "
     reply(get4, send(get4, conn_a), "$3\r\nnew\r\n");
     CHECK(serve(tier, {"GET", "f"}) == "$3\r\nnew\r\n");
   }
+  SECTION("a write that failed may still run: its key fills nothing until the hold ends") {
+    pass(tier, {"GET", "k"}, "$3\r\nold\r\n");
+    const request set({"SET", "k", "new"}), get({"GET", "k"});
+    const auto fs = send(set, conn_a);
+    tier.write_unsure(0, set.info(), set.args, fs, t0);  // its connection failed it
+    CHECK(serve(tier, {"GET", "k"}) == "$-1\r\n");
+    reply(get, send(get, conn_b), "$3\r\nold\r\n");  // ran before the failed SET did
+    CHECK(serve(tier, {"GET", "k"}) == "$-1\r\n");
+    tier.release_holds(t0 + 1'000);  // not yet: 2 x --command-timeout-ms
+    const request early({"GET", "k"});
+    reply(early, send(early, conn_b), "$3\r\nold\r\n");
+    CHECK(serve(tier, {"GET", "k"}) == "$-1\r\n");
+    tier.release_holds(t0 + 60'000);
+    const request later({"GET", "k"});
+    reply(later, send(later, conn_b), "$3\r\nnew\r\n");
+    CHECK(serve(tier, {"GET", "k"}) == "$3\r\nnew\r\n");
+  }
   SECTION("a write abandoned (its reply will not be applied) drops its key, and races reads") {
     const request set({"SET", "k", "x"}), get({"GET", "k"});
     const auto fg = send(get, conn_a);

@@ -74,3 +74,17 @@ TEST_CASE("write_fence: keys that share a slot only look raced", "[fence]") {
   for (int i = 0; i < 1000; ++i) raced += big.settled(0, "key:" + std::to_string(i), 1, t) ? 0 : 1;
   CHECK(raced < 10);
 }
+
+TEST_CASE("write_fence: a held key is settled for nobody until released", "[fence]") {
+  write_fence f;
+  f.hold(0, "k", 1);
+  const auto after = f.clock();
+  CHECK_FALSE(f.settled(0, "k", 1, after));  // not even for its own connection (a new stream)
+  CHECK_FALSE(f.settled(0, "k", 2, after));
+  CHECK(f.settled(0, "other", 2, after));  // other keys are not held
+  f.release(0, "k", 1);
+  CHECK_FALSE(f.settled(0, "k", 2, after));  // the release is an event: in flight across it
+  CHECK(f.settled(0, "k", 2, f.clock()));
+  f.release(0, "k", 1);  // once too often: no harm
+  CHECK(f.settled(0, "k", 2, f.clock()));
+}
