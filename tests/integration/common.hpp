@@ -225,6 +225,17 @@ bool eventually(F f, std::chrono::milliseconds deadline = std::chrono::seconds(1
 }
 
 /// The value of one of the sidecar's /metrics series, -1 when absent.
+/// The error a SET gets once the sidecar, in fallback because the upstream refuses its
+/// configuration, refuses writes; whatever error it got last if that does not come in time.
+inline std::string write_refusal(redisContext* c) {
+  std::string e;
+  eventually([&] {
+    e = error_of(c, {"SET", "k", "v"});
+    return e.find("refuses the sidecar") != std::string::npos;
+  });
+  return e;
+}
+
 inline double metric(const proxied& env, const std::string& series) {
   const std::string text = "\n" + http_get(env.side->metrics_port(), "/metrics").body;
   const auto pos = text.find("\n" + series + " ");
