@@ -1,6 +1,6 @@
 // key_hash: the hash of a (db, key) pair that L1's index uses, and whoever else must spread keys
 // over slots cheaply (the sidecar's write fence). Fast and non-cryptographic: MurmurHash3-x64-style
-// rounds, one per 8-byte word, and its finaliser, from a seed drawn once per process. Keys come
+// rounds, one per 8-byte word, and its finaliser, from a seed each table draws. Keys come
 // from clients: the seed keeps them from choosing keys that collide (long probe runs in L1's
 // index, a fence slot shared on purpose), and a table hashed with it stays correct, only slower
 // or more conservative, when keys collide anyway.
@@ -38,21 +38,18 @@ inline std::uint64_t finish(std::uint64_t h) {
   return h ^ (h >> 33);
 }
 
-// Drawn on first use (a function's static: no order of static initialisation to get wrong).
-inline std::uint64_t hash_seed() {
-  static const std::uint64_t seed = [] {
-    std::random_device rd;
-    return (std::uint64_t{rd()} << 32) ^ rd();
-  }();
-  return seed;
-}
-
 }  // namespace detail
 
-/// A 64-bit hash of (db, key); the size is mixed in first, so keys that differ only by trailing
-/// '\0' bytes hash differently. The same within a process, different between processes.
-inline std::uint64_t hash_key(int db, std::string_view key) {
-  std::uint64_t h = detail::mix(detail::hash_seed() ^ static_cast<std::uint32_t>(db), key.size());
+/// A seed for a table's hash_key(), drawn from the system's random source.
+inline std::uint64_t random_seed() {
+  std::random_device rd;
+  return (std::uint64_t{rd()} << 32) ^ rd();
+}
+
+/// A 64-bit hash of (db, key) from `seed` (a table's random_seed()); the size is mixed in first,
+/// so keys that differ only by trailing '\0' bytes hash differently.
+inline std::uint64_t hash_key(int db, std::string_view key, std::uint64_t seed) {
+  std::uint64_t h = detail::mix(seed ^ static_cast<std::uint32_t>(db), key.size());
   const char* p = key.data();
   std::size_t n = key.size();
   for (; n >= 8; p += 8, n -= 8) {

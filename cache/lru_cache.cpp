@@ -60,9 +60,9 @@ decoded decode(const entry_header* e) {
           {key + key_size, value_size}};
 }
 
-std::uint64_t hash_of(const entry_header* e) {
+std::uint64_t hash_of(const entry_header* e, std::uint64_t seed) {
   const decoded d = decode(e);
-  return hash_key(d.db, d.key);
+  return hash_key(d.db, d.key, seed);
 }
 
 std::size_t charge_of(const entry_header* e) {
@@ -76,7 +76,7 @@ bool is_expired(time_ms expires_at, time_ms now) {
 
 }  // namespace
 
-lru_cache::lru_cache(options o) : options_(o) {}
+lru_cache::lru_cache(options o) : options_(o), seed_(random_seed()) {}
 
 lru_cache::~lru_cache() { release(); }
 
@@ -85,6 +85,7 @@ lru_cache::lru_cache(lru_cache&& other) noexcept
       slots_(std::exchange(other.slots_, nullptr)),
       tags_(std::exchange(other.tags_, nullptr)),
       capacity_(std::exchange(other.capacity_, 0)),
+      seed_(other.seed_),
       head_(std::exchange(other.head_, npos)),
       tail_(std::exchange(other.tail_, npos)),
       cursor_(std::exchange(other.cursor_, 0)),
@@ -100,6 +101,7 @@ lru_cache& lru_cache::operator=(lru_cache&& other) noexcept {
     std::swap(slots_, moved.slots_);
     std::swap(tags_, moved.tags_);
     std::swap(capacity_, moved.capacity_);
+    std::swap(seed_, moved.seed_);
     std::swap(head_, moved.head_);
     std::swap(tail_, moved.tail_);
     std::swap(cursor_, moved.cursor_);
@@ -112,7 +114,7 @@ lru_cache& lru_cache::operator=(lru_cache&& other) noexcept {
 }
 
 std::optional<entry_view> lru_cache::get(int db, std::string_view key, time_ms now) {
-  const std::uint32_t s = find(db, key, hash_key(db, key));
+  const std::uint32_t s = find(db, key, hash_key(db, key, seed_));
   if (s == npos) return std::nullopt;
   entry_header* e = slots_[s];
   if (is_expired(e->expires_at, now)) {
@@ -125,7 +127,7 @@ std::optional<entry_view> lru_cache::get(int db, std::string_view key, time_ms n
 }
 
 std::optional<entry_view> lru_cache::peek(int db, std::string_view key, time_ms now) const {
-  const std::uint32_t s = find(db, key, hash_key(db, key));
+  const std::uint32_t s = find(db, key, hash_key(db, key, seed_));
   if (s == npos || is_expired(slots_[s]->expires_at, now)) return std::nullopt;
   return entry_view{decode(slots_[s]).value, slots_[s]->expires_at};
 }
@@ -133,7 +135,7 @@ std::optional<entry_view> lru_cache::peek(int db, std::string_view key, time_ms 
 bool lru_cache::put(int db, std::string_view key, std::string_view head, std::string_view body,
                     time_ms expires_at, time_ms now) {
   const std::size_t value_size = head.size() + body.size();
-  const std::uint64_t hash = hash_key(db, key);
+  const std::uint64_t hash = hash_key(db, key, seed_);
   if (const std::uint32_t old = find(db, key, hash); old != npos) {
     entry_header* e = slots_[old];
     const std::string_view stored = decode(e).value;
@@ -181,14 +183,14 @@ bool lru_cache::put(int db, std::string_view key, std::string_view head, std::st
 }
 
 bool lru_cache::erase(int db, std::string_view key) {
-  const std::uint32_t s = find(db, key, hash_key(db, key));
+  const std::uint32_t s = find(db, key, hash_key(db, key, seed_));
   if (s == npos) return false;
   remove(s);
   return true;
 }
 
 bool lru_cache::erase(int db, std::string_view key, time_ms now) {
-  const std::uint32_t s = find(db, key, hash_key(db, key));
+  const std::uint32_t s = find(db, key, hash_key(db, key, seed_));
   if (s == npos) return false;
   const bool live = !is_expired(slots_[s]->expires_at, now);
   remove(s);
@@ -197,7 +199,7 @@ bool lru_cache::erase(int db, std::string_view key, time_ms now) {
 }
 
 bool lru_cache::set_expiry(int db, std::string_view key, time_ms expires_at, time_ms now) {
-  const std::uint32_t s = find(db, key, hash_key(db, key));
+  const std::uint32_t s = find(db, key, hash_key(db, key, seed_));
   if (s == npos) return false;
   if (is_expired(slots_[s]->expires_at, now)) {
     remove(s);
@@ -274,14 +276,14 @@ std::uint32_t lru_cache::find(int db, std::string_view key, std::uint64_t hash) 
 
 void lru_cache::prefetch_index(int db, std::string_view key) const {
   if (capacity_ == 0) return;
-  const std::uint32_t s = static_cast<std::uint32_t>(hash_key(db, key)) & (capacity_ - 1);
+  const std::uint32_t s = static_cast<std::uint32_t>(hash_key(db, key, seed_)) & (capacity_ - 1);
   __builtin_prefetch(&tags_[s]);
   __builtin_prefetch(&slots_[s]);
 }
 
 void lru_cache::prefetch_entry(int db, std::string_view key) const {
   if (capacity_ == 0) return;
-  const std::uint32_t s = static_cast<std::uint32_t>(hash_key(db, key)) & (capacity_ - 1);
+  const std::uint32_t s = static_cast<std::uint32_t>(hash_key(db, key, seed_)) & (capacity_ - 1);
   if (tags_[s] == 0) return;
   // The header and key lie in the first cache line; a 64-byte value reaches into the second.
   const auto e = reinterpret_cast<std::uintptr_t>(slots_[s]);  // + 64 may pass a short block
@@ -290,7 +292,7 @@ void lru_cache::prefetch_entry(int db, std::string_view key) const {
 }
 
 std::optional<std::span<char>> lru_cache::value_in_place(int db, std::string_view key) {
-  const std::uint32_t s = find(db, key, hash_key(db, key));
+  const std::uint32_t s = find(db, key, hash_key(db, key, seed_));
   if (s == npos) return std::nullopt;
   const std::string_view value = decode(slots_[s]).value;
   return std::span<char>(const_cast<char*>(value.data()), value.size());
@@ -357,7 +359,7 @@ void lru_cache::remove(std::uint32_t slot) {
   const std::uint32_t mask = capacity_ - 1;
   std::uint32_t hole = slot;
   for (std::uint32_t s = (slot + 1) & mask; tags_[s] != 0; s = (s + 1) & mask) {
-    const std::uint32_t home = static_cast<std::uint32_t>(hash_of(slots_[s])) & mask;
+    const std::uint32_t home = static_cast<std::uint32_t>(hash_of(slots_[s], seed_)) & mask;
     if (((s - home) & mask) < ((s - hole) & mask)) continue;
     move_slot(s, hole);
     hole = s;
@@ -417,7 +419,7 @@ bool lru_cache::rehash(std::uint32_t capacity) {
   for (std::uint32_t s = 0; s < capacity_; ++s) {
     if (s + ahead < capacity_ && tags_[s + ahead] != 0) __builtin_prefetch(slots_[s + ahead]);
     if (tags_[s] == 0) continue;
-    std::uint32_t t = static_cast<std::uint32_t>(hash_of(slots_[s])) & mask;
+    std::uint32_t t = static_cast<std::uint32_t>(hash_of(slots_[s], seed_)) & mask;
     while (tags[t] != 0) t = (t + 1) & mask;
     tags[t] = tags_[s];
     slots[t] = slots_[s];

@@ -244,6 +244,7 @@ class lru_cache {
   entry_header** slots_ = nullptr;  // capacity_ entry pointers, followed by the tags_ array
   std::uint8_t* tags_ = nullptr;    // capacity_ tags, in the same allocation as slots_
   std::uint32_t capacity_ = 0;      // 0 or a power of two
+  std::uint64_t seed_;              // of the index's hash (key_hash.hpp)
   std::uint32_t head_ = npos;       // most recently inserted or requeued
   std::uint32_t tail_ = npos;       // the next eviction candidate
   std::uint32_t cursor_ = 0;        // the slot expire_some() examines next

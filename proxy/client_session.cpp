@@ -452,9 +452,9 @@ client_session::outcome client_session::handle(std::span<const std::string_view>
   const outcome o = forward(frame);
   fill_info_ = nullptr;
   // Once sent (and on which connection is known): L1 forgets, or hides, the keys of a write.
-  if (fills && sent_on_ != 0) {
+  if (fills && sent_on_ != 0 && (info->flags & commands::write)) {
     tier.on_request(effective_db(), *info, args, {sent_on_, 0});
-    if (multi_open_ && (info->flags & commands::write)) {
+    if (multi_open_) {
       transactions_.back().writes.emplace_back(frame);
       transactions_.back().conn = sent_on_;
     }

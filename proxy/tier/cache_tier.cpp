@@ -369,7 +369,16 @@ void cache_tier::on_reply(int db, const command_info& info, std::span<const std:
     return;
   }
   switch (info.id) {
-    case command_id::get:
+    case command_id::get: {  // the common case, kept short: a value, or nil
+      if (args.size() != 2) return;
+      std::size_t pos = 0;
+      const auto r = read_bulk(reply, pos);
+      if (!r.ok)
+        invalidate(db, args[1]);
+      else if (journal_.empty() && fence_.settled(db, args[1], f.conn, f.since))
+        r.value ? store(db, args[1], *r.value, expiry_unknown, now) : invalidate(db, args[1]);
+      return;
+    }
     case command_id::mget:
     case command_id::set:
     case command_id::setex:
@@ -428,15 +437,6 @@ void cache_tier::store_reply(int db, const command_info& info,
       invalidate(db, key);
   };
   switch (info.id) {
-    case command_id::get: {
-      if (args.size() != 2) return;
-      std::size_t pos = 0;
-      if (const auto r = read_bulk(reply, pos); r.ok)
-        read(args[1], r);
-      else
-        invalidate(db, args[1]);
-      return;
-    }
     case command_id::mget: {
       std::size_t pos = 0;
       if (read_array_header(reply, pos) != static_cast<std::int64_t>(args.size()) - 1) return;

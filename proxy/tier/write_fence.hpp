@@ -113,7 +113,8 @@ class write_fence {
 
   std::vector<slot> slots_;
   std::size_t mask_;
-  slot all_;  // flushes
+  std::uint64_t seed_;  // of the slots' hash (cache/key_hash.hpp)
+  slot all_;            // flushes
   slot any_;  // every event: when no other connection wrote since, no slot need be looked at
   std::uint64_t clock_ = 0;
 };
