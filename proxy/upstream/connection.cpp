@@ -303,17 +303,25 @@ awaitable<bool> connection::connect_once() {
   connect_fsm fsm(url, proto_);
   config_refusal refusal = config_refusal::none;  // the transport's own (the fsm's come later)
 
+  // The deadline's handler may already be queued when the attempt ends (cancel() cannot take it
+  // back): it then finds the attempt over and touches neither this frame, which is gone, nor the
+  // sockets of a later attempt.
+  struct attempt_state {
+    bool over = false;
+    bool deadline_hit = false;
+  };
+  auto attempt = std::make_shared<attempt_state>();
   auto self = shared_from_this();
-  bool deadline_hit = false;
   steady_timer deadline(ex_);
   deadline.expires_after(std::chrono::milliseconds(cfg_.connect_timeout_ms));
-  deadline.async_wait([self, &deadline_hit](error_code ec) {
-    if (ec) return;
-    deadline_hit = true;
+  deadline.async_wait([self, attempt](error_code ec) {
+    if (ec || attempt->over) return;
+    attempt->deadline_hit = true;
     error_code ignored;
     if (self->tls_) self->tls_->socket().close(ignored);
     if (self->plain_) self->plain_->close(ignored);
   });
+  const bool& deadline_hit = attempt->deadline_hit;
 
   tcp::resolver resolver(ex_);
   tcp::resolver::results_type endpoints;
@@ -421,6 +429,7 @@ awaitable<bool> connection::connect_once() {
       default: break;
     }
   }
+  attempt->over = true;
   deadline.cancel();
   refusal_ = refusal != config_refusal::none ? refusal : fsm.refusal();
   if (step == connect_fsm::step::failed) {
