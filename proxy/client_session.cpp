@@ -773,24 +773,36 @@ void client_session::note_raw_request(const commands::command_info& info,
   resp::append_command(raw_written_.emplace_back(), args);
 }
 
-// Raw writes whose written marker will not come back (the client or its connection is gone, and
-// the writes may still run): held instead.
+// Raw writes (their frames) whose written marker will not come back (the client or its
+// connection is gone, and the writes may still run): held instead.
 void client_session::hold_raw_writes() {
-  const cache_tier::flight sent{dedicated_ ? dedicated_->serial() : 0, 0};
   const cache::time_ms now = mono_ms(clock::now());
-  const auto hold = [&](const std::vector<std::string>& frames, const std::vector<int>& dbs) {
-    for (const std::string& write : frames) {
-      if (op_parser_.parse(write) == resp::parse_status::complete) {
-        if (const auto* info = commands::lookup(op_parser_.args()[0]))
-          for (const int db : dbs) ctx_.tier->write_unsure(db, *info, op_parser_.args(), sent, now);
-      }
-      op_parser_.reset();
-    }
-  };
-  hold(raw_written_, raw_dbs_);
+  forget_raw_writes(raw_written_, raw_dbs_, now);
   raw_written_.clear();
   for (std::size_t i = 0; i < markers_.size(); ++i)
-    if (markers_[i].what == marker::kind::written) hold(markers_[i].args, markers_[i].dbs);
+    if (markers_[i].what == marker::kind::written)
+      forget_raw_writes(markers_[i].args, markers_[i].dbs, now);
+}
+
+// L1 forgets the keys of raw writes in `dbs` again: they have run (held_since empty), or may
+// still run (cache_tier::write_unsure() from then).
+void client_session::forget_raw_writes(const std::vector<std::string>& frames,
+                                       const std::vector<int>& dbs,
+                                       std::optional<cache::time_ms> held_since) {
+  const cache_tier::flight sent{dedicated_ ? dedicated_->serial() : 0, 0};
+  for (const std::string& write : frames) {
+    if (op_parser_.parse(write) == resp::parse_status::complete) {
+      if (const auto* info = commands::lookup(op_parser_.args()[0])) {
+        for (const int db : dbs) {
+          if (held_since)
+            ctx_.tier->write_unsure(db, *info, op_parser_.args(), sent, *held_since);
+          else
+            ctx_.tier->on_request(db, *info, op_parser_.args(), sent, false);
+        }
+      }
+    }
+    op_parser_.reset();
+  }
 }
 
 void client_session::send_written_marker() {
@@ -1810,18 +1822,7 @@ void client_session::deliver_raw(std::string_view frame) {
         self = answer_marked(args, refused, r);
         break;
       }
-      case marker::kind::written: {
-        const cache_tier::flight sent{dedicated_ ? dedicated_->serial() : 0, 0};
-        for (const std::string& write : m.args) {
-          if (op_parser_.parse(write) == resp::parse_status::complete) {
-            if (const auto* info = commands::lookup(op_parser_.args()[0]))
-              for (const int db : m.dbs)
-                ctx_.tier->on_request(db, *info, op_parser_.args(), sent, false);
-          }
-          op_parser_.reset();
-        }
-        return;
-      }
+      case marker::kind::written: forget_raw_writes(m.args, m.dbs, std::nullopt); return;
     }
     out_.append(r);
     notify_writer();

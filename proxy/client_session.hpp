@@ -323,6 +323,8 @@ class client_session : public reply_sink,
   std::vector<std::string> raw_written_;
   void send_written_marker();
   void hold_raw_writes();
+  void forget_raw_writes(const std::vector<std::string>& frames, const std::vector<int>& dbs,
+                         std::optional<cache::time_ms> held_since);
   bool delivering_failure_ = false;  // deliver() is passing on a connection's own error frame
   std::string token_suffix() const;
   std::string peer_address_;  // as CLIENT KILL ADDR / LADDR match them, made on first use

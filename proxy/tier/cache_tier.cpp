@@ -372,11 +372,10 @@ void cache_tier::on_reply(int db, const command_info& info, std::span<const std:
     case command_id::get: {  // the common case, kept short: a value, or nil
       if (args.size() != 2) return;
       std::size_t pos = 0;
-      const auto r = read_bulk(reply, pos);
-      if (!r.ok)
+      if (const auto r = read_bulk(reply, pos); r.ok)
+        read_reply(db, args[1], r.value, f, now);
+      else
         invalidate(db, args[1]);
-      else if (journal_.empty() && fence_.settled(db, args[1], f.conn, f.since))
-        r.value ? store(db, args[1], *r.value, expiry_unknown, now) : invalidate(db, args[1]);
       return;
     }
     case command_id::mget:
@@ -410,23 +409,22 @@ void cache_tier::release_holds(cache::time_ms now) {
   });
 }
 
+// A read's value (nullopt: the key is absent), if no other connection's write may have overtaken
+// it. Writes acknowledged in fallback and not replayed yet are newer than anything the upstream
+// says (a client on a dedicated connection still reaches it): nothing it says is kept then.
+void cache_tier::read_reply(int db, std::string_view key, std::optional<std::string_view> value,
+                            flight f, cache::time_ms now) {
+  if (!journal_.empty() || !fence_.settled(db, key, f.conn, f.since)) return;
+  if (value)
+    store(db, key, *value, expiry_unknown, now);
+  else
+    invalidate(db, key);
+}
+
 void cache_tier::store_reply(int db, const command_info& info,
                              std::span<const std::string_view> args, std::string_view reply,
                              cache::time_ms now, std::int64_t wall_ms, flight f) {
-  // Writes acknowledged in fallback and not replayed yet are newer than anything the upstream
-  // says (a client on a dedicated connection still reaches it): nothing it says is kept.
-  const bool journaled = !journal_.empty();
-  auto settled = [&](std::string_view key) {
-    return !journaled && fence_.settled(db, key, f.conn, f.since);
-  };
-  // A read's value (or absence), if no other connection's write may have overtaken it.
-  auto read = [&](std::string_view key, const bulk_read& r) {
-    if (!settled(key)) return;
-    if (r.value)
-      store(db, key, *r.value, expiry_unknown, now);
-    else
-      invalidate(db, key);
-  };
+  const bool journaled = !journal_.empty();  // see read_reply()
   // A write's value, if it was applied and no other connection's write may have overtaken it
   // either way; else the key goes. Then the write has run: an event on its key.
   auto wrote = [&](std::string_view key, bool applied, std::string_view value,
@@ -443,7 +441,7 @@ void cache_tier::store_reply(int db, const command_info& info,
       for (std::size_t i = 1; i < args.size(); ++i) {
         const auto r = read_bulk(reply, pos);
         if (!r.ok) return;
-        read(args[i], r);
+        read_reply(db, args[i], r.value, f, now);
       }
       return;
     }

@@ -216,6 +216,8 @@ class cache_tier {
              cache::time_ms now, bool tracked = false, bool absent = false);
   void invalidate(int db, std::string_view key);
   void hide(int db, std::string_view key);
+  void read_reply(int db, std::string_view key, std::optional<std::string_view> value, flight f,
+                  cache::time_ms now);
   /// on_reply for the GET family and the SET family, which store values.
   void store_reply(int db, const commands::command_info& info,
                    std::span<const std::string_view> args, std::string_view reply,
