@@ -244,19 +244,22 @@ std::size_t lru_cache::expire_some(time_ms now, std::size_t max_checks) {
       max_checks > capacity_ / 4 ? std::size_t{capacity_} : 4 * max_checks;
   std::size_t removed = 0;
   std::size_t checks = 0;
-  for (std::size_t visits = 0; checks < max_checks && visits < max_visits && entries_ > 0;
-       ++visits) {
+  // A removal does not count as a visit: the slot is examined again (a later entry may have
+  // shifted into it), and entries only ever shift into the hole, never behind the cursor, so a
+  // full pass sees every entry that was there when it started.
+  for (std::size_t visits = 0; checks < max_checks && visits < max_visits && entries_ > 0;) {
     const std::uint32_t s = cursor_;
     if (tags_[s] != 0) {
       ++checks;
       if (is_expired(slots_[s]->expires_at, now)) {
-        remove(s);  // a later entry may have shifted into s: examine s again
+        remove(s);
         ++expirations_;
         ++removed;
         continue;
       }
     }
     cursor_ = (s + 1) & (capacity_ - 1);
+    ++visits;
   }
   return removed;
 }

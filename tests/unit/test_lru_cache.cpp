@@ -382,6 +382,23 @@ TEST_CASE("lru_cache expire_some respects its budget and resumes", "[cache]") {
   CHECK(c.expire_some(10, 0) == 0);
 }
 
+TEST_CASE("lru_cache expire_some: one call with budget to spare removes every expired entry",
+          "[cache]") {
+  // Wherever the (seeded) hash puts the entries, removals must not use up the pass: each one
+  // examines its slot again rather than moving on.
+  for (int round = 0; round < 50; ++round) {
+    lru_cache c(room_for(10));
+    for (const char* k : {"a", "b", "c", "d", "e", "f", "g", "h"}) REQUIRE(c.put(0, k, "1", 10, 0));
+    REQUIRE(c.put(0, "live", "1", no_expiry, 0));
+    REQUIRE(c.index_slots() <= 4 * 100);
+    // Start the pass somewhere other than slot 0 as well.
+    for (int skip = 0; skip < round % 16; ++skip) c.expire_some(0, 1);
+    INFO("round " << round);
+    REQUIRE(c.expire_some(10, 100) == 8);
+    CHECK(contents(c) == "0:live=1");
+  }
+}
+
 TEST_CASE("lru_cache accounting charges the documented overhead", "[cache]") {
   // 16-byte key, 64-byte value: 16-byte header + 3 varint bytes + 80 -> a 112-byte malloc chunk,
   // plus 18 index bytes. The target is at most 64 bytes per entry beyond key and value.
