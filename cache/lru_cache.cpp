@@ -76,7 +76,8 @@ bool is_expired(time_ms expires_at, time_ms now) {
 
 }  // namespace
 
-lru_cache::lru_cache(options o) : options_(o), seed_(random_seed()) {}
+lru_cache::lru_cache(options o)
+    : options_(o), seed_(o.hash_seed != 0 ? o.hash_seed : random_seed()) {}
 
 lru_cache::~lru_cache() { release(); }
 

@@ -79,6 +79,9 @@ struct options {
   std::size_t max_bytes = 64 * 1024 * 1024;
   /// Key+value pairs larger than this (key size + value size) are not kept. Default 1 MiB.
   std::size_t max_entry_bytes = 1024 * 1024;
+  /// The index's hash seed (key_hash.hpp). 0, the default: drawn from the system's random source,
+  /// so clients cannot choose colliding keys. A test that fails prints the seed to replay it.
+  std::uint64_t hash_seed = 0;
 };
 
 /// A found value: valid until the next non-const call on the cache.
@@ -223,6 +226,8 @@ class lru_cache {
   std::size_t max_entry_bytes() const { return options_.max_entry_bytes; }
   /// Slots in the index (0 or a power of two); each costs 9 bytes.
   std::size_t index_slots() const { return capacity_; }
+  /// The seed of the index's hash (options.hash_seed, or the one drawn when that was 0).
+  std::uint64_t hash_seed() const { return seed_; }
   std::uint64_t evictions() const { return evictions_; }
   std::uint64_t expirations() const { return expirations_; }
 

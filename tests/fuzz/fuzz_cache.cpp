@@ -131,6 +131,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   options o;
   o.max_bytes = (bound & 0x80) ? std::size_t{1} << 20 : (bound & 0x7f) * std::size_t{8};
   o.max_entry_bytes = (limit & 0x80) ? std::size_t{1} << 20 : limit;
+  o.hash_seed = 0x9e3779b97f4a7c15;  // fixed: an input replays the same index layout
   fuzz_run run(o);
   while (!in.empty()) run.step(in);
   return 0;
