@@ -49,12 +49,28 @@ void run(asio::io_context& io, std::chrono::microseconds busy_poll, stats* count
     }
   } guard;
   busy_poll_policy policy(busy_poll);
+  turn_policy turns;
+  bool woke = false;  // the last step ran the handler of a wake-up (io.run_one()), not a turn
+  bool look = true;   // the next step polls: every handler ready, the reactor polled until none
   for (;;) {
-    io.poll();  // the turn: every ready handler, polling the reactor until nothing is ready
+    if (look) {
+      const std::size_t found = io.poll();
+      if (woke) turns.looked(found);
+    }
     if (io.stopped()) return;
+    if (woke && !look) {
+      // The woken handler's turn ends alone, and the loop looks once its writes are out.
+      end_turn();
+      look = true;
+      continue;
+    }
+    woke = false;
+    look = true;
     if (end_turn()) continue;  // the listeners' handlers are ready now: run them
     if (busy_poll.count() == 0) {
       io.run_one();  // block for the next event (or timer)
+      woke = true;
+      look = turns.look_after_wake();
     } else {
       const bool due = counters != nullptr && counters->inflight_requests > 0;
       const auto idle = std::chrono::steady_clock::now();

@@ -153,6 +153,9 @@ void connection::turn_ended() {
   start_write();
 }
 
+// The socket (non-blocking) is tried at once: it nearly always takes a turn's batch whole, and
+// then no completion handler has to run, nor the event loop poll the reactor again to reach one.
+// What it does not take goes out asynchronously, write_done() following.
 void connection::start_write() {
   if (!write_may_start() || wbuf_.empty()) return;
   writing_ = true;
@@ -160,10 +163,18 @@ void connection::start_write() {
   wbuf_inflight_.swap(wbuf_);
   ++stats_.upstream_writes;
   auto done = [self = shared_from_this()](error_code ec, std::size_t) { self->write_done(ec); };
-  if (tls_)
-    tls_->async_write(asio::buffer(wbuf_inflight_), std::move(done));
-  else
-    asio::async_write(*plain_, asio::buffer(wbuf_inflight_), std::move(done));
+  if (tls_) {
+    if (!tls_->write_now_or_async(asio::buffer(wbuf_inflight_), std::move(done))) return;
+  } else {
+    error_code ec;
+    const std::size_t n = plain_->write_some(asio::buffer(wbuf_inflight_), ec);
+    if (ec || n < wbuf_inflight_.size()) {
+      asio::async_write(*plain_, asio::buffer(wbuf_inflight_) + (ec ? 0 : n), std::move(done));
+      return;
+    }
+  }
+  writing_ = false;
+  shut_when_written();
 }
 
 void connection::write_done(error_code ec) {
@@ -352,6 +363,7 @@ awaitable<bool> connection::connect_once() {
         } else if (!ec) {
           error_code ignored;
           plain_->set_option(tcp::no_delay(true), ignored);
+          plain_->non_blocking(true, ignored);  // start_write() tries the socket at once
           if (!set_tcp_keepalive(plain_->native_handle(), cfg_.tcp_keepalive_s))
             log::warn("upstream connection: TCP keepalive not set: " +
                       std::string(std::strerror(errno)));

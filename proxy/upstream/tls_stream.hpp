@@ -69,6 +69,32 @@ class tls_stream {
                           error_code e, std::size_t) mutable { h(e, e ? std::size_t{0} : n); });
   }
 
+  /// As async_write, but tries the socket at once (it must be non-blocking): when it takes every
+  /// byte, returns true and never calls `handler`, the write is over. Otherwise what it did not
+  /// take goes out as async_write's does, and `handler` is called then.
+  template <typename Handler>
+  bool write_now_or_async(asio::const_buffer buf, Handler&& handler) {
+    const error_code ec = encrypt(buf);
+    if (!ec) {
+      error_code wec;
+      const std::size_t n = socket_.write_some(asio::buffer(out_), wec);
+      if (!wec && n == out_.size()) {
+        out_.clear();
+        return true;
+      }
+      if (!wec) out_.erase(0, n);
+    }
+    if (ec) {
+      asio::post(socket_.get_executor(),
+                 [h = std::forward<Handler>(handler), ec]() mutable { h(ec, std::size_t{0}); });
+      return false;
+    }
+    asio::async_write(socket_, take_output(),
+                      [h = std::forward<Handler>(handler), n = buf.size()](
+                          error_code e, std::size_t) mutable { h(e, e ? std::size_t{0} : n); });
+    return false;
+  }
+
   /// As async_write, awaited.
   awaitable<std::tuple<error_code, std::size_t>> write(asio::const_buffer buf);
 

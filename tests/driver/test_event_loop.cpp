@@ -212,6 +212,74 @@ TEST_CASE("busy_poll_policy judges waits for replies and for requests apart", "[
   CHECK(p.window(true) == microseconds(150));
 }
 
+TEST_CASE("turn_policy stops looking after wake-ups that bring one event, until a look finds more",
+          "[event_loop]") {
+  turn_policy p;
+  for (unsigned i = 0; i < turn_policy::quiet_after; ++i) {
+    REQUIRE(p.look_after_wake());
+    p.looked(0);
+  }
+  CHECK_FALSE(p.look_after_wake());
+  p.looked(0);  // the looks after lone turns' writes, finding nothing
+  CHECK_FALSE(p.look_after_wake());
+  p.looked(3);  // one finds the rest of a burst: look before ending turns again
+  CHECK(p.look_after_wake());
+  for (unsigned i = 0; i + 1 < turn_policy::quiet_after; ++i) {
+    REQUIRE(p.look_after_wake());
+    p.looked(0);
+  }
+  p.looked(1);  // a look that finds something starts the count again
+  for (unsigned i = 0; i + 1 < turn_policy::quiet_after; ++i) {
+    REQUIRE(p.look_after_wake());
+    p.looked(0);
+  }
+  CHECK(p.look_after_wake());
+  p.looked(0);
+  CHECK_FALSE(p.look_after_wake());
+}
+
+TEST_CASE("a loop serves lone events one turn each and a burst after them in two turns",
+          "[event_loop]") {
+  asio::io_context io(1);
+  auto work = asio::make_work_guard(io);
+  std::vector<std::string> log;
+  auto listener = std::make_shared<recorder>(log, "end");
+  bool deferred = false;  // once per turn, as the sidecar's listeners do
+  listener->then = [&] { deferred = false; };
+  auto event = [&](std::string name) {
+    log.push_back(std::move(name));
+    if (!deferred) REQUIRE(event_loop::defer(listener));
+    deferred = true;
+  };
+  constexpr int lone = 24;
+  constexpr int burst = 64;
+  std::thread other([&] {
+    // Events far apart: the loop sleeps between them, and its looks find nothing.
+    for (int i = 0; i < lone; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      asio::post(io, [&] { event("lone"); });
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    // Then a burst, ready together: one handler makes them all ready at once.
+    asio::post(io, [&] {
+      for (int i = 0; i < burst; ++i) asio::post(io, [&] { event("burst"); });
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    asio::post(io, [&] { work.reset(); });
+  });
+  event_loop::run(io);
+  other.join();
+  REQUIRE(std::count(log.begin(), log.end(), "lone") == lone);
+  REQUIRE(std::count(log.begin(), log.end(), "burst") == burst);
+  // Every event's turn ended before the loop went on to sleep: the log ends with a turn's end.
+  CHECK(log.back() == "end");
+  const auto first_burst = std::find(log.begin(), log.end(), "burst");
+  const auto burst_turns = std::count(first_burst, log.end(), "end");
+  // After a quiet spell the burst's first handler may end its turn alone; the rest are one turn.
+  INFO("the burst took " << burst_turns << " turns");
+  CHECK(burst_turns <= 2);
+}
+
 TEST_CASE("a busy-polling loop serves events that come while it polls and while it sleeps",
           "[event_loop]") {
   stats counters;

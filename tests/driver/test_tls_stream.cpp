@@ -94,6 +94,41 @@ TEST_CASE("tls_stream moves a megabyte each way at once, every byte intact", "[t
   CHECK(server_got == up);
 }
 
+TEST_CASE("tls_stream writes at once what the socket takes, and the rest asynchronously",
+          "[tls_stream]") {
+  tls_setup t;
+  REQUIRE_FALSE(t.handshake("localhost"));
+  error_code ignored;
+  t.client->socket().non_blocking(true, ignored);
+  bool called = false;
+  // A small write: the socket takes it whole, the write is over, no handler runs.
+  const std::string small = "*1\r\n$4\r\nPING\r\n";
+  CHECK(t.client->write_now_or_async(asio::buffer(small),
+                                     [&](error_code, std::size_t) { called = true; }));
+  std::string got(small.size(), '\0');
+  std::optional<error_code> read;
+  asio::async_read(*t.server, asio::buffer(got), [&](error_code ec, std::size_t) { read = ec; });
+  t.run_until([&] { return read.has_value(); });
+  CHECK_FALSE(*read);
+  CHECK(got == small);
+  CHECK_FALSE(called);
+
+  // 16 MB does not fit in the socket's buffers: the rest goes out as the server reads.
+  const std::string big = random_bytes(16 << 20, 3);
+  std::optional<std::pair<error_code, std::size_t>> wrote;
+  CHECK_FALSE(t.client->write_now_or_async(
+      asio::buffer(big), [&](error_code ec, std::size_t n) { wrote.emplace(ec, n); }));
+  std::string server_got(big.size(), '\0');
+  read.reset();
+  asio::async_read(*t.server, asio::buffer(server_got),
+                   [&](error_code ec, std::size_t) { read = ec; });
+  t.run_until([&] { return read && wrote; });
+  CHECK_FALSE(*read);
+  CHECK(server_got == big);
+  CHECK_FALSE(wrote->first);
+  CHECK(wrote->second == big.size());
+}
+
 TEST_CASE("tls_stream reads the end of the stream after the server's close_notify",
           "[tls_stream]") {
   tls_setup t;
