@@ -2,6 +2,8 @@
 // RESET keep their per-connection meaning through the sidecar, even though ordinary commands share
 // upstream connections. Every test here also runs against Redis itself with
 // REDIS_SIDECAR_IT_DIRECT=1.
+#include <signal.h>
+
 #include <algorithm>
 
 #include "tests/integration/common.hpp"
@@ -618,6 +620,42 @@ TEST_CASE("a client that shuts its sending side gets the replies of what it sent
     auto up = env.upstream();
     if (own_connection) REQUIRE(str(up.get(), {"SELECT", "3"}) == "OK");
     CHECK(str(up.get(), {"GET", "halfclosed"}) == "v");
+  }
+}
+
+// The same, with the replies and the client's close read in one turn of the sidecar's loop, the
+// replies first: they are out of the request slots then, but not yet written (they go at the
+// turn's end), and the close must wait for them. Another client's request, ready before both,
+// makes the turn the same whether the loop looks for more events after a wake-up or not.
+TEST_CASE("a client whose close is read in the turn its replies came still gets them",
+          "[stateful][close]") {
+  SIDECAR_ONLY();
+  proxied env;
+  for (const bool own_connection : {false, true}) {
+    INFO((own_connection ? "on its own upstream connection (another db)" : "shared connection"));
+    raw_client c(env.port());
+    raw_client other(env.port());
+    if (own_connection) {
+      c.send(resp_array({"SELECT", "3"}));
+      REQUIRE(read_value(c) == "+OK\r\n");
+    }
+    other.send(resp_array({"PING"}));
+    REQUIRE(read_value(other) == "+PONG\r\n");
+    env.redis.pause();
+    c.send(resp_array({"SET", "closing", "v"}) + resp_array({"GET", "closing"}));
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // sent on to Redis
+    REQUIRE(env.side->stop());
+    other.send(resp_array({"PING"}));
+    env.redis.resume();
+    std::this_thread::sleep_for(
+        std::chrono::milliseconds(100));  // the replies wait for the sidecar
+    c.shutdown_send();
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    REQUIRE(::kill(env.side->pid(), SIGCONT) == 0);
+    std::string got;
+    for (std::string more; !(more = c.read_available()).empty();) got += more;
+    CHECK(got == "+OK\r\n$1\r\nv\r\n");
+    CHECK(read_value(other) == "+PONG\r\n");
   }
 }
 
