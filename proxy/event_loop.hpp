@@ -71,7 +71,8 @@ class busy_poll_policy {
 /// request's path, about 2.5 µs on a VM. So after `quiet_after` wake-ups in a row whose look found
 /// nothing, the loop ends a woken handler's turn at once and looks only after that turn's writes
 /// are out, off the request's path. A look that finds something (the rest of a burst) makes it
-/// look before ending turns again. Sans-I/O: the loop reports what its looks found.
+/// look before ending turns again. With busy polling on, every turn looks (polling is looking).
+/// Sans-I/O: the loop reports what its looks found.
 class turn_policy {
  public:
   static constexpr unsigned quiet_after = 8;
