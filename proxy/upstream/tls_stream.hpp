@@ -75,20 +75,18 @@ class tls_stream {
   template <typename Handler>
   bool write_now_or_async(asio::const_buffer buf, Handler&& handler) {
     const error_code ec = encrypt(buf);
-    if (!ec) {
-      error_code wec;
-      const std::size_t n = socket_.write_some(asio::buffer(out_), wec);
-      if (!wec && n == out_.size()) {
-        out_.clear();
-        return true;
-      }
-      if (!wec) out_.erase(0, n);
-    }
     if (ec) {
       asio::post(socket_.get_executor(),
                  [h = std::forward<Handler>(handler), ec]() mutable { h(ec, std::size_t{0}); });
       return false;
     }
+    error_code wec;  // would_block, or the socket's error, which async_write meets again
+    const std::size_t n = socket_.write_some(asio::buffer(out_), wec);
+    if (!wec && n == out_.size()) {
+      out_.clear();
+      return true;
+    }
+    if (!wec) out_.erase(0, n);
     asio::async_write(socket_, take_output(),
                       [h = std::forward<Handler>(handler), n = buf.size()](
                           error_code e, std::size_t) mutable { h(e, e ? std::size_t{0} : n); });
