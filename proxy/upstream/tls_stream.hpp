@@ -58,15 +58,7 @@ class tls_stream {
   /// Encrypts all of `buf` and writes it; then `handler(error_code, bytes)`, from the executor.
   template <typename Handler>
   void async_write(asio::const_buffer buf, Handler&& handler) {
-    const error_code ec = encrypt(buf);
-    if (ec) {
-      asio::post(socket_.get_executor(),
-                 [h = std::forward<Handler>(handler), ec]() mutable { h(ec, std::size_t{0}); });
-      return;
-    }
-    asio::async_write(socket_, take_output(),
-                      [h = std::forward<Handler>(handler), n = buf.size()](
-                          error_code e, std::size_t) mutable { h(e, e ? std::size_t{0} : n); });
+    send_output(encrypt(buf), buf.size(), std::forward<Handler>(handler));
   }
 
   /// As async_write, but tries the socket at once (it must be non-blocking): when it takes every
@@ -75,21 +67,16 @@ class tls_stream {
   template <typename Handler>
   bool write_now_or_async(asio::const_buffer buf, Handler&& handler) {
     const error_code ec = encrypt(buf);
-    if (ec) {
-      asio::post(socket_.get_executor(),
-                 [h = std::forward<Handler>(handler), ec]() mutable { h(ec, std::size_t{0}); });
-      return false;
+    if (!ec) {
+      error_code wec;  // would_block, or the socket's error, which async_write meets again
+      const std::size_t n = socket_.write_some(asio::buffer(out_), wec);
+      if (!wec && n == out_.size()) {
+        out_.clear();
+        return true;
+      }
+      if (!wec) out_.erase(0, n);
     }
-    error_code wec;  // would_block, or the socket's error, which async_write meets again
-    const std::size_t n = socket_.write_some(asio::buffer(out_), wec);
-    if (!wec && n == out_.size()) {
-      out_.clear();
-      return true;
-    }
-    if (!wec) out_.erase(0, n);
-    asio::async_write(socket_, take_output(),
-                      [h = std::forward<Handler>(handler), n = buf.size()](
-                          error_code e, std::size_t) mutable { h(e, e ? std::size_t{0} : n); });
+    send_output(ec, buf.size(), std::forward<Handler>(handler));
     return false;
   }
 
@@ -103,6 +90,19 @@ class tls_stream {
   static constexpr std::size_t input_size = 64 * 1024;
 
   error_code encrypt(asio::const_buffer buf);
+  /// The end of a write of `bytes` plaintext bytes: `handler` gets encrypt()'s error `ec` from the
+  /// executor, or the records in out_ go out and it gets the socket's result.
+  template <typename Handler>
+  void send_output(error_code ec, std::size_t bytes, Handler&& handler) {
+    if (ec) {
+      asio::post(socket_.get_executor(),
+                 [h = std::forward<Handler>(handler), ec]() mutable { h(ec, std::size_t{0}); });
+      return;
+    }
+    asio::async_write(socket_, take_output(),
+                      [h = std::forward<Handler>(handler), bytes](
+                          error_code e, std::size_t) mutable { h(e, e ? std::size_t{0} : bytes); });
+  }
   /// Moves the records in out_ to sending_, for the write that goes out now.
   asio::const_buffer take_output() {
     sending_.swap(out_);
