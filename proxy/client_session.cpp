@@ -310,10 +310,9 @@ awaitable<void> client_session::read_loop(std::shared_ptr<client_session> self) 
         const bool eof = ec == asio::error::eof;
         note_close(eof ? std::string_view("the client closed the connection")
                        : std::string_view(ec.message()));
-        // Replies already taken from the slots may still wait for the turn's end (out_), or
-        // be half written (wout_): they are the client's too.
-        const bool owed = !slots_.empty() || !out_.empty() || wout_busy_;
-        if (eof && !raw_ && owed && !blocked()) {
+        // Not idle(): replies are due, or taken from the slots but still waiting for the turn's
+        // end or half written. They are the client's too.
+        if (eof && !raw_ && !idle() && !blocked()) {
           close_after_flush();
         } else {
           close_now();
