@@ -67,7 +67,7 @@ END {
   printf "redis-server / of redis-benchmark; cores = the cores the three kept busy together;\n"
   printf "reqs/write = a sidecar's requests per upstream write, median (min-max) over rounds: at\n"
   printf "-P 1 it varies from round to round, and ops/s with it (bench/RESULTS.md)\n\n"
-  printf "%-11s %3s %-4s %10s %7s %8s %8s %7s %9s %9s %10s %5s  %s\n", "target", "-P", "test", "ops/s", \
+  printf "%-13s %3s %-4s %10s %7s %8s %8s %7s %9s %9s %10s %5s  %s\n", "target", "-P", "test", "ops/s", \
     "spread", "p50 ms", "p99 ms", "vs tls", "proxy cpu", "redis cpu", "client cpu", "cores", "reqs/write"
   ntest = split("GET SET", tests, " ")
   for (ti = 1; ti <= ntest; ti++)
@@ -75,7 +75,7 @@ END {
       split(order[i], f, ",")
       if (f[3] != tests[ti]) continue
       base = rps["direct-tls," f[2] "," f[3]]
-      printf "%-11s %3s %-4s %10.0f %6.1f%% %8.3f %8.3f %6.2fx %9s %9s %10.1f %5.2f  %s\n", f[1], f[2], \
+      printf "%-13s %3s %-4s %10.0f %6.1f%% %8.3f %8.3f %6.2fx %9s %9s %10.1f %5.2f  %s\n", f[1], f[2], \
         f[3], rps[order[i]], spread[order[i]], p50[order[i]], p99[order[i]], ratio(rps[order[i]], base), \
         (f[1] ~ /^direct/ ? "-" : sprintf("%.1f", pcpu[order[i]])), sprintf("%.1f", rcpu[order[i]]), \
         ccpu[order[i]], cores[order[i]], rpw[order[i]]
@@ -95,6 +95,8 @@ END {
         printf "  sidecar-l1/direct %.2fx  sidecar-l1/direct-tls %.2fx", \
           ratio(rps["sidecar-l1," p "," x], rps["direct," p "," x]), \
           ratio(rps["sidecar-l1," p "," x], rps["direct-tls," p "," x])
+      if (has("sidecar-l1-bp", p, x))
+        printf "  sidecar-l1-bp/direct %.2fx", ratio(rps["sidecar-l1-bp," p "," x], rps["direct," p "," x])
       printf "\n"
     }
 
@@ -127,6 +129,10 @@ END {
       v = p50["sidecar-l1,1,GET"]
       check("L1-hit GET p50 at -c 50 -P 1", v, "< 0.5 ms", v < 0.5, sprintf("%.3f ms", v))
       check_ratio("L1-hit GET ops/s / direct TLS at -P 1", rps["sidecar-l1,1,GET"], rps["direct-tls,1,GET"], 1.5)
+      if (has("sidecar-l1-bp", 1, "GET")) {
+        v = p50["sidecar-l1-bp,1,GET"]
+        check("same p50, with " busy_poll, v, "< 0.5 ms", v < 0.5, sprintf("%.3f ms", v))
+      }
     } else {
       check("L1-hit GET (sidecar-l1)", "", "", 0, "not available yet")
     }
@@ -147,6 +153,8 @@ END {
   if (has("sidecar-l1", 1, "GET")) {
     check_ratio("L1-hit GET / direct plaintext, -P 1", rps["sidecar-l1,1,GET"], rps["direct,1,GET"], 1.0)
     check_ratio("L1-hit GET / direct plaintext, -P 16", rps["sidecar-l1,16,GET"], rps["direct,16,GET"], 1.0)
+    if (has("sidecar-l1-bp", 1, "GET"))
+      check_ratio("same at -P 1, with " busy_poll, rps["sidecar-l1-bp,1,GET"], rps["direct,1,GET"], 1.0)
   } else {
     check("L1-hit GET / direct plaintext", "", "", 0, "not available yet")
   }

@@ -12,6 +12,7 @@
 #                 the L1 fill costs pass-through, side by side      (throughput section only)
 #   sidecar-l1    redis-benchmark -> redis-sidecar serving L1 hits       (--cache-mode=ttl)
 #   sidecar-bp    as sidecar, with --busy-poll-us=$BUSY_POLL_US (150)    (latency section only)
+#   sidecar-l1-bp as sidecar-l1, with --busy-poll-us=$BUSY_POLL_US   (throughput: GET -P 1 only)
 #   sidecar-unix  as sidecar, the app connecting over a unix socket      (latency section only)
 #
 # Sections (arguments; default: all of them, in this order):
@@ -207,6 +208,18 @@ EOF
     resp_sets 0 "$KEYS" | redis-cli -p "$l1_port" --pipe >/dev/null
     targets+=(sidecar-l1)
   fi
+  if ((l1_available && bp_available)); then
+    # L1 hits again, the event loop busy-polling: an app that waits on each reply no longer has to
+    # wake the sidecar for each request (GET -P 1 in the throughput section only).
+    l1bp_port=$(free_port)
+    l1bp_mport=$(free_port)
+    log "redis-sidecar (L1 hits: ${l1_flags[*]} ${bp_flags[*]}) on $l1bp_port"
+    start_sidecar sidecar-l1-bp "$l1bp_port" "$l1bp_mport" "$redis_tls_port" "${l1_flags[@]}" \
+      "${bp_flags[@]}"
+    l1bp_pid=$last_pid
+    resp_sets 0 "$KEYS" | redis-cli -p "$l1bp_port" --pipe >/dev/null
+    targets+=(sidecar-l1-bp)
+  fi
   if ((bp_available)); then
     # Pass-through again, its event loop busy-polling: in the latency section only.
     bp_port=$(free_port)
@@ -235,6 +248,7 @@ target_args() {
     sidecar) echo "-p $sidecar_port" ;;
     sidecar-off) echo "-p $off_port" ;;
     sidecar-l1) echo "-p $l1_port" ;;
+    sidecar-l1-bp) echo "-p $l1bp_port" ;;
     sidecar-bp) echo "-p $bp_port" ;;
     sidecar-unix) echo "-s $unix_sock" ;;
   esac
@@ -245,6 +259,7 @@ metrics_port() {
     sidecar) echo "$sidecar_mport" ;;
     sidecar-off) echo "$off_mport" ;;
     sidecar-l1) echo "$l1_mport" ;;
+    sidecar-l1-bp) echo "$l1bp_mport" ;;
     *) echo "" ;;
   esac
 }
@@ -255,6 +270,7 @@ proxy_pid() {
     sidecar) echo "$sidecar_pid" ;;
     sidecar-off) echo "$off_pid" ;;
     sidecar-l1) echo "$l1_pid" ;;
+    sidecar-l1-bp) echo "$l1bp_pid" ;;
     sidecar-bp) echo "$bp_pid" ;;
     sidecar-unix) echo "$unix_pid" ;;
     *) echo "" ;;
@@ -331,6 +347,7 @@ run_throughput() {
     for pipeline in 1 16; do
       for target in "${targets[@]}"; do
         for test in SET GET; do
+          [[ $target != sidecar-l1-bp || $pipeline$test == 1GET ]] || continue
           log "round $round/$rounds  -P $pipeline  $target $test"
           bench "$target" "$pipeline" "$test" "$test" -c "$CLIENTS" -n "$(requests "$pipeline")"
         done
@@ -357,7 +374,7 @@ check_forwarded() {
   for key in "${!sent[@]}"; do
     target=${key%,*}
     cmd=${key#*,}
-    printf '  %-12s %-3s sent %9s   Redis counted %9s\n' "$target" "$cmd" "${sent[$key]}" "${seen[$key]}"
+    printf '  %-13s %-3s sent %9s   Redis counted %9s\n' "$target" "$cmd" "${sent[$key]}" "${seen[$key]}"
   done | sort
   for key in "${!sent[@]}"; do
     [[ $key == sidecar,* || $key == sidecar-off,* ]] || continue
@@ -365,10 +382,11 @@ check_forwarded() {
       die "Redis counted fewer ${key#*,} calls than were sent through ${key%,*}"
   done
   printf '  check passed: every request sent through the pass-through sidecars reached Redis\n'
-  if [[ -n ${sent[sidecar-l1,get]:-} ]]; then
-    printf '  sidecar-l1: %s of %s GETs answered from L1 without reaching Redis\n' \
-      "$((${sent[sidecar-l1,get]} - ${seen[sidecar-l1,get]}))" "${sent[sidecar-l1,get]}"
-  fi
+  for target in sidecar-l1 sidecar-l1-bp; do
+    [[ -n ${sent[$target,get]:-} ]] || continue
+    printf '  %s: %s of %s GETs answered from L1 without reaching Redis\n' "$target" \
+      "$((${sent[$target,get]} - ${seen[$target,get]}))" "${sent[$target,get]}"
+  done
   if grep -q -i 'sanitizer\|runtime error' "$work"/sidecar*.log; then
     cat "$work"/sidecar*.log >&2
     die "a sidecar log has a sanitizer report"
