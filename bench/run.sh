@@ -139,6 +139,16 @@ else
 fi
 taken_ports+="$redis_port $redis_tls_port "
 
+# start_l1_sidecar NAME PORT METRICS_PORT [FLAGS...]: a sidecar answering from L1 (l1_flags, then
+# FLAGS), its L1 warmed with every key redis-benchmark -r will ask for, through the sidecar itself.
+start_l1_sidecar() {
+  local name=$1 port=$2 mport=$3
+  shift 3
+  log "redis-sidecar (L1 hits: ${l1_flags[*]}${*:+ $*}) on $port"
+  start_sidecar "$name" "$port" "$mport" "$redis_tls_port" "${l1_flags[@]}" "$@"
+  resp_sets 0 "$KEYS" | redis-cli -p "$port" --pipe >/dev/null
+}
+
 setup_targets() {
   log "redis-server on $redis_port (TLS $redis_tls_port)"
   start_redis "$redis_port" "$redis_tls_port" redis
@@ -201,11 +211,8 @@ EOF
   if ((l1_available)); then
     l1_port=$(free_port)
     l1_mport=$(free_port)
-    log "redis-sidecar (L1 hits: ${l1_flags[*]}) on $l1_port"
-    start_sidecar sidecar-l1 "$l1_port" "$l1_mport" "$redis_tls_port" "${l1_flags[@]}"
+    start_l1_sidecar sidecar-l1 "$l1_port" "$l1_mport"
     l1_pid=$last_pid
-    # Warm L1 with every key redis-benchmark -r will ask for, through the sidecar itself.
-    resp_sets 0 "$KEYS" | redis-cli -p "$l1_port" --pipe >/dev/null
     targets+=(sidecar-l1)
   fi
   if ((l1_available && bp_available)); then
@@ -213,11 +220,8 @@ EOF
     # wake the sidecar for each request (GET -P 1 in the throughput section only).
     l1bp_port=$(free_port)
     l1bp_mport=$(free_port)
-    log "redis-sidecar (L1 hits: ${l1_flags[*]} ${bp_flags[*]}) on $l1bp_port"
-    start_sidecar sidecar-l1-bp "$l1bp_port" "$l1bp_mport" "$redis_tls_port" "${l1_flags[@]}" \
-      "${bp_flags[@]}"
+    start_l1_sidecar sidecar-l1-bp "$l1bp_port" "$l1bp_mport" "${bp_flags[@]}"
     l1bp_pid=$last_pid
-    resp_sets 0 "$KEYS" | redis-cli -p "$l1bp_port" --pipe >/dev/null
     targets+=(sidecar-l1-bp)
   fi
   if ((bp_available)); then
