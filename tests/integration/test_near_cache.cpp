@@ -276,7 +276,7 @@ TEST_CASE("raw mode: a write read with the end of the last subscription keeps re
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
   env.redis.resume();
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  REQUIRE(::kill(env.side->pid(), SIGCONT) == 0);
+  REQUIRE(env.side->resume());
   CHECK(replies.next().starts_with(">3"));  // the unsubscribe confirmation
   CHECK(replies.next() == "+OK\r\n");
   c.send(resp_array({"PING"}));

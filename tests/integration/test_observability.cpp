@@ -3,7 +3,6 @@
 // scraping the sidecar and answering queries through its HTTP API.
 #include <arpa/inet.h>
 #include <netinet/in.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -219,7 +218,7 @@ TEST_CASE("requests ready in the same turn share one upstream write", "[observab
   auto burst = [&](double requests_from, double writes_from) {
     REQUIRE(env.side->stop());
     for (auto& c : raw) c->send(get);
-    REQUIRE(::kill(env.side->pid(), SIGCONT) == 0);
+    REQUIRE(env.side->resume());
     for (auto& c : raw) CHECK(c->read_exact(7) == "$1\r\nv\r\n");
     std::string after;
     REQUIRE(eventually([&] {

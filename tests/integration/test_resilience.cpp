@@ -1,8 +1,6 @@
 // Resilience: an upstream that dies, restarts or stalls gives clients error replies (never a hang:
 // hiredis' 10 s timeout turns a hang into a missing reply, which fails the test), and the sidecar
 // recovers by itself. Clients that leave mid-pipeline or mid-BLPOP leave no trace upstream.
-#include <signal.h>
-
 #include <chrono>
 #include <cstdlib>
 #include <memory>
@@ -180,7 +178,7 @@ TEST_CASE("a client that resets in the middle of a request is closed", "[resilie
   REQUIRE(env.side->stop());
   c.send("*2\r\n$3\r\nGET\r\n$3\r\nke");
   c.reset();
-  REQUIRE(::kill(env.side->pid(), SIGCONT) == 0);
+  REQUIRE(env.side->resume());
   CHECK(eventually([&] { return metric(env, client_connections) == 0; }));
   CHECK(env.side->log().find("Connection reset by peer (seen by the reset sweep)") !=
         std::string::npos);

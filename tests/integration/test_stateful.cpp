@@ -2,8 +2,6 @@
 // RESET keep their per-connection meaning through the sidecar, even though ordinary commands share
 // upstream connections. Every test here also runs against Redis itself with
 // REDIS_SIDECAR_IT_DIRECT=1.
-#include <signal.h>
-
 #include <algorithm>
 
 #include "tests/integration/common.hpp"
@@ -651,7 +649,7 @@ TEST_CASE("a client whose close is read in the turn its replies came still gets 
         std::chrono::milliseconds(100));  // the replies wait for the sidecar
     c.shutdown_send();
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    REQUIRE(::kill(env.side->pid(), SIGCONT) == 0);
+    REQUIRE(env.side->resume());
     std::string got;
     for (std::string more; !(more = c.read_available()).empty();) got += more;
     CHECK(got == "+OK\r\n$1\r\nv\r\n");

@@ -405,6 +405,8 @@ void redis_server::kill() {
 
 bool sidecar::stop() { return stop_process(pid_); }
 
+bool sidecar::resume() { return pid_ > 0 && ::kill(pid_, SIGCONT) == 0; }
+
 void redis_server::pause() { stop_process(pid_); }
 
 void redis_server::resume() {

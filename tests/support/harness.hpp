@@ -104,6 +104,8 @@ class sidecar {
   /// SIGSTOP, then waits (up to 5 s) until the process has really stopped (as redis_server's
   /// pause()); false if it did not.
   bool stop();
+  /// SIGCONT after stop(); false if the signal could not be sent.
+  bool resume();
   bool running();
   /// Waits for exit and returns the exit code (or 128+signal); -1 if still running at the
   /// timeout. For start-up failure tests.
