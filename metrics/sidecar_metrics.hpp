@@ -52,6 +52,7 @@ enum class counter_id : std::uint8_t {
   cache_stale_serves,
   upstream_writes,
   busy_poll,  // stored in nanoseconds, exported in seconds (see counter_scale)
+  busy_poll_backoffs,
   upstream_tls_handshakes,
   upstream_tls_resumed,
   count_
@@ -85,6 +86,9 @@ inline constexpr std::array<family_info, static_cast<std::size_t>(counter_id::co
          "when the event loop's turn ended."},
         {"redis_sidecar_busy_poll_seconds_total", family_type::counter,
          "Time the event loop spent polling for events instead of sleeping (--busy-poll-us)."},
+        {"redis_sidecar_busy_poll_backoffs_total", family_type::counter,
+         "Times busy polling stopped for a while because the event loop's thread waited for a "
+         "CPU (the cores were busy)."},
         {"redis_sidecar_upstream_tls_handshakes_total", family_type::counter,
          "TLS handshakes completed by upstream connections that carry clients' requests."},
         {"redis_sidecar_upstream_tls_resumed_total", family_type::counter,

@@ -1,7 +1,12 @@
 #include "proxy/event_loop.hpp"
 
+#include <fcntl.h>
 #include <sched.h>
+#include <unistd.h>
 
+#include <algorithm>
+#include <charconv>
+#include <optional>
 #include <vector>
 
 namespace redis_sidecar::event_loop {
@@ -38,6 +43,68 @@ bool poll_for(asio::io_context& io, std::chrono::microseconds window) {
   return false;
 }
 
+// The time the calling thread has spent runnable but waiting for a CPU, from the kernel's
+// /proc/thread-self/schedstat ("<on-CPU ns> <run delay ns> <timeslices>"). Empty where the kernel
+// keeps no such count (no CONFIG_SCHED_INFO) or /proc is not mounted.
+class run_delay_clock {
+ public:
+  run_delay_clock() : fd_(::open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC)) {}
+  ~run_delay_clock() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  run_delay_clock(const run_delay_clock&) = delete;
+  run_delay_clock& operator=(const run_delay_clock&) = delete;
+
+  std::optional<std::chrono::nanoseconds> read() const {
+    if (fd_ < 0) return std::nullopt;
+    char buf[96];
+    const ssize_t n = ::pread(fd_, buf, sizeof buf, 0);
+    if (n <= 0) return std::nullopt;
+    const char* end = buf + n;
+    const char* p = std::find(static_cast<const char*>(buf), end, ' ');
+    std::uint64_t delay = 0;
+    if (p == end || std::from_chars(p + 1, end, delay).ec != std::errc{}) return std::nullopt;
+    return std::chrono::nanoseconds(delay);
+  }
+
+ private:
+  int fd_;
+};
+
+// Samples the loop's run delay while it polls and asks cpu_contention_policy whether polling may
+// go on. Where the run delay cannot be read, polling goes on as configured.
+class contention_guard {
+ public:
+  using clock = std::chrono::steady_clock;
+
+  // Whether the loop may poll now; counts a stop in counters->busy_poll_backoffs.
+  bool allow(clock::time_point now, stats* counters) {
+    if (!policy_.polling_allowed(now)) {
+      sampling_ = false;
+      return false;
+    }
+    if (now - start_ < cpu_contention_policy::sample_period && sampling_) return true;
+    const auto queued = delays_.read();
+    if (!queued) return true;
+    if (sampling_ && policy_.sampled(now, now - start_, *queued - queued_at_start_)) {
+      sampling_ = false;
+      if (counters != nullptr) ++counters->busy_poll_backoffs;
+      return false;
+    }
+    sampling_ = true;
+    start_ = now;
+    queued_at_start_ = *queued;
+    return true;
+  }
+
+ private:
+  cpu_contention_policy policy_;
+  run_delay_clock delays_;
+  bool sampling_ = false;  // start_ and queued_at_start_ begin the current sample
+  clock::time_point start_{};
+  std::chrono::nanoseconds queued_at_start_{};
+};
+
 }  // namespace
 
 void run(asio::io_context& io, std::chrono::microseconds busy_poll, stats* counters) {
@@ -49,6 +116,8 @@ void run(asio::io_context& io, std::chrono::microseconds busy_poll, stats* count
     }
   } guard;
   busy_poll_policy policy(busy_poll);
+  std::optional<contention_guard> contention;
+  if (busy_poll.count() > 0) contention.emplace();
   turn_policy turns;
   bool woke = false;  // the last step ran the handler of a wake-up (io.run_one()), not a turn
   bool look = true;   // the next step polls: every handler ready, the reactor polled until none
@@ -67,13 +136,14 @@ void run(asio::io_context& io, std::chrono::microseconds busy_poll, stats* count
     woke = false;
     look = true;
     if (end_turn()) continue;  // the listeners' handlers are ready now: run them
-    if (busy_poll.count() == 0) {
+    const auto idle =
+        contention ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
+    if (!contention || !contention->allow(idle, counters)) {
       io.run_one();  // block for the next event (or timer)
       woke = true;
       look = turns.look_after_wake();
     } else {
       const bool due = counters != nullptr && counters->inflight_requests > 0;
-      const auto idle = std::chrono::steady_clock::now();
       const auto window = policy.window(due);
       bool woken = false;
       if (window.count() > 0) {

@@ -35,6 +35,7 @@ struct stats {
   std::uint64_t requests = 0;             // counter: requests framed from clients
   std::uint64_t upstream_writes = 0;      // counter: writes to upstream connections (batches)
   std::uint64_t busy_poll_ns = 0;         // counter: time the event loop spent polling
+  std::uint64_t busy_poll_backoffs = 0;   // counter: polling stopped for waits for a CPU
   std::uint64_t tls_handshakes = 0;       // counter: upstream TLS handshakes completed
   std::uint64_t tls_resumed = 0;          // counter: ... of them resuming an earlier session
   std::array<std::uint64_t, static_cast<std::size_t>(error_kind::count_)> errors{};

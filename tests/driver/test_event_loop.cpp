@@ -212,6 +212,45 @@ TEST_CASE("busy_poll_policy judges waits for replies and for requests apart", "[
   CHECK(p.window(true) == microseconds(150));
 }
 
+TEST_CASE("cpu_contention_policy stops polling while the loop waits for a CPU, backing off",
+          "[event_loop]") {
+  using namespace std::chrono_literals;
+  using clock = cpu_contention_policy::clock;
+  cpu_contention_policy p;
+  clock::time_point t{10s};
+  CHECK(p.polling_allowed(t));
+  // Up to 1/8 of the time queued for a CPU: a core to spare, polling goes on.
+  CHECK_FALSE(p.sampled(t += 10ms, 10ms, 1250us));
+  CHECK(p.polling_allowed(t));
+  CHECK_FALSE(p.sampled(t += 10ms, 10ms, 0ms));
+
+  // More than that: off for 100 ms, then tried again.
+  CHECK(p.sampled(t += 10ms, 10ms, 1300us));
+  CHECK_FALSE(p.polling_allowed(t));
+  CHECK_FALSE(p.polling_allowed(t + 99ms));
+  CHECK(p.polling_allowed(t + 100ms));
+
+  // Each retry that finds the cores still busy doubles the time off, up to 6.4 s.
+  std::vector<clock::duration> offs;
+  for (int k = 0; k < 9; ++k) {
+    t += 1h;  // any time after the last stop ended
+    REQUIRE(p.polling_allowed(t));
+    REQUIRE(p.sampled(t += 10ms, 10ms, 5ms));
+    clock::duration off = 0ms;
+    while (!p.polling_allowed(t + off)) off += 1ms;
+    offs.push_back(off);
+  }
+  CHECK(offs == std::vector<clock::duration>{200ms, 400ms, 800ms, 1600ms, 3200ms, 6400ms, 6400ms,
+                                             6400ms, 6400ms});
+
+  // A retry that finds a core to spare starts over at 100 ms.
+  t += 1h;
+  CHECK_FALSE(p.sampled(t += 10ms, 10ms, 0ms));
+  CHECK(p.sampled(t += 10ms, 10ms, 10ms));
+  CHECK_FALSE(p.polling_allowed(t + 99ms));
+  CHECK(p.polling_allowed(t + 100ms));
+}
+
 TEST_CASE("turn_policy stops looking after wake-ups that bring one event, until a look finds more",
           "[event_loop]") {
   turn_policy p;

@@ -3,8 +3,11 @@
 // scraping the sidecar and answering queries through its HTTP API.
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sched.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -260,6 +263,39 @@ TEST_CASE("busy polling shows in redis_sidecar_busy_poll_seconds_total", "[obser
   REQUIRE(eventually(
       [&] { return sample(metrics_text(sleeping), "redis_sidecar_requests_total") >= 50; }));
   CHECK(sample(metrics_text(sleeping), polled) == 0);
+}
+
+// Busy polling stops while its thread waits for a CPU: here a process that never sleeps shares
+// the one CPU the sidecar's event loop may run on, so a polling loop spends much of its time
+// queued behind it. The stop is counted; the requests are still answered.
+TEST_CASE("busy polling backs off while the event loop waits for a CPU", "[observability]") {
+  SIDECAR_ONLY();
+  proxied env({}, {"--busy-poll-us=200", "--health-probe-interval-ms=50"});
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(0, &one);
+  // The event loop runs on the sidecar's main thread, whose id is the process id.
+  REQUIRE(::sched_setaffinity(env.side->pid(), sizeof one, &one) == 0);
+  const pid_t hog = ::fork();
+  REQUIRE(hog >= 0);
+  if (hog == 0) {
+    ::sched_setaffinity(0, sizeof one, &one);
+    for (;;) asm volatile("" ::: "memory");  // spin, never sleeping
+  }
+  struct reap {
+    pid_t pid;
+    ~reap() {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+    }
+  } reaper{hog};
+  const char* backoffs = "redis_sidecar_busy_poll_backoffs_total";
+  auto client = env.client();
+  CHECK(eventually([&] {
+    for (int i = 0; i < 200; ++i) REQUIRE(str(client.get(), {"SET", "k", "v"}) == "OK");
+    return sample(metrics_text(env), backoffs) > 0;
+  }));
+  CHECK(str(client.get(), {"GET", "k"}) == "v");
 }
 
 // Every new upstream connection offers the TLS session the server issued last: a subscriber's
