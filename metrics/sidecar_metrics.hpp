@@ -88,7 +88,7 @@ inline constexpr std::array<family_info, static_cast<std::size_t>(counter_id::co
          "Time the event loop spent polling for events instead of sleeping (--busy-poll-us)."},
         {"redis_sidecar_busy_poll_backoffs_total", family_type::counter,
          "Times busy polling stopped for a while because the event loop's thread waited for a "
-         "CPU (the cores were busy)."},
+         "CPU (busy cores, or a CPU limit throttling the sidecar)."},
         {"redis_sidecar_upstream_tls_handshakes_total", family_type::counter,
          "TLS handshakes completed by upstream connections that carry clients' requests."},
         {"redis_sidecar_upstream_tls_resumed_total", family_type::counter,
