@@ -75,7 +75,7 @@ class run_delay_clock {
 // go on. Where the run delay cannot be read, polling goes on as configured.
 class contention_guard {
  public:
-  using clock = std::chrono::steady_clock;
+  using clock = cpu_contention_policy::clock;
 
   // Whether the loop may poll now; counts a stop in counters->busy_poll_backoffs.
   bool allow(clock::time_point now, stats* counters) {

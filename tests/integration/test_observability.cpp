@@ -4,10 +4,8 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sched.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -279,19 +277,7 @@ TEST_CASE("busy polling backs off while the event loop waits for a CPU", "[obser
   CPU_SET(cpu, &one);
   // The event loop runs on the sidecar's main thread, whose id is the process id.
   REQUIRE(::sched_setaffinity(env.side->pid(), sizeof one, &one) == 0);
-  const pid_t hog = ::fork();
-  REQUIRE(hog >= 0);
-  if (hog == 0) {
-    ::sched_setaffinity(0, sizeof one, &one);
-    for (;;) asm volatile("" ::: "memory");  // spin, never sleeping
-  }
-  struct reap {
-    pid_t pid;
-    ~reap() {
-      ::kill(pid, SIGKILL);
-      ::waitpid(pid, nullptr, 0);
-    }
-  } reaper{hog};
+  background_process hog({"taskset", "-c", std::to_string(cpu), "sh", "-c", "while :; do :; done"});
   const char* backoffs = "redis_sidecar_busy_poll_backoffs_total";
   auto client = env.client();
   CHECK(eventually([&] {
