@@ -88,7 +88,7 @@ nutcracker_bin=$(command -v nutcracker || echo /usr/sbin/nutcracker)
 sidecar_bin=$(find_sidecar "$repo")
 ulimit -n 65536 2>/dev/null || ulimit -n 4096 2>/dev/null || true
 
-work=$(mktemp -d /tmp/sidecar-bench.XXXXXX)
+work=$(mktemp -d "${TMPDIR:-/tmp}/sidecar-bench.XXXXXX")
 netns=""
 cleanup() {
   cleanup_processes

@@ -5,7 +5,9 @@
 #   2. build-ci:   RelWithDebInfo, -Werror; ctest (unit, integration, node and Python client tests)
 #   3. build-asan: Debug with ASan + UBSan; ctest again, sanitizer errors abort
 #   4. fuzzers:    tests/fuzz/run.sh, 20 s per target
-#   5. packaging:  tests/packaging/run.sh (Helm chart checks; Docker image built and run with podman)
+#   5. benchmark:  tests/bench/smoke.sh, bench/run.sh with tiny request counts against the ASan+UBSan
+#                  binary: the benchmark works and its correctness checks hold (no timing asserted)
+#   6. packaging:  tests/packaging/run.sh (Helm chart checks; Docker image built and run with podman)
 #
 # Every stage runs even when an earlier one failed (a failed build only fails the tests that need
 # it). The last line is "N passed, N failed" over all stages; the exit status is non-zero when
@@ -47,7 +49,7 @@ run_checked() {
 # --- 1. packages --------------------------------------------------------------------------------
 packages=(g++ cmake make pkg-config libboost1.81-dev libboost-url1.81-dev libhiredis-dev
   prometheus-cpp-dev catch2 libssl-dev redis-server redis-tools prometheus openssl ca-certificates clang-14
-  libclang-rt-14-dev python3 python3-redis)
+  libclang-rt-14-dev python3 python3-redis stunnel4 nutcracker iptables curl)
 install_packages() {
   local missing=() p
   for p in "${packages[@]}"; do
@@ -165,6 +167,30 @@ else
     record "fuzzers" 1 0 $((SECONDS - t0))
   else
     record "fuzzers" 0 1 $((SECONDS - t0))
+  fi
+fi
+
+# --- benchmark smoke ----------------------------------------------------------------------------
+# bench/run.sh, every section, with tiny request counts (about a minute), against the sanitizer
+# build when it exists: the benchmark must keep working from a clean clone, and its checks (every
+# pass-through request reached Redis, L1 answered the L1-hit runs, the pool bound held under 1,000
+# clients, no sanitizer report) must hold. Its figures mean nothing at these counts.
+banner "benchmark smoke (bench/run.sh, tiny counts)"
+t0=$SECONDS
+smoke_binary=$root/build-asan/proxy/redis-sidecar
+[[ -x $smoke_binary ]] || smoke_binary=$root/build-ci/proxy/redis-sidecar
+if [[ ! -x $smoke_binary ]]; then
+  echo "!! no redis-sidecar binary was built: the benchmark smoke cannot run" >&2
+  record "benchmark smoke (not run: no binary)" 0 1 0
+else
+  export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+  export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+  run_checked bash tests/bench/smoke.sh "$smoke_binary"
+  unset ASAN_OPTIONS UBSAN_OPTIONS
+  if ((last_rc == 0)); then
+    record "benchmark smoke" 1 0 $((SECONDS - t0))
+  else
+    record "benchmark smoke" 0 1 $((SECONDS - t0))
   fi
 fi
 
