@@ -33,11 +33,20 @@ bool end_turn() {
   return true;
 }
 
-// Polls io until an event's handlers have run (true) or the window is over (false).
+// Runs the handlers that are ready, polling the reactor (a zero-timeout epoll_wait) whenever none
+// is left, up to `limit` of them. Returns how many ran.
+std::size_t poll_some(asio::io_context& io, std::size_t limit) {
+  std::size_t ran = 0;
+  while (ran < limit && io.poll_one() > 0) ++ran;
+  return ran;
+}
+
+// Polls io until an event's first handler has run (true; the loop's look runs the rest) or the
+// window is over (false).
 bool poll_for(asio::io_context& io, std::chrono::microseconds window) {
   const auto until = std::chrono::steady_clock::now() + window;
   do {
-    if (io.poll() > 0 || io.stopped()) return true;
+    if (io.poll_one() > 0 || io.stopped()) return true;
     sched_yield();
   } while (std::chrono::steady_clock::now() < until);
   return false;
@@ -120,11 +129,14 @@ void run(asio::io_context& io, std::chrono::microseconds busy_poll, stats* count
   if (busy_poll.count() > 0) contention.emplace();
   turn_policy turns;
   bool woke = false;  // the last step ran the handler of a wake-up (io.run_one()), not a turn
-  bool look = true;   // the next step polls: every handler ready, the reactor polled until none
+  bool look = true;   // the next step polls: the handlers ready, up to turn_policy::max_handlers
+  bool cut = false;   // the last look stopped at turn_policy::max_handlers: more may be ready
   for (;;) {
+    cut = false;
     if (look) {
-      const std::size_t found = io.poll();
+      const std::size_t found = poll_some(io, turn_policy::max_handlers);
       if (woke) turns.looked(found);
+      cut = found == turn_policy::max_handlers;
     }
     if (io.stopped()) return;
     if (woke && !look) {
@@ -135,7 +147,8 @@ void run(asio::io_context& io, std::chrono::microseconds busy_poll, stats* count
     }
     woke = false;
     look = true;
-    if (end_turn()) continue;  // the listeners' handlers are ready now: run them
+    // The listeners' handlers are ready now, or the turn was cut short: run them.
+    if (end_turn() || cut) continue;
     const auto idle =
         contention ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
     if (!contention || !contention->allow(idle, counters)) {
