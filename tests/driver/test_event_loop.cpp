@@ -278,19 +278,31 @@ TEST_CASE("turn_policy stops looking after wake-ups that bring one event, until 
   CHECK_FALSE(p.look_after_wake());
 }
 
-TEST_CASE("a loop serves lone events one turn each and a burst after them in two turns",
-          "[event_loop]") {
-  asio::io_context io(1);
-  auto work = asio::make_work_guard(io);
+// A loop held open by `work`, and a listener deferred at most once per turn, as the sidecar's
+// listeners are: event() logs a handler's name and defers the listener, which logs "end".
+struct once_per_turn {
+  asio::io_context io{1};
+  asio::executor_work_guard<asio::io_context::executor_type> work = asio::make_work_guard(io);
   std::vector<std::string> log;
-  auto listener = std::make_shared<recorder>(log, "end");
-  bool deferred = false;  // once per turn, as the sidecar's listeners do
-  listener->then = [&] { deferred = false; };
-  auto event = [&](std::string name) {
+  std::shared_ptr<recorder> listener = std::make_shared<recorder>(log, "end");
+  bool deferred = false;
+  std::function<void()> at_end;  // also called when the listener is
+  once_per_turn() {
+    listener->then = [this] {
+      deferred = false;
+      if (at_end) at_end();
+    };
+  }
+  void event(std::string name) {
     log.push_back(std::move(name));
     if (!deferred) REQUIRE(event_loop::defer(listener));
     deferred = true;
-  };
+  }
+};
+
+TEST_CASE_METHOD(once_per_turn,
+                 "a loop serves lone events one turn each and a burst after them in few turns",
+                 "[event_loop]") {
   constexpr int lone = 24;
   constexpr int burst = 64;
   std::thread other([&] {
@@ -322,26 +334,19 @@ TEST_CASE("a loop serves lone events one turn each and a burst after them in two
         1 + (burst + turn_policy::max_handlers - 1) / turn_policy::max_handlers);
 }
 
-TEST_CASE("a turn ends after turn_policy::max_handlers handlers and the next starts at once",
-          "[event_loop]") {
-  asio::io_context io(1);
-  auto work = asio::make_work_guard(io);
-  std::vector<std::string> log;
-  auto listener = std::make_shared<recorder>(log, "end");
-  bool deferred = false;  // once per turn, as the sidecar's listeners do
+TEST_CASE_METHOD(once_per_turn,
+                 "a turn ends after turn_policy::max_handlers handlers and the next starts at once",
+                 "[event_loop]") {
   constexpr std::size_t ready = 2 * turn_policy::max_handlers + 3;
   std::size_t ran = 0;
-  listener->then = [&] {
-    deferred = false;
+  at_end = [&] {
     if (ran == ready) work.reset();
   };
   // All ready before the loop starts, each with something for the turn's end.
   for (std::size_t i = 0; i < ready; ++i)
     asio::post(io, [&] {
       ++ran;
-      log.push_back("handler");
-      if (!deferred) REQUIRE(event_loop::defer(listener));
-      deferred = true;
+      event("handler");
     });
   event_loop::run(io);
   REQUIRE(ran == ready);
