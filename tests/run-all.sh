@@ -35,6 +35,14 @@ started=$SECONDS
 
 banner() { printf '\n==== %s ====\n' "$*"; }
 record() { printf '%s|%s|%s|%s\n' "$1" "$2" "$3" "$4" >>"$results"; }
+# record_last <name> <start seconds>: one passed or one failed stage, by $last_rc (run_checked).
+record_last() {
+  if ((last_rc == 0)); then
+    record "$1" 1 0 $((SECONDS - $2))
+  else
+    record "$1" 0 1 $((SECONDS - $2))
+  fi
+}
 
 # Runs "$@" in a subshell with errexit on and puts its status in $last_rc; never stops this script.
 # (Call it as a plain command: inside `if` or `||`, bash would switch errexit off in the subshell.)
@@ -75,11 +83,7 @@ install_packages() {
 banner "packages"
 t0=$SECONDS
 run_checked install_packages
-if ((last_rc == 0)); then
-  record "packages" 1 0 $((SECONDS - t0))
-else
-  record "packages" 0 1 $((SECONDS - t0))
-fi
+record_last "packages" "$t0"
 
 # --- builds and ctest ---------------------------------------------------------------------------
 # build <dir> <cmake args...>: configure and build everything.
@@ -163,11 +167,7 @@ if [[ ! -f tests/fuzz/run.sh ]]; then
   record "fuzzers" 0 1 0
 else
   run_checked bash tests/fuzz/run.sh "$FUZZ_SECONDS"
-  if ((last_rc == 0)); then
-    record "fuzzers" 1 0 $((SECONDS - t0))
-  else
-    record "fuzzers" 0 1 $((SECONDS - t0))
-  fi
+  record_last "fuzzers" "$t0"
 fi
 
 # --- benchmark smoke ----------------------------------------------------------------------------
@@ -187,11 +187,7 @@ else
   export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
   run_checked bash tests/bench/smoke.sh "$smoke_binary"
   unset ASAN_OPTIONS UBSAN_OPTIONS
-  if ((last_rc == 0)); then
-    record "benchmark smoke" 1 0 $((SECONDS - t0))
-  else
-    record "benchmark smoke" 0 1 $((SECONDS - t0))
-  fi
+  record_last "benchmark smoke" "$t0"
 fi
 
 # --- packaging ----------------------------------------------------------------------------------
@@ -205,11 +201,7 @@ if [[ -x $root/build-ci/proxy/redis-sidecar ]]; then
 fi
 run_checked bash tests/packaging/run.sh
 unset REDIS_SIDECAR_BINARY
-if ((last_rc == 0)); then
-  record "packaging" 1 0 $((SECONDS - t0))
-else
-  record "packaging" 0 1 $((SECONDS - t0))
-fi
+record_last "packaging" "$t0"
 
 # --- summary ------------------------------------------------------------------------------------
 banner "summary"
