@@ -1484,6 +1484,7 @@ void client_session::prefetch_requests(std::string_view in) const {
   const bool hits = tier.mode() == cache_tier::cache_mode::ttl || cache_tier::coherent(tier.mode());
   const int db = effective_db();
   std::array<std::string_view, 32> keys;
+  std::array<bool, 32> writes;
   std::size_t count = 0;
   std::size_t walked = 0;
   std::size_t pos = 0;
@@ -1503,11 +1504,15 @@ void client_session::prefetch_requests(std::string_view in) const {
     }
     if (!complete) break;
     const commands::command_info* info = commands::lookup(name);
-    if (info != nullptr && (cache_tier::hides_keys(*info) || (hits && info->id == command_id::get)))
+    if (info == nullptr) continue;
+    const bool write = cache_tier::hides_keys(*info);
+    if (write || (hits && info->id == command_id::get)) {
+      writes[count] = write;
       keys[count++] = key;  // the first key only (MSET's others are not worth a longer walk)
+    }
   }
   if (count < 2) return;  // one lookup has nothing to overlap with
-  for (std::size_t i = 0; i < count; ++i) tier.prefetch(db, keys[i], false);
+  for (std::size_t i = 0; i < count; ++i) tier.prefetch(db, keys[i], false, writes[i]);
   for (std::size_t i = 0; i < count; ++i) tier.prefetch(db, keys[i], true);
 }
 
@@ -1555,7 +1560,8 @@ std::string_view client_session::op_key(const cache_op& op) const {
 }
 
 void client_session::prefetch_cache_op(const cache_op& op, bool entry) const {
-  if (op.key_size != 0) ctx_.tier->prefetch(op.db, op_key(op), entry);
+  if (op.key_size != 0)
+    ctx_.tier->prefetch(op.db, op_key(op), entry, (op.info->flags & commands::write) != 0);
 }
 
 int client_session::effective_db() const { return select_dbs_.empty() ? db_ : select_dbs_.back(); }

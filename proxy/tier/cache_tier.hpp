@@ -175,12 +175,16 @@ class cache_tier {
   void replayed(int db, std::span<const std::string_view> args);
 
   /// See lru_cache::prefetch_index and prefetch_entry: for the key of a reply coming soon.
-  void prefetch(int db, std::string_view key, bool entry) const {
+  /// `write`: the request writes the key, so its event will look at the key's write_fence slot
+  /// too; that slot is loaded with the index.
+  void prefetch(int db, std::string_view key, bool entry, bool write = false) const {
     if (!enabled_) return;
-    if (entry)
+    if (entry) {
       l1_.prefetch_entry(db, key);
-    else
+    } else {
       l1_.prefetch_index(db, key);
+      if (write) fence_.prefetch(db, key);
+    }
   }
 
   cache::write_journal& journal() { return journal_; }
