@@ -74,9 +74,9 @@ class write_fence {
   bool held(int db, std::string_view key) const {
     return any_.holds != 0 && slot_of(db, key).holds != 0;
   }
-  /// Starts loading the slot of `key` of `db`, for a write's event coming soon: the slots are
-  /// spread over a table larger than the CPU's near caches, and a batch of writes to keys of
-  /// other connections' writes would otherwise wait for memory one by one. Changes nothing.
+  /// Starts loading the slot of `key` of `db`, for a write's event coming soon: the table is
+  /// larger than the CPU's near caches, and a batch of writes would otherwise wait for their
+  /// slots one by one. Changes nothing.
   void prefetch(int db, std::string_view key) const { __builtin_prefetch(&slot_of(db, key), 1); }
   /// A write that may change every key (FLUSHALL, FLUSHDB, SWAPDB).
   void touched_all(std::uint32_t conn) {
