@@ -18,12 +18,15 @@ using detail::entry_header;
 constexpr std::uint32_t min_capacity = 16;
 constexpr std::uint32_t max_capacity = std::uint32_t{1} << 31;  // slot numbers stay below npos
 
-// Tag bits (see the layout in lru_cache.hpp): 0x80 marks a used slot, ref_bit is the CLOCK
-// reference bit, the low 6 bits are hash bits that let find() skip most non-matching slots.
-constexpr std::uint8_t ref_bit = 0x40;
+// Slot bits (see the layout in lru_cache.hpp): the top byte is the tag, where bit 63 marks a used
+// slot, ref_bit is the CLOCK reference bit, and bits 61-56 are hash bits that let find() skip
+// most non-matching slots; the low 56 bits are the entry's address.
+constexpr int tag_shift = 56;
+constexpr std::uint64_t ref_bit = std::uint64_t{0x40} << tag_shift;
+static_assert(sizeof(void*) <= sizeof(std::uint64_t));
 
-// The tag of a new entry: reference bit clear.
-std::uint8_t tag_of(std::uint64_t hash) { return static_cast<std::uint8_t>((hash >> 58) | 0x80); }
+// The tag of a new entry, in place in a slot word: reference bit clear.
+std::uint64_t tag_of(std::uint64_t hash) { return ((hash >> 58) | 0x80) << tag_shift; }
 
 unsigned char* put_varint(unsigned char* p, std::uint64_t v) {
   for (; v >= 0x80; v >>= 7) *p++ = static_cast<unsigned char>(v | 0x80);
@@ -84,7 +87,6 @@ lru_cache::~lru_cache() { release(); }
 lru_cache::lru_cache(lru_cache&& other) noexcept
     : options_(other.options_),
       slots_(std::exchange(other.slots_, nullptr)),
-      tags_(std::exchange(other.tags_, nullptr)),
       capacity_(std::exchange(other.capacity_, 0)),
       seed_(other.seed_),
       head_(std::exchange(other.head_, npos)),
@@ -100,7 +102,6 @@ lru_cache& lru_cache::operator=(lru_cache&& other) noexcept {
     lru_cache moved(std::move(other));
     std::swap(options_, moved.options_);
     std::swap(slots_, moved.slots_);
-    std::swap(tags_, moved.tags_);
     std::swap(capacity_, moved.capacity_);
     std::swap(seed_, moved.seed_);
     std::swap(head_, moved.head_);
@@ -117,20 +118,22 @@ lru_cache& lru_cache::operator=(lru_cache&& other) noexcept {
 std::optional<entry_view> lru_cache::get(int db, std::string_view key, time_ms now) {
   const std::uint32_t s = find(db, key, hash_key(db, key, seed_));
   if (s == npos) return std::nullopt;
-  entry_header* e = slots_[s];
+  entry_header* e = entry_at(s);
   if (is_expired(e->expires_at, now)) {
     remove(s);
     ++expirations_;
     return std::nullopt;
   }
-  tags_[s] |= ref_bit;
+  slots_[s] |= ref_bit;
   return entry_view{decode(e).value, e->expires_at};
 }
 
 std::optional<entry_view> lru_cache::peek(int db, std::string_view key, time_ms now) const {
   const std::uint32_t s = find(db, key, hash_key(db, key, seed_));
-  if (s == npos || is_expired(slots_[s]->expires_at, now)) return std::nullopt;
-  return entry_view{decode(slots_[s]).value, slots_[s]->expires_at};
+  if (s == npos) return std::nullopt;
+  const entry_header* e = entry_at(s);
+  if (is_expired(e->expires_at, now)) return std::nullopt;
+  return entry_view{decode(e).value, e->expires_at};
 }
 
 bool lru_cache::put(int db, std::string_view key, std::string_view head, std::string_view body,
@@ -138,7 +141,7 @@ bool lru_cache::put(int db, std::string_view key, std::string_view head, std::st
   const std::size_t value_size = head.size() + body.size();
   const std::uint64_t hash = hash_key(db, key, seed_);
   if (const std::uint32_t old = find(db, key, hash); old != npos) {
-    entry_header* e = slots_[old];
+    entry_header* e = entry_at(old);
     const std::string_view stored = decode(e).value;
     if (stored.size() == value_size && !is_expired(expires_at, now)) {
       // The same size (a hot key refilled): overwrite in place. The charge is unchanged, so no
@@ -148,7 +151,7 @@ bool lru_cache::put(int db, std::string_view key, std::string_view head, std::st
       if (!body.empty()) std::memmove(to + head.size(), body.data(), body.size());
       if (!head.empty()) std::memmove(to, head.data(), head.size());
       e->expires_at = expires_at;
-      tags_[old] |= ref_bit;
+      slots_[old] |= ref_bit;
       return true;
     }
     remove(old);
@@ -162,6 +165,11 @@ bool lru_cache::put(int db, std::string_view key, std::string_view head, std::st
   if (!reserve_one()) return false;
   void* block = std::malloc(detail::block_size(db, key.size(), value_size));
   if (block == nullptr) return false;
+  const auto address = reinterpret_cast<std::uintptr_t>(block);
+  if ((address & ~address_mask) != 0) {  // no room for the tag (see the layout in lru_cache.hpp)
+    std::free(block);
+    return false;
+  }
   auto* e = new (block) entry_header{npos, npos, expires_at};
   unsigned char* p = reinterpret_cast<unsigned char*>(e + 1);
   p = put_varint(p, static_cast<std::uint32_t>(db));
@@ -174,9 +182,8 @@ bool lru_cache::put(int db, std::string_view key, std::string_view head, std::st
 
   const std::uint32_t mask = capacity_ - 1;
   std::uint32_t s = static_cast<std::uint32_t>(hash) & mask;
-  while (tags_[s] != 0) s = (s + 1) & mask;
-  tags_[s] = tag_of(hash);
-  slots_[s] = e;
+  while (slots_[s] != 0) s = (s + 1) & mask;
+  slots_[s] = tag_of(hash) | address;
   link_front(s);
   bytes_ += c;
   ++entries_;
@@ -193,7 +200,7 @@ bool lru_cache::erase(int db, std::string_view key) {
 bool lru_cache::erase(int db, std::string_view key, time_ms now) {
   const std::uint32_t s = find(db, key, hash_key(db, key, seed_));
   if (s == npos) return false;
-  const bool live = !is_expired(slots_[s]->expires_at, now);
+  const bool live = !is_expired(entry_at(s)->expires_at, now);
   remove(s);
   if (!live) ++expirations_;
   return live;
@@ -202,7 +209,7 @@ bool lru_cache::erase(int db, std::string_view key, time_ms now) {
 bool lru_cache::set_expiry(int db, std::string_view key, time_ms expires_at, time_ms now) {
   const std::uint32_t s = find(db, key, hash_key(db, key, seed_));
   if (s == npos) return false;
-  if (is_expired(slots_[s]->expires_at, now)) {
+  if (is_expired(entry_at(s)->expires_at, now)) {
     remove(s);
     ++expirations_;
     return false;
@@ -210,7 +217,7 @@ bool lru_cache::set_expiry(int db, std::string_view key, time_ms expires_at, tim
   if (is_expired(expires_at, now)) {
     remove(s);
   } else {
-    slots_[s]->expires_at = expires_at;
+    entry_at(s)->expires_at = expires_at;
   }
   return true;
 }
@@ -229,10 +236,10 @@ void lru_cache::clear_db(int db) {
   const entry_header* kept = nullptr;
   std::uint32_t s = head_;
   while (s != npos) {
-    if (decode(slots_[s]).db == db) {
+    if (decode(entry_at(s)).db == db) {
       remove(s);
     } else {
-      kept = slots_[s];
+      kept = entry_at(s);
     }
     s = kept != nullptr ? kept->next : head_;
   }
@@ -250,9 +257,9 @@ std::size_t lru_cache::expire_some(time_ms now, std::size_t max_checks) {
   // full pass sees every entry that was there when it started.
   for (std::size_t visits = 0; checks < max_checks && visits < max_visits && entries_ > 0;) {
     const std::uint32_t s = cursor_;
-    if (tags_[s] != 0) {
+    if (slots_[s] != 0) {
       ++checks;
-      if (is_expired(slots_[s]->expires_at, now)) {
+      if (is_expired(entry_at(s)->expires_at, now)) {
         remove(s);
         ++expirations_;
         ++removed;
@@ -268,11 +275,12 @@ std::size_t lru_cache::expire_some(time_ms now, std::size_t max_checks) {
 std::uint32_t lru_cache::find(int db, std::string_view key, std::uint64_t hash) const {
   if (capacity_ == 0) return npos;
   const std::uint32_t mask = capacity_ - 1;
-  const std::uint8_t tag = tag_of(hash);
-  for (std::uint32_t s = static_cast<std::uint32_t>(hash) & mask; tags_[s] != 0;
+  const std::uint64_t tag = tag_of(hash);
+  constexpr std::uint64_t tag_bits = ~address_mask & ~ref_bit;
+  for (std::uint32_t s = static_cast<std::uint32_t>(hash) & mask; slots_[s] != 0;
        s = (s + 1) & mask) {
-    if ((tags_[s] & ~ref_bit) != tag) continue;
-    const decoded d = decode(slots_[s]);
+    if ((slots_[s] & tag_bits) != tag) continue;
+    const decoded d = decode(entry_at(s));
     if (d.db == db && d.key == key) return s;
   }
   return npos;
@@ -281,16 +289,15 @@ std::uint32_t lru_cache::find(int db, std::string_view key, std::uint64_t hash) 
 void lru_cache::prefetch_index(int db, std::string_view key) const {
   if (capacity_ == 0) return;
   const std::uint32_t s = static_cast<std::uint32_t>(hash_key(db, key, seed_)) & (capacity_ - 1);
-  __builtin_prefetch(&tags_[s]);
   __builtin_prefetch(&slots_[s]);
 }
 
 void lru_cache::prefetch_entry(int db, std::string_view key) const {
   if (capacity_ == 0) return;
   const std::uint32_t s = static_cast<std::uint32_t>(hash_key(db, key, seed_)) & (capacity_ - 1);
-  if (tags_[s] == 0) return;
+  if (slots_[s] == 0) return;
   // The header and key lie in the first cache line; a 64-byte value reaches into the second.
-  const auto e = reinterpret_cast<std::uintptr_t>(slots_[s]);  // + 64 may pass a short block
+  const std::uint64_t e = slots_[s] & address_mask;  // + 64 may pass a short block
   __builtin_prefetch(reinterpret_cast<const void*>(e));
   __builtin_prefetch(reinterpret_cast<const void*>(e + 64));
 }
@@ -298,21 +305,22 @@ void lru_cache::prefetch_entry(int db, std::string_view key) const {
 std::optional<std::span<char>> lru_cache::value_in_place(int db, std::string_view key) {
   const std::uint32_t s = find(db, key, hash_key(db, key, seed_));
   if (s == npos) return std::nullopt;
-  const std::string_view value = decode(slots_[s]).value;
+  const std::string_view value = decode(entry_at(s)).value;
   return std::span<char>(const_cast<char*>(value.data()), value.size());
 }
 
 entry_ref lru_cache::ref(std::uint32_t slot) const {
-  const decoded d = decode(slots_[slot]);
-  return {d.db, d.key, d.value, slots_[slot]->expires_at, (tags_[slot] & ref_bit) != 0};
+  const entry_header* e = entry_at(slot);
+  const decoded d = decode(e);
+  return {d.db, d.key, d.value, e->expires_at, (slots_[slot] & ref_bit) != 0};
 }
 
 void lru_cache::link_front(std::uint32_t slot) {
-  entry_header* e = slots_[slot];
+  entry_header* e = entry_at(slot);
   e->prev = npos;
   e->next = head_;
   if (head_ != npos) {
-    slots_[head_]->prev = slot;
+    entry_at(head_)->prev = slot;
   } else {
     tail_ = slot;
   }
@@ -320,32 +328,31 @@ void lru_cache::link_front(std::uint32_t slot) {
 }
 
 void lru_cache::unlink(std::uint32_t slot) {
-  const entry_header* e = slots_[slot];
+  const entry_header* e = entry_at(slot);
   if (e->prev != npos) {
-    slots_[e->prev]->next = e->next;
+    entry_at(e->prev)->next = e->next;
   } else {
     head_ = e->next;
   }
   if (e->next != npos) {
-    slots_[e->next]->prev = e->prev;
+    entry_at(e->next)->prev = e->prev;
   } else {
     tail_ = e->prev;
   }
 }
 
 // Moves the entry in slot `from` to the empty slot `to` and patches its neighbours' links. The
-// whole tag moves, reference bit included.
+// whole slot moves, tag and reference bit included.
 void lru_cache::move_slot(std::uint32_t from, std::uint32_t to) {
-  entry_header* e = slots_[from];
-  tags_[to] = tags_[from];
-  slots_[to] = e;
+  const entry_header* e = entry_at(from);
+  slots_[to] = slots_[from];
   if (e->prev != npos) {
-    slots_[e->prev]->next = to;
+    entry_at(e->prev)->next = to;
   } else {
     head_ = to;
   }
   if (e->next != npos) {
-    slots_[e->next]->prev = to;
+    entry_at(e->next)->prev = to;
   } else {
     tail_ = to;
   }
@@ -354,7 +361,7 @@ void lru_cache::move_slot(std::uint32_t from, std::uint32_t to) {
 // Unlinks and frees the entry, then closes the hole with a backward shift: each following entry of
 // the probe run moves into the hole unless its home slot lies after the hole.
 void lru_cache::remove(std::uint32_t slot) {
-  entry_header* e = slots_[slot];
+  entry_header* e = entry_at(slot);
   bytes_ -= charge_of(e);
   --entries_;
   unlink(slot);
@@ -362,14 +369,13 @@ void lru_cache::remove(std::uint32_t slot) {
 
   const std::uint32_t mask = capacity_ - 1;
   std::uint32_t hole = slot;
-  for (std::uint32_t s = (slot + 1) & mask; tags_[s] != 0; s = (s + 1) & mask) {
-    const std::uint32_t home = static_cast<std::uint32_t>(hash_of(slots_[s], seed_)) & mask;
+  for (std::uint32_t s = (slot + 1) & mask; slots_[s] != 0; s = (s + 1) & mask) {
+    const std::uint32_t home = static_cast<std::uint32_t>(hash_of(entry_at(s), seed_)) & mask;
     if (((s - home) & mask) < ((s - hole) & mask)) continue;
     move_slot(s, hole);
     hole = s;
   }
-  tags_[hole] = 0;
-  slots_[hole] = nullptr;
+  slots_[hole] = 0;
 }
 
 // Removes tail entries until `needed` more bytes fit, giving referenced ones a second chance
@@ -377,11 +383,11 @@ void lru_cache::remove(std::uint32_t slot) {
 void lru_cache::evict_for(std::size_t needed, time_ms now) {
   while (tail_ != npos && bytes_ + needed > options_.max_bytes) {
     const std::uint32_t s = tail_;
-    if (is_expired(slots_[s]->expires_at, now)) {
+    if (is_expired(entry_at(s)->expires_at, now)) {
       remove(s);
       ++expirations_;
-    } else if ((tags_[s] & ref_bit) != 0) {
-      tags_[s] &= static_cast<std::uint8_t>(~ref_bit);
+    } else if ((slots_[s] & ref_bit) != 0) {
+      slots_[s] &= ~ref_bit;
       if (s != head_) {
         unlink(s);
         link_front(s);
@@ -402,37 +408,34 @@ bool lru_cache::reserve_one() {
   return capacity_ < max_capacity && rehash(capacity_ * 2);
 }
 
-// Builds an index of `capacity` slots. Tags are copied, not recomputed: the hash bits do not depend
-// on the capacity, and the reference bits must survive. Two passes over the old slots in memory
-// order, each entry block prefetched a few slots ahead (walking the queue instead would wait for
-// one cache miss per entry): the first places every entry and notes where it went, the second
-// relinks the queue through those notes.
+// Builds an index of `capacity` slots. Slots are copied whole, tags not recomputed: the hash bits
+// do not depend on the capacity, and the reference bits must survive. Two passes over the old slots
+// in memory order, each entry block prefetched a few slots ahead (walking the queue instead would
+// wait for one cache miss per entry): the first places every entry and notes where it went, the
+// second relinks the queue through those notes.
 bool lru_cache::rehash(std::uint32_t capacity) {
-  void* memory = std::calloc(capacity, sizeof(entry_header*) + 1);
+  auto* slots = static_cast<std::uint64_t*>(std::calloc(capacity, sizeof(std::uint64_t)));
   auto* moved = static_cast<std::uint32_t*>(
       capacity_ == 0 ? nullptr : std::malloc(sizeof(std::uint32_t) * capacity_));
-  if (memory == nullptr || (capacity_ != 0 && moved == nullptr)) {
-    std::free(memory);
+  if (slots == nullptr || (capacity_ != 0 && moved == nullptr)) {
+    std::free(slots);
     std::free(moved);
     return false;
   }
-  auto** slots = static_cast<entry_header**>(memory);
-  auto* tags = reinterpret_cast<std::uint8_t*>(slots + capacity);
   const std::uint32_t mask = capacity - 1;
   constexpr std::uint32_t ahead = 8;
   for (std::uint32_t s = 0; s < capacity_; ++s) {
-    if (s + ahead < capacity_ && tags_[s + ahead] != 0) __builtin_prefetch(slots_[s + ahead]);
-    if (tags_[s] == 0) continue;
-    std::uint32_t t = static_cast<std::uint32_t>(hash_of(slots_[s], seed_)) & mask;
-    while (tags[t] != 0) t = (t + 1) & mask;
-    tags[t] = tags_[s];
+    if (s + ahead < capacity_ && slots_[s + ahead] != 0) __builtin_prefetch(entry_at(s + ahead));
+    if (slots_[s] == 0) continue;
+    std::uint32_t t = static_cast<std::uint32_t>(hash_of(entry_at(s), seed_)) & mask;
+    while (slots[t] != 0) t = (t + 1) & mask;
     slots[t] = slots_[s];
     moved[s] = t;
   }
   for (std::uint32_t s = 0; s < capacity_; ++s) {
-    if (s + ahead < capacity_ && tags_[s + ahead] != 0) __builtin_prefetch(slots_[s + ahead]);
-    if (tags_[s] == 0) continue;
-    entry_header* e = slots_[s];
+    if (s + ahead < capacity_ && slots_[s + ahead] != 0) __builtin_prefetch(entry_at(s + ahead));
+    if (slots_[s] == 0) continue;
+    entry_header* e = entry_at(s);
     if (e->prev != npos) e->prev = moved[e->prev];
     if (e->next != npos) e->next = moved[e->next];
   }
@@ -441,7 +444,6 @@ bool lru_cache::rehash(std::uint32_t capacity) {
   std::free(moved);
   std::free(slots_);
   slots_ = slots;
-  tags_ = tags;
   capacity_ = capacity;
   head_ = head;
   tail_ = tail;
@@ -452,11 +454,10 @@ bool lru_cache::rehash(std::uint32_t capacity) {
 // Frees every entry block and the index.
 void lru_cache::release() {
   for (std::uint32_t s = 0; s < capacity_; ++s) {
-    if (tags_[s] != 0) std::free(slots_[s]);
+    if (slots_[s] != 0) std::free(entry_at(s));
   }
   std::free(slots_);
   slots_ = nullptr;
-  tags_ = nullptr;
   capacity_ = 0;
 }
 

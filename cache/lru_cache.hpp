@@ -11,7 +11,7 @@
 //   - A per-entry size limit (options.max_entry_bytes): large pairs are not kept.
 //   - An optional expiry per entry, applied lazily on lookup and incrementally by expire_some().
 //   - O(1) expected get, peek, put, erase, set_expiry (put: amortized, see Eviction); small memory
-//     per entry (about 50 bytes beyond key and value for 16-byte keys and 64-byte values; see
+//     per entry (about 49 bytes beyond key and value for 16-byte keys and 64-byte values; see
 //     cache/bench/cache_memory.cpp).
 //   - Keys are arbitrary bytes ('\0' included); db is any int (Redis uses 0-15).
 // Non-goals
@@ -34,26 +34,30 @@
 // no_expiry (0) is reserved: callers use a clock whose values are never 0 (steady_clock since
 // boot) or add an offset.
 //
-// Memory layout. Each entry is one malloc block; the index is one allocation of C slots (C a power
-// of two, load <= 3/4, linear probing with backward-shift deletion):
+// Memory layout. Each entry is one malloc block; the index is one allocation of C 8-byte slots
+// (C a power of two, load <= 3/4, linear probing with backward-shift deletion):
 //
 //   entry block:  [ prev u32 | next u32 | expires_at i64 | db, key size, value size as LEB128
 //                   varints | key bytes | value bytes ]
-//   index:        [ entry* x C ][ tag u8 x C ]
-//   tag u8:       0 = empty; else bit 7 = 1 (used) | bit 6 = ref | bits 5-0 = hash bits 63-58
+//   index slot:   u64 = tag << 56 | the entry block's address (0: empty)
+//   tag u8:       bit 7 = 1 (used) | bit 6 = ref | bits 5-0 = hash bits 63-58
 //
-// find() compares tags without the ref bit. The reference bit lives in the tag so that setting it
-// touches no memory that find() has not just read, and it moves with the entry: a backward shift
-// copies the whole tag, index growth keeps it. The queue links are index slot numbers, not
-// pointers (8 bytes instead of 16); when an entry moves between slots (deletion's backward shift,
-// index growth) its neighbours' links are patched.
+// The tag rides in the top byte of the address, which user-space addresses leave clear (x86-64:
+// below 2^47, or 2^56 with 5-level paging only for mappings asked for above; AArch64: below 2^52),
+// so that a lookup reads one word, in one cache line, before it follows the address. A block
+// whose address had a top byte set would not be stored (put() returns false). find() compares
+// tags without the ref bit. The reference bit lives in the slot so that setting it touches no
+// memory that find() has not just read, and it moves with the entry: a backward shift copies the
+// whole slot, index growth keeps it. The queue links are index slot numbers, not pointers (8
+// bytes instead of 16); when an entry moves between slots (deletion's backward shift, index
+// growth) its neighbours' links are patched.
 //
 // Accounting. charge(db, key, value) = key size + value size + entry_overhead(db, key, value),
 // where entry_overhead = malloc_block_size(block) - key - value + index_bytes_per_entry:
 //   - block = 16-byte header + the three varints + key + value bytes;
 //   - malloc_block_size(n) = max(32, round_up(n + 8, 16)), glibc's chunk size for an n-byte request
 //     (other allocators differ by a few bytes);
-//   - index_bytes_per_entry = 18: 9 bytes per slot times 2 slots per entry, the average of the
+//   - index_bytes_per_entry = 16: 8 bytes per slot times 2 slots per entry, the average of the
 //     1.33 to 2.67 slots per entry the index holds between growths.
 // bytes() is the sum of charges of the stored entries (expired ones included until removed).
 //
@@ -133,7 +137,7 @@ class lru_cache {
   /// The slot number that means "none" in queue links.
   static constexpr std::uint32_t npos = UINT32_MAX;
   /// Index bytes charged per entry (see the accounting paragraph above).
-  static constexpr std::size_t index_bytes_per_entry = 18;
+  static constexpr std::size_t index_bytes_per_entry = 16;
 
   /// What the account charges per entry beyond its key and value bytes.
   static constexpr std::size_t entry_overhead(int db, std::size_t key_size,
@@ -217,14 +221,14 @@ class lru_cache {
   /// requeued) first, expired ones included. f must not modify the cache.
   template <class F>
   void for_each(F&& f) const {
-    for (std::uint32_t s = head_; s != npos; s = slots_[s]->next) f(ref(s));
+    for (std::uint32_t s = head_; s != npos; s = entry_at(s)->next) f(ref(s));
   }
 
   std::size_t entries() const { return entries_; }
   std::size_t bytes() const { return bytes_; }
   std::size_t max_bytes() const { return options_.max_bytes; }
   std::size_t max_entry_bytes() const { return options_.max_entry_bytes; }
-  /// Slots in the index (0 or a power of two); each costs 9 bytes.
+  /// Slots in the index (0 or a power of two); each costs 8 bytes.
   std::size_t index_slots() const { return capacity_; }
   /// The seed of the index's hash (options.hash_seed, or the one drawn when that was 0).
   std::uint64_t hash_seed() const { return seed_; }
@@ -234,6 +238,10 @@ class lru_cache {
  private:
   using entry_header = detail::entry_header;
 
+  /// The entry block a used slot points to.
+  entry_header* entry_at(std::uint32_t slot) const {
+    return reinterpret_cast<entry_header*>(slots_[slot] & address_mask);
+  }
   std::uint32_t find(int db, std::string_view key, std::uint64_t hash) const;
   entry_ref ref(std::uint32_t slot) const;
   void link_front(std::uint32_t slot);
@@ -246,8 +254,10 @@ class lru_cache {
   void release();
 
   options options_;
-  entry_header** slots_ = nullptr;  // capacity_ entry pointers, followed by the tags_ array
-  std::uint8_t* tags_ = nullptr;    // capacity_ tags, in the same allocation as slots_
+  /// The address bits of a slot (see the layout above); the top byte holds the tag.
+  static constexpr std::uint64_t address_mask = (std::uint64_t{1} << 56) - 1;
+
+  std::uint64_t* slots_ = nullptr;  // capacity_ slots: tag << 56 | entry address, 0 when empty
   std::uint32_t capacity_ = 0;      // 0 or a power of two
   std::uint64_t seed_;              // of the index's hash (key_hash.hpp)
   std::uint32_t head_ = npos;       // most recently inserted or requeued

@@ -403,8 +403,8 @@ TEST_CASE("lru_cache expire_some: one call with budget to spare removes every ex
 
 TEST_CASE("lru_cache accounting charges the documented overhead", "[cache]") {
   // 16-byte key, 64-byte value: 16-byte header + 3 varint bytes + 80 -> a 112-byte malloc chunk,
-  // plus 18 index bytes. The issue's target is at most 64 bytes per entry beyond key and value.
-  CHECK(lru_cache::entry_overhead(0, 16, 64) == 112 - 80 + 18);
+  // plus 16 index bytes. The issue's target is at most 64 bytes per entry beyond key and value.
+  CHECK(lru_cache::entry_overhead(0, 16, 64) == 112 - 80 + 16);
   CHECK(lru_cache::entry_overhead(0, 16, 64) <= 64);
   CHECK(lru_cache::charge(0, 16, 64) == 16 + 64 + lru_cache::entry_overhead(0, 16, 64));
   // Larger dbs and lengths take longer varints; the charge never shrinks as sizes grow.
