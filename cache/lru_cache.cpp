@@ -1,8 +1,7 @@
 // lru_cache: see lru_cache.hpp for the contract, layout and accounting.
 #include "cache/lru_cache.hpp"
 
-#include "cache/key_hash.hpp"
-
+#include <cassert>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -116,7 +115,7 @@ lru_cache& lru_cache::operator=(lru_cache&& other) noexcept {
 }
 
 std::optional<entry_view> lru_cache::get(int db, std::string_view key, time_ms now) {
-  const std::uint32_t s = find(db, key, hash_key(db, key, seed_));
+  const std::uint32_t s = find(db, key, hash(db, key));
   if (s == npos) return std::nullopt;
   entry_header* e = entry_at(s);
   if (is_expired(e->expires_at, now)) {
@@ -129,7 +128,7 @@ std::optional<entry_view> lru_cache::get(int db, std::string_view key, time_ms n
 }
 
 std::optional<entry_view> lru_cache::peek(int db, std::string_view key, time_ms now) const {
-  const std::uint32_t s = find(db, key, hash_key(db, key, seed_));
+  const std::uint32_t s = find(db, key, hash(db, key));
   if (s == npos) return std::nullopt;
   const entry_header* e = entry_at(s);
   if (is_expired(e->expires_at, now)) return std::nullopt;
@@ -137,9 +136,9 @@ std::optional<entry_view> lru_cache::peek(int db, std::string_view key, time_ms 
 }
 
 bool lru_cache::put(int db, std::string_view key, std::string_view head, std::string_view body,
-                    time_ms expires_at, time_ms now) {
+                    time_ms expires_at, time_ms now, std::uint64_t hash) {
+  assert(hash == this->hash(db, key));
   const std::size_t value_size = head.size() + body.size();
-  const std::uint64_t hash = hash_key(db, key, seed_);
   if (const std::uint32_t old = find(db, key, hash); old != npos) {
     entry_header* e = entry_at(old);
     const std::string_view stored = decode(e).value;
@@ -191,14 +190,14 @@ bool lru_cache::put(int db, std::string_view key, std::string_view head, std::st
 }
 
 bool lru_cache::erase(int db, std::string_view key) {
-  const std::uint32_t s = find(db, key, hash_key(db, key, seed_));
+  const std::uint32_t s = find(db, key, hash(db, key));
   if (s == npos) return false;
   remove(s);
   return true;
 }
 
 bool lru_cache::erase(int db, std::string_view key, time_ms now) {
-  const std::uint32_t s = find(db, key, hash_key(db, key, seed_));
+  const std::uint32_t s = find(db, key, hash(db, key));
   if (s == npos) return false;
   const bool live = !is_expired(entry_at(s)->expires_at, now);
   remove(s);
@@ -207,7 +206,7 @@ bool lru_cache::erase(int db, std::string_view key, time_ms now) {
 }
 
 bool lru_cache::set_expiry(int db, std::string_view key, time_ms expires_at, time_ms now) {
-  const std::uint32_t s = find(db, key, hash_key(db, key, seed_));
+  const std::uint32_t s = find(db, key, hash(db, key));
   if (s == npos) return false;
   if (is_expired(entry_at(s)->expires_at, now)) {
     remove(s);
@@ -286,15 +285,15 @@ std::uint32_t lru_cache::find(int db, std::string_view key, std::uint64_t hash) 
   return npos;
 }
 
-void lru_cache::prefetch_index(int db, std::string_view key) const {
+void lru_cache::prefetch_index(std::uint64_t hash) const {
   if (capacity_ == 0) return;
-  const std::uint32_t s = static_cast<std::uint32_t>(hash_key(db, key, seed_)) & (capacity_ - 1);
+  const std::uint32_t s = static_cast<std::uint32_t>(hash) & (capacity_ - 1);
   __builtin_prefetch(&slots_[s]);
 }
 
-void lru_cache::prefetch_entry(int db, std::string_view key) const {
+void lru_cache::prefetch_entry(std::uint64_t hash) const {
   if (capacity_ == 0) return;
-  const std::uint32_t s = static_cast<std::uint32_t>(hash_key(db, key, seed_)) & (capacity_ - 1);
+  const std::uint32_t s = static_cast<std::uint32_t>(hash) & (capacity_ - 1);
   if (slots_[s] == 0) return;
   // The header and key lie in the first cache line; a 64-byte value reaches into the second.
   const std::uint64_t e = slots_[s] & address_mask;  // + 64 may pass a short block
@@ -302,8 +301,10 @@ void lru_cache::prefetch_entry(int db, std::string_view key) const {
   __builtin_prefetch(reinterpret_cast<const void*>(e + 64));
 }
 
-std::optional<std::span<char>> lru_cache::value_in_place(int db, std::string_view key) {
-  const std::uint32_t s = find(db, key, hash_key(db, key, seed_));
+std::optional<std::span<char>> lru_cache::value_in_place(int db, std::string_view key,
+                                                         std::uint64_t hash) {
+  assert(hash == this->hash(db, key));
+  const std::uint32_t s = find(db, key, hash);
   if (s == npos) return std::nullopt;
   const std::string_view value = decode(entry_at(s)).value;
   return std::span<char>(const_cast<char*>(value.data()), value.size());

@@ -71,6 +71,8 @@
 #include <span>
 #include <string_view>
 
+#include "cache/key_hash.hpp"
+
 namespace redis_sidecar::cache {
 
 /// Monotonic milliseconds supplied by the caller.
@@ -180,7 +182,17 @@ class lru_cache {
   /// that puts a small header of its own before a value stores it without first copying both into
   /// one buffer. Neither piece may point into this cache's own storage.
   bool put(int db, std::string_view key, std::string_view head, std::string_view body,
-           time_ms expires_at, time_ms now);
+           time_ms expires_at, time_ms now) {
+    return put(db, key, head, body, expires_at, now, hash(db, key));
+  }
+
+  /// The key's hash in this cache's index (key_hash.hpp, with hash_seed()). The calls that take it
+  /// as their last argument do what the ones without do, for a caller that looks one key up
+  /// several times, or in another table hashed with the same seed (the proxy's write fence), and
+  /// hashes it once. It must be this cache's hash of that db and key.
+  std::uint64_t hash(int db, std::string_view key) const { return hash_key(db, key, seed_); }
+  bool put(int db, std::string_view key, std::string_view head, std::string_view body,
+           time_ms expires_at, time_ms now, std::uint64_t hash);
 
   /// Removes the entry; true if one was stored, even if already expired. Not counted as eviction
   /// or expiration.
@@ -198,13 +210,18 @@ class lru_cache {
   /// Hints for a lookup of `key` coming soon, in two steps some operations apart, so that it does
   /// not wait for memory: prefetch_index starts loading the key's home slot of the index;
   /// prefetch_entry, later, when that slot is likely in cache, the entry it points to. Neither
-  /// changes anything; both cost a hash of the key.
-  void prefetch_index(int db, std::string_view key) const;
-  void prefetch_entry(int db, std::string_view key) const;
+  /// changes anything; given the key rather than its hash(), each hashes it.
+  void prefetch_index(int db, std::string_view key) const { prefetch_index(hash(db, key)); }
+  void prefetch_entry(int db, std::string_view key) const { prefetch_entry(hash(db, key)); }
+  void prefetch_index(std::uint64_t hash) const;
+  void prefetch_entry(std::uint64_t hash) const;
 
   /// The value bytes of a stored entry (expired or not), to change in place: no promotion, no
   /// change of expiry or charge. Valid until the next non-const call. nullopt when absent.
-  std::optional<std::span<char>> value_in_place(int db, std::string_view key);
+  std::optional<std::span<char>> value_in_place(int db, std::string_view key) {
+    return value_in_place(db, key, hash(db, key));
+  }
+  std::optional<std::span<char>> value_in_place(int db, std::string_view key, std::uint64_t hash);
 
   /// Removes every entry (FLUSHALL) and releases the index. Counters are kept.
   void clear();

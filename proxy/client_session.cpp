@@ -1381,7 +1381,7 @@ client_session::outcome client_session::submit_to(const std::shared_ptr<connecti
         next_seq_, fill_info_, effective_db(), static_cast<std::uint32_t>(fill_argc_),
         arena_base_ + cache_arena_.size(), fill_frame_.size(),
         static_cast<std::uint32_t>(fill_key_.empty() ? 0 : fill_key_.data() - fill_frame_.data()),
-        static_cast<std::uint32_t>(fill_key_.size()), batch_now_,
+        static_cast<std::uint32_t>(fill_key_.size()), 0, batch_now_,
         cache_tier::flight{sent_on_, ctx_.tier->write_clock()}});
     cache_arena_.append(fill_frame_);
   }
@@ -1483,12 +1483,12 @@ void client_session::prefetch_requests(std::string_view in) const {
   if (!tier.enabled() || in.size() < 64) return;
   const bool hits = tier.mode() == cache_tier::cache_mode::ttl || cache_tier::coherent(tier.mode());
   const int db = effective_db();
-  std::array<std::string_view, 32> keys;
+  std::array<std::uint64_t, 32> hashes;  // tier.key_hash() of the requests' first keys
   std::array<bool, 32> writes;
   std::size_t count = 0;
   std::size_t walked = 0;
   std::size_t pos = 0;
-  while (count < keys.size() && pos < in.size() && (count != 0 || walked < max_idle_walk)) {
+  while (count < hashes.size() && pos < in.size() && (count != 0 || walked < max_idle_walk)) {
     ++walked;
     std::size_t args = 0;
     if (!read_header(in, pos, '*', args) || args < 2 || args > 64) break;
@@ -1508,12 +1508,12 @@ void client_session::prefetch_requests(std::string_view in) const {
     const bool write = cache_tier::hides_keys(*info);
     if (write || (hits && info->id == command_id::get)) {
       writes[count] = write;
-      keys[count++] = key;  // the first key only (MSET's others are not worth a longer walk)
+      hashes[count++] = tier.key_hash(db, key);  // the first key only (MSET's others: not worth it)
     }
   }
   if (count < 2) return;  // one lookup has nothing to overlap with
-  for (std::size_t i = 0; i < count; ++i) tier.prefetch(db, keys[i], false, writes[i]);
-  for (std::size_t i = 0; i < count; ++i) tier.prefetch(db, keys[i], true);
+  for (std::size_t i = 0; i < count; ++i) tier.prefetch(hashes[i], false, writes[i]);
+  for (std::size_t i = 0; i < count; ++i) tier.prefetch(hashes[i], true);
 }
 
 // An op of a write whose reply will never be applied: an entry it hid would stay hidden, never
@@ -1551,17 +1551,24 @@ bool client_session::writes_key_in_flight(int db, std::string_view key) const {
   return false;
 }
 
+// The arena holds every live op's frame at the offset recorded when it was appended (the arena
+// only drops bytes in front of the oldest op), and the key lies within the frame: no bounds to
+// check on these per-reply paths.
 std::string_view client_session::op_frame(const cache_op& op) const {
-  return std::string_view(cache_arena_).substr(op.offset - arena_base_, op.size);
+  return {cache_arena_.data() + (op.offset - arena_base_), op.size};
 }
 
 std::string_view client_session::op_key(const cache_op& op) const {
-  return op_frame(op).substr(op.key_offset, op.key_size);
+  return {cache_arena_.data() + (op.offset - arena_base_) + op.key_offset, op.key_size};
 }
 
-void client_session::prefetch_cache_op(const cache_op& op, bool entry) const {
-  if (op.key_size != 0)
-    ctx_.tier->prefetch(op.db, op_key(op), entry, (op.info->flags & commands::write) != 0);
+// The key is hashed at the first of the op's two stages, and kept for the second: only ops with
+// replies behind them are prefetched (a lone reply, as at -P 1, costs no hash here). A key whose
+// hash is 0 is merely hashed twice.
+void client_session::prefetch_cache_op(cache_op& op, bool entry) const {
+  if (op.key_size == 0) return;
+  if (op.key_hash == 0) op.key_hash = ctx_.tier->key_hash(op.db, op_key(op));
+  ctx_.tier->prefetch(op.key_hash, entry, (op.info->flags & commands::write) != 0);
 }
 
 int client_session::effective_db() const { return select_dbs_.empty() ? db_ : select_dbs_.back(); }

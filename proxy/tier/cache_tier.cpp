@@ -161,7 +161,7 @@ cache_tier::cache_tier(const config& cfg)
       ttl_ms_(cfg.cache_ttl_ms),
       l1_(cache::options{cfg.cache_max_bytes, cfg.cache_max_entry_bytes}),
       journal_(cfg.fallback_journal_max_bytes),
-      fence_(enabled_ ? 16384 : 1),
+      fence_(enabled_ ? 16384 : 1, l1_.hash_seed()),
       hold_ms_(2 * static_cast<std::int64_t>(cfg.command_timeout_ms)) {
   std::string_view rest = cfg.cache_prefix;
   while (!rest.empty()) {
@@ -175,7 +175,7 @@ cache_tier::cache_tier(const config& cfg)
 // ---------------------------------------------------------------------------------------------
 // L1 entries
 
-void cache_tier::store(int db, std::string_view key, std::string_view value,
+void cache_tier::store(int db, std::string_view key, std::uint64_t hash, std::string_view value,
                        std::int64_t upstream_expiry, cache::time_ms now, bool tracked,
                        bool absent) {
   // The stored value is this header (flags, then the upstream's expiry and the tracking epoch when
@@ -195,7 +195,7 @@ void cache_tier::store(int db, std::string_view key, std::string_view value,
   }
   std::int64_t expires = now + ttl_ms_;
   if (upstream_expiry > 0 && upstream_expiry < expires) expires = upstream_expiry;
-  if (l1_.put(db, key, std::string_view(header, n), value, expires, now)) ++counters_.fills;
+  if (l1_.put(db, key, std::string_view(header, n), value, expires, now, hash)) ++counters_.fills;
 }
 
 void cache_tier::invalidate(int db, std::string_view key) {
@@ -205,8 +205,8 @@ void cache_tier::invalidate(int db, std::string_view key) {
 
 // As invalidate(), for a write whose reply stores the key again (the SET family): the entry stays,
 // hidden, so that the reply can overwrite it in place.
-void cache_tier::hide(int db, std::string_view key) {
-  if (const auto v = l1_.value_in_place(db, key)) {
+void cache_tier::hide(int db, std::string_view key, std::uint64_t hash) {
+  if (const auto v = l1_.value_in_place(db, key, hash)) {
     if (v->empty()) {
       l1_.erase(db, key);
       ++counters_.invalidations;
@@ -270,12 +270,14 @@ std::optional<cache_tier::hit_value> cache_tier::hit(int db, std::string_view ke
 
 void cache_tier::store_tracked(int db, std::string_view key, std::string_view value,
                                std::int64_t upstream_expiry, cache::time_ms now) {
-  if (!fence_.held(db, key)) store(db, key, value, upstream_expiry, now, true);
+  const std::uint64_t hash = key_hash(db, key);
+  if (!fence_.held(hash)) store(db, key, hash, value, upstream_expiry, now, true);
 }
 
 void cache_tier::store_tracked_absent(int db, std::string_view key, cache::time_ms now) {
-  if (mode_ == cache_mode::tracking && !fence_.held(db, key))
-    store(db, key, {}, 0, now, true, true);
+  if (mode_ != cache_mode::tracking) return;
+  const std::uint64_t hash = key_hash(db, key);
+  if (!fence_.held(hash)) store(db, key, hash, {}, 0, now, true, true);
 }
 
 void cache_tier::invalidated(int db, std::string_view key) {
@@ -325,14 +327,15 @@ void cache_tier::on_request(int db, const command_info& info,
   }
   if (reply_stores && hides_keys(info)) {
     commands::for_each_key(info, args, [&](std::string_view key) {
-      hide(db, key);
-      fence_.touched(db, key, f.conn);
+      const std::uint64_t hash = key_hash(db, key);
+      hide(db, key, hash);
+      fence_.touched(hash, f.conn);
     });
     return;
   }
   commands::for_each_key(info, args, [&](std::string_view key) {
     invalidate(db, key);
-    fence_.touched(db, key, f.conn);
+    fence_.touched(key_hash(db, key), f.conn);
   });
   // MOVE key db / COPY src dst DB n: the key also changes in the other db.
   if ((info.id == command_id::move && args.size() == 3) || info.id == command_id::copy) {
@@ -341,7 +344,7 @@ void cache_tier::on_request(int db, const command_info& info,
       if (other && *other >= 0 && *other <= std::numeric_limits<int>::max()) {
         for (std::size_t k = 1; k < args.size() && k < 3; ++k) {
           invalidate(static_cast<int>(*other), args[k]);
-          fence_.touched(static_cast<int>(*other), args[k], f.conn);
+          fence_.touched(key_hash(static_cast<int>(*other), args[k]), f.conn);
         }
       }
     }
@@ -395,7 +398,7 @@ void cache_tier::write_unsure(int db, const command_info& info,
   on_request(db, info, args, f, false);
   if ((info.flags & commands::flush) || info.id == command_id::swapdb) return;  // dropped all
   commands::for_each_key(info, args, [&](std::string_view key) {
-    fence_.hold(db, key, f.conn);
+    fence_.hold(key_hash(db, key), f.conn);
     held_.push_back(held{db, f.conn, now + hold_ms_, std::string(key)});
   });
 }
@@ -404,7 +407,7 @@ void cache_tier::release_holds(cache::time_ms now) {
   std::erase_if(held_, [&](const held& h) {
     if (h.until > now) return false;
     invalidate(h.db, h.key);
-    fence_.release(h.db, h.key, h.conn);
+    fence_.release(key_hash(h.db, h.key), h.conn);
     return true;
   });
 }
@@ -414,9 +417,11 @@ void cache_tier::release_holds(cache::time_ms now) {
 // says (a client on a dedicated connection still reaches it): nothing it says is kept then.
 void cache_tier::read_reply(int db, std::string_view key, std::optional<std::string_view> value,
                             flight f, cache::time_ms now) {
-  if (!journal_.empty() || !fence_.settled(db, key, f.conn, f.since)) return;
+  if (!journal_.empty()) return;
+  const std::uint64_t hash = key_hash(db, key);
+  if (!fence_.settled(hash, f.conn, f.since)) return;
   if (value)
-    store(db, key, *value, expiry_unknown, now);
+    store(db, key, hash, *value, expiry_unknown, now);
   else
     invalidate(db, key);
 }
@@ -429,8 +434,9 @@ void cache_tier::store_reply(int db, const command_info& info,
   // either way; else the key goes. Then the write has run: an event on its key.
   auto wrote = [&](std::string_view key, bool applied, std::string_view value,
                    std::int64_t expiry) {
-    if (fence_.settle(db, key, f.conn, f.since) && applied && !journaled)
-      store(db, key, value, expiry, now);
+    const std::uint64_t hash = key_hash(db, key);
+    if (fence_.settle(hash, f.conn, f.since) && applied && !journaled)
+      store(db, key, hash, value, expiry, now);
     else
       invalidate(db, key);
   };
@@ -538,7 +544,8 @@ cache_tier::result cache_tier::serve(int db, const command_info* info,
   } else if (name == "mset") {
     if (n % 2 == 0) return wrong_args();
     if (journal_write(db, frame, out)) {
-      for (std::size_t i = 1; i + 1 < n; i += 2) store(db, args[i], args[i + 1], 0, now);
+      for (std::size_t i = 1; i + 1 < n; i += 2)
+        store(db, args[i], key_hash(db, args[i]), args[i + 1], 0, now);
       resp::append_simple(out, "OK");
     }
   } else if (name == "del" || name == "unlink") {
@@ -565,8 +572,9 @@ cache_tier::result cache_tier::serve(int db, const command_info* info,
   // A write served here changed L1 (if accepted): a read of the upstream still in flight, by a
   // client on a dedicated connection, may have run before it.
   if (info->flags & commands::write)
-    commands::for_each_key(*info, args,
-                           [&](std::string_view key) { fence_.touched(db, key, fallback_conn); });
+    commands::for_each_key(*info, args, [&](std::string_view key) {
+      fence_.touched(key_hash(db, key), fallback_conn);
+    });
   return r;
 }
 
@@ -662,7 +670,7 @@ cache_tier::result cache_tier::serve_set(int db, std::span<const std::string_vie
     std::int64_t expiry = o.expiry;
     // KEEPTTL keeps the upstream's expiry, which L1 knows only for a key it holds.
     if (o.keepttl) expiry = old ? old->expiry_to_keep() : expiry_unknown;
-    store(db, key, value, expiry, now);
+    store(db, key, key_hash(db, key), value, expiry, now);
   }
   if (o.get) {
     if (old)
@@ -726,7 +734,7 @@ cache_tier::result cache_tier::serve_expire(int db, std::span<const std::string_
     invalidate(db, args[1]);
   } else {
     const std::string value(s->value);
-    store(db, args[1], value, when, now);
+    store(db, args[1], key_hash(db, args[1]), value, when, now);
   }
   resp::append_integer(out, 1);
   return result::served;
@@ -765,7 +773,7 @@ cache_tier::result cache_tier::serve_incr(int db, std::span<const std::string_vi
   if (!journal_write(db, frame, out)) return result::served;
   ++counters_.hits;
   const std::string text = std::to_string(next);
-  store(db, args[1], text, expiry, now);
+  store(db, args[1], key_hash(db, args[1]), text, expiry, now);
   resp::append_integer(out, next);
   return result::served;
 }
@@ -789,7 +797,7 @@ void cache_tier::replayed(int db, std::span<const std::string_view> args) {
   if (const command_info* info = commands::lookup(args[0]))
     commands::for_each_key(*info, args, [&](std::string_view key) {
       l1_.erase(db, key);
-      fence_.touched(db, key, fallback_conn);  // it ran just now, on a connection of its own
+      fence_.touched(key_hash(db, key), fallback_conn);  // it ran just now, on its own connection
     });
 }
 

@@ -174,16 +174,19 @@ class cache_tier {
   /// result is the truth; traffic fills L1 again).
   void replayed(int db, std::span<const std::string_view> args);
 
-  /// See lru_cache::prefetch_index and prefetch_entry: for the key of a reply coming soon.
-  /// `write`: the request writes the key, so its event will look at the key's write_fence slot
-  /// too; that slot is loaded with the index.
-  void prefetch(int db, std::string_view key, bool entry, bool write = false) const {
+  /// The hash of `key` of `db` in L1's index and in the write fence alike (the fence is seeded
+  /// as L1 is): what prefetch() takes, so that a key prefetched in two stages is hashed once.
+  std::uint64_t key_hash(int db, std::string_view key) const { return l1_.hash(db, key); }
+  /// See lru_cache::prefetch_index and prefetch_entry: for the key of a reply coming soon, by its
+  /// key_hash(). `write`: the request writes the key, so its event will look at the key's
+  /// write_fence slot too; that slot is loaded with the index.
+  void prefetch(std::uint64_t key_hash, bool entry, bool write = false) const {
     if (!enabled_) return;
     if (entry) {
-      l1_.prefetch_entry(db, key);
+      l1_.prefetch_entry(key_hash);
     } else {
-      l1_.prefetch_index(db, key);
-      if (write) fence_.prefetch(db, key);
+      l1_.prefetch_index(key_hash);
+      if (write) fence_.prefetch(key_hash);
     }
   }
 
@@ -216,10 +219,12 @@ class cache_tier {
     bool absent = false;         // the key was read as missing (store_tracked_absent)
   };
 
-  void store(int db, std::string_view key, std::string_view value, std::int64_t upstream_expiry,
-             cache::time_ms now, bool tracked = false, bool absent = false);
+  /// `hash`: key_hash(db, key), which the callers that also ask the fence have at hand.
+  void store(int db, std::string_view key, std::uint64_t hash, std::string_view value,
+             std::int64_t upstream_expiry, cache::time_ms now, bool tracked = false,
+             bool absent = false);
   void invalidate(int db, std::string_view key);
-  void hide(int db, std::string_view key);
+  void hide(int db, std::string_view key, std::uint64_t hash);
   void read_reply(int db, std::string_view key, std::optional<std::string_view> value, flight f,
                   cache::time_ms now);
   /// on_reply for the GET family and the SET family, which store values.

@@ -6,13 +6,13 @@
 
 namespace redis_sidecar {
 
-write_fence::write_fence(std::size_t slots)
+write_fence::write_fence(std::size_t slots, std::uint64_t seed)
     : slots_(std::bit_ceil(slots < 1 ? std::size_t{1} : slots)),
       mask_(slots_.size() - 1),
-      seed_(cache::random_seed()) {}
+      seed_(seed != 0 ? seed : cache::random_seed()) {}
 
-const write_fence::slot& write_fence::slot_of(int db, std::string_view key) const {
-  return slots_[cache::hash_key(db, key, seed_) & mask_];
+std::uint64_t write_fence::hash(int db, std::string_view key) const {
+  return cache::hash_key(db, key, seed_);
 }
 
 void write_fence::touch(slot& s, std::uint32_t conn) {
