@@ -1,6 +1,7 @@
 // key_hash: the hash of a (db, key) pair that L1's index uses, and whoever else must spread keys
 // over slots cheaply (the sidecar's write fence). Fast and non-cryptographic: MurmurHash3-x64-style
-// rounds, one per 8-byte word, and its finaliser, from a seed each table draws. Keys come
+// rounds, one per 8-byte word, and its finaliser, from a random seed (L1 draws one; the write fence
+// takes L1's, so that one hash serves both). Keys come
 // from clients: the seed keeps them from choosing keys that collide (long probe runs in L1's
 // index, a fence slot shared on purpose), and a table hashed with it stays correct, only slower
 // or more conservative, when keys collide anyway.

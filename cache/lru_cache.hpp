@@ -42,15 +42,16 @@
 //   index slot:   u64 = tag << 56 | the entry block's address (0: empty)
 //   tag u8:       bit 7 = 1 (used) | bit 6 = ref | bits 5-0 = hash bits 63-58
 //
-// The tag rides in the top byte of the address, which user-space addresses leave clear (x86-64:
-// below 2^47, or 2^56 with 5-level paging only for mappings asked for above; AArch64: below 2^52),
-// so that a lookup reads one word, in one cache line, before it follows the address. A block
-// whose address had a top byte set would not be stored (put() returns false). find() compares
-// tags without the ref bit. The reference bit lives in the slot so that setting it touches no
-// memory that find() has not just read, and it moves with the entry: a backward shift copies the
-// whole slot, index growth keeps it. The queue links are index slot numbers, not pointers (8
-// bytes instead of 16); when an entry moves between slots (deletion's backward shift, index
-// growth) its neighbours' links are patched.
+// The tag rides in the top byte of the address, which malloc's addresses leave clear on the
+// targets we build for (x86-64: below 2^47, or 2^56 with 5-level paging only for mappings asked
+// for above; AArch64: below 2^52), so that a lookup reads one word, in one cache line, before it
+// follows the address. Where the allocator tags pointers in that byte (AArch64 with memory tagging:
+// glibc's mem.tagging tunable, HWASan), put() refuses every block (returns false) and L1 keeps
+// nothing: correct, but no cache. find() compares tags without the ref bit. The reference bit
+// lives in the slot so that setting it touches no memory that find() has not just read, and it
+// moves with the entry: a backward shift copies the whole slot, index growth keeps it. The queue
+// links are index slot numbers, not pointers (8 bytes instead of 16); when an entry moves between
+// slots (deletion's backward shift, index growth) its neighbours' links are patched.
 //
 // Accounting. charge(db, key, value) = key size + value size + entry_overhead(db, key, value),
 // where entry_overhead = malloc_block_size(block) - key - value + index_bytes_per_entry:

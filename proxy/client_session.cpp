@@ -1565,7 +1565,7 @@ std::string_view client_session::op_key(const cache_op& op) const {
 // The key is hashed at the first of the op's two stages, and kept for the second: only ops with
 // replies behind them are prefetched (a lone reply, as at -P 1, costs no hash here). A key whose
 // hash is 0 is merely hashed twice.
-void client_session::prefetch_cache_op(cache_op& op, bool entry) const {
+void client_session::prefetch_cache_op(cache_op& op, bool entry) {
   if (op.key_size == 0) return;
   if (op.key_hash == 0) op.key_hash = ctx_.tier->key_hash(op.db, op_key(op));
   ctx_.tier->prefetch(op.key_hash, entry, (op.info->flags & commands::write) != 0);

@@ -372,7 +372,7 @@ class client_session : public reply_sink,
   std::string_view op_key(const cache_op& op) const;    // its first key (empty: none known)
   // The arguments of its request, when it need not be framed again (GET k, SET k v): their count.
   std::size_t known_args(const cache_op& op, std::array<std::string_view, 3>& out) const;
-  void prefetch_cache_op(cache_op& op, bool entry) const;
+  void prefetch_cache_op(cache_op& op, bool entry);
   void abandon_cache_op(const cache_op& op);
   void pop_cache_op();
   void prefetch_requests(std::string_view in) const;
