@@ -12,6 +12,7 @@ namespace redis_sidecar::cache {
 
 namespace {
 
+using detail::address_mask;
 using detail::entry_header;
 
 constexpr std::uint32_t min_capacity = 16;
@@ -20,12 +21,11 @@ constexpr std::uint32_t max_capacity = std::uint32_t{1} << 31;  // slot numbers 
 // Slot bits (see the layout in lru_cache.hpp): the top byte is the tag, where bit 63 marks a used
 // slot, ref_bit is the CLOCK reference bit, and bits 61-56 are hash bits that let find() skip
 // most non-matching slots; the low 56 bits are the entry's address.
-constexpr int tag_shift = 56;
-constexpr std::uint64_t ref_bit = std::uint64_t{0x40} << tag_shift;
+constexpr std::uint64_t ref_bit = std::uint64_t{0x40} << detail::tag_shift;
 static_assert(sizeof(void*) <= sizeof(std::uint64_t));
 
 // The tag of a new entry, in place in a slot word: reference bit clear.
-std::uint64_t tag_of(std::uint64_t hash) { return ((hash >> 58) | 0x80) << tag_shift; }
+std::uint64_t tag_of(std::uint64_t hash) { return ((hash >> 58) | 0x80) << detail::tag_shift; }
 
 unsigned char* put_varint(unsigned char* p, std::uint64_t v) {
   for (; v >= 0x80; v >>= 7) *p++ = static_cast<unsigned char>(v | 0x80);

@@ -127,6 +127,10 @@ constexpr std::size_t block_size(int db, std::size_t key_size, std::size_t value
          varint_size(key_size) + varint_size(value_size) + key_size + value_size;
 }
 
+/// An index slot's tag sits above this bit, the entry's address below it (see the layout above).
+constexpr int tag_shift = 56;
+constexpr std::uint64_t address_mask = (std::uint64_t{1} << tag_shift) - 1;
+
 /// glibc malloc's chunk size for an n-byte request on 64-bit targets.
 constexpr std::size_t malloc_block_size(std::size_t n) {
   const std::size_t chunk = (n + 8 + 15) & ~std::size_t{15};
@@ -258,7 +262,7 @@ class lru_cache {
 
   /// The entry block a used slot points to.
   entry_header* entry_at(std::uint32_t slot) const {
-    return reinterpret_cast<entry_header*>(slots_[slot] & address_mask);
+    return reinterpret_cast<entry_header*>(slots_[slot] & detail::address_mask);
   }
   std::uint32_t find(int db, std::string_view key, std::uint64_t hash) const;
   entry_ref ref(std::uint32_t slot) const;
@@ -272,9 +276,6 @@ class lru_cache {
   void release();
 
   options options_;
-  /// The address bits of a slot (see the layout above); the top byte holds the tag.
-  static constexpr std::uint64_t address_mask = (std::uint64_t{1} << 56) - 1;
-
   std::uint64_t* slots_ = nullptr;  // capacity_ slots: tag << 56 | entry address, 0 when empty
   std::uint32_t capacity_ = 0;      // 0 or a power of two
   std::uint64_t seed_;              // of the index's hash (key_hash.hpp)

@@ -1559,7 +1559,7 @@ std::string_view client_session::op_frame(const cache_op& op) const {
 }
 
 std::string_view client_session::op_key(const cache_op& op) const {
-  return {cache_arena_.data() + (op.offset - arena_base_) + op.key_offset, op.key_size};
+  return {op_frame(op).data() + op.key_offset, op.key_size};
 }
 
 // The key is hashed at the first of the op's two stages, and kept for the second: only ops with
