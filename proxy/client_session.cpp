@@ -15,6 +15,7 @@
 #include <limits>
 #include <random>
 #include <tuple>
+#include <utility>
 #include <variant>
 
 #include "proxy/commands/client_kill.hpp"
@@ -22,7 +23,6 @@
 #include "proxy/drained_read.hpp"
 #include "proxy/errors.hpp"
 #include "proxy/log.hpp"
-#include "proxy/resp/detail/line.hpp"
 #include "proxy/resp/value.hpp"
 #include "proxy/resp/writer.hpp"
 #include "proxy/upstream/connect_fsm.hpp"
@@ -220,26 +220,30 @@ awaitable<void> client_session::read_loop(std::shared_ptr<client_session> self) 
   while (!closing_) {
     // Frame and handle every complete request in the buffer.
     batch_now_ = clock::now();
-    prefetch_requests(std::string_view(in_.data() + in_start_, in_end_ - in_start_));
-    while (!closing_ && in_start_ < in_end_) {
-      const std::string_view avail(in_.data() + in_start_, in_end_ - in_start_);
-      const auto st = parser_.parse(avail);
-      if (st == resp::parse_status::need_more) break;
-      if (st == resp::parse_status::error) {
-        ctx_.st.count(error_kind::protocol);
-        const std::string_view why = request_error_text(avail);
-        log::info("client " + std::to_string(id_) + " (" + peer_address() +
-                  ") closed: protocol error: " + std::string(why));
-        reply_error(why);
-        note_close("protocol error: ", why);
-        close_after_flush();
-        break;
+    while (!closing_) {
+      if (batch_next_ == batch_.size()) {
+        if (in_start_ == in_end_) break;
+        const auto st = frame_requests();
+        if (batch_.empty() && st == resp::parse_status::need_more) break;
+        if (batch_.empty()) {  // the next request cannot be framed
+          const std::string_view avail(in_.data() + in_start_, in_end_ - in_start_);
+          ctx_.st.count(error_kind::protocol);
+          const std::string_view why = request_error_text(avail);
+          log::info("client " + std::to_string(id_) + " (" + peer_address() +
+                    ") closed: protocol error: " + std::string(why));
+          reply_error(why);
+          note_close("protocol error: ", why);
+          close_after_flush();
+          break;
+        }
       }
+      const framed& r = batch_[batch_next_];
+      const auto args = batch_args(r);
+      const std::string_view frame(in_.data() + in_start_, r.size);
       outcome o;
       answered_here_ = false;
       answered_by_ = metrics::source::local;
-      while ((o = handle(parser_.args(), avail.substr(0, parser_.frame_size()),
-                         parser_.is_inline())) == outcome::wait) {
+      while ((o = handle(args, frame, r.is_inline, r.info)) == outcome::wait) {
         // The barrier (or --max-pipeline): wait until the in-flight replies drain.
         reader_waiting_ = true;
         watch_for_close();
@@ -250,8 +254,8 @@ awaitable<void> client_session::read_loop(std::shared_ptr<client_session> self) 
         if (closing_ || closed_) co_return;
       }
       if (answered_here_) ctx_.metrics->observe(command_, answered_by_, clock::now() - batch_now_);
-      in_start_ += parser_.frame_size();
-      parser_.reset();
+      in_start_ += r.size;
+      ++batch_next_;
       if (o == outcome::close) {
         note_close("QUIT");
         close_after_flush();
@@ -353,7 +357,8 @@ void client_session::watch_for_close() {
 }
 
 client_session::outcome client_session::handle(std::span<const std::string_view> args,
-                                               std::string_view frame, bool is_inline) {
+                                               std::string_view frame, bool is_inline,
+                                               const commands::command_info* info) {
   if (args.empty()) return outcome::next;  // empty lines and "*0": ignored, as Redis does
   ++ctx_.st.requests;
   ++requests_;
@@ -362,7 +367,6 @@ client_session::outcome client_session::handle(std::span<const std::string_view>
     resp::append_command(inline_scratch_, args);
     frame = inline_scratch_;
   }
-  const commands::command_info* info = commands::lookup(args[0]);
   const command_id id = info != nullptr ? info->id : command_id::other;
   command_ = static_cast<std::uint16_t>(info != nullptr ? info - commands::all().data()
                                                         : ctx_.metrics->other_command());
@@ -1456,59 +1460,75 @@ void client_session::apply_cache_op(std::uint64_t seq, std::string_view reply) {
   }
 }
 
-namespace {
-
-// Reads "<prefix><decimal>\r\n" at `pos` with the framers' header fast path; false on anything
-// else (a hint: never an error).
-bool read_header(std::string_view in, std::size_t& pos, char prefix, std::size_t& n) {
-  std::int64_t value = 0;
-  std::size_t cr = 0;
-  if (pos >= in.size() || in[pos] != prefix || !resp::detail::quick_header(in, pos, 20, value, cr))
-    return false;
-  n = static_cast<std::size_t>(value);
-  pos = cr + 2;
-  return true;
+// Frames the complete requests from in_start_ on, up to max_batch of them, into batch_ (each with
+// its command looked up), then prefetches their L1 slots. Returns what framing found after the
+// batch: need_more (the parser keeps that frame's progress; it starts at in_start_ once the batch
+// is handled), error (parser_.error() says why, when the batch is empty; otherwise the frame is
+// framed again, and refused, once the batch before it is handled), or complete. The arguments of
+// every request but the last are copied out of the parser before it frames the next; the last one's
+// stay in the parser until the next batch (at -P 1, the only one: no copy). A batch ends after a
+// request that may change the parser's limits (AUTH, HELLO, RESET: Redis frames the next request
+// under the limits they leave), and after an inline one, whose arguments point into the parser.
+resp::parse_status client_session::frame_requests() {
+  if (std::exchange(parser_holds_last_, false)) parser_.reset();
+  batch_.clear();
+  batch_args_.clear();
+  batch_next_ = 0;
+  std::size_t pos = in_start_;
+  for (;;) {
+    const auto st = parser_.parse(std::string_view(in_.data() + pos, in_end_ - pos));
+    if (st != resp::parse_status::complete) {
+      if (st == resp::parse_status::error && !batch_.empty()) parser_.reset();
+      if (batch_.size() > 1) prefetch_batch();
+      return st;
+    }
+    const auto args = parser_.args();
+    const commands::command_info* info = args.empty() ? nullptr : commands::lookup(args[0]);
+    const bool is_inline = parser_.is_inline();
+    pos += parser_.frame_size();
+    const bool more =
+        pos < in_end_ && batch_.size() + 1 < max_batch && !is_inline &&
+        batch_args_.size() + args.size() <= max_batch_args &&
+        (info == nullptr || (info->id != command_id::auth && info->id != command_id::hello &&
+                             info->id != command_id::reset));
+    if (!more) {
+      batch_.push_back(framed{parser_.frame_size(), 0, 0, info, is_inline, true});
+      parser_holds_last_ = true;
+      break;
+    }
+    batch_.push_back(framed{parser_.frame_size(), static_cast<std::uint32_t>(batch_args_.size()),
+                            static_cast<std::uint32_t>(args.size()), info, is_inline, false});
+    batch_args_.insert(batch_args_.end(), args.begin(), args.end());
+    parser_.reset();
+  }
+  if (batch_.size() > 1) prefetch_batch();
+  return resp::parse_status::complete;
 }
 
-}  // namespace
+std::span<const std::string_view> client_session::batch_args(const framed& r) const {
+  if (r.in_parser) return parser_.args();
+  return {batch_args_.data() + r.first_arg, r.args};
+}
 
-// The requests of one read that look up L1 while they are handled (the SET family hides its entry;
+// The requests of a batch that look up L1 while they are handled (the SET family hides its entry;
 // GET answers hits in the serving modes) would each wait for memory in turn: start loading all
-// their L1 slots first, index then entries, so that the waits overlap. A quick walk over complete
-// RESP arrays only; anything else ends it (the parser proper sees every byte anyway). A read whose
-// first few requests look nothing up (GETs in fallback mode, where L1 answers nothing) rarely
-// holds many that do: the walk stops there rather than frame a whole pipeline for nothing.
-void client_session::prefetch_requests(std::string_view in) const {
+// their L1 slots first, index then entries, so that the waits overlap.
+void client_session::prefetch_batch() const {
   cache_tier& tier = *ctx_.tier;
-  if (!tier.enabled() || in.size() < 64) return;
+  if (!tier.enabled()) return;
   const bool hits = tier.mode() == cache_tier::cache_mode::ttl || cache_tier::coherent(tier.mode());
   const int db = effective_db();
-  std::array<std::uint64_t, 32> hashes;  // tier.key_hash() of the requests' first keys
-  std::array<bool, 32> writes;
+  std::array<std::uint64_t, max_batch> hashes;  // tier.key_hash() of the requests' first keys
+  std::array<bool, max_batch> writes;
   std::size_t count = 0;
-  std::size_t walked = 0;
-  std::size_t pos = 0;
-  while (count < hashes.size() && pos < in.size() && (count != 0 || walked < max_idle_walk)) {
-    ++walked;
-    std::size_t args = 0;
-    if (!read_header(in, pos, '*', args) || args < 2 || args > 64) break;
-    std::string_view name, key;
-    bool complete = true;
-    for (std::size_t a = 0; a < args && complete; ++a) {
-      std::size_t len = 0;
-      complete = read_header(in, pos, '$', len) && len <= in.size() && in.size() - pos >= len + 2;
-      if (!complete) break;
-      if (a == 0) name = in.substr(pos, len);
-      if (a == 1) key = in.substr(pos, len);
-      pos += len + 2;
-    }
-    if (!complete) break;
-    const commands::command_info* info = commands::lookup(name);
-    if (info == nullptr) continue;
-    const bool write = cache_tier::hides_keys(*info);
-    if (write || (hits && info->id == command_id::get)) {
+  for (const framed& r : batch_) {
+    if (r.info == nullptr) continue;
+    const bool write = cache_tier::hides_keys(*r.info);
+    if (write || (hits && r.info->id == command_id::get)) {
+      const auto args = batch_args(r);
+      if (args.size() < 2) continue;
       writes[count] = write;
-      hashes[count++] = tier.key_hash(db, key);  // the first key only (MSET's others: not worth it)
+      hashes[count++] = tier.key_hash(db, args[1]);  // the first key only (MSET's: not worth it)
     }
   }
   if (count < 2) return;  // one lookup has nothing to overlap with

@@ -124,7 +124,8 @@ class client_session : public reply_sink,
   awaitable<void> read_loop(std::shared_ptr<client_session> self);
   awaitable<void> write_loop(std::shared_ptr<client_session> self);
 
-  outcome handle(std::span<const std::string_view> args, std::string_view frame, bool is_inline);
+  outcome handle(std::span<const std::string_view> args, std::string_view frame, bool is_inline,
+                 const commands::command_info* info);
   outcome handle_raw(std::span<const std::string_view> args, std::string_view frame,
                      const commands::command_info* info);
   outcome cmd_auth(std::span<const std::string_view> args);
@@ -220,6 +221,25 @@ class client_session : public reply_sink,
   std::size_t in_end_ = 0;  // in_[in_end_, size()) is room for the next read, not data
   resp::request_parser parser_;
   std::string inline_scratch_;  // inline commands re-encoded as arrays
+
+  // Requests framed ahead, from in_start_ on: each read's complete requests are framed once, in
+  // batches, so that their L1 slots load together before the first is handled (frame_requests()).
+  struct framed {
+    std::size_t size;         // bytes of the frame in in_
+    std::uint32_t first_arg;  // its arguments: batch_args_[first_arg, first_arg + args), or
+    std::uint32_t args;       // parser_.args() when in_parser
+    const commands::command_info* info;  // commands::lookup() of its name (nullptr: unknown)
+    bool is_inline;
+    bool in_parser;  // the batch's last: parser_ still holds it
+  };
+  std::vector<framed> batch_;
+  std::size_t batch_next_ = 0;  // the next of batch_ to handle
+  std::vector<std::string_view> batch_args_;
+  bool parser_holds_last_ = false;  // parser_ holds batch_.back()'s arguments: reset it first
+  resp::parse_status frame_requests();
+  std::span<const std::string_view> batch_args(const framed& r) const;
+  static constexpr std::size_t max_batch = 32;         // requests framed ahead
+  static constexpr std::size_t max_batch_args = 1024;  // a batch ends past this many arguments
 
   ring<slot> slots_;
   std::uint64_t first_seq_ = 0;  // seq of slots_.front()
@@ -375,8 +395,7 @@ class client_session : public reply_sink,
   void prefetch_cache_op(cache_op& op, bool entry);
   void abandon_cache_op(const cache_op& op);
   void pop_cache_op();
-  void prefetch_requests(std::string_view in) const;
-  static constexpr std::size_t max_idle_walk = 4;  // requests walked before giving up on a read
+  void prefetch_batch() const;
   bool writes_key_in_flight(int db, std::string_view key) const;
   static constexpr std::size_t max_scanned_writes = 32;
   std::size_t writes_in_flight_ = 0;  // write ops in cache_ops_

@@ -138,6 +138,28 @@ TEST_CASE("before AUTH, requests are held to Redis' unauthenticated limits", "[p
   CHECK(c.closed_by_peer());
 }
 
+// Redis frames each request under the limits the ones before it left, even when they arrive in
+// one write: the sidecar frames a read's requests ahead, in batches, and must not frame past an
+// AUTH or a RESET under the limits before it.
+TEST_CASE("requests pipelined after AUTH or RESET are framed under the limits those leave",
+          "[protocol][auth]") {
+  redis_options opts;
+  if (direct_mode()) opts.requirepass = "unauth-pass-7e";
+  proxied env(opts, {"--requirepass", "unauth-pass-7e"});
+  std::vector<std::string> eleven(11, "x");
+  eleven[0] = "ECHO";
+  raw_client c(env.port());
+  c.send(resp_array({"AUTH", "unauth-pass-7e"}) + resp_array({"ECHO", std::string(20000, 'z')}) +
+         resp_array(eleven) + resp_array({"RESET"}) + resp_array({"PING"}) + resp_array(eleven));
+  CHECK(read_value(c) == "+OK\r\n");
+  CHECK(read_value(c) == "$20000\r\n" + std::string(20000, 'z') + "\r\n");
+  CHECK(read_value(c).starts_with("-ERR wrong number of arguments"));
+  CHECK(read_value(c) == "+RESET\r\n");
+  CHECK(read_value(c).starts_with("-NOAUTH"));
+  CHECK(read_value(c) == error_bytes(errors::unauthenticated_multibulk_length));
+  CHECK(c.closed_by_peer());
+}
+
 TEST_CASE("an endless inline line is rejected with too big inline request", "[protocol][limits]") {
   proxied env;
   // Redis' fixed limit is 64 KiB; the sidecar's default must not be below that either. Send
@@ -166,6 +188,16 @@ TEST_CASE("inline commands work, with quoting", "[protocol][inline]") {
   CHECK(read_value(raw) == "$3\r\nx\ny\r\n");
   raw.send("\r\n\r\nPING\r\n");  // empty lines are ignored
   CHECK(read_value(raw) == "+PONG\r\n");
+  // Inline and array requests mixed in one write, each answered in order with its own arguments.
+  raw.send(
+      "SET m \"in line\"\r\n*2\r\n$3\r\nGET\r\n$1\r\nm\r\nECHO \"one two\"\r\nGET m\r\n"
+      "*2\r\n$4\r\nECHO\r\n$5\r\nthree\r\nECHO four\r\n");
+  CHECK(read_value(raw) == "+OK\r\n");
+  CHECK(read_value(raw) == "$7\r\nin line\r\n");
+  CHECK(read_value(raw) == "$7\r\none two\r\n");
+  CHECK(read_value(raw) == "$7\r\nin line\r\n");
+  CHECK(read_value(raw) == "$5\r\nthree\r\n");
+  CHECK(read_value(raw) == "$4\r\nfour\r\n");
   raw.send("SET k \"unterminated\r\n");
   CHECK(read_value(raw) == error_bytes(errors::unbalanced_quotes));
   CHECK(raw.closed_by_peer());
