@@ -26,7 +26,7 @@ void for_each_key(const command_info& info, std::span<const std::string_view> ar
   const long long n = static_cast<long long>(args.size());
   if (info.flags & script) {
     const long long keys = script_numkeys(args);
-    for (long long i = 3; keys > 0 && i < 3 + keys && i < n; ++i)
+    for (long long i = 3; i - 3 < keys && i < n; ++i)  // (3 + keys overflows for numkeys near 2^63)
       f(args[static_cast<std::size_t>(i)]);
     return;
   }

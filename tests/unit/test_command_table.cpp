@@ -7,9 +7,11 @@
 #include <map>
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "proxy/commands/command_table.hpp"
+#include "proxy/commands/keys.hpp"
 
 namespace cmd = redis_sidecar::commands;
 
@@ -313,4 +315,24 @@ TEST_CASE("unknown CLIENT subcommands are other") {
     INFO(name.size());
     CHECK(cmd::lookup_sub(cmd::command_id::client, name) == cmd::sub_id::other);
   }
+}
+
+// A script's keys are the numkeys arguments after it, as many as there are: numkeys is the
+// client's number, so any value (2^63 - 1 included) must bound the walk without overflowing.
+TEST_CASE("a script's declared keys: numkeys of any size, never past the arguments") {
+  const cmd::command_info* eval = cmd::lookup("EVAL");
+  REQUIRE(eval != nullptr);
+  const auto keys = [&](std::vector<std::string_view> args) {
+    std::vector<std::string_view> out;
+    cmd::for_each_key(*eval, args, [&](std::string_view k) { out.push_back(k); });
+    return out;
+  };
+  using v = std::vector<std::string_view>;
+  CHECK(keys({"EVAL", "return 1", "2", "a", "b", "c"}) == v{"a", "b"});
+  CHECK(keys({"EVAL", "return 1", "0", "a"}).empty());
+  CHECK(keys({"EVAL", "return 1", "-1", "a"}).empty());
+  CHECK(keys({"EVAL", "return 1", "x", "a"}).empty());
+  CHECK(keys({"EVAL", "return 1", "5", "a", "b"}) == v{"a", "b"});
+  CHECK(keys({"EVAL", "return 1", "9223372036854775807", "a", "b"}) == v{"a", "b"});
+  CHECK(keys({"EVAL", "return 1", "9223372036854775808", "a"}).empty());  // not a long long
 }
