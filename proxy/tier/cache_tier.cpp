@@ -1,6 +1,7 @@
 #include "proxy/tier/cache_tier.hpp"
 
 #include <charconv>
+#include <cstdint>
 #include <cstring>
 #include <limits>
 #include <optional>
@@ -17,6 +18,39 @@ using commands::command_id;
 using commands::command_info;
 using commands::iequals;
 constexpr std::int64_t never = std::numeric_limits<std::int64_t>::max();
+
+// Expiry arithmetic on numbers a client chose: Redis refuses an expire time that does not fit in
+// 64 bits once converted to milliseconds and added to its clock ("invalid expire time"); the
+// sidecar refuses the same ones (against the wall clock, as Redis), and its own sums saturate, so
+// no value a client or the upstream sends overflows.
+enum class expire_command : std::uint8_t { set, setex, psetex, expire, pexpire };
+std::string_view invalid_expire(expire_command c) {
+  switch (c) {
+    case expire_command::set: return "ERR invalid expire time in 'set' command";
+    case expire_command::setex: return "ERR invalid expire time in 'setex' command";
+    case expire_command::psetex: return "ERR invalid expire time in 'psetex' command";
+    case expire_command::expire: return "ERR invalid expire time in 'expire' command";
+    case expire_command::pexpire: break;
+  }
+  return "ERR invalid expire time in 'pexpire' command";
+}
+
+// v seconds (or milliseconds) in milliseconds, or nullopt when that passes 64 bits either way.
+std::optional<std::int64_t> to_ms(std::int64_t v, bool seconds) {
+  std::int64_t ms = v;
+  if (seconds && __builtin_mul_overflow(v, 1000, &ms)) return std::nullopt;
+  return ms;
+}
+
+// Whether `ms` from now (the wall clock, in ms) is a time Redis can hold.
+bool fits_after(std::int64_t wall_ms, std::int64_t ms) { return ms <= never - wall_ms; }
+
+// base + ms, held within 64 bits.
+std::int64_t add_ms(std::int64_t base, std::int64_t ms) {
+  std::int64_t sum = 0;
+  if (!__builtin_add_overflow(base, ms, &sum)) return sum;
+  return ms > 0 ? never : std::numeric_limits<std::int64_t>::min();
+}
 
 std::optional<std::int64_t> to_int(std::string_view s) {
   std::int64_t v = 0;
@@ -118,12 +152,12 @@ struct cache_tier::set_options {
         }
         const bool seconds = iequals(a, "ex") || iequals(a, "exat");
         const bool absolute = iequals(a, "exat") || iequals(a, "pxat");
-        if (*v <= 0 || (seconds && *v > never / 1000)) {
-          o.error = "ERR invalid expire time in 'set' command";
+        const auto ms = to_ms(*v, seconds);
+        if (*v <= 0 || !ms || (!absolute && !fits_after(wall_ms, *ms))) {
+          o.error = invalid_expire(expire_command::set);
           return o;
         }
-        const std::int64_t ms = seconds ? *v * 1000 : *v;
-        o.expiry = absolute ? now + (ms - wall_ms) : now + ms;
+        o.expiry = add_ms(now, absolute ? *ms - wall_ms : *ms);
         if (o.expiry <= 0) o.expiry = 1;  // already past: expires at once
       } else {
         o.error = errors::syntax;
@@ -466,9 +500,10 @@ void cache_tier::store_reply(int db, const command_info& info,
     case command_id::psetex: {
       if (args.size() < 2) return;
       const auto v = args.size() == 4 ? to_int(args[2]) : std::nullopt;
-      const bool applied = v && *v > 0 && is_ok(reply);
+      const auto ms = v && *v > 0 ? to_ms(*v, info.id == command_id::setex) : std::nullopt;
+      const bool applied = ms && is_ok(reply);
       wrote(args[1], applied, applied ? args[3] : std::string_view(),
-            applied ? now + (info.id == command_id::setex ? *v * 1000 : *v) : 0);
+            applied ? add_ms(now, *ms) : 0);
       return;
     }
     default: {  // MSET, MSETNX
@@ -551,7 +586,7 @@ cache_tier::result cache_tier::serve(int db, const command_info* info,
   } else if (name == "del" || name == "unlink") {
     r = serve_write_keys(db, args, frame, now, out);
   } else if (name == "expire" || name == "pexpire") {
-    r = serve_expire(db, args, frame, name == "pexpire", now, out);
+    r = serve_expire(db, args, frame, name == "pexpire", now, wall_ms, out);
   } else if (name == "incr" || name == "decr") {
     r = serve_incr(db, args, frame, name == "incr" ? 1 : -1, false, now, out);
   } else if (name == "incrby" || name == "decrby") {
@@ -641,13 +676,14 @@ cache_tier::result cache_tier::serve_set(int db, std::span<const std::string_vie
   } else {  // SETEX key seconds value / PSETEX key ms value
     value = args[3];
     const auto v = to_int(args[2]);
+    const bool setex = iequals(args[0], "setex");
+    const auto ms = v ? to_ms(*v, setex) : std::nullopt;
     if (!v) {
       o.error = errors::not_integer;
-    } else if (*v <= 0) {
-      o.error = iequals(args[0], "setex") ? "ERR invalid expire time in 'setex' command"
-                                          : "ERR invalid expire time in 'psetex' command";
+    } else if (*v <= 0 || !ms || !fits_after(wall_ms, *ms)) {
+      o.error = invalid_expire(setex ? expire_command::setex : expire_command::psetex);
     } else {
-      o.expiry = now + (iequals(args[0], "setex") ? *v * 1000 : *v);
+      o.expiry = add_ms(now, *ms);
     }
   }
   if (!o.error.empty()) {
@@ -687,10 +723,15 @@ cache_tier::result cache_tier::serve_set(int db, std::span<const std::string_vie
 
 cache_tier::result cache_tier::serve_expire(int db, std::span<const std::string_view> args,
                                             std::string_view frame, bool ms, cache::time_ms now,
-                                            std::string& out) {
+                                            std::int64_t wall_ms, std::string& out) {
   const auto v = to_int(args[2]);
-  if (!v || (!ms && (*v > never / 1000 || *v < -(never / 1000)))) {
+  if (!v) {
     resp::append_error(out, errors::not_integer);
+    return result::served;
+  }
+  const auto relative = to_ms(*v, !ms);  // may be negative: the key expires at once
+  if (!relative || !fits_after(wall_ms, *relative)) {
+    resp::append_error(out, invalid_expire(ms ? expire_command::pexpire : expire_command::expire));
     return result::served;
   }
   bool nx = false, xx = false, gt = false, lt = false;
@@ -718,7 +759,7 @@ cache_tier::result cache_tier::serve_expire(int db, std::span<const std::string_
     resp::append_error(out, errors::fallback_expiry_unknown);
     return result::served;
   }
-  const std::int64_t when = now + (ms ? *v : *v * 1000);
+  const std::int64_t when = add_ms(now, *relative);
   const std::int64_t current = s->upstream_expiry;  // 0: persistent (infinite)
   bool apply = true;
   if (nx && current != 0) apply = false;

@@ -243,7 +243,7 @@ class cache_tier {
   result serve_set(int db, std::span<const std::string_view> args, std::string_view frame,
                    int proto, cache::time_ms now, std::int64_t wall_ms, std::string& out);
   result serve_expire(int db, std::span<const std::string_view> args, std::string_view frame,
-                      bool ms, cache::time_ms now, std::string& out);
+                      bool ms, cache::time_ms now, std::int64_t wall_ms, std::string& out);
   result serve_incr(int db, std::span<const std::string_view> args, std::string_view frame,
                     std::int64_t sign, bool by, cache::time_ms now, std::string& out);
   result serve_write_keys(int db, std::span<const std::string_view> args, std::string_view frame,

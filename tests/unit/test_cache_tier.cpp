@@ -2,6 +2,8 @@
 // answering from L1 in fallback mode, byte for byte. Also the health state machine.
 #include <catch2/catch.hpp>
 
+#include <cstdint>
+#include <limits>
 #include <map>
 #include <string>
 #include <vector>
@@ -334,6 +336,57 @@ TEST_CASE("tier: fallback writes are journaled in order and applied to L1", "[ti
                                              {"DEL", "m2", "unknown"}})
     expected.push_back(request(w).frame);
   CHECK(journaled == expected);
+}
+
+// Expire times are numbers the client chose: the ones Redis refuses (they pass 64 bits once in
+// milliseconds and added to its clock) get Redis' error in fallback too, and none overflows the
+// sidecar's own arithmetic (the sanitizer build traps on signed overflow). Answers checked
+// against redis-server 7.0.
+TEST_CASE("tier: in fallback, expire times past 64 bits get Redis' errors", "[tier][fallback]") {
+  const config cfg = make_config();
+  cache_tier tier(cfg);
+  const std::string max = "9223372036854775807";
+  const std::string min = "-9223372036854775808";
+  const std::string ms_past = std::to_string(std::numeric_limits<std::int64_t>::max() - wall0 + 1);
+  const std::string ms_last = std::to_string(std::numeric_limits<std::int64_t>::max() - wall0);
+  const auto err = [](std::string_view cmd) {
+    return "-ERR invalid expire time in '" + std::string(cmd) + "' command\r\n";
+  };
+  CHECK(serve(tier, {"SET", "k", "v", "PX", max}) == err("set"));
+  CHECK(serve(tier, {"SET", "k", "v", "EX", "9223372036854775"}) == err("set"));
+  CHECK(serve(tier, {"SET", "k", "v", "EX", max}) == err("set"));
+  CHECK(serve(tier, {"SET", "k", "v", "EXAT", max}) == err("set"));
+  CHECK(serve(tier, {"SET", "k", "v", "PX", ms_past}) == err("set"));
+  CHECK(serve(tier, {"SETEX", "k", max, "v"}) == err("setex"));
+  CHECK(serve(tier, {"SETEX", "k", "9223372036854775", "v"}) == err("setex"));
+  CHECK(serve(tier, {"PSETEX", "k", max, "v"}) == err("psetex"));
+  CHECK(serve(tier, {"PSETEX", "k", ms_past, "v"}) == err("psetex"));
+  CHECK(tier.journal().empty());
+  // At the edge, and absolute times (nothing is added to them), Redis accepts.
+  CHECK(serve(tier, {"SET", "a", "v", "PX", ms_last}) == "+OK\r\n");
+  CHECK(serve(tier, {"SET", "b", "v", "PXAT", max}) == "+OK\r\n");
+  CHECK(serve(tier, {"GET", "b"}) == "$1\r\nv\r\n");
+  CHECK(serve(tier, {"SET", "k", "v"}) == "+OK\r\n");
+  CHECK(serve(tier, {"EXPIRE", "k", max}) == err("expire"));
+  CHECK(serve(tier, {"EXPIRE", "k", "9223372036854775"}) == err("expire"));
+  CHECK(serve(tier, {"EXPIRE", "k", min}) == err("expire"));
+  CHECK(serve(tier, {"PEXPIRE", "k", max}) == err("pexpire"));
+  CHECK(serve(tier, {"PEXPIRE", "k", ms_past}) == err("pexpire"));
+  CHECK(serve(tier, {"EXPIRE", "k", "x"}) == "-ERR value is not an integer or out of range\r\n");
+  CHECK(serve(tier, {"GET", "k"}) == "$1\r\nv\r\n");
+  CHECK(serve(tier, {"PEXPIRE", "k", min}) == ":1\r\n");  // in the past: the key is gone
+  CHECK(serve(tier, {"GET", "k"}) == "$-1\r\n");
+}
+
+// A SETEX the upstream acknowledged with a time that passes 64 bits (Redis would have refused
+// it; another server might not) stores nothing rather than overflow.
+TEST_CASE("tier: an acknowledged SETEX past 64 bits is not stored", "[tier]") {
+  const config cfg = make_config();
+  cache_tier tier(cfg);
+  pass(tier, {"SETEX", "k", "9223372036854775807", "v"}, "+OK\r\n");
+  CHECK(serve(tier, {"GET", "k"}) == "$-1\r\n");  // (fallback: L1 does not hold it)
+  pass(tier, {"PSETEX", "p", "9223372036854775807", "v"}, "+OK\r\n");
+  CHECK(serve(tier, {"GET", "p"}) == "$1\r\nv\r\n");
 }
 
 TEST_CASE("tier: in fallback, values from GET and MGET replies have no expiry to tell",
