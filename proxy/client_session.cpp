@@ -45,14 +45,19 @@ bool parse_int(std::string_view s, long long& out) {
   return ec == std::errc() && p == s.data() + s.size();
 }
 
-// Seconds as Redis accepts them for blocking timeouts ("0", "1.5").
+// Seconds as Redis accepts them for blocking timeouts ("0", "1.5"). False for what Redis refuses
+// (negative, not a number, or too large for milliseconds in 64 bits: "inf", "1e300").
 bool parse_seconds_ms(std::string_view s, long long& ms) {
   double d = 0;
   auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), d);
-  if (ec != std::errc() || p != s.data() + s.size() || d < 0) return false;
+  if (ec != std::errc() || p != s.data() + s.size() || !(d >= 0 && d < 9e15)) return false;
   ms = static_cast<long long>(d * 1000.0);
   return true;
 }
+
+// A blocking command's own timeout beyond which its deadline is none at all: the steady clock
+// counts nanoseconds in 64 bits (292 years), and a timeout of a century is a wait for good.
+constexpr long long max_deadline_ms = 100LL * 365 * 24 * 3600 * 1000;
 
 // For blocking commands: how long the command may block, in ms. nullopt: not blocking this time
 // (XREAD without BLOCK). 0: forever.
@@ -433,9 +438,10 @@ client_session::outcome client_session::handle(std::span<const std::string_view>
   // a MULTI there), with a deadline past its own timeout; not blocking this time: as any command.
   if (info != nullptr && (info->flags & commands::blocking) && (!dedicated_ || !in_multi_)) {
     if (const auto ms = block_ms(*info, args)) {
-      const auto deadline = *ms == 0 ? clock::time_point::max()
-                                     : batch_now_ + std::chrono::milliseconds(*ms) +
-                                           std::chrono::milliseconds(cfg_.command_timeout_ms);
+      const auto deadline = *ms == 0 || *ms > max_deadline_ms
+                                ? clock::time_point::max()
+                                : batch_now_ + std::chrono::milliseconds(*ms) +
+                                      std::chrono::milliseconds(cfg_.command_timeout_ms);
       blocking_seq_ = next_seq_;  // its reply's slot, if it goes now (CLIENT LIST's flag b)
       return forward_dedicated(frame, tag_none, deadline);
     }

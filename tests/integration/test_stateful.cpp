@@ -336,6 +336,39 @@ TEST_CASE("a blocking command may outlive --command-timeout-ms", "[stateful][blo
   CHECK(str(c.get(), {"PING"}) == "PONG");
 }
 
+// Timeouts are the client's numbers: one of centuries (or beyond what the sidecar's clock can
+// add) waits as long as Redis lets it, and one Redis refuses gets Redis' error, at once.
+TEST_CASE("blocking commands with timeouts of centuries wait, absurd ones get Redis' error",
+          "[stateful][blocking]") {
+  proxied env({}, {"--command-timeout-ms", "500"});
+  auto blocked = env.client();
+  auto other = env.client();
+  auto up = env.upstream();
+  for (const std::vector<std::string>& cmd : std::vector<std::vector<std::string>>{
+           {"BLPOP", "far-queue", "10000000000"},       // 317 years
+           {"BLPOP", "far-queue", "9000000000000000"},  // Redis' largest, nearly
+           {"BLMPOP", "10000000000", "1", "far-queue", "LEFT"},
+           {"XREAD", "BLOCK", "9000000000000000000", "STREAMS", "far-stream", "$"}}) {
+    INFO(cmd[0] << " " << cmd[1] << " " << cmd[2]);
+    REQUIRE(send_only(blocked.get(), cmd));
+    REQUIRE(eventually([&] { return info_field(up.get(), "clients", "blocked_clients") == 1; }));
+    std::this_thread::sleep_for(std::chrono::milliseconds(1200));  // past 2 x the command timeout
+    if (cmd[0] == "XREAD")
+      CHECK(str(other.get(), {"XADD", "far-stream", "*", "f", "v"}).size() > 0);
+    else
+      CHECK(integer(other.get(), {"LPUSH", "far-queue", "job"}) == 1);
+    auto r = next_reply(blocked.get());
+    REQUIRE(r);
+    INFO("replied " << describe(r.get()));
+    CHECK(r->type == REDIS_REPLY_ARRAY);
+  }
+  for (const char* t : {"1e300", "inf", "nan", "9223372036854775807"}) {
+    INFO(t);
+    CHECK(error_of(blocked.get(), {"BLPOP", "far-queue", t}).starts_with("ERR timeout"));
+  }
+  CHECK(str(blocked.get(), {"PING"}) == "PONG");
+}
+
 TEST_CASE("MULTI/EXEC runs queued commands, DISCARD and EXECABORT work", "[stateful][multi]") {
   proxied env;
   auto a = env.client();
