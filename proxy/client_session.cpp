@@ -23,6 +23,7 @@
 #include "proxy/drained_read.hpp"
 #include "proxy/errors.hpp"
 #include "proxy/log.hpp"
+#include "proxy/resp/detail/line.hpp"
 #include "proxy/resp/value.hpp"
 #include "proxy/resp/writer.hpp"
 #include "proxy/upstream/connect_fsm.hpp"
@@ -39,10 +40,12 @@ constexpr std::size_t read_chunk = 64 * 1024;
 // An input buffer grown past this for a large request is released once it is empty again.
 constexpr std::size_t max_kept_input = 1024 * 1024;
 
+// An integer as Redis reads one (string2ll: no '+', no leading zeros, no "-0").
 bool parse_int(std::string_view s, long long& out) {
-  if (s.empty()) return false;
-  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
-  return ec == std::errc() && p == s.data() + s.size();
+  std::int64_t v = 0;
+  if (!resp::detail::parse_decimal(s, v)) return false;
+  out = v;
+  return true;
 }
 
 // Seconds as Redis accepts them for blocking timeouts ("0", "1.5"). False for what Redis refuses
@@ -1387,12 +1390,16 @@ client_session::outcome client_session::submit_to(const std::shared_ptr<connecti
   if (multi_open_ && t != tag_multi && t != tag_watch) ++transactions_.back().queued;
   if (fill_info_ != nullptr) {
     if (fill_info_->flags & commands::write) ++writes_in_flight_;
-    cache_ops_.push_back(cache_op{
-        next_seq_, fill_info_, effective_db(), static_cast<std::uint32_t>(fill_argc_),
-        arena_base_ + cache_arena_.size(), fill_frame_.size(),
-        static_cast<std::uint32_t>(fill_key_.empty() ? 0 : fill_key_.data() - fill_frame_.data()),
-        static_cast<std::uint32_t>(fill_key_.size()), 0, batch_now_,
-        cache_tier::flight{sent_on_, ctx_.tier->write_clock()}});
+    // The key is kept as 32-bit offsets into the frame: one past them (a key of 4 GiB, under a
+    // raised --max-bulk-bytes) is recorded as not known, and the reply frames the request again.
+    const std::size_t key_at = fill_key_.empty() ? 0 : fill_key_.data() - fill_frame_.data();
+    const bool key_fits = key_at + fill_key_.size() <= std::numeric_limits<std::uint32_t>::max();
+    cache_ops_.push_back(
+        cache_op{next_seq_, fill_info_, effective_db(), static_cast<std::uint32_t>(fill_argc_),
+                 arena_base_ + cache_arena_.size(), fill_frame_.size(),
+                 key_fits ? static_cast<std::uint32_t>(key_at) : 0,
+                 key_fits ? static_cast<std::uint32_t>(fill_key_.size()) : 0, 0, batch_now_,
+                 cache_tier::flight{sent_on_, ctx_.tier->write_clock()}});
     cache_arena_.append(fill_frame_);
   }
   slots_.push_back(slot{false, {}, batch_now_, command_});

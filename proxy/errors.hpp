@@ -90,5 +90,6 @@ inline constexpr std::string_view fallback_journal_full =
     "UNAVAILABLE upstream unreachable and the fallback journal is full "
     "(--fallback-journal-max-bytes); the write was not applied";
 inline constexpr std::string_view increment_overflow = "ERR increment or decrement would overflow";
+inline constexpr std::string_view decrement_overflow = "ERR decrement would overflow";
 
 }  // namespace redis_sidecar::errors

@@ -1,8 +1,9 @@
 #include "proxy/commands/client_kill.hpp"
 
-#include <charconv>
+#include <cstdint>
 
 #include "proxy/commands/command_table.hpp"
+#include "proxy/resp/detail/line.hpp"
 
 namespace redis_sidecar::commands {
 
@@ -29,9 +30,8 @@ std::variant<kill_filter, std::string> parse_client_kill(std::span<const std::st
     const std::string_view name = args[i];
     const std::string_view value = args[i + 1];
     if (iequals(name, "id")) {
-      long long id = 0;
-      const auto [p, ec] = std::from_chars(value.data(), value.data() + value.size(), id);
-      if (ec != std::errc() || p != value.data() + value.size() || id < 1)
+      std::int64_t id = 0;  // read as Redis reads integers (no leading zeros, no '+')
+      if (!resp::detail::parse_decimal(value, id) || id < 1)
         return std::string("ERR client-id should be greater than 0");
       f.id = static_cast<std::uint64_t>(id);
     } else if (iequals(name, "type")) {

@@ -1,9 +1,10 @@
 #include "proxy/commands/client_list.hpp"
 
-#include <charconv>
+#include <cstdint>
 #include <type_traits>
 
 #include "proxy/commands/command_table.hpp"
+#include "proxy/resp/detail/line.hpp"
 
 namespace redis_sidecar::commands {
 
@@ -18,11 +19,8 @@ std::variant<list_filter, std::string> parse_client_list(std::span<const std::st
   if (args.size() > 3 && iequals(args[2], "id")) {
     f.by_id = true;
     for (std::size_t i = 3; i < args.size(); ++i) {
-      long long id = 0;
-      const std::string_view v = args[i];
-      const auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), id);
-      if (ec != std::errc() || p != v.data() + v.size())
-        return std::string("ERR Invalid client ID");
+      std::int64_t id = 0;  // read as Redis reads integers (no leading zeros, no '+')
+      if (!resp::detail::parse_decimal(args[i], id)) return std::string("ERR Invalid client ID");
       if (id > 0) f.ids.push_back(static_cast<std::uint64_t>(id));  // no client has id <= 0
     }
     return f;

@@ -8,6 +8,7 @@
 
 #include "proxy/commands/keys.hpp"
 #include "proxy/errors.hpp"
+#include "proxy/resp/detail/line.hpp"
 #include "proxy/resp/value.hpp"
 #include "proxy/resp/writer.hpp"
 
@@ -52,11 +53,10 @@ std::int64_t add_ms(std::int64_t base, std::int64_t ms) {
   return ms > 0 ? never : std::numeric_limits<std::int64_t>::min();
 }
 
+// An integer as Redis reads one (string2ll: no '+', no leading zeros, no "-0").
 std::optional<std::int64_t> to_int(std::string_view s) {
   std::int64_t v = 0;
-  if (s.empty()) return std::nullopt;
-  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-  if (ec != std::errc() || p != s.data() + s.size()) return std::nullopt;
+  if (!resp::detail::parse_decimal(s, v)) return std::nullopt;
   return v;
 }
 
@@ -787,8 +787,12 @@ cache_tier::result cache_tier::serve_incr(int db, std::span<const std::string_vi
   std::int64_t delta = 1;
   if (by) {
     const auto v = to_int(args[2]);
-    if (!v || (sign < 0 && *v == std::numeric_limits<std::int64_t>::min())) {
+    if (!v) {
       resp::append_error(out, errors::not_integer);
+      return result::served;
+    }
+    if (sign < 0 && *v == std::numeric_limits<std::int64_t>::min()) {
+      resp::append_error(out, errors::decrement_overflow);
       return result::served;
     }
     delta = *v;

@@ -305,7 +305,12 @@ TEST_CASE("SELECT of a db that cannot exist gets Redis' own errors", "[protocol]
            {"2000000000", "ERR DB index is out of range"},
            {"99999999999",
             "ERR value is out of range, value must between -2147483648 and 2147483647"},
-           {"one", "ERR value is not an integer or out of range"}}) {
+           {"one", "ERR value is not an integer or out of range"},
+           // Integers as Redis reads them: no leading zeros, no "-0", no '+'.
+           {"00", "ERR value is not an integer or out of range"},
+           {"-0", "ERR value is not an integer or out of range"},
+           {"01", "ERR value is not an integer or out of range"},
+           {"+1", "ERR value is not an integer or out of range"}}) {
     c.send(resp_array({"SELECT", db}));
     CHECK(read_value(c) == error_bytes(error));
   }

@@ -342,6 +342,35 @@ TEST_CASE("tier: fallback writes are journaled in order and applied to L1", "[ti
 // milliseconds and added to its clock) get Redis' error in fallback too, and none overflows the
 // sidecar's own arithmetic (the sanitizer build traps on signed overflow). Answers checked
 // against redis-server 7.0.
+// Integer arguments and values are read as Redis reads them (string2ll): a number Redis
+// refuses must not be acknowledged in fallback and then refused at replay. Answers checked
+// against redis-server 7.0.
+TEST_CASE("tier: in fallback, integers are read as Redis reads them", "[tier][fallback]") {
+  const config cfg = make_config();
+  cache_tier tier(cfg);
+  const std::string not_integer = "-ERR value is not an integer or out of range\r\n";
+  for (const char* n : {"010", "-0", "+10", " 10", "10 ", "0x10", "1e3"}) {
+    INFO(n);
+    CHECK(serve(tier, {"SET", "k", "v", "EX", n}) == not_integer);
+    CHECK(serve(tier, {"SETEX", "k", n, "v"}) == not_integer);
+    CHECK(serve(tier, {"INCRBY", "k", n}) == not_integer);
+  }
+  CHECK(tier.journal().empty());
+  CHECK(serve(tier, {"SET", "k", "v"}) == "+OK\r\n");
+  CHECK(serve(tier, {"EXPIRE", "k", "-0"}) == not_integer);
+  CHECK(serve(tier, {"EXPIRE", "k", "010"}) == not_integer);
+  CHECK(serve(tier, {"GET", "k"}) == "$1\r\nv\r\n");
+  for (const char* value : {"-0", "-05", "007", "+7"}) {  // stored as strings: not integers
+    INFO(value);
+    CHECK(serve(tier, {"SET", "n", value}) == "+OK\r\n");
+    CHECK(serve(tier, {"INCR", "n"}) == not_integer);
+  }
+  CHECK(serve(tier, {"SET", "n", "5"}) == "+OK\r\n");
+  CHECK(serve(tier, {"DECRBY", "n", "-9223372036854775808"}) ==
+        "-ERR decrement would overflow\r\n");
+  CHECK(serve(tier, {"INCRBY", "n", "-9223372036854775808"}) == ":-9223372036854775803\r\n");
+}
+
 TEST_CASE("tier: in fallback, expire times past 64 bits get Redis' errors", "[tier][fallback]") {
   const config cfg = make_config();
   cache_tier tier(cfg);

@@ -35,6 +35,8 @@ TEST_CASE("client kill: errors as Redis gives them", "[client_kill]") {
   CHECK(error_of({"ID", "0"}) == "ERR client-id should be greater than 0");
   CHECK(error_of({"ID", "-1"}) == "ERR client-id should be greater than 0");
   CHECK(error_of({"id", "abc"}) == "ERR client-id should be greater than 0");
+  for (const char* id : {"01", "-0", "+1", " 1", "1 "})  // integers as Redis reads them
+    CHECK(error_of({"ID", id}) == "ERR client-id should be greater than 0");
   CHECK(error_of({"ID", "99", "TYPE"}) == "ERR syntax error");
   CHECK(error_of({"ID", "99", "FOO", "bar"}) == "ERR syntax error");
   CHECK(error_of({"TYPE", "foo"}) == "ERR Unknown client type 'foo'");

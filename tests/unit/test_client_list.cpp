@@ -34,6 +34,8 @@ TEST_CASE("client list: errors as Redis gives them", "[client_list]") {
   CHECK(error_of({"TYPE", "foo"}) == "ERR Unknown client type 'foo'");
   CHECK(error_of({"ID", "abc"}) == "ERR Invalid client ID");
   CHECK(error_of({"ID", "1", "1.5"}) == "ERR Invalid client ID");
+  for (const char* id : {"01", "-0", "+1", " 1"})  // integers as Redis reads them
+    CHECK(error_of({"ID", "1", id}) == "ERR Invalid client ID");
   CHECK(error_of({"ID"}) == "ERR syntax error");
   CHECK(error_of({"TYPE"}) == "ERR syntax error");
   CHECK(error_of({"TYPE", "normal", "ID", "1"}) == "ERR syntax error");
