@@ -314,6 +314,8 @@ TEST_CASE("SELECT of a db that cannot exist gets Redis' own errors", "[protocol]
     c.send(resp_array({"SELECT", db}));
     CHECK(read_value(c) == error_bytes(error));
   }
+  c.send(resp_array({"HELLO", "03"}));
+  CHECK(read_value(c) == error_bytes("ERR Protocol version is not an integer or out of range"));
   c.send(resp_array({"PING"}));
   CHECK(read_value(c) == "+PONG\r\n");
 }
