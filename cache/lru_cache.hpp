@@ -68,6 +68,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <optional>
 #include <span>
 #include <string_view>
@@ -80,6 +81,14 @@ namespace redis_sidecar::cache {
 using time_ms = std::int64_t;
 /// The expires_at value of an entry without expiry.
 inline constexpr time_ms no_expiry = 0;
+
+/// base + ms, held within 64 bits: expiries are sums of a clock and a number a client or the
+/// upstream chose, which may be anywhere in int64.
+inline time_ms add_ms(time_ms base, std::int64_t ms) {
+  time_ms sum = 0;
+  if (!__builtin_add_overflow(base, ms, &sum)) return sum;
+  return ms > 0 ? std::numeric_limits<time_ms>::max() : std::numeric_limits<time_ms>::min();
+}
 
 struct options {
   /// Bound on accounted bytes (keys + values + entry_overhead). Default 64 MiB.

@@ -1488,12 +1488,12 @@ resp::parse_status client_session::frame_requests() {
   batch_args_.clear();
   batch_next_ = 0;
   std::size_t pos = in_start_;
+  auto st = resp::parse_status::complete;
   for (;;) {
-    const auto st = parser_.parse(std::string_view(in_.data() + pos, in_end_ - pos));
+    st = parser_.parse(std::string_view(in_.data() + pos, in_end_ - pos));
     if (st != resp::parse_status::complete) {
       if (st == resp::parse_status::error && !batch_.empty()) parser_.reset();
-      if (batch_.size() > 1) prefetch_batch();
-      return st;
+      break;
     }
     const auto args = parser_.args();
     const commands::command_info* info = args.empty() ? nullptr : commands::lookup(args[0]);
@@ -1515,7 +1515,7 @@ resp::parse_status client_session::frame_requests() {
     parser_.reset();
   }
   if (batch_.size() > 1) prefetch_batch();
-  return resp::parse_status::complete;
+  return st;
 }
 
 std::span<const std::string_view> client_session::batch_args(const framed& r) const {

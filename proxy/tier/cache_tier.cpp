@@ -15,6 +15,7 @@
 namespace redis_sidecar {
 namespace {
 
+using cache::add_ms;
 using commands::command_id;
 using commands::command_info;
 using commands::iequals;
@@ -45,13 +46,6 @@ std::optional<std::int64_t> to_ms(std::int64_t v, bool seconds) {
 
 // Whether `ms` from now (the wall clock, in ms) is a time Redis can hold.
 bool fits_after(std::int64_t wall_ms, std::int64_t ms) { return ms <= never - wall_ms; }
-
-// base + ms, held within 64 bits.
-std::int64_t add_ms(std::int64_t base, std::int64_t ms) {
-  std::int64_t sum = 0;
-  if (!__builtin_add_overflow(base, ms, &sum)) return sum;
-  return ms > 0 ? never : std::numeric_limits<std::int64_t>::min();
-}
 
 // An integer as Redis reads one (string2ll: no '+', no leading zeros, no "-0").
 std::optional<std::int64_t> to_int(std::string_view s) {

@@ -2,8 +2,6 @@
 
 #include <array>
 #include <chrono>
-#include <cstdint>
-#include <limits>
 #include <random>
 #include <span>
 
@@ -49,14 +47,6 @@ near_cache::near_cache(asio::any_io_executor ex, const config& cfg, ssl::context
 namespace {
 // The modes whose misses are read on a connection of the near cache's own.
 bool reads_here(mode m) { return cache_tier::coherent(m) || m == mode::ttl; }
-
-// When a key read at `sent_ms` with `ttl_ms` left expires, held within 64 bits: the PTTL is the
-// upstream's number (a Redis whose clock reads far behind ours can give one near 2^63).
-std::int64_t read_expiry(std::int64_t sent_ms, std::int64_t ttl_ms) {
-  std::int64_t at = 0;
-  return __builtin_add_overflow(sent_ms, ttl_ms, &at) ? std::numeric_limits<std::int64_t>::max()
-                                                      : at;
-}
 }  // namespace
 
 void near_cache::start() {
@@ -563,7 +553,7 @@ void near_cache::read_one(flight& f, std::string_view pttl, std::string_view get
   if (!f.invalidated && ready_ && *ttl != 0) {
     if (payload)
       tier_.store_tracked(cfg_.upstream.db, f.key, *payload,
-                          *ttl > 0 ? read_expiry(f.sent_ms, *ttl) : 0, f.sent_ms);
+                          *ttl > 0 ? cache::add_ms(f.sent_ms, *ttl) : 0, f.sent_ms);
     else
       tier_.store_tracked_absent(cfg_.upstream.db, f.key, f.sent_ms);
   }
