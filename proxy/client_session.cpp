@@ -9,7 +9,6 @@
 #include <array>
 #include <cctype>
 #include <cerrno>
-#include <charconv>
 #include <cstdint>
 #include <cstdio>
 #include <limits>
@@ -18,6 +17,7 @@
 #include <utility>
 #include <variant>
 
+#include "proxy/commands/blocking.hpp"
 #include "proxy/commands/client_kill.hpp"
 #include "proxy/commands/client_list.hpp"
 #include "proxy/drained_read.hpp"
@@ -48,38 +48,9 @@ bool parse_int(std::string_view s, long long& out) {
   return true;
 }
 
-// Seconds as Redis accepts them for blocking timeouts ("0", "1.5"). False for what Redis refuses
-// (negative, not a number, or too large for milliseconds in 64 bits: "inf", "1e300").
-bool parse_seconds_ms(std::string_view s, long long& ms) {
-  double d = 0;
-  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), d);
-  if (ec != std::errc() || p != s.data() + s.size() || !(d >= 0 && d < 9e15)) return false;
-  ms = static_cast<long long>(d * 1000.0);
-  return true;
-}
-
 // A blocking command's own timeout beyond which its deadline is none at all: the steady clock
 // counts nanoseconds in 64 bits (292 years), and a timeout of a century is a wait for good.
 constexpr long long max_deadline_ms = 100LL * 365 * 24 * 3600 * 1000;
-
-// For blocking commands: how long the command may block, in ms. nullopt: not blocking this time
-// (XREAD without BLOCK). 0: forever.
-std::optional<long long> block_ms(const commands::command_info& info,
-                                  std::span<const std::string_view> args) {
-  long long ms = 0;
-  if (info.flags & commands::blocking_opt) {  // XREAD / XREADGROUP [... BLOCK ms ...] STREAMS
-    for (std::size_t i = 1; i + 1 < args.size(); ++i) {
-      if (iequals(args[i], "streams")) return std::nullopt;
-      if (iequals(args[i], "block")) return parse_int(args[i + 1], ms) && ms > 0 ? ms : 0;
-    }
-    return std::nullopt;
-  }
-  if (args.size() < 2) return 0;
-  const std::string_view name = info.name;
-  if (name == "wait" || name == "waitaof") return parse_int(args.back(), ms) && ms > 0 ? ms : 0;
-  if (name == "blmpop" || name == "bzmpop") return parse_seconds_ms(args[1], ms) ? ms : 0;
-  return parse_seconds_ms(args.back(), ms) ? ms : 0;  // BLPOP, BRPOP, BLMOVE, BZPOPMIN, ...
-}
 
 std::int64_t mono_ms(clock::time_point t) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
@@ -440,7 +411,7 @@ client_session::outcome client_session::handle(std::span<const std::string_view>
   // A blocking command takes a dedicated connection (the one it has, unless it is only queued in
   // a MULTI there), with a deadline past its own timeout; not blocking this time: as any command.
   if (info != nullptr && (info->flags & commands::blocking) && (!dedicated_ || !in_multi_)) {
-    if (const auto ms = block_ms(*info, args)) {
+    if (const auto ms = commands::block_ms(*info, args)) {
       const auto deadline = *ms == 0 || *ms > max_deadline_ms
                                 ? clock::time_point::max()
                                 : batch_now_ + std::chrono::milliseconds(*ms) +

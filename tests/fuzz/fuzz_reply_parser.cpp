@@ -4,7 +4,8 @@
 // final state. Every complete frame is also decoded, which must agree with the framer on what is a
 // frame, and split into elements as the near cache does (which must agree with decode). Every
 // frame also goes through the subscription tracker (a subscribed client's frames),
-// which must only ever read confirmations out of complete frames. A push inside a frame (as Redis
+// which must only ever read confirmations out of complete frames, and through the near cache's
+// reading of its invalidation channel. A push inside a frame (as Redis
 // 7.0 writes a keyspace notification into a reply) must be one whole push frame, and the frame
 // without its pushes one whole frame with none.
 #include <algorithm>
@@ -18,6 +19,7 @@
 #include "proxy/resp/reply_parser.hpp"
 #include "proxy/resp/value.hpp"
 #include "proxy/subscriptions.hpp"
+#include "proxy/tier/channel_message.hpp"
 
 namespace {
 
@@ -129,6 +131,14 @@ bool drain(reply_parser& p, const limits& limits_of_run, std::string& buffer, ru
         check(!unsubscribed_all || (c && c->unsubscribe && c->count <= 0));
         check(!c || v.has_value());
         check(!redis_sidecar::parse_confirmation(f.bytes.substr(0, f.bytes.size() - 1), proto));
+      }
+      if (v.has_value()) {
+        // The near cache's reading of its channel: whatever the frame, keys come from elements.
+        for (const int db : {0, 15}) {
+          const auto m = redis_sidecar::parse_channel_message(*v, db);
+          check(m.keys.size() <= f.bytes.size());
+          if (m.what != redis_sidecar::channel_message::kind::keys) check(m.keys.empty());
+        }
       }
     }
     r.frames.push_back(std::move(f));

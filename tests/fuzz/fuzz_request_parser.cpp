@@ -3,7 +3,8 @@
 // into a buffer that is re-allocated and compacted like a session's, and both must give the same
 // frames and the same final state. Invariants are checked with __builtin_trap. Every framed request
 // also goes through what the sidecar reads of a client's arguments without I/O: the command
-// table, the keys L1 forgets, and CLIENT KILL's and CLIENT LIST's parsers and lines.
+// table, the keys L1 forgets, a blocking command's timeout, and CLIENT KILL's and CLIENT LIST's
+// parsers and lines.
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -12,6 +13,7 @@
 #include <variant>
 #include <vector>
 
+#include "proxy/commands/blocking.hpp"
 #include "proxy/commands/client_kill.hpp"
 #include "proxy/commands/client_list.hpp"
 #include "proxy/commands/command_table.hpp"
@@ -57,6 +59,10 @@ void read_command(std::span<const std::string_view> args) {
     ++keys;
   });
   check(keys < args.size());
+  if (info->flags & cmd::blocking) {
+    const auto ms = cmd::block_ms(*info, args);
+    check(!ms || *ms >= 0);
+  }
   if (info->id != cmd::command_id::client || args.size() < 2) return;
   const cmd::sub_id sub = cmd::lookup_sub(cmd::command_id::client, args[1]);
   if (sub == cmd::sub_id::client_kill && args.size() >= 3) {

@@ -16,12 +16,13 @@ cxx="${CXX_FUZZ:-clang++-14}"
 mkdir -p "${out}"
 
 # Each target: its name (fuzz_<name>.cpp), its seed corpus (tests/fuzz/corpus/<dir>) and the
-# directories (comma-separated) whose *.cpp it is built with, so the code under test carries the
-# coverage instrumentation.
+# directories and files (comma-separated) whose code it is built with (a directory: all its *.cpp), so
+# the code under test carries the coverage instrumentation.
 targets=(
   "request_parser request proxy/resp,proxy/commands"
   "reply_parser reply proxy/resp"
   "cache cache cache"
+  "tier tier cache,proxy/resp,proxy/commands,proxy/tier/cache_tier.cpp,proxy/tier/write_fence.cpp"
 )
 wanted="${FUZZ_TARGETS:-}"
 
@@ -34,7 +35,9 @@ for spec in "${targets[@]}"; do
   "${cxx}" -std=c++20 -O1 -g -fno-omit-frame-pointer \
     -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
     -Wall -Wextra -Wpedantic -Wshadow -Wold-style-cast \
-    -I"${root}" $(for dir in ${sources//,/ }; do echo "${root}/${dir}"/*.cpp; done) \
+    -I"${root}" $(for src in ${sources//,/ }; do
+      if [[ -d "${root}/${src}" ]]; then echo "${root}/${src}"/*.cpp; else echo "${root}/${src}"; fi
+    done) \
     "${here}/fuzz_${name}.cpp" -o "${bin}"
 
   corpus="${out}/corpus/${corpus_name}"

@@ -5,11 +5,13 @@
 #include <algorithm>
 #include <cstdlib>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "proxy/commands/blocking.hpp"
 #include "proxy/commands/command_table.hpp"
 #include "proxy/commands/keys.hpp"
 
@@ -335,4 +337,46 @@ TEST_CASE("a script's declared keys: numkeys of any size, never past the argumen
   CHECK(keys({"EVAL", "return 1", "5", "a", "b"}) == v{"a", "b"});
   CHECK(keys({"EVAL", "return 1", "9223372036854775807", "a", "b"}) == v{"a", "b"});
   CHECK(keys({"EVAL", "return 1", "9223372036854775808", "a"}).empty());  // not a long long
+  // Redis reads numkeys with string2ll: these are not numbers, and it refuses the script.
+  CHECK(keys({"EVAL", "return 1", "01", "a"}).empty());
+  CHECK(keys({"EVAL", "return 1", "-0", "a"}).empty());
+  CHECK(keys({"EVAL", "return 1", "+1", "a"}).empty());
+}
+
+// How long a blocking request may block, as Redis reads its timeout: seconds (fractions and
+// exponents too) for the list and sorted-set commands, integer milliseconds for XREAD BLOCK and
+// WAIT. A timeout Redis refuses is 0 here (no deadline of the sidecar's own: Redis answers with
+// its error at once); any client number gives a result without overflow.
+TEST_CASE("blocking timeouts read as Redis reads them") {
+  const auto ms = [](std::vector<std::string_view> args) {
+    const cmd::command_info* info = cmd::lookup(args[0]);
+    REQUIRE(info != nullptr);
+    REQUIRE((info->flags & cmd::blocking) != 0);
+    return cmd::block_ms(*info, args);
+  };
+  using o = std::optional<long long>;
+  CHECK(ms({"BLPOP", "a", "b", "0"}) == o{0});
+  CHECK(ms({"BLPOP", "a", "1.5"}) == o{1500});
+  CHECK(ms({"BRPOP", "a", "1e3"}) == o{1'000'000});
+  CHECK(ms({"BLMOVE", "a", "b", "LEFT", "RIGHT", "2"}) == o{2000});
+  CHECK(ms({"BZPOPMIN", "z", "0.001"}) == o{1});
+  CHECK(ms({"BLMPOP", "3", "1", "a", "LEFT"}) == o{3000});  // the timeout comes first
+  CHECK(ms({"BZMPOP", "0.25", "1", "z", "MIN"}) == o{250});
+  CHECK(ms({"BLPOP", "a", "10000000000"}) == o{10'000'000'000'000});  // 317 years
+  for (const std::string_view refused : {"-1", "inf", "nan", "1e300", "9e15", "x", "", "1s"})
+    CHECK(ms({"BLPOP", "a", refused}) == o{0});
+  CHECK(ms({"BLPOP"}) == o{0});
+
+  CHECK(ms({"XREAD", "BLOCK", "250", "STREAMS", "s", "$"}) == o{250});
+  CHECK(ms({"XREAD", "COUNT", "1", "block", "9223372036854775807", "STREAMS", "s", "$"}) ==
+        o{9'223'372'036'854'775'807});
+  CHECK(ms({"XREADGROUP", "GROUP", "g", "c", "BLOCK", "0", "STREAMS", "s", ">"}) == o{0});
+  CHECK(ms({"XREAD", "STREAMS", "s", "$"}) == std::nullopt);                  // not blocking
+  CHECK(ms({"XREAD", "STREAMS", "BLOCK", "5", "s", "$"}) == std::nullopt);    // a stream's name
+  CHECK(ms({"XREAD", "BLOCK"}) == std::nullopt);
+  for (const std::string_view refused : {"-5", "007", "-0", "+1", "1.5", "9223372036854775808"})
+    CHECK(ms({"XREAD", "BLOCK", refused, "STREAMS", "s", "$"}) == o{0});
+
+  CHECK(ms({"WAIT", "1", "100"}) == o{100});
+  CHECK(ms({"WAIT", "1", "0100"}) == o{0});
 }
