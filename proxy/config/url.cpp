@@ -62,53 +62,67 @@ std::string encode_user(std::string_view s) {
   return out;
 }
 
-// Masks the password of one URL-like token that starts right after "scheme://". The userinfo ends
-// at the last '@' of the token (a raw '@' or '/' in a password must not make part of it leak); the
-// password is everything after the first ':' of the userinfo. Userinfo without a ':' is masked
-// whole: some clients read "redis://SECRET@host" as a password alone.
-void mask_authority(std::string_view token, std::string& out) {
+// Where the query of a URL-like token starts: its first '?' after the userinfo (a raw '?' in a
+// password is part of the userinfo, which ends at the last '@').
+std::size_t query_start(std::string_view token) {
   const auto at = token.rfind('@');
-  if (at == std::string_view::npos) {
-    out += token;
-    return;
+  return token.find('?', at == std::string_view::npos ? 0 : at);
+}
+
+// A query may carry a password ("?password=..."): appended masked whole.
+void append_masked_query(std::string_view token, std::size_t query, std::string& out) {
+  if (query == std::string_view::npos) return;
+  out += '?';
+  if (query + 1 < token.size()) out += mask;
+}
+
+// Masks the password of one URL-like token that starts right after "scheme://". The userinfo ends
+// at the last '@' of the token (a raw '@', '/' or '?' in a password must not make part of it
+// leak); the password is everything after the first ':' of the userinfo. Userinfo without a ':' is
+// masked whole: some clients read "redis://SECRET@host" as a password alone. The query is masked.
+void mask_authority(std::string_view token, std::string& out) {
+  const auto query = query_start(token);
+  const auto head = token.substr(0, query);
+  const auto at = head.rfind('@');
+  const auto colon = head.substr(0, at).find(':');
+  if (at == std::string_view::npos || (colon != std::string_view::npos && colon + 1 == at)) {
+    out += head;  // no userinfo, or no password after its ':'
+  } else if (colon == std::string_view::npos) {
+    if (at > 0) out += mask;
+    out += head.substr(at);
+  } else {
+    out += head.substr(0, colon + 1);
+    out += mask;
+    out += head.substr(at);
   }
-  const auto userinfo = token.substr(0, at);
-  const auto colon = userinfo.find(':');
-  if (colon == std::string_view::npos) {
-    if (!userinfo.empty()) out += mask;
-    out += token.substr(at);
-    return;
-  }
-  if (colon + 1 == userinfo.size()) {
-    out += token;
-    return;
-  }
-  out += userinfo.substr(0, colon + 1);
-  out += mask;
-  out += token.substr(at);
+  append_masked_query(token, query, out);
+}
+
+// RFC 3986: ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ).
+bool is_scheme(std::string_view s) {
+  if (s.empty() || !std::isalpha(static_cast<unsigned char>(s[0]))) return false;
+  for (const char c : s)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '+' && c != '-' && c != '.')
+      return false;
+  return true;
 }
 
 // The URL quoted in an error message: the whole text is one URL, so a password containing spaces or
-// other junk is masked too. Text without "://" but with an '@' (a URL missing its scheme) has
-// everything before the last '@' masked.
+// other junk is masked too. Text without a scheme and "://" (a URL missing its scheme,
+// "redis:/...") has everything before its last '@' masked, and its query.
 std::string quote_masked(std::string_view text) {
   std::string out = "'";
-  const auto sep = text.find("://");
-  if (sep != std::string_view::npos) {
+  if (const auto sep = text.find("://");
+      sep != std::string_view::npos && is_scheme(text.substr(0, sep))) {
     out += text.substr(0, sep + 3);
-    // A query may carry a password too ("?password=..."): masked whole.
-    const auto rest = text.substr(sep + 3);
-    const auto query = rest.find('?');
-    mask_authority(rest.substr(0, query), out);
-    if (query != std::string_view::npos) {
-      out += '?';
-      if (query + 1 < rest.size()) out += mask;
-    }
-  } else if (const auto at = text.rfind('@'); at != std::string_view::npos) {
-    out += mask;
-    out += text.substr(at);
+    mask_authority(text.substr(sep + 3), out);
   } else {
-    out += text;
+    const auto query = query_start(text);
+    const auto head = text.substr(0, query);
+    const auto at = head.rfind('@');
+    if (at != std::string_view::npos) out += mask;
+    out += head.substr(at == std::string_view::npos ? 0 : at);
+    append_masked_query(text, query, out);
   }
   out += '\'';
   return out;
@@ -127,6 +141,36 @@ bool fail(std::string& error, std::string_view text, std::string_view problem) {
   error = "invalid upstream URL " + quote_masked(text) + ": ";
   error += problem;
   return false;
+}
+
+// " 'name'" for the query parameters other clients' URLs take (redis-py, ioredis, node-redis),
+// else nothing: a parameter the sidecar does not know may be a secret pasted in the wrong place.
+std::string quote_if_known(std::string_view key) {
+  static constexpr std::string_view known[] = {
+      "password",
+      "username",
+      "user",
+      "protocol",
+      "ssl_cert_reqs",
+      "ssl_ca_certs",
+      "ssl_certfile",
+      "ssl_keyfile",
+      "ssl_check_hostname",
+      "socket_timeout",
+      "socket_connect_timeout",
+      "tls",
+      "ssl",
+      "family",
+      "client_name",
+      "decode_responses",
+      "health_check_interval",
+      "max_connections",
+      "retry_on_timeout",
+      "timeout",
+  };
+  for (const auto k : known)
+    if (iequals(key, k)) return " '" + std::string(key) + "'";
+  return {};
 }
 
 bool parse_db(std::string_view digits, int& db) {
@@ -150,8 +194,9 @@ bool parse_db_parts(boost::urls::url_view u, std::string_view text, upstream_url
   if (!u.has_query()) return true;
   for (const auto& p : u.params()) {
     if (p.key != "db")
-      return fail(error, text,
-                  "unsupported query parameter '" + p.key + "' (only db is supported)");
+      return fail(
+          error, text,
+          "unsupported query parameter" + quote_if_known(p.key) + " (only db is supported)");
     int db = 0;
     if (!parse_db(p.value, db)) return fail(error, text, "db must be a non-negative number");
     if (path_has_db && db != out.db)
@@ -170,6 +215,13 @@ bool parse_host_port(boost::urls::url_view u, std::string_view text, upstream_ur
     default: return fail(error, text, "unsupported host");
   }
   if (out.host.empty()) return fail(error, text, "the host is empty");
+  // A name is looked up in DNS: letters, digits, '-', '.' and '_' (service names). Anything else
+  // came from percent-encoding ("%2F") and names no host.
+  if (u.host_type() == boost::urls::host_type::name) {
+    for (const char c : out.host)
+      if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '.' && c != '_')
+        return fail(error, text, "the host name holds characters no host name has");
+  }
   if (!u.has_port()) return true;
   const auto port = parse_digits(u.port(), 65535);
   if (!port || *port == 0) return fail(error, text, "the port must be a number from 1 to 65535");

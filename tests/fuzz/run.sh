@@ -15,20 +15,21 @@ out="${FUZZ_BUILD_DIR:-${root}/build-fuzz}"
 cxx="${CXX_FUZZ:-clang++-14}"
 mkdir -p "${out}"
 
-# Each target: its name (fuzz_<name>.cpp), its seed corpus (tests/fuzz/corpus/<dir>) and the
+# Each target: its name (fuzz_<name>.cpp), its seed corpus (tests/fuzz/corpus/<dir>), the
 # directories and files (comma-separated) whose code it is built with (a directory: all its *.cpp), so
-# the code under test carries the coverage instrumentation.
+# the code under test carries the coverage instrumentation, and the libraries it links, if any.
 targets=(
   "request_parser request proxy/resp,proxy/commands"
   "reply_parser reply proxy/resp"
   "cache cache cache"
   "tier tier cache,proxy/resp,proxy/commands,proxy/tier/cache_tier.cpp,proxy/tier/write_fence.cpp"
+  "url url proxy/config/url.cpp -lboost_url"
 )
 wanted="${FUZZ_TARGETS:-}"
 
 status=0
 for spec in "${targets[@]}"; do
-  read -r name corpus_name sources <<<"${spec}"
+  read -r name corpus_name sources libs <<<"${spec}"
   if [[ -n "${wanted}" && " ${wanted} " != *" fuzz_${name} "* ]]; then continue; fi
   bin="${out}/fuzz_${name}"
   echo "== building ${bin}"
@@ -38,7 +39,7 @@ for spec in "${targets[@]}"; do
     -I"${root}" $(for src in ${sources//,/ }; do
       if [[ -d "${root}/${src}" ]]; then echo "${root}/${src}"/*.cpp; else echo "${root}/${src}"; fi
     done) \
-    "${here}/fuzz_${name}.cpp" -o "${bin}"
+    "${here}/fuzz_${name}.cpp" ${libs:-} -o "${bin}"
 
   corpus="${out}/corpus/${corpus_name}"
   mkdir -p "${corpus}" "${out}/artifacts"

@@ -91,6 +91,9 @@ TEST_CASE("parse_upstream_url rejects malformed URLs with a clear message", "[ur
       {"redis://h?db=-2", "db must be a non-negative number"},
       {"redis://h/1?db=2", "differ"},
       {"redis://h?ssl_cert_reqs=none", "unsupported query parameter 'ssl_cert_reqs'"},
+      {"redis://h?x=1", "unsupported query parameter (only db"},  // unknown: not echoed
+      {"redis://a%2Fb:6379", "characters no host name has"},
+      {"redis://a%20b", "characters no host name has"},
       {"redis://h#x", "fragment"},
       {"redis://u:p ss@h", "percent-encoded"},
       {"redis://u:p@ss@h:1/0", "percent-encode an '@' in a password as %40"},
@@ -118,6 +121,12 @@ TEST_CASE("parse_upstream_url errors never contain the password", "[url]") {
       "u:Zq7Secret@host:6379",       "Zq7Secret@host",
       "rediss://u:Zq7Secret@h#frag", "redis://h:6379?password=Zq7Secret",
       "redis://Zq7Secret@h:0",       "redis://h?user=u&password=Zq7Secret",
+      // A query is masked wherever it is; a raw '?' in a password belongs to the userinfo;
+      // a parameter the sidecar does not know is not echoed; no scheme, no "://" as a scheme.
+      "redis:/?password=Zq7Secret",  "redis:h?password=Zq7Secret",
+      "redis://u:Zq7Se?cret@h",      "redis://u:Zq7Se?cret@h?db=x",
+      "redis://h?Zq7Secret",         "redis://h?Zq7Secret=1",
+      "x!:Zq7Secret@h://",           "u:Zq7Secret@h/0?db=1",
   };
   for (const auto& text : urls) {
     INFO(text);
@@ -179,6 +188,9 @@ TEST_CASE("mask_url masks passwords inside log text", "[url]") {
       {"redis://:@", "redis://:@"},
       {"rediss://u:", "rediss://u:"},
       {"redis://redis://redis://", "redis://redis://redis://"},
+      {"redis://h:1/0?password=secret next", "redis://h:1/0?**** next"},
+      {"redis://u:pa?ss@h:1", "redis://u:****@h:1"},
+      {"redis://h?", "redis://h?"},
       {"redis://a:b@redis://c:d@e", "redis://a:****@redis://c:****@e"},
   };
   for (const auto& [in, expected] : cases) {
