@@ -31,6 +31,26 @@ bool refuses_credentials(std::string_view error) {
   return false;
 }
 
+// An upstream's error text as error() quotes it. Redis quotes the arguments of a command it does
+// not know ("ERR unknown command `HELLO`, with args beginning with: `3`, `AUTH`, `default`, `<the
+// password>`, ..." from Redis before 6, whose HELLO that is; cut at 128 bytes, so perhaps only the
+// password's first bytes), so the quote ends where the arguments begin, and the password is masked
+// wherever else it appears.
+std::string quoted_error(std::string_view text, std::string_view password) {
+  constexpr std::string_view args_begin = ", with args beginning with";
+  for (std::size_t i = 0; i + args_begin.size() <= text.size(); ++i) {
+    if (commands::iequals(text.substr(i, args_begin.size()), args_begin)) {
+      text = text.substr(0, i);
+      break;
+    }
+  }
+  std::string out(text);
+  if (password.empty()) return out;
+  for (auto at = out.find(password); at != std::string::npos; at = out.find(password, at + 4))
+    out.replace(at, password.size(), "****");
+  return out;
+}
+
 }  // namespace
 
 connect_fsm::connect_fsm(const upstream_url& url, int proto) : url_(url), proto_(proto) {}
@@ -130,33 +150,36 @@ connect_fsm::step connect_fsm::on_reply(const resp::value& reply) {
         return send_auth();
       }
       if (starts_with_ci(reply.str, "err unknown command"))
-        return fail("the upstream does not support RESP3 (no HELLO command): " + reply.str);
+        return fail("the upstream does not support RESP3 (no HELLO command): " +
+                    quoted_error(reply.str, url_.password));
       if (starts_with_ci(reply.str, "noproto"))
         return fail("the upstream does not support RESP" + std::to_string(proto_) + ": " +
-                    reply.str);
+                    quoted_error(reply.str, url_.password));
       return refused(reply);
     case phase::auth:
       if (is_error) return refused(reply);
       return after_auth();
     case phase::select:
-      if (is_error) return fail("SELECT " + std::to_string(url_.db) + " failed: " + reply.str);
+      if (is_error)
+        return fail("SELECT " + std::to_string(url_.db) +
+                    " failed: " + quoted_error(reply.str, url_.password));
       phase_ = phase::done;
       return step::ready;
     default: return fail("unexpected reply during connect");
   }
 }
 
-// HELLO or AUTH refused. Redis' error text never contains the password we sent, so it is safe to
-// quote.
+// HELLO or AUTH refused. Quoted through quoted_error(): Redis' refusals do not hold the password
+// we sent, but a server or proxy in between may echo the command.
 connect_fsm::step connect_fsm::refused(const resp::value& reply) {
   const std::string_view command = phase_ == phase::auth ? "AUTH" : "HELLO";
+  const std::string text = quoted_error(reply.str, url_.password);
   if (!refuses_credentials(reply.str))
-    return fail("the upstream refused " + std::string(command) + ": " + reply.str);
+    return fail("the upstream refused " + std::string(command) + ": " + text);
   refusal_ = config_refusal::credentials;
   if (starts_with_ci(reply.str, "noauth"))
-    return fail("authentication required by the upstream, but the URL has no password: " +
-                reply.str);
-  return fail("authentication failed: " + reply.str);
+    return fail("authentication required by the upstream, but the URL has no password: " + text);
+  return fail("authentication failed: " + text);
 }
 
 connect_fsm::step connect_fsm::fail(std::string message) {

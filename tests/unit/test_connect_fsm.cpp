@@ -151,6 +151,31 @@ TEST_CASE("authentication failures never echo the password", "[connect_fsm]") {
     CHECK(fsm.on_reply(reply_of("-WRONGPASS nope\r\n")) == step::failed);
     CHECK(fsm.error().find("hunter2") == std::string_view::npos);
   }
+  // Redis before 6 has no HELLO and quotes the arguments of a command it does not know, the
+  // password among them (whole, or its first bytes where the quote reaches 128 bytes).
+  SECTION("RESP3 asked of a Redis without HELLO, which echoes the arguments") {
+    for (const std::string_view frame :
+         {"-ERR unknown command `HELLO`, with args beginning with: `3`, `AUTH`, `app`, "
+          "`hunter2`, `SETNAME`, `redis-sidecar`, \r\n",
+          "-ERR unknown command `HELLO`, with args beginning with: `3`, `AUTH`, `app`, `hun\r\n"}) {
+      connect_fsm fsm(u, 3);
+      REQUIRE(through_transport(fsm, true) == step::send);
+      REQUIRE(fsm.on_done("") == step::receive);
+      CHECK(fsm.on_reply(reply_of(frame)) == step::failed);
+      INFO(fsm.error());
+      CHECK(fsm.error().find("RESP3") != std::string_view::npos);
+      CHECK(fsm.error().find("unknown command `HELLO`") != std::string_view::npos);
+      CHECK(fsm.error().find("hun") == std::string_view::npos);
+    }
+  }
+  SECTION("a server in between that echoes the command in its refusal") {
+    connect_fsm fsm(u, 2);
+    REQUIRE(through_transport(fsm, true) == step::send);
+    REQUIRE(fsm.on_done("") == step::receive);
+    CHECK(fsm.on_reply(reply_of("-ERR refused: HELLO 2 AUTH app hunter2 (hunter2)\r\n")) ==
+          step::failed);
+    CHECK(fsm.error() == "the upstream refused HELLO: ERR refused: HELLO 2 AUTH app **** (****)");
+  }
 }
 
 TEST_CASE("refusals of the credentials are told from other errors", "[connect_fsm]") {
