@@ -242,4 +242,11 @@ std::optional<std::int64_t> integer_payload(std::string_view frame) {
   return v;
 }
 
+std::string error_text(std::string_view frame) {
+  if (!frame.empty() && (frame[0] == '-' || frame[0] == '!')) frame.remove_prefix(1);
+  while (!frame.empty() && (frame.back() == '\n' || frame.back() == '\r')) frame.remove_suffix(1);
+  frame = frame.substr(0, frame.find(", with args beginning with"));  // Redis' words, since 4.0
+  return std::string(frame.substr(0, 300));
+}
+
 }  // namespace redis_sidecar::resp

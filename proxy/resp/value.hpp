@@ -57,4 +57,10 @@ std::optional<std::string_view> bulk_payload(std::string_view frame);
 /// The value of an integer frame (":<n>\r\n"), or nullopt for any other frame.
 std::optional<std::int64_t> integer_payload(std::string_view frame);
 
+/// An upstream's error, for a log line or an error message: the frame ("-ERR ...\r\n") or its text,
+/// without the type byte and line end, at most 300 bytes, and cut where Redis starts quoting the
+/// request's arguments ("unknown command 'X', with args beginning with: ..."): those may be a
+/// password the sidecar sent or a client's data.
+std::string error_text(std::string_view frame);
+
 }  // namespace redis_sidecar::resp

@@ -20,12 +20,6 @@ std::int64_t mono_ms() {
       .count();
 }
 
-std::string error_text(std::string_view frame) {
-  if (!frame.empty() && (frame[0] == '-' || frame[0] == '!')) frame.remove_prefix(1);
-  while (!frame.empty() && (frame.back() == '\n' || frame.back() == '\r')) frame.remove_suffix(1);
-  return std::string(frame.substr(0, 300));
-}
-
 std::string random_hex() {
   thread_local std::mt19937_64 rng{std::random_device{}()};
   static constexpr char digits[] = "0123456789abcdef";
@@ -185,7 +179,7 @@ void near_cache::on_config(std::string_view frame, bool error) {
   const auto v = error ? std::nullopt : resp::decode(frame);
   // [name, value] in RESP2, {name: value} in RESP3.
   if (!v || v->elements.size() != 2) {
-    log::info("CONFIG GET notify-keyspace-events refused (" + error_text(frame) +
+    log::info("CONFIG GET notify-keyspace-events refused (" + resp::error_text(frame) +
               "); probing for keyspace notifications with one short-lived key");
     probing_ = true;
     subscribe();
@@ -420,7 +414,7 @@ void near_cache::deliver(std::uint64_t seq, std::string_view frame, std::uint8_t
     if (head == nullptr) return;
     if (!caching_refused_ && conn_ && !conn_->failing()) {
       caching_refused_ = true;
-      log::warn("CLIENT CACHING YES refused by the upstream (" + error_text(frame) +
+      log::warn("CLIENT CACHING YES refused by the upstream (" + resp::error_text(frame) +
                 "): Redis does not track what the sidecar reads, so L1 keeps nothing for hits");
     }
     for (std::uint64_t read = seq; read != seq + head->batch_reads(); ++read)
@@ -439,26 +433,27 @@ void near_cache::deliver(std::uint64_t seq, std::string_view frame, std::uint8_t
   switch (t) {
     case tag_tracking:
       if (error)
-        return refused("CLIENT TRACKING refused by the upstream (" + error_text(frame) + ")");
+        return refused("CLIENT TRACKING refused by the upstream (" + resp::error_text(frame) + ")");
       return become_ready(mode::tracking, proto_ == 3 ? "CLIENT TRACKING on"
                                                       : "CLIENT TRACKING on, RESP2 with REDIRECT");
     case tag_client_id: {
       const auto v = error ? std::nullopt : resp::decode(frame);
       if (!v || v->type != resp::value::kind::integer)
-        return refused("CLIENT ID refused by the upstream (" + error_text(frame) + ")");
+        return refused("CLIENT ID refused by the upstream (" + resp::error_text(frame) + ")");
       sub_id_ = v->integer;
       return redirect();
     }
     case tag_config: return on_config(frame, error);
     case tag_reads_probe_queued:
-      if (error && reads_probe_error_.empty()) reads_probe_error_ = error_text(frame);
+      if (error && reads_probe_error_.empty()) reads_probe_error_ = resp::error_text(frame);
       return;
     case tag_reads_probe: {
       // A key the user may not read (an ACL key pattern the probe key is outside of) says
       // nothing about the commands: its misses are read, and refused, as Redis would refuse them.
       const bool refused_reads =
           error && reads_probe_error_.find("permissions to access") == std::string::npos;
-      const std::string why = reads_probe_error_.empty() ? error_text(frame) : reads_probe_error_;
+      const std::string why =
+          reads_probe_error_.empty() ? resp::error_text(frame) : reads_probe_error_;
       if (channel_ != channel::reads) {
         if (refused_reads)
           refused("the upstream refuses the read transaction (MULTI / PTTL / GET / EXEC: " + why +
@@ -483,7 +478,7 @@ void near_cache::deliver(std::uint64_t seq, std::string_view frame, std::uint8_t
     case tag_probe:
       if (error) {
         probing_ = false;
-        return refused("the keyspace probe write was refused (" + error_text(frame) + ")");
+        return refused("the keyspace probe write was refused (" + resp::error_text(frame) + ")");
       }
       return;
     default: return;

@@ -5,6 +5,7 @@
 #include <random>
 
 #include "proxy/log.hpp"
+#include "proxy/resp/value.hpp"
 #include "proxy/resp/writer.hpp"
 #include "proxy/upstream/connection.hpp"
 
@@ -16,12 +17,6 @@ using clock = std::chrono::steady_clock;
 constexpr std::size_t replay_window = 256;  // journal records in flight during replay
 
 // "-ERR upstream unavailable: connection refused\r\n" -> "ERR upstream unavailable: ..."
-std::string error_text(std::string_view frame) {
-  if (!frame.empty() && (frame[0] == '-' || frame[0] == '!')) frame.remove_prefix(1);
-  while (!frame.empty() && (frame.back() == '\n' || frame.back() == '\r')) frame.remove_suffix(1);
-  return std::string(frame.substr(0, 300));
-}
-
 // Why `c` failed, when only a change of configuration ends it (its credentials refused, the
 // certificate not verified, the URL leading back to the sidecar); "" for any other failure.
 std::string refusal_of(const connection* c) {
@@ -118,7 +113,7 @@ void upstream_monitor::deliver(std::uint64_t seq, std::string_view frame, std::u
     if (error) {
       // Our own error frames say why the connection failed; an upstream error to PING (LOADING,
       // MASTERDOWN, NOAUTH after a password change) is a failure too.
-      std::string cause = error_text(frame);
+      std::string cause = resp::error_text(frame);
       if (cause.find("command timeout") != std::string::npos)
         cause = "no reply to the health probe within " +
                 std::to_string(cfg_.health_probe_timeout_ms) + " ms";
@@ -137,12 +132,12 @@ void upstream_monitor::deliver(std::uint64_t seq, std::string_view frame, std::u
     return;
   }
   if (t == tag_select) {
-    if (error && replay_conn_ && replay_conn_->failing()) replay_failed(error_text(frame));
+    if (error && replay_conn_ && replay_conn_->failing()) replay_failed(resp::error_text(frame));
     return;
   }
   if (t != tag_replay || replay_outstanding_ == 0) return;
   if (error && replay_conn_ && replay_conn_->failing()) {
-    replay_failed(error_text(frame));
+    replay_failed(resp::error_text(frame));
     return;
   }
   // The upstream answered this write (an error reply, e.g. WRONGTYPE, is an answer: the write is
@@ -150,7 +145,7 @@ void upstream_monitor::deliver(std::uint64_t seq, std::string_view frame, std::u
   auto& journal = tier_.journal();
   const auto& record = journal.front();
   if (error)
-    log::warn("fallback journal replay: the upstream refused a write: " + error_text(frame));
+    log::warn("fallback journal replay: the upstream refused a write: " + resp::error_text(frame));
   if (replay_parser_.parse(record.frame) == resp::parse_status::complete)
     tier_.replayed(record.db, replay_parser_.args());
   replay_parser_.reset();

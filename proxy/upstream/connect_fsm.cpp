@@ -31,20 +31,12 @@ bool refuses_credentials(std::string_view error) {
   return false;
 }
 
-// An upstream's error text as error() quotes it. Redis quotes the arguments of a command it does
-// not know ("ERR unknown command `HELLO`, with args beginning with: `3`, `AUTH`, `default`, `<the
-// password>`, ..." from Redis before 6, whose HELLO that is; cut at 128 bytes, so perhaps only the
-// password's first bytes), so the quote ends where the arguments begin, and the password is masked
-// wherever else it appears.
+// An upstream's error as error() quotes it: resp::error_text (which ends where Redis quotes a
+// command's arguments: "unknown command `HELLO`, with args beginning with: `3`, `AUTH`, `default`,
+// `<the password>`" from Redis before 6, whose HELLO that is), and the password masked wherever
+// else it appears (a server in between may echo the command its own way).
 std::string quoted_error(std::string_view text, std::string_view password) {
-  constexpr std::string_view args_begin = ", with args beginning with";
-  for (std::size_t i = 0; i + args_begin.size() <= text.size(); ++i) {
-    if (commands::iequals(text.substr(i, args_begin.size()), args_begin)) {
-      text = text.substr(0, i);
-      break;
-    }
-  }
-  std::string out(text);
+  std::string out = resp::error_text(text);
   if (password.empty()) return out;
   for (auto at = out.find(password); at != std::string::npos; at = out.find(password, at + 4))
     out.replace(at, password.size(), "****");

@@ -68,6 +68,28 @@ bool holds(std::string_view text, std::string_view s) {
   return text.find(s) != std::string_view::npos;
 }
 
+int hex_digit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// `s` with every %XX decoded: a user name may hold the password in another spelling
+// ("%3a" for ':'), which masked() writes back in its own.
+std::string percent_decoded(std::string_view s) {
+  std::string out;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '%' && i + 2 < s.size() && hex_digit(s[i + 1]) >= 0 && hex_digit(s[i + 2]) >= 0) {
+      out += static_cast<char>(hex_digit(s[i + 1]) * 16 + hex_digit(s[i + 2]));
+      i += 2;
+    } else {
+      out += s[i];
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -97,7 +119,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (shape & 0x20) url = " \t" + url + "\n";
 
   // Judged only when the password's text occurs once (the fuzzer may have copied it elsewhere).
-  const bool judged = once(url, written) && !holds(user, decoded) && !holds(rest, decoded) &&
+  const bool judged = once(url, written) && !holds(percent_decoded(user), decoded) &&
+                      !holds(percent_decoded(rest), decoded) &&
                       (decoded == written || !holds(url, decoded));
 
   upstream_url u;

@@ -316,3 +316,18 @@ TEST_CASE("writer output decodes back to what was written", "[resp][writer][valu
     CHECK(decode(out)->type == value::kind::null);
   }
 }
+
+// What the sidecar logs of an upstream's error: never the arguments Redis quotes back (a password
+// the sidecar sent, a client's data), never more than 300 bytes.
+TEST_CASE("error_text: the upstream's words, without the arguments Redis quotes", "[resp][value]") {
+  using redis_sidecar::resp::error_text;
+  CHECK(error_text("-WRONGTYPE Operation against a key\r\n") == "WRONGTYPE Operation against a key");
+  CHECK(error_text("ERR no such key") == "ERR no such key");  // a decoded reply's text
+  CHECK(error_text("-ERR unknown command 'HELLO', with args beginning with: '3' 'AUTH' "
+                   "'default' 'hunter2' \r\n") == "ERR unknown command 'HELLO'");
+  CHECK(error_text("-ERR unknown command `HELLO`, with args beginning with: `3`, `AUTH`, \r\n") ==
+        "ERR unknown command `HELLO`");
+  CHECK(error_text("-" + std::string(1000, 'x') + "\r\n").size() == 300);
+  CHECK(error_text("").empty());
+  CHECK(error_text("-\r\n").empty());
+}
