@@ -240,8 +240,8 @@ struct fuzz_run {
     return out;
   }
 
-  // After a served SET k v (plain) or DEL k: GET k in fallback answers `value` (nullopt: nil) or
-  // a miss (nil, or --fallback-miss=error's error), nothing else.
+  // GET `key` in fallback answers `value` (nullopt: nil) or a miss (nil, or --fallback-miss=error's
+  // error), nothing else.
   void check_reads_back(int db, std::string_view key, std::optional<std::string_view> value,
                         int proto) {
     request get;

@@ -24,6 +24,7 @@ targets=(
   "cache cache cache"
   "tier tier cache,proxy/resp,proxy/commands,proxy/tier/cache_tier.cpp,proxy/tier/write_fence.cpp"
   "url url proxy/config/url.cpp -lboost_url"
+  "connect connect proxy/upstream/connect_fsm.cpp,proxy/resp,proxy/commands,proxy/config/url.cpp -lboost_url"
 )
 wanted="${FUZZ_TARGETS:-}"
 
