@@ -18,9 +18,17 @@ void append_line(std::string& out, char prefix, Int v) {
   out.append("\r\n", 2);
 }
 
+// A simple string or error ends at its first CR or LF, so those in the text (a client's option or
+// command name quoted in an error) are dropped at its end and written as spaces elsewhere, as Redis
+// does in its errors: otherwise the rest of the text would reach the client as a reply of its own,
+// out of step with its requests.
 void append_text(std::string& out, char prefix, std::string_view s) {
+  while (!s.empty() && (s.back() == '\r' || s.back() == '\n')) s.remove_suffix(1);
   out.push_back(prefix);
+  const std::size_t start = out.size();
   out.append(s);
+  for (std::size_t i = start; i < out.size(); ++i)
+    if (out[i] == '\r' || out[i] == '\n') out[i] = ' ';
   out.append("\r\n", 2);
 }
 

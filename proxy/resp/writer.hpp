@@ -10,8 +10,8 @@
 
 namespace redis_sidecar::resp {
 
-void append_simple(std::string& out, std::string_view s);  // +s\r\n
-void append_error(std::string& out, std::string_view s);   // -s\r\n (s includes the prefix, e.g. "ERR ...")
+void append_simple(std::string& out, std::string_view s);  // +s\r\n (CR, LF in s: spaces)
+void append_error(std::string& out, std::string_view s);   // -s\r\n (as above; s starts "ERR ...")
 void append_integer(std::string& out, std::int64_t v);     // :v\r\n
 void append_bulk(std::string& out, std::string_view s);    // $len\r\ns\r\n
 void append_null(std::string& out, int proto);             // RESP3 "_\r\n", RESP2 "$-1\r\n"

@@ -407,6 +407,21 @@ TEST_CASE("tier: in fallback, expire times past 64 bits get Redis' errors", "[ti
   CHECK(serve(tier, {"GET", "k"}) == "$-1\r\n");
 }
 
+// An option the sidecar quotes back in its error may hold CR and LF (a bulk string holds any
+// bytes): written as spaces, as Redis does, or the rest of it would reach the client as a reply of
+// its own ("+OK") and every reply after it would answer the wrong request.
+TEST_CASE("tier: in fallback, a client's bytes in an error cannot end the reply",
+          "[tier][fallback]") {
+  const config cfg = make_config();
+  cache_tier tier(cfg);
+  CHECK(serve(tier, {"SET", "k", "v"}) == "+OK\r\n");
+  // Redis 7.0 answers exactly these (checked against redis-server).
+  CHECK(serve(tier, {"PEXPIRE", "k", "10", "a\r\n+OKb"}) == "-ERR Unsupported option a  +OKb\r\n");
+  CHECK(serve(tier, {"EXPIRE", "k", "10", "\n"}) == "-ERR Unsupported option \r\n");
+  CHECK(serve(tier, {"EXPIRE", "k", "10", "x\r\ny\n"}) == "-ERR Unsupported option x  y\r\n");
+  CHECK(serve(tier, {"GET", "k"}) == "$1\r\nv\r\n");
+}
+
 // A SETEX the upstream acknowledged with a time that passes 64 bits (Redis would have refused
 // it; another server might not) stores nothing rather than overflow.
 TEST_CASE("tier: an acknowledged SETEX past 64 bits is not stored", "[tier]") {

@@ -293,6 +293,18 @@ TEST_CASE("writer emits exact bytes in both protocols", "[resp][writer]") {
   CHECK(out == "+A\r\n+B\r\n");
 }
 
+TEST_CASE("simple strings and errors never end early: CR and LF become spaces", "[resp][writer]") {
+  std::string out;
+  redis_sidecar::resp::append_error(out, "ERR bad 'a\r\n+OK\r\n'");
+  CHECK(out == "-ERR bad 'a  +OK  '\r\n");
+  out.clear();
+  redis_sidecar::resp::append_error(out, "ERR trailing\r\n\n");  // dropped at the end, as Redis
+  CHECK(out == "-ERR trailing\r\n");
+  out.clear();
+  redis_sidecar::resp::append_simple(out, "\r\n");
+  CHECK(out == "+\r\n");
+}
+
 TEST_CASE("writer output decodes back to what was written", "[resp][writer][value]") {
   for (int proto : {2, 3}) {
     std::string out;
@@ -321,7 +333,8 @@ TEST_CASE("writer output decodes back to what was written", "[resp][writer][valu
 // the sidecar sent, a client's data), never more than 300 bytes.
 TEST_CASE("error_text: the upstream's words, without the arguments Redis quotes", "[resp][value]") {
   using redis_sidecar::resp::error_text;
-  CHECK(error_text("-WRONGTYPE Operation against a key\r\n") == "WRONGTYPE Operation against a key");
+  CHECK(error_text("-WRONGTYPE Operation against a key\r\n") ==
+        "WRONGTYPE Operation against a key");
   CHECK(error_text("ERR no such key") == "ERR no such key");  // a decoded reply's text
   CHECK(error_text("-ERR unknown command 'HELLO', with args beginning with: '3' 'AUTH' "
                    "'default' 'hunter2' \r\n") == "ERR unknown command 'HELLO'");
