@@ -320,6 +320,21 @@ TEST_CASE("SELECT of a db that cannot exist gets Redis' own errors", "[protocol]
   CHECK(read_value(c) == "+PONG\r\n");
 }
 
+// A bulk string holds any bytes; an error that quotes one must still be one line. Redis writes CR
+// and LF there as spaces; so does the sidecar, whose own errors quote HELLO's options and CLIENT
+// LIST's type. Otherwise "+OK" would reach the client as a reply of its own, and every reply after
+// it would answer the wrong request.
+TEST_CASE("a client's CR and LF quoted in an error do not end the reply", "[protocol]") {
+  proxied env;
+  raw_client c(env.port());
+  c.send(resp_array({"HELLO", "3", "a\r\n+OK"}));
+  CHECK(read_value(c) == error_bytes("ERR Syntax error in HELLO option 'a  +OK'"));
+  c.send(resp_array({"CLIENT", "LIST", "TYPE", "x\r\n+OK\r\n"}));
+  CHECK(read_value(c) == error_bytes("ERR Unknown client type 'x  +OK  '"));
+  c.send(resp_array({"PING"}));
+  CHECK(read_value(c) == "+PONG\r\n");
+}
+
 TEST_CASE("clients above --max-clients get Redis' error and are closed", "[protocol][limits]") {
   redis_options opts;
   if (direct_mode()) opts.extra.push_back("maxclients 2");
