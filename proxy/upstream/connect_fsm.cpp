@@ -35,12 +35,15 @@ bool refuses_credentials(std::string_view error) {
 // command's arguments: "unknown command `HELLO`, with args beginning with: `3`, `AUTH`, `default`,
 // `<the password>`" from Redis before 6, whose HELLO that is), and the password masked wherever
 // else it appears (a server in between may echo the command its own way).
+// Masked before error_text cuts it to 300 bytes, so that a password across the cut cannot leave
+// its first bytes behind.
 std::string quoted_error(std::string_view text, std::string_view password) {
-  std::string out = resp::error_text(text);
-  if (password.empty()) return out;
-  for (auto at = out.find(password); at != std::string::npos; at = out.find(password, at + 4))
-    out.replace(at, password.size(), "****");
-  return out;
+  std::string masked(text);
+  if (!password.empty())
+    for (auto at = masked.find(password); at != std::string::npos;
+         at = masked.find(password, at + 4))
+      masked.replace(at, password.size(), "****");
+  return resp::error_text(masked);
 }
 
 }  // namespace

@@ -176,6 +176,14 @@ TEST_CASE("authentication failures never echo the password", "[connect_fsm]") {
           step::failed);
     CHECK(fsm.error() == "the upstream refused HELLO: ERR refused: HELLO 2 AUTH app **** (****)");
   }
+  SECTION("an echo where the 300-byte cut falls inside the password") {
+    connect_fsm fsm(u, 2);
+    REQUIRE(through_transport(fsm, true) == step::send);
+    REQUIRE(fsm.on_done("") == step::receive);
+    const std::string frame = "-ERR " + std::string(292, 'x') + " hunter2\r\n";  // cut after "hun"
+    CHECK(fsm.on_reply(reply_of(frame)) == step::failed);
+    CHECK(fsm.error().find("hun") == std::string_view::npos);
+  }
 }
 
 TEST_CASE("refusals of the credentials are told from other errors", "[connect_fsm]") {
