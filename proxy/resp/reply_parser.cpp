@@ -92,6 +92,7 @@ parse_status reply_parser::parse(std::string_view data) {
   if (error_ != reply_error::none) return parse_status::error;
   // Shorter than what was already framed: a caller bug, but never read past data.size().
   if (frame_size_ == 0 && data.size() < pos_) return parse_status::need_more;
+  if (pos_ == 0 && frame_size_ == 0 && parse_whole(data)) return parse_status::complete;
   for (;;) {
     if (frame_size_ > 0) return parse_status::complete;
     if (bulk_len_ >= 0) {
@@ -110,6 +111,40 @@ parse_status reply_parser::parse(std::string_view data) {
     const parse_status st = read_header(data);
     if (st != parse_status::complete) return st;
   }
+}
+
+// The most common replies in one pass, when the whole frame is in `data`: a simple string, error
+// or integer of up to 32 bytes ("+OK", ":1"), or a bulk string whose header takes quick_header's
+// form. Leaves the parser as parse() would; declines (false, nothing changed) anything else, which
+// parse() then frames with every rule, and resumes as more bytes come.
+bool reply_parser::parse_whole(std::string_view data) {
+  if (data.empty()) return false;
+  const char type = data[0];
+  std::size_t end = 0;
+  if (type == '+' || type == '-' || type == ':') {
+    const std::size_t n = std::min<std::size_t>(data.size(), 32);
+    std::size_t cr = 1;
+    while (cr < n && data[cr] != '\r') ++cr;
+    // A lone CR, a line past the limit or beyond the window: the general path decides.
+    if (cr + 1 >= n || data[cr + 1] != '\n' || cr > limits_.max_inline_bytes) return false;
+    end = cr + 2;
+  } else if (type == '$') {
+    std::int64_t len = 0;
+    std::size_t cr = 0;
+    if (!quick_header(data, 0, limits_.max_inline_bytes, len, cr) ||
+        static_cast<std::uint64_t>(len) > limits_.max_bulk_bytes)
+      return false;
+    const std::size_t at = cr + 2;
+    const auto ulen = static_cast<std::size_t>(len);
+    if (data.size() - at < ulen + 2 || data[at + ulen] != '\r' || data[at + ulen + 1] != '\n')
+      return false;
+    end = at + ulen + 2;
+  } else {
+    return false;
+  }
+  type_ = type;
+  pos_ = scan_ = frame_size_ = end;
+  return true;
 }
 
 // Reads one header line at pos_. Returns `complete` when it was consumed (the frame itself may

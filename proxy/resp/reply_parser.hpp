@@ -59,6 +59,7 @@ class reply_parser {
 
  private:
   parse_status fail(reply_error e);
+  bool parse_whole(std::string_view data);
   parse_status read_header(std::string_view data);
   bool value_done();  // one value ended: pops finished aggregates; true when the frame is complete
   bool is_top_level() const;

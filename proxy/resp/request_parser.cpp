@@ -134,13 +134,65 @@ parse_status request_parser::parse(std::string_view data) {
   if (error_ != request_error::none) return parse_status::error;
   if (frame_size_ > 0) {
     // Already complete: the buffer may have moved since, so point the views at it again.
-    build_views(inline_ ? inline_scratch_.data() : data.data());
+    if (inline_)
+      build_views(inline_scratch_.data());
+    else
+      rebase_views(data.data());
     return parse_status::complete;
   }
   // Shorter than what was already framed: a caller bug, but never read past data.size().
   if (data.empty() || data.size() < pos_) return parse_status::need_more;
   if (remaining_ < 0 && data[0] != '*') inline_ = true;
-  return inline_ ? parse_inline(data) : parse_multibulk(data);
+  if (inline_) return parse_inline(data);
+  if (remaining_ < 0) {
+    if (parse_whole(data)) return parse_status::complete;
+    views_.clear();  // what parse_whole() wrote before it declined
+  }
+  return parse_multibulk(data);
+}
+
+// Points the views of a complete multibulk frame at the same offsets of the frame's bytes, now at
+// `base`. Offsets are taken as integers: the old buffer may be gone.
+void request_parser::rebase_views(const char* base) {
+  const auto from = reinterpret_cast<std::uintptr_t>(base_);
+  for (std::string_view& v : views_)
+    v = std::string_view(base + (reinterpret_cast<std::uintptr_t>(v.data()) - from), v.size());
+  base_ = base;
+}
+
+// The common case in one pass: a frame whose bytes are all in `data` and whose headers all take
+// quick_header's form ("*3\r\n", "$16\r\n"), within the limits. Writes the views straight from
+// the bytes, with no offsets kept for resuming. Declines (false, nothing changed but the views'
+// contents) anything else: a partial frame, a header quick_header declines, a limit reached, a
+// bad terminator; parse_multibulk then frames it from the start with every rule and error, and
+// resumes it as more bytes come.
+bool request_parser::parse_whole(std::string_view data) {
+  const std::size_t max_line = limits_.max_inline_bytes;
+  std::int64_t n = 0;
+  std::size_t cr = 0;
+  if (!quick_header(data, 0, max_line, n, cr) || n <= 0 ||
+      static_cast<std::uint64_t>(n) > limits_.max_multibulk_len || n > max_whole_args)
+    return false;
+  const char* const base = data.data();
+  const std::size_t size = data.size();
+  std::size_t pos = cr + 2;
+  views_.clear();
+  for (std::int64_t i = 0; i < n; ++i) {
+    std::int64_t len = 0;
+    if (pos >= size || base[pos] != '$' || !quick_header(data, pos, max_line, len, cr) ||
+        static_cast<std::uint64_t>(len) > limits_.max_bulk_bytes)
+      return false;
+    pos = cr + 2;
+    const auto ulen = static_cast<std::size_t>(len);
+    if (size - pos < ulen + 2 || base[pos + ulen] != '\r' || base[pos + ulen + 1] != '\n')
+      return false;
+    views_.emplace_back(base + pos, ulen);
+    pos += ulen + 2;
+  }
+  pos_ = scan_ = frame_size_ = pos;
+  remaining_ = 0;
+  base_ = base;
+  return true;
 }
 
 parse_status request_parser::parse_multibulk(std::string_view data) {
@@ -205,6 +257,7 @@ parse_status request_parser::parse_multibulk(std::string_view data) {
   }
   frame_size_ = pos_;
   build_views(data.data());
+  base_ = data.data();
   return parse_status::complete;
 }
 

@@ -71,6 +71,10 @@ class request_parser {
 
  private:
   parse_status parse_multibulk(std::string_view data);
+  bool parse_whole(std::string_view data);
+  void rebase_views(const char* base);
+  // parse_whole() takes frames of up to this many arguments (the views' capacity stays small).
+  static constexpr std::int64_t max_whole_args = 1024;
   parse_status parse_inline(std::string_view data);
   parse_status fail(request_error e);
   void build_views(const char* base);
@@ -87,6 +91,7 @@ class request_parser {
   // (offset, length) of each arg: relative to the frame start, or to inline_scratch_ when inline.
   std::vector<std::pair<std::size_t, std::size_t>> offsets_;
   std::vector<std::string_view> views_;
+  const char* base_ = nullptr;  // where a complete multibulk frame's views point (rebase_views())
   std::string inline_scratch_;  // unescaped inline arguments
 };
 

@@ -114,6 +114,14 @@ TEST_CASE("reply_parser frames RESP2 replies", "[resp][reply_parser]") {
       {"*2\r\n*1\r\n:1\r\n*0\r\n+x\r\n", complete(16, '*')},
       {"*3\r\n:1\r\n*2\r\n+a\r\n-b\r\n$1\r\nc\r\n", complete(27, '*')},
       {"+OK\r\n+NEXT\r\n", complete(5, '+')},
+      // A lone CR is part of the line; lines longer than the one-pass window, and bulk strings
+      // with long headers or a bad terminator, take the general path with the same result.
+      {"+a\rb\r\n", complete(6, '+')},
+      {"-a\r\r\n", complete(5, '-')},
+      {"+" + std::string(40, 'x') + "\r\n", complete(43, '+')},
+      {"$100\r\n" + std::string(100, 'v') + "\r\n", complete(108, '$')},
+      {"$01\r\nv\r\n", failed(reply_error::bad_length)},
+      {"$1\r\nvv\r\n", failed(reply_error::bad_crlf)},
       {"", need_more()},
       {"+OK", need_more()},
       {"+OK\r", need_more()},

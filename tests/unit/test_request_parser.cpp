@@ -317,3 +317,30 @@ TEST_CASE("request_parser reuses its storage once warm", "[resp][request_parser]
   p.reset();
   CHECK(p.parse("*1\r\n$1\r\na\r\n") == parse_status::complete);
 }
+
+// parse() again on a complete frame points its arguments at the bytes' new place: as framed whole
+// in one pass, and as resumed over reads.
+TEST_CASE("request_parser's arguments follow a complete frame to a new buffer",
+          "[resp][request_parser]") {
+  const std::string frame = "*3\r\n$3\r\nSET\r\n$16\r\nkey:000000000042\r\n$2\r\nvv\r\n";
+  for (const std::size_t cut : {frame.size(), std::size_t{20}}) {
+    INFO("first read " << cut << " bytes");
+    request_parser p;
+    auto first = std::make_unique<std::string>(frame.substr(0, cut));
+    if (cut < frame.size()) {
+      REQUIRE(p.parse(*first) == parse_status::need_more);
+      first = std::make_unique<std::string>(frame);
+    }
+    REQUIRE(p.parse(*first) == parse_status::complete);
+    auto moved = std::make_unique<std::string>("...." + frame);
+    first.reset();  // the old bytes are gone
+    const std::string_view at(moved->data() + 4, frame.size());
+    REQUIRE(p.parse(at) == parse_status::complete);
+    REQUIRE(p.args().size() == 3);
+    CHECK(p.args()[0] == "SET");
+    CHECK(p.args()[1] == "key:000000000042");
+    CHECK(p.args()[2] == "vv");
+    CHECK(p.args()[1].data() == at.data() + 18);
+    CHECK(p.frame_size() == frame.size());
+  }
+}

@@ -89,6 +89,21 @@ inline bool quick_header(std::string_view data, std::size_t start, std::size_t m
   constexpr std::size_t max_digits = 18;  // below 10^18: no overflow check needed
   const char* const first = data.data() + start + 1;
   const char* const end = data.data() + data.size();
+  // One or two digits (a count or length under 100: most headers) without the loop.
+  if (end - first >= 4 && max_line >= 3) {
+    const unsigned d0 = static_cast<unsigned char>(first[0]) - unsigned{'0'};
+    const unsigned d1 = static_cast<unsigned char>(first[1]) - unsigned{'0'};
+    if (d0 < 10 && first[1] == '\r' && first[2] == '\n') {
+      value = d0;
+      cr = static_cast<std::size_t>(first + 1 - data.data());
+      return true;
+    }
+    if (d0 - 1 < 9 && d1 < 10 && first[2] == '\r' && first[3] == '\n') {
+      value = d0 * 10 + d1;
+      cr = static_cast<std::size_t>(first + 2 - data.data());
+      return true;
+    }
+  }
   const char* const stop =
       end - first > static_cast<std::ptrdiff_t>(max_digits) ? first + max_digits : end;
   const char* p = first;
