@@ -1231,15 +1231,22 @@ client_session::outcome client_session::cmd_reset() {
 
 // RESET in raw mode: requests sent before it may still await their replies on the dedicated
 // connection, so RESET goes there too, behind them. Reading waits for Redis' +RESET (seen by
-// deliver_raw, which passes it on), so that what follows RESET runs in the reset session.
+// deliver_raw, which passes it on), so that what follows RESET runs in the reset session. After
+// CLIENT REPLY OFF|SKIP no +RESET may come (SKIP skips it; Redis turns replies on only for the
+// commands after RESET): a marker behind RESET, which Redis does answer, says when it has run.
 client_session::outcome client_session::raw_reset(std::string_view frame) {
   if (raw_reset_ == raw_reset_state::answered) {
     reset_session();
     return outcome::next;
   }
-  if (raw_reset_ == raw_reset_state::sent) return outcome::wait;
+  if (raw_reset_ != raw_reset_state::none) return outcome::wait;
   if (!dedicated_ || !dedicated_->send_raw(frame)) return cmd_reset();
   raw_reset_ = raw_reset_state::sent;
+  if (raw_replies_unsure_) {
+    marker m;
+    m.what = marker::kind::reset;
+    if (send_marker(std::move(m))) raw_reset_ = raw_reset_state::sent_marked;
+  }
   return outcome::wait;
 }
 
@@ -1842,6 +1849,10 @@ void client_session::deliver_raw(std::string_view frame) {
         break;
       }
       case marker::kind::written: forget_raw_writes(m.args, m.dbs, std::nullopt); return;
+      case marker::kind::reset:
+        raw_reset_ = raw_reset_state::answered;
+        drain_wake_.cancel();
+        return;
     }
     out_.append(r);
     notify_writer();

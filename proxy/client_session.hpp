@@ -281,7 +281,9 @@ class client_session : public reply_sink,
   bool raw_ = false;
   // RESET in raw mode (raw_reset()): sent, its +RESET not back yet; then back and passed on, so
   // the session resets when reading resumes.
-  enum class raw_reset_state : std::uint8_t { none, sent, answered };
+  // sent_marked: RESET went with a marker behind it, because its own +RESET may never come (it is
+  // the command a CLIENT REPLY SKIP skips): the marker's reply says it ran.
+  enum class raw_reset_state : std::uint8_t { none, sent, sent_marked, answered };
   raw_reset_state raw_reset_ = raw_reset_state::none;
   std::vector<int> raw_dbs_;  // raw mode: the dbs the client may be in (note_raw_request)
   // Leaving raw mode after the last UNSUBSCRIBE: the subscription counts its confirmations
@@ -314,6 +316,7 @@ class client_session : public reply_sink,
       reply,         // `reply` (a HELLO that failed its checks here): sent now
       hello,    // HELLO sent on: its reply, next, is replaced by the sidecar's (see raw_hello())
       written,  // the writes in `args` (frames) have run: L1 forgets their keys in `dbs` again
+      reset,    // the RESET before it has run (raw_reset_state::sent_marked)
     };
     kind what = kind::client_id;
     std::vector<std::string> args;

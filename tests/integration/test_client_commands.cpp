@@ -197,6 +197,31 @@ TEST_CASE("CLIENT subcommands after MONITOR, CLIENT TRACKING and CLIENT REPLY",
   }
 }
 
+// RESET turns replies back on for what follows it, but is itself the command a CLIENT REPLY SKIP
+// skips: the session must not wait for a +RESET that never comes (it waited forever, answering
+// nothing more). After CLIENT REPLY OFF, Redis does answer RESET.
+TEST_CASE("RESET after CLIENT REPLY SKIP or OFF: what follows it is answered", "[client][reset]") {
+  proxied env;
+  raw_client c(env.port());
+  SECTION("SKIP") {
+    c.send("CLIENT REPLY SKIP\r\nRESET\r\nPING\r\n");
+    CHECK(read_value(c) == "+PONG\r\n");
+    c.send("ECHO hi\r\n");
+    CHECK(read_value(c) == "$2\r\nhi\r\n");
+  }
+  SECTION("SKIP, in a pipeline with writes before it") {
+    c.send("SET t:reset 1\r\nCLIENT REPLY SKIP\r\nINCR t:reset\r\nRESET\r\nGET t:reset\r\n");
+    CHECK(read_value(c) == "+OK\r\n");
+    CHECK(read_value(c) == "+RESET\r\n");  // SKIP skipped INCR's reply, not RESET's
+    CHECK(read_value(c) == "$1\r\n2\r\n");
+  }
+  SECTION("OFF") {
+    c.send("CLIENT REPLY OFF\r\nSET t:reset 1\r\nRESET\r\nPING\r\n");
+    CHECK(read_value(c) == "+RESET\r\n");
+    CHECK(read_value(c) == "+PONG\r\n");
+  }
+}
+
 // Where markers cannot keep order (CLIENT REPLY OFF or SKIP, or MULTI, passed on unread), CLIENT
 // KILL is refused rather than forwarded: its ids would name upstream connections.
 TEST_CASE("CLIENT KILL after CLIENT REPLY passed on unread is refused, in order",
