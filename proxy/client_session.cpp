@@ -297,6 +297,13 @@ awaitable<void> client_session::read_loop(std::shared_ptr<client_session> self) 
         // end or half written. They are the client's too.
         if (eof && !raw_ && !idle() && !blocked()) {
           close_after_flush();
+        } else if (eof && blocked()) {
+          // A blocking command just sent may not block at all (its data was there): Redis read
+          // it before the close and answered. One sent a moment ago gets that moment to answer;
+          // one that blocks ends with the connection, as on Redis. The replies before it are
+          // written either way.
+          close_after_flush();
+          end_blocking_after_grace();
         } else {
           close_now();
         }
@@ -327,7 +334,13 @@ void client_session::watch_for_close() {
         if (ec || self->closed_ || !self->reader_waiting_) return;
         char byte;
         const auto n = ::recv(self->socket_.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+        if (n == 0 && !self->raw_) {
+          // Only its sending side shut (`nc -N`, a health check), behind requests still waiting
+          // for a barrier or room in the pipeline: Redis answers what it read before it sees the
+          // close, and so does the sidecar; reading ends at the close, as it comes. A blocking
+          // command in flight gets the moment to answer it would have had (see read_loop()).
+          if (self->blocked()) self->end_blocking_after_grace();
+        } else if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
           self->note_close("the client left while its reads waited");
           self->close_now();
         } else if (n < 0)
@@ -2041,6 +2054,21 @@ awaitable<void> client_session::write_loop(std::shared_ptr<client_session> self)
 bool client_session::blocked() const {
   return !raw_ && blocking_seq_ >= first_seq_ && blocking_seq_ - first_seq_ < slots_.size() &&
          !slots_[blocking_seq_ - first_seq_].ready;
+}
+
+// A client that shut its sending side while its blocking command was in flight: the command
+// may not have blocked (its data was there), and then Redis answered it before seeing the close.
+// It gets until blocking_answer_grace after it was read to answer; one that still waits then
+// blocks, and ends with the connection, as on Redis (the close takes it off its connection).
+void client_session::end_blocking_after_grace() {
+  const std::uint64_t seq = blocking_seq_;
+  auto timer = std::make_shared<asio::steady_timer>(
+      socket_.get_executor(), slots_[seq - first_seq_].start + blocking_answer_grace);
+  timer->async_wait([self = shared_from_this(), timer, seq](const error_code&) {
+    if (self->closed_ || !self->blocked() || self->blocking_seq_ != seq) return;
+    self->note_close("the client closed the connection while a blocking command waited");
+    self->close_now();
+  });
 }
 
 void client_session::close_after_flush() {

@@ -247,7 +247,11 @@ class client_session : public reply_sink,
   // The slot of the last blocking command forwarded (BLPOP, XREAD BLOCK, WAIT ...): while it waits
   // for its reply, CLIENT LIST shows the client blocked (flag b).
   std::uint64_t blocking_seq_ = std::numeric_limits<std::uint64_t>::max();
-  bool blocked() const;    // that command is waiting for its reply (CLIENT LIST's flag b)
+  bool blocked() const;  // that command is waiting for its reply (CLIENT LIST's flag b)
+  // How long after it was read a blocking command in flight may still answer once its client has
+  // shut its sending side (the time Redis takes to answer one that finds its data there).
+  static constexpr std::chrono::milliseconds blocking_answer_grace{100};
+  void end_blocking_after_grace();
   bool raw_quit_ = false;  // a QUIT went to the dedicated connection in raw mode
   void authenticated();
   void apply_auth_limits();
@@ -268,6 +272,7 @@ class client_session : public reply_sink,
   steady_timer drain_wake_;      // the reader waits on it at the barrier
   bool reader_waiting_ = false;
   bool watching_close_ = false;  // a readiness wait is out (watch_for_close())
+
   void watch_for_close();
 
   std::shared_ptr<connection> shared_;     // this client's shared connection

@@ -654,6 +654,46 @@ TEST_CASE("a client that shuts its sending side gets the replies of what it sent
   }
 }
 
+// The same behind a command that takes the client's own connection (a blocking one, WAIT) and so
+// waits for the replies before it: they all come, and a blocking command that finds its data
+// answers, as Redis answers what it read before the close. One that blocks ends with the
+// connection, as on Redis: the element pushed after the close stays in the list.
+TEST_CASE("a client that shuts its sending side behind a blocking command gets every reply",
+          "[stateful][close][blocking]") {
+  proxied env;
+  auto up = env.upstream();
+  REQUIRE(integer(up.get(), {"RPUSH", "hc:l", "x"}) == 1);
+  const auto all_of = [](raw_client& c) {
+    std::string got;
+    for (std::string more; !(more = c.read_available()).empty();) got += more;
+    return got;
+  };
+  {
+    raw_client c(env.port());
+    c.send("PING\r\n" + resp_array({"RPUSH", "hc:l", "y"}) + resp_array({"BLPOP", "hc:l", "0"}) +
+           "PING\r\n");
+    c.shutdown_send();
+    CHECK(all_of(c) == "+PONG\r\n:2\r\n*2\r\n$4\r\nhc:l\r\n$1\r\nx\r\n+PONG\r\n");
+  }
+  {
+    raw_client c(env.port());
+    c.send(resp_array({"SET", "hc:k", "1"}) + resp_array({"WAIT", "0", "0"}) + "PING\r\n");
+    c.shutdown_send();
+    CHECK(all_of(c) == "+OK\r\n:0\r\n+PONG\r\n");
+  }
+  {
+    raw_client c(env.port());
+    c.send(resp_array({"BLPOP", "hc:empty", "0"}));
+    c.shutdown_send();
+    CHECK(c.closed_by_peer());
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    REQUIRE(integer(up.get(), {"RPUSH", "hc:empty", "z"}) == 1);
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    CHECK(integer(up.get(), {"LLEN", "hc:empty"}) == 1);
+  }
+  CHECK(elements(up.get(), {"LRANGE", "hc:l", "0", "-1"}) == std::vector<std::string>{"y"});
+}
+
 // The same, with the replies and the client's close read in one turn of the sidecar's loop, the
 // replies first: they are out of the request slots then, but not yet written (they go at the
 // turn's end), and the close must wait for them. Another client's request, ready before both,
