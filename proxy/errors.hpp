@@ -9,7 +9,8 @@
 namespace redis_sidecar::errors {
 
 // Protocol errors: the connection is closed after the reply, as Redis does.
-inline constexpr std::string_view invalid_multibulk_length = "ERR Protocol error: invalid multibulk length";
+inline constexpr std::string_view invalid_multibulk_length =
+    "ERR Protocol error: invalid multibulk length";
 inline constexpr std::string_view invalid_bulk_length = "ERR Protocol error: invalid bulk length";
 inline constexpr std::string_view unauthenticated_multibulk_length =
     "ERR Protocol error: unauthenticated multibulk length";
@@ -17,8 +18,10 @@ inline constexpr std::string_view unauthenticated_bulk_length =
     "ERR Protocol error: unauthenticated bulk length";
 inline constexpr std::string_view too_big_inline = "ERR Protocol error: too big inline request";
 inline constexpr std::string_view too_big_count = "ERR Protocol error: too big mbulk count string";
-inline constexpr std::string_view unbalanced_quotes = "ERR Protocol error: unbalanced quotes in request";
-inline constexpr std::string_view bad_crlf = "ERR Protocol error: expected '\\r\\n' after bulk payload";
+inline constexpr std::string_view unbalanced_quotes =
+    "ERR Protocol error: unbalanced quotes in request";
+inline constexpr std::string_view bad_crlf =
+    "ERR Protocol error: expected '\\r\\n' after bulk payload";
 inline constexpr std::string_view expected_bulk = "ERR Protocol error: expected '$'";
 
 inline std::string_view for_request_error(resp::request_error e) {
@@ -37,7 +40,8 @@ inline std::string_view for_request_error(resp::request_error e) {
 
 // Limits.
 inline constexpr std::string_view max_clients = "ERR max number of clients reached";
-inline constexpr std::string_view query_buffer = "ERR Protocol error: client query buffer limit reached";
+inline constexpr std::string_view query_buffer =
+    "ERR Protocol error: client query buffer limit reached";
 
 // Authentication against the sidecar's own --requirepass.
 inline constexpr std::string_view noauth = "NOAUTH Authentication required.";
@@ -52,6 +56,11 @@ inline constexpr std::string_view syntax = "ERR syntax error";
 inline constexpr std::string_view noproto = "NOPROTO unsupported protocol version";
 inline constexpr std::string_view invalid_db = "ERR DB index is out of range";
 inline constexpr std::string_view not_integer = "ERR value is not an integer or out of range";
+// EXPIRE / PEXPIRE options Redis refuses together (fallback answers them as Redis does).
+inline constexpr std::string_view expire_nx_and_others =
+    "ERR NX and XX, GT or LT options at the same time are not compatible";
+inline constexpr std::string_view expire_gt_and_lt =
+    "ERR GT and LT options at the same time are not compatible";
 inline constexpr std::string_view client_name_spaces =
     "ERR Client names cannot contain spaces, newlines or special characters.";
 // AUTH, HELLO and the CLIENT subcommands the sidecar answers itself act on the client's session,
@@ -59,16 +68,19 @@ inline constexpr std::string_view client_name_spaces =
 // Redis does after a command it refuses there, EXEC then aborts the transaction.
 inline constexpr std::string_view session_command_in_multi =
     "ERR Command not allowed inside a transaction (answered by the sidecar, not queued)";
-inline constexpr std::string_view execabort = "EXECABORT Transaction discarded because of previous errors.";
+inline constexpr std::string_view execabort =
+    "EXECABORT Transaction discarded because of previous errors.";
 
 // The upstream. The reason after the colon is a fixed word or a masked message, never a password.
-inline constexpr std::string_view upstream_unavailable = "ERR upstream unavailable";  // + ": reason"
+inline constexpr std::string_view upstream_unavailable =
+    "ERR upstream unavailable";  // + ": reason"
 inline constexpr std::string_view upstream_timeout = "ERR upstream command timeout";
 inline constexpr std::string_view upstream_closed = "ERR upstream connection lost";
 inline constexpr std::string_view upstream_protocol = "ERR upstream protocol error";
 
 // Fallback mode (upstream unreachable, L1 serving). The command name is filled in, lowercase.
-inline constexpr std::string_view fallback_not_servable_prefix = "UNAVAILABLE upstream unreachable, '";
+inline constexpr std::string_view fallback_not_servable_prefix =
+    "UNAVAILABLE upstream unreachable, '";
 inline constexpr std::string_view fallback_not_servable_suffix =
     "' cannot be served from the local cache";
 inline constexpr std::string_view fallback_miss =

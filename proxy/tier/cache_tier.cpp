@@ -123,7 +123,10 @@ struct cache_tier::set_options {
   static set_options parse(std::span<const std::string_view> args, std::size_t first,
                            cache::time_ms now, std::int64_t wall_ms) {
     set_options o;
-    bool has_expiry = false;
+    // The expiry option given (EX, PX, EXAT or PXAT; again and again if the same one: the last
+    // value counts) and its value, read once every option has been.
+    std::string_view unit;
+    std::string_view expire;
     for (std::size_t i = first; i < args.size(); ++i) {
       const std::string_view a = args[i];
       const bool last = i + 1 >= args.size();
@@ -133,31 +136,33 @@ struct cache_tier::set_options {
         o.xx = true;
       } else if (iequals(a, "get")) {
         o.get = true;
-      } else if (iequals(a, "keepttl") && !has_expiry) {
+      } else if (iequals(a, "keepttl") && unit.empty()) {
         o.keepttl = true;
       } else if ((iequals(a, "ex") || iequals(a, "px") || iequals(a, "exat") ||
                   iequals(a, "pxat")) &&
-                 !o.keepttl && !has_expiry && !last) {
-        has_expiry = true;
-        const auto v = to_int(args[++i]);
-        if (!v) {
-          o.error = errors::not_integer;
-          return o;
-        }
-        const bool seconds = iequals(a, "ex") || iequals(a, "exat");
-        const bool absolute = iequals(a, "exat") || iequals(a, "pxat");
-        const auto ms = to_ms(*v, seconds);
-        if (*v <= 0 || !ms || (!absolute && !fits_after(wall_ms, *ms))) {
-          o.error = invalid_expire(expire_command::set);
-          return o;
-        }
-        o.expiry = add_ms(now, absolute ? *ms - wall_ms : *ms);
-        if (o.expiry <= 0) o.expiry = 1;  // already past: expires at once
+                 !o.keepttl && (unit.empty() || iequals(a, unit)) && !last) {
+        unit = a;
+        expire = args[++i];
       } else {
         o.error = errors::syntax;
         return o;
       }
     }
+    if (unit.empty()) return o;
+    const auto v = to_int(expire);
+    if (!v) {
+      o.error = errors::not_integer;
+      return o;
+    }
+    const bool seconds = iequals(unit, "ex") || iequals(unit, "exat");
+    const bool absolute = iequals(unit, "exat") || iequals(unit, "pxat");
+    const auto ms = to_ms(*v, seconds);
+    if (*v <= 0 || !ms || (!absolute && !fits_after(wall_ms, *ms))) {
+      o.error = invalid_expire(expire_command::set);
+      return o;
+    }
+    o.expiry = add_ms(now, absolute ? *ms - wall_ms : *ms);
+    if (o.expiry <= 0) o.expiry = 1;  // already past: expires at once
     return o;
   }
 };
@@ -718,16 +723,7 @@ cache_tier::result cache_tier::serve_set(int db, std::span<const std::string_vie
 cache_tier::result cache_tier::serve_expire(int db, std::span<const std::string_view> args,
                                             std::string_view frame, bool ms, cache::time_ms now,
                                             std::int64_t wall_ms, std::string& out) {
-  const auto v = to_int(args[2]);
-  if (!v) {
-    resp::append_error(out, errors::not_integer);
-    return result::served;
-  }
-  const auto relative = to_ms(*v, !ms);  // may be negative: the key expires at once
-  if (!relative || !fits_after(wall_ms, *relative)) {
-    resp::append_error(out, invalid_expire(ms ? expire_command::pexpire : expire_command::expire));
-    return result::served;
-  }
+  // As Redis reads them (expireGenericCommand): the options first, then the time.
   bool nx = false, xx = false, gt = false, lt = false;
   for (std::size_t i = 3; i < args.size(); ++i) {
     if (iequals(args[i], "nx"))
@@ -742,6 +738,24 @@ cache_tier::result cache_tier::serve_expire(int db, std::span<const std::string_
       resp::append_error(out, "ERR Unsupported option " + std::string(args[i]));
       return result::served;
     }
+  }
+  if (nx && (xx || gt || lt)) {
+    resp::append_error(out, errors::expire_nx_and_others);
+    return result::served;
+  }
+  if (gt && lt) {
+    resp::append_error(out, errors::expire_gt_and_lt);
+    return result::served;
+  }
+  const auto v = to_int(args[2]);
+  if (!v) {
+    resp::append_error(out, errors::not_integer);
+    return result::served;
+  }
+  const auto relative = to_ms(*v, !ms);  // may be negative: the key expires at once
+  if (!relative || !fits_after(wall_ms, *relative)) {
+    resp::append_error(out, invalid_expire(ms ? expire_command::pexpire : expire_command::expire));
+    return result::served;
   }
   const auto s = lookup(db, args[1], now);
   if (!s) {  // L1 does not hold the key: Redis would answer 0 if the upstream lacks it too

@@ -407,6 +407,41 @@ TEST_CASE("tier: in fallback, expire times past 64 bits get Redis' errors", "[ti
   CHECK(serve(tier, {"GET", "k"}) == "$-1\r\n");
 }
 
+// EXPIRE's and SET's options in fallback, read in Redis 7.0's order with its answers (each checked
+// against redis-server): EXPIRE reads its options before its time and refuses NX with XX, GT or LT
+// and GT with LT; SET reads every option before its expiry's value, and takes the same expiry
+// option again (the last value counts) but not two different ones.
+TEST_CASE("tier: in fallback, EXPIRE and SET options are read as Redis reads them",
+          "[tier][fallback]") {
+  const config cfg = make_config();
+  cache_tier tier(cfg);
+  CHECK(serve(tier, {"SET", "k", "v"}) == "+OK\r\n");
+  const std::string nx_and =
+      "-ERR NX and XX, GT or LT options at the same time are not compatible\r\n";
+  const std::string gt_lt = "-ERR GT and LT options at the same time are not compatible\r\n";
+  CHECK(serve(tier, {"EXPIRE", "k", "10", "NX", "XX"}) == nx_and);
+  CHECK(serve(tier, {"EXPIRE", "k", "10", "nx", "GT"}) == nx_and);
+  CHECK(serve(tier, {"PEXPIRE", "k", "10", "LT", "NX"}) == nx_and);
+  CHECK(serve(tier, {"EXPIRE", "k", "10", "GT", "lt"}) == gt_lt);
+  CHECK(serve(tier, {"EXPIRE", "k", "abc", "NX", "XX"}) == nx_and);
+  CHECK(serve(tier, {"EXPIRE", "k", "99999999999999999", "NX", "XX"}) == nx_and);
+  CHECK(serve(tier, {"EXPIRE", "k", "abc", "foo"}) == "-ERR Unsupported option foo\r\n");
+  CHECK(serve(tier, {"GET", "k"}) == "$1\r\nv\r\n");  // nothing applied
+
+  CHECK(serve(tier, {"SET", "k", "v1", "EX", "5", "EX", "6"}) == "+OK\r\n");
+  CHECK(serve(tier, {"SET", "k", "v2", "EX", "abc", "EX", "5"}) == "+OK\r\n");
+  CHECK(serve(tier, {"SET", "k", "v3", "EXAT", "5", "EXAT", "99999999999"}) == "+OK\r\n");
+  CHECK(serve(tier, {"GET", "k"}) == "$2\r\nv3\r\n");
+  CHECK(serve(tier, {"SET", "k", "v4", "EX", "5", "PX", "6"}) == "-ERR syntax error\r\n");
+  CHECK(serve(tier, {"SET", "k", "v4", "EX", "5", "KEEPTTL"}) == "-ERR syntax error\r\n");
+  CHECK(serve(tier, {"SET", "k", "v4", "EX", "abc", "FOO"}) == "-ERR syntax error\r\n");
+  CHECK(serve(tier, {"SET", "k", "v4", "PX", "5", "PX", "0"}) ==
+        "-ERR invalid expire time in 'set' command\r\n");
+  CHECK(serve(tier, {"SET", "k", "v4", "EX", "5", "EX", "x"}) ==
+        "-ERR value is not an integer or out of range\r\n");
+  CHECK(serve(tier, {"GET", "k"}) == "$2\r\nv3\r\n");
+}
+
 // An option the sidecar quotes back in its error may hold CR and LF (a bulk string holds any
 // bytes): written as spaces, as Redis does, or the rest of it would reach the client as a reply of
 // its own ("+OK") and every reply after it would answer the wrong request.
