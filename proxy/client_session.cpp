@@ -514,8 +514,21 @@ client_session::outcome client_session::handle_raw(std::span<const std::string_v
   if (!raw_written_.empty() &&
       !(info != nullptr && ctx_.tier->wants_reply(*info) && (info->flags & commands::write)))
     send_written_marker();
-  if (id == command_id::auth)  // the sidecar's to answer, in its place among the replies
-    return markers_unusable() ? cmd_auth(args) : raw_answer_later(args);
+  // The request a CLIENT REPLY SKIP before it skips the reply of (Redis skips the next it reads).
+  const bool skipped = std::exchange(reply_mode_, reply_mode_ == reply_mode::skip_next
+                                                      ? reply_mode::on
+                                                      : reply_mode_) == reply_mode::skip_next;
+  if (id == command_id::auth) {  // the sidecar's to answer, in its place among the replies
+    if (!markers_unusable()) return raw_answer_later(args);
+    if (raw_multi_ || (!skipped && reply_mode_ == reply_mode::on)) return cmd_auth(args);
+    // Replies off, or this one skipped: AUTH acts but is not answered. A skip Redis still holds
+    // for the next request it reads goes to a PING of the sidecar's, so it does not land on the
+    // client's next request.
+    std::string unanswered;
+    auth(args, unanswered);
+    if (skipped && dedicated_) dedicated_->send_raw("*1\r\n$4\r\nPING\r\n");
+    return outcome::next;
+  }
   if (id == command_id::reset) return raw_reset(frame);
   if (id == command_id::hello && !markers_unusable()) return raw_hello(args);
   const sub_id sub = id == command_id::client && args.size() >= 2
@@ -545,6 +558,7 @@ client_session::outcome client_session::handle_raw(std::span<const std::string_v
           frame = inline_scratch_;
         }
       }
+      if (sub == sub_id::client_reply) note_client_reply(args);
       if (sub == sub_id::client_reply && !replies_stay_on(args)) raw_replies_unsure_ = true;
       if (sub == sub_id::client_unblock) break;
       if (sub != sub_id::client_getname && sub != sub_id::client_info && sub != sub_id::client_list)
@@ -814,6 +828,18 @@ void client_session::send_written_marker() {
   if (raw_ && !markers_unusable()) send_marker(std::move(m));
 }
 
+// CLIENT REPLY ON|OFF|SKIP as Redis takes it (SKIP does nothing while replies are off; anything
+// else is refused and changes nothing).
+void client_session::note_client_reply(std::span<const std::string_view> args) {
+  if (args.size() != 3) return;
+  if (iequals(args[2], "on"))
+    reply_mode_ = reply_mode::on;
+  else if (iequals(args[2], "off"))
+    reply_mode_ = reply_mode::off;
+  else if (iequals(args[2], "skip") && reply_mode_ != reply_mode::off)
+    reply_mode_ = reply_mode::skip_next;
+}
+
 client_session::outcome client_session::cmd_auth(std::span<const std::string_view> args) {
   if (multi_open_) return refuse_in_multi();
   std::string r;
@@ -991,6 +1017,7 @@ client_session::outcome client_session::cmd_client(std::span<const std::string_v
     inline_scratch_ = *translated;
     frame = inline_scratch_;
   }
+  if (sub == sub_id::client_reply) note_client_reply(args);
   if (sub == sub_id::client_reply && !replies_stay_on(args))
     raw_replies_unsure_ = true;  // markers unusable: see handle_raw()
   if (sub == sub_id::client_reply || sub == sub_id::client_tracking ||
@@ -1270,6 +1297,7 @@ void client_session::reset_session() {
   in_multi_ = watching_ = raw_ = multi_open_ = false;
   raw_reset_ = raw_reset_state::none;
   raw_sticky_ = leaving_raw_ = raw_replies_unsure_ = raw_multi_ = false;
+  reply_mode_ = reply_mode::on;
   raw_written_.clear();
   subs_ = {};
   rewrites_due_.clear();

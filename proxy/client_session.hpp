@@ -301,6 +301,12 @@ class client_session : public reply_sink,
   // A MULTI or CLIENT REPLY in raw mode: the marker's reply may be QUEUED or never come, so no
   // markers (CLIENT ID passes on as it is, CLIENT KILL is refused, AUTH answered at once).
   bool raw_replies_unsure_ = false;
+  // What the client's CLIENT REPLY commands left Redis doing with replies (raw mode), so that a
+  // request the sidecar answers itself there (AUTH) is answered, or not, as Redis would: off, or
+  // the one next request's skipped (note_client_reply(), handle_raw()).
+  enum class reply_mode : std::uint8_t { on, off, skip_next };
+  reply_mode reply_mode_ = reply_mode::on;
+  void note_client_reply(std::span<const std::string_view> args);
   // A MULTI in raw mode, until its EXEC or DISCARD: no markers meanwhile (they would be queued);
   // the written marker of its writes goes behind the EXEC.
   bool raw_multi_ = false;

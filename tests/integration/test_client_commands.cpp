@@ -222,6 +222,25 @@ TEST_CASE("RESET after CLIENT REPLY SKIP or OFF: what follows it is answered", "
   }
 }
 
+// AUTH, which the sidecar answers itself, under CLIENT REPLY SKIP or OFF: skipped or unanswered as
+// by Redis, and the skip does not move on to the next request (it answered AUTH, then skipped
+// PING's reply).
+TEST_CASE("AUTH under CLIENT REPLY SKIP or OFF is answered as Redis answers it", "[client][auth]") {
+  proxied env;
+  raw_client c(env.port());
+  SECTION("SKIP") {
+    c.send("CLIENT REPLY SKIP\r\nAUTH x\r\nPING\r\n");
+    CHECK(read_value(c) == "+PONG\r\n");
+    c.send("ECHO hi\r\n");
+    CHECK(read_value(c) == "$2\r\nhi\r\n");
+  }
+  SECTION("OFF, then ON") {
+    c.send("CLIENT REPLY OFF\r\nAUTH x\r\nCLIENT REPLY ON\r\nPING\r\n");
+    CHECK(read_value(c) == "+OK\r\n");
+    CHECK(read_value(c) == "+PONG\r\n");
+  }
+}
+
 // Where markers cannot keep order (CLIENT REPLY OFF or SKIP, or MULTI, passed on unread), CLIENT
 // KILL is refused rather than forwarded: its ids would name upstream connections.
 TEST_CASE("CLIENT KILL after CLIENT REPLY passed on unread is refused, in order",
