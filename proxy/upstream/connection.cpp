@@ -33,6 +33,9 @@ std::uint32_t next_serial() {
 constexpr std::size_t read_chunk = 16 * 1024;
 // A read buffer grown past this for a large reply is released once empty.
 constexpr std::size_t max_kept_rbuf = 1024 * 1024;
+// The same for the buffer of requests written: one large request (a 100 MB SET) must not leave
+// its size behind on a pooled connection for good.
+constexpr std::size_t max_kept_wbuf = 1024 * 1024;
 
 std::string error_frame(std::string_view prefix, std::string_view reason = {}) {
   std::string out = "-";
@@ -174,11 +177,13 @@ void connection::start_write() {
     }
   }
   writing_ = false;
+  if (wbuf_inflight_.capacity() > max_kept_wbuf) std::string().swap(wbuf_inflight_);
   shut_when_written();
 }
 
 void connection::write_done(error_code ec) {
   writing_ = false;
+  if (wbuf_inflight_.capacity() > max_kept_wbuf) std::string().swap(wbuf_inflight_);
   if (ec || broken_) {
     teardown(ec ? ec.message() : std::string(), false);
     write_idle_.cancel();  // the stream may go now (write_drain())

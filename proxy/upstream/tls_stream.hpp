@@ -66,12 +66,15 @@ class tls_stream {
   /// take goes out as async_write's does, and `handler` is called then.
   template <typename Handler>
   bool write_now_or_async(asio::const_buffer buf, Handler&& handler) {
+    // No write is out (the caller's writes take turns): a large one's records are let go.
+    if (sending_.capacity() > max_kept_output) std::string().swap(sending_);
     const error_code ec = encrypt(buf);
     if (!ec) {
       error_code wec;  // would_block, or the socket's error, which async_write meets again
       const std::size_t n = socket_.write_some(asio::buffer(out_), wec);
       if (!wec && n == out_.size()) {
         out_.clear();
+        if (out_.capacity() > max_kept_output) std::string().swap(out_);
         return true;
       }
       if (!wec) out_.erase(0, n);
@@ -88,6 +91,8 @@ class tls_stream {
   // Room for four full TLS records (16 KiB of plaintext each): one read of the socket takes what
   // a large reply has queued. A read starts with at least a quarter of it free.
   static constexpr std::size_t input_size = 64 * 1024;
+  // Output buffers grown past this for one large write are let go once it is out.
+  static constexpr std::size_t max_kept_output = 1024 * 1024;
 
   error_code encrypt(asio::const_buffer buf);
   /// The end of a write of `bytes` plaintext bytes: `handler` gets encrypt()'s error `ec` from the

@@ -356,5 +356,48 @@ TEST_CASE("idle client connections cost a few KiB each, not their whole read buf
 #endif
 }
 
+// One large value through the sidecar must not leave its size behind: the pooled connections that
+// carried it live on, and their write buffers (and, over TLS, the records') kept a 64 MB SET's
+// capacity, several times over, for good (about 785 MB of RSS after a 100 MB value, measured).
+TEST_CASE("a large value does not leave its size resident in the sidecar",
+          "[passthrough][memory]") {
+  SIDECAR_ONLY();
+  for (const bool tls : {false, true}) {
+    INFO((tls ? "TLS upstream" : "plaintext upstream"));
+    redis_options opts;
+    opts.tls = tls;
+    redis_server redis(opts);
+    std::vector<std::string> args = {"--upstream", redis.url()};
+    if (tls) args.insert(args.end(), {"--tls-ca-file", test_certificates().ca_crt});
+    sidecar side(args);
+    REQUIRE(side.running());
+    auto warm = connect(side.port());
+    REQUIRE(str(warm.get(), {"SET", "big", "small"}) == "OK");
+    const long before = rss_kib(side.pid());
+    REQUIRE(before > 0);
+    const std::string value(64 << 20, 'v');
+    {
+      auto c = connect(side.port());
+      REQUIRE(str(c.get(), {"SET", "big", value}) == "OK");
+      auto r = must(c.get(), {"GET", "big"});
+      REQUIRE(r->type == REDIS_REPLY_STRING);
+      CHECK(r->len == value.size());
+    }
+    // More small requests from a few clients, so that every pooled connection writes again.
+    for (int i = 0; i < 8; ++i) {
+      auto c = connect(side.port());
+      for (int k = 0; k < 4; ++k)
+        CHECK(str(c.get(), {"SET", "small:" + std::to_string(k), "v"}) == "OK");
+    }
+    const long after = rss_kib(side.pid());
+    INFO("RSS " << before << " KiB before, " << after << " KiB after");
+#if !defined(__SANITIZE_ADDRESS__)
+    // (An ASan build keeps what is freed in its quarantine, 256 MB by default: its RSS cannot show
+    // what was let go. It still runs the large value through, for its memory checks.)
+    CHECK(after - before < 48 * 1024);  // +0.2 MB measured; +65 MB (+131 MB over TLS) before
+#endif
+  }
+}
+
 }  // namespace
 }  // namespace redis_sidecar::test
