@@ -2073,7 +2073,7 @@ awaitable<void> client_session::write_loop(std::shared_ptr<client_session> self)
       note_close("write failed: ", ec.message());
       break;
     }
-    if (wout_.capacity() > 4 * 1024 * 1024) std::string().swap(wout_);  // do not keep huge buffers
+    release_if_above(wout_, 4 * 1024 * 1024);
   }
   close_now();
   (void)self;

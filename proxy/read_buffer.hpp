@@ -12,8 +12,15 @@
 #include <cstddef>
 #include <cstring>
 #include <memory>
+#include <string>
 
 namespace redis_sidecar {
+
+/// Lets a write buffer go when one large request or reply grew it past `max_kept`: a pooled or
+/// long-lived connection must not keep a single large value's size for good.
+inline void release_if_above(std::string& s, std::size_t max_kept) {
+  if (s.capacity() > max_kept) std::string().swap(s);
+}
 
 class read_buffer {
  public:

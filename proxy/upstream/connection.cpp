@@ -177,13 +177,13 @@ void connection::start_write() {
     }
   }
   writing_ = false;
-  if (wbuf_inflight_.capacity() > max_kept_wbuf) std::string().swap(wbuf_inflight_);
+  release_if_above(wbuf_inflight_, max_kept_wbuf);
   shut_when_written();
 }
 
 void connection::write_done(error_code ec) {
   writing_ = false;
-  if (wbuf_inflight_.capacity() > max_kept_wbuf) std::string().swap(wbuf_inflight_);
+  release_if_above(wbuf_inflight_, max_kept_wbuf);
   if (ec || broken_) {
     teardown(ec ? ec.message() : std::string(), false);
     write_idle_.cancel();  // the stream may go now (write_drain())

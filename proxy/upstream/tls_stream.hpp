@@ -67,14 +67,14 @@ class tls_stream {
   template <typename Handler>
   bool write_now_or_async(asio::const_buffer buf, Handler&& handler) {
     // No write is out (the caller's writes take turns): a large one's records are let go.
-    if (sending_.capacity() > max_kept_output) std::string().swap(sending_);
+    release_if_above(sending_, max_kept_output);
     const error_code ec = encrypt(buf);
     if (!ec) {
       error_code wec;  // would_block, or the socket's error, which async_write meets again
       const std::size_t n = socket_.write_some(asio::buffer(out_), wec);
       if (!wec && n == out_.size()) {
         out_.clear();
-        if (out_.capacity() > max_kept_output) std::string().swap(out_);
+        release_if_above(out_, max_kept_output);
         return true;
       }
       if (!wec) out_.erase(0, n);
