@@ -42,6 +42,7 @@ static_assert(
         "redis_sidecar_cache_invalidations_received_total") &&
     row(counter_id::cache_stale_serves, "redis_sidecar_cache_stale_serves_total") &&
     row(counter_id::upstream_writes, "redis_sidecar_upstream_writes_total") &&
+    row(counter_id::upstream_held_writes, "redis_sidecar_upstream_held_writes_total") &&
     row(counter_id::busy_poll, "redis_sidecar_busy_poll_seconds_total") &&
     row(counter_id::busy_poll_backoffs, "redis_sidecar_busy_poll_backoffs_total") &&
     row(counter_id::upstream_tls_handshakes, "redis_sidecar_upstream_tls_handshakes_total") &&

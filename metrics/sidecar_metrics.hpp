@@ -51,6 +51,7 @@ enum class counter_id : std::uint8_t {
   cache_invalidations_received,
   cache_stale_serves,
   upstream_writes,
+  upstream_held_writes,
   busy_poll,  // stored in nanoseconds, exported in seconds (see counter_scale)
   busy_poll_backoffs,
   upstream_tls_handshakes,
@@ -84,6 +85,9 @@ inline constexpr std::array<family_info, static_cast<std::size_t>(counter_id::co
         {"redis_sidecar_upstream_writes_total", family_type::counter,
          "Writes to upstream connections; each carries every request queued for its connection "
          "when the event loop's turn ended."},
+        {"redis_sidecar_upstream_held_writes_total", family_type::counter,
+         "Upstream writes that waited for the replies to the connection's previous write, so "
+         "that the requests arriving meanwhile joined them (--write-hold-rtt-us)."},
         {"redis_sidecar_busy_poll_seconds_total", family_type::counter,
          "Time the event loop spent polling for events instead of sleeping (--busy-poll-us)."},
         {"redis_sidecar_busy_poll_backoffs_total", family_type::counter,

@@ -110,6 +110,7 @@ void server::publish() {
   add(counter_id::cache_invalidations_received, tc.pushed_invalidations, p.received);
   add(counter_id::cache_stale_serves, tc.stale_serves, p.stale);
   add(counter_id::upstream_writes, stats_.upstream_writes, p.upstream_writes);
+  add(counter_id::upstream_held_writes, stats_.upstream_held_writes, p.upstream_held_writes);
   add(counter_id::busy_poll, stats_.busy_poll_ns, p.busy_poll_ns);
   add(counter_id::busy_poll_backoffs, stats_.busy_poll_backoffs, p.busy_poll_backoffs);
   add(counter_id::upstream_tls_handshakes, stats_.tls_handshakes, p.tls_handshakes);

@@ -34,6 +34,7 @@ struct stats {
   std::uint64_t upstream_reconnects = 0;  // counter: connect attempts after the first
   std::uint64_t requests = 0;             // counter: requests framed from clients
   std::uint64_t upstream_writes = 0;      // counter: writes to upstream connections (batches)
+  std::uint64_t upstream_held_writes = 0;  // counter: ... that waited for replies (write_hold)
   std::uint64_t busy_poll_ns = 0;         // counter: time the event loop spent polling
   std::uint64_t busy_poll_backoffs = 0;   // counter: polling stopped for waits for a CPU
   std::uint64_t tls_handshakes = 0;       // counter: upstream TLS handshakes completed

@@ -75,6 +75,9 @@ struct config {
 
   std::uint32_t busy_poll_us = 0;           // --busy-poll-us: poll this long before sleeping
                                             // (event_loop::run), default 0: off
+  std::uint32_t write_hold_rtt_us = 100;    // --write-hold-rtt-us: shared connections hold small
+                                            // writes for replies while the upstream's round
+                                            // trip is under this (write_hold.hpp), default 100
 
   listen_address metrics_listen{"0.0.0.0", 9379, {}};  // --metrics-listen, default 0.0.0.0:9379
   bool metrics_enabled = true;              // false when --metrics-listen=off

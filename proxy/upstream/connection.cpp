@@ -72,6 +72,7 @@ connection::connection(asio::any_io_executor ex, const config& cfg, ssl::context
       tick_(ex),
       backoff_timer_(ex),
       serial_(next_serial()),
+      hold_(std::chrono::microseconds(cfg.write_hold_rtt_us)),
       parser_(resp::reply_limits(cfg.limits)) {}
 
 void connection::start() { asio::co_spawn(ex_, run(shared_from_this()), asio::detached); }
@@ -115,6 +116,7 @@ bool connection::submit(std::string_view request, pending_reply entry) {
   if (!usable()) return false;
   wbuf_.append(request);
   pending_.push_back(std::move(entry));
+  ++wbuf_requests_;
   ++stats_.inflight_requests;
   schedule_write();
   return true;
@@ -153,7 +155,21 @@ void connection::schedule_write() {
 
 void connection::turn_ended() {
   write_deferred_ = false;
+  if (hold_now()) {
+    if (!held_) ++stats_.upstream_held_writes;
+    held_ = true;  // the read that brings the replies schedules the write again
+    return;
+  }
   start_write();
+}
+
+// Only the shared connections hold (write_hold.hpp): a dedicated one serves one client, whose
+// requests in flight are its own pipeline, and raw, subscriber and lingering ones keep their
+// writes as they come.
+bool connection::hold_now() const {
+  if (!reconnect_ || raw_sink_ || subscriber_ || lingering_ || !write_may_start()) return false;
+  const std::size_t queued = wbuf_requests_ <= pending_.size() ? wbuf_requests_ : pending_.size();
+  return hold_.hold(queued, pending_.size() - queued);
 }
 
 // The socket (non-blocking) is tried at once: it nearly always takes a turn's batch whole, and
@@ -164,6 +180,10 @@ void connection::start_write() {
   writing_ = true;
   wbuf_inflight_.clear();
   wbuf_inflight_.swap(wbuf_);
+  if (wbuf_requests_ > 0 && wbuf_requests_ == pending_.size() && hold_.measuring())
+    hold_.wrote_alone(clock::now());
+  wbuf_requests_ = 0;
+  held_ = false;
   ++stats_.upstream_writes;
   auto done = [self = shared_from_this()](error_code ec, std::size_t) { self->write_done(ec); };
   if (tls_) {
@@ -179,6 +199,13 @@ void connection::start_write() {
   writing_ = false;
   release_if_above(wbuf_inflight_, max_kept_wbuf);
   shut_when_written();
+}
+
+void connection::drop_unwritten() {
+  wbuf_.clear();
+  wbuf_requests_ = 0;
+  held_ = false;
+  hold_.stream_lost();
 }
 
 void connection::write_done(error_code ec) {
@@ -216,7 +243,7 @@ awaitable<void> connection::run(std::shared_ptr<connection> self) {
         log::warn("upstream " + cfg_.upstream.masked() + " unavailable: " + last_error_);
       state_ = state::down;
       fail_pending(error_frame(errors::upstream_unavailable, last_error_));
-      wbuf_.clear();
+      drop_unwritten();
       if (!reconnect_) break;
       backoff_timer_.expires_after(backoff());
       co_await backoff_timer_.async_wait(use_nothrow);
@@ -239,7 +266,7 @@ awaitable<void> connection::run(std::shared_ptr<connection> self) {
     --stats_.upstream_connections;
     fail_pending(timed_out_ ? error_frame(errors::upstream_timeout)
                             : error_frame(errors::upstream_closed, last_error_));
-    wbuf_.clear();
+    drop_unwritten();
     rstart_ = rend_ = 0;
     parser_.reset();
     if (!closing_ && !quiet_) log::warn("upstream connection lost: " + last_error_);
@@ -509,6 +536,7 @@ awaitable<void> connection::read_loop() {
       co_return;
     }
     const auto received = clock::now();
+    const std::uint64_t answered_before = answered_;
     // Frame every complete reply in the buffer.
     while (rstart_ < rend_) {
       const std::string_view avail(rbuf_.data() + rstart_, rend_ - rstart_);
@@ -532,6 +560,8 @@ awaitable<void> connection::read_loop() {
       }
       if (broken_) co_return;
     }
+    if (answered_ != answered_before) hold_.answered(received);
+    if (held_) schedule_write();  // the replies a held write waited for came
   }
 }
 
@@ -575,6 +605,7 @@ void connection::dispatch(std::string_view frame, bool push, clock::time_point r
   }
   pending_reply entry = std::move(pending_.front());
   pending_.pop_front();
+  ++answered_;
   --stats_.inflight_requests;
   if (entry.sink) entry.sink->deliver(entry.seq, frame, entry.tag, received);
 }

@@ -35,6 +35,7 @@
 #include "proxy/upstream/connect_fsm.hpp"
 #include "proxy/upstream/reply_sink.hpp"
 #include "proxy/upstream/tls_stream.hpp"
+#include "proxy/upstream/write_hold.hpp"
 
 namespace redis_sidecar {
 
@@ -148,6 +149,10 @@ class connection : public std::enable_shared_from_this<connection>, public turn_
   std::chrono::milliseconds backoff();
   void schedule_write();
   void turn_ended() override;
+  /// Whether this turn's write waits for the replies to the previous one (write_hold.hpp).
+  bool hold_now() const;
+  /// The stream is gone: what it had not written is dropped (its requests have failed).
+  void drop_unwritten();
   /// The stream is up and no write is out.
   bool write_may_start() const { return !writing_ && state_ == state::ready && !broken_; }
   /// Writes everything queued, if write_may_start(); write_done() goes on.
@@ -186,9 +191,13 @@ class connection : public std::enable_shared_from_this<connection>, public turn_
   read_buffer rbuf_;
   std::size_t rstart_ = 0;
   std::size_t rend_ = 0;
-  std::uint64_t reads_ = 0;      // reads completed, for the watchdog's quiet periods
-  bool writing_ = false;         // a write of wbuf_inflight_ is out
-  bool write_deferred_ = false;  // the write starts at the end of this turn (turn_ended())
+  std::uint64_t reads_ = 0;        // reads completed, for the watchdog's quiet periods
+  bool writing_ = false;           // a write of wbuf_inflight_ is out
+  bool write_deferred_ = false;    // the write starts at the end of this turn (turn_ended())
+  bool held_ = false;              // the write waits for replies; their read schedules it
+  std::size_t wbuf_requests_ = 0;  // requests in wbuf_ (entries; raw sends are not counted)
+  std::uint64_t answered_ = 0;     // replies matched with their requests, ever
+  write_hold_policy hold_;
   resp::reply_parser parser_;
   std::string spliced_;  // a reply taken apart from the pushes inside it (dispatch_spliced)
   ring<pending_reply> pending_;

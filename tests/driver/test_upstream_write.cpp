@@ -25,6 +25,7 @@
 #include "proxy/stats.hpp"
 #include "proxy/upstream/connect_fsm.hpp"
 #include "proxy/upstream/connection.hpp"
+#include "proxy/upstream/write_hold.hpp"
 #include "tests/driver/loopback.hpp"
 #include "tests/support/harness.hpp"
 
@@ -88,6 +89,24 @@ class fake_upstream {
     socket_.set_option(asio::socket_base::linger(true, 0));
     socket_.close();
   }
+  /// Once done: reads what the connection has sent, all of it (plaintext) or one TLS record's
+  /// worth.
+  std::string take() {
+    if (thread_.joinable()) thread_.join();
+    char buf[4096];
+    const std::size_t n = tls_stream_ ? tls_stream_->read_some(asio::buffer(buf))
+                                      : socket_.read_some(asio::buffer(buf));
+    return std::string(buf, n);
+  }
+  /// Once done: sends `bytes` to the connection, as replies.
+  void answer(std::string_view bytes) {
+    if (thread_.joinable()) thread_.join();
+    if (tls_stream_) {
+      asio::write(*tls_stream_, asio::buffer(bytes.data(), bytes.size()));
+    } else {
+      asio::write(socket_, asio::buffer(bytes.data(), bytes.size()));
+    }
+  }
   /// Once done: the fake upstream's end of the connection vanishes without a word
   /// (test::silence()). False when that was refused.
   bool vanish() {
@@ -141,7 +160,10 @@ class fake_upstream {
 
 // A connection to a fake upstream, plaintext or TLS, with the loop held open until a test lets go.
 struct upstream_pair {
-  explicit upstream_pair(bool tls)
+  /// `shared`: a pooled connection (it reconnects, and holds small writes: write_hold.hpp), not a
+  /// client's dedicated one.
+  explicit upstream_pair(bool tls, bool shared = false,
+                         std::uint32_t write_hold_rtt_us = config{}.write_hold_rtt_us)
       : server_ctx(test::test_server_context()),
         client_ctx(make_client_ctx()),
         upstream(tls ? &server_ctx : nullptr) {
@@ -150,8 +172,9 @@ struct upstream_pair {
         (tls ? "rediss://127.0.0.1:" : "redis://127.0.0.1:") + std::to_string(upstream.port()),
         cfg.upstream, error));
     cfg.upstream_set = true;
+    cfg.write_hold_rtt_us = write_hold_rtt_us;
     conn = std::make_shared<connection>(io.get_executor(), cfg, tls ? &client_ctx : nullptr, st, 2,
-                                        false);
+                                        shared);
   }
   static ssl::context make_client_ctx() {
     ssl::context ctx(ssl::context::tls_client);
@@ -292,6 +315,123 @@ TEST_CASE("a reset that arrives with the last reply is noticed without a write",
   REQUIRE(p.closed_by_itself);
   CHECK(p.st.inflight_requests == 0);  // the PONG was read first
   CHECK(p.conn->last_error().find("reset") != std::string::npos);
+}
+
+// A shared connection's write of a few requests waits while the one before it is unanswered; the
+// requests that come meanwhile join it, and the reply it waited for sends it (write_hold.hpp).
+// With holding off (--write-hold-rtt-us=0) each turn's requests leave at its end, as before.
+TEST_CASE("a small write waits for the replies to the one before it, and leaves with them",
+          "[connection]") {
+  const bool tls = GENERATE(false, true);
+  const bool hold = GENERATE(true, false);
+  INFO((tls ? "TLS" : "plaintext") << (hold ? ", holding" : ", holding off"));
+  // A limit of 100 ms: a loopback round trip is under it however busy the machine is.
+  upstream_pair p(tls, true, hold ? 100'000 : 0);
+  steady_timer poll(p.io);
+  // Runs `then` in a handler once `ready()` holds, polling every millisecond.
+  std::function<void(std::function<bool()>, std::function<void()>)> when =
+      [&](std::function<bool()> ready, std::function<void()> then) {
+        if (ready()) return then();
+        poll.expires_after(std::chrono::milliseconds(1));
+        poll.async_wait([&, ready, then](error_code) { when(ready, then); });
+      };
+  auto after_turn = [](std::function<void()> f) {
+    REQUIRE(event_loop::defer(std::make_shared<at_turn_end>(std::move(f))));
+  };
+  const std::string two_pings = std::string(ping) + std::string(ping);
+  auto finish = [&] {
+    p.upstream.answer("+PONG\r\n+PONG\r\n");  // C and D
+    when([&] { return p.conn->pending() == 0; },
+         [&] {
+           p.conn->close();
+           p.work.reset();
+         });
+  };
+  auto step5 = [&] {  // B's reply has been read
+    after_turn([&] {
+      if (hold) {
+        CHECK(p.st.upstream_writes == 3);
+        CHECK(p.upstream.take() == two_pings);  // C and D in one write
+      } else {
+        CHECK(p.st.upstream_writes == 4);
+      }
+      finish();
+    });
+  };
+  auto step4 = [&] {  // D, in a turn of its own, while B is still unanswered
+    REQUIRE(p.conn->submit(ping, own_request(p.cfg)));
+    after_turn([&] {
+      CHECK(p.st.upstream_writes == (hold ? 2U : 4U));
+      CHECK(p.st.upstream_held_writes == (hold ? 1U : 0U));  // counted once per write
+      if (hold) CHECK(p.upstream.unread() == 0);
+      p.upstream.answer("+PONG\r\n");  // B
+      when([&] { return p.conn->pending() == 2; }, step5);
+    });
+  };
+  auto step3 = [&] {  // C, while B is unanswered
+    REQUIRE(p.conn->submit(ping, own_request(p.cfg)));
+    after_turn([&] {
+      CHECK(p.st.upstream_writes == (hold ? 2U : 3U));
+      CHECK(p.st.upstream_held_writes == (hold ? 1U : 0U));
+      if (hold) CHECK(p.upstream.unread() == 0);  // nothing sent
+      asio::post(p.io, step4);
+    });
+  };
+  auto step2 = [&] {  // B, with nothing unanswered: it goes at once
+    REQUIRE(p.conn->submit(ping, own_request(p.cfg)));
+    after_turn([&] {
+      CHECK(p.upstream.take() == ping);
+      asio::post(p.io, step3);
+    });
+  };
+  p.run_when_ready([&] {  // A, answered: the round trip is measured
+    REQUIRE(p.conn->submit(ping, own_request(p.cfg)));
+    after_turn([&] {
+      CHECK(p.upstream.take() == ping);
+      p.upstream.answer("+PONG\r\n");
+      when([&] { return p.conn->pending() == 0; }, step2);
+    });
+  });
+  CHECK(p.conn->current_state() == connection::state::closed);
+  CHECK(p.st.inflight_requests == 0);
+}
+
+// A write of write_hold_policy::max_held_requests requests spreads Redis's costs already: it goes
+// at once even while an earlier one is unanswered.
+TEST_CASE("a write of many requests does not wait for earlier replies", "[connection]") {
+  upstream_pair p(false, true, 100'000);
+  steady_timer poll(p.io);
+  std::function<void()> wait_answered = [&] {
+    if (p.conn->pending() != 0) {
+      poll.expires_after(std::chrono::milliseconds(1));
+      poll.async_wait([&](error_code) { wait_answered(); });
+      return;
+    }
+    REQUIRE(p.conn->submit(ping, own_request(p.cfg)));  // B: unanswered from now on
+    REQUIRE(event_loop::defer(std::make_shared<at_turn_end>([&] {
+      CHECK(p.upstream.take() == ping);
+      asio::post(p.io, [&] {
+        for (std::size_t i = 0; i < write_hold_policy::max_held_requests; ++i)
+          REQUIRE(p.conn->submit(ping, own_request(p.cfg)));
+        REQUIRE(event_loop::defer(std::make_shared<at_turn_end>([&] {
+          CHECK(p.st.upstream_writes == 3);
+          CHECK(p.st.upstream_held_writes == 0);
+          CHECK(p.upstream.unread() == write_hold_policy::max_held_requests * ping.size());
+          p.conn->close();
+          p.work.reset();
+        })));
+      });
+    })));
+  };
+  p.run_when_ready([&] {  // A, answered: the round trip is measured
+    REQUIRE(p.conn->submit(ping, own_request(p.cfg)));
+    REQUIRE(event_loop::defer(std::make_shared<at_turn_end>([&] {
+      CHECK(p.upstream.take() == ping);
+      p.upstream.answer("+PONG\r\n");
+      wait_answered();
+    })));
+  });
+  CHECK(p.conn->current_state() == connection::state::closed);
 }
 
 // An idle upstream connection whose path or peer is gone without a word (a NAT or load balancer

@@ -251,6 +251,56 @@ TEST_CASE("requests ready in the same turn share one upstream write", "[observab
   CHECK(after_quiet <= turns + 1);
 }
 
+// A small upstream write waits while the connection's previous write is unanswered, where the
+// upstream's round trip is short (--write-hold-rtt-us, write_hold.hpp): Redis is paused, so the
+// first client's GET stays unanswered, and the GETs two other clients send one after the other
+// leave together when its reply comes. Without holding each leaves in a write of its own. One
+// pooled connection, so that every client's request goes on the same one.
+TEST_CASE("requests that come while an upstream reply is due share one held write",
+          "[observability]") {
+  SIDECAR_ONLY();
+  const bool hold = GENERATE(true, false);
+  INFO((hold ? "holding" : "holding off"));
+  // A limit of 100 ms: a loopback round trip is under it however busy the machine is.
+  proxied env({}, {"--cache-mode=off", "--pool-size=1", "--health-probe-interval-ms=50",
+                   "--health-probe-timeout-ms=3000", "--fallback-after-ms=10000",
+                   hold ? "--write-hold-rtt-us=100000" : "--write-hold-rtt-us=0"});
+  REQUIRE(str(env.client().get(), {"SET", "k", "v"}) == "OK");
+  raw_client x(env.side->port()), y(env.side->port()), z(env.side->port());
+  const std::string get = "*2\r\n$3\r\nGET\r\n$1\r\nk\r\n";
+  for (int i = 0; i < 3; ++i) {  // answered writes sent alone: the round trip is measured
+    x.send(get);
+    REQUIRE(x.read_exact(7) == "$1\r\nv\r\n");
+  }
+  auto requests_reach = [&](double n) {
+    return eventually([&] { return metric(env, "redis_sidecar_requests_total") >= n; });
+  };
+  REQUIRE(requests_reach(4));  // the SET and the 3 GETs are published: the counts below are theirs
+  const double requests = metric(env, "redis_sidecar_requests_total");
+  const double writes = metric(env, "redis_sidecar_upstream_writes_total");
+  const double held = metric(env, "redis_sidecar_upstream_held_writes_total");
+  REQUIRE(held >= 0);
+
+  auto redis = env.upstream();
+  // Redis postpones every client's commands for 1.5 s, its own CLIENT UNPAUSE too.
+  REQUIRE(str(redis.get(), {"CLIENT", "PAUSE", "1500", "ALL"}) == "OK");
+  x.send(get);
+  REQUIRE(requests_reach(requests + 1));
+  y.send(get);
+  REQUIRE(requests_reach(requests + 2));
+  z.send(get);
+  REQUIRE(requests_reach(requests + 3));
+  for (auto* c : {&x, &y, &z}) CHECK(c->read_exact(7) == "$1\r\nv\r\n");
+
+  double writes_now = 0;
+  REQUIRE(eventually([&] {
+    writes_now = metric(env, "redis_sidecar_upstream_writes_total");
+    return writes_now >= writes + (hold ? 2 : 3);
+  }));
+  CHECK(writes_now - writes == (hold ? 2 : 3));
+  CHECK(metric(env, "redis_sidecar_upstream_held_writes_total") - held == (hold ? 1 : 0));
+}
+
 // --busy-poll-us: the time spent polling is counted (and only then: off by default).
 TEST_CASE("busy polling shows in redis_sidecar_busy_poll_seconds_total", "[observability]") {
   SIDECAR_ONLY();

@@ -526,6 +526,21 @@ TEST_CASE("busy polling is off unless asked for, and bounded", "[config]") {
                           Catch::Contains("REDIS_SIDECAR_BUSY_POLL_US"));
 }
 
+TEST_CASE("write holding is on for upstreams within 100 microseconds, and bounded", "[config]") {
+  env_guard env;
+  CHECK(config{}.write_hold_rtt_us == 100);
+  CHECK(run_ok({up}).write_hold_rtt_us == 100);
+  CHECK(run_ok({up, "--write-hold-rtt-us=0"}).write_hold_rtt_us == 0);
+  CHECK(run_ok({up, "--write-hold-rtt-us", "100000"}).write_hold_rtt_us == 100000);
+  env.set("REDIS_SIDECAR_WRITE_HOLD_RTT_US", "50");
+  CHECK(run_ok({up}).write_hold_rtt_us == 50);
+  CHECK(run_ok({up, "--write-hold-rtt-us=70"}).write_hold_rtt_us == 70);
+  CHECK(error_of({up, "--write-hold-rtt-us=100001"}) ==
+        "invalid value '100001' for --write-hold-rtt-us: expected a whole number from 0 to 100000");
+  CHECK_THAT(usage(), Catch::Contains("\n  --write-hold-rtt-us US") &&
+                          Catch::Contains("REDIS_SIDECAR_WRITE_HOLD_RTT_US"));
+}
+
 TEST_CASE("cache, fallback, metrics and logging options", "[config]") {
   env_guard env;
   const config d;
