@@ -317,8 +317,9 @@ TEST_CASE("a reset that arrives with the last reply is noticed without a write",
   CHECK(p.conn->last_error().find("reset") != std::string::npos);
 }
 
-// A shared connection's write of a few requests waits while the one before it is unanswered; the
-// requests that come meanwhile join it, and the reply it waited for sends it (write_hold.hpp).
+// A shared connection's write of a few requests waits while the one before it, of at least
+// write_hold_policy::min_unanswered requests, is unanswered; the requests that come meanwhile join
+// it, and the replies it waited for send it (write_hold.hpp).
 // With holding off (--write-hold-rtt-us=0) each turn's requests leave at its end, as before.
 TEST_CASE("a small write waits for the replies to the one before it, and leaves with them",
           "[connection]") {
@@ -339,6 +340,12 @@ TEST_CASE("a small write waits for the replies to the one before it, and leaves 
     REQUIRE(event_loop::defer(std::make_shared<at_turn_end>(std::move(f))));
   };
   const std::string two_pings = std::string(ping) + std::string(ping);
+  constexpr std::size_t batch = write_hold_policy::min_unanswered;  // B's requests
+  std::string batch_pings, batch_pongs;
+  for (std::size_t i = 0; i < batch; ++i) {
+    batch_pings += ping;
+    batch_pongs += "+PONG\r\n";
+  }
   auto finish = [&] {
     p.upstream.answer("+PONG\r\n+PONG\r\n");  // C and D
     when([&] { return p.conn->pending() == 0; },
@@ -364,11 +371,11 @@ TEST_CASE("a small write waits for the replies to the one before it, and leaves 
       CHECK(p.st.upstream_writes == (hold ? 2U : 4U));
       CHECK(p.st.upstream_held_writes == (hold ? 1U : 0U));  // counted once per write
       if (hold) CHECK(p.upstream.unread() == 0);
-      p.upstream.answer("+PONG\r\n");  // B
+      p.upstream.answer(batch_pongs);  // B
       when([&] { return p.conn->pending() == 2; }, step5);
     });
   };
-  auto step3 = [&] {  // C, while B is unanswered
+  auto step3 = [&] {  // C, while B's requests are unanswered
     REQUIRE(p.conn->submit(ping, own_request(p.cfg)));
     after_turn([&] {
       CHECK(p.st.upstream_writes == (hold ? 2U : 3U));
@@ -377,10 +384,10 @@ TEST_CASE("a small write waits for the replies to the one before it, and leaves 
       asio::post(p.io, step4);
     });
   };
-  auto step2 = [&] {  // B, with nothing unanswered: it goes at once
-    REQUIRE(p.conn->submit(ping, own_request(p.cfg)));
+  auto step2 = [&] {  // B, a few requests with nothing unanswered: they go at once
+    for (std::size_t i = 0; i < batch; ++i) REQUIRE(p.conn->submit(ping, own_request(p.cfg)));
     after_turn([&] {
-      CHECK(p.upstream.take() == ping);
+      CHECK(p.upstream.take() == batch_pings);
       asio::post(p.io, step3);
     });
   };
@@ -407,9 +414,11 @@ TEST_CASE("a write of many requests does not wait for earlier replies", "[connec
       poll.async_wait([&](error_code) { wait_answered(); });
       return;
     }
-    REQUIRE(p.conn->submit(ping, own_request(p.cfg)));  // B: unanswered from now on
+    // B, unanswered from now on.
+    for (std::size_t i = 0; i < write_hold_policy::min_unanswered; ++i)
+      REQUIRE(p.conn->submit(ping, own_request(p.cfg)));
     REQUIRE(event_loop::defer(std::make_shared<at_turn_end>([&] {
-      CHECK(p.upstream.take() == ping);
+      CHECK(p.upstream.take().size() == write_hold_policy::min_unanswered * ping.size());
       asio::post(p.io, [&] {
         for (std::size_t i = 0; i < write_hold_policy::max_held_requests; ++i)
           REQUIRE(p.conn->submit(ping, own_request(p.cfg)));

@@ -251,11 +251,11 @@ TEST_CASE("requests ready in the same turn share one upstream write", "[observab
   CHECK(after_quiet <= turns + 1);
 }
 
-// A small upstream write waits while the connection's previous write is unanswered, where the
-// upstream's round trip is short (--write-hold-rtt-us, write_hold.hpp): Redis is paused, so the
-// first client's GET stays unanswered, and the GETs two other clients send one after the other
-// leave together when its reply comes. Without holding each leaves in a write of its own. One
-// pooled connection, so that every client's request goes on the same one.
+// A small upstream write waits while the connection's previous write, of a few requests at least,
+// is unanswered, where the upstream's round trip is short (--write-hold-rtt-us, write_hold.hpp):
+// Redis is paused, so the first client's 4 pipelined GETs stay unanswered, and the GETs two other
+// clients send one after the other leave together when their replies come. Without holding each
+// leaves in a write of its own. One pooled connection, so that every request goes on the same one.
 TEST_CASE("requests that come while an upstream reply is due share one held write",
           "[observability]") {
   SIDECAR_ONLY();
@@ -284,13 +284,20 @@ TEST_CASE("requests that come while an upstream reply is due share one held writ
   auto redis = env.upstream();
   // Redis postpones every client's commands for 1.5 s, its own CLIENT UNPAUSE too.
   REQUIRE(str(redis.get(), {"CLIENT", "PAUSE", "1500", "ALL"}) == "OK");
-  x.send(get);
-  REQUIRE(requests_reach(requests + 1));
+  constexpr int batch = 4;  // write_hold_policy::min_unanswered (proxy/upstream/write_hold.hpp)
+  std::string gets, replies;
+  for (int i = 0; i < batch; ++i) {
+    gets += get;
+    replies += "$1\r\nv\r\n";
+  }
+  x.send(gets);
+  REQUIRE(requests_reach(requests + batch));
   y.send(get);
-  REQUIRE(requests_reach(requests + 2));
+  REQUIRE(requests_reach(requests + batch + 1));
   z.send(get);
-  REQUIRE(requests_reach(requests + 3));
-  for (auto* c : {&x, &y, &z}) CHECK(c->read_exact(7) == "$1\r\nv\r\n");
+  REQUIRE(requests_reach(requests + batch + 2));
+  CHECK(x.read_exact(replies.size()) == replies);
+  for (auto* c : {&y, &z}) CHECK(c->read_exact(7) == "$1\r\nv\r\n");
 
   double writes_now = 0;
   REQUIRE(eventually([&] {

@@ -25,23 +25,28 @@ void round_trip(write_hold_policy& p, clock::time_point& now, microseconds rtt) 
 TEST_CASE("write_hold_policy holds nothing until a round trip is measured", "[write_hold]") {
   write_hold_policy p(microseconds(200));
   CHECK(p.rtt_floor() == clock::duration::max());
-  CHECK_FALSE(p.hold(1, 1));
+  CHECK_FALSE(p.hold(1, 4));
   clock::time_point now{};
   round_trip(p, now, microseconds(40));
   CHECK(p.rtt_floor() == microseconds(40));
-  CHECK(p.hold(1, 1));
+  CHECK(p.hold(1, 4));
 }
 
-TEST_CASE("write_hold_policy holds a small write only while an earlier one is unanswered",
+TEST_CASE("write_hold_policy holds a small write only behind a batch of unanswered requests",
           "[write_hold]") {
   write_hold_policy p(microseconds(200));
   clock::time_point now{};
   round_trip(p, now, microseconds(40));
-  CHECK(p.hold(1, 3));
-  CHECK(p.hold(write_hold_policy::max_held_requests - 1, 1));
-  CHECK_FALSE(p.hold(write_hold_policy::max_held_requests, 1));  // large enough: goes at once
-  CHECK_FALSE(p.hold(1, 0));                                     // nothing to wait for
-  CHECK_FALSE(p.hold(0, 5));                                     // nothing to write
+  constexpr std::size_t min = write_hold_policy::min_unanswered;
+  CHECK(p.hold(1, min));
+  CHECK(p.hold(1, 50));
+  CHECK(p.hold(write_hold_policy::max_held_requests - 1, min));
+  CHECK_FALSE(p.hold(write_hold_policy::max_held_requests, min));  // large enough: goes at once
+  // Behind fewer, holding would take turns with the few other clients: two clients would run one
+  // request at a time instead of two.
+  CHECK_FALSE(p.hold(1, min - 1));
+  CHECK_FALSE(p.hold(1, 0));    // nothing to wait for
+  CHECK_FALSE(p.hold(0, min));  // nothing to write
 }
 
 TEST_CASE("write_hold_policy never holds where the upstream is farther than the limit, or at 0",
@@ -49,13 +54,13 @@ TEST_CASE("write_hold_policy never holds where the upstream is farther than the 
   clock::time_point now{};
   write_hold_policy far(microseconds(200));
   round_trip(far, now, microseconds(1000));  // a Redis a millisecond away
-  CHECK_FALSE(far.hold(1, 1));
+  CHECK_FALSE(far.hold(1, 8));
   round_trip(far, now, microseconds(200));  // the limit itself is not under it
-  CHECK_FALSE(far.hold(1, 1));
+  CHECK_FALSE(far.hold(1, 8));
 
   write_hold_policy off(microseconds(0));
   CHECK_FALSE(off.measuring());  // no clock reads when it is off
-  CHECK_FALSE(off.hold(1, 1));
+  CHECK_FALSE(off.hold(1, 8));
 }
 
 TEST_CASE("write_hold_policy measures only a write sent alone, from it to the first reply read",
@@ -89,7 +94,7 @@ TEST_CASE("write_hold_policy's floor is the least of the last full window and th
   for (unsigned i = 0; i < write_hold_policy::window_samples; ++i)
     round_trip(p, now, microseconds(i % 16 == 0 ? 35 : 600));
   CHECK(p.rtt_floor() == microseconds(35));
-  CHECK(p.hold(2, 1));
+  CHECK(p.hold(2, 8));
 
   // The upstream moved away (a failover to another zone): every round trip is 900 µs now. The
   // floor keeps the last full window's least until a full window without it ends.
@@ -98,12 +103,12 @@ TEST_CASE("write_hold_policy's floor is the least of the last full window and th
   CHECK(p.rtt_floor() == microseconds(35));
   round_trip(p, now, microseconds(900));
   CHECK(p.rtt_floor() == microseconds(900));
-  CHECK_FALSE(p.hold(2, 1));
+  CHECK_FALSE(p.hold(2, 8));
 
   // And back: a single short round trip counts at once.
   round_trip(p, now, microseconds(50));
   CHECK(p.rtt_floor() == microseconds(50));
-  CHECK(p.hold(2, 1));
+  CHECK(p.hold(2, 8));
 }
 
 }  // namespace redis_sidecar
