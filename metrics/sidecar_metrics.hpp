@@ -86,7 +86,7 @@ inline constexpr std::array<family_info, static_cast<std::size_t>(counter_id::co
          "Writes to upstream connections; each carries every request queued for its connection "
          "when the event loop's turn ended."},
         {"redis_sidecar_upstream_held_writes_total", family_type::counter,
-         "Upstream writes that waited for the replies to the connection's previous write, so "
+         "Upstream writes that waited for the replies to the requests written before them, so "
          "that the requests arriving meanwhile joined them (--write-hold-rtt-us)."},
         {"redis_sidecar_busy_poll_seconds_total", family_type::counter,
          "Time the event loop spent polling for events instead of sleeping (--busy-poll-us)."},

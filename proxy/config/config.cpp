@@ -131,7 +131,7 @@ const std::array options{
     option{"write-hold-rtt-us", "Latency", "US", kind::count, &config::write_hold_rtt_us, 0,
            100000,
            "while the upstream's round trip is under US, a small write waits for the replies to "
-           "the one before it, so that Redis reads larger batches (0: never)"},
+           "the requests written before it, so that Redis reads larger batches (0: never)"},
     option{"metrics-listen", "Metrics", "HOST:PORT", kind::metrics_listen, field{}, 0, 0,
            "/metrics, /healthz and /readyz (off: disabled)", "0.0.0.0:9379"},
     option{"log-level", "Logging", "LEVEL", kind::choice, &config::log_level, 0, 0,

@@ -221,6 +221,30 @@ struct upstream_pair {
     poll.async_wait([this](error_code) { watch_until_closed(); });
   }
 
+  /// Runs `then` in a handler once `ready()` holds, polling every millisecond.
+  void when(std::function<bool()> ready, std::function<void()> then) {
+    if (ready()) return then();
+    poll.expires_after(std::chrono::milliseconds(1));
+    poll.async_wait([this, ready, then](error_code) { when(ready, then); });
+  }
+  /// Runs `f` when this turn of the loop ends, after the listeners deferred before it (the
+  /// connection's write among them).
+  static void after_turn(std::function<void()> f) {
+    REQUIRE(event_loop::defer(std::make_shared<at_turn_end>(std::move(f))));
+  }
+  /// Once ready: a request written alone and answered, so that the connection has measured a round
+  /// trip (write_hold.hpp); then `then`, with nothing in flight.
+  void run_after_round_trip(std::function<void()> then) {
+    run_when_ready([this, then] {
+      REQUIRE(conn->submit(ping, own_request(cfg)));
+      after_turn([this, then] {
+        CHECK(upstream.take() == ping);
+        upstream.answer("+PONG\r\n");
+        when([this] { return conn->pending() == 0; }, then);
+      });
+    });
+  }
+
   ssl::context server_ctx;
   ssl::context client_ctx;
   fake_upstream upstream;
@@ -328,17 +352,10 @@ TEST_CASE("a small write waits for the replies to the one before it, and leaves 
   INFO((tls ? "TLS" : "plaintext") << (hold ? ", holding" : ", holding off"));
   // A limit of 100 ms: a loopback round trip is under it however busy the machine is.
   upstream_pair p(tls, true, hold ? 100'000 : 0);
-  steady_timer poll(p.io);
-  // Runs `then` in a handler once `ready()` holds, polling every millisecond.
-  std::function<void(std::function<bool()>, std::function<void()>)> when =
-      [&](std::function<bool()> ready, std::function<void()> then) {
-        if (ready()) return then();
-        poll.expires_after(std::chrono::milliseconds(1));
-        poll.async_wait([&, ready, then](error_code) { when(ready, then); });
-      };
-  auto after_turn = [](std::function<void()> f) {
-    REQUIRE(event_loop::defer(std::make_shared<at_turn_end>(std::move(f))));
+  auto when = [&](std::function<bool()> ready, std::function<void()> then) {
+    p.when(std::move(ready), std::move(then));
   };
+  auto after_turn = &upstream_pair::after_turn;
   const std::string two_pings = std::string(ping) + std::string(ping);
   constexpr std::size_t batch = write_hold_policy::min_unanswered;  // B's requests
   std::string batch_pings, batch_pongs;
@@ -391,14 +408,7 @@ TEST_CASE("a small write waits for the replies to the one before it, and leaves 
       asio::post(p.io, step3);
     });
   };
-  p.run_when_ready([&] {  // A, answered: the round trip is measured
-    REQUIRE(p.conn->submit(ping, own_request(p.cfg)));
-    after_turn([&] {
-      CHECK(p.upstream.take() == ping);
-      p.upstream.answer("+PONG\r\n");
-      when([&] { return p.conn->pending() == 0; }, step2);
-    });
-  });
+  p.run_after_round_trip(step2);  // A
   CHECK(p.conn->current_state() == connection::state::closed);
   CHECK(p.st.inflight_requests == 0);
 }
@@ -407,38 +417,24 @@ TEST_CASE("a small write waits for the replies to the one before it, and leaves 
 // at once even while an earlier one is unanswered.
 TEST_CASE("a write of many requests does not wait for earlier replies", "[connection]") {
   upstream_pair p(false, true, 100'000);
-  steady_timer poll(p.io);
-  std::function<void()> wait_answered = [&] {
-    if (p.conn->pending() != 0) {
-      poll.expires_after(std::chrono::milliseconds(1));
-      poll.async_wait([&](error_code) { wait_answered(); });
-      return;
-    }
+  p.run_after_round_trip([&] {
     // B, unanswered from now on.
     for (std::size_t i = 0; i < write_hold_policy::min_unanswered; ++i)
       REQUIRE(p.conn->submit(ping, own_request(p.cfg)));
-    REQUIRE(event_loop::defer(std::make_shared<at_turn_end>([&] {
+    upstream_pair::after_turn([&] {
       CHECK(p.upstream.take().size() == write_hold_policy::min_unanswered * ping.size());
       asio::post(p.io, [&] {
         for (std::size_t i = 0; i < write_hold_policy::max_held_requests; ++i)
           REQUIRE(p.conn->submit(ping, own_request(p.cfg)));
-        REQUIRE(event_loop::defer(std::make_shared<at_turn_end>([&] {
+        upstream_pair::after_turn([&] {
           CHECK(p.st.upstream_writes == 3);
           CHECK(p.st.upstream_held_writes == 0);
           CHECK(p.upstream.unread() == write_hold_policy::max_held_requests * ping.size());
           p.conn->close();
           p.work.reset();
-        })));
+        });
       });
-    })));
-  };
-  p.run_when_ready([&] {  // A, answered: the round trip is measured
-    REQUIRE(p.conn->submit(ping, own_request(p.cfg)));
-    REQUIRE(event_loop::defer(std::make_shared<at_turn_end>([&] {
-      CHECK(p.upstream.take() == ping);
-      p.upstream.answer("+PONG\r\n");
-      wait_answered();
-    })));
+    });
   });
   CHECK(p.conn->current_state() == connection::state::closed);
 }
