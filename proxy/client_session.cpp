@@ -222,7 +222,7 @@ awaitable<void> client_session::read_loop(std::shared_ptr<client_session> self) 
       outcome o;
       answered_here_ = false;
       answered_by_ = metrics::source::local;
-      while ((o = handle(args, frame, r.is_inline, r.info)) == outcome::wait) {
+      while ((o = handle(args, frame, r.is_inline, r.info, r.key)) == outcome::wait) {
         // The barrier (or --max-pipeline): wait until the in-flight replies drain.
         reader_waiting_ = true;
         watch_for_close();
@@ -350,7 +350,7 @@ void client_session::watch_for_close() {
 
 client_session::outcome client_session::handle(std::span<const std::string_view> args,
                                                std::string_view frame, bool is_inline,
-                                               const commands::command_info* info) {
+                                               const commands::command_info* info, key_hint key) {
   if (args.empty()) return outcome::next;  // empty lines and "*0": ignored, as Redis does
   ++ctx_.st.requests;
   ++requests_;
@@ -435,24 +435,36 @@ client_session::outcome client_session::handle(std::span<const std::string_view>
   }
   cache_tier& tier = *ctx_.tier;
   const bool fills = info != nullptr && tier.wants_reply(*info);
+  // The first key's hash in L1, for the work at the request and at its reply: hashed once, or
+  // not at all here when the batch's prefetch hashed it (in the db it still selects).
+  key_hint key1{};
+  if (fills && info->first_key == 1 && args.size() > 1 &&
+      (!multi_open_ || (info->flags & commands::write))) {
+    key1.db = effective_db();
+    key1.hash = key.hash != 0 && key.db == key1.db ? key.hash : tier.key_hash(key1.db, args[1]);
+  }
   if (fills && !multi_open_) {
     fill_info_ = info;
     fill_frame_ = frame;
     fill_key_ = {};
+    fill_key_hash_ = 0;
     fill_argc_ = args.size();
     // The key must lie within the frame (not so for inline commands, whose frame is rebuilt);
     // addresses compared as integers, since they may point into different buffers.
     const auto at = [](std::string_view s) { return reinterpret_cast<std::uintptr_t>(s.data()); };
     if (info->first_key == 1 && args.size() > 1 && at(args[1]) >= at(frame) &&
-        at(args[1]) + args[1].size() <= at(frame) + frame.size())
+        at(args[1]) + args[1].size() <= at(frame) + frame.size()) {
       fill_key_ = args[1];
+      fill_key_hash_ = key1.hash;
+    }
   }
   sent_on_ = 0;
   const outcome o = forward(frame);
   fill_info_ = nullptr;
   // Once sent (and on which connection is known): L1 forgets, or hides, the keys of a write.
   if (fills && sent_on_ != 0 && (info->flags & commands::write)) {
-    tier.on_request(effective_db(), *info, args, {sent_on_, 0});
+    const int db = effective_db();
+    tier.on_request(db, *info, args, {sent_on_, 0}, true, db == key1.db ? key1.hash : 0);
     if (multi_open_) {
       transactions_.back().writes.emplace_back(frame);
       transactions_.back().conn = sent_on_;
@@ -1413,12 +1425,12 @@ client_session::outcome client_session::submit_to(const std::shared_ptr<connecti
     // raised --max-bulk-bytes) is recorded as not known, and the reply frames the request again.
     const std::size_t key_at = fill_key_.empty() ? 0 : fill_key_.data() - fill_frame_.data();
     const bool key_fits = key_at + fill_key_.size() <= std::numeric_limits<std::uint32_t>::max();
-    cache_ops_.push_back(
-        cache_op{next_seq_, fill_info_, effective_db(), static_cast<std::uint32_t>(fill_argc_),
-                 arena_base_ + cache_arena_.size(), fill_frame_.size(),
-                 key_fits ? static_cast<std::uint32_t>(key_at) : 0,
-                 key_fits ? static_cast<std::uint32_t>(fill_key_.size()) : 0, 0, batch_now_,
-                 cache_tier::flight{sent_on_, ctx_.tier->write_clock()}});
+    cache_ops_.push_back(cache_op{
+        next_seq_, fill_info_, effective_db(), static_cast<std::uint32_t>(fill_argc_),
+        arena_base_ + cache_arena_.size(), fill_frame_.size(),
+        key_fits ? static_cast<std::uint32_t>(key_at) : 0,
+        key_fits ? static_cast<std::uint32_t>(fill_key_.size()) : 0, key_fits ? fill_key_hash_ : 0,
+        batch_now_, cache_tier::flight{sent_on_, ctx_.tier->write_clock()}});
     cache_arena_.append(fill_frame_);
   }
   slots_.push_back(slot{false, {}, batch_now_, command_});
@@ -1462,6 +1474,7 @@ void client_session::apply_cache_op(std::uint64_t seq, std::string_view reply) {
     // its reply: a SET EX's expiry in L1 never outlasts the key's in Redis, however long the
     // reply took.
     const cache::time_ms at = mono_ms(op.read_at);
+    const std::uint64_t key1_hash = op.db == db_ ? op.key_hash : 0;  // hashed in op.db
     std::array<std::string_view, 3> known;
     if (delivering_failure_ && (op.info->flags & commands::write)) {
       if (op_parser_.parse(op_frame(op)) == resp::parse_status::complete) {
@@ -1471,13 +1484,14 @@ void client_session::apply_cache_op(std::uint64_t seq, std::string_view reply) {
       }
       op_parser_.reset();
     } else if (const std::size_t n = known_args(op, known); n != 0) {
-      ctx_.tier->on_reply(db_, *op.info, std::span(known.data(), n), reply, at, 0, op.sent);
+      ctx_.tier->on_reply(db_, *op.info, std::span(known.data(), n), reply, at, 0, op.sent,
+                          key1_hash);
     } else {
       if (op_parser_.parse(op_frame(op)) == resp::parse_status::complete) {
         // Wall time matters only to SET's EXAT/PXAT options: not read for anything shorter.
         const auto args = op_parser_.args();
         const std::int64_t wall = op.info->id == command_id::set && args.size() > 3 ? wall_ms() : 0;
-        ctx_.tier->on_reply(db_, *op.info, args, reply, at, wall, op.sent);
+        ctx_.tier->on_reply(db_, *op.info, args, reply, at, wall, op.sent, key1_hash);
       }
       op_parser_.reset();
     }
@@ -1524,12 +1538,17 @@ resp::parse_status client_session::frame_requests() {
         (info == nullptr || (info->id != command_id::auth && info->id != command_id::hello &&
                              info->id != command_id::reset));
     if (!more) {
-      batch_.push_back(framed{parser_.frame_size(), 0, 0, info, is_inline, true});
+      batch_.push_back(framed{parser_.frame_size(), 0, 0, info, is_inline, true, {}});
       parser_holds_last_ = true;
       break;
     }
-    batch_.push_back(framed{parser_.frame_size(), static_cast<std::uint32_t>(batch_args_.size()),
-                            static_cast<std::uint32_t>(args.size()), info, is_inline, false});
+    batch_.push_back(framed{parser_.frame_size(),
+                            static_cast<std::uint32_t>(batch_args_.size()),
+                            static_cast<std::uint32_t>(args.size()),
+                            info,
+                            is_inline,
+                            false,
+                            {}});
     batch_args_.insert(batch_args_.end(), args.begin(), args.end());
     parser_.reset();
   }
@@ -1545,7 +1564,7 @@ std::span<const std::string_view> client_session::batch_args(const framed& r) co
 // The requests of a batch that look up L1 while they are handled (the SET family hides its entry;
 // GET answers hits in the serving modes) would each wait for memory in turn: start loading all
 // their L1 slots first, index then entries, so that the waits overlap.
-void client_session::prefetch_batch() const {
+void client_session::prefetch_batch() {
   cache_tier& tier = *ctx_.tier;
   if (!tier.enabled()) return;
   const bool hits = tier.mode() == cache_tier::cache_mode::ttl || cache_tier::coherent(tier.mode());
@@ -1553,14 +1572,16 @@ void client_session::prefetch_batch() const {
   std::array<std::uint64_t, max_batch> hashes;  // tier.key_hash() of the requests' first keys
   std::array<bool, max_batch> writes;
   std::size_t count = 0;
-  for (const framed& r : batch_) {
+  for (framed& r : batch_) {
     if (r.info == nullptr) continue;
     const bool write = cache_tier::hides_keys(*r.info);
     if (write || (hits && r.info->id == command_id::get)) {
       const auto args = batch_args(r);
       if (args.size() < 2) continue;
       writes[count] = write;
-      hashes[count++] = tier.key_hash(db, args[1]);  // the first key only (MSET's: not worth it)
+      // The first key only (MSET's: not worth it); kept for handle(), which checks the db.
+      hashes[count] = tier.key_hash(db, args[1]);
+      r.key = key_hint{hashes[count++], db};
     }
   }
   if (count < 2) return;  // one lookup has nothing to overlap with

@@ -124,8 +124,15 @@ class client_session : public reply_sink,
   awaitable<void> read_loop(std::shared_ptr<client_session> self);
   awaitable<void> write_loop(std::shared_ptr<client_session> self);
 
+  // A request's first key (args[1]) hashed ahead: its cache_tier::key_hash() in `db`; hash 0
+  // when not hashed. Carried to the L1 work at the request and at its reply, which would each
+  // hash the key again. (No member initializers: `{}` is all zeros, and a default argument.)
+  struct key_hint {
+    std::uint64_t hash;
+    int db;
+  };
   outcome handle(std::span<const std::string_view> args, std::string_view frame, bool is_inline,
-                 const commands::command_info* info);
+                 const commands::command_info* info, key_hint key = {});
   outcome handle_raw(std::span<const std::string_view> args, std::string_view frame,
                      const commands::command_info* info);
   outcome cmd_auth(std::span<const std::string_view> args);
@@ -231,6 +238,7 @@ class client_session : public reply_sink,
     const commands::command_info* info;  // commands::lookup() of its name (nullptr: unknown)
     bool is_inline;
     bool in_parser;  // the batch's last: parser_ still holds it
+    key_hint key;    // set by prefetch_batch()
   };
   std::vector<framed> batch_;
   std::size_t batch_next_ = 0;  // the next of batch_ to handle
@@ -393,13 +401,14 @@ class client_session : public reply_sink,
     std::size_t size;
     std::uint32_t key_offset;  // the first key, within the frame (key_size 0: none known)
     std::uint32_t key_size;
-    std::uint64_t key_hash;  // its cache_tier::key_hash() in db once prefetched, else 0
+    std::uint64_t key_hash;  // its cache_tier::key_hash() in db, or 0: not hashed yet
     std::chrono::steady_clock::time_point read_at;  // when the request was read
     cache_tier::flight sent;                        // on which connection, and when
   };
   const commands::command_info* fill_info_ = nullptr;  // set while handle() forwards such a request
   std::string_view fill_frame_;
-  std::string_view fill_key_;  // its first key, when it lies within fill_frame_
+  std::string_view fill_key_;        // its first key, when it lies within fill_frame_
+  std::uint64_t fill_key_hash_ = 0;  // fill_key_'s key_hash() in effective_db()
   std::size_t fill_argc_ = 0;
   std::uint32_t sent_on_ = 0;  // the connection the request being handled went to (0: none)
   std::string_view op_frame(const cache_op& op) const;  // its request, in cache_arena_
@@ -409,7 +418,7 @@ class client_session : public reply_sink,
   void prefetch_cache_op(cache_op& op, bool entry);
   void abandon_cache_op(const cache_op& op);
   void pop_cache_op();
-  void prefetch_batch() const;
+  void prefetch_batch();
   bool writes_key_in_flight(int db, std::string_view key) const;
   static constexpr std::size_t max_scanned_writes = 32;
   std::size_t writes_in_flight_ = 0;  // write ops in cache_ops_

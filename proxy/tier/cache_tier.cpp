@@ -347,7 +347,8 @@ bool cache_tier::writes_beyond_keys(const command_info& info) {
 }
 
 void cache_tier::on_request(int db, const command_info& info,
-                            std::span<const std::string_view> args, flight f, bool reply_stores) {
+                            std::span<const std::string_view> args, flight f, bool reply_stores,
+                            std::uint64_t key1_hash) {
   if (!enabled_ || !(info.flags & commands::write)) return;
   if ((info.flags & commands::flush) || info.id == command_id::swapdb) {
     if (info.id == command_id::flushdb)
@@ -360,7 +361,7 @@ void cache_tier::on_request(int db, const command_info& info,
   }
   if (reply_stores && hides_keys(info)) {
     commands::for_each_key(info, args, [&](std::string_view key) {
-      const std::uint64_t hash = key_hash(db, key);
+      const std::uint64_t hash = hash_of(db, key, args, key1_hash);
       hide(db, key, hash);
       fence_.touched(hash, f.conn);
     });
@@ -368,7 +369,7 @@ void cache_tier::on_request(int db, const command_info& info,
   }
   commands::for_each_key(info, args, [&](std::string_view key) {
     invalidate(db, key);
-    fence_.touched(key_hash(db, key), f.conn);
+    fence_.touched(hash_of(db, key, args, key1_hash), f.conn);
   });
   // MOVE key db / COPY src dst DB n: the key also changes in the other db.
   if ((info.id == command_id::move && args.size() == 3) || info.id == command_id::copy) {
@@ -386,7 +387,7 @@ void cache_tier::on_request(int db, const command_info& info,
 
 void cache_tier::on_reply(int db, const command_info& info, std::span<const std::string_view> args,
                           std::string_view reply, cache::time_ms now, std::int64_t wall_ms,
-                          flight f) {
+                          flight f, std::uint64_t key1_hash) {
   if (!enabled_ || reply.empty()) return;
   const bool write = (info.flags & commands::write) != 0;
   if (on_write_ && write) {
@@ -409,7 +410,7 @@ void cache_tier::on_reply(int db, const command_info& info, std::span<const std:
       if (args.size() != 2) return;
       std::size_t pos = 0;
       if (const auto r = read_bulk(reply, pos); r.ok)
-        read_reply(db, args[1], r.value, f, now);
+        read_reply(db, args[1], hash_of(db, args[1], args, key1_hash), r.value, f, now);
       else
         invalidate(db, args[1]);
       return;
@@ -419,8 +420,8 @@ void cache_tier::on_reply(int db, const command_info& info, std::span<const std:
     case command_id::setex:
     case command_id::psetex:
     case command_id::mset:
-    case command_id::msetnx: store_reply(db, info, args, reply, now, wall_ms, f); return;
-    default: on_request(db, info, args, f); return;  // any other write: invalidate again
+    case command_id::msetnx: store_reply(db, info, args, reply, now, wall_ms, f, key1_hash); return;
+    default: on_request(db, info, args, f, true, key1_hash); return;  // any other write: again
   }
 }
 
@@ -448,10 +449,9 @@ void cache_tier::release_holds(cache::time_ms now) {
 // A read's value (nullopt: the key is absent), if no other connection's write may have overtaken
 // it. Writes acknowledged in fallback and not replayed yet are newer than anything the upstream
 // says (a client on a dedicated connection still reaches it): nothing it says is kept then.
-void cache_tier::read_reply(int db, std::string_view key, std::optional<std::string_view> value,
-                            flight f, cache::time_ms now) {
+void cache_tier::read_reply(int db, std::string_view key, std::uint64_t hash,
+                            std::optional<std::string_view> value, flight f, cache::time_ms now) {
   if (!journal_.empty()) return;
-  const std::uint64_t hash = key_hash(db, key);
   if (!fence_.settled(hash, f.conn, f.since)) return;
   if (value)
     store(db, key, hash, *value, expiry_unknown, now);
@@ -461,13 +461,14 @@ void cache_tier::read_reply(int db, std::string_view key, std::optional<std::str
 
 void cache_tier::store_reply(int db, const command_info& info,
                              std::span<const std::string_view> args, std::string_view reply,
-                             cache::time_ms now, std::int64_t wall_ms, flight f) {
+                             cache::time_ms now, std::int64_t wall_ms, flight f,
+                             std::uint64_t key1_hash) {
   const bool journaled = !journal_.empty();  // see read_reply()
   // A write's value, if it was applied and no other connection's write may have overtaken it
   // either way; else the key goes. Then the write has run: an event on its key.
   auto wrote = [&](std::string_view key, bool applied, std::string_view value,
                    std::int64_t expiry) {
-    const std::uint64_t hash = key_hash(db, key);
+    const std::uint64_t hash = hash_of(db, key, args, key1_hash);
     if (fence_.settle(hash, f.conn, f.since) && applied && !journaled)
       store(db, key, hash, value, expiry, now);
     else
@@ -480,13 +481,14 @@ void cache_tier::store_reply(int db, const command_info& info,
       for (std::size_t i = 1; i < args.size(); ++i) {
         const auto r = read_bulk(reply, pos);
         if (!r.ok) return;
-        read_reply(db, args[i], r.value, f, now);
+        read_reply(db, args[i], hash_of(db, args[i], args, key1_hash), r.value, f, now);
       }
       return;
     }
     case command_id::set: {
       if (args.size() < 3) return;
-      const auto o = set_options::parse(args, 3, now, wall_ms);
+      // (SET key value, the common case, has no options to parse)
+      const auto o = args.size() == 3 ? set_options{} : set_options::parse(args, 3, now, wall_ms);
       // Stored only when the reply proves the value was set: "+OK" without GET. With GET and no
       // condition the set always happens. KEEPTTL keeps an expiry we do not know: not stored.
       const bool applied =

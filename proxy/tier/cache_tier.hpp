@@ -142,8 +142,11 @@ class cache_tier {
   /// A request sent on connection `f.conn`: invalidates the keys a write touches. The SET family's
   /// entries are hidden rather than dropped (its reply stores over them) unless `reply_stores` is
   /// false: the write's reply will not come through on_reply (a transaction's queued writes).
+  /// `key1_hash`: key_hash(db, args[1]) when the caller has it at hand (it hashed the key to
+  /// prefetch), or 0: hashed here. So for on_reply.
   void on_request(int db, const commands::command_info& info,
-                  std::span<const std::string_view> args, flight f = {}, bool reply_stores = true);
+                  std::span<const std::string_view> args, flight f = {}, bool reply_stores = true,
+                  std::uint64_t key1_hash = 0);
   /// True for the writes on_request hides rather than drops (the SET family: SET, SETEX, PSETEX,
   /// MSET, MSETNX): their keys' L1 slots are looked up when the request is seen.
   static bool hides_keys(const commands::command_info& info);
@@ -161,7 +164,8 @@ class cache_tier {
   /// The upstream's reply to a request that wants_reply(), in the connection's order; `f` as the
   /// request was sent.
   void on_reply(int db, const commands::command_info& info, std::span<const std::string_view> args,
-                std::string_view reply, cache::time_ms now, std::int64_t wall_ms, flight f = {});
+                std::string_view reply, cache::time_ms now, std::int64_t wall_ms, flight f = {},
+                std::uint64_t key1_hash = 0);
 
   // --- fallback -------------------------------------------------------------------------------
   enum class result : std::uint8_t { served, not_servable };
@@ -225,12 +229,21 @@ class cache_tier {
              bool absent = false);
   void invalidate(int db, std::string_view key);
   void hide(int db, std::string_view key, std::uint64_t hash);
-  void read_reply(int db, std::string_view key, std::optional<std::string_view> value, flight f,
-                  cache::time_ms now);
+  /// `hash`: key_hash(db, key).
+  void read_reply(int db, std::string_view key, std::uint64_t hash,
+                  std::optional<std::string_view> value, flight f, cache::time_ms now);
   /// on_reply for the GET family and the SET family, which store values.
   void store_reply(int db, const commands::command_info& info,
                    std::span<const std::string_view> args, std::string_view reply,
-                   cache::time_ms now, std::int64_t wall_ms, flight f);
+                   cache::time_ms now, std::int64_t wall_ms, flight f, std::uint64_t key1_hash);
+  /// key_hash(db, key) of one of `args`: `key1_hash` when that is args[1] and the hash is given.
+  std::uint64_t hash_of(int db, std::string_view key, std::span<const std::string_view> args,
+                        std::uint64_t key1_hash) const {
+    return key1_hash != 0 && args.size() > 1 && key.data() == args[1].data() &&
+                   key.size() == args[1].size()
+               ? key1_hash
+               : key_hash(db, key);
+  }
   /// The entry as stored; entries of absent keys only with `absent_too`.
   std::optional<stored> lookup(int db, std::string_view key, cache::time_ms now,
                                bool absent_too = false);

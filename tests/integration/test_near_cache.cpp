@@ -359,6 +359,32 @@ TEST_CASE("ttl mode: a client that SELECTs, writes and resets leaves no value in
   CHECK(ran > 0);  // else the test shows nothing
 }
 
+// The requests of one read are framed, and their keys hashed for L1, before the first is handled:
+// in the db selected then. Writes behind a SELECT of the same read run in the new db, and their
+// entries must be stored where that db's lookups find them, not where the old db's hash points
+// (where no invalidation would find them either).
+TEST_CASE("ttl mode: writes pipelined behind a SELECT fill L1 in the db they ran in",
+          "[near][ttl]") {
+  SIDECAR_ONLY();
+  proxied env({}, with({"--cache-mode=ttl", "--cache-prefix=t:", "--cache-ttl=60s"}));
+  REQUIRE(mode_is(env, "ttl"));
+  auto c0 = env.client();
+  REQUIRE(str(c0.get(), {"SET", "t:k", "db0"}) == "OK");  // L1 holds t:k of db 0
+  raw_client w(env.port());
+  w.send(resp_array({"SELECT", "1"}) + resp_array({"SET", "t:k", "db1"}) +
+         resp_array({"SET", "t:j", "j1"}));
+  value_reader replies(w);
+  for (int i = 0; i < 3; ++i) CHECK(replies.next() == "+OK\r\n");
+  CHECK(eventually([&] { return metric(env, "redis_sidecar_cache_entries") == 3; }));
+  // The DEL looks both keys up in db 1: it finds and drops them.
+  w.send(resp_array({"DEL", "t:k", "t:j"}));
+  CHECK(replies.next() == ":2\r\n");
+  CHECK(eventually([&] { return metric(env, "redis_sidecar_cache_entries") == 1; }));
+  const double hits = metric(env, "redis_sidecar_cache_hits_total");
+  CHECK(get(c0.get(), "t:k") == "db0");
+  CHECK(eventually([&] { return metric(env, "redis_sidecar_cache_hits_total") == hits + 1; }));
+}
+
 // PFCOUNT, a read for Redis' command table, stores the cardinality it computed in the
 // HyperLogLog's header: the key's bytes change, and a copy L1 holds must not outlive that.
 TEST_CASE("ttl mode: PFCOUNT invalidates the HyperLogLog's L1 entry", "[near][ttl]") {

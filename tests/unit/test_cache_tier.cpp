@@ -252,6 +252,35 @@ TEST_CASE("tier: a SET in flight hides its key until the reply replaces or drops
   CHECK(tier.l1().entries() == 0);
 }
 
+// Callers that hashed a request's first key (the session, to prefetch its L1 slot) pass the hash
+// in, so that the request and its reply do not hash it again: it stands for args[1] only, in the
+// db it was computed for.
+TEST_CASE("tier: a first key's hash given with the request and reply serves args[1] only",
+          "[tier]") {
+  cache_tier tier(make_config());
+  request mset({"MSET", "a", "1", "b", "2"});
+  const std::uint64_t a_hash = tier.key_hash(0, "a");
+  const cache_tier::flight f{1, tier.write_clock()};
+  tier.on_request(0, mset.info(), mset.args, f, true, a_hash);
+  tier.on_reply(0, mset.info(), mset.args, "+OK\r\n", t0, wall0, f, a_hash);
+  CHECK(serve(tier, {"MGET", "a", "b"}) == "*2\r\n$1\r\n1\r\n$1\r\n2\r\n");
+
+  request get({"GET", "c"});
+  tier.on_request(0, get.info(), get.args, f, true, tier.key_hash(0, "c"));
+  tier.on_reply(0, get.info(), get.args, "$1\r\n3\r\n", t0, wall0, f, tier.key_hash(0, "c"));
+  CHECK(serve(tier, {"GET", "c"}) == "$1\r\n3\r\n");
+
+  // A SET hides and then stores through the hash given: a DEL, hashed here, finds the entry.
+  request set({"SET", "a", "4"});
+  tier.on_request(0, set.info(), set.args, f, true, a_hash);
+  CHECK(serve(tier, {"GET", "a"}) == "$-1\r\n");  // hidden
+  tier.on_reply(0, set.info(), set.args, "+OK\r\n", t0, wall0, f, a_hash);
+  CHECK(serve(tier, {"GET", "a"}) == "$1\r\n4\r\n");
+  pass(tier, {"DEL", "a"}, ":1\r\n");
+  CHECK(serve(tier, {"GET", "a"}) == "$-1\r\n");
+  CHECK(tier.l1().entries() == 2);  // b and c
+}
+
 TEST_CASE("tier: fallback reads", "[tier][fallback]") {
   const config cfg = make_config();
   cache_tier tier(cfg);
