@@ -1465,10 +1465,8 @@ void client_session::apply_cache_op(std::uint64_t seq, std::string_view reply) {
   if (!cache_ops_.empty() && cache_ops_.front().seq == seq) {
     const cache_op op = cache_ops_.front();
     pop_cache_op();
-    // The replies behind this one usually came in the same read: start loading their L1 slots, so
-    // that their stores do not wait for memory (the index two replies ahead, the entry one).
-    if (cache_ops_.size() > 1) prefetch_cache_op(cache_ops_[1], false);
-    if (!cache_ops_.empty()) prefetch_cache_op(cache_ops_.front(), true);
+    // (The L1 slots of the replies behind this one were prefetched by the connection that read
+    // them: reply_sink::prefetch.)
     // The session's db now, not op.db: a SELECT sent before the request had replied by now,
     // and op.db assumed it would succeed. Times count from when the request was read, not from
     // its reply: a SET EX's expiry in L1 never outlasts the key's in Redis, however long the
@@ -1635,9 +1633,17 @@ std::string_view client_session::op_key(const cache_op& op) const {
   return {op_frame(op).data() + op.key_offset, op.key_size};
 }
 
-// The key is hashed at the first of the op's two stages, and kept for the second: only ops with
-// replies behind them are prefetched (a lone reply, as at -P 1, costs no hash here). A key whose
-// hash is 0 is merely hashed twice.
+// The op of a reply the connection has read ahead (see reply_sink::prefetch): the first, unless ops
+// whose replies will never come (RESET dropped their slots) are still ahead of it.
+void client_session::prefetch(std::uint64_t seq, bool entry) {
+  for (std::size_t i = 0; i < cache_ops_.size() && i < 4; ++i) {
+    if (cache_ops_[i].seq == seq) return prefetch_cache_op(cache_ops_[i], entry);
+    if (cache_ops_[i].seq > seq) return;
+  }
+}
+
+// The key was hashed when the request was handled, or is hashed at the first of the op's two
+// stages and kept for the second. A key whose hash is 0 is merely hashed twice.
 void client_session::prefetch_cache_op(cache_op& op, bool entry) {
   if (op.key_size == 0) return;
   if (op.key_hash == 0) op.key_hash = ctx_.tier->key_hash(op.db, op_key(op));

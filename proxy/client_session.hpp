@@ -113,6 +113,8 @@ class client_session : public reply_sink,
   void deliver_failure(std::uint64_t seq, std::string_view frame, std::uint8_t tag,
                        std::chrono::steady_clock::time_point received) override;
   void deliver_raw(std::string_view frame);
+  /// Loads the L1 slot that the reply for slot `seq` will fill, if it fills one.
+  void prefetch(std::uint64_t seq, bool entry) override;
   /// The dedicated connection closed for good.
   void dedicated_lost(connection* c);
 

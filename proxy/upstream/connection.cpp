@@ -607,6 +607,13 @@ void connection::dispatch(std::string_view frame, bool push, clock::time_point r
   pending_.pop_front();
   ++answered_;
   --stats_.inflight_requests;
+  // More of the read is left: the next replies are likely in it, each for another client when
+  // clients send one request at a time. Their sinks load what delivering them touches while this
+  // one is delivered (the next reply's entry, the one after's index slot).
+  if (rstart_ < rend_ && !pending_.empty()) {
+    if (pending_.size() > 1 && pending_[1].sink) pending_[1].sink->prefetch(pending_[1].seq, false);
+    if (pending_[0].sink) pending_[0].sink->prefetch(pending_[0].seq, true);
+  }
   if (entry.sink) entry.sink->deliver(entry.seq, frame, entry.tag, received);
 }
 

@@ -30,6 +30,11 @@ class reply_sink {
                                std::chrono::steady_clock::time_point received) {
     deliver(seq, frame, tag, received);
   }
+  /// The reply for request `seq` is already read and comes soon after the one being delivered:
+  /// start loading the memory its delivery will touch (the L1 slot a reply fills), in two stages
+  /// some replies apart, `entry` false first, so that delivering a read's replies one by one does
+  /// not wait for memory at each. Changes nothing.
+  virtual void prefetch(std::uint64_t /*seq*/, bool /*entry*/) {}
 
  protected:
   /// The shared_ptr that owns this sink (its shared_from_this()).

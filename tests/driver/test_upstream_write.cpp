@@ -439,6 +439,72 @@ TEST_CASE("a write of many requests does not wait for earlier replies", "[connec
   CHECK(p.conn->current_state() == connection::state::closed);
 }
 
+// A sink that writes down, in order, what the connection asks of it: "p<seq>i" / "p<seq>e" for
+// prefetch (index, entry), "d<seq>" for a delivery.
+struct recording_sink : reply_sink, std::enable_shared_from_this<recording_sink> {
+  void deliver(std::uint64_t seq, std::string_view, std::uint8_t,
+               std::chrono::steady_clock::time_point) override {
+    events += "d" + std::to_string(seq) + " ";
+  }
+  void prefetch(std::uint64_t seq, bool entry) override {
+    events += "p" + std::to_string(seq) + (entry ? "e " : "i ");
+  }
+  pending_reply request(std::uint64_t seq, const config& cfg) {
+    pending_reply r = own_request(cfg);
+    r.sink = sink_ref(this);
+    r.seq = seq;
+    return r;
+  }
+  std::string events;
+
+ private:
+  std::shared_ptr<reply_sink> owner() override { return shared_from_this(); }
+};
+
+// Replies that come in one read are delivered one by one; while one is, the sinks of the next two
+// start loading what delivering theirs will touch (the next one's L1 entry, the one after's index
+// slot), so that a read's fills overlap their waits for memory. A reply alone in its read has
+// nothing behind it to prefetch.
+TEST_CASE("replies read together are prefetched one and two ahead of their delivery",
+          "[connection]") {
+  const bool tls = GENERATE(false, true);
+  INFO((tls ? "TLS" : "plaintext"));
+  upstream_pair p(tls);
+  auto sink = std::make_shared<recording_sink>();
+  // Then two requests whose replies come in two reads: nothing is prefetched.
+  const std::function<void()> apart = [&] {
+    CHECK(sink->events == "p3i p2e d1 p3e d2 d3 ");
+    sink->events.clear();
+    REQUIRE(p.conn->submit(ping, sink->request(4, p.cfg)));
+    REQUIRE(p.conn->submit(ping, sink->request(5, p.cfg)));
+    p.after_turn([&] {
+      p.upstream.take();
+      p.upstream.answer("+PONG\r\n");
+      p.when([&] { return p.conn->pending() == 1; },
+             [&] {
+               p.upstream.answer("+PONG\r\n");
+               p.when([&] { return p.conn->pending() == 0; },
+                      [&] {
+                        CHECK(sink->events == "d4 d5 ");
+                        p.conn->close();
+                        p.work.reset();
+                      });
+             });
+    });
+  };
+  // Three requests whose replies come in one read.
+  p.run_when_ready([&] {
+    for (std::uint64_t seq = 1; seq <= 3; ++seq)
+      REQUIRE(p.conn->submit(ping, sink->request(seq, p.cfg)));
+    p.after_turn([&] {
+      p.upstream.take();
+      p.upstream.answer("+PONG\r\n+PONG\r\n+PONG\r\n");  // one write: one read
+      p.when([&] { return p.conn->pending() == 0; }, apart);
+    });
+  });
+  CHECK(p.conn->current_state() == connection::state::closed);
+}
+
 // An idle upstream connection whose path or peer is gone without a word (a NAT or load balancer
 // that forgot the flow, a host that vanished) gets no reset and no end of stream: only sending
 // something tells. TCP keepalive sends: the first probe after --tcp-keepalive seconds of quiet
