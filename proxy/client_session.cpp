@@ -1550,7 +1550,7 @@ resp::parse_status client_session::frame_requests() {
     batch_args_.insert(batch_args_.end(), args.begin(), args.end());
     parser_.reset();
   }
-  if (batch_.size() > 1) prefetch_batch();
+  prefetch_batch();
   return st;
 }
 
@@ -1582,7 +1582,12 @@ void client_session::prefetch_batch() {
       r.key = key_hint{hashes[count++], db};
     }
   }
-  if (count < 2) return;  // one lookup has nothing to overlap with
+  // One lookup alone (a client that sends one request at a time) overlaps only its index slot's
+  // load with handling the request up to the lookup: its entry's address is not known before.
+  if (count < 2) {
+    if (count == 1) tier.prefetch(hashes[0], false, writes[0]);
+    return;
+  }
   for (std::size_t i = 0; i < count; ++i) tier.prefetch(hashes[i], false, writes[i]);
   for (std::size_t i = 0; i < count; ++i) tier.prefetch(hashes[i], true);
 }
