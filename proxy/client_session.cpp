@@ -1465,8 +1465,8 @@ void client_session::apply_cache_op(std::uint64_t seq, std::string_view reply) {
   if (!cache_ops_.empty() && cache_ops_.front().seq == seq) {
     const cache_op op = cache_ops_.front();
     pop_cache_op();
-    // (The L1 slots of the replies behind this one were prefetched by the connection that read
-    // them: reply_sink::prefetch.)
+    // The L1 slots of the replies behind this one, if already read, are being loaded: the
+    // connection asked for them (prefetch()).
     // The session's db now, not op.db: a SELECT sent before the request had replied by now,
     // and op.db assumed it would succeed. Times count from when the request was read, not from
     // its reply: a SET EX's expiry in L1 never outlasts the key's in Redis, however long the
