@@ -1582,13 +1582,10 @@ void client_session::prefetch_batch() {
       r.key = key_hint{hashes[count++], db};
     }
   }
+  for (std::size_t i = 0; i < count; ++i) tier.prefetch(hashes[i], false, writes[i]);
   // One lookup alone (a client that sends one request at a time) overlaps only its index slot's
   // load with handling the request up to the lookup: its entry's address is not known before.
-  if (count < 2) {
-    if (count == 1) tier.prefetch(hashes[0], false, writes[0]);
-    return;
-  }
-  for (std::size_t i = 0; i < count; ++i) tier.prefetch(hashes[i], false, writes[i]);
+  if (count < 2) return;
   for (std::size_t i = 0; i < count; ++i) tier.prefetch(hashes[i], true);
 }
 
