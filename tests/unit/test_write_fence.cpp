@@ -2,6 +2,7 @@
 // or had answered while a request was in flight.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <utility>
@@ -139,9 +140,13 @@ TEST_CASE("write_fence: never settles what a full record of the writes would not
   };
   for (int run = 0; run < 20; ++run) {
     write_fence f(64, 0x5eed + static_cast<std::uint64_t>(run));
+    std::vector<std::uint64_t> hashes;  // of "key:0" to "key:39"
+    for (int k = 0; k < 40; ++k) hashes.push_back(f.hash(0, "key:" + std::to_string(k)));
     std::vector<event> events;
-    std::vector<int> holds(40, 0);
-    std::vector<std::pair<int, std::uint32_t>> held;  // key, connection
+    std::vector<std::pair<int, std::uint32_t>> held;  // key, connection: holds not released yet
+    const auto is_held = [&](int key) {
+      return std::any_of(held.begin(), held.end(), [&](const auto& h) { return h.first == key; });
+    };
     struct request {
       int key;
       std::uint32_t conn;
@@ -149,6 +154,12 @@ TEST_CASE("write_fence: never settles what a full record of the writes would not
     };
     std::vector<request> in_flight;
     std::vector<request> slow;
+    const auto model_settled = [&](const request& q) {
+      if (is_held(q.key)) return false;
+      for (auto it = events.rbegin(); it != events.rend() && it->clock > q.since; ++it)
+        if (it->conn != q.conn && (it->key == q.key || it->key == -1)) return false;
+      return true;
+    };
     int settled_count = 0;
     for (int step = 0; step < 60'000; ++step) {
       // Phases of a few thousand events: one connection writing most, or several evenly.
@@ -157,13 +168,7 @@ TEST_CASE("write_fence: never settles what a full record of the writes would not
       std::uint32_t conn = static_cast<std::uint32_t>(r % 3);
       if (phase < 3 && (r >> 8) % 16 != 0) conn = static_cast<std::uint32_t>(phase);
       const int key = static_cast<int>((r >> 16) % 40);
-      const auto h = f.hash(0, "key:" + std::to_string(key));
-      const auto model_settled = [&](const request& q) {
-        if (holds[q.key] > 0) return false;
-        for (auto it = events.rbegin(); it != events.rend() && it->clock > q.since; ++it)
-          if (it->conn != q.conn && (it->key == q.key || it->key == -1)) return false;
-        return true;
-      };
+      const auto h = hashes[key];
       switch ((r >> 24) % 16) {
         case 0: {  // a flush
           f.touched_all(conn);
@@ -173,14 +178,12 @@ TEST_CASE("write_fence: never settles what a full record of the writes would not
         case 1: {  // a hold, or the release of one (each an event)
           if ((r >> 32) % 2 == 0 || held.empty()) {
             f.hold(h, conn);
-            ++holds[key];
             held.push_back({key, conn});
             events.push_back({f.clock(), conn, key});
           } else {
             const auto [k, c] = held.back();
             held.pop_back();
-            f.release(f.hash(0, "key:" + std::to_string(k)), c);
-            --holds[k];
+            f.release(hashes[k], c);
             events.push_back({f.clock(), c, k});
           }
           break;
@@ -203,7 +206,7 @@ TEST_CASE("write_fence: never settles what a full record of the writes would not
           const std::size_t i = (r >> 40) % from.size();
           const request q = from[i];
           from.erase(from.begin() + static_cast<std::ptrdiff_t>(i));
-          const auto qh = f.hash(0, "key:" + std::to_string(q.key));
+          const auto qh = hashes[q.key];
           const bool expected = model_settled(q);
           bool got = false;
           if ((r >> 48) % 2 == 0) {
@@ -213,7 +216,7 @@ TEST_CASE("write_fence: never settles what a full record of the writes would not
             events.push_back({f.clock(), q.conn, q.key});
           }
           if (got && !expected) FAIL("settled a raced reply, run " << run << " step " << step);
-          if (holds[q.key] > 0) CHECK(f.held(qh));
+          if (is_held(q.key)) CHECK(f.held(qh));
           settled_count += got ? 1 : 0;
           break;
         }
