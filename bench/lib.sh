@@ -147,6 +147,19 @@ resp_sets() {
   }'
 }
 
+# rotated K ITEM...: the items starting at the (K mod count)-th, wrapping around, one per line.
+# Each round runs its targets in the order rotated by the round's number, so that no target
+# always follows the same one: which target ran just before moves a -P 1 result by more than 10 %
+# on a 2-core machine (bench/RESULTS.md), and a fixed order turns that into a bias.
+rotated() {
+  local k=$1
+  shift
+  local n=$#
+  ((n)) || return 0
+  local items=("$@") i
+  for ((i = 0; i < n; i++)); do printf '%s\n' "${items[(i + k) % n]}"; done
+}
+
 # median: the median of the numbers on stdin (separated by spaces or newlines).
 median() { tr ' ' '\n' | grep . | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 

@@ -17,7 +17,7 @@
 #
 # Sections (arguments; default: all of them, in this order):
 #   throughput   GET and SET, -c 50 -r 100000 -d 64, -P 1 and -P 16, every target, interleaved
-#                over ROUNDS rounds; medians, spread, p50/p99, CPU per request, every ratio and
+#                over ROUNDS rounds (each round's order rotated by one: rotated()); medians, spread, p50/p99, CPU per request, every ratio and
 #                target of the issue; INFO commandstats proves pass-through requests reached Redis
 #   latency      GET at -c 1 -P 1 against every target: the latency each proxy adds (nutcracker over
 #                direct plaintext shows what one plaintext proxy hop costs on this machine)
@@ -346,10 +346,11 @@ bench() {
 requests() { if (($1 > 1)); then echo "$N_P16"; else echo "$N"; fi; }
 
 run_throughput() {
-  local rounds=$1 round pipeline target test
+  local rounds=$1 round pipeline target test order
   for round in $(seq 1 "$rounds"); do
+    mapfile -t order < <(rotated "$((round - 1))" "${targets[@]}")
     for pipeline in 1 16; do
-      for target in "${targets[@]}"; do
+      for target in "${order[@]}"; do
         for test in SET GET; do
           [[ $target != sidecar-l1-bp || $pipeline$test == 1GET ]] || continue
           log "round $round/$rounds  -P $pipeline  $target $test"
@@ -361,10 +362,11 @@ run_throughput() {
 }
 
 run_latency() {
-  local rounds=$1 round target
+  local rounds=$1 round target order
   for round in $(seq 1 "$rounds"); do
-    for target in direct direct-tls stunnel nutcracker sidecar ${l1_port:+sidecar-l1} \
-      ${bp_port:+sidecar-bp} ${unix_sock:+sidecar-unix}; do
+    mapfile -t order < <(rotated "$((round - 1))" direct direct-tls stunnel nutcracker sidecar \
+      ${l1_port:+sidecar-l1} ${bp_port:+sidecar-bp} ${unix_sock:+sidecar-unix})
+    for target in "${order[@]}"; do
       log "round $round/$rounds  -c 1 -P 1 GET  $target"
       bench "$target" 1 GET c1-GET -c 1 -n "$LATENCY_N"
     done
@@ -532,8 +534,13 @@ run_bulk() {
   pid=$last_pid
   resp_pairs "$BULK_PAIRS" >"$work/bulk.resp"
   for r in $(seq 1 "$ROUNDS"); do
-    run_pipe direct -p "$redis_tls_port" --tls --cacert "$work/ca.crt"
-    run_pipe side -p "$port"
+    if ((r % 2)); then  # the two in turn first (rotated())
+      run_pipe direct -p "$redis_tls_port" --tls --cacert "$work/ca.crt"
+      run_pipe side -p "$port"
+    else
+      run_pipe side -p "$port"
+      run_pipe direct -p "$redis_tls_port" --tls --cacert "$work/ca.crt"
+    fi
   done
   printf '  direct TLS:              %s\n' "${direct_ms[*]}"
   printf '  sidecar (default flags): %s\n' "${side_ms[*]}"
@@ -569,7 +576,7 @@ run_misses() {
     "$ROUNDS"
   resp_gets 0 "$MISS_KEYS" >"$file"
   for r in $(seq 1 "$ROUNDS"); do
-    for name in default pass; do
+    for name in $(rotated "$((r - 1))" default pass); do
       # A fresh sidecar: every key is a miss (ms to read them all, upstream commands per GET).
       port=$(free_port)
       if [[ $name == default ]]; then
@@ -612,7 +619,7 @@ run_misses() {
 # keeps its 64-byte values). Each byte crosses the sidecar twice (TLS from Redis, plaintext to the
 # client), as it crosses stunnel4, where direct TLS has one hop.
 run_values() {
-  local size r target test port pid out p0 p1 rps
+  local size r target test port pid out p0 p1 rps order
   local -A ops cpu args
   local targets=(direct-tls stunnel sidecar)
   port=$(free_port)
@@ -624,7 +631,8 @@ run_values() {
   for size in $VALUE_SIZES; do
     resp_sets 0 1000 "$size" | redis-cli -p "$redis_port" --pipe >/dev/null
     for r in $(seq 1 "$ROUNDS"); do
-      for target in "${targets[@]}"; do
+      mapfile -t order < <(rotated "$((r - 1))" "${targets[@]}")
+      for target in "${order[@]}"; do
         for test in GET SET; do
           log "values $size round $r/$ROUNDS  $target $test"
           p0=0 p1=0
