@@ -149,8 +149,8 @@ resp_sets() {
 
 # rotated K ITEM...: the items starting at the (K mod count)-th, wrapping around, one per line.
 # Each round runs its targets in the order rotated by the round's number, so that no target
-# always follows the same one: which target ran just before moves a -P 1 result by more than 10 %
-# on a 2-core machine (bench/RESULTS.md), and a fixed order turns that into a bias.
+# always follows the same one: on a 2-core machine the target that ran just before may move a -P 1
+# result by 10 % or more (bench/RESULTS.md), and a fixed order would turn that into a bias.
 rotated() {
   local k=$1
   shift
