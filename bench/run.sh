@@ -17,8 +17,9 @@
 #
 # Sections (arguments; default: all of them, in this order):
 #   throughput   GET and SET, -c 50 -r 100000 -d 64, -P 1 and -P 16, every target, interleaved
-#                over ROUNDS rounds (each round's order rotated by one: rotated()); medians, spread, p50/p99, CPU per request, every ratio and
-#                target of the issue; INFO commandstats proves pass-through requests reached Redis
+#                over ROUNDS rounds (each round's order rotated by one: rotated()); medians,
+#                spread, p50/p99, CPU per request, every ratio and target of the issue; INFO
+#                commandstats proves pass-through requests reached Redis
 #   latency      GET at -c 1 -P 1 against every target: the latency each proxy adds (nutcracker over
 #                direct plaintext shows what one plaintext proxy hop costs on this machine)
 #   memory       idle RSS of a sidecar; RSS per L1 entry after 1,000,000 SETs through a sidecar
@@ -526,21 +527,20 @@ run_pipe() {
 }
 
 run_bulk() {
-  local port pid r direct_ms=() direct_cpu=() side_ms=() side_cpu=()
+  local port pid r who direct_ms=() direct_cpu=() side_ms=() side_cpu=()
+  local -A args
   port=$(free_port)
   printf '\n### bulk load%s: %s SET+GET pairs through redis-cli --pipe, %s rounds (ms)\n' \
     "$([[ -n $inner ]] && echo ', remote upstream')" "$BULK_PAIRS" "$ROUNDS"
   start_sidecar bulk "$port" "$(free_port)" "$redis_tls_port"
   pid=$last_pid
+  args=([direct]="-p $redis_tls_port --tls --cacert $work/ca.crt" [side]="-p $port")
   resp_pairs "$BULK_PAIRS" >"$work/bulk.resp"
   for r in $(seq 1 "$ROUNDS"); do
-    if ((r % 2)); then  # the two in turn first (rotated())
-      run_pipe direct -p "$redis_tls_port" --tls --cacert "$work/ca.crt"
-      run_pipe side -p "$port"
-    else
-      run_pipe side -p "$port"
-      run_pipe direct -p "$redis_tls_port" --tls --cacert "$work/ca.crt"
-    fi
+    for who in $(rotated "$((r - 1))" direct side); do
+      # shellcheck disable=SC2086  # args[...] is a list of words on purpose
+      run_pipe "$who" ${args[$who]}
+    done
   done
   printf '  direct TLS:              %s\n' "${direct_ms[*]}"
   printf '  sidecar (default flags): %s\n' "${side_ms[*]}"
