@@ -45,6 +45,7 @@ static_assert(
     row(counter_id::upstream_held_writes, "redis_sidecar_upstream_held_writes_total") &&
     row(counter_id::busy_poll, "redis_sidecar_busy_poll_seconds_total") &&
     row(counter_id::busy_poll_backoffs, "redis_sidecar_busy_poll_backoffs_total") &&
+    row(counter_id::naps, "redis_sidecar_naps_total") &&
     row(counter_id::upstream_tls_handshakes, "redis_sidecar_upstream_tls_handshakes_total") &&
     row(counter_id::upstream_tls_resumed, "redis_sidecar_upstream_tls_resumed_total"));
 static_assert(row(gauge_id::cache_entries, "redis_sidecar_cache_entries") &&

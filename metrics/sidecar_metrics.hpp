@@ -54,6 +54,7 @@ enum class counter_id : std::uint8_t {
   upstream_held_writes,
   busy_poll,  // stored in nanoseconds, exported in seconds (see counter_scale)
   busy_poll_backoffs,
+  naps,
   upstream_tls_handshakes,
   upstream_tls_resumed,
   count_
@@ -93,6 +94,9 @@ inline constexpr std::array<family_info, static_cast<std::size_t>(counter_id::co
         {"redis_sidecar_busy_poll_backoffs_total", family_type::counter,
          "Times busy polling stopped for a while because the event loop's thread waited for a "
          "CPU (busy cores, or a CPU limit throttling the sidecar)."},
+        {"redis_sidecar_naps_total", family_type::counter,
+         "Times the event loop napped (slept --nap-us on its own timer) instead of waiting for "
+         "the next request to wake it, after serving unpipelined clients from L1."},
         {"redis_sidecar_upstream_tls_handshakes_total", family_type::counter,
          "TLS handshakes completed by upstream connections that carry clients' requests."},
         {"redis_sidecar_upstream_tls_resumed_total", family_type::counter,

@@ -2,7 +2,11 @@
 
 #include <fcntl.h>
 #include <sched.h>
+#include <sys/prctl.h>
+#include <time.h>
 #include <unistd.h>
+
+#include <cerrno>
 
 #include <algorithm>
 #include <charconv>
@@ -50,6 +54,16 @@ bool poll_for(asio::io_context& io, std::chrono::microseconds window) {
     sched_yield();
   } while (std::chrono::steady_clock::now() < until);
   return false;
+}
+
+// Sleeps for `length` on the thread's own timer, then runs the first handler ready, if any (the
+// loop's look runs the rest). Returns whether one ran.
+bool nap_then_poll(asio::io_context& io, std::chrono::microseconds length) {
+  const auto ns = std::chrono::nanoseconds(length).count();
+  timespec left{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
+  while (::nanosleep(&left, &left) != 0 && errno == EINTR) {
+  }
+  return io.poll_one() > 0;
 }
 
 // The time the calling thread has spent runnable but waiting for a CPU, from the kernel's
@@ -116,7 +130,8 @@ class contention_guard {
 
 }  // namespace
 
-void run(asio::io_context& io, std::chrono::microseconds busy_poll, stats* counters) {
+void run(asio::io_context& io, std::chrono::microseconds busy_poll, stats* counters,
+         std::chrono::microseconds nap) {
   struct running_guard {
     running_guard() { state.running = true; }
     ~running_guard() {
@@ -128,6 +143,8 @@ void run(asio::io_context& io, std::chrono::microseconds busy_poll, stats* count
   std::optional<contention_guard> contention;
   if (busy_poll.count() > 0) contention.emplace();
   turn_policy turns;
+  nap_policy naps(counters != nullptr ? nap : std::chrono::microseconds::zero());
+  if (naps.length().count() > 0) ::prctl(PR_SET_TIMERSLACK, 1000UL, 0UL, 0UL, 0UL);
   bool woke = false;  // the last step ran the handler of a wake-up (io.run_one()), not a turn
   bool look = true;   // the next step polls: the handlers ready, up to turn_policy::max_handlers
   bool cut = false;   // the last look stopped at turn_policy::max_handlers: more may be ready
@@ -136,6 +153,7 @@ void run(asio::io_context& io, std::chrono::microseconds busy_poll, stats* count
     if (look) {
       const std::size_t found = poll_some(io, turn_policy::max_handlers);
       if (woke) turns.looked(found);
+      naps.ran(found);
       cut = found == turn_policy::max_handlers;
     }
     if (io.stopped()) return;
@@ -152,7 +170,19 @@ void run(asio::io_context& io, std::chrono::microseconds busy_poll, stats* count
     const auto idle =
         contention ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
     if (!contention || !contention->allow(idle, counters)) {
+      if (counters != nullptr &&
+          naps.nap(counters->requests, counters->upstream_writes, counters->inflight_requests)) {
+        ++counters->naps;
+        naps.woke(counters->requests, counters->upstream_writes);
+        if (nap_then_poll(io, naps.length())) {
+          naps.ran(1);
+          woke = true;  // what came during the nap is looked for at once
+          continue;
+        }
+      }
+      if (counters != nullptr) naps.woke(counters->requests, counters->upstream_writes);
       io.run_one();  // block for the next event (or timer)
+      naps.ran(1);
       woke = true;
       look = turns.look_after_wake();
     } else {

@@ -128,7 +128,8 @@ int run(const rs::config& cfg) {
     ignored.async_wait(ignore);
   };
   ignored.async_wait(ignore);
-  rs::event_loop::run(io, std::chrono::microseconds(cfg.busy_poll_us), &srv.counters());
+  rs::event_loop::run(io, std::chrono::microseconds(cfg.busy_poll_us), &srv.counters(),
+                      std::chrono::microseconds(cfg.nap_us));
   rs::log::info("stopped");
   return lost_writes > 0 ? 1 : 0;
 }

@@ -113,6 +113,7 @@ void server::publish() {
   add(counter_id::upstream_held_writes, stats_.upstream_held_writes, p.upstream_held_writes);
   add(counter_id::busy_poll, stats_.busy_poll_ns, p.busy_poll_ns);
   add(counter_id::busy_poll_backoffs, stats_.busy_poll_backoffs, p.busy_poll_backoffs);
+  add(counter_id::naps, stats_.naps, p.naps);
   add(counter_id::upstream_tls_handshakes, stats_.tls_handshakes, p.tls_handshakes);
   add(counter_id::upstream_tls_resumed, stats_.tls_resumed, p.tls_resumed);
   for (std::size_t k = 0; k < p.errors.size(); ++k) {

@@ -72,7 +72,7 @@ class server {
     std::uint64_t requests = 0, hits = 0, misses = 0, evictions = 0, invalidations = 0;
     std::uint64_t reconnects = 0, transitions = 0, replayed = 0, rejected = 0;
     std::uint64_t received = 0, stale = 0, upstream_writes = 0, busy_poll_ns = 0;
-    std::uint64_t busy_poll_backoffs = 0, upstream_held_writes = 0;
+    std::uint64_t busy_poll_backoffs = 0, upstream_held_writes = 0, naps = 0;
     std::uint64_t tls_handshakes = 0, tls_resumed = 0;
     std::array<std::uint64_t, static_cast<std::size_t>(error_kind::count_)> errors{};
   };

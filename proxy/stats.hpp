@@ -37,6 +37,7 @@ struct stats {
   std::uint64_t upstream_held_writes = 0;  // counter: ... that waited for replies (write_hold)
   std::uint64_t busy_poll_ns = 0;         // counter: time the event loop spent polling
   std::uint64_t busy_poll_backoffs = 0;   // counter: polling stopped for waits for a CPU
+  std::uint64_t naps = 0;                 // counter: naps of the event loop (--nap-us)
   std::uint64_t tls_handshakes = 0;       // counter: upstream TLS handshakes completed
   std::uint64_t tls_resumed = 0;          // counter: ... of them resuming an earlier session
   std::array<std::uint64_t, static_cast<std::size_t>(error_kind::count_)> errors{};

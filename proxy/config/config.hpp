@@ -75,6 +75,9 @@ struct config {
 
   std::uint32_t busy_poll_us = 0;           // --busy-poll-us: poll this long before sleeping
                                             // (event_loop::run), default 0: off
+  std::uint32_t nap_us = 10;                // --nap-us: nap this long after turns that served
+                                            // unpipelined clients from L1 (nap_policy),
+                                            // default 10
   std::uint32_t write_hold_rtt_us = 100;    // --write-hold-rtt-us: shared connections hold small
                                             // writes for replies while the upstream's round
                                             // trip is under this (write_hold.hpp), default 100

@@ -213,6 +213,43 @@ TEST_CASE("busy_poll_policy judges waits for replies and for requests apart", "[
   CHECK(p.window(true) == microseconds(150));
 }
 
+TEST_CASE("nap_policy naps after wake-ups that served several unpipelined L1 hits, and only then",
+          "[event_loop]") {
+  using std::chrono::microseconds;
+  nap_policy p(microseconds(10));
+  CHECK(p.length() == microseconds(10));
+  // Counters at the wake-up: 100 requests, 7 upstream writes. The woken handler and a look's 3.
+  auto woke = [&] {
+    p.woke(100, 7);
+    p.ran(1);
+    p.ran(3);
+  };
+  woke();
+  CHECK(p.nap(102, 7, 0));        // two clients' GETs, answered from L1
+  CHECK(p.nap(108, 7, 0));        // 8 requests in 4 handlers: the limit
+  CHECK_FALSE(p.nap(109, 7, 0));  // more per handler: pipelined clients
+  CHECK_FALSE(p.nap(101, 7, 0));  // one request per wake-up: a lone client
+  CHECK_FALSE(p.nap(100, 7, 0));  // no request at all (a timer, a reply's write)
+  CHECK_FALSE(p.nap(102, 8, 0));  // a request went upstream: Redis sets the pace
+  CHECK_FALSE(p.nap(102, 7, 1));  // an upstream reply is due (a blocking command, say)
+  CHECK_FALSE(p.nap(102, 7, -1));
+
+  // A new wake-up starts the count afresh.
+  p.woke(102, 7);
+  CHECK_FALSE(p.nap(104, 7, 0));  // no handler ran yet
+  p.ran(1);
+  CHECK(p.nap(104, 7, 0));
+  p.woke(200, 9);
+  p.ran(2);
+  CHECK(p.nap(202, 9, 0));
+  CHECK_FALSE(p.nap(202, 7, 0));  // the upstream writes' count moved (any way): not L1 alone
+
+  nap_policy off(microseconds(0));
+  off.woke(0, 0);
+  off.ran(10);
+  CHECK_FALSE(off.nap(5, 0, 0));
+}
+
 TEST_CASE("cpu_contention_policy stops polling while the loop waits for a CPU, backing off",
           "[event_loop]") {
   using namespace std::chrono_literals;

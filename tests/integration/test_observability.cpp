@@ -324,6 +324,59 @@ TEST_CASE("busy polling shows in redis_sidecar_busy_poll_seconds_total", "[obser
   CHECK(sample(metrics_text(sleeping), polled) == 0);
 }
 
+// --nap-us (on by default): after serving several unpipelined clients from L1 in one wake-up,
+// the event loop naps instead of waiting for the next request to wake it (nap_policy). A pipelined
+// client, whose requests come 16 per read, never makes it nap. Two clients that send their GETs
+// back to back, again and again, do once a wake-up finds both; every reply is still right. With
+// --nap-us=0 the same traffic never naps.
+TEST_CASE("the event loop naps after serving several unpipelined clients from L1",
+          "[observability]") {
+  SIDECAR_ONLY();
+  const bool on = GENERATE(true, false);
+  INFO((on ? "--nap-us=10" : "--nap-us=0"));
+  proxied env({}, {"--cache-mode=ttl", "--cache-prefix=k", "--cache-ttl=1h",
+                   "--health-probe-interval-ms=50", on ? "--nap-us=10" : "--nap-us=0"});
+  REQUIRE(str(env.client().get(), {"SET", "k", "v"}) == "OK");
+  const char* naps = "redis_sidecar_naps_total";
+  const std::string get = "*2\r\n$3\r\nGET\r\n$1\r\nk\r\n";
+  const std::string reply = "$1\r\nv\r\n";
+  raw_client x(env.side->port()), y(env.side->port());
+  auto naps_after = [&](double requests) {
+    REQUIRE(eventually(
+        [&] { return sample(metrics_text(env), "redis_sidecar_requests_total") >= requests; }));
+    return sample(metrics_text(env), naps);
+  };
+
+  std::string gets, replies;
+  for (int i = 0; i < 16; ++i) {
+    gets += get;
+    replies += reply;
+  }
+  for (int i = 0; i < 200; ++i) {
+    x.send(gets);
+    REQUIRE(x.read_exact(replies.size()) == replies);
+  }
+  CHECK(naps_after(1 + 16 * 200) == 0);
+
+  auto exchange = [&](int rounds) {
+    for (int i = 0; i < rounds; ++i) {
+      x.send(get);
+      y.send(get);
+      REQUIRE(x.read_exact(reply.size()) == reply);
+      REQUIRE(y.read_exact(reply.size()) == reply);
+    }
+  };
+  if (on) {
+    CHECK(eventually([&] {
+      exchange(200);
+      return sample(metrics_text(env), naps) > 0;
+    }));
+  } else {
+    exchange(2000);
+    CHECK(naps_after(1 + 16 * 200 + 2 * 2000) == 0);
+  }
+}
+
 // Busy polling stops while its thread waits for a CPU: here a process that never sleeps shares
 // the one CPU the sidecar's event loop may run on, so a polling loop spends much of its time
 // queued behind it. The stop is counted; the requests are still answered.

@@ -526,6 +526,21 @@ TEST_CASE("busy polling is off unless asked for, and bounded", "[config]") {
                           Catch::Contains("REDIS_SIDECAR_BUSY_POLL_US"));
 }
 
+TEST_CASE("napping is on, 10 microseconds, and bounded", "[config]") {
+  env_guard env;
+  CHECK(config{}.nap_us == 10);
+  CHECK(run_ok({up}).nap_us == 10);
+  CHECK(run_ok({up, "--nap-us=0"}).nap_us == 0);
+  CHECK(run_ok({up, "--nap-us", "1000"}).nap_us == 1000);
+  env.set("REDIS_SIDECAR_NAP_US", "25");
+  CHECK(run_ok({up}).nap_us == 25);
+  CHECK(run_ok({up, "--nap-us=5"}).nap_us == 5);
+  CHECK(error_of({up, "--nap-us=1001"}) ==
+        "invalid value '1001' for --nap-us: expected a whole number from 0 to 1000");
+  CHECK_THAT(usage(),
+             Catch::Contains("\n  --nap-us US") && Catch::Contains("REDIS_SIDECAR_NAP_US"));
+}
+
 TEST_CASE("write holding is on for upstreams within 100 microseconds, and bounded", "[config]") {
   env_guard env;
   CHECK(config{}.write_hold_rtt_us == 100);
