@@ -159,11 +159,12 @@ class turn_policy {
 /// replies (no upstream write since, no upstream reply due) to at least min_requests requests, at
 /// most max_requests_per_handler of them per handler run: clients that wait for each reply, more
 /// than one at a time. Measured with L1 hits on 2 cores shared with the app (redis-benchmark
-/// `-P 1`, bench/RESULTS.md): 1.06-1.11x the GETs/s at 50 clients, 1.2x at 2 and 5, less CPU per
-/// request in the app; pipelined clients (`-P 16`, many requests per read) lost about 6 % to naps,
-/// so they do not nap. A single client does not nap: each wake-up serves one request, and a nap
-/// would only add its length to the next one's latency. Sans-I/O: the loop reports its wake-ups,
-/// the handlers it ran, and the counters as it would sleep.
+/// `-P 1`, against the loop without naps; bench/RESULTS.md): 1.2x the GETs/s at 2 and 5 clients,
+/// 0.95-1.03x at 10, 1.04-1.11x at 20 to 300, and less CPU per request in the app. Pipelined
+/// clients (`-P 16`, many requests per read) lost about 6 % to naps, so they do not nap. A lone
+/// client seldom does (6 naps per 1,000 GETs): a wake-up serves two of its requests only when the
+/// next comes before the loop has looked for more. Sans-I/O: the loop reports its wake-ups, the
+/// handlers it ran, and the counters as it would sleep.
 class nap_policy {
  public:
   static constexpr std::uint64_t min_requests = 2;
