@@ -6,9 +6,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <cerrno>
-
 #include <algorithm>
+#include <cerrno>
 #include <charconv>
 #include <optional>
 #include <vector>
