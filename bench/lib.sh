@@ -135,6 +135,43 @@ rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 cpu_ticks() { awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
 clk_tck=$(getconf CLK_TCK)
 
+# last_core PID: sets `core` to the core PID last ran on (field 39 of /proc/PID/stat, counted
+# after the name in parentheses, which may hold spaces), or to empty once PID has exited (a
+# zombie's too). Sets a variable rather than printing: a $(...) per call would start a process.
+last_core() {
+  local line
+  core=
+  read -r line 2>/dev/null <"/proc/$1/stat" || return 0
+  # The fields after the name, as this function's arguments (no pattern in them to expand).
+  # shellcheck disable=SC2086
+  set -- ${line##*) }
+  [[ $1 == [ZX] ]] || core=${37}
+}
+
+# sample_cores TICK APP PROXY REDIS: every 20 ms until APP exits, which core APP, PROXY (may be
+# empty) and REDIS last ran on; prints "samples app+redis app+proxy proxy+redis": how many samples
+# found each pair on one core. With three busy processes on two cores, which two share one is the
+# kernel's choice, often held for seconds, and -P 1 throughput through a proxy follows it
+# (bench/RESULTS.md). TICK is a file descriptor open on a FIFO nobody writes: a read on it with a
+# timeout spaces the samples without starting a process per sample. Each sample reads three small
+# /proc files: about 2 % of a core in all.
+sample_cores() {
+  local tick=$1 app=$2 proxy=$3 redis=$4 n=0 ar=0 ap=0 pr=0 a p r
+  while :; do
+    last_core "$app"; a=$core
+    last_core "$redis"; r=$core
+    [[ -n $a && -n $r ]] || break
+    p=-1
+    if [[ -n $proxy ]]; then last_core "$proxy"; p=${core:--1}; fi
+    n=$((n + 1))
+    [[ $a == "$r" ]] && ar=$((ar + 1))
+    [[ $a == "$p" ]] && ap=$((ap + 1))
+    [[ $p == "$r" ]] && pr=$((pr + 1))
+    read -r -t 0.02 -u "$tick" _ || true
+  done
+  echo "$n $ar $ap $pr"
+}
+
 # resp_sets FIRST COUNT [SIZE]: COUNT SET commands in RESP, keys "key:%012d" (16 bytes, as
 # redis-benchmark -r names them) from FIRST, SIZE-byte values (default 64): for `redis-cli --pipe`.
 resp_sets() {

@@ -1,8 +1,8 @@
 # bench/report.awk: turns bench/run.sh's raw results into the tables, ratios and targets.
 #
 # Input lines (CSV): target,pipeline,test,rps,p50_ms,p99_ms,proxy_cpu_us,redis_cpu_us,
-# reqs_per_upstream_write (empty but for the sidecars),client_cpu_us,cores, one per
-# redis-benchmark run (test is GET, SET or c1-GET). Variables: mode (local|remote), rounds, n,
+# reqs_per_upstream_write (empty but for the sidecars),client_cpu_us,cores,app_redis_shared_pct
+# (empty where not sampled), one per redis-benchmark run (test is GET, SET or c1-GET). Variables: mode (local|remote), rounds, n,
 # latency_n. Medians over the rounds; spread = (max - min) / median of ops/s.
 
 function median(list, a, k, i, j, x) {
@@ -49,6 +49,7 @@ BEGIN { FS = "," }
   l_pcpu[k] = l_pcpu[k] " " $7; l_rcpu[k] = l_rcpu[k] " " $8; l_ccpu[k] = l_ccpu[k] " " $10
   l_cores[k] = l_cores[k] " " $11
   if ($9 != "") l_rpw[k] = l_rpw[k] " " $9
+  if ($12 != "") { l_shared[k] = l_shared[k] " " $12; l_round[k] = l_round[k] " " sprintf("%.0fk(%s%%)", $4 / 1000, $12) }
 }
 END {
   for (i = 1; i <= nk; i++) {
@@ -59,6 +60,7 @@ END {
     rpw[k] = (k in l_rpw) ? sprintf("%s (%s-%s)", per_write(median(l_rpw[k])), per_write(lo(l_rpw[k])), \
       per_write(hi(l_rpw[k]))) : "-"
     spread[k] = rps[k] > 0 ? (hi(l_rps[k]) - lo(l_rps[k])) * 100 / rps[k] : 0
+    shared[k] = (k in l_shared) ? sprintf("%d%%", median(l_shared[k])) : "-"
   }
   printf "\n### %s: redis-benchmark -c 50 -r 100000 -d 64 -n %s, %s round(s), medians\n", \
     (mode == "remote" ? "remote upstream (emulated RTT)" : "local upstream"), n, rounds
@@ -66,19 +68,20 @@ END {
   printf "proxy/redis/client cpu = CPU microseconds per request of the proxy process / of\n"
   printf "redis-server / of redis-benchmark; cores = the cores the three kept busy together;\n"
   printf "reqs/write = a sidecar's requests per upstream write, median (min-max) over rounds: at\n"
-  printf "-P 1 it varies from round to round, and ops/s with it (bench/RESULTS.md)\n\n"
-  printf "%-13s %3s %-4s %10s %7s %8s %8s %7s %9s %9s %10s %5s  %s\n", "target", "-P", "test", "ops/s", \
-    "spread", "p50 ms", "p99 ms", "vs tls", "proxy cpu", "redis cpu", "client cpu", "cores", "reqs/write"
+  printf "-P 1 it varies from round to round, and ops/s with it (bench/RESULTS.md); shared = how\n"
+  printf "much of a run redis-benchmark and redis-server spent on one core, median over rounds\n\n"
+  printf "%-13s %3s %-4s %10s %7s %8s %8s %7s %9s %9s %10s %5s %6s  %s\n", "target", "-P", "test", "ops/s", \
+    "spread", "p50 ms", "p99 ms", "vs tls", "proxy cpu", "redis cpu", "client cpu", "cores", "shared", "reqs/write"
   ntest = split("GET SET", tests, " ")
   for (ti = 1; ti <= ntest; ti++)
     for (i = 1; i <= nk; i++) {
       split(order[i], f, ",")
       if (f[3] != tests[ti]) continue
       base = rps["direct-tls," f[2] "," f[3]]
-      printf "%-13s %3s %-4s %10.0f %6.1f%% %8.3f %8.3f %6.2fx %9s %9s %10.1f %5.2f  %s\n", f[1], f[2], \
+      printf "%-13s %3s %-4s %10.0f %6.1f%% %8.3f %8.3f %6.2fx %9s %9s %10.1f %5.2f %6s  %s\n", f[1], f[2], \
         f[3], rps[order[i]], spread[order[i]], p50[order[i]], p99[order[i]], ratio(rps[order[i]], base), \
         (f[1] ~ /^direct/ ? "-" : sprintf("%.1f", pcpu[order[i]])), sprintf("%.1f", rcpu[order[i]]), \
-        ccpu[order[i]], cores[order[i]], rpw[order[i]]
+        ccpu[order[i]], cores[order[i]], shared[order[i]], rpw[order[i]]
     }
 
   printf "\nratios (ops/s, same test and depth; > 1 means the first is faster)\n"
@@ -99,6 +102,16 @@ END {
         printf "  sidecar-l1-bp/direct %.2fx", ratio(rps["sidecar-l1-bp," p "," x], rps["direct," p "," x])
       printf "\n"
     }
+
+  # Three busy processes on two cores: which two share one is the kernel's choice, and through a
+  # proxy at -P 1 the rounds where the app and Redis shared a core (the proxy alone on the other)
+  # ran slowest (bench/RESULTS.md). Round by round, so a miss can be read against it.
+  printf "\n-P 1 through a proxy, round by round: ops/s (share of the run the app and Redis spent on one core)\n"
+  for (i = 1; i <= nk; i++) {
+    split(order[i], f, ",")
+    if (f[2] != 1 || f[1] ~ /^direct/ || f[3] == "c1-GET" || !(order[i] in l_round)) continue
+    printf "  %-13s %-4s%s\n", f[1], f[3], l_round[order[i]]
+  }
 
   printf "\nsingle connection GET (-c 1 -P 1, -n %s): medians of p50 / p99, microseconds\n", latency_n
   for (i = 1; i <= nk; i++) {

@@ -90,6 +90,8 @@ sidecar_bin=$(find_sidecar "$repo")
 ulimit -n 65536 2>/dev/null || ulimit -n 4096 2>/dev/null || true
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/sidecar-bench.XXXXXX")
+mkfifo "$work/tick"
+exec {tick}<>"$work/tick"  # sample_cores' clock
 netns=""
 cleanup() {
   cleanup_processes
@@ -282,7 +284,8 @@ proxy_pid() {
   esac
 }
 
-# target,pipeline,test,rps,p50_ms,p99_ms,proxy_cpu_us,redis_cpu_us,reqs_per_upstream_write
+# target,pipeline,test,rps,p50_ms,p99_ms,proxy_cpu_us,redis_cpu_us,reqs_per_upstream_write,
+# client_cpu_us,cores,app_redis_shared_pct
 results=$work/results.csv
 : >"$results"
 declare -A sent=() seen=()  # requests sent through a sidecar / calls Redis counted meanwhile
@@ -291,7 +294,7 @@ declare -A sent=() seen=()  # requests sent through a sidecar / calls Redis coun
 bench() {
   local target=$1 pipeline=$2 test=$3 label=$4
   shift 4
-  local cmd=${test,,} ppid mport before after out line p0=0 p1=0 r0 r1 reqs w0=0 w1=0 cc t0 t1
+  local cmd=${test,,} ppid mport before after out line p0=0 p1=0 r0 r1 reqs w0=0 w1=0 cc t0 t1 shared
   ppid=$(proxy_pid "$target")
   mport=$(metrics_port "$target")
   before=$(cmdstat "$redis_port" "$cmd")
@@ -303,16 +306,23 @@ bench() {
   # The client's CPU too: `times` ends the output with the subshell's children's user and system
   # time, which is redis-benchmark's.
   # shellcheck disable=SC2046  # target_args is a list of words on purpose
+  # Meanwhile, which processes share a core (sample_cores), into $work/cores.
   if ! out=$(
     redis-benchmark -h 127.0.0.1 $(target_args "$target") -P "$pipeline" -t "$cmd" \
-      -r "$KEYS" -d 64 --csv "$@" 2>&1
+      -r "$KEYS" -d 64 --csv "$@" >"$work/benchmark.out" 2>&1 &
+    client=$!
+    sample_cores "$tick" "$client" "$ppid" "$redis_pid" >"$work/cores"
+    wait "$client"
     status=$?
+    cat "$work/benchmark.out"
     times
     exit $status
   ); then
     die "redis-benchmark against $target failed: $out"
   fi
   t1=${EPOCHREALTIME/,/.}
+  # The share of the run's samples that found the app and Redis on one core, in percent.
+  shared=$(awk '$1 > 0 { printf "%.0f", $2 * 100 / $1 }' "$work/cores")
   cc=$(printf '%s\n' "$out" | tail -n 1 | awk '{
     t = 0
     for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); t += a[1] * 60 + a[2] }
@@ -329,13 +339,13 @@ bench() {
   # "GET","rps","avg","min","p50","p95","p99","max"
   line=$(printf '%s\n' "$out" | tr -d '"\r' | awk -F, -v t="$target" -v p="$pipeline" -v l="$label" \
     -v pc="$(((p1 - p0) * 1000000 / clk_tck))" -v rc="$(((r1 - r0) * 1000000 / clk_tck))" -v n="$reqs" \
-    -v w0="${w0:-0}" -v w1="${w1:-0}" -v cc="$cc" -v t0="$t0" -v t1="$t1" \
+    -v w0="${w0:-0}" -v w1="${w1:-0}" -v cc="$cc" -v t0="$t0" -v t1="$t1" -v shared="$shared" \
     '$1 == "SET" || $1 == "GET" {
       w = w1 - w0
       # Cores the three processes kept busy together: their CPU over the same wall time.
       cores = (pc + rc + cc) / ((t1 - t0) * 1000000)
-      printf "%s,%s,%s,%s,%s,%s,%.2f,%.2f,%s,%.2f,%.2f\n", t, p, l, $2, $5, $7, pc / n, rc / n, \
-        (w > 0 ? sprintf("%.1f", n / w) : ""), cc / n, cores
+      printf "%s,%s,%s,%s,%s,%s,%.2f,%.2f,%s,%.2f,%.2f,%s\n", t, p, l, $2, $5, $7, pc / n, rc / n, \
+        (w > 0 ? sprintf("%.1f", n / w) : ""), cc / n, cores, shared
     }')
   [[ -n $line ]] || die "no result from redis-benchmark against $target: $out"
   printf '%s\n' "$line" >>"$results"

@@ -70,6 +70,13 @@ expect 'medians: cold pipeline' 1
 expect '### values: GET and SET of larger values' 1
 if ((passes == 2)); then expect '### remote upstream (emulated RTT)' 1; fi
 
+# Each -P 1 run through the pass-through sidecar sampled which processes shared a core: its
+# round-by-round line shows ops/s and a share ("  sidecar       GET  18k(37%)").
+expect '-P 1 through a proxy, round by round' "$passes"
+rounds_lines=$(grep -E '^  sidecar +(GET|SET) +[0-9]+k\([0-9]+%\)$' "$out" || true)
+(($(grep -c . <<<"$rounds_lines") == 2 * passes)) ||
+  fail "expected the pass-through sidecar's round-by-round lines $((2 * passes)) time(s): $rounds_lines"
+
 # The L1-hit sidecars answered their GETs from L1: "sidecar-l1: 22500 of 22500 GETs answered
 # from L1 ...". Not asserted for every one: Redis' counters are read before and after each
 # target's runs, and a handful of GETs have now and then been counted during the L1 target's runs
