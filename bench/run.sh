@@ -47,7 +47,9 @@
 # 800: with the delayer's own ~0.2 ms this gives ~1 ms), REMOTE_ROUNDS (default ROUNDS),
 # BUSY_POLL_US (default 150: sidecar-bp's --busy-poll-us), REDIS_SIDECAR_BINARY (default
 # build-rel/ or build/, else built), KEEP_WORK=1 keeps the temp dir.
-# Quick run: QUICK=1 (ROUNDS=1, N=20000, MEM_ENTRIES=200000).
+# Quick run: QUICK=1 (ROUNDS=1, N=20000, MEM_ENTRIES=200000). PLACEMENT=split pins Redis to the
+# last core and the app and the proxies to the others (see place_processes); by default the kernel
+# places them, which is the issue's method.
 #
 # Installs what is missing with apt-get (root), picks free loopback ports, stops every process it
 # started on exit. Exit status non-zero only when a run fails or a correctness check fails; the
@@ -124,6 +126,7 @@ if [[ -z $inner ]]; then
     "$(awk -F: '/model name/ { sub(/^ +/, "", $2); print $2; exit }' /proc/cpuinfo)" \
     "$(cut -d' ' -f1-3 /proc/loadavg)"
   printf '# binary: %s\n' "$sidecar_bin"
+  [[ -z ${PLACEMENT:-} ]] || printf '# placement: %s (Redis alone on the last core)\n' "$PLACEMENT"
   printf '# redis-server %s, stunnel4 %s, nutcracker %s\n' \
     "$(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p')" \
     "$(stunnel4 -version 2>&1 | awk '/^stunnel/ { print $2; exit }')" \
@@ -307,7 +310,10 @@ bench() {
   # time, which is redis-benchmark's.
   # shellcheck disable=SC2046  # target_args is a list of words on purpose
   # Meanwhile, which processes share a core (sample_cores), into $work/cores.
+  # With PLACEMENT=split this subshell moves to the app's cores first, so redis-benchmark starts
+  # there (its first sample included).
   if ! out=$(
+    [[ -z $client_cpus ]] || taskset -pc "$client_cpus" "$BASHPID" >/dev/null
     redis-benchmark -h 127.0.0.1 $(target_args "$target") -P "$pipeline" -t "$cmd" \
       -r "$KEYS" -d 64 --csv "$@" >"$work/benchmark.out" 2>&1 &
     client=$!
@@ -699,9 +705,31 @@ run_remote() {
   netns=""
 }
 
+# PLACEMENT=split: Redis alone on the last core; the app (redis-benchmark) and every proxy on the
+# others, as a remote Redis and an app's pod with its sidecar are placed. Left to the kernel, three
+# busy processes on two cores share them its way, differently from round to round (RESULTS.md).
+client_cpus=""
+place_processes() {
+  local last pid
+  last=$(($(nproc) - 1))
+  ((last >= 1)) || die "PLACEMENT=split needs 2 cores or more"
+  client_cpus=0-$((last - 1))
+  taskset -apc "$last" "$redis_pid" >/dev/null
+  for pid in "$stunnel_pid" "$nutcracker_pid" "$sidecar_pid" "$off_pid" "${l1_pid:-}" "${l1bp_pid:-}" \
+    "$bp_pid" "$unix_pid"; do
+    [[ -z $pid ]] || taskset -apc "$client_cpus" "$pid" >/dev/null
+  done
+  log "placement: redis-server on core $last; redis-benchmark and the proxies on $client_cpus"
+}
+
 if wants throughput || wants latency || wants memory || wants connections || wants bulk ||
   wants misses || wants values; then
   setup_targets
+  case ${PLACEMENT:-} in
+    "") ;;
+    split) place_processes ;;
+    *) die "PLACEMENT=$PLACEMENT: only split is known" ;;
+  esac
 fi
 wants throughput && run_throughput "$ROUNDS"
 wants latency && run_latency "$ROUNDS"

@@ -77,6 +77,20 @@ rounds_lines=$(grep -E '^  sidecar +(GET|SET) +[0-9]+k\([0-9]+%\)$' "$out" || tr
 (($(grep -c . <<<"$rounds_lines") == 2 * passes)) ||
   fail "expected the pass-through sidecar's round-by-round lines $((2 * passes)) time(s): $rounds_lines"
 
+# PLACEMENT=split pins Redis to a core of its own: no sample may find the app on it.
+set +e
+TMPDIR=$work REDIS_SIDECAR_BINARY=$binary PLACEMENT=split ROUNDS=1 N=2000 N_P16=20000 \
+  bash "$repo/bench/run.sh" throughput >"$work/split.out" 2>"$work/split.err"
+rc=$?
+set -e
+((rc == 0)) || fail "PLACEMENT=split: bench/run.sh exited $rc: $(tail -3 "$work/split.err")"
+grep -q -F '# placement: split' "$work/split.out" || fail "PLACEMENT=split: no placement line"
+split_lines=$(sed -n '/round by round/,/^$/p' "$work/split.out" | grep -E '^  [a-z0-9-]+ +(GET|SET) ' || true)
+(($(grep -c . <<<"$split_lines") >= 8)) || fail "PLACEMENT=split: round-by-round lines missing: $split_lines"
+if grep -v -E '^  [a-z0-9-]+ +(GET|SET) +[0-9]+k\(0%\)$' <<<"$split_lines" | grep -q .; then
+  fail "PLACEMENT=split: the app and Redis shared a core: $split_lines"
+fi
+
 # The L1-hit sidecars answered their GETs from L1: "sidecar-l1: 22500 of 22500 GETs answered
 # from L1 ...". Not asserted for every one: Redis' counters are read before and after each
 # target's runs, and a handful of GETs have now and then been counted during the L1 target's runs
