@@ -2,8 +2,9 @@
 #
 # Input lines (CSV): target,pipeline,test,rps,p50_ms,p99_ms,proxy_cpu_us,redis_cpu_us,
 # reqs_per_upstream_write (empty but for the sidecars),client_cpu_us,cores,app_redis_shared_pct
-# (empty where not sampled), one per redis-benchmark run (test is GET, SET or c1-GET). Variables: mode (local|remote), rounds, n,
-# latency_n. Medians over the rounds; spread = (max - min) / median of ops/s.
+# (empty where not sampled), one per redis-benchmark run (test is GET, SET or c1-GET). Variables:
+# mode (local|remote), rounds, n, latency_n. Medians over the rounds; spread = (max - min) /
+# median of ops/s.
 
 function median(list, a, k, i, j, x) {
   k = split(list, a, " ")
@@ -49,7 +50,10 @@ BEGIN { FS = "," }
   l_pcpu[k] = l_pcpu[k] " " $7; l_rcpu[k] = l_rcpu[k] " " $8; l_ccpu[k] = l_ccpu[k] " " $10
   l_cores[k] = l_cores[k] " " $11
   if ($9 != "") l_rpw[k] = l_rpw[k] " " $9
-  if ($12 != "") { l_shared[k] = l_shared[k] " " $12; l_round[k] = l_round[k] " " sprintf("%.0fk(%s%%)", $4 / 1000, $12) }
+  if ($12 != "") {
+    l_shared[k] = l_shared[k] " " $12
+    l_round[k] = l_round[k] " " sprintf("%.0fk(%s%%)", $4 / 1000, $12)
+  }
 }
 END {
   for (i = 1; i <= nk; i++) {

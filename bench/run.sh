@@ -308,10 +308,10 @@ bench() {
   t0=${EPOCHREALTIME/,/.}  # a locale may write "12,5"
   # The client's CPU too: `times` ends the output with the subshell's children's user and system
   # time, which is redis-benchmark's.
+  # Meanwhile, which processes share a core (sample_cores), into $work/cores. With
+  # PLACEMENT=split this subshell moves to the app's cores first, so redis-benchmark starts there
+  # (its first sample included).
   # shellcheck disable=SC2046  # target_args is a list of words on purpose
-  # Meanwhile, which processes share a core (sample_cores), into $work/cores.
-  # With PLACEMENT=split this subshell moves to the app's cores first, so redis-benchmark starts
-  # there (its first sample included).
   if ! out=$(
     [[ -z $client_cpus ]] || taskset -pc "$client_cpus" "$BASHPID" >/dev/null
     redis-benchmark -h 127.0.0.1 $(target_args "$target") -P "$pipeline" -t "$cmd" \
@@ -705,8 +705,9 @@ run_remote() {
   netns=""
 }
 
-# PLACEMENT=split: Redis alone on the last core; the app (redis-benchmark) and every proxy on the
-# others, as a remote Redis and an app's pod with its sidecar are placed. Left to the kernel, three
+# PLACEMENT=split: Redis alone on the last core; the app (the throughput and latency sections'
+# redis-benchmark) and every proxy on the others, as a remote Redis and an app's pod with its
+# sidecar are placed. The other sections' clients are left to the kernel. Left to the kernel, three
 # busy processes on two cores share them its way, differently from round to round (RESULTS.md).
 client_cpus=""
 place_processes() {
@@ -716,7 +717,7 @@ place_processes() {
   client_cpus=0-$((last - 1))
   taskset -apc "$last" "$redis_pid" >/dev/null
   for pid in "$stunnel_pid" "$nutcracker_pid" "$sidecar_pid" "$off_pid" "${l1_pid:-}" "${l1bp_pid:-}" \
-    "$bp_pid" "$unix_pid"; do
+    "${bp_pid:-}" "$unix_pid"; do
     [[ -z $pid ]] || taskset -apc "$client_cpus" "$pid" >/dev/null
   done
   log "placement: redis-server on core $last; redis-benchmark and the proxies on $client_cpus"
