@@ -148,28 +148,24 @@ last_core() {
   [[ $1 == [ZX] ]] || core=${37}
 }
 
-# sample_cores TICK APP PROXY REDIS: every 20 ms until APP exits, which core APP, PROXY (may be
-# empty) and REDIS last ran on; prints "samples app+redis app+proxy proxy+redis": how many samples
-# found each pair on one core. With three busy processes on two cores, which two share one is the
+# sample_cores TICK APP REDIS: every 20 ms until APP exits, which core APP and REDIS last ran on;
+# prints "samples shared": how many samples there were, and how many found the two on one core.
+# With three busy processes on two cores (a proxy between them), which two share one is the
 # kernel's choice, often held for seconds, and -P 1 throughput through a proxy follows it
 # (bench/RESULTS.md). TICK is a file descriptor open on a FIFO nobody writes: a read on it with a
-# timeout spaces the samples without starting a process per sample. Each sample reads three small
+# timeout spaces the samples without starting a process per sample. Each sample reads two small
 # /proc files: about 2 % of a core in all.
 sample_cores() {
-  local tick=$1 app=$2 proxy=$3 redis=$4 n=0 ar=0 ap=0 pr=0 a p r
+  local tick=$1 app=$2 redis=$3 n=0 shared=0 a r
   while :; do
     last_core "$app"; a=$core
     last_core "$redis"; r=$core
     [[ -n $a && -n $r ]] || break
-    p=-1
-    if [[ -n $proxy ]]; then last_core "$proxy"; p=${core:--1}; fi
     n=$((n + 1))
-    [[ $a == "$r" ]] && ar=$((ar + 1))
-    [[ $a == "$p" ]] && ap=$((ap + 1))
-    [[ $p == "$r" ]] && pr=$((pr + 1))
+    [[ $a == "$r" ]] && shared=$((shared + 1))
     read -r -t 0.02 -u "$tick" _ || true
   done
-  echo "$n $ar $ap $pr"
+  echo "$n $shared"
 }
 
 # resp_sets FIRST COUNT [SIZE]: COUNT SET commands in RESP, keys "key:%012d" (16 bytes, as

@@ -308,7 +308,7 @@ bench() {
   t0=${EPOCHREALTIME/,/.}  # a locale may write "12,5"
   # The client's CPU too: `times` ends the output with the subshell's children's user and system
   # time, which is redis-benchmark's.
-  # Meanwhile, which processes share a core (sample_cores), into $work/cores. With
+  # Meanwhile, whether the app and Redis share a core (sample_cores), into $work/cores. With
   # PLACEMENT=split this subshell moves to the app's cores first, so redis-benchmark starts there
   # (its first sample included).
   # shellcheck disable=SC2046  # target_args is a list of words on purpose
@@ -317,7 +317,7 @@ bench() {
     redis-benchmark -h 127.0.0.1 $(target_args "$target") -P "$pipeline" -t "$cmd" \
       -r "$KEYS" -d 64 --csv "$@" >"$work/benchmark.out" 2>&1 &
     client=$!
-    sample_cores "$tick" "$client" "$ppid" "$redis_pid" >"$work/cores"
+    sample_cores "$tick" "$client" "$redis_pid" >"$work/cores"
     wait "$client"
     status=$?
     cat "$work/benchmark.out"

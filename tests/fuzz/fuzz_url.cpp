@@ -138,15 +138,16 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     // "Dk%3FLp2%23"). The same URL with a password the fuzzer cannot have copied shows whether
     // the text comes from there: if its masked() and endpoint() hold it too, it is not the
     // password's.
-    upstream_url neutral;
-    std::string neutral_error;
-    const bool spelled = parse_upstream_url(build("Nq0Mw1Bv2"), neutral, neutral_error) &&
-                         (holds(neutral.masked(), written) || holds(neutral.masked(), decoded) ||
-                          holds(neutral.endpoint(), written) || holds(neutral.endpoint(), decoded));
-    if (judged && !spelled) {
-      check(!holds(masked, written) && !holds(masked, decoded));
-      check(!holds(endpoint, written) && !holds(endpoint, decoded));
-    }
+    const auto spelled = [&] {
+      upstream_url neutral;
+      std::string neutral_error;
+      return parse_upstream_url(build("Nq0Mw1Bv2"), neutral, neutral_error) &&
+             (holds(neutral.masked(), written) || holds(neutral.masked(), decoded) ||
+              holds(neutral.endpoint(), written) || holds(neutral.endpoint(), decoded));
+    };
+    if (judged && (holds(masked, written) || holds(masked, decoded) || holds(endpoint, written) ||
+                   holds(endpoint, decoded)))
+      check(spelled());
     upstream_url again;
     std::string again_error;
     check(parse_upstream_url(masked, again, again_error));
