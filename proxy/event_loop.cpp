@@ -36,15 +36,61 @@ bool end_turn() {
   return true;
 }
 
-// Runs the handlers that are ready, polling the reactor (a zero-timeout epoll_wait) whenever none
-// is left, up to `limit` of them. Returns how many ran.
-std::size_t poll_some(asio::io_context& io, std::size_t limit) {
-  std::size_t ran = 0;
-  while (ran < limit && io.poll_one() > 0) ++ran;
-  return ran;
-}
+// Asio's scheduler keeps the handlers that are ready in one queue, and the reactor (its
+// epoll_wait) has a place in that queue too: poll_one() and run_one() ask the reactor whenever
+// they find it at the front. Handlers a handler makes ready (an operation that completed at once,
+// a post) are queued behind the reactor's place, so running them costs a zero-timeout
+// epoll_wait first, and a turn that ran until nothing was left cost one more at its end. This
+// lets the loop run what is queued without asking the reactor: it moves the reactor's place
+// behind the handlers that wait behind it. Asio keeps the queue private; its members are reached
+// by explicit instantiation, which the language exempts from access checks, and a change in
+// Asio's layout fails to compile here.
+namespace asio_private {
+using asio::detail::scheduler;
+template <typename Tag, auto Member>
+struct expose {
+  friend constexpr auto member(Tag) { return Member; }
+};
+struct queue_tag {
+  friend constexpr auto member(queue_tag);
+};
+struct reactor_tag {
+  friend constexpr auto member(reactor_tag);
+};
+struct mutex_tag {
+  friend constexpr auto member(mutex_tag);
+};
+template struct expose<queue_tag, &scheduler::op_queue_>;
+template struct expose<reactor_tag, &scheduler::task_operation_>;
+template struct expose<mutex_tag, &scheduler::mutex_>;
+}  // namespace asio_private
 
-// Polls io until an event's first handler has run (true; the loop's look runs the rest) or the
+class ready_queue {
+ public:
+  explicit ready_queue(asio::io_context& io)
+      : scheduler_(asio::use_service<asio::detail::scheduler>(io)) {}
+
+  // Whether a handler is ready to run without asking the reactor. With `skip_reactor`, the
+  // reactor's place at the front of the queue moves behind the handlers queued after it.
+  bool handler_ready(bool skip_reactor) {
+    auto& queue = scheduler_.*member(asio_private::queue_tag{});
+    const asio::detail::scheduler_operation* reactor =
+        &(scheduler_.*member(asio_private::reactor_tag{}));
+    asio::detail::conditionally_enabled_mutex::scoped_lock lock(scheduler_.*
+                                                                member(asio_private::mutex_tag{}));
+    if (skip_reactor && queue.front() == reactor) {
+      auto* op = queue.front();
+      queue.pop();
+      queue.push(op);
+    }
+    return queue.front() != nullptr && queue.front() != reactor;
+  }
+
+ private:
+  asio::detail::scheduler& scheduler_;
+};
+
+// Polls io until an event's first handler has run (true; the turn runs the rest) or the
 // window is over (false).
 bool poll_for(asio::io_context& io, std::chrono::microseconds window) {
   const auto until = std::chrono::steady_clock::now() + window;
@@ -56,7 +102,7 @@ bool poll_for(asio::io_context& io, std::chrono::microseconds window) {
 }
 
 // Sleeps for `length` on the thread's own timer, then runs the first handler ready, if any (the
-// loop's look runs the rest). Returns whether one ran.
+// turn runs the rest). Returns whether one ran.
 bool nap_then_poll(asio::io_context& io, std::chrono::microseconds length) {
   const auto ns = std::chrono::nanoseconds(length).count();
   timespec left{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
@@ -141,49 +187,52 @@ void run(asio::io_context& io, std::chrono::microseconds busy_poll, stats* count
   busy_poll_policy policy(busy_poll);
   std::optional<contention_guard> contention;
   if (busy_poll.count() > 0) contention.emplace();
-  turn_policy turns;
   nap_policy naps(counters != nullptr ? nap : std::chrono::microseconds::zero());
   if (naps.length().count() > 0) ::prctl(PR_SET_TIMERSLACK, 1000UL, 0UL, 0UL, 0UL);
-  bool woke = false;  // the last step ran the handler of a wake-up (io.run_one()), not a turn
-  bool look = true;   // the next step polls: the handlers ready, up to turn_policy::max_handlers
-  bool cut = false;   // the last look stopped at turn_policy::max_handlers: more may be ready
+  ready_queue ready(io);
+  std::size_t since_wait = 0;  // handlers run since the loop last asked the reactor
   for (;;) {
-    cut = false;
-    if (look) {
-      const std::size_t found = poll_some(io, turn_policy::max_handlers);
-      if (woke) turns.looked(found);
-      naps.ran(found);
-      cut = found == turn_policy::max_handlers;
+    // A turn: the handlers ready without asking the reactor, up to turn_policy::max_handlers.
+    // Nothing left ready: the listeners' writes, then one wait for events.
+    std::size_t ran = 0;
+    while (ran < turn_policy::max_handlers &&
+           ready.handler_ready(since_wait + ran < turn_policy::max_between_waits)) {
+      io.poll_one();
+      ++ran;
     }
+    since_wait += ran;
+    naps.ran(ran);
     if (io.stopped()) return;
-    if (woke && !look) {
-      // The woken handler's turn ends alone, and the loop looks once its writes are out.
-      end_turn();
-      look = true;
+    // The listeners' writes (their completions are ready now), or the rest of a cut turn.
+    if (end_turn() || ran == turn_policy::max_handlers) continue;
+    if (since_wait >= turn_policy::max_between_waits) {
+      // Handlers are still coming: ask the reactor without waiting, then run them and its events.
+      naps.ran(io.poll_one());
+      since_wait = 0;
       continue;
     }
-    woke = false;
-    look = true;
-    // The listeners' handlers are ready now, or the turn was cut short: run them.
-    if (end_turn() || cut) continue;
     const auto idle =
         contention ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
     if (!contention || !contention->allow(idle, counters)) {
       if (counters != nullptr &&
           naps.nap(counters->requests, counters->upstream_writes, counters->inflight_requests)) {
+        // The app's next requests may be here already: a nap would only hold them back.
+        if (io.poll_one() > 0) {
+          naps.ran(1);
+          since_wait = 1;
+          continue;
+        }
         ++counters->naps;
         naps.woke(counters->requests, counters->upstream_writes);
         if (nap_then_poll(io, naps.length())) {
           naps.ran(1);
-          woke = true;  // what came during the nap is looked for at once
+          since_wait = 1;
           continue;
         }
       }
       if (counters != nullptr) naps.woke(counters->requests, counters->upstream_writes);
-      io.run_one();  // block for the next event (or timer)
+      io.run_one();  // one wait for events: at once if some are there, else until one comes
       naps.ran(1);
-      woke = true;
-      look = turns.look_after_wake();
     } else {
       const bool due = counters != nullptr && counters->inflight_requests > 0;
       const auto window = policy.window(due);
@@ -197,6 +246,7 @@ void run(asio::io_context& io, std::chrono::microseconds busy_poll, stats* count
       if (!woken) io.run_one();
       policy.waited(due, std::chrono::steady_clock::now() - idle);
     }
+    since_wait = 1;
     if (io.stopped()) return;
   }
 }

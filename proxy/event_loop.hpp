@@ -1,7 +1,8 @@
-// event_loop: runs an io_context in turns. A turn runs the handlers that are ready, including the
-// ones the reactor finds ready while the turn runs, up to turn_policy::max_handlers of them; work
-// deferred with event_loop::defer() runs when the turn is over, before the loop blocks for more
-// events or starts the next turn.
+// event_loop: runs an io_context in turns. A turn runs the handlers that are ready, and those they
+// make ready (an operation that completed at once, a post), up to turn_policy::max_handlers; work
+// deferred with event_loop::defer() runs when the turn is over. When nothing is left ready, the
+// loop waits for events: one epoll_wait, which returns at once with the events already there, or
+// sleeps until one comes.
 //
 // The upstream connections defer their writes this way, so the requests of every client that was
 // ready in a turn leave in one write: one TLS record, one send, one wake-up of Redis, instead of
@@ -12,10 +13,18 @@
 // turn that ran every ready handler held a large batch back until it had read all of it, while
 // Redis and the app waited; a turn ends after 16 handlers instead (turn_policy::max_handlers).
 //
-// When events come one at a time (one client, or a sparse load), looking for more after the woken
-// handler finds nothing and costs a system call on each hop of a request's path; the loop then
-// ends such a turn after that handler alone, and looks once its writes are out (turn_policy). A
-// burst after a quiet spell: its first request goes out alone, the rest together.
+// One wait per pass, as nutcracker's loop does it: the loop asks the reactor for events only when
+// no handler is ready without it. Asio's own run_one() and poll_one() ask it whenever its place in
+// the handler queue comes up, and a handler that a handler makes ready is queued behind that
+// place, so each generation of them cost a zero-timeout epoll_wait, and a turn one more at its
+// end to see that nothing had come. Where a system call costs several microseconds (a VM that
+// pays the hypervisor on each), that was most of the loop's waits: measured with 50 unpipelined
+// apps through the pass-through sidecar, 0.54-0.84 epoll_wait per request before, 0.17-0.37 after
+// (nutcracker 0.08), and 6-15 % less of the sidecar's CPU per request (bench/RESULTS.md). Before
+// a nap the loop looks once (nap_policy below): with the app's next requests already there, a nap
+// would only hold them back. While handlers keep making more ready, the loop still asks every
+// turn_policy::max_between_waits handlers, so that a stream of reads that complete at once cannot
+// starve the other connections.
 //
 // Busy polling (off unless asked for): when a turn leaves nothing ready, the loop can keep polling
 // for up to a few tens of microseconds before it sleeps. A sleeping thread is woken by the kernel
@@ -118,40 +127,19 @@ class cpu_contention_policy {
   clock::duration backoff_ = first_backoff;
 };
 
-/// Whether a turn that a wake-up started looks for more ready events before it ends. The look
-/// (io_context::poll() after the woken handler, which ends in a zero-timeout epoll_wait) is what
-/// gathers a busy moment's requests into one upstream write. When events come one at a time (a
-/// single client, a sparse load) it finds nothing and costs a system call on each hop of the
-/// request's path, about 2.5 µs on a VM. So after `quiet_after` wake-ups in a row whose look found
-/// nothing, the loop ends a woken handler's turn at once and looks only after that turn's writes
-/// are out, off the request's path. A look that finds something (the rest of a burst) makes it
-/// look before ending turns again. With busy polling on, every turn looks (polling is looking).
-/// Sans-I/O: the loop reports what its looks found.
-class turn_policy {
- public:
-  static constexpr unsigned quiet_after = 8;
-  /// A turn ends after this many handlers (after the one that woke the loop), and the next turn
-  /// starts at once: a busy moment's writes go out in parts, and Redis and the app work on the
-  /// first part while the loop reads the rest. Measured with 50 apps pipelining 16 requests
-  /// through a pass-through sidecar to a TLS Redis on 2 cores shared with both, against unbounded
-  /// turns (bench/RESULTS.md): 1.05-1.20x the GETs/s (12 of 12 interleaved rounds, median 1.08x)
-  /// at less CPU per request, 0.99-1.07x the SETs/s (median 1.04x); a bound of 8 gave about 1.06x,
-  /// 4 and 32 nothing or less. Unpipelined GETs and pipelined L1 hits did not move beyond the
-  /// rounds' spread.
+/// How long a turn runs, and how long the loop goes without asking the reactor for events.
+struct turn_policy {
+  /// A turn ends after this many handlers, and the next starts at once: a busy moment's writes go
+  /// out in parts, and Redis and the app work on the first part while the loop reads the rest.
+  /// Measured with 50 apps pipelining 16 requests through a pass-through sidecar to a TLS Redis
+  /// on 2 cores shared with both, against unbounded turns (bench/RESULTS.md): 1.05-1.20x the
+  /// GETs/s (12 of 12 interleaved rounds, median 1.08x) at less CPU per request, 0.99-1.07x the
+  /// SETs/s (median 1.04x); a bound of 8 gave about 1.06x, 4 and 32 nothing or less. Unpipelined
+  /// GETs and pipelined L1 hits did not move beyond the rounds' spread.
   static constexpr std::size_t max_handlers = 16;
-
-  /// Whether the turn a wake-up started should look for more before it ends.
-  bool look_after_wake() const { return empty_looks_ < quiet_after; }
-  /// A look after a wake-up (before its turn ended, or after) ran `found` more handlers.
-  void looked(std::size_t found) {
-    if (found > 0)
-      empty_looks_ = 0;
-    else if (empty_looks_ < quiet_after)
-      ++empty_looks_;
-  }
-
- private:
-  unsigned empty_looks_ = 0;  // looks in a row that found nothing, up to quiet_after
+  /// The loop asks the reactor for events at least once every this many handlers, even while
+  /// handlers keep making more ready (each a zero-timeout epoll_wait then).
+  static constexpr std::size_t max_between_waits = 4 * max_handlers;
 };
 
 /// Whether the loop, out of events, naps (sleeps a fixed time, then looks) rather than sleeping
@@ -162,9 +150,9 @@ class turn_policy {
 /// `-P 1`, against the loop without naps; bench/RESULTS.md): 1.2x the GETs/s at 2 and 5 clients,
 /// 0.95-1.03x at 10, 1.04-1.11x at 20 to 300, and less CPU per request in the app. Pipelined
 /// clients (`-P 16`, many requests per read) lost about 6 % to naps, so they do not nap. A lone
-/// client seldom does (6 naps per 1,000 GETs): a wake-up serves two of its requests only when the
-/// next comes before the loop has looked for more. Sans-I/O: the loop reports its wake-ups, the
-/// handlers it ran, and the counters as it would sleep.
+/// client seldom does: a wake-up serves two of its requests only when the next comes before the
+/// loop waits again. Sans-I/O: the loop reports its wake-ups, the handlers it ran, and the
+/// counters as it would sleep.
 class nap_policy {
  public:
   static constexpr std::uint64_t min_requests = 2;

@@ -1,7 +1,8 @@
-// event_loop: deferred listeners run once the turn is over (every ready handler has run, including
-// handlers made ready during the turn and timers already due, up to a bound on a turn's handlers),
-// before the loop blocks; outside event_loop::run() nothing is deferred; a listener pending when
-// the loop ends is released.
+// event_loop: deferred listeners run once the turn is over (every handler ready, including the
+// handlers made ready during the turn, up to a bound on a turn's handlers), before the loop waits
+// for events; the loop asks the reactor for events only when nothing else is ready (up to a bound
+// on the handlers between two waits); outside event_loop::run() nothing is deferred; a listener
+// pending when the loop ends is released.
 // Like the upstream connections (whose reads are always pending), the listeners here hold work on
 // the io_context until they have run: a loop out of work has ended. A busy-polling loop serves the
 // same events in the same turns, whether they come while it polls or while it sleeps.
@@ -39,12 +40,17 @@ struct two_listeners {
   std::shared_ptr<recorder> b = std::make_shared<recorder>(log, "b ended");
 };
 
-TEST_CASE("a deferred listener runs after every handler ready in its turn", "[event_loop]") {
+TEST_CASE(
+    "a turn runs the handlers ready and those they make ready, then its listeners; the "
+    "reactor's events come in the next turn",
+    "[event_loop]") {
   asio::io_context io(1);
   auto work = asio::make_work_guard(io);
   std::vector<std::string> log;
   auto listener = std::make_shared<recorder>(log, "turn ended");
   listener->then = [&] { work.reset(); };
+  // Due before the loop starts, but only the reactor (an epoll_wait) can tell: the loop does not
+  // ask it while handlers are ready, so the timer comes after the turn.
   steady_timer due(io, std::chrono::steady_clock::now() - std::chrono::seconds(1));
   due.async_wait([&](error_code) { log.push_back("timer already due"); });
   asio::post(io, [&] {
@@ -54,14 +60,33 @@ TEST_CASE("a deferred listener runs after every handler ready in its turn", "[ev
   });
   asio::post(io, [&] { log.push_back("second"); });
   event_loop::run(io);
-  const std::vector<std::string> want = {"first", "second", "posted by first", "timer already due",
-                                         "turn ended"};
-  // The due timer is found by the reactor within the turn; its place among the posted handlers
-  // is Asio's business, but it must come before the turn ends.
-  REQUIRE(log.size() == want.size());
-  CHECK(log.front() == "first");
-  CHECK(log.back() == "turn ended");
-  CHECK(std::is_permutation(log.begin(), log.end(), want.begin()));
+  CHECK(log == std::vector<std::string>{"first", "second", "posted by first", "turn ended",
+                                        "timer already due"});
+}
+
+TEST_CASE(
+    "while handlers keep making more ready, the loop still asks the reactor every "
+    "turn_policy::max_between_waits handlers",
+    "[event_loop]") {
+  asio::io_context io(1);
+  std::size_t chain = 0;         // handlers of the chain run so far
+  std::size_t before_timer = 0;  // of them, those that ran before the timer
+  bool fired = false;
+  std::function<void()> next = [&] {
+    ++chain;
+    if (!fired) asio::post(io, next);  // each link makes the next ready, until the timer fires
+  };
+  steady_timer due(io, std::chrono::steady_clock::now() - std::chrono::seconds(1));
+  due.async_wait([&](error_code) {
+    fired = true;
+    before_timer = chain;
+  });
+  asio::post(io, next);
+  event_loop::run(io);
+  CHECK(fired);
+  // Not at every link (that is Asio's own io_context::run()), nor never.
+  CHECK(before_timer > turn_policy::max_handlers);
+  CHECK(before_timer <= turn_policy::max_between_waits + 1);
 }
 
 TEST_CASE_METHOD(
@@ -289,32 +314,6 @@ TEST_CASE("cpu_contention_policy stops polling while the loop waits for a CPU, b
   CHECK(p.polling_allowed(t + 100ms));
 }
 
-TEST_CASE("turn_policy stops looking after wake-ups that bring one event, until a look finds more",
-          "[event_loop]") {
-  turn_policy p;
-  for (unsigned i = 0; i < turn_policy::quiet_after; ++i) {
-    REQUIRE(p.look_after_wake());
-    p.looked(0);
-  }
-  CHECK_FALSE(p.look_after_wake());
-  p.looked(0);  // the looks after lone turns' writes, finding nothing
-  CHECK_FALSE(p.look_after_wake());
-  p.looked(3);  // one finds the rest of a burst: look before ending turns again
-  CHECK(p.look_after_wake());
-  for (unsigned i = 0; i + 1 < turn_policy::quiet_after; ++i) {
-    REQUIRE(p.look_after_wake());
-    p.looked(0);
-  }
-  p.looked(1);  // a look that finds something starts the count again
-  for (unsigned i = 0; i + 1 < turn_policy::quiet_after; ++i) {
-    REQUIRE(p.look_after_wake());
-    p.looked(0);
-  }
-  CHECK(p.look_after_wake());
-  p.looked(0);
-  CHECK_FALSE(p.look_after_wake());
-}
-
 // A loop held open by `work`, and a listener deferred at most once per turn, as the sidecar's
 // listeners are: event() logs a handler's name and defers the listener, which logs "end".
 struct once_per_turn {
@@ -343,7 +342,7 @@ TEST_CASE_METHOD(once_per_turn,
   constexpr int lone = 24;
   constexpr int burst = 64;
   std::thread other([&] {
-    // Events far apart: the loop sleeps between them, and its looks find nothing.
+    // Events far apart: the loop sleeps between them.
     for (int i = 0; i < lone; ++i) {
       std::this_thread::sleep_for(std::chrono::milliseconds(2));
       asio::post(io, [&] { event("lone"); });
@@ -364,11 +363,10 @@ TEST_CASE_METHOD(once_per_turn,
   CHECK(log.back() == "end");
   const auto first_burst = std::find(log.begin(), log.end(), "burst");
   const auto burst_turns = std::count(first_burst, log.end(), "end");
-  // After a quiet spell the burst's first handler may end its turn alone; the rest take as few
-  // turns as the bound on a turn's handlers allows.
+  // As few turns as the bound on a turn's handlers allows.
   INFO("the burst took " << burst_turns << " turns");
-  CHECK(static_cast<std::size_t>(burst_turns) <=
-        1 + (burst + turn_policy::max_handlers - 1) / turn_policy::max_handlers);
+  CHECK(static_cast<std::size_t>(burst_turns) ==
+        (burst + turn_policy::max_handlers - 1) / turn_policy::max_handlers);
 }
 
 TEST_CASE_METHOD(once_per_turn,
@@ -393,6 +391,24 @@ TEST_CASE_METHOD(once_per_turn,
     if ((i + 1) % turn_policy::max_handlers == 0 || i + 1 == ready) want.push_back("end");
   }
   CHECK(log == want);
+}
+
+TEST_CASE("the loop does not nap while events are ready: it looks first", "[event_loop]") {
+  stats counters;
+  asio::io_context io(1);
+  auto work = asio::make_work_guard(io);
+  // Due before the loop starts: an event the reactor has ready, for a look to find.
+  steady_timer due(io, std::chrono::steady_clock::now() - std::chrono::seconds(1));
+  bool fired = false;
+  due.async_wait([&](error_code) {
+    fired = true;
+    io.stop();
+  });
+  // One handler that serves two clients from L1: what nap_policy naps after.
+  asio::post(io, [&] { counters.requests += 2; });
+  event_loop::run(io, std::chrono::microseconds::zero(), &counters, std::chrono::seconds(5));
+  CHECK(fired);
+  CHECK(counters.naps == 0);
 }
 
 TEST_CASE("a busy-polling loop serves events that come while it polls and while it sleeps",
