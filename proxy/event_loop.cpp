@@ -214,24 +214,21 @@ void run(asio::io_context& io, std::chrono::microseconds busy_poll, stats* count
     const auto idle =
         contention ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
     if (!contention || !contention->allow(idle, counters)) {
+      bool woken = false;
       if (counters != nullptr &&
           naps.nap(counters->requests, counters->upstream_writes, counters->inflight_requests)) {
         // The app's next requests may be here already: a nap would only hold them back.
-        if (io.poll_one() > 0) {
-          naps.ran(1);
-          since_wait = 1;
-          continue;
-        }
-        ++counters->naps;
-        naps.woke(counters->requests, counters->upstream_writes);
-        if (nap_then_poll(io, naps.length())) {
-          naps.ran(1);
-          since_wait = 1;
-          continue;
+        woken = io.poll_one() > 0;
+        if (!woken) {
+          ++counters->naps;
+          naps.woke(counters->requests, counters->upstream_writes);
+          woken = nap_then_poll(io, naps.length());
         }
       }
-      if (counters != nullptr) naps.woke(counters->requests, counters->upstream_writes);
-      io.run_one();  // one wait for events: at once if some are there, else until one comes
+      if (!woken) {
+        if (counters != nullptr) naps.woke(counters->requests, counters->upstream_writes);
+        io.run_one();  // one wait for events: at once if some are there, else until one comes
+      }
       naps.ran(1);
     } else {
       const bool due = counters != nullptr && counters->inflight_requests > 0;

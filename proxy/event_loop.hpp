@@ -21,8 +21,8 @@
 // pays the hypervisor on each), that was most of the loop's waits: measured with 50 unpipelined
 // apps through the pass-through sidecar, 0.52-0.84 epoll_wait per request before, 0.17-0.37 after
 // (nutcracker 0.08), and 6-15 % less of the sidecar's CPU per request (bench/RESULTS.md). Before
-// a nap the loop looks once (nap_policy below): with the app's next requests already there, a nap
-// would only hold them back. While handlers keep making more ready, the loop still asks every
+// a nap (below) the loop looks once: with the app's next requests already there, a nap would only
+// hold them back. While handlers keep making more ready, the loop still asks every
 // turn_policy::max_between_waits handlers, so that a stream of reads that complete at once cannot
 // starve the other connections.
 //
