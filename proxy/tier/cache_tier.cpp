@@ -518,7 +518,8 @@ void cache_tier::store_reply(int db, const command_info& info,
 // ---------------------------------------------------------------------------------------------
 // Fallback
 
-bool cache_tier::journal_write(int db, std::string_view frame, std::string& out) {
+bool cache_tier::journal_write(int db, std::span<const std::string_view> args,
+                               std::string_view frame, std::string& out) {
   if (!writes_refused_.empty()) {
     ++counters_.rejected;
     resp::append_error(out, std::string(errors::fallback_writes_misconfigured) + writes_refused_ +
@@ -536,6 +537,9 @@ bool cache_tier::journal_write(int db, std::string_view frame, std::string& out)
     return false;
   }
   ++counters_.journaled;
+  if (const command_info* info = commands::lookup(args[0]))
+    commands::for_each_key(*info, args,
+                           [&](std::string_view key) { ++unreplayed_[key_hash(db, key)]; });
   return true;
 }
 
@@ -579,7 +583,7 @@ cache_tier::result cache_tier::serve(int db, const command_info* info,
     r = serve_set(db, args, frame, proto, now, wall_ms, out);
   } else if (name == "mset") {
     if (n % 2 == 0) return wrong_args();
-    if (journal_write(db, frame, out)) {
+    if (journal_write(db, args, frame, out)) {
       for (std::size_t i = 1; i + 1 < n; i += 2)
         store(db, args[i], key_hash(db, args[i]), args[i + 1], 0, now);
       resp::append_simple(out, "OK");
@@ -703,7 +707,7 @@ cache_tier::result cache_tier::serve_set(int db, std::span<const std::string_vie
   std::string old_value;
   if (o.get && old) old_value = old->value;
   if (condition) {
-    if (!journal_write(db, frame, out)) return result::served;
+    if (!journal_write(db, args, frame, out)) return result::served;
     std::int64_t expiry = o.expiry;
     // KEEPTTL keeps the upstream's expiry, which L1 knows only for a key it holds.
     if (o.keepttl) expiry = old ? old->expiry_to_keep() : expiry_unknown;
@@ -761,7 +765,7 @@ cache_tier::result cache_tier::serve_expire(int db, std::span<const std::string_
   }
   const auto s = lookup(db, args[1], now);
   if (!s) {  // L1 does not hold the key: Redis would answer 0 if the upstream lacks it too
-    if (!journal_write(db, frame, out)) return result::served;
+    if (!journal_write(db, args, frame, out)) return result::served;
     resp::append_integer(out, 0);
     return result::served;
   }
@@ -780,7 +784,7 @@ cache_tier::result cache_tier::serve_expire(int db, std::span<const std::string_
     resp::append_integer(out, 0);
     return result::served;
   }
-  if (!journal_write(db, frame, out)) return result::served;
+  if (!journal_write(db, args, frame, out)) return result::served;
   if (when <= now) {
     invalidate(db, args[1]);
   } else {
@@ -825,7 +829,7 @@ cache_tier::result cache_tier::serve_incr(int db, std::span<const std::string_vi
     return result::served;
   }
   const std::int64_t expiry = s->expiry_to_keep();
-  if (!journal_write(db, frame, out)) return result::served;
+  if (!journal_write(db, args, frame, out)) return result::served;
   ++counters_.hits;
   const std::string text = std::to_string(next);
   store(db, args[1], key_hash(db, args[1]), text, expiry, now);
@@ -836,7 +840,7 @@ cache_tier::result cache_tier::serve_incr(int db, std::span<const std::string_vi
 cache_tier::result cache_tier::serve_write_keys(int db, std::span<const std::string_view> args,
                                                 std::string_view frame, cache::time_ms now,
                                                 std::string& out) {
-  if (!journal_write(db, frame, out)) return result::served;
+  if (!journal_write(db, args, frame, out)) return result::served;
   std::int64_t removed = 0;
   for (std::size_t i = 1; i < args.size(); ++i) {
     if (lookup(db, args[i], now)) ++removed;  // what EXISTS would have counted
@@ -846,13 +850,22 @@ cache_tier::result cache_tier::serve_write_keys(int db, std::span<const std::str
   return result::served;
 }
 
+// While a later write of the key waits in the journal, L1 holds what that write left, which is
+// what the upstream will hold once it is replayed too (last writer wins, in replay order): a
+// client that wrote the key during the replay reads its own write, where a forgotten key would
+// answer nil until the journal is empty.
 void cache_tier::replayed(int db, std::span<const std::string_view> args) {
   ++counters_.replayed;
   if (args.empty()) return;
   if (const command_info* info = commands::lookup(args[0]))
     commands::for_each_key(*info, args, [&](std::string_view key) {
+      const std::uint64_t hash = key_hash(db, key);
+      fence_.touched(hash, fallback_conn);  // it ran just now, on its own connection
+      if (const auto later = unreplayed_.find(hash); later != unreplayed_.end()) {
+        if (--later->second > 0) return;
+        unreplayed_.erase(later);
+      }
       l1_.erase(db, key);
-      fence_.touched(key_hash(db, key), fallback_conn);  // it ran just now, on its own connection
     });
 }
 

@@ -40,6 +40,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "cache/lru_cache.hpp"
@@ -175,7 +176,8 @@ class cache_tier {
                std::string_view frame, int proto, cache::time_ms now, std::int64_t wall_ms,
                std::string& out);
   /// A journaled write the upstream acknowledged on replay: L1 forgets its keys (the upstream's
-  /// result is the truth; traffic fills L1 again).
+  /// result is the truth; traffic fills L1 again), except keys a later journaled write still
+  /// waits to replay.
   void replayed(int db, std::span<const std::string_view> args);
 
   /// The hash of `key` of `db` in L1's index and in the write fence alike (the fence is seeded
@@ -247,7 +249,8 @@ class cache_tier {
   /// The entry as stored; entries of absent keys only with `absent_too`.
   std::optional<stored> lookup(int db, std::string_view key, cache::time_ms now,
                                bool absent_too = false);
-  bool journal_write(int db, std::string_view frame, std::string& out);
+  bool journal_write(int db, std::span<const std::string_view> args, std::string_view frame,
+                     std::string& out);
 
   result serve_get(int db, std::string_view key, int proto, cache::time_ms now, std::string& out);
   result serve_mget(int db, std::span<const std::string_view> args, int proto, cache::time_ms now,
@@ -273,6 +276,8 @@ class cache_tier {
   std::int64_t ttl_ms_;
   cache::lru_cache l1_;
   cache::write_journal journal_;
+  // Journaled writes not replayed yet, per key (by key_hash): see replayed().
+  std::unordered_map<std::uint64_t, std::uint32_t> unreplayed_;
   write_fence fence_;
   struct held {
     int db;

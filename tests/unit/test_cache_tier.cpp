@@ -564,6 +564,37 @@ TEST_CASE("tier: replayed writes make L1 forget their keys", "[tier][fallback]")
   CHECK(tier.counters().replayed == 1);
 }
 
+// A client that writes a key while the journal replays reads its own write: the key's earlier
+// journaled writes replaying do not make L1 forget it, only its last one does.
+TEST_CASE("tier: a key written again keeps its newest value until its last write replays",
+          "[tier][fallback]") {
+  const config cfg = make_config();
+  cache_tier tier(cfg);
+  CHECK(serve(tier, {"SET", "k", "v1"}) == "+OK\r\n");
+  CHECK(serve(tier, {"MSET", "k", "v2", "m", "x"}) == "+OK\r\n");
+  CHECK(serve(tier, {"SET", "other", "o"}) == "+OK\r\n");
+  // As the upstream monitor replays: the front record, acknowledged, then dropped.
+  const auto replay = [&](std::vector<std::string> words) {
+    const request r(std::move(words));
+    REQUIRE(tier.journal().front().frame == r.frame);
+    tier.replayed(0, r.args);
+    tier.journal().pop_front();
+  };
+  replay({"SET", "k", "v1"});  // MSET's k waits
+  CHECK(serve(tier, {"GET", "k"}) == "$2\r\nv2\r\n");
+  CHECK(serve(tier, {"SET", "k", "v3"}) == "+OK\r\n");  // written during the replay
+  replay({"MSET", "k", "v2", "m", "x"});                // the SET k v3 waits
+  CHECK(serve(tier, {"GET", "k"}) == "$2\r\nv3\r\n");
+  CHECK(serve(tier, {"EXISTS", "m"}) == ":0\r\n");  // its last write replayed
+  replay({"SET", "other", "o"});
+  CHECK(serve(tier, {"GET", "k"}) == "$2\r\nv3\r\n");
+  CHECK(serve(tier, {"EXISTS", "other"}) == ":0\r\n");
+  replay({"SET", "k", "v3"});  // the last: the upstream's value is the truth again
+  CHECK(serve(tier, {"EXISTS", "k"}) == ":0\r\n");
+  CHECK(tier.journal().empty());
+  CHECK(tier.counters().replayed == 4);
+}
+
 TEST_CASE("tier: --cache-mode=off stores and serves nothing", "[tier]") {
   const config cfg = make_config({"off"});
   cache_tier tier(cfg);
