@@ -1,5 +1,6 @@
 #include "proxy/tier/near_cache.hpp"
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <random>
@@ -26,6 +27,20 @@ std::string random_hex() {
   std::string out;
   for (std::uint64_t v = rng(), i = 0; i < 16; ++i, v >>= 4) out.push_back(digits[v & 15]);
   return out;
+}
+
+// Errors Redis gives while it cannot serve for now: loading its data after a restart, running a
+// slow script, a replica without its master or read-only during a failover, a cluster slot
+// moving, a failed save refusing writes. They say nothing about what the upstream allows, so the
+// channel tries again later instead of giving its mode up. `text`: an error frame or its text.
+bool transient_error(std::string_view text) {
+  if (text.starts_with('-')) text.remove_prefix(1);
+  static constexpr std::array<std::string_view, 7> codes{
+      "LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "READONLY", "MISCONF"};
+  return std::any_of(codes.begin(), codes.end(), [&](std::string_view code) {
+    return text.starts_with(code) &&
+           (text.size() == code.size() || text[code.size()] == ' ' || text[code.size()] == '\r');
+  });
 }
 
 }  // namespace
@@ -226,6 +241,7 @@ void near_cache::probe_done(std::uint64_t generation, bool ok) {
 
 void near_cache::become_ready(mode m, const std::string& what) {
   ready_ = true;
+  not_now_logged_ = false;
   log::info(std::string(channel_ == channel::reads ? "cache read connection"
                                                    : "cache invalidation channel") +
             " ready (" + what + ")");
@@ -253,6 +269,20 @@ void near_cache::refused(const std::string& why) {
     channel_ = channel::reads;
     open();
   }
+}
+
+// The upstream cannot set the channel up right now (transient_error()): it is opened again at
+// the health probe's pace, as after a lost connection, and the mode stays what it was.
+void near_cache::not_now(const std::string& why) {
+  const std::string what = channel_ == channel::reads ? "cache read connection"
+                           : channel_ == channel::tracking
+                               ? "cache invalidation channel (tracking)"
+                               : "cache invalidation channel (keyspace)";
+  if (!std::exchange(not_now_logged_, true))
+    log::info(what + ": the upstream cannot set it up yet (" + why + "); trying again");
+  else if (log::enabled(log::level::debug))
+    log::debug(what + ": not yet (" + why + ")");
+  drop_channel();
 }
 
 // Lets go of both connections. Reads in flight on the read connection are still answered (QUIT
@@ -430,6 +460,11 @@ void near_cache::deliver(std::uint64_t seq, std::string_view frame, std::uint8_t
   if (seq != generation_) return;  // a channel given up since
   if (error && ((conn_ && conn_->failing()) || (sub_ && sub_->failing())))
     return;  // the connection failed, not the command: closed() follows
+  if (error && t != tag_reads_probe_queued) {
+    const std::string_view what =
+        t == tag_reads_probe && !reads_probe_error_.empty() ? reads_probe_error_ : frame;
+    if (transient_error(what)) return not_now(resp::error_text(what));
+  }
   switch (t) {
     case tag_tracking:
       if (error)

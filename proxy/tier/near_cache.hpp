@@ -135,6 +135,7 @@ class near_cache : public reply_sink,
   void probe_done(std::uint64_t generation, bool ok);
   void become_ready(cache_tier::cache_mode m, const std::string& what);
   void refused(const std::string& why);
+  void not_now(const std::string& why);
   void drop_channel();
   void settle(cache_tier::cache_mode m, const std::string& why);
   void invalidate(const channel_message& m);
@@ -165,6 +166,7 @@ class near_cache : public reply_sink,
   bool ready_ = false;
   bool reads_refused_ = false;     // ttl mode: the upstream refused the reads' transaction
   std::string reads_probe_error_;  // the first error queuing the probing read met
+  bool not_now_logged_ = false;    // not_now() logged since the channel was last ready
   std::function<void()> on_mode_;
 
   channel channel_ = channel::tracking;  // what open() sets up

@@ -614,6 +614,53 @@ TEST_CASE("auto mode: tracking on Redis 7, the next mode when tracking is refuse
   }
 }
 
+// Redis restarted with its data answers -LOADING until the data is in memory, and its
+// connections are accepted meanwhile: the channel, back first, must wait for it, not take the
+// errors for a refusal and give its mode up (tracking would settle on fallback for good, ttl mode
+// would serve values past their server TTL).
+TEST_CASE("an upstream restart that loads its data for seconds keeps tracking and ttl modes",
+          "[near][tracking][ttl]") {
+  SIDECAR_ONLY();
+  redis_options opts;
+  // Slow loading (1 ms per key), events served between keys; the dump is written with SAVE.
+  opts.extra = {"key-load-delay 1000", "loading-process-events-interval-bytes 1024"};
+  redis_server redis(opts);
+  {
+    auto up = context_ptr{redis.connect_direct()};
+    REQUIRE(up);
+    for (int i = 0; i < 2500; ++i)
+      REQUIRE(send_only(up.get(), {"SET", "pad:" + std::to_string(i), "x"}));
+    for (int i = 0; i < 2500; ++i) REQUIRE(next_reply(up.get()));
+    REQUIRE(str(up.get(), {"SAVE"}) == "OK");
+  }
+  const bool tracking = GENERATE(true, false);
+  INFO((tracking ? "tracking" : "ttl") << " mode");
+  const std::string ready = tracking ? "invalidation channel ready" : "read connection ready";
+  sidecar side(with({"--upstream", redis.url(), "--cache-prefix=t:",
+                     tracking ? "--cache-mode=tracking" : "--cache-mode=ttl"}));
+  REQUIRE(side.running());
+  REQUIRE(eventually([&] { return count(side.log(), ready) == 1; }));
+  redis.kill();
+  redis.start();  // returns once PING is answered: loading is over
+  INFO("sidecar log:\n" << side.log());
+  CHECK(side.log().find("cannot set it up yet (LOADING") != std::string::npos);
+  REQUIRE(eventually([&] { return count(side.log(), ready) == 2; }));
+  const std::string metrics = http_get(side.metrics_port(), "/metrics").body;
+  CHECK(metrics.find(std::string("\nredis_sidecar_cache_mode{mode=\"") +
+                     (tracking ? "tracking" : "ttl") + "\"} 1\n") != std::string::npos);
+  CHECK(side.log().find("refuses the read transaction") == std::string::npos);
+  // Hits again, each with the key's server TTL.
+  auto up = context_ptr{redis.connect_direct()};
+  REQUIRE(str(up.get(), {"SET", "t:k", "v", "PX", "600000"}) == "OK");
+  auto c = connect(side.port());
+  REQUIRE(c);
+  REQUIRE(eventually([&] { return get(c.get(), "t:k") == "v"; }));  // out of fallback
+  const int gets = cmdstat_calls(up.get(), "get");
+  CHECK(get(c.get(), "t:k") == "v");
+  CHECK(cmdstat_calls(up.get(), "get") == gets);  // a hit
+  CHECK(integer(c.get(), {"PTTL", "t:k"}) > 500000);
+}
+
 TEST_CASE("single flight: 100 concurrent misses on one key make one upstream read",
           "[near][tracking]") {
   SIDECAR_ONLY();
