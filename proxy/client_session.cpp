@@ -378,8 +378,10 @@ client_session::outcome client_session::handle(std::span<const std::string_view>
   if (info != nullptr && (info->flags & commands::script) && (info->flags & commands::write))
     after_script_ = true;  // see near_get
   if (raw_) return handle_raw(args, frame, info);
+  if (fallback_multi_) return fallback_transaction(info);
   if (ctx_.health->serving_from_l1() && !dedicated_ && !session_command(id))
-    return serve_fallback(info, args, frame);
+    return id == command_id::multi || multi_open_ ? fallback_transaction(info)
+                                                  : serve_fallback(info, args, frame);
 
   if (id == command_id::get && args.size() == 2 && !dedicated_ && !multi_open_) {
     if (const auto o = near_get(args[1])) return *o;
@@ -512,6 +514,50 @@ client_session::outcome client_session::serve_fallback(const commands::command_i
   reply(r);
   answered_by_ = metrics::source::fallback;
   return outcome::next;
+}
+
+// A transaction in fallback. L1 would answer its commands one by one as they come, so a client
+// could find part of a transaction applied: the writes L1 serves, without those it refuses (an
+// INCR of a key it does not hold), even without EXEC, after a DISCARD. Instead MULTI opens a
+// transaction the session refuses every command of, and EXEC discards it, as Redis does with a
+// transaction it refused a command of when queued; DISCARD ends it. It lasts until EXEC, DISCARD
+// or RESET, upstream back or not. A transaction whose MULTI went upstream but whose dedicated
+// connection is gone (MULTI failed with it) ends the same way, instead of its commands being
+// served from L1 outside it.
+client_session::outcome client_session::fallback_transaction(const commands::command_info* info) {
+  answered_by_ = metrics::source::fallback;
+  const command_id id = info != nullptr ? info->id : command_id::other;
+  if (!fallback_multi_) {
+    if (multi_open_) {  // its EXEC will never reach the upstream
+      multi_open_ = in_multi_ = false;
+      if (!transactions_.empty()) transactions_.pop_back();
+    } else if (id == command_id::multi) {
+      fallback_multi_ = true;
+      reply_simple("OK");
+      return outcome::next;
+    }
+    fallback_multi_ = true;
+  }
+  switch (id) {
+    case command_id::multi: reply_error("ERR MULTI calls can not be nested"); return outcome::next;
+    case command_id::exec:
+      fallback_multi_ = false;
+      reply_error(errors::execabort);
+      return outcome::next;
+    case command_id::discard:
+      fallback_multi_ = false;
+      reply_simple("OK");
+      return outcome::next;
+    case command_id::quit: reply_simple("OK"); return outcome::close;
+    case command_id::reset: return cmd_reset();
+    default: {
+      std::string e(errors::fallback_not_servable_prefix);
+      e += info != nullptr ? info->name : std::string_view("unknown");
+      e += errors::fallback_in_transaction_suffix;
+      reply_error(e);
+      return outcome::next;
+    }
+  }
 }
 
 // In raw mode everything goes to the dedicated connection as it is, except what the sidecar must
@@ -1154,7 +1200,7 @@ void client_session::append_client_line(std::string& out, clock::time_point now)
   const bool subscribed = raw_ && subs_.subscribed();
   std::string flags;
   if (subscribed) flags += 'P';
-  if (multi_open_ || in_multi_) flags += 'x';
+  if (multi_open_ || in_multi_ || fallback_multi_) flags += 'x';
   if (blocked()) flags += 'b';
   error_code ec;
   if (const auto local = socket_.local_endpoint(ec); !ec && local.data()->sa_family == AF_UNIX)
@@ -1306,7 +1352,7 @@ void client_session::reset_session() {
   drop_dedicated();
   proto_ = 2;
   db_ = cfg_.upstream.db;
-  in_multi_ = watching_ = raw_ = multi_open_ = false;
+  in_multi_ = watching_ = raw_ = multi_open_ = fallback_multi_ = false;
   raw_reset_ = raw_reset_state::none;
   raw_sticky_ = leaving_raw_ = raw_replies_unsure_ = raw_multi_ = false;
   reply_mode_ = reply_mode::on;

@@ -178,6 +178,7 @@ class client_session : public reply_sink,
   std::optional<outcome> near_get(std::string_view key);
   outcome serve_fallback(const commands::command_info* info, std::span<const std::string_view> args,
                          std::string_view frame);
+  outcome fallback_transaction(const commands::command_info* info);
   void apply_cache_op(std::uint64_t seq, std::string_view reply);
   int effective_db() const;  // db_ after the SELECTs in flight
 
@@ -428,6 +429,8 @@ class client_session : public reply_sink,
   std::string cache_arena_;
   std::size_t arena_base_ = 0;  // absolute offset of cache_arena_[0]
   bool multi_open_ = false;     // MULTI sent, EXEC/DISCARD not yet
+  bool fallback_multi_ =
+      false;  // a MULTI in fallback, EXEC/DISCARD not yet: fallback_transaction()
   resp::request_parser op_parser_;
   // A transaction from MULTI until its EXEC (or DISCARD) comes back: transactions_.back() is the
   // open one while multi_open_, the others wait for their EXEC's reply, oldest first.

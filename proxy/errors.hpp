@@ -83,6 +83,9 @@ inline constexpr std::string_view fallback_not_servable_prefix =
     "UNAVAILABLE upstream unreachable, '";
 inline constexpr std::string_view fallback_not_servable_suffix =
     "' cannot be served from the local cache";
+// A command sent between MULTI and EXEC in fallback (its name in between).
+inline constexpr std::string_view fallback_in_transaction_suffix =
+    "' cannot be queued, the local cache does not serve transactions; EXEC will discard this one";
 inline constexpr std::string_view fallback_miss =
     "UNAVAILABLE upstream unreachable and the key is not in the local cache";
 inline constexpr std::string_view fallback_incr_miss =

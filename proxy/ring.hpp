@@ -36,6 +36,12 @@ class ring {
     --size_;
   }
 
+  /// Removes the back element. Precondition: !empty().
+  void pop_back() {
+    back() = T{};
+    --size_;
+  }
+
   void clear() {
     while (!empty()) pop_front();
     head_ = 0;

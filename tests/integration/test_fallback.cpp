@@ -328,7 +328,7 @@ TEST_CASE("stalled upstream: fallback starts without waiting for command timeout
 TEST_CASE("a client writing and reading one key through the replay reads its own writes",
           "[fallback]") {
   SIDECAR_ONLY();
-  proxied env({}, with({}));
+  proxied env({}, with({"--cache-mode=fallback"}));  // GET answered from L1: fallback, no hit
   auto c = env.client();
   CHECK(str(c.get(), {"SET", "k", "v0"}) == "OK");
   env.redis.pause();
@@ -371,6 +371,59 @@ TEST_CASE("a client writing and reading one key through the replay reads its own
   CHECK(wrong == 0);
   auto up = env.upstream();
   CHECK(str(up.get(), {"GET", "k"}) == "v" + std::to_string(version));
+}
+
+// L1 would serve a transaction's commands one by one: the writes it can serve applied, those it
+// cannot refused, even after DISCARD. A transaction in fallback runs none of its commands: each is
+// refused when queued and EXEC answers -EXECABORT, as Redis does after refusing a queued command.
+TEST_CASE("a transaction in fallback runs none of its commands", "[fallback]") {
+  SIDECAR_ONLY();
+  // L1 answers GET only in fallback, so in_fallback() below tells fallback from a hit.
+  proxied env({}, with({"--cache-mode=fallback"}));
+  auto c = env.client();
+  CHECK(str(c.get(), {"SET", "cached", "5"}) == "OK");
+  CHECK(str(c.get(), {"GET", "cached"}) == "5");
+  env.redis.pause();
+  REQUIRE(in_fallback(env, {"GET", "cached"}, "string 5"));
+  c = env.client();
+  const auto pipeline = [&](const std::vector<std::vector<std::string>>& commands) {
+    for (const auto& argv : commands) REQUIRE(send_only(c.get(), argv));
+    std::vector<std::string> replies;
+    for (std::size_t i = 0; i < commands.size(); ++i) {
+      auto r = next_reply(c.get());
+      replies.push_back(r ? describe(r.get()) : "(no reply)");
+    }
+    return replies;
+  };
+  const auto queued_refusal = [](const std::string& name) {
+    return "error UNAVAILABLE upstream unreachable, '" + name + "' cannot be queued, the local " +
+           "cache does not serve transactions; EXEC will discard this one";
+  };
+  CHECK(pipeline({{"MULTI"}, {"SET", "a", "1"}, {"INCR", "cached"}, {"MULTI"}, {"EXEC"}}) ==
+        std::vector<std::string>{"status OK", queued_refusal("set"), queued_refusal("incr"),
+                                 "error ERR MULTI calls can not be nested",
+                                 "error EXECABORT Transaction discarded because of previous "
+                                 "errors."});
+  CHECK(pipeline({{"MULTI"}, {"SET", "d", "1"}, {"DISCARD"}, {"SET", "e", "1"}}) ==
+        std::vector<std::string>{"status OK", queued_refusal("set"), "status OK", "status OK"});
+  CHECK(is_nil(c.get(), {"GET", "a"}));
+  CHECK(is_nil(c.get(), {"GET", "d"}));
+  CHECK(str(c.get(), {"GET", "cached"}) == "5");
+  // A transaction opened in fallback stays refused after the upstream is back, until its EXEC.
+  CHECK(str(c.get(), {"MULTI"}) == "OK");
+  env.redis.resume();
+  REQUIRE(eventually(
+      [&] { return env.side->log().find("recovering -> healthy") != std::string::npos; }));
+  CHECK(error_of(c.get(), {"SET", "f", "1"}) == queued_refusal("set").substr(6));
+  CHECK(error_of(c.get(), {"EXEC"}).starts_with("EXECABORT"));
+  // Then transactions reach the upstream again.
+  CHECK(pipeline({{"MULTI"}, {"SET", "g", "1"}, {"EXEC"}}) ==
+        std::vector<std::string>{"status OK", "status QUEUED", "array of 1"});
+  auto up = env.upstream();
+  for (const char* key : {"a", "d", "f"}) CHECK(is_nil(up.get(), {"GET", key}));
+  CHECK(str(up.get(), {"GET", "cached"}) == "5");
+  CHECK(str(up.get(), {"GET", "e"}) == "1");  // outside the transaction: journaled and replayed
+  CHECK(str(up.get(), {"GET", "g"}) == "1");
 }
 
 TEST_CASE("fallback write policies: reject, and a full journal", "[fallback]") {

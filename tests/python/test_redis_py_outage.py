@@ -61,6 +61,16 @@ class RedisPyOutage(unittest.TestCase):
             r.hgetall("py:h")
         self.assertEqual(r.get("py:during"), b"outage")
 
+        # A transaction runs none of its commands: refused when queued, discarded at EXEC.
+        with r.pipeline(transaction=True) as p:
+            p.set("py:tx", "applied").incr("py:hits").delete("py:user:2")
+            with self.assertRaisesRegex(redis.ResponseError,
+                                        "'set' cannot be queued, the local cache does not serve"):
+                p.execute()
+        self.assertIsNone(r.get("py:tx"))
+        self.assertEqual(r.get("py:hits"), b"11")
+        self.assertEqual(r.get("py:user:2"), b"name-2")
+
         # Redis comes back empty (no persistence here): the journal replays the writes, in order.
         self.stack.start_redis()
         up = self.upstream()
@@ -68,6 +78,7 @@ class RedisPyOutage(unittest.TestCase):
         self.assertEqual(up.get("py:user:7"), b"renamed")
         self.assertEqual(up.get("py:hits"), b"1")  # INCR replayed as INCR on the empty Redis
         self.assertIsNone(up.get("py:user:1"))
+        self.assertIsNone(up.get("py:tx"))
         # Traffic reaches Redis again: a write through the sidecar lands there.
         wait_for("normal operation", lambda: self._set_ok("py:after", "back"), 20)
         self.assertEqual(up.get("py:after"), b"back")
