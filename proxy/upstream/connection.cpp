@@ -88,6 +88,10 @@ void connection::close_after_writes() {
   if (closing_) return;
   raw_sink_.reset();
   owner_.reset();
+  if (state_ == state::connecting && !wbuf_.empty()) {
+    linger_when_ready_ = true;  // run() goes on below once connected
+    return;
+  }
   if (state_ != state::ready || broken_ || (wbuf_.empty() && !writing_)) return close();
   closing_ = true;
   lingering_ = true;
@@ -259,6 +263,10 @@ awaitable<void> connection::run(std::shared_ptr<connection> self) {
     broken_ = false;
     timed_out_ = false;
     start_write();  // the requests that queued while connecting
+    if (std::exchange(linger_when_ready_, false)) {
+      closing_ = lingering_ = true;
+      shut_when_written();
+    }
     {
       using namespace asio::experimental::awaitable_operators;
       co_await (read_loop() && write_drain() && watchdog());
@@ -599,6 +607,9 @@ void connection::dispatch(std::string_view frame, bool push, clock::time_point r
     return;
   }
   if (pending_.empty()) {
+    // Raw-mode requests have no entries: their client left (close_after_writes()) and the
+    // connection lingers until Redis has read what was written; their replies go nowhere.
+    if (closing_) return;
     stats_.count(error_kind::upstream_protocol);
     teardown("upstream sent a reply nobody asked for", false);
     return;

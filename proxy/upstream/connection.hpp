@@ -71,7 +71,8 @@ class connection : public std::enable_shared_from_this<connection>, public turn_
   /// Closes once what was submitted has been written: for a dedicated connection whose client
   /// left. Redis runs what it read before it sees a connection close, so a client's last requests
   /// run as they would have on its own connection to Redis; their replies are read and dropped
-  /// until Redis closes its side too (or their deadlines pass).
+  /// until Redis closes its side too (or their deadlines pass). A connection still connecting
+  /// writes them once it is ready (if it gets there), then closes the same way.
   void close_after_writes();
 
   /// Queues a request. Returns false (and queues nothing) when the connection is down or closed;
@@ -177,6 +178,7 @@ class connection : public std::enable_shared_from_this<connection>, public turn_
   bool timed_out_ = false;
   bool closing_ = false;    // close() was called
   bool lingering_ = false;  // close_after_writes(): our side shuts once wbuf_ is written
+  bool linger_when_ready_ = false;  // close_after_writes() while connecting
   unsigned attempts_ = 0;   // consecutive failed attempts
   std::string last_error_;
   config_refusal refusal_ = config_refusal::none;

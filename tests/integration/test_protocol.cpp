@@ -1,6 +1,9 @@
 // Protocol: byte-exact checks through a raw socket. Malformed requests get Redis' protocol error
 // and a closed connection (and nobody else notices), inline commands work, HELLO switches one
 // client between RESP2 and RESP3, and the client limit is enforced with Redis' error.
+#include <chrono>
+#include <thread>
+
 #include "tests/integration/common.hpp"
 
 namespace redis_sidecar::test {
@@ -273,6 +276,40 @@ TEST_CASE("RESP3 pub/sub messages arrive as pushes", "[protocol][resp3][pubsub]"
   // In RESP3 a subscribed client may still run ordinary commands.
   sub.send("*2\r\n$3\r\nGET\r\n$7\r\nmissing\r\n");
   CHECK(read_value(sub) == "_\r\n");
+}
+
+// A subscriber that sends a command and leaves without reading: its dedicated connection is
+// closed once what it sent is written, and the replies Redis sends meanwhile are nobody's. They
+// are not an upstream protocol error, and what the client sent still runs (RESP3 allows any
+// command while subscribed), as on Redis itself.
+TEST_CASE("subscribers that send a command and leave at once: their commands run, no error",
+          "[protocol][pubsub]") {
+  proxied env;
+  for (int i = 0; i < 200; ++i) {
+    raw_client sub(env.port());
+    if (i % 2 == 0) {
+      sub.send("*2\r\n$9\r\nSUBSCRIBE\r\n$2\r\nch\r\n*1\r\n$4\r\nPING\r\n");
+    } else {
+      const std::string key = "left:" + std::to_string(i);
+      sub.send(
+          "*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n*2\r\n$9\r\nSUBSCRIBE\r\n$2\r\nch\r\n"
+          "*3\r\n$3\r\nSET\r\n$" +
+          std::to_string(key.size()) + "\r\n" + key + "\r\n$1\r\nv\r\n");
+    }
+    if (i % 4 < 2) std::this_thread::sleep_for(std::chrono::milliseconds(i % 7));
+    sub.close();
+  }
+  auto up = env.upstream();
+  const auto missing = [&] {
+    int n = 0;
+    for (int i = 1; i < 200; i += 2)
+      n += integer(up.get(), {"EXISTS", "left:" + std::to_string(i)}) == 1 ? 0 : 1;
+    return n;
+  };
+  eventually([&] { return missing() == 0; }, std::chrono::seconds(5));
+  CHECK(missing() == 0);
+  CHECK(metric(env, "redis_sidecar_errors_total{kind=\"upstream_protocol\"}") == 0);
+  check_still_serving(env.port());
 }
 
 TEST_CASE("subscribes and CLIENT TRACKING queued in a MULTI: EXEC has their results alone",
