@@ -30,13 +30,14 @@ std::string random_hex() {
 }
 
 // Errors Redis gives while it cannot serve for now: loading its data after a restart, running a
-// slow script, a replica without its master or read-only during a failover, a cluster slot
-// moving, a failed save refusing writes. They say nothing about what the upstream allows, so the
-// channel tries again later instead of giving its mode up. `text`: an error frame or its text.
+// slow script, a replica without its master, a cluster slot moving, a failed save refusing
+// writes. They say nothing about what the upstream allows, so the channel tries again later
+// instead of giving its mode up. (Not READONLY: a replica refuses the keyspace probe's write for
+// as long as it is one.) `text`: an error frame or its text.
 bool transient_error(std::string_view text) {
   if (text.starts_with('-')) text.remove_prefix(1);
-  static constexpr std::array<std::string_view, 7> codes{
-      "LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "READONLY", "MISCONF"};
+  static constexpr std::array<std::string_view, 6> codes{"LOADING",  "BUSY",        "MASTERDOWN",
+                                                         "TRYAGAIN", "CLUSTERDOWN", "MISCONF"};
   return std::any_of(codes.begin(), codes.end(), [&](std::string_view code) {
     return text.starts_with(code) &&
            (text.size() == code.size() || text[code.size()] == ' ' || text[code.size()] == '\r');
