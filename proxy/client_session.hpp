@@ -429,8 +429,8 @@ class client_session : public reply_sink,
   std::string cache_arena_;
   std::size_t arena_base_ = 0;  // absolute offset of cache_arena_[0]
   bool multi_open_ = false;     // MULTI sent, EXEC/DISCARD not yet
-  bool fallback_multi_ =
-      false;  // a MULTI in fallback, EXEC/DISCARD not yet: fallback_transaction()
+  // A MULTI in fallback, EXEC/DISCARD not yet: see fallback_transaction().
+  bool fallback_multi_ = false;
   resp::request_parser op_parser_;
   // A transaction from MULTI until its EXEC (or DISCARD) comes back: transactions_.back() is the
   // open one while multi_open_, the others wait for their EXEC's reply, oldest first.
