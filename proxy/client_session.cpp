@@ -528,15 +528,13 @@ client_session::outcome client_session::fallback_transaction(const commands::com
   answered_by_ = metrics::source::fallback;
   const command_id id = info != nullptr ? info->id : command_id::other;
   if (!fallback_multi_) {
-    if (multi_open_) {  // its EXEC will never reach the upstream
-      multi_open_ = in_multi_ = false;
-      if (!transactions_.empty()) transactions_.pop_back();
-    } else if (id == command_id::multi) {
-      fallback_multi_ = true;
+    fallback_multi_ = true;
+    if (!multi_open_) {  // the MULTI itself (see handle())
       reply_simple("OK");
       return outcome::next;
     }
-    fallback_multi_ = true;
+    multi_open_ = in_multi_ = false;  // a MULTI sent upstream: its EXEC will never get there
+    if (!transactions_.empty()) transactions_.pop_back();
   }
   switch (id) {
     case command_id::multi: reply_error("ERR MULTI calls can not be nested"); return outcome::next;

@@ -243,9 +243,7 @@ void near_cache::probe_done(std::uint64_t generation, bool ok) {
 void near_cache::become_ready(mode m, const std::string& what) {
   ready_ = true;
   not_now_logged_ = false;
-  log::info(std::string(channel_ == channel::reads ? "cache read connection"
-                                                   : "cache invalidation channel") +
-            " ready (" + what + ")");
+  log::info(std::string(channel_name()) + " ready (" + what + ")");
   settle(m, refusals_ + what);
 }
 
@@ -275,10 +273,7 @@ void near_cache::refused(const std::string& why) {
 // The upstream cannot set the channel up right now (transient_error()): it is opened again at
 // the health probe's pace, as after a lost connection, and the mode stays what it was.
 void near_cache::not_now(const std::string& why) {
-  const std::string what = channel_ == channel::reads ? "cache read connection"
-                           : channel_ == channel::tracking
-                               ? "cache invalidation channel (tracking)"
-                               : "cache invalidation channel (keyspace)";
+  const std::string what(channel_name());
   if (!std::exchange(not_now_logged_, true))
     log::info(what + ": the upstream cannot set it up yet (" + why + "); trying again");
   else if (log::enabled(log::level::debug))
@@ -626,10 +621,7 @@ void near_cache::invalidate(const channel_message& m) {
 void near_cache::closed(connection* c) {
   if (c == nullptr || (c != conn_.get() && c != sub_.get())) return;
   const std::string error = c->last_error();
-  if (ready_)
-    log::warn(std::string(channel_ == channel::reads ? "cache read connection"
-                                                     : "cache invalidation channel") +
-              " lost: " + error);
+  if (ready_) log::warn(std::string(channel_name()) + " lost: " + error);
   if (ready_) tier_.channel_lost();  // protected entries are no longer fresh
   drop_channel();
   // An upstream without RESP3 (no HELLO 3): the channel is opened again in RESP2.

@@ -136,6 +136,10 @@ class near_cache : public reply_sink,
   void become_ready(cache_tier::cache_mode m, const std::string& what);
   void refused(const std::string& why);
   void not_now(const std::string& why);
+  /// The channel as the log names it.
+  std::string_view channel_name() const {
+    return channel_ == channel::reads ? "cache read connection" : "cache invalidation channel";
+  }
   void drop_channel();
   void settle(cache_tier::cache_mode m, const std::string& why);
   void invalidate(const channel_message& m);
