@@ -284,10 +284,10 @@ awaitable<void> client_session::read_loop(std::shared_ptr<client_session> self) 
       // The client closed or reset its connection. Redis answers what it read before it sees a
       // close, so a client that only shut its sending side (`nc -N`, a health check) still gets
       // the replies of what it sent: they are written when they come, then the connection
-      // closes. A blocking command in flight ends at once, as on Redis: it must not hold (or
-      // later steal from) the upstream. Raw mode (subscriptions, MONITOR, tracking) and a reset
-      // end at once too. What a dedicated connection was still to send goes out before it
-      // closes (drop_dedicated()). (A drain shut our receive side: closing_ is set then, and
+      // closes. Behind a blocking command in flight, the close goes on to Redis on the
+      // dedicated connection (pass_shut_upstream()). Raw mode (subscriptions, MONITOR, tracking)
+      // and a reset end at once. What a dedicated connection was still to send goes out before
+      // it closes (drop_dedicated()). (A drain shut our receive side: closing_ is set then, and
       // in-flight replies are still written.)
       if (!closing_) {
         const bool eof = ec == asio::error::eof;
@@ -298,12 +298,7 @@ awaitable<void> client_session::read_loop(std::shared_ptr<client_session> self) 
         if (eof && !raw_ && !idle() && !blocked()) {
           close_after_flush();
         } else if (eof && blocked()) {
-          // A blocking command just sent may not block at all (its data was there): Redis read
-          // it before the close and answered. One sent a moment ago gets that moment to answer;
-          // one that blocks ends with the connection, as on Redis. The replies before it are
-          // written either way.
-          close_after_flush();
-          end_blocking_after_grace();
+          pass_shut_upstream();
         } else {
           close_now();
         }
@@ -337,9 +332,9 @@ void client_session::watch_for_close() {
         if (n == 0 && !self->raw_) {
           // Only its sending side shut (`nc -N`, a health check), behind requests still waiting
           // for a barrier or room in the pipeline: Redis answers what it read before it sees the
-          // close, and so does the sidecar; reading ends at the close, as it comes. A blocking
-          // command in flight gets the moment to answer it would have had (see read_loop()).
-          if (self->blocked()) self->end_blocking_after_grace();
+          // close, and so does the sidecar; reading ends at the close, as it comes. Behind a
+          // blocking command in flight, Redis reads no more either: the close goes on to it.
+          if (self->blocked()) self->pass_shut_upstream();
         } else if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
           self->note_close("the client left while its reads waited");
           self->close_now();
@@ -1795,6 +1790,7 @@ void client_session::deliver(std::uint64_t seq, std::string_view frame, std::uin
   if (!cache_ops_.empty()) apply_cache_op(seq, frame);
   if (t != tag_none) apply_tag(frame, t);
   if (t == tag_exec_abort) frame = execabort_reply();
+  if (shut_passed_ && delivering_failure_) frame = {};  // Redis dropped it at the close
   const std::uint64_t index = seq - first_seq_;
   if (index >= slots_.size()) return;  // not ours any more (RESET dropped it): nothing to do
   slot& s = slots_[index];
@@ -2069,7 +2065,9 @@ void client_session::maybe_release_dedicated() {
 void client_session::drop_dedicated() {
   if (!dedicated_) return;
   dedicated_->set_owner({});
-  if (state_is_clean() && slots_.empty())
+  if (shut_passed_)
+    dedicated_->close();  // Redis has the client's close: nothing more of it is to run
+  else if (state_is_clean() && slots_.empty())
     ctx_.upstreams.release_dedicated(std::move(dedicated_));
   else
     dedicated_->close_after_writes();  // what the client sent still runs, as on Redis itself
@@ -2157,19 +2155,22 @@ bool client_session::blocked() const {
          !slots_[blocking_seq_ - first_seq_].ready;
 }
 
-// A client that shut its sending side while its blocking command was in flight: the command
-// may not have blocked (its data was there), and then Redis answered it before seeing the close.
-// It gets until blocking_answer_grace after it was read to answer; one that still waits then
-// blocks, and ends with the connection, as on Redis (the close takes it off its connection).
-void client_session::end_blocking_after_grace() {
-  const std::uint64_t seq = blocking_seq_;
-  auto timer = std::make_shared<asio::steady_timer>(
-      socket_.get_executor(), slots_[seq - first_seq_].start + blocking_answer_grace);
-  timer->async_wait([self = shared_from_this(), timer, seq](const error_code&) {
-    if (self->closed_ || !self->blocked() || self->blocking_seq_ != seq) return;
-    self->note_close("the client closed the connection while a blocking command waited");
-    self->close_now();
-  });
+// A client that closed (or shut its sending side) while its blocking command was in flight. On
+// its own connection Redis would answer what it read before the close (a BLPOP that finds its
+// data) and drop the client at the close, taking a command that blocks off its keys: an item
+// pushed after the close stays in the list. The dedicated connection shows Redis the close where
+// the client's connection would have, behind what the client sent; Redis then answers or drops
+// it as it would the client, and closes. The replies before Redis's close are written; the
+// sidecar's own errors for the requests Redis dropped are not (deliver()), as a client of Redis
+// sees none. Requests read after the blocking command but not yet sent go nowhere: Redis would
+// not have run them either.
+void client_session::pass_shut_upstream() {
+  note_close("the client closed the connection while a blocking command waited");
+  close_after_flush();
+  if (!dedicated_) return;
+  shut_passed_ = true;
+  dedicated_->keep_out_of_pool();
+  dedicated_->shut_after_writes();
 }
 
 void client_session::close_after_flush() {

@@ -259,11 +259,10 @@ class client_session : public reply_sink,
   // for its reply, CLIENT LIST shows the client blocked (flag b).
   std::uint64_t blocking_seq_ = std::numeric_limits<std::uint64_t>::max();
   bool blocked() const;  // that command is waiting for its reply (CLIENT LIST's flag b)
-  // How long after it was read a blocking command in flight may still answer once its client has
-  // shut its sending side (the time Redis takes to answer one that finds its data there).
-  static constexpr std::chrono::milliseconds blocking_answer_grace{100};
-  void end_blocking_after_grace();
-  bool raw_quit_ = false;  // a QUIT went to the dedicated connection in raw mode
+  // The client closed behind a blocking command in flight: the close goes on to Redis.
+  void pass_shut_upstream();
+  bool shut_passed_ = false;  // and did: the dedicated connection shut its sending side
+  bool raw_quit_ = false;     // a QUIT went to the dedicated connection in raw mode
   void authenticated();
   void apply_auth_limits();
   std::string_view request_error_text(std::string_view request) const;

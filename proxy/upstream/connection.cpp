@@ -88,11 +88,19 @@ void connection::close_after_writes() {
   if (closing_) return;
   raw_sink_.reset();
   owner_.reset();
-  if (state_ == state::connecting && !wbuf_.empty()) {
+  const bool nothing_to_write = wbuf_.empty() && (state_ == state::connecting || !writing_);
+  if (nothing_to_write || (state_ != state::connecting && (state_ != state::ready || broken_)))
+    return close();
+  shut_after_writes();
+}
+
+void connection::shut_after_writes() {
+  if (closing_) return;
+  if (state_ == state::connecting) {
     linger_when_ready_ = true;  // run() goes on below once connected
     return;
   }
-  if (state_ != state::ready || broken_ || (wbuf_.empty() && !writing_)) return close();
+  if (state_ != state::ready || broken_) return;  // gone already: nothing to pass on
   closing_ = true;
   lingering_ = true;
   backoff_timer_.cancel();

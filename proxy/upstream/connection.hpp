@@ -74,6 +74,11 @@ class connection : public std::enable_shared_from_this<connection>, public turn_
   /// until Redis closes its side too (or their deadlines pass). A connection still connecting
   /// writes them once it is ready (if it gets there), then closes the same way.
   void close_after_writes();
+  /// Shuts our sending side once what was submitted has been written, keeping the owner and
+  /// the replies: for a dedicated connection whose client shut its own sending side, so that
+  /// Redis sees that close where the client's own connection would have shown it. Redis answers
+  /// what it read before it, then closes; the connection ends then (or as close_after_writes()).
+  void shut_after_writes();
 
   /// Queues a request. Returns false (and queues nothing) when the connection is down or closed;
   /// the caller replies with last_error().

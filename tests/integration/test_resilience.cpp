@@ -222,6 +222,29 @@ TEST_CASE("a client that leaves during BLPOP does not steal a later push",
   CHECK(str(c.get(), {"LPOP", "jobs"}) == "job-1");
 }
 
+// A queue's worker that dies (or times out and closes) in BLPOP, and a job pushed right after,
+// through the sidecar: on Redis the close comes first and the job stays queued for the next
+// worker. The sidecar must show Redis the close before the push, not keep the BLPOP waiting for
+// a while after its client left (it would take the job, and the job would be lost).
+TEST_CASE("a job pushed right after its worker left BLPOP stays queued", "[resilience][blocking]") {
+  proxied env({}, {"--command-timeout-ms=120000"});
+  auto producer = env.client();
+  int lost = 0;
+  for (int round = 0; round < 20; ++round) {
+    const std::string queue = "jobs:" + std::to_string(round);
+    {
+      auto worker = env.client();
+      REQUIRE(send_only(worker.get(), {"BLPOP", queue, "0"}));
+      REQUIRE(eventually([&] { return blocked_clients(env) == 1; }));
+    }  // the worker closes here
+    REQUIRE(integer(producer.get(), {"LPUSH", queue, "job"}) == 1);
+    REQUIRE(eventually([&] { return blocked_clients(env) == 0; }));
+    if (integer(producer.get(), {"LLEN", queue}) != 1) ++lost;
+  }
+  CHECK(lost == 0);
+  check_still_serving(env.port());
+}
+
 }  // namespace
 }  // namespace redis_sidecar::test
 
