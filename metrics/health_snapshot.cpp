@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <ctime>
 
 #include "metrics/json.hpp"
 
@@ -19,6 +20,20 @@ std::string milliseconds_or_null(const std::optional<double>& seconds) {
 
 const char* boolean(bool b) { return b ? "true" : "false"; }
 
+// "2026-12-07T05:32:10.123Z", quoted, or null.
+std::string utc_time_or_null(const std::optional<std::int64_t>& unix_ms) {
+  if (!unix_ms) return "null";
+  const std::int64_t ms = *unix_ms < 0 ? 0 : *unix_ms;
+  const std::time_t secs = static_cast<std::time_t>(ms / 1000);
+  std::tm tm{};
+  if (gmtime_r(&secs, &tm) == nullptr) return "null";
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "\"%04d-%02d-%02dT%02d:%02d:%02d.%03dZ\"", tm.tm_year + 1900,
+                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                static_cast<int>(ms % 1000));
+  return buf;
+}
+
 }  // namespace
 
 std::string render_health_json(const health_snapshot& s, std::string_view version) {
@@ -34,6 +49,8 @@ std::string render_health_json(const health_snapshot& s, std::string_view versio
   out += boolean(s.upstream_up);
   out += R"(,"last_error":)";
   append_json_string(out, s.last_error);
+  out += R"(,"last_error_at":)";
+  out += utc_time_or_null(s.last_error_unix_ms);
   out += R"(,"last_probe_ms":)";
   out += milliseconds_or_null(s.last_probe_seconds);
   out += R"(},"cache":{"mode":)";

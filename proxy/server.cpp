@@ -141,6 +141,12 @@ void server::publish() {
   snap.upstream_state = std::string(to_string(h.state()));
   snap.upstream_up = h.upstream_up();
   snap.last_error = h.last_error();
+  if (!snap.last_error.empty()) {
+    const auto unix_now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                              std::chrono::system_clock::now().time_since_epoch())
+                              .count();
+    snap.last_error_unix_ms = unix_now - (upstream_monitor::now_ms() - h.last_error_at());
+  }
   if (h.probes() > 0) snap.last_probe_seconds = h.last_probe_ms() / 1000.0;
   snap.cache_mode = std::string(cache_tier::mode_name(tier_.mode()));
   snap.fallback_active = h.serving_from_l1();

@@ -47,6 +47,7 @@ bool health_fsm::on_probe_ok(std::int64_t now, double latency_ms) {
 
 bool health_fsm::on_failure(std::int64_t now, std::string cause) {
   last_error_ = std::move(cause);
+  last_error_at_ = now;
   switch (state_) {
     case upstream_state::connecting:
     case upstream_state::healthy:

@@ -54,6 +54,8 @@ class health_fsm {
   bool reached() const { return probes_ > 0; }
   /// The last failure's cause (already free of credentials), empty when none yet.
   const std::string& last_error() const { return last_error_; }
+  /// When it came (the `now` it was reported with); meaningless while last_error() is empty.
+  std::int64_t last_error_at() const { return last_error_at_; }
   double last_probe_ms() const { return last_probe_ms_; }
   std::uint64_t probes() const { return probes_; }  // good probes so far
   std::uint64_t transitions() const { return transitions_; }
@@ -71,6 +73,7 @@ class health_fsm {
   std::int64_t failing_since_ = 0;
   std::uint32_t good_probes_ = 0;
   std::string last_error_;
+  std::int64_t last_error_at_ = 0;
   double last_probe_ms_ = 0;
   std::uint64_t probes_ = 0;
   std::uint64_t transitions_ = 0;

@@ -42,6 +42,8 @@ class upstream_monitor : public reply_sink, public std::enable_shared_from_this<
   void hurry();
 
   const health_fsm& health() const { return fsm_; }
+  /// The clock health()'s times are on (steady, milliseconds).
+  static std::int64_t now_ms();
   /// Called after every state change and probe (for metrics and /readyz).
   void on_change(std::function<void()> f) { on_change_ = std::move(f); }
   /// Called when fallback begins, with its cause, after the shared connections were reset: for
@@ -65,7 +67,6 @@ class upstream_monitor : public reply_sink, public std::enable_shared_from_this<
   void replay_some();
   void replay_failed(std::string cause);
   std::shared_ptr<connection> open_connection();
-  static std::int64_t now_ms();
   std::chrono::milliseconds next_delay();
 
   asio::any_io_executor ex_;

@@ -138,7 +138,8 @@ TEST_CASE("readyz is 503 and the upstream not up until the upstream first answer
     r = http_get(port, "/readyz");
     CHECK(r.status == 503);
     CHECK(r.body.find(R"("status":"not_ready")") != std::string::npos);
-    CHECK(r.body.find(R"("last_error":"")") == std::string::npos);  // the cause is shown
+    CHECK(r.body.find(R"("last_error":"")") == std::string::npos);      // the cause is shown
+    CHECK(r.body.find(R"("last_error_at":"20)") != std::string::npos);  // and when it came
   }
   // An upstream down at start: the app is answered from L1 meanwhile, and the sidecar is ready
   // once the upstream answers.

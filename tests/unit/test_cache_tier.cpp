@@ -638,6 +638,9 @@ TEST_CASE("health: connecting, healthy, failing, fallback, recovering, healthy",
   CHECK(h.on_failure(2000, "reset"));
   CHECK(h.on_probe_ok(2100, 0.2));
   CHECK(h.state() == upstream_state::healthy);
+  // The last error stays after recovery, with its time: the state says it is over.
+  CHECK(h.last_error() == "reset");
+  CHECK(h.last_error_at() == 2000);
   // Failure during replay goes back to fallback.
   health_fsm quick({0, 1});
   CHECK(quick.state() == upstream_state::connecting);

@@ -208,13 +208,15 @@ TEST_CASE("readyz body renders the snapshot as escaped JSON", "[metrics][json]")
   m::health_snapshot s;
   CHECK(m::render_health_json(s, "1.2.3") ==
         R"({"status":"not_ready","version":"1.2.3","upstream":{"state":"starting","up":false,)"
-        R"("last_error":"","last_probe_ms":null},"cache":{"mode":"","entries":0,"bytes":0},)"
+        R"("last_error":"","last_error_at":null,"last_probe_ms":null},)"
+        R"("cache":{"mode":"","entries":0,"bytes":0},)"
         R"("fallback":{"active":false}})");
 
   s.ready = true;
   s.upstream_state = "up";
   s.upstream_up = true;
   s.last_error = "READONLY \"x\"\n\xFF";
+  s.last_error_unix_ms = 1796621530123;
   s.last_probe_seconds = 0.000412;
   s.cache_mode = "auto";
   s.fallback_active = true;
@@ -222,7 +224,8 @@ TEST_CASE("readyz body renders the snapshot as escaped JSON", "[metrics][json]")
   s.cache_bytes = 2048;
   CHECK(m::render_health_json(s, "1.2.3") ==
         R"({"status":"ready","version":"1.2.3","upstream":{"state":"up","up":true,)"
-        R"("last_error":"READONLY \"x\"\n\ufffd","last_probe_ms":0.412},)"
+        R"("last_error":"READONLY \"x\"\n\ufffd","last_error_at":"2026-12-07T05:32:10.123Z",)"
+        R"("last_probe_ms":0.412},)"
         R"("cache":{"mode":"auto","entries":10,"bytes":2048},"fallback":{"active":true}})");
 
   s.last_probe_seconds = std::numeric_limits<double>::quiet_NaN();
@@ -346,7 +349,7 @@ TEST_CASE("exporter: /healthz and /readyz", "[metrics][exporter]") {
   CHECK(after.status == 200);
   CHECK(after.body ==
         R"({"status":"ready","version":"1.2.3","upstream":{"state":"up","up":true,)"
-        R"("last_error":"tab\there \"quoted\"","last_probe_ms":2.000},)"
+        R"("last_error":"tab\there \"quoted\"","last_error_at":null,"last_probe_ms":2.000},)"
         R"("cache":{"mode":"fallback","entries":3,"bytes":300},"fallback":{"active":false}})"
         "\n");
 
