@@ -109,9 +109,9 @@ bool is_hello_reply(std::string_view frame) {
 // are, among them; its only flag is "fast"): a script or function running too long, a dataset
 // loading, a replica whose master is down, a connection no longer authenticated.
 bool refuses_any_command(std::string_view frame) {
-  for (const std::string_view code : {"-BUSY ", "-LOADING ", "-MASTERDOWN ", "-NOAUTH "})
-    if (frame.starts_with(code)) return true;
-  return false;
+  static constexpr std::array<std::string_view, 4> codes{"BUSY", "LOADING", "MASTERDOWN", "NOAUTH"};
+  return frame.starts_with('-') &&
+         std::find(codes.begin(), codes.end(), resp::error_code(frame)) != codes.end();
 }
 
 // Redis' refusal, to a RESP2 subscriber, of `command` (lower case, "client|kill" for a subcommand).

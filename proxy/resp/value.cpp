@@ -249,4 +249,9 @@ std::string error_text(std::string_view frame) {
   return std::string(frame.substr(0, 300));
 }
 
+std::string_view error_code(std::string_view frame) {
+  if (frame.starts_with('-')) frame.remove_prefix(1);
+  return frame.substr(0, frame.find_first_of(" \r"));
+}
+
 }  // namespace redis_sidecar::resp

@@ -63,4 +63,8 @@ std::optional<std::int64_t> integer_payload(std::string_view frame);
 /// password the sidecar sent or a client's data.
 std::string error_text(std::string_view frame);
 
+/// An error's code: the first word of a simple error frame ("LOADING" of "-LOADING Redis is
+/// loading ...\r\n") or of an error's text ("LOADING Redis is loading ...").
+std::string_view error_code(std::string_view frame);
+
 }  // namespace redis_sidecar::resp

@@ -35,13 +35,9 @@ std::string random_hex() {
 // instead of giving its mode up. (Not READONLY: a replica refuses the keyspace probe's write for
 // as long as it is one.) `text`: an error frame or its text.
 bool transient_error(std::string_view text) {
-  if (text.starts_with('-')) text.remove_prefix(1);
   static constexpr std::array<std::string_view, 6> codes{"LOADING",  "BUSY",        "MASTERDOWN",
                                                          "TRYAGAIN", "CLUSTERDOWN", "MISCONF"};
-  return std::any_of(codes.begin(), codes.end(), [&](std::string_view code) {
-    return text.starts_with(code) &&
-           (text.size() == code.size() || text[code.size()] == ' ' || text[code.size()] == '\r');
-  });
+  return std::find(codes.begin(), codes.end(), resp::error_code(text)) != codes.end();
 }
 
 }  // namespace

@@ -344,3 +344,14 @@ TEST_CASE("error_text: the upstream's words, without the arguments Redis quotes"
   CHECK(error_text("").empty());
   CHECK(error_text("-\r\n").empty());
 }
+
+// Which errors the sidecar retries or reads as "nothing ran" is decided by their first word.
+TEST_CASE("error_code: an error's first word, from its frame or its text", "[resp][value]") {
+  using redis_sidecar::resp::error_code;
+  CHECK(error_code("-LOADING Redis is loading the dataset in memory\r\n") == "LOADING");
+  CHECK(error_code("BUSY Redis is busy running a script.") == "BUSY");  // a decoded reply's text
+  CHECK(error_code("-NOAUTH\r\n") == "NOAUTH");
+  CHECK(error_code("-LOADINGX y\r\n") == "LOADINGX");  // a word, not a prefix
+  CHECK(error_code("-\r\n").empty());
+  CHECK(error_code("").empty());
+}
