@@ -3,7 +3,8 @@
 //
 // Every child is reaped by whoever started it: synchronous helpers (openssl, redis-cli,
 // run_sidecar_once) wait before returning, and redis_server / sidecar reap in stop paths and
-// destructors (SIGTERM, up to 3 s, then SIGKILL). Temp dirs are removed on destruction unless
+// destructors (SIGTERM, up to 3 s, then SIGKILL), also when the output pipe closes early
+// (SIGPIPE is ignored). Temp dirs are removed on destruction unless
 // REDIS_SIDECAR_IT_KEEP=1 is set (to read logs after a failure).
 #include "tests/support/harness.hpp"
 
@@ -41,6 +42,14 @@ namespace {
 
 using clock_type = std::chrono::steady_clock;
 using namespace std::chrono_literals;
+
+// Output cut short (`integration_tests ... | head`) must not kill the tests before their
+// destructors stop the servers they started: a write to the closed pipe fails instead, and the
+// children are still reaped. (A SIGKILL, a ctest timeout's, still leaves them running.)
+[[maybe_unused]] const bool sigpipe_ignored = [] {
+  ::signal(SIGPIPE, SIG_IGN);
+  return true;
+}();
 
 // Throws, after printing the reason: the Catch2 main may be built without exception translation,
 // and a test that fails because its set-up failed must still say why.
@@ -116,7 +125,16 @@ int spawn(std::vector<std::string> argv, std::vector<std::string> env,
   auto argv_c = c_strings(argv);
   auto env_c = c_strings(env);
   pid_t pid = -1;
-  int rc = ::posix_spawnp(&pid, argv_c[0], &actions, nullptr, argv_c.data(), env_c.data());
+  // The children get SIGPIPE's default back: the sidecar must ignore it itself.
+  posix_spawnattr_t attrs;
+  ::posix_spawnattr_init(&attrs);
+  sigset_t defaults;
+  ::sigemptyset(&defaults);
+  ::sigaddset(&defaults, SIGPIPE);
+  ::posix_spawnattr_setsigdefault(&attrs, &defaults);
+  ::posix_spawnattr_setflags(&attrs, POSIX_SPAWN_SETSIGDEF);
+  int rc = ::posix_spawnp(&pid, argv_c[0], &actions, &attrs, argv_c.data(), env_c.data());
+  ::posix_spawnattr_destroy(&attrs);
   ::posix_spawn_file_actions_destroy(&actions);
   if (rc != 0) harness_error("cannot start " + argv[0] + ": " + std::strerror(rc));
   return pid;
