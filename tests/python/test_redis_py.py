@@ -1,8 +1,8 @@
 """redis-py (Debian's python3-redis, RESP2) through the sidecar to a TLS Redis: a URL with a
 database, plain commands, a connection pool shared by 32 threads (and what it costs upstream),
 pipelines and transactions with WATCH retries, pub/sub with redis-py's health checks and a pub/sub
-connection going back to the pool, blocking commands, Lua and redis-py's Lock, client commands,
-SCAN, binary and large values, errors, and the asyncio client. Writes are checked on Redis itself,
+connection going back to the pool, blocking commands (and a worker giving up on one), Lua and
+redis-py's Lock, client commands, SCAN, binary and large values, errors, and the asyncio client. Writes are checked on Redis itself,
 around the sidecar, so a reply made up by the sidecar cannot pass."""
 
 import asyncio
@@ -182,6 +182,23 @@ class RedisPy(unittest.TestCase):
         self.r.rpush("py:src", "a", "b")
         self.assertEqual(self.r.blmove("py:src", "py:dst", 1, "LEFT", "RIGHT"), b"a")
         self.assertEqual(self.up.lrange("py:dst", 0, -1), [b"a"])
+
+    def test_a_worker_that_gives_up_on_blpop_takes_no_later_job(self):
+        # A worker whose client-side timeout is shorter than its BLPOP's: redis-py gives up and
+        # drops the connection. The job pushed right after must stay queued for the next worker,
+        # as on Redis, not go to the BLPOP the worker left.
+        worker = redis.Redis.from_url(stack.url(), socket_timeout=0.05)
+        self.addCleanup(worker.close)
+        lost = []
+        for i in range(10):
+            with self.assertRaises(redis.exceptions.TimeoutError):
+                worker.blpop("py:jobs", timeout=5)
+            self.r.rpush("py:jobs", f"job-{i}")
+            wait_for("Redis to end the BLPOP the worker left",
+                     lambda: self.up.info("clients")["blocked_clients"] == 0)
+            if self.up.lpop("py:jobs") != f"job-{i}".encode():
+                lost.append(i)
+        self.assertEqual(lost, [])
 
     def test_lua_scripts_and_lock(self):
         incr_by = self.r.register_script("return redis.call('INCRBY', KEYS[1], ARGV[1])")
