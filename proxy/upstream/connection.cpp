@@ -88,25 +88,23 @@ void connection::close_after_writes() {
   if (closing_) return;
   raw_sink_.reset();
   owner_.reset();
-  const bool nothing_to_write = wbuf_.empty() && (state_ == state::connecting || !writing_);
-  if (nothing_to_write || (state_ != state::connecting && (state_ != state::ready || broken_)))
-    return close();
-  shut_after_writes();
+  if ((wbuf_.empty() && !writing_) || !shut_after_writes()) close();
 }
 
-void connection::shut_after_writes() {
-  if (closing_) return;
+bool connection::shut_after_writes() {
+  if (closing_) return false;
   if (state_ == state::connecting) {
     linger_when_ready_ = true;  // run() goes on below once connected
-    return;
+    return true;
   }
-  if (state_ != state::ready || broken_) return;  // gone already: nothing to pass on
+  if (state_ != state::ready || broken_) return false;  // gone already: nothing to pass on
   closing_ = true;
   lingering_ = true;
   backoff_timer_.cancel();
   write_deferred_ = false;
   start_write();
   shut_when_written();
+  return true;
 }
 
 void connection::shut_when_written() {

@@ -78,7 +78,8 @@ class connection : public std::enable_shared_from_this<connection>, public turn_
   /// the replies: for a dedicated connection whose client shut its own sending side, so that
   /// Redis sees that close where the client's own connection would have shown it. Redis answers
   /// what it read before it, then closes; the connection ends then (or as close_after_writes()).
-  void shut_after_writes();
+  /// False when there is nothing to pass it on to (closing, down, or its stream failed).
+  bool shut_after_writes();
 
   /// Queues a request. Returns false (and queues nothing) when the connection is down or closed;
   /// the caller replies with last_error().
@@ -182,8 +183,8 @@ class connection : public std::enable_shared_from_this<connection>, public turn_
   bool broken_ = false;  // the current stream failed; loops wind down
   bool timed_out_ = false;
   bool closing_ = false;    // close() was called
-  bool lingering_ = false;  // close_after_writes(): our side shuts once wbuf_ is written
-  bool linger_when_ready_ = false;  // close_after_writes() while connecting
+  bool lingering_ = false;  // shut_after_writes(): our side shuts once wbuf_ is written
+  bool linger_when_ready_ = false;  // shut_after_writes() while connecting
   unsigned attempts_ = 0;   // consecutive failed attempts
   std::string last_error_;
   config_refusal refusal_ = config_refusal::none;
