@@ -373,9 +373,9 @@ client_session::outcome client_session::handle(std::span<const std::string_view>
   if (info != nullptr && (info->flags & commands::script) && (info->flags & commands::write))
     after_script_ = true;  // see near_get
   if (raw_) return handle_raw(args, frame, info);
-  if (fallback_multi_) return fallback_transaction(info);
+  if (fallback_multi_) return fallback_transaction(info, args);
   if (ctx_.health->serving_from_l1() && !dedicated_ && !session_command(id))
-    return id == command_id::multi || multi_open_ ? fallback_transaction(info)
+    return id == command_id::multi || multi_open_ ? fallback_transaction(info, args)
                                                   : serve_fallback(info, args, frame);
 
   if (id == command_id::get && args.size() == 2 && !dedicated_ && !multi_open_) {
@@ -386,7 +386,7 @@ client_session::outcome client_session::handle(std::span<const std::string_view>
     case command_id::auth: return cmd_auth(args);
     case command_id::hello: return cmd_hello(args);
     case command_id::quit: reply_simple("OK"); return outcome::close;
-    case command_id::reset: return cmd_reset();
+    case command_id::reset: return cmd_reset(args);
     case command_id::select: return cmd_select(args, frame);
     case command_id::client: return cmd_client(args, frame);
     case command_id::multi: {
@@ -519,7 +519,8 @@ client_session::outcome client_session::serve_fallback(const commands::command_i
 // or RESET, upstream back or not. A transaction whose MULTI went upstream but whose dedicated
 // connection is gone (MULTI failed with it) ends the same way, instead of its commands being
 // served from L1 outside it.
-client_session::outcome client_session::fallback_transaction(const commands::command_info* info) {
+client_session::outcome client_session::fallback_transaction(
+    const commands::command_info* info, std::span<const std::string_view> args) {
   answered_by_ = metrics::source::fallback;
   const command_id id = info != nullptr ? info->id : command_id::other;
   if (!fallback_multi_) {
@@ -542,7 +543,7 @@ client_session::outcome client_session::fallback_transaction(const commands::com
       reply_simple("OK");
       return outcome::next;
     case command_id::quit: reply_simple("OK"); return outcome::close;
-    case command_id::reset: return cmd_reset();
+    case command_id::reset: return cmd_reset(args);
     default: {
       std::string e(errors::fallback_not_servable_prefix);
       e += info != nullptr ? info->name : std::string_view("unknown");
@@ -580,7 +581,8 @@ client_session::outcome client_session::handle_raw(std::span<const std::string_v
     if (skipped && dedicated_) dedicated_->send_raw("*1\r\n$4\r\nPING\r\n");
     return outcome::next;
   }
-  if (id == command_id::reset) return raw_reset(frame);
+  // RESET with arguments goes on as any request: Redis refuses it, in order, and resets nothing.
+  if (id == command_id::reset && args.size() == 1) return raw_reset(frame);
   if (id == command_id::hello && !markers_unusable()) return raw_hello(args);
   const sub_id sub = id == command_id::client && args.size() >= 2
                          ? commands::lookup_sub(command_id::client, args[1])
@@ -1083,6 +1085,9 @@ client_session::outcome client_session::cmd_client(std::span<const std::string_v
   }
   if (sub == sub_id::client_list || (sub == sub_id::client_info && args.size() == 2)) {
     if (multi_open_) return refuse_in_multi();
+    // What the client sent before may still change what is shown (a SELECT queued in a
+    // transaction changes the db at its EXEC's reply): shown once every earlier reply is in.
+    if (!slots_.empty()) return outcome::wait;
     std::string r;
     if (sub == sub_id::client_list)
       client_list(args, r);
@@ -1313,7 +1318,12 @@ client_session::outcome client_session::refuse_in_multi() {
   return outcome::next;
 }
 
-client_session::outcome client_session::cmd_reset() {
+client_session::outcome client_session::cmd_reset(std::span<const std::string_view> args) {
+  if (args.size() != 1) {  // Redis refuses it, and a transaction it was sent in fails at EXEC
+    if (multi_open_) transactions_.back().refused = true;
+    reply_error(errors::reset_arity);
+    return outcome::next;
+  }
   if (!slots_.empty()) return outcome::wait;
   reset_session();
   reply_simple("RESET");
@@ -1321,19 +1331,24 @@ client_session::outcome client_session::cmd_reset() {
 }
 
 // RESET in raw mode: requests sent before it may still await their replies on the dedicated
-// connection, so RESET goes there too, behind them. Reading waits for Redis' +RESET (seen by
-// deliver_raw, which passes it on), so that what follows RESET runs in the reset session. After
-// CLIENT REPLY OFF|SKIP no +RESET may come (SKIP skips it; Redis turns replies on only for the
-// commands after RESET): a marker behind RESET, which Redis does answer, says when it has run.
+// connection, so RESET goes there too, behind them, and reading waits until it has run, so that
+// what follows RESET runs in the reset session. A marker behind RESET says when: if Redis' +RESET
+// (passed on by deliver_raw) came before it, the session resets; if not, Redis refused RESET (an
+// ACL's -NOPERM, passed on as well) and the session goes on as it was. After CLIENT REPLY OFF|SKIP
+// no +RESET may come (SKIP skips it; Redis turns replies on only for the commands after RESET):
+// the marker's reply alone says it ran. Inside a MULTI no marker can go (it would be queued if
+// RESET were refused): +RESET alone ends the wait.
 client_session::outcome client_session::raw_reset(std::string_view frame) {
-  if (raw_reset_ == raw_reset_state::answered) {
-    reset_session();
-    return outcome::next;
+  switch (raw_reset_) {
+    case raw_reset_state::answered: reset_session(); return outcome::next;
+    case raw_reset_state::refused: raw_reset_ = raw_reset_state::none; return outcome::next;
+    case raw_reset_state::none: break;
+    default: return outcome::wait;
   }
-  if (raw_reset_ != raw_reset_state::none) return outcome::wait;
-  if (!dedicated_ || !dedicated_->send_raw(frame)) return cmd_reset();
+  const std::array<std::string_view, 1> reset{"RESET"};
+  if (!dedicated_ || !dedicated_->send_raw(frame)) return cmd_reset(reset);
   raw_reset_ = raw_reset_state::sent;
-  if (raw_replies_unsure_) {
+  if (raw_replies_unsure_ || !raw_multi_) {
     marker m;
     m.what = marker::kind::reset;
     if (send_marker(std::move(m))) raw_reset_ = raw_reset_state::sent_marked;
@@ -1909,9 +1924,13 @@ bool client_session::reset_unseen() {
 
 void client_session::deliver_raw(std::string_view frame) {
   if (closed_) return;
-  if (raw_reset_ == raw_reset_state::sent && frame == "+RESET\r\n") {  // see raw_reset()
-    raw_reset_ = raw_reset_state::answered;
-    drain_wake_.cancel();
+  if (frame == "+RESET\r\n") {  // see raw_reset()
+    if (raw_reset_ == raw_reset_state::sent_marked) {
+      raw_reset_ = raw_reset_state::sent_seen;
+    } else if (raw_reset_ == raw_reset_state::sent) {
+      raw_reset_ = raw_reset_state::answered;
+      drain_wake_.cancel();
+    }
   }
   if (!markers_.empty() && refuses_any_command(frame)) {
     // Redis refused a request without running it, as it would have refused the marker: which of
@@ -1960,7 +1979,9 @@ void client_session::deliver_raw(std::string_view frame) {
       }
       case marker::kind::written: forget_raw_writes(m.args, m.dbs, std::nullopt); return;
       case marker::kind::reset:
-        raw_reset_ = raw_reset_state::answered;
+        raw_reset_ = raw_reset_ == raw_reset_state::sent_seen || raw_replies_unsure_
+                         ? raw_reset_state::answered
+                         : raw_reset_state::refused;
         drain_wake_.cancel();
         return;
     }

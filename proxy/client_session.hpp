@@ -146,7 +146,7 @@ class client_session : public reply_sink,
   outcome raw_hello(std::span<const std::string_view> args);
   outcome cmd_select(std::span<const std::string_view> args, std::string_view frame);
   outcome cmd_client(std::span<const std::string_view> args, std::string_view frame);
-  outcome cmd_reset();
+  outcome cmd_reset(std::span<const std::string_view> args);
   outcome raw_reset(std::string_view frame);
   outcome raw_answer_later(std::span<const std::string_view> args);
   outcome raw_unavailable();
@@ -178,7 +178,8 @@ class client_session : public reply_sink,
   std::optional<outcome> near_get(std::string_view key);
   outcome serve_fallback(const commands::command_info* info, std::span<const std::string_view> args,
                          std::string_view frame);
-  outcome fallback_transaction(const commands::command_info* info);
+  outcome fallback_transaction(const commands::command_info* info,
+                               std::span<const std::string_view> args);
   void apply_cache_op(std::uint64_t seq, std::string_view reply);
   int effective_db() const;  // db_ after the SELECTs in flight
 
@@ -294,11 +295,18 @@ class client_session : public reply_sink,
   int db_;
   bool authed_;
   bool raw_ = false;
-  // RESET in raw mode (raw_reset()): sent, its +RESET not back yet; then back and passed on, so
-  // the session resets when reading resumes.
-  // sent_marked: RESET went with a marker behind it, because its own +RESET may never come (it is
-  // the command a CLIENT REPLY SKIP skips): the marker's reply says it ran.
-  enum class raw_reset_state : std::uint8_t { none, sent, sent_marked, answered };
+  // RESET in raw mode (raw_reset()): sent without a marker (inside a MULTI), its +RESET not back
+  // yet; sent_marked: sent with a marker behind it, whose reply says whether it ran (sent_seen:
+  // its +RESET came before the marker's reply); then answered (the session resets when reading
+  // resumes) or refused (Redis' error passed on; the session goes on as it was).
+  enum class raw_reset_state : std::uint8_t {
+    none,
+    sent,
+    sent_marked,
+    sent_seen,
+    answered,
+    refused
+  };
   raw_reset_state raw_reset_ = raw_reset_state::none;
   std::vector<int> raw_dbs_;  // raw mode: the dbs the client may be in (note_raw_request)
   // Leaving raw mode after the last UNSUBSCRIBE: the subscription counts its confirmations
@@ -337,7 +345,7 @@ class client_session : public reply_sink,
       reply,         // `reply` (a HELLO that failed its checks here): sent now
       hello,    // HELLO sent on: its reply, next, is replaced by the sidecar's (see raw_hello())
       written,  // the writes in `args` (frames) have run: L1 forgets their keys in `dbs` again
-      reset,    // the RESET before it has run (raw_reset_state::sent_marked)
+      reset,    // the RESET before it has run, or was refused (raw_reset_state::sent_marked)
     };
     kind what = kind::client_id;
     std::vector<std::string> args;

@@ -61,6 +61,7 @@ inline constexpr std::string_view expire_nx_and_others =
     "ERR NX and XX, GT or LT options at the same time are not compatible";
 inline constexpr std::string_view expire_gt_and_lt =
     "ERR GT and LT options at the same time are not compatible";
+inline constexpr std::string_view reset_arity = "ERR wrong number of arguments for 'reset' command";
 inline constexpr std::string_view client_name_spaces =
     "ERR Client names cannot contain spaces, newlines or special characters.";
 // AUTH, HELLO and the CLIENT subcommands the sidecar answers itself act on the client's session,

@@ -10,6 +10,7 @@
 #include "proxy/resp/reply_parser.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <limits>
 
@@ -66,11 +67,12 @@ parse_status reply_parser::fail(reply_error e) {
   return parse_status::error;
 }
 
-bool reply_parser::value_done() {
+bool reply_parser::value_done(std::string_view data) {
   while (!stack_.empty()) {
     level& l = stack_.back();
     if (--l.remaining > 0) return false;
-    const bool embedded = l.embedded;
+    const bool embedded =
+        l.embedded && !is_command_reply_push(data.substr(l.begin, pos_ - l.begin));
     const std::size_t begin = l.begin;
     stack_.pop_back();
     if (embedded) {  // the aggregate around it still waits for the same element
@@ -79,6 +81,28 @@ bool reply_parser::value_done() {
     }
   }
   return true;
+}
+
+// A (un)subscribe confirmation is the reply of the command that asked for it: inside EXEC's array
+// (SUBSCRIBE or UNSUBSCRIBE queued in a RESP3 transaction) it is one of the array's elements, in
+// its place, where messages, invalidations and keyspace notifications are not.
+bool reply_parser::is_command_reply_push(std::string_view push) {
+  static constexpr std::array<std::string_view, 6> kinds{
+      "subscribe", "unsubscribe", "psubscribe", "punsubscribe", "ssubscribe", "sunsubscribe"};
+  const auto header_end = push.find("\r\n");
+  if (header_end == std::string_view::npos) return false;
+  const std::string_view first = push.substr(header_end + 2);
+  std::string_view kind;
+  if (first.starts_with('+')) {
+    kind = first.substr(1, first.find("\r\n") - 1);
+  } else if (std::int64_t len = 0; first.starts_with('$')) {
+    const auto eol = first.find("\r\n");
+    if (eol == std::string_view::npos || !detail::parse_decimal(first.substr(1, eol - 1), len) ||
+        len < 0 || static_cast<std::uint64_t>(len) > first.size() - eol - 2)
+      return false;
+    kind = first.substr(eol + 2, static_cast<std::size_t>(len));
+  }
+  return std::find(kinds.begin(), kinds.end(), kind) != kinds.end();
 }
 
 // True when the value whose header comes next is the frame's own value: at depth 0, or right after
@@ -105,7 +129,7 @@ parse_status reply_parser::parse(std::string_view data) {
       pos_ += len + 2;
       scan_ = pos_;
       bulk_len_ = -1;
-      if (value_done()) frame_size_ = pos_;
+      if (value_done(data)) frame_size_ = pos_;
       continue;
     }
     const parse_status st = read_header(data);
@@ -174,12 +198,12 @@ parse_status reply_parser::read_header(std::string_view data) {
   if (kind == shape::line) {
     if (type == '_' && !body.empty()) return fail(reply_error::bad_crlf);
     if (type == '#' && body != "t" && body != "f") return fail(reply_error::bad_type);
-    if (value_done()) frame_size_ = pos_;
+    if (value_done(data)) frame_size_ = pos_;
     return parse_status::complete;
   }
   if (!counted && !parse_decimal(body, n)) return fail(reply_error::bad_length);
   if (n == -1 && (type == '$' || type == '*')) {  // RESP2 nulls
-    if (value_done()) frame_size_ = pos_;
+    if (value_done(data)) frame_size_ = pos_;
     return parse_status::complete;
   }
   if (n < 0) return fail(reply_error::bad_length);
@@ -205,7 +229,7 @@ parse_status reply_parser::read_header(std::string_view data) {
   if (elements == 0) {
     if (embedded) {
       embedded_.emplace_back(begin, pos_);
-    } else if (value_done()) {
+    } else if (value_done(data)) {
       frame_size_ = pos_;
     }
     return parse_status::complete;

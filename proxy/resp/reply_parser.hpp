@@ -13,7 +13,9 @@
 // connection subscribed to it) into that command's reply as soon as they happen, between two
 // elements of an array it is still writing. Such a push is framed on its own
 // and skipped by the count of the aggregate around it; embedded_pushes() tells where each one is,
-// so the caller can take them out and handle them as the pushes they are.
+// so the caller can take them out and handle them as the pushes they are. Not so a SUBSCRIBE or
+// UNSUBSCRIBE confirmation inside EXEC's array: in a RESP3 transaction that push is the queued
+// command's reply, and counted as an element.
 #pragma once
 
 #include <cstddef>
@@ -61,7 +63,9 @@ class reply_parser {
   parse_status fail(reply_error e);
   bool parse_whole(std::string_view data);
   parse_status read_header(std::string_view data);
-  bool value_done();  // one value ended: pops finished aggregates; true when the frame is complete
+  // One value ended: pops finished aggregates; true when the frame is complete. `data`: the frame.
+  bool value_done(std::string_view data);
+  static bool is_command_reply_push(std::string_view push);
   bool is_top_level() const;
 
   struct level {

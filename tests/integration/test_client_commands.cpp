@@ -440,6 +440,21 @@ TEST_CASE("CLIENT INFO and CLIENT LIST describe the clients as CLIENT ID and KIL
   CHECK(lines_of(str(b.get(), {"CLIENT", "LIST", "ID", a_id})).empty());
 }
 
+// CLIENT INFO pipelined behind a transaction shows what the transaction left: here the db of the
+// SELECT it ran.
+TEST_CASE("CLIENT INFO behind MULTI / SELECT / EXEC shows the db the transaction selected",
+          "[client][list][select]") {
+  proxied env;
+  raw_client c(env.port());
+  c.send("MULTI\r\nSELECT 1\r\nEXEC\r\nCLIENT INFO\r\n");
+  CHECK(read_value(c) == "+OK\r\n");
+  CHECK(read_value(c) == "+QUEUED\r\n");
+  CHECK(read_value(c) == "*1\r\n+OK\r\n");
+  const std::string info = read_value(c);
+  CHECK(field(info, "db") == "1");
+  CHECK(field(info, "multi") == "-1");
+}
+
 // From a subscriber, in its place among the replies Redis sends (RESP3: a verbatim string).
 TEST_CASE("CLIENT INFO and CLIENT LIST from a subscriber come in order", "[client][list][pubsub]") {
   proxied env;

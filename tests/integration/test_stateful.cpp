@@ -92,6 +92,51 @@ TEST_CASE("after SUBSCRIBE: pipelined RESET and HELLO keep replies one for one",
   }
 }
 
+// RESET takes no arguments: with one, Redis refuses it and resets nothing, subscribed or not, and
+// a transaction it was queued in fails at EXEC.
+TEST_CASE("RESET with an argument is refused and resets nothing", "[stateful][pubsub]") {
+  proxied env;
+  raw_client c(env.port());
+  const std::string refused = "-ERR wrong number of arguments for 'reset' command\r\n";
+  c.send("SUBSCRIBE ch\r\nRESET x\r\nPING\r\n");
+  CHECK(read_value(c) == "*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n");
+  CHECK(read_value(c) == refused);
+  CHECK(read_value(c) == "*2\r\n$4\r\npong\r\n$0\r\n\r\n");  // still subscribed
+  c.send("RESET\r\nPING\r\n");
+  CHECK(read_value(c) == "+RESET\r\n");
+  CHECK(read_value(c) == "+PONG\r\n");
+  c.send("MULTI\r\nRESET x\r\nEXEC\r\nRESET x\r\nPING\r\n");
+  CHECK(read_value(c) == "+OK\r\n");
+  CHECK(read_value(c) == refused);
+  CHECK(read_value(c) == "-EXECABORT Transaction discarded because of previous errors.\r\n");
+  CHECK(read_value(c) == refused);
+  CHECK(read_value(c) == "+PONG\r\n");
+}
+
+// RESP3: SUBSCRIBE and UNSUBSCRIBE queued in a transaction answer with their confirmation, a push,
+// as an element of EXEC's array; what follows keeps its own reply.
+TEST_CASE("RESP3: (UN)SUBSCRIBE queued in MULTI answers inside EXEC's array",
+          "[stateful][pubsub]") {
+  proxied env;
+  raw_client c(env.port());
+  auto pub = env.client();
+  c.send("HELLO 3\r\n");
+  CHECK(read_value(c).starts_with("%7\r\n"));
+  c.send("MULTI\r\nSUBSCRIBE x\r\nEXEC\r\nPING\r\n");
+  CHECK(read_value(c) == "+OK\r\n");
+  CHECK(read_value(c) == "+QUEUED\r\n");
+  CHECK(read_value(c) == "*1\r\n>3\r\n$9\r\nsubscribe\r\n$1\r\nx\r\n:1\r\n");
+  CHECK(read_value(c) == "+PONG\r\n");
+  CHECK(integer(pub.get(), {"PUBLISH", "x", "hi"}) == 1);
+  CHECK(read_value(c) == ">3\r\n$7\r\nmessage\r\n$1\r\nx\r\n$2\r\nhi\r\n");
+  c.send("MULTI\r\nSET k v\r\nUNSUBSCRIBE x\r\nGET k\r\nEXEC\r\nPING after\r\n");
+  CHECK(read_value(c) == "+OK\r\n");
+  for (int i = 0; i < 3; ++i) CHECK(read_value(c) == "+QUEUED\r\n");
+  CHECK(read_value(c) == "*3\r\n+OK\r\n>3\r\n$11\r\nunsubscribe\r\n$1\r\nx\r\n:0\r\n$1\r\nv\r\n");
+  CHECK(read_value(c) == "$5\r\nafter\r\n");
+  CHECK(integer(pub.get(), {"PUBLISH", "x", "gone"}) == 0);
+}
+
 // A client that unsubscribes from everything is an ordinary client again: its upstream connection
 // goes back to the pool instead of staying its own until it disconnects. Ten clients that
 // subscribe and unsubscribe in turn, and stay connected, hold no upstream connection: they take

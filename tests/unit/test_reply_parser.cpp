@@ -194,6 +194,26 @@ TEST_CASE("reply_parser frames a push inside a reply apart from it", "[resp][rep
   for (const auto& r : rows) check_every_split(r.input, r.expected);
 }
 
+// A SUBSCRIBE or UNSUBSCRIBE queued in a RESP3 transaction: Redis 7.0 writes its confirmation,
+// a push, as the queued command's reply, one element of EXEC's array.
+TEST_CASE("reply_parser counts a (un)subscribe confirmation inside EXEC's array as an element",
+          "[resp][reply_parser]") {
+  const std::string unsub = ">3\r\n$11\r\nunsubscribe\r\n$1\r\nx\r\n:0\r\n";
+  const std::string psub = ">3\r\n+psubscribe\r\n$2\r\np*\r\n:1\r\n";  // as a simple string
+  const std::string message = ">3\r\n$7\r\nmessage\r\n$1\r\nx\r\n$2\r\nhi\r\n";
+  const std::size_t u = unsub.size(), s = psub.size(), m = message.size();
+  const std::vector<row> rows = {
+      {"*1\r\n" + unsub, complete(4 + u, '*')},
+      {"*3\r\n+OK\r\n" + unsub + "$1\r\nv\r\n", complete(4 + 5 + u + 7, '*')},
+      {"*2\r\n" + psub + ":5\r\n", complete(4 + s + 4, '*')},
+      // a message in the same array is still a push apart from it
+      {"*1\r\n" + message + unsub, complete(4 + m + u, '*', {{4, 4 + m}})},
+      // the array waits for its third element: the confirmation was its second
+      {"*3\r\n:1\r\n" + unsub, need_more()},
+  };
+  for (const auto& r : rows) check_every_split(r.input, r.expected);
+}
+
 TEST_CASE("reply_parser rejects malformed replies", "[resp][reply_parser]") {
   const std::vector<row> rows = {
       {"x\r\n", failed(reply_error::bad_type)},
