@@ -1671,7 +1671,10 @@ bool client_session::writes_key_in_flight(int db, std::string_view key) const {
     const commands::command_info& info = *op.info;
     if (!(info.flags & commands::write)) continue;
     if (cache_tier::writes_beyond_keys(info)) return true;  // in another db, or every key
-    if (op.key_size == 0 || info.last_key != 1) return true;
+    // A write whose keys depend on its arguments (SORT ... STORE, GEORADIUS ... STORE) may write
+    // others than args[1].
+    if (op.key_size == 0 || info.last_key != 1 || (info.flags & commands::movable_keys))
+      return true;
     if (op.db != db) continue;
     if (op_key(op) == key) return true;
   }

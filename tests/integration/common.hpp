@@ -224,6 +224,14 @@ bool eventually(F f, std::chrono::milliseconds deadline = std::chrono::seconds(1
   return f();
 }
 
+/// Redis' blocked_clients (INFO clients): clients blocked by a command, or held by CLIENT PAUSE.
+inline long long blocked_clients(const proxied& env) {
+  auto up = env.upstream();
+  auto text = str(up.get(), {"INFO", "clients"});
+  auto pos = text.find("blocked_clients:");
+  return pos == std::string::npos ? -1 : std::atoll(text.c_str() + pos + 16);
+}
+
 /// The value of one of the sidecar's /metrics series, -1 when absent.
 /// The error a SET gets once the sidecar, in fallback because the upstream refuses its
 /// configuration, refuses writes; whatever error it got last if that does not come in time.

@@ -686,6 +686,45 @@ TEST_CASE("single flight: 100 concurrent misses on one key make one upstream rea
   CHECK(is_nil(clients[0].get(), {"GET", "missing"}));
 }
 
+// SORT ... STORE and GEORADIUS ... STORE write a key that is not their first: a GET pipelined
+// behind one must wait for it, though another client's read refills L1 with the old value while
+// Redis holds the write back (CLIENT PAUSE WRITE lets reads run).
+TEST_CASE("tracking: a GET pipelined behind SORT ... STORE of its key reads what the write left",
+          "[near][tracking]") {
+  SIDECAR_ONLY();
+  proxied env({}, with({}));
+  REQUIRE(mode_is(env, "tracking"));
+  auto direct = env.upstream();
+  struct variant {
+    std::vector<std::string> write;
+    std::string want;  // the write's reply, then the GET's
+  };
+  const std::vector<variant> variants = {
+      {{"SORT", "nosuchlist", "STORE", "k"}, ":0\r\n$-1\r\n"},
+      {{"SORT", "src", "STORE", "k"}, ":3\r\n-WRONGTYPE"},
+      {{"GEORADIUS", "geo", "13.36", "38.11", "10", "km", "STORE", "k"}, ":1\r\n-WRONGTYPE"},
+  };
+  for (const auto& v : variants) {
+    INFO(v.write.at(0) << " " << v.write.at(1));
+    CHECK(integer(direct.get(), {"DEL", "src", "geo", "k"}) >= 0);
+    CHECK(integer(direct.get(), {"RPUSH", "src", "3", "1", "2"}) == 3);
+    CHECK(integer(direct.get(), {"GEOADD", "geo", "13.36", "38.11", "p"}) == 1);
+    CHECK(str(direct.get(), {"SET", "k", "old"}) == "OK");
+    auto other = env.client();
+    REQUIRE(get(other.get(), "k") == "old");
+    raw_client c(env.side->port());
+    REQUIRE(str(direct.get(), {"CLIENT", "PAUSE", "2000", "WRITE"}) == "OK");
+    c.send(resp_array(v.write));
+    REQUIRE(eventually([&] { return blocked_clients(env) == 1; }));  // held back by the pause
+    // Another client's read fills L1 with the old value again.
+    CHECK(get(other.get(), "k") == "old");
+    c.send(resp_array({"GET", "k"}));
+    CHECK(str(direct.get(), {"CLIENT", "UNPAUSE"}) == "OK");
+    CHECK(c.read_exact(v.want.size()).substr(0, v.want.size()) == v.want);
+    c.read_some();
+  }
+}
+
 TEST_CASE("tracking: a client reads its own writes while other clients keep misses in flight",
           "[near][tracking]") {
   SIDECAR_ONLY();

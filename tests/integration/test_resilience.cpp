@@ -11,13 +11,6 @@
 namespace redis_sidecar::test {
 namespace {
 
-long long blocked_clients(const proxied& env) {
-  auto up = env.upstream();
-  auto text = str(up.get(), {"INFO", "clients"});
-  auto pos = text.find("blocked_clients:");
-  return pos == std::string::npos ? -1 : std::atoll(text.c_str() + pos + 16);
-}
-
 bool set_and_get(redisContext* c, const std::string& key, const std::string& value) {
   auto set = command(c, {"SET", key, value});
   auto get = command(c, {"GET", key});
