@@ -2054,8 +2054,12 @@ void client_session::check_output_limit() {
   }
 }
 
+// Fallback began: a dedicated connection to the stalled upstream could only make the client's
+// next request wait for --command-timeout-ms, so it goes now, owed replies or not, and a client
+// whose state lived on it (a transaction, a WATCH, another db) is closed, as when Redis dies. A
+// subscriber's stays: it waits for nothing, and keeps its subscriptions through a short stall.
 void client_session::upstream_stalled(const std::string& reason) {
-  if (dedicated_ && !raw_ && dedicated_->owes_clients()) dedicated_->reset(reason);
+  if (dedicated_ && !raw_) dedicated_->reset(reason);
 }
 
 void client_session::dedicated_lost(connection* c) {

@@ -282,4 +282,38 @@ TEST_CASE("out of file descriptors: new clients refused, connected ones still se
   CHECK(eventually([&] { return str(env.client().get(), {"PING"}) == "PONG"; }));
 }
 
+// Clients whose connection state lives on a dedicated upstream connection (an open transaction,
+// a WATCH, another db) and that wait for nothing when the upstream stalls: once fallback has begun
+// their next request must not wait for --command-timeout-ms (a minute here, longer than the
+// test's deadlines). Their state is gone with the stalled connection: they are closed, as when
+// Redis dies, and a new connection is served from L1.
+TEST_CASE("stalled upstream: clients idle on dedicated connections do not wait for the timeout",
+          "[resilience][fallback]") {
+  SIDECAR_ONLY();
+  proxied env(
+      {}, {"--fallback-after-ms=200", "--health-probe-interval-ms=50",
+           "--health-probe-timeout-ms=200", "--connect-timeout-ms=300", "--reconnect-max-ms=200",
+           "--command-timeout-ms=60000", "--cache-mode=fallback"});
+  auto c = env.client();
+  CHECK(str(c.get(), {"SET", "a", "before"}) == "OK");
+  raw_client tx(env.port()), watching(env.port()), db1(env.port());
+  tx.send("MULTI\r\nSET t x\r\n");
+  CHECK(tx.read_exact(14) == "+OK\r\n+QUEUED\r\n");
+  watching.send("WATCH a\r\n");
+  CHECK(watching.read_exact(5) == "+OK\r\n");
+  db1.send("SELECT 1\r\n");
+  CHECK(db1.read_exact(5) == "+OK\r\n");
+  env.redis.pause();
+  REQUIRE(eventually([&] {
+    auto f = env.client();
+    auto r = command(f.get(), {"GET", "a"});  // L1 answers GET only in fallback
+    return r && r->type == REDIS_REPLY_STRING && std::string(r->str, r->len) == "before";
+  }));
+  tx.send("SET u y\r\n");
+  watching.send("GET a\r\n");
+  db1.send("GET a\r\n");
+  for (raw_client* s : {&tx, &watching, &db1}) CHECK(s->closed_by_peer(std::chrono::seconds(20)));
+  env.redis.resume();
+}
+
 }  // namespace redis_sidecar::test
