@@ -209,15 +209,16 @@ cache_tier::cache_tier(const config& cfg)
 // L1 entries
 
 void cache_tier::store(int db, std::string_view key, std::uint64_t hash, std::string_view value,
-                       std::int64_t upstream_expiry, cache::time_ms now, bool tracked,
-                       bool absent) {
+                       std::int64_t upstream_expiry, cache::time_ms now, bool tracked, bool absent,
+                       bool written) {
   // The stored value is this header (flags, then the upstream's expiry and the tracking epoch when
   // flagged) followed by the value; L1 copies the two in place, so the value is copied once.
   char header[1 + 8 + 4];
   std::size_t n = 0;
   header[n++] = static_cast<char>((upstream_expiry > 0 ? flag_expiry : 0) |
                                   (upstream_expiry == expiry_unknown ? flag_expiry_unknown : 0) |
-                                  (tracked ? flag_tracked : 0) | (absent ? flag_absent : 0));
+                                  (tracked ? flag_tracked : 0) | (absent ? flag_absent : 0) |
+                                  (written ? flag_written : 0));
   if (upstream_expiry > 0) {
     std::memcpy(header + n, &upstream_expiry, 8);
     n += 8;
@@ -313,8 +314,22 @@ void cache_tier::store_tracked_absent(int db, std::string_view key, cache::time_
   if (!fence_.held(hash)) store(db, key, hash, {}, 0, now, true, true);
 }
 
+// Tracking mode: Redis sends a key's invalidation once and tracks the key no more until the
+// channel reads it again. So an invalidation that finds the value of this sidecar's own
+// acknowledged write (stored untracked, never a hit) is about that very write (the key was
+// tracked when it ran) or about a write that ran before it: the value stays, for fallback, where
+// it would otherwise be lost to its own write's invalidation. As with every value fallback serves,
+// a write made past the sidecar after it is not seen (but by a read of the channel in between).
 void cache_tier::invalidated(int db, std::string_view key) {
   ++counters_.pushed_invalidations;
+  if (mode_ == cache_mode::tracking) {
+    const auto v = l1_.value_in_place(db, key, key_hash(db, key));
+    if (v && !v->empty() &&
+        ((*v)[0] & (flag_written | flag_tracked | flag_writing | flag_absent)) == flag_written) {
+      if (on_write_) on_write_(db, key);
+      return;
+    }
+  }
   invalidate(db, key);
 }
 
@@ -470,7 +485,7 @@ void cache_tier::store_reply(int db, const command_info& info,
                    std::int64_t expiry) {
     const std::uint64_t hash = hash_of(db, key, args, key1_hash);
     if (fence_.settle(hash, f.conn, f.since) && applied && !journaled)
-      store(db, key, hash, value, expiry, now);
+      store(db, key, hash, value, expiry, now, false, false, true);
     else
       invalidate(db, key);
   };

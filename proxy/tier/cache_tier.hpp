@@ -26,7 +26,9 @@
 // flags: bit 0 an upstream expiry follows, bit 1 the entry is tracked (read on the invalidation
 // channel in --cache-mode=tracking or keyspace; the epoch says on which channel connection), bit 2
 // a write to the key is in flight (hidden: lookups miss until the write's reply replaces or drops
-// the entry), bit 3 the key was read as absent (no value follows; tracking mode only).
+// the entry), bit 3 the key was read as absent (no value follows; tracking mode only), bit 4 the
+// upstream's expiry is not known, bit 5 the value is the one this sidecar's write stored (its
+// own write's invalidation does not drop it: invalidated()).
 // Losing the channel starts a new epoch: every tracked entry stops being fresh at once, without a
 // scan.
 //
@@ -210,6 +212,8 @@ class cache_tier {
   // The upstream's expiry of the key is not known (a value from a GET or MGET reply): TTL, and
   // the expiry conditions of EXPIRE, cannot be answered in fallback.
   static constexpr unsigned char flag_expiry_unknown = 16;
+  // The value of this sidecar's own write, as its reply acknowledged it (see invalidated()).
+  static constexpr unsigned char flag_written = 32;
   // The fence's name for writes served in fallback and replayed from the journal.
   static constexpr std::uint32_t fallback_conn = 0xffffffff;
   // store()'s upstream_expiry for a value whose upstream expiry is not known.
@@ -228,7 +232,7 @@ class cache_tier {
   /// `hash`: key_hash(db, key), which the callers that also ask the fence have at hand.
   void store(int db, std::string_view key, std::uint64_t hash, std::string_view value,
              std::int64_t upstream_expiry, cache::time_ms now, bool tracked = false,
-             bool absent = false);
+             bool absent = false, bool written = false);
   void invalidate(int db, std::string_view key);
   void hide(int db, std::string_view key, std::uint64_t hash);
   /// `hash`: key_hash(db, key).

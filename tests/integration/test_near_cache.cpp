@@ -686,6 +686,33 @@ TEST_CASE("single flight: 100 concurrent misses on one key make one upstream rea
   CHECK(is_nil(clients[0].get(), {"GET", "missing"}));
 }
 
+// A key the channel read is invalidated by the next write to it, the sidecar's own SET too, whose
+// invalidation comes after its reply: the value that SET stored must stay for fallback. 100 keys
+// written, read, written again; Redis stopped; fallback serves the second values.
+TEST_CASE("tracking: a SET of a key the channel read keeps its value for fallback",
+          "[near][tracking][fallback]") {
+  SIDECAR_ONLY();
+  proxied env({}, with({}));
+  REQUIRE(mode_is(env, "tracking"));
+  auto c = env.client();
+  for (int i = 0; i < 100; ++i) {
+    const std::string k = "k" + std::to_string(i);
+    REQUIRE(str(c.get(), {"SET", k, "old"}) == "OK");
+    REQUIRE(get(c.get(), k) == "old");  // read on the channel: tracked
+    REQUIRE(str(c.get(), {"SET", k, "new" + std::to_string(i)}) == "OK");
+  }
+  // Every invalidation has come once Redis answers a read of the channel after them.
+  REQUIRE(get(c.get(), "flush-marker") == "(nil)");
+  env.redis.pause();
+  REQUIRE(eventually([&] { return metric(env, "redis_sidecar_fallback_active") == 1; }));
+  c = env.client();
+  int served = 0;
+  for (int i = 0; i < 100; ++i)
+    served += get(c.get(), "k" + std::to_string(i)) == "new" + std::to_string(i) ? 1 : 0;
+  CHECK(served == 100);
+  env.redis.resume();
+}
+
 // SORT ... STORE and GEORADIUS ... STORE write a key that is not their first: a GET pipelined
 // behind one must wait for it, though another client's read refills L1 with the old value while
 // Redis holds the write back (CLIENT PAUSE WRITE lets reads run).

@@ -699,6 +699,41 @@ TEST_CASE("tier: coherent modes serve only entries the channel protects now", "[
   CHECK(cache_tier::parse_mode("keyspace") == cache_tier::cache_mode::keyspace);
 }
 
+// Redis invalidates a tracked key once, for the first write after the channel read it: for a SET
+// through the sidecar, that invalidation comes after (or before) the SET's own reply. The value the
+// SET stored stays for fallback; a value read on the channel, or from a GET reply, goes.
+TEST_CASE("tier: tracking mode keeps the value of its own write through the write's invalidation",
+          "[tier][near][fallback]") {
+  for (const auto m : {cache_tier::cache_mode::tracking, cache_tier::cache_mode::keyspace}) {
+    INFO("mode " << cache_tier::mode_name(m));
+    cache_tier tier(make_config());
+    tier.set_mode(m);
+    tier.store_tracked(0, "k", "old", 0, t0);
+    pass(tier, {"SET", "k", "new"}, "+OK\r\n");
+    CHECK_FALSE(tier.hit(0, "k", t0));  // not tracked: never a hit
+    tier.invalidated(0, "k");           // the SET's own
+    // Keyspace notifications come for every write, later ones too: nothing is kept there.
+    const bool kept = m == cache_tier::cache_mode::tracking;
+    CHECK(serve(tier, {"GET", "k"}) == (kept ? "$3\r\nnew\r\n" : "$-1\r\n"));
+    pass(tier, {"SET", "k", "newer", "EX", "100"}, "+OK\r\n");
+    tier.invalidated(0, "k");
+    CHECK(serve(tier, {"GET", "k"}) == (kept ? "$5\r\nnewer\r\n" : "$-1\r\n"));
+    // What the channel reads is dropped by an invalidation, as is a GET reply's value.
+    tier.store_tracked(0, "k", "read", 0, t0);
+    tier.invalidated(0, "k");
+    CHECK(serve(tier, {"GET", "k"}) == "$-1\r\n");
+    pass(tier, {"GET", "g"}, "$1\r\nv\r\n");
+    tier.invalidated(0, "g");
+    CHECK(serve(tier, {"GET", "g"}) == "$-1\r\n");
+    // A write in flight (its key hidden) when the invalidation comes: its reply stores the value.
+    request set(std::vector<std::string>{"SET", "h", "w"});
+    tier.on_request(0, set.info(), set.args);
+    tier.invalidated(0, "h");
+    tier.on_reply(0, set.info(), set.args, "+OK\r\n", t0, wall0);
+    CHECK(serve(tier, {"GET", "h"}) == "$1\r\nw\r\n");
+  }
+}
+
 TEST_CASE("tier: ttl mode serves as hits only values whose server TTL it knows", "[tier][ttl]") {
   const config cfg = make_config();  // --cache-prefix set, ttl mode
   cache_tier tier(cfg);
