@@ -31,7 +31,8 @@
 // scan.
 //
 // Times: `now` is monotonic milliseconds (the cache's clock); `wall_ms` is Unix time in ms, used
-// only to convert EXAT/PXAT. Owned by the server, used on its thread only.
+// only to convert EXAT/PXAT and to journal relative expiries as absolute ones. Owned by the
+// server, used on its thread only.
 #pragma once
 
 #include <cstdint>
@@ -125,6 +126,14 @@ class cache_tier {
   /// The invalidation channel was lost: tracked entries stop being fresh at once.
   void channel_lost() { ++epoch_; }
 
+  /// The upstream's version as its connection reports it (HELLO's "version", "7.0.15"; empty:
+  /// not known, e.g. Redis before 6 has no HELLO). Fallback journals a SET with a relative expiry
+  /// (EX, PX, SETEX, PSETEX) as SET ... PXAT <Unix ms> only when it is 6.2 or later (PXAT came
+  /// in 6.2); otherwise as sent, and its expiry then starts again when it is replayed. EXPIRE and
+  /// PEXPIRE are journaled as PEXPIREAT whatever the version. The upstream monitor sets it from
+  /// its probe connection.
+  void set_upstream_version(std::string_view version);
+
   /// False with --cache-mode=off: nothing is stored, nothing is served.
   bool enabled() const { return enabled_; }
 
@@ -171,7 +180,9 @@ class cache_tier {
   // --- fallback -------------------------------------------------------------------------------
   enum class result : std::uint8_t { served, not_servable };
   /// Answers `args` from L1 into `out` (RESP for protocol `proto`), journaling writes. `frame` is
-  /// the request as the upstream should see it on replay. not_servable: `out` holds the error.
+  /// the request as the client sent it; relative expiries are journaled as the absolute times
+  /// they fall at (see set_upstream_version()), so that the replay keeps them where the sidecar
+  /// told the client. not_servable: `out` holds the error.
   result serve(int db, const commands::command_info* info, std::span<const std::string_view> args,
                std::string_view frame, int proto, cache::time_ms now, std::int64_t wall_ms,
                std::string& out);
@@ -258,8 +269,8 @@ class cache_tier {
   result serve_ttl(int db, std::string_view key, bool ms, cache::time_ms now, std::string& out);
   result serve_set(int db, std::span<const std::string_view> args, std::string_view frame,
                    int proto, cache::time_ms now, std::int64_t wall_ms, std::string& out);
-  result serve_expire(int db, std::span<const std::string_view> args, std::string_view frame,
-                      bool ms, cache::time_ms now, std::int64_t wall_ms, std::string& out);
+  result serve_expire(int db, std::span<const std::string_view> args, bool ms, cache::time_ms now,
+                      std::int64_t wall_ms, std::string& out);
   result serve_incr(int db, std::span<const std::string_view> args, std::string_view frame,
                     std::int64_t sign, bool by, cache::time_ms now, std::string& out);
   result serve_write_keys(int db, std::span<const std::string_view> args, std::string_view frame,
@@ -272,6 +283,7 @@ class cache_tier {
   std::uint32_t epoch_ = 0;            // the invalidation channel's connection number
   bool miss_is_error_;
   bool journal_writes_;
+  bool set_pxat_ = false;       // the upstream takes SET ... PXAT: see set_upstream_version()
   std::string writes_refused_;  // see refuse_writes()
   std::int64_t ttl_ms_;
   cache::lru_cache l1_;

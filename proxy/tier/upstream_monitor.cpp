@@ -128,6 +128,8 @@ void upstream_monitor::deliver(std::uint64_t seq, std::string_view frame, std::u
       log::debug("upstream " + cfg_.upstream.masked() + ": health probe answered after " +
                  std::to_string(failed_probes_) + " failed");
     failed_probes_ = 0;
+    // What the upstream runs decides how fallback journals relative expiries (cache_tier.hpp).
+    if (probe_conn_) tier_.set_upstream_version(probe_conn_->server_version());
     if (fsm_.on_probe_ok(now_ms(), ms)) transitioned();
     return;
   }

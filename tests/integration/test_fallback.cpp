@@ -109,6 +109,54 @@ TEST_CASE("upstream killed: L1 serves GET/SET, writes replay in order on restart
   CHECK(log.find("recovering -> healthy: fallback journal replayed") != std::string::npos);
 }
 
+// A relative expiry acknowledged in fallback counts from when the sidecar acknowledged it.
+// Journaled as sent, the replay would start it again: keys the sidecar already answered as expired
+// would come back on the upstream, for as long again. They are journaled as the times they fall at.
+TEST_CASE("relative expiries written in fallback keep their times through the replay",
+          "[fallback]") {
+  SIDECAR_ONLY();
+  proxied env({}, with({}));
+  auto c = env.client();
+  CHECK(str(c.get(), {"SET", "marker", "m"}) == "OK");
+  // The health probe has read the upstream's version (7.0: SET ... PXAT is journaled).
+  REQUIRE(eventually(
+      [&] { return env.side->log().find("connecting -> healthy") != std::string::npos; }));
+  env.redis.kill();
+  REQUIRE(in_fallback(env, {"GET", "marker"}, "string m"));
+  c = env.client();
+  const std::vector<std::string> expiring = {"set-ex", "set-px", "setex",
+                                             "psetex", "expire", "pexpire"};
+  CHECK(str(c.get(), {"SET", "set-ex", "v", "EX", "2"}) == "OK");
+  CHECK(str(c.get(), {"SET", "set-px", "v", "PX", "2000"}) == "OK");
+  CHECK(str(c.get(), {"SETEX", "setex", "2", "v"}) == "OK");
+  CHECK(str(c.get(), {"PSETEX", "psetex", "2000", "v"}) == "OK");
+  CHECK(str(c.get(), {"SET", "expire", "v"}) == "OK");
+  CHECK(integer(c.get(), {"EXPIRE", "expire", "2"}) == 1);
+  CHECK(str(c.get(), {"SET", "pexpire", "v"}) == "OK");
+  CHECK(integer(c.get(), {"PEXPIRE", "pexpire", "2000"}) == 1);
+  CHECK(str(c.get(), {"SET", "later", "v", "EX", "1000"}) == "OK");
+  // The sidecar answers them as expired, 2 s on ...
+  REQUIRE(eventually([&] {
+    for (const auto& k : expiring)
+      if (!is_nil(c.get(), {"GET", k})) return false;
+    return true;
+  }));
+  CHECK(str(c.get(), {"GET", "later"}) == "v");
+  // ... and so does the upstream once the journal is replayed (it restarts empty: everything it
+  // holds came from the replay).
+  env.redis.start();
+  REQUIRE(eventually(
+      [&] { return env.side->log().find("recovering -> healthy") != std::string::npos; }));
+  auto up = env.upstream();
+  for (const auto& k : expiring) {
+    INFO(k);
+    CHECK(integer(up.get(), {"EXISTS", k}) == 0);
+  }
+  CHECK(str(up.get(), {"GET", "later"}) == "v");
+  CHECK(integer(up.get(), {"TTL", "later"}) > 900);
+  CHECK(integer(up.get(), {"TTL", "later"}) <= 1000);
+}
+
 // L1 keeps no entry larger than --cache-max-entry-bytes. A SET of one in fallback is still
 // journaled and acknowledged (it reaches the upstream on recovery), but L1 cannot answer for the
 // key meanwhile: GET misses (nil), and the key's older, smaller value is never served.

@@ -352,19 +352,111 @@ TEST_CASE("tier: fallback writes are journaled in order and applied to L1", "[ti
     j.pop_front();
   }
   std::vector<std::string> expected;
-  for (std::vector<std::string> w :
-       std::vector<std::vector<std::string>>{{"SET", "k", "v"},
-                                             {"SET", "k", "w", "XX", "GET"},
-                                             {"SET", "e", "v2", "KEEPTTL"},
-                                             {"SETEX", "s", "5", "x"},
-                                             {"MSET", "m1", "1", "m2", "2"},
-                                             {"INCR", "n"},
-                                             {"DECRBY", "n", "50"},
-                                             {"EXPIRE", "m1", "10"},
-                                             {"PEXPIRE", "m1", "5000", "LT"},
-                                             {"DEL", "m2", "unknown"}})
+  for (std::vector<std::string> w : std::vector<std::vector<std::string>>{
+           {"SET", "k", "v"},
+           {"SET", "k", "w", "XX", "GET"},
+           {"SET", "e", "v2", "KEEPTTL"},
+           {"SETEX", "s", "5", "x"},  // as sent: the upstream's version is not known
+           {"MSET", "m1", "1", "m2", "2"},
+           {"INCR", "n"},
+           {"DECRBY", "n", "50"},
+           {"PEXPIREAT", "m1", std::to_string(wall0 + 10'000)},
+           {"PEXPIREAT", "m1", std::to_string(wall0 + 5000), "LT"},
+           {"DEL", "m2", "unknown"}})
     expected.push_back(request(w).frame);
   CHECK(journaled == expected);
+}
+
+// A journaled write replays after the outage: a relative expiry replayed as sent would start
+// again then, and keys the sidecar already answered as expired would come back. The journal holds
+// the time each expiry falls at, as Redis propagates these commands to its AOF and replicas: SET
+// with PXAT (Redis 6.2 and later only), PEXPIREAT (every version), the other options kept.
+TEST_CASE("tier: fallback journals relative expiries as the times they fall at",
+          "[tier][fallback]") {
+  const config cfg = make_config();
+  cache_tier tier(cfg);
+  tier.set_upstream_version("7.0.15");
+  constexpr std::int64_t now = t0 + 500;
+  const auto at = [](std::int64_t ms) { return std::to_string(wall0 + 500 + ms); };
+  // Each write served at `now`, and the frame the journal holds for it.
+  const auto journaled = [&](std::vector<std::string> words) {
+    const std::size_t before = tier.journal().size();
+    const std::string reply = serve(tier, std::move(words), 2, 0, now);
+    INFO(reply);
+    REQUIRE(tier.journal().size() == before + 1);
+    return tier.journal().at(before).frame;
+  };
+  const auto frame = [](std::vector<std::string> words) { return request(std::move(words)).frame; };
+  CHECK(journaled({"SET", "a", "v", "EX", "2"}) == frame({"SET", "a", "v", "PXAT", at(2000)}));
+  CHECK(journaled({"set", "b", "v", "px", "1500"}) == frame({"SET", "b", "v", "PXAT", at(1500)}));
+  CHECK(journaled({"SET", "a", "w", "XX", "EX", "5", "GET"}) ==
+        frame({"SET", "a", "w", "XX", "GET", "PXAT", at(5000)}));
+  CHECK(journaled({"SET", "c", "v", "EX", "abc", "EX", "7"}) ==
+        frame({"SET", "c", "v", "PXAT", at(7000)}));
+  CHECK(journaled({"SETEX", "d", "3", "v"}) == frame({"SET", "d", "v", "PXAT", at(3000)}));
+  CHECK(journaled({"psetex", "e", "250", "v"}) == frame({"SET", "e", "v", "PXAT", at(250)}));
+  // Absolute expiries, none and KEEPTTL: as sent.
+  const std::string exat = std::to_string(wall0 / 1000 + 100);
+  for (std::vector<std::string> w : std::vector<std::vector<std::string>>{
+           {"SET", "f", "v", "EXAT", exat},
+           {"SET", "g", "v", "PXAT", std::to_string(wall0 + 100'000)},
+           {"SET", "h", "v"},
+           {"SET", "a", "v", "KEEPTTL"},
+           {"SET", "a", "v", "XX", "KEEPTTL", "GET"}})
+    CHECK(journaled(w) == frame(w));
+  CHECK(journaled({"EXPIRE", "a", "10"}) == frame({"PEXPIREAT", "a", at(10'000)}));
+  CHECK(journaled({"PEXPIRE", "a", "20000", "gt"}) == frame({"PEXPIREAT", "a", at(20'000), "gt"}));
+  CHECK(journaled({"PEXPIRE", "a", "100", "XX", "LT"}) ==
+        frame({"PEXPIREAT", "a", at(100), "XX", "LT"}));
+  CHECK(journaled({"EXPIRE", "missing", "5"}) == frame({"PEXPIREAT", "missing", at(5000)}));
+  CHECK(journaled({"EXPIRE", "h", "-1"}) == frame({"PEXPIREAT", "h", at(-1000)}));
+  // What L1 answers does not change: the expiries count from when the writes were served.
+  CHECK(serve(tier, {"PTTL", "a"}, 2, 0, now) == ":100\r\n");
+  CHECK(serve(tier, {"PTTL", "d"}, 2, 0, now + 1000) == ":2000\r\n");
+  CHECK(serve(tier, {"EXISTS", "h"}, 2, 0, now) == ":0\r\n");
+  // Refused writes (their conditions fail) journal nothing.
+  const std::size_t size = tier.journal().size();
+  CHECK(serve(tier, {"SET", "b", "w", "nx", "PX", "9"}, 2, 0, now) == "$-1\r\n");
+  CHECK(serve(tier, {"EXPIRE", "d", "10", "NX"}, 2, 0, now) == ":0\r\n");
+  CHECK(tier.journal().size() == size);
+}
+
+// SET ... PXAT came in Redis 6.2: before it, or when the upstream's version is not known (never
+// reached, or no HELLO), a SET keeps its relative form (and its expiry restarts when replayed).
+// PEXPIREAT is in every version.
+TEST_CASE("tier: SET is journaled with PXAT only for an upstream known to be 6.2 or later",
+          "[tier][fallback]") {
+  const config cfg = make_config();
+  for (const char* version : {"", "6.0.16", "6.1.9", "5.0.7", "7", "x.y.z", "6.", ".2"}) {
+    INFO(version);
+    cache_tier tier(cfg);
+    if (*version != '\0') tier.set_upstream_version(version);
+    for (std::vector<std::string> w :
+         std::vector<std::vector<std::string>>{{"SET", "a", "v", "EX", "2"},
+                                               {"SET", "a", "v", "PX", "2", "GET"},
+                                               {"SETEX", "b", "3", "v"},
+                                               {"PSETEX", "c", "4", "v"}}) {
+      REQUIRE(serve(tier, w).front() != '-');
+      CHECK(tier.journal().at(tier.journal().size() - 1).frame == request(w).frame);
+    }
+    CHECK(serve(tier, {"EXPIRE", "a", "5"}) == ":1\r\n");
+    CHECK(tier.journal().at(tier.journal().size() - 1).frame ==
+          request({"PEXPIREAT", "a", std::to_string(wall0 + 5000)}).frame);
+  }
+  for (const char* version : {"6.2.0", "6.2", "7.0.15", "7.2.4", "10.0.0"}) {
+    INFO(version);
+    cache_tier tier(cfg);
+    tier.set_upstream_version(version);
+    CHECK(serve(tier, {"SETEX", "b", "3", "v"}) == "+OK\r\n");
+    CHECK(tier.journal().front().frame ==
+          request({"SET", "b", "v", "PXAT", std::to_string(wall0 + 3000)}).frame);
+  }
+  // The version can change (an upgrade, a failover to another server): the newest one counts.
+  cache_tier tier(cfg);
+  tier.set_upstream_version("7.0.15");
+  tier.set_upstream_version("6.0.0");
+  CHECK(serve(tier, {"SETEX", "b", "3", "v"}) == "+OK\r\n");
+  CHECK(tier.journal().front().frame == request({"SETEX", "b", "3", "v"}).frame);
 }
 
 // Expire times are numbers the client chose: the ones Redis refuses (they pass 64 bits once in
