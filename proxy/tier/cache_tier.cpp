@@ -920,8 +920,10 @@ cache_tier::result cache_tier::serve_write_keys(int db, std::span<const std::str
 
 // While a later write of the key waits in the journal, L1 holds what that write left, which is
 // what the upstream will hold once it is replayed too (last writer wins, in replay order): a
-// client that wrote the key during the replay reads its own write, where a forgotten key would
-// answer nil until the journal is empty.
+// client that wrote the key during the replay reads its own write. Once the key's last journaled
+// write is replayed, L1 still holds its value, which the upstream holds now, until the replay is
+// done (replay_done()): a key L1 forgot before then would read as a miss while the sidecar still
+// answers from L1.
 void cache_tier::replayed(int db, std::span<const std::string_view> args) {
   ++counters_.replayed;
   if (args.empty()) return;
@@ -933,8 +935,21 @@ void cache_tier::replayed(int db, std::span<const std::string_view> args) {
         if (--later->second > 0) return;
         unreplayed_.erase(later);
       }
-      l1_.erase(db, key);
+      if (!l1_.value_in_place(db, key, hash)) return;  // nothing to keep
+      const std::size_t bytes = sizeof(kept_key) + key.size();
+      if (kept_bytes_ + bytes > journal_.max_bytes()) {  // see kept_
+        l1_.erase(db, key);
+        return;
+      }
+      kept_bytes_ += bytes;
+      kept_.push_back(kept_key{db, std::string(key)});
     });
+}
+
+void cache_tier::replay_done() {
+  for (const kept_key& k : kept_) l1_.erase(k.db, k.key);
+  std::vector<kept_key>().swap(kept_);  // its memory too: it may have held a long outage's keys
+  kept_bytes_ = 0;
 }
 
 }  // namespace redis_sidecar

@@ -221,6 +221,7 @@ void upstream_monitor::replay_some() {
     if (replay_outstanding_ == 0) {
       replay_conn_->close();
       replay_conn_.reset();
+      tier_.replay_done();  // L1 forgets what it kept for the replay: the upstream answers now
       if (fsm_.on_replay_done(now_ms())) transitioned();
     }
     return;

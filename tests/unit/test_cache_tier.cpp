@@ -646,18 +646,32 @@ TEST_CASE("tier: a full journal or reject mode refuses writes and changes nothin
   CHECK(r.journal().empty());
 }
 
-TEST_CASE("tier: replayed writes make L1 forget their keys", "[tier][fallback]") {
-  const config cfg = make_config();
+// The sidecar answers from L1 until the whole journal is replayed: a key whose last journaled
+// write has been replayed keeps its value in L1 until then (the upstream holds it already), and
+// only then does L1 forget it (the upstream's result is the truth from then on).
+TEST_CASE("tier: replayed writes' keys are kept until the replay is done", "[tier][fallback]") {
+  const config cfg = make_config({"miss=error"});
   cache_tier tier(cfg);
   CHECK(serve(tier, {"SET", "k", "v"}) == "+OK\r\n");
+  CHECK(serve(tier, {"SET", "j", "w"}) == "+OK\r\n");
   request r({"SET", "k", "v"});
   tier.replayed(0, r.args);
-  CHECK(serve(tier, {"EXISTS", "k"}) == ":0\r\n");
+  tier.journal().pop_front();
+  CHECK(serve(tier, {"GET", "k"}) == "$1\r\nv\r\n");  // not a miss: the replay goes on
   CHECK(tier.counters().replayed == 1);
+  request s({"SET", "j", "w"});
+  tier.replayed(0, s.args);
+  tier.journal().pop_front();
+  CHECK(serve(tier, {"MGET", "k", "j"}) == "*2\r\n$1\r\nv\r\n$1\r\nw\r\n");
+  tier.replay_done();
+  CHECK(serve(tier, {"EXISTS", "k", "j"}) == ":0\r\n");
+  tier.replay_done();  // nothing more to drop
+  CHECK(tier.counters().replayed == 2);
 }
 
 // A client that writes a key while the journal replays reads its own write: the key's earlier
-// journaled writes replaying do not make L1 forget it, only its last one does.
+// journaled writes replaying do not make L1 forget it, nor does its last one before the replay is
+// done.
 TEST_CASE("tier: a key written again keeps its newest value until its last write replays",
           "[tier][fallback]") {
   const config cfg = make_config();
@@ -677,14 +691,77 @@ TEST_CASE("tier: a key written again keeps its newest value until its last write
   CHECK(serve(tier, {"SET", "k", "v3"}) == "+OK\r\n");  // written during the replay
   replay({"MSET", "k", "v2", "m", "x"});                // the SET k v3 waits
   CHECK(serve(tier, {"GET", "k"}) == "$2\r\nv3\r\n");
-  CHECK(serve(tier, {"EXISTS", "m"}) == ":0\r\n");  // its last write replayed
+  CHECK(serve(tier, {"GET", "m"}) == "$1\r\nx\r\n");  // its last write replayed: kept
   replay({"SET", "other", "o"});
   CHECK(serve(tier, {"GET", "k"}) == "$2\r\nv3\r\n");
-  CHECK(serve(tier, {"EXISTS", "other"}) == ":0\r\n");
-  replay({"SET", "k", "v3"});  // the last: the upstream's value is the truth again
-  CHECK(serve(tier, {"EXISTS", "k"}) == ":0\r\n");
+  CHECK(serve(tier, {"GET", "other"}) == "$1\r\no\r\n");
+  replay({"SET", "k", "v3"});
+  CHECK(serve(tier, {"GET", "k"}) == "$2\r\nv3\r\n");
   CHECK(tier.journal().empty());
+  tier.replay_done();  // the upstream's values are the truth again
+  CHECK(serve(tier, {"EXISTS", "k", "m", "other"}) == ":0\r\n");
   CHECK(tier.counters().replayed == 4);
+}
+
+// A replay that fails (the upstream is lost again) does not end with replay_done(): fallback
+// resumes, and the values the clients were acknowledged are still served. They go when a later
+// replay is done.
+TEST_CASE("tier: after a failed replay, kept values are served until a replay is done",
+          "[tier][fallback]") {
+  const config cfg = make_config({"miss=error"});
+  cache_tier tier(cfg);
+  CHECK(serve(tier, {"SET", "a", "1"}) == "+OK\r\n");
+  CHECK(serve(tier, {"SET", "b", "2"}) == "+OK\r\n");
+  request r({"SET", "a", "1"});
+  tier.replayed(0, r.args);
+  tier.journal().pop_front();
+  // The replay fails here; in fallback again, more writes.
+  CHECK(serve(tier, {"GET", "a"}) == "$1\r\n1\r\n");
+  CHECK(serve(tier, {"INCR", "a"}) == ":2\r\n");
+  CHECK(serve(tier, {"SET", "c", "3"}) == "+OK\r\n");
+  for (std::vector<std::string> w :
+       std::vector<std::vector<std::string>>{{"SET", "b", "2"}, {"INCR", "a"}, {"SET", "c", "3"}}) {
+    const request q(w);
+    REQUIRE(tier.journal().front().frame == q.frame);
+    tier.replayed(0, q.args);
+    tier.journal().pop_front();
+    CHECK(serve(tier, {"MGET", "a", "b"}) == "*2\r\n$1\r\n2\r\n$1\r\n2\r\n");
+  }
+  tier.replay_done();
+  CHECK(serve(tier, {"EXISTS", "a", "b", "c"}) == ":0\r\n");
+}
+
+// The list of kept keys is bounded as the journal is: its bytes count against
+// --fallback-journal-max-bytes. Replays that keep failing while fallback fills the journal again
+// could otherwise grow it without end; past the bound a replayed key is dropped at once (a miss
+// until the replay is done, as before keys were kept).
+TEST_CASE("tier: the keys kept for the replay are bounded by the journal's size",
+          "[tier][fallback]") {
+  const config small = make_config({"tiny-journal"});  // 200 bytes
+  cache_tier tier(small);
+  int kept = 0;
+  for (int i = 0; i < 40; ++i) {  // each write replayed on its own, the journal never full
+    const std::string key = "key" + std::to_string(i);
+    REQUIRE(serve(tier, {"SET", key, "v"}) == "+OK\r\n");
+    const request r({"SET", key, "v"});
+    tier.replayed(0, r.args);
+    tier.journal().pop_front();
+  }
+  for (int i = 0; i < 40; ++i)
+    kept += serve(tier, {"EXISTS", "key" + std::to_string(i)}) == ":1\r\n" ? 1 : 0;
+  CHECK(kept > 0);
+  CHECK(kept < 40);
+  // Each is charged its key and its entry in the list: fewer than 10 fit in 200 bytes.
+  CHECK(kept < 10);
+  CHECK(serve(tier, {"EXISTS", "key0"}) == ":1\r\n");  // the first ones are kept
+  CHECK(serve(tier, {"EXISTS", "key39"}) == ":0\r\n");
+  tier.replay_done();
+  CHECK(serve(tier, {"EXISTS", "key0"}) == ":0\r\n");
+  // The bound applies to each replay anew.
+  CHECK(serve(tier, {"SET", "again", "v"}) == "+OK\r\n");
+  const request r({"SET", "again", "v"});
+  tier.replayed(0, r.args);
+  CHECK(serve(tier, {"GET", "again"}) == "$1\r\nv\r\n");
 }
 
 TEST_CASE("tier: --cache-mode=off stores and serves nothing", "[tier]") {
@@ -990,6 +1067,8 @@ TEST_CASE("tier: replies raced by another connection's writes do not fill L1", "
     tier.journal().pop_front();
     tier.replayed(0, replayed.args);
     reply(get3, f3, "$3\r\nold\r\n");
+    CHECK(serve(tier, {"GET", "f"}) == "$3\r\nnew\r\n");  // kept until the replay is done
+    tier.replay_done();
     CHECK(serve(tier, {"GET", "f"}) == "$-1\r\n");
     const request get4({"GET", "f"});
     reply(get4, send(get4, conn_a), "$3\r\nnew\r\n");
