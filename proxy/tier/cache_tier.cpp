@@ -5,6 +5,9 @@
 #include <cstring>
 #include <limits>
 #include <optional>
+#include <span>
+#include <string>
+#include <vector>
 
 #include "proxy/commands/keys.hpp"
 #include "proxy/errors.hpp"
@@ -112,12 +115,62 @@ std::string_view lower_name(const command_info* info, std::string_view fallback)
   return info != nullptr ? info->name : fallback;
 }
 
+// True for a version string ("7.0.15") of major.minor or later; false for anything unparsable.
+bool version_at_least(std::string_view v, std::int64_t major, std::int64_t minor) {
+  const auto dot = v.find('.');
+  if (dot == std::string_view::npos) return false;
+  const auto second = v.find('.', dot + 1);
+  const auto ma = to_int(v.substr(0, dot));
+  const auto mi =
+      to_int(v.substr(dot + 1, second == std::string_view::npos ? v.npos : second - dot - 1));
+  if (!ma || !mi) return false;
+  return *ma > major || (*ma == major && *mi >= minor);
+}
+
+// The journal's form of a SET with a relative expiry (SET ... EX or PX, SETEX, PSETEX): SET key
+// value with the other options as given (NX, XX, GET) and PXAT at the Unix time in ms the expiry
+// falls at, as Redis itself propagates it to its AOF and replicas. Replayed after the outage, the
+// key then expires when the sidecar said it would, not that much later.
+std::string absolute_set(std::span<const std::string_view> args, std::int64_t at_ms) {
+  const std::string at = std::to_string(at_ms);
+  std::vector<std::string_view> words{"SET", args[1]};
+  if (iequals(args[0], "set")) {
+    words.push_back(args[2]);
+    for (std::size_t i = 3; i < args.size(); ++i) {
+      const std::string_view a = args[i];
+      if (iequals(a, "ex") || iequals(a, "px") || iequals(a, "exat") || iequals(a, "pxat"))
+        ++i;  // and its value
+      else
+        words.push_back(a);
+    }
+  } else {  // SETEX key seconds value / PSETEX key ms value
+    words.push_back(args[3]);
+  }
+  words.push_back("PXAT");
+  words.push_back(at);
+  std::string frame;
+  resp::append_command(frame, words);
+  return frame;
+}
+
+// EXPIRE or PEXPIRE key time [NX|XX|GT|LT] as the journal keeps it: PEXPIREAT key <Unix ms>
+// with the same options (in every Redis version that has PEXPIRE's options).
+std::string absolute_expire(std::span<const std::string_view> args, std::int64_t at_ms) {
+  const std::string at = std::to_string(at_ms);
+  std::vector<std::string_view> words{"PEXPIREAT", args[1], at};
+  words.insert(words.end(), args.begin() + 3, args.end());
+  std::string frame;
+  resp::append_command(frame, words);
+  return frame;
+}
+
 }  // namespace
 
 // SET's options, as Redis parses them (see t_string.c parseExtendedStringArgumentsOrReply).
 struct cache_tier::set_options {
   bool nx = false, xx = false, get = false, keepttl = false;
   std::int64_t expiry = 0;  // monotonic ms, 0: none
+  std::int64_t relative_ms = 0;  // EX or PX (SETEX, PSETEX): the time given, in ms; 0: none
   std::string_view error;   // non-empty: the request is invalid
 
   static set_options parse(std::span<const std::string_view> args, std::size_t first,
@@ -161,11 +214,16 @@ struct cache_tier::set_options {
       o.error = invalid_expire(expire_command::set);
       return o;
     }
+    if (!absolute) o.relative_ms = *ms;
     o.expiry = add_ms(now, absolute ? *ms - wall_ms : *ms);
     if (o.expiry <= 0) o.expiry = 1;  // already past: expires at once
     return o;
   }
 };
+
+void cache_tier::set_upstream_version(std::string_view version) {
+  set_pxat_ = version_at_least(version, 6, 2);
+}
 
 cache_tier::cache_mode cache_tier::parse_mode(std::string_view m) {
   if (m == "off") return cache_mode::off;
@@ -606,7 +664,7 @@ cache_tier::result cache_tier::serve(int db, const command_info* info,
   } else if (name == "del" || name == "unlink") {
     r = serve_write_keys(db, args, frame, now, out);
   } else if (name == "expire" || name == "pexpire") {
-    r = serve_expire(db, args, frame, name == "pexpire", now, wall_ms, out);
+    r = serve_expire(db, args, name == "pexpire", now, wall_ms, out);
   } else if (name == "incr" || name == "decr") {
     r = serve_incr(db, args, frame, name == "incr" ? 1 : -1, false, now, out);
   } else if (name == "incrby" || name == "decrby") {
@@ -703,6 +761,7 @@ cache_tier::result cache_tier::serve_set(int db, std::span<const std::string_vie
     } else if (*v <= 0 || !ms || !fits_after(wall_ms, *ms)) {
       o.error = invalid_expire(setex ? expire_command::setex : expire_command::psetex);
     } else {
+      o.relative_ms = *ms;
       o.expiry = add_ms(now, *ms);
     }
   }
@@ -722,7 +781,12 @@ cache_tier::result cache_tier::serve_set(int db, std::span<const std::string_vie
   std::string old_value;
   if (o.get && old) old_value = old->value;
   if (condition) {
-    if (!journal_write(db, args, frame, out)) return result::served;
+    // A relative expiry is journaled as the time it falls at (absolute_set), when the upstream
+    // is known to take SET ... PXAT (Redis 6.2 and later). Else the write is journaled as sent,
+    // and a replay after the outage starts its expiry again from then.
+    const std::string absolute =
+        o.relative_ms > 0 && set_pxat_ ? absolute_set(args, wall_ms + o.relative_ms) : "";
+    if (!journal_write(db, args, absolute.empty() ? frame : absolute, out)) return result::served;
     std::int64_t expiry = o.expiry;
     // KEEPTTL keeps the upstream's expiry, which L1 knows only for a key it holds.
     if (o.keepttl) expiry = old ? old->expiry_to_keep() : expiry_unknown;
@@ -741,9 +805,9 @@ cache_tier::result cache_tier::serve_set(int db, std::span<const std::string_vie
   return result::served;
 }
 
-cache_tier::result cache_tier::serve_expire(int db, std::span<const std::string_view> args,
-                                            std::string_view frame, bool ms, cache::time_ms now,
-                                            std::int64_t wall_ms, std::string& out) {
+cache_tier::result cache_tier::serve_expire(int db, std::span<const std::string_view> args, bool ms,
+                                            cache::time_ms now, std::int64_t wall_ms,
+                                            std::string& out) {
   // As Redis reads them (expireGenericCommand): the options first, then the time.
   bool nx = false, xx = false, gt = false, lt = false;
   for (std::size_t i = 3; i < args.size(); ++i) {
@@ -778,9 +842,13 @@ cache_tier::result cache_tier::serve_expire(int db, std::span<const std::string_
     resp::append_error(out, invalid_expire(ms ? expire_command::pexpire : expire_command::expire));
     return result::served;
   }
+  // Journaled as PEXPIREAT at the time it falls at, so a replay after the outage keeps it there.
+  const auto journal = [&] {
+    return journal_write(db, args, absolute_expire(args, wall_ms + *relative), out);
+  };
   const auto s = lookup(db, args[1], now);
   if (!s) {  // L1 does not hold the key: Redis would answer 0 if the upstream lacks it too
-    if (!journal_write(db, args, frame, out)) return result::served;
+    if (!journal()) return result::served;
     resp::append_integer(out, 0);
     return result::served;
   }
@@ -799,7 +867,7 @@ cache_tier::result cache_tier::serve_expire(int db, std::span<const std::string_
     resp::append_integer(out, 0);
     return result::served;
   }
-  if (!journal_write(db, args, frame, out)) return result::served;
+  if (!journal()) return result::served;
   if (when <= now) {
     invalidate(db, args[1]);
   } else {
@@ -867,8 +935,10 @@ cache_tier::result cache_tier::serve_write_keys(int db, std::span<const std::str
 
 // While a later write of the key waits in the journal, L1 holds what that write left, which is
 // what the upstream will hold once it is replayed too (last writer wins, in replay order): a
-// client that wrote the key during the replay reads its own write, where a forgotten key would
-// answer nil until the journal is empty.
+// client that wrote the key during the replay reads its own write. Once the key's last journaled
+// write is replayed, L1 still holds its value, which the upstream holds now, until the replay is
+// done (replay_done()): a key L1 forgot before then would read as a miss while the sidecar still
+// answers from L1.
 void cache_tier::replayed(int db, std::span<const std::string_view> args) {
   ++counters_.replayed;
   if (args.empty()) return;
@@ -880,8 +950,21 @@ void cache_tier::replayed(int db, std::span<const std::string_view> args) {
         if (--later->second > 0) return;
         unreplayed_.erase(later);
       }
-      l1_.erase(db, key);
+      if (!l1_.value_in_place(db, key, hash)) return;  // nothing to keep
+      const std::size_t bytes = sizeof(kept_key) + key.size();
+      if (kept_bytes_ + bytes > journal_.max_bytes()) {  // see kept_
+        l1_.erase(db, key);
+        return;
+      }
+      kept_bytes_ += bytes;
+      kept_.push_back(kept_key{db, std::string(key)});
     });
+}
+
+void cache_tier::replay_done() {
+  for (const kept_key& k : kept_) l1_.erase(k.db, k.key);
+  std::vector<kept_key>().swap(kept_);  // its memory too: it may have held a long outage's keys
+  kept_bytes_ = 0;
 }
 
 }  // namespace redis_sidecar

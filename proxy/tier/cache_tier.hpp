@@ -14,7 +14,9 @@
 //     SET (all forms), SETEX, PSETEX, MSET, DEL, UNLINK, EXPIRE, PEXPIRE, the INCR family on
 //     cached integers, PING and ECHO from L1. Writes it accepts are first appended to the write
 //     journal (replayed upstream, in order, on recovery); a write the journal cannot hold is
-//     refused with an error and changes nothing, so an acknowledged write is never dropped.
+//     refused with an error and changes nothing, so an acknowledged write is never dropped. L1
+//     answers until the whole journal is replayed, so it keeps the values of the keys replayed
+//     so far until then (replayed(), replay_done()).
 //
 // Entry lifetime: an entry expires at the upstream's expiry when a command told it (SET EX, SETEX,
 // ...), and never later than --cache-ttl after it was stored, the bound on how old a value served
@@ -33,7 +35,8 @@
 // scan.
 //
 // Times: `now` is monotonic milliseconds (the cache's clock); `wall_ms` is Unix time in ms, used
-// only to convert EXAT/PXAT. Owned by the server, used on its thread only.
+// only to convert EXAT/PXAT and to journal relative expiries as absolute ones. Owned by the
+// server, used on its thread only.
 #pragma once
 
 #include <cstdint>
@@ -127,6 +130,14 @@ class cache_tier {
   /// The invalidation channel was lost: tracked entries stop being fresh at once.
   void channel_lost() { ++epoch_; }
 
+  /// The upstream's version as its connection reports it (HELLO's "version", "7.0.15"; empty:
+  /// not known, e.g. Redis before 6 has no HELLO). Fallback journals a SET with a relative expiry
+  /// (EX, PX, SETEX, PSETEX) as SET ... PXAT <Unix ms> only when it is 6.2 or later (PXAT came
+  /// in 6.2); otherwise as sent, and its expiry then starts again when it is replayed. EXPIRE and
+  /// PEXPIRE are journaled as PEXPIREAT whatever the version. The upstream monitor sets it from
+  /// its probe connection.
+  void set_upstream_version(std::string_view version);
+
   /// False with --cache-mode=off: nothing is stored, nothing is served.
   bool enabled() const { return enabled_; }
 
@@ -173,14 +184,23 @@ class cache_tier {
   // --- fallback -------------------------------------------------------------------------------
   enum class result : std::uint8_t { served, not_servable };
   /// Answers `args` from L1 into `out` (RESP for protocol `proto`), journaling writes. `frame` is
-  /// the request as the upstream should see it on replay. not_servable: `out` holds the error.
+  /// the request as the client sent it; relative expiries are journaled as the absolute times
+  /// they fall at (see set_upstream_version()), so that the replay keeps them where the sidecar
+  /// told the client. not_servable: `out` holds the error.
   result serve(int db, const commands::command_info* info, std::span<const std::string_view> args,
                std::string_view frame, int proto, cache::time_ms now, std::int64_t wall_ms,
                std::string& out);
-  /// A journaled write the upstream acknowledged on replay: L1 forgets its keys (the upstream's
-  /// result is the truth; traffic fills L1 again), except keys a later journaled write still
-  /// waits to replay.
+  /// A journaled write the upstream acknowledged on replay. L1 still answers every read until the
+  /// whole journal is replayed, so it keeps the value each key's last journaled write left (what
+  /// the upstream now holds too, unless another client changed it there) until replay_done();
+  /// forgetting it now would answer nil, or --fallback-miss=error's error, for a key the upstream
+  /// holds. If the replay fails and fallback resumes, the kept values stay (they are what the
+  /// clients were told) until the next replay is done.
   void replayed(int db, std::span<const std::string_view> args);
+  /// The whole journal is replayed (the upstream monitor calls it just before the upstream is
+  /// healthy again): L1 forgets the keys replayed() kept. The upstream's result is the truth from
+  /// now on (an INCR replayed onto a value another client changed); traffic fills L1 again.
+  void replay_done();
 
   /// The hash of `key` of `db` in L1's index and in the write fence alike (the fence is seeded
   /// as L1 is): what prefetch() takes, so that a key prefetched in two stages is hashed once.
@@ -262,8 +282,8 @@ class cache_tier {
   result serve_ttl(int db, std::string_view key, bool ms, cache::time_ms now, std::string& out);
   result serve_set(int db, std::span<const std::string_view> args, std::string_view frame,
                    int proto, cache::time_ms now, std::int64_t wall_ms, std::string& out);
-  result serve_expire(int db, std::span<const std::string_view> args, std::string_view frame,
-                      bool ms, cache::time_ms now, std::int64_t wall_ms, std::string& out);
+  result serve_expire(int db, std::span<const std::string_view> args, bool ms, cache::time_ms now,
+                      std::int64_t wall_ms, std::string& out);
   result serve_incr(int db, std::span<const std::string_view> args, std::string_view frame,
                     std::int64_t sign, bool by, cache::time_ms now, std::string& out);
   result serve_write_keys(int db, std::span<const std::string_view> args, std::string_view frame,
@@ -276,12 +296,23 @@ class cache_tier {
   std::uint32_t epoch_ = 0;            // the invalidation channel's connection number
   bool miss_is_error_;
   bool journal_writes_;
+  bool set_pxat_ = false;       // the upstream takes SET ... PXAT: see set_upstream_version()
   std::string writes_refused_;  // see refuse_writes()
   std::int64_t ttl_ms_;
   cache::lru_cache l1_;
   cache::write_journal journal_;
   // Journaled writes not replayed yet, per key (by key_hash): see replayed().
   std::unordered_map<std::uint64_t, std::uint32_t> unreplayed_;
+  // Keys whose last journaled write has been replayed, kept in L1 until replay_done(). Bounded as
+  // the journal is: each came from a journaled write, and the list's bytes (keys and entries)
+  // count against --fallback-journal-max-bytes of their own; past that (replays failing while
+  // fallback fills the journal again, over and over) a replayed key is dropped at once instead.
+  struct kept_key {
+    int db;
+    std::string key;
+  };
+  std::vector<kept_key> kept_;
+  std::size_t kept_bytes_ = 0;
   write_fence fence_;
   struct held {
     int db;

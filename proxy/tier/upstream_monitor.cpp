@@ -128,6 +128,8 @@ void upstream_monitor::deliver(std::uint64_t seq, std::string_view frame, std::u
       log::debug("upstream " + cfg_.upstream.masked() + ": health probe answered after " +
                  std::to_string(failed_probes_) + " failed");
     failed_probes_ = 0;
+    // What the upstream runs decides how fallback journals relative expiries (cache_tier.hpp).
+    if (probe_conn_) tier_.set_upstream_version(probe_conn_->server_version());
     if (fsm_.on_probe_ok(now_ms(), ms)) transitioned();
     return;
   }
@@ -219,6 +221,7 @@ void upstream_monitor::replay_some() {
     if (replay_outstanding_ == 0) {
       replay_conn_->close();
       replay_conn_.reset();
+      tier_.replay_done();  // L1 forgets what it kept for the replay: the upstream answers now
       if (fsm_.on_replay_done(now_ms())) transitioned();
     }
     return;

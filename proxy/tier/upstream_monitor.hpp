@@ -8,7 +8,8 @@
 // fallback resets the shared connections, so requests stuck on a stalled upstream fail at once
 // instead of waiting for their own deadlines. In `recovering` it replays the journal, in order,
 // on a connection of its own (SELECTing each write's db), and only then declares the upstream
-// healthy; a write whose reply is lost to a new failure stays in the journal and is sent again.
+// healthy (L1 then forgets the values it kept through the replay: cache_tier::replay_done()); a
+// write whose reply is lost to a new failure stays in the journal and is sent again.
 //
 // Lives on the server's io_context thread; owned by the server, outlives every session.
 #pragma once

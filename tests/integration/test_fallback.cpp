@@ -109,6 +109,115 @@ TEST_CASE("upstream killed: L1 serves GET/SET, writes replay in order on restart
   CHECK(log.find("recovering -> healthy: fallback journal replayed") != std::string::npos);
 }
 
+// A relative expiry acknowledged in fallback counts from when the sidecar acknowledged it.
+// Journaled as sent, the replay would start it again: keys the sidecar already answered as expired
+// would come back on the upstream, for as long again. They are journaled as the times they fall at.
+TEST_CASE("relative expiries written in fallback keep their times through the replay",
+          "[fallback]") {
+  SIDECAR_ONLY();
+  proxied env({}, with({}));
+  auto c = env.client();
+  CHECK(str(c.get(), {"SET", "marker", "m"}) == "OK");
+  // The health probe has read the upstream's version (7.0: SET ... PXAT is journaled).
+  REQUIRE(eventually(
+      [&] { return env.side->log().find("connecting -> healthy") != std::string::npos; }));
+  env.redis.kill();
+  REQUIRE(in_fallback(env, {"GET", "marker"}, "string m"));
+  c = env.client();
+  const std::vector<std::string> expiring = {"set-ex", "set-px", "setex",
+                                             "psetex", "expire", "pexpire"};
+  CHECK(str(c.get(), {"SET", "set-ex", "v", "EX", "2"}) == "OK");
+  CHECK(str(c.get(), {"SET", "set-px", "v", "PX", "2000"}) == "OK");
+  CHECK(str(c.get(), {"SETEX", "setex", "2", "v"}) == "OK");
+  CHECK(str(c.get(), {"PSETEX", "psetex", "2000", "v"}) == "OK");
+  CHECK(str(c.get(), {"SET", "expire", "v"}) == "OK");
+  CHECK(integer(c.get(), {"EXPIRE", "expire", "2"}) == 1);
+  CHECK(str(c.get(), {"SET", "pexpire", "v"}) == "OK");
+  CHECK(integer(c.get(), {"PEXPIRE", "pexpire", "2000"}) == 1);
+  CHECK(str(c.get(), {"SET", "later", "v", "EX", "1000"}) == "OK");
+  // The sidecar answers them as expired, 2 s on ...
+  REQUIRE(eventually([&] {
+    for (const auto& k : expiring)
+      if (!is_nil(c.get(), {"GET", k})) return false;
+    return true;
+  }));
+  CHECK(str(c.get(), {"GET", "later"}) == "v");
+  // ... and so does the upstream once the journal is replayed (it restarts empty: everything it
+  // holds came from the replay).
+  env.redis.start();
+  REQUIRE(eventually(
+      [&] { return env.side->log().find("recovering -> healthy") != std::string::npos; }));
+  auto up = env.upstream();
+  for (const auto& k : expiring) {
+    INFO(k);
+    CHECK(integer(up.get(), {"EXISTS", k}) == 0);
+  }
+  CHECK(str(up.get(), {"GET", "later"}) == "v");
+  CHECK(integer(up.get(), {"TTL", "later"}) > 900);
+  CHECK(integer(up.get(), {"TTL", "later"}) <= 1000);
+}
+
+// The sidecar answers from L1 until the whole journal is replayed. Keys whose writes have been
+// replayed are on the upstream already, but until the replay is done L1 still answers for them:
+// it keeps their values until then, so they do not read as nil (or, with --fallback-miss=error,
+// as errors) for the rest of the replay.
+TEST_CASE("keys written in fallback stay readable through the sidecar while the journal replays",
+          "[fallback]") {
+  SIDECAR_ONLY();
+  // GET answered from L1 in fallback only; the replay's deadline past the hold-up below.
+  proxied env(
+      {}, with({"--cache-mode=fallback", "--fallback-miss=error", "--command-timeout-ms=20000"}));
+  auto c = env.client();
+  CHECK(str(c.get(), {"SET", "marker", "m"}) == "OK");
+  env.redis.pause();
+  REQUIRE(in_fallback(env, {"GET", "marker"}, "string m"));
+  c = env.client();
+  constexpr int keys = 100;
+  const auto key = [](int i) { return "key:" + std::to_string(i); };
+  const auto value = [](int i) { return "value:" + std::to_string(i); };
+  for (int i = 0; i < keys; ++i) REQUIRE(send_only(c.get(), {"SET", key(i), value(i)}));
+  // Other writes after them, so that the replay goes on after theirs.
+  constexpr int others = 50'000;
+  for (int i = 0; i < others; ++i)
+    REQUIRE(send_only(c.get(), {"SET", "fill:" + std::to_string(i), "x"}));
+  int not_ok = 0;
+  for (int i = 0; i < keys + others; ++i)
+    if (describe(next_reply(c.get()).get()) != "status OK") ++not_ok;
+  REQUIRE(not_ok == 0);
+  env.redis.resume();
+  // Once the upstream holds the last of the keys, hold the rest of the replay up: CLIENT PAUSE
+  // WRITE stops the replayed writes, not the health probe's PING, so the sidecar stays in
+  // `recovering`, answering from L1, until it ends.
+  auto up = env.upstream();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
+  while (describe(command(up.get(), {"GET", key(keys - 1)}).get()) != "string " + value(keys - 1))
+    REQUIRE(std::chrono::steady_clock::now() < deadline);
+  CHECK(str(up.get(), {"CLIENT", "PAUSE", "3000", "WRITE"}) == "OK");
+  const auto replay_done = [&] {
+    return env.side->log().find("recovering -> healthy") != std::string::npos;
+  };
+  INFO("sidecar log:\n" << env.side->log());
+  REQUIRE(env.side->log().find("fallback -> recovering") != std::string::npos);
+  REQUIRE_FALSE(replay_done());
+  for (int i = 0; i < keys; ++i)
+    CHECK(reply_text(c.get(), {"GET", key(i)}) == "string " + value(i));
+  CHECK_FALSE(replay_done());  // every read above was answered during the replay
+  CHECK(str(up.get(), {"CLIENT", "UNPAUSE"}) == "OK");
+  REQUIRE(eventually(replay_done));
+  // Then from the upstream, which holds the same.
+  for (int i = 0; i < keys; i += 10) CHECK(str(c.get(), {"GET", key(i)}) == value(i));
+  CHECK(str(up.get(), {"GET", "fill:" + std::to_string(others - 1)}) == "x");
+  // L1 let go of the kept values when the replay was done: a value changed on the upstream since
+  // (not through the sidecar, not read through it) is not served from L1 in the next outage.
+  CHECK(str(up.get(), {"SET", key(1), "changed"}) == "OK");
+  env.redis.pause();
+  const std::string miss = "error " + std::string(errors::fallback_miss);
+  REQUIRE(in_fallback(env, {"GET", "never-written"}, miss));
+  CHECK(reply_text(c.get(), {"GET", key(1)}) == miss);
+  CHECK(reply_text(c.get(), {"GET", key(2)}) == miss);
+  env.redis.resume();
+}
+
 // L1 keeps no entry larger than --cache-max-entry-bytes. A SET of one in fallback is still
 // journaled and acknowledged (it reaches the upstream on recovery), but L1 cannot answer for the
 // key meanwhile: GET misses (nil), and the key's older, smaller value is never served.

@@ -352,19 +352,111 @@ TEST_CASE("tier: fallback writes are journaled in order and applied to L1", "[ti
     j.pop_front();
   }
   std::vector<std::string> expected;
-  for (std::vector<std::string> w :
-       std::vector<std::vector<std::string>>{{"SET", "k", "v"},
-                                             {"SET", "k", "w", "XX", "GET"},
-                                             {"SET", "e", "v2", "KEEPTTL"},
-                                             {"SETEX", "s", "5", "x"},
-                                             {"MSET", "m1", "1", "m2", "2"},
-                                             {"INCR", "n"},
-                                             {"DECRBY", "n", "50"},
-                                             {"EXPIRE", "m1", "10"},
-                                             {"PEXPIRE", "m1", "5000", "LT"},
-                                             {"DEL", "m2", "unknown"}})
+  for (std::vector<std::string> w : std::vector<std::vector<std::string>>{
+           {"SET", "k", "v"},
+           {"SET", "k", "w", "XX", "GET"},
+           {"SET", "e", "v2", "KEEPTTL"},
+           {"SETEX", "s", "5", "x"},  // as sent: the upstream's version is not known
+           {"MSET", "m1", "1", "m2", "2"},
+           {"INCR", "n"},
+           {"DECRBY", "n", "50"},
+           {"PEXPIREAT", "m1", std::to_string(wall0 + 10'000)},
+           {"PEXPIREAT", "m1", std::to_string(wall0 + 5000), "LT"},
+           {"DEL", "m2", "unknown"}})
     expected.push_back(request(w).frame);
   CHECK(journaled == expected);
+}
+
+// A journaled write replays after the outage: a relative expiry replayed as sent would start
+// again then, and keys the sidecar already answered as expired would come back. The journal holds
+// the time each expiry falls at, as Redis propagates these commands to its AOF and replicas: SET
+// with PXAT (Redis 6.2 and later only), PEXPIREAT (every version), the other options kept.
+TEST_CASE("tier: fallback journals relative expiries as the times they fall at",
+          "[tier][fallback]") {
+  const config cfg = make_config();
+  cache_tier tier(cfg);
+  tier.set_upstream_version("7.0.15");
+  constexpr std::int64_t now = t0 + 500;
+  const auto at = [](std::int64_t ms) { return std::to_string(wall0 + 500 + ms); };
+  // Each write served at `now`, and the frame the journal holds for it.
+  const auto journaled = [&](std::vector<std::string> words) {
+    const std::size_t before = tier.journal().size();
+    const std::string reply = serve(tier, std::move(words), 2, 0, now);
+    INFO(reply);
+    REQUIRE(tier.journal().size() == before + 1);
+    return tier.journal().at(before).frame;
+  };
+  const auto frame = [](std::vector<std::string> words) { return request(std::move(words)).frame; };
+  CHECK(journaled({"SET", "a", "v", "EX", "2"}) == frame({"SET", "a", "v", "PXAT", at(2000)}));
+  CHECK(journaled({"set", "b", "v", "px", "1500"}) == frame({"SET", "b", "v", "PXAT", at(1500)}));
+  CHECK(journaled({"SET", "a", "w", "XX", "EX", "5", "GET"}) ==
+        frame({"SET", "a", "w", "XX", "GET", "PXAT", at(5000)}));
+  CHECK(journaled({"SET", "c", "v", "EX", "abc", "EX", "7"}) ==
+        frame({"SET", "c", "v", "PXAT", at(7000)}));
+  CHECK(journaled({"SETEX", "d", "3", "v"}) == frame({"SET", "d", "v", "PXAT", at(3000)}));
+  CHECK(journaled({"psetex", "e", "250", "v"}) == frame({"SET", "e", "v", "PXAT", at(250)}));
+  // Absolute expiries, none and KEEPTTL: as sent.
+  const std::string exat = std::to_string(wall0 / 1000 + 100);
+  for (std::vector<std::string> w : std::vector<std::vector<std::string>>{
+           {"SET", "f", "v", "EXAT", exat},
+           {"SET", "g", "v", "PXAT", std::to_string(wall0 + 100'000)},
+           {"SET", "h", "v"},
+           {"SET", "a", "v", "KEEPTTL"},
+           {"SET", "a", "v", "XX", "KEEPTTL", "GET"}})
+    CHECK(journaled(w) == frame(w));
+  CHECK(journaled({"EXPIRE", "a", "10"}) == frame({"PEXPIREAT", "a", at(10'000)}));
+  CHECK(journaled({"PEXPIRE", "a", "20000", "gt"}) == frame({"PEXPIREAT", "a", at(20'000), "gt"}));
+  CHECK(journaled({"PEXPIRE", "a", "100", "XX", "LT"}) ==
+        frame({"PEXPIREAT", "a", at(100), "XX", "LT"}));
+  CHECK(journaled({"EXPIRE", "missing", "5"}) == frame({"PEXPIREAT", "missing", at(5000)}));
+  CHECK(journaled({"EXPIRE", "h", "-1"}) == frame({"PEXPIREAT", "h", at(-1000)}));
+  // What L1 answers does not change: the expiries count from when the writes were served.
+  CHECK(serve(tier, {"PTTL", "a"}, 2, 0, now) == ":100\r\n");
+  CHECK(serve(tier, {"PTTL", "d"}, 2, 0, now + 1000) == ":2000\r\n");
+  CHECK(serve(tier, {"EXISTS", "h"}, 2, 0, now) == ":0\r\n");
+  // Refused writes (their conditions fail) journal nothing.
+  const std::size_t size = tier.journal().size();
+  CHECK(serve(tier, {"SET", "b", "w", "nx", "PX", "9"}, 2, 0, now) == "$-1\r\n");
+  CHECK(serve(tier, {"EXPIRE", "d", "10", "NX"}, 2, 0, now) == ":0\r\n");
+  CHECK(tier.journal().size() == size);
+}
+
+// SET ... PXAT came in Redis 6.2: before it, or when the upstream's version is not known (never
+// reached, or no HELLO), a SET keeps its relative form (and its expiry restarts when replayed).
+// PEXPIREAT is in every version.
+TEST_CASE("tier: SET is journaled with PXAT only for an upstream known to be 6.2 or later",
+          "[tier][fallback]") {
+  const config cfg = make_config();
+  for (const char* version : {"", "6.0.16", "6.1.9", "5.0.7", "7", "x.y.z", "6.", ".2"}) {
+    INFO(version);
+    cache_tier tier(cfg);
+    if (*version != '\0') tier.set_upstream_version(version);
+    for (std::vector<std::string> w :
+         std::vector<std::vector<std::string>>{{"SET", "a", "v", "EX", "2"},
+                                               {"SET", "a", "v", "PX", "2", "GET"},
+                                               {"SETEX", "b", "3", "v"},
+                                               {"PSETEX", "c", "4", "v"}}) {
+      REQUIRE(serve(tier, w).front() != '-');
+      CHECK(tier.journal().at(tier.journal().size() - 1).frame == request(w).frame);
+    }
+    CHECK(serve(tier, {"EXPIRE", "a", "5"}) == ":1\r\n");
+    CHECK(tier.journal().at(tier.journal().size() - 1).frame ==
+          request({"PEXPIREAT", "a", std::to_string(wall0 + 5000)}).frame);
+  }
+  for (const char* version : {"6.2.0", "6.2", "7.0.15", "7.2.4", "10.0.0"}) {
+    INFO(version);
+    cache_tier tier(cfg);
+    tier.set_upstream_version(version);
+    CHECK(serve(tier, {"SETEX", "b", "3", "v"}) == "+OK\r\n");
+    CHECK(tier.journal().front().frame ==
+          request({"SET", "b", "v", "PXAT", std::to_string(wall0 + 3000)}).frame);
+  }
+  // The version can change (an upgrade, a failover to another server): the newest one counts.
+  cache_tier tier(cfg);
+  tier.set_upstream_version("7.0.15");
+  tier.set_upstream_version("6.0.0");
+  CHECK(serve(tier, {"SETEX", "b", "3", "v"}) == "+OK\r\n");
+  CHECK(tier.journal().front().frame == request({"SETEX", "b", "3", "v"}).frame);
 }
 
 // Expire times are numbers the client chose: the ones Redis refuses (they pass 64 bits once in
@@ -554,18 +646,32 @@ TEST_CASE("tier: a full journal or reject mode refuses writes and changes nothin
   CHECK(r.journal().empty());
 }
 
-TEST_CASE("tier: replayed writes make L1 forget their keys", "[tier][fallback]") {
-  const config cfg = make_config();
+// The sidecar answers from L1 until the whole journal is replayed: a key whose last journaled
+// write has been replayed keeps its value in L1 until then (the upstream holds it already), and
+// only then does L1 forget it (the upstream's result is the truth from then on).
+TEST_CASE("tier: replayed writes' keys are kept until the replay is done", "[tier][fallback]") {
+  const config cfg = make_config({"miss=error"});
   cache_tier tier(cfg);
   CHECK(serve(tier, {"SET", "k", "v"}) == "+OK\r\n");
+  CHECK(serve(tier, {"SET", "j", "w"}) == "+OK\r\n");
   request r({"SET", "k", "v"});
   tier.replayed(0, r.args);
-  CHECK(serve(tier, {"EXISTS", "k"}) == ":0\r\n");
+  tier.journal().pop_front();
+  CHECK(serve(tier, {"GET", "k"}) == "$1\r\nv\r\n");  // not a miss: the replay goes on
   CHECK(tier.counters().replayed == 1);
+  request s({"SET", "j", "w"});
+  tier.replayed(0, s.args);
+  tier.journal().pop_front();
+  CHECK(serve(tier, {"MGET", "k", "j"}) == "*2\r\n$1\r\nv\r\n$1\r\nw\r\n");
+  tier.replay_done();
+  CHECK(serve(tier, {"EXISTS", "k", "j"}) == ":0\r\n");
+  tier.replay_done();  // nothing more to drop
+  CHECK(tier.counters().replayed == 2);
 }
 
 // A client that writes a key while the journal replays reads its own write: the key's earlier
-// journaled writes replaying do not make L1 forget it, only its last one does.
+// journaled writes replaying do not make L1 forget it, nor does its last one before the replay is
+// done.
 TEST_CASE("tier: a key written again keeps its newest value until its last write replays",
           "[tier][fallback]") {
   const config cfg = make_config();
@@ -585,14 +691,77 @@ TEST_CASE("tier: a key written again keeps its newest value until its last write
   CHECK(serve(tier, {"SET", "k", "v3"}) == "+OK\r\n");  // written during the replay
   replay({"MSET", "k", "v2", "m", "x"});                // the SET k v3 waits
   CHECK(serve(tier, {"GET", "k"}) == "$2\r\nv3\r\n");
-  CHECK(serve(tier, {"EXISTS", "m"}) == ":0\r\n");  // its last write replayed
+  CHECK(serve(tier, {"GET", "m"}) == "$1\r\nx\r\n");  // its last write replayed: kept
   replay({"SET", "other", "o"});
   CHECK(serve(tier, {"GET", "k"}) == "$2\r\nv3\r\n");
-  CHECK(serve(tier, {"EXISTS", "other"}) == ":0\r\n");
-  replay({"SET", "k", "v3"});  // the last: the upstream's value is the truth again
-  CHECK(serve(tier, {"EXISTS", "k"}) == ":0\r\n");
+  CHECK(serve(tier, {"GET", "other"}) == "$1\r\no\r\n");
+  replay({"SET", "k", "v3"});
+  CHECK(serve(tier, {"GET", "k"}) == "$2\r\nv3\r\n");
   CHECK(tier.journal().empty());
+  tier.replay_done();  // the upstream's values are the truth again
+  CHECK(serve(tier, {"EXISTS", "k", "m", "other"}) == ":0\r\n");
   CHECK(tier.counters().replayed == 4);
+}
+
+// A replay that fails (the upstream is lost again) does not end with replay_done(): fallback
+// resumes, and the values the clients were acknowledged are still served. They go when a later
+// replay is done.
+TEST_CASE("tier: after a failed replay, kept values are served until a replay is done",
+          "[tier][fallback]") {
+  const config cfg = make_config({"miss=error"});
+  cache_tier tier(cfg);
+  CHECK(serve(tier, {"SET", "a", "1"}) == "+OK\r\n");
+  CHECK(serve(tier, {"SET", "b", "2"}) == "+OK\r\n");
+  request r({"SET", "a", "1"});
+  tier.replayed(0, r.args);
+  tier.journal().pop_front();
+  // The replay fails here; in fallback again, more writes.
+  CHECK(serve(tier, {"GET", "a"}) == "$1\r\n1\r\n");
+  CHECK(serve(tier, {"INCR", "a"}) == ":2\r\n");
+  CHECK(serve(tier, {"SET", "c", "3"}) == "+OK\r\n");
+  for (std::vector<std::string> w :
+       std::vector<std::vector<std::string>>{{"SET", "b", "2"}, {"INCR", "a"}, {"SET", "c", "3"}}) {
+    const request q(w);
+    REQUIRE(tier.journal().front().frame == q.frame);
+    tier.replayed(0, q.args);
+    tier.journal().pop_front();
+    CHECK(serve(tier, {"MGET", "a", "b"}) == "*2\r\n$1\r\n2\r\n$1\r\n2\r\n");
+  }
+  tier.replay_done();
+  CHECK(serve(tier, {"EXISTS", "a", "b", "c"}) == ":0\r\n");
+}
+
+// The list of kept keys is bounded as the journal is: its bytes count against
+// --fallback-journal-max-bytes. Replays that keep failing while fallback fills the journal again
+// could otherwise grow it without end; past the bound a replayed key is dropped at once (a miss
+// until the replay is done, as before keys were kept).
+TEST_CASE("tier: the keys kept for the replay are bounded by the journal's size",
+          "[tier][fallback]") {
+  const config small = make_config({"tiny-journal"});  // 200 bytes
+  cache_tier tier(small);
+  int kept = 0;
+  for (int i = 0; i < 40; ++i) {  // each write replayed on its own, the journal never full
+    const std::string key = "key" + std::to_string(i);
+    REQUIRE(serve(tier, {"SET", key, "v"}) == "+OK\r\n");
+    const request r({"SET", key, "v"});
+    tier.replayed(0, r.args);
+    tier.journal().pop_front();
+  }
+  for (int i = 0; i < 40; ++i)
+    kept += serve(tier, {"EXISTS", "key" + std::to_string(i)}) == ":1\r\n" ? 1 : 0;
+  CHECK(kept > 0);
+  CHECK(kept < 40);
+  // Each is charged its key and its entry in the list: fewer than 10 fit in 200 bytes.
+  CHECK(kept < 10);
+  CHECK(serve(tier, {"EXISTS", "key0"}) == ":1\r\n");  // the first ones are kept
+  CHECK(serve(tier, {"EXISTS", "key39"}) == ":0\r\n");
+  tier.replay_done();
+  CHECK(serve(tier, {"EXISTS", "key0"}) == ":0\r\n");
+  // The bound applies to each replay anew.
+  CHECK(serve(tier, {"SET", "again", "v"}) == "+OK\r\n");
+  const request r({"SET", "again", "v"});
+  tier.replayed(0, r.args);
+  CHECK(serve(tier, {"GET", "again"}) == "$1\r\nv\r\n");
 }
 
 TEST_CASE("tier: --cache-mode=off stores and serves nothing", "[tier]") {
@@ -933,6 +1102,8 @@ TEST_CASE("tier: replies raced by another connection's writes do not fill L1", "
     tier.journal().pop_front();
     tier.replayed(0, replayed.args);
     reply(get3, f3, "$3\r\nold\r\n");
+    CHECK(serve(tier, {"GET", "f"}) == "$3\r\nnew\r\n");  // kept until the replay is done
+    tier.replay_done();
     CHECK(serve(tier, {"GET", "f"}) == "$-1\r\n");
     const request get4({"GET", "f"});
     reply(get4, send(get4, conn_a), "$3\r\nnew\r\n");
