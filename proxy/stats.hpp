@@ -32,6 +32,9 @@ struct stats {
   std::int64_t upstream_connections = 0;  // gauge: upstream connections in the ready state
   std::int64_t inflight_requests = 0;     // gauge: requests waiting for an upstream reply
   std::uint64_t upstream_reconnects = 0;  // counter: connect attempts after the first
+  // Connect attempts the upstream refused for the sidecar's configuration (config_refusal): read
+  // by the health monitor, whose probe connection may still hold an older, accepted login.
+  std::uint64_t upstream_refusals = 0;
   std::uint64_t requests = 0;             // counter: requests framed from clients
   std::uint64_t upstream_writes = 0;      // counter: writes to upstream connections (batches)
   std::uint64_t upstream_held_writes = 0;  // counter: ... that waited for replies (write_hold)

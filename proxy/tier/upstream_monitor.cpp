@@ -73,6 +73,19 @@ awaitable<void> upstream_monitor::run(std::shared_ptr<upstream_monitor> self) {
       timeouts_seen_ = timeouts;
       failure("upstream command timeout");
     }
+    // The upstream refused a new connection of the data plane for the sidecar's configuration (a
+    // password changed on it, which keeps the logins it already accepted, the probe's among
+    // them): the next probe logs in afresh, so the refusal reaches the health state, and fallback
+    // then refuses writes, instead of the sidecar staying healthy while new connections fail.
+    if (stats_.upstream_refusals != refusals_seen_) {
+      refusals_seen_ = stats_.upstream_refusals;
+      relogin_ = true;
+    }
+    if (relogin_ && !probe_outstanding_) {
+      relogin_ = false;
+      if (probe_conn_) probe_conn_->close();
+      probe_conn_.reset();
+    }
     if (fsm_.on_tick(now)) transitioned();
     if (!probe_outstanding_ && now >= next_probe_at_) {
       probe();

@@ -88,6 +88,8 @@ class upstream_monitor : public reply_sink, public std::enable_shared_from_this<
   bool probe_outstanding_ = false;
   std::chrono::steady_clock::time_point probe_sent_;
   std::uint64_t timeouts_seen_ = 0;
+  std::uint64_t refusals_seen_ = 0;  // stats::upstream_refusals, as last read
+  bool relogin_ = false;             // the next probe goes on a connection of its own, new
   unsigned failed_probes_ = 0;      // in a row, for the probe's backoff
   std::int64_t next_probe_at_ = 0;  // monotonic ms
 

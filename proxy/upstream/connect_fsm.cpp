@@ -155,9 +155,14 @@ connect_fsm::step connect_fsm::on_reply(const resp::value& reply) {
       if (is_error) return refused(reply);
       return after_auth();
     case phase::select:
-      if (is_error)
+      if (is_error) {
+        // The URL's db out of range, a cluster that has no SELECT, an ACL that refuses it: not
+        // ended by a retry. (SELECT runs while Redis loads its data, so that is not among them.)
+        const std::string_view code = resp::error_code(reply.str);
+        if (code == "ERR" || code == "NOPERM") refusal_ = config_refusal::database;
         return fail("SELECT " + std::to_string(url_.db) +
                     " failed: " + quoted_error(reply.str, url_.password));
+      }
       phase_ = phase::done;
       return step::ready;
     default: return fail("unexpected reply during connect");

@@ -23,9 +23,10 @@ namespace redis_sidecar {
 inline constexpr std::string_view upstream_client_name = "redis-sidecar";
 
 /// A failed connection attempt that only a change of the sidecar's configuration ends, where a
-/// retry cannot: the upstream refuses its credentials, the upstream's certificate does not verify,
-/// or the URL leads back to the sidecar's own listener. `none` for every other failure.
-enum class config_refusal : std::uint8_t { none, credentials, certificate, own_listener };
+/// retry cannot: the upstream refuses its credentials, a certificate (the upstream's does not
+/// verify, or the upstream refuses the sidecar's, or has none to ask for), a TLS version, or the
+/// URL's db; or the URL leads back to the sidecar's own listener. `none` for every other failure.
+enum class config_refusal : std::uint8_t { none, credentials, certificate, own_listener, database };
 
 class connect_fsm {
  public:

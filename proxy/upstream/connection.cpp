@@ -1,5 +1,6 @@
 #include "proxy/upstream/connection.hpp"
 
+#include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 #include <sys/socket.h>
@@ -47,6 +48,29 @@ std::string error_frame(std::string_view prefix, std::string_view reason = {}) {
   }
   out.append("\r\n");
   return out;
+}
+
+// TLS failures that name the sidecar's configuration rather than a transient fault: the upstream
+// refused the sidecar's certificate, or asked for one the sidecar has none of (TLS 1.3 says so
+// after the handshake, at the first read), or no TLS version is common to both; or the port does
+// not speak TLS at all (a `rediss://` URL for a plaintext port).
+bool refused_by_configuration(const error_code& ec) {
+  if (ec.category() != asio::error::get_ssl_category()) return false;
+  switch (ERR_GET_REASON(static_cast<unsigned long>(ec.value()))) {
+    case SSL_R_TLSV13_ALERT_CERTIFICATE_REQUIRED:
+    case SSL_R_TLSV1_ALERT_UNKNOWN_CA:
+    case SSL_R_TLSV1_ALERT_ACCESS_DENIED:
+    case SSL_R_SSLV3_ALERT_BAD_CERTIFICATE:
+    case SSL_R_SSLV3_ALERT_UNSUPPORTED_CERTIFICATE:
+    case SSL_R_SSLV3_ALERT_CERTIFICATE_REVOKED:
+    case SSL_R_SSLV3_ALERT_CERTIFICATE_EXPIRED:
+    case SSL_R_SSLV3_ALERT_CERTIFICATE_UNKNOWN:
+    case SSL_R_TLSV1_ALERT_PROTOCOL_VERSION:
+    case SSL_R_UNSUPPORTED_PROTOCOL:
+    case SSL_R_NO_PROTOCOLS_AVAILABLE:
+    case SSL_R_WRONG_VERSION_NUMBER: return true;
+    default: return false;
+  }
 }
 
 std::string tls_error_text(const error_code& ec, SSL* ssl) {
@@ -436,7 +460,8 @@ awaitable<bool> connection::connect_once() {
         auto [ec] = co_await tls_->handshake();
         if (ec) {
           error = deadline_hit ? "timed out" : tls_error_text(ec, tls_->native_handle());
-          if (!deadline_hit && SSL_get_verify_result(tls_->native_handle()) != X509_V_OK)
+          if (!deadline_hit && (SSL_get_verify_result(tls_->native_handle()) != X509_V_OK ||
+                                refused_by_configuration(ec)))
             refusal = config_refusal::certificate;
         } else {
           ++stats_.tls_handshakes;
@@ -448,6 +473,8 @@ awaitable<bool> connection::connect_once() {
       case connect_fsm::step::send: {
         auto [ec, n] = co_await write_all(asio::buffer(fsm.bytes()));
         if (ec) error = deadline_hit ? "timed out" : ec.message();
+        if (ec && !deadline_hit && refused_by_configuration(ec))
+          refusal = config_refusal::certificate;
         step = fsm.on_done(error);
         break;
       }
@@ -462,6 +489,8 @@ awaitable<bool> connection::connect_once() {
           reply_buf.resize(old + n);
           if (ec) {
             error = deadline_hit ? "timed out" : ec.message();
+            if (!deadline_hit && refused_by_configuration(ec))
+              refusal = config_refusal::certificate;
             break;
           }
         }
@@ -490,6 +519,8 @@ awaitable<bool> connection::connect_once() {
   attempt->over = true;
   deadline.cancel();
   refusal_ = refusal != config_refusal::none ? refusal : fsm.refusal();
+  if (step == connect_fsm::step::failed && refusal_ != config_refusal::none)
+    ++stats_.upstream_refusals;
   if (step == connect_fsm::step::failed) {
     last_error_ = fsm.error();
     error_code ignored;

@@ -108,9 +108,49 @@ TEST_CASE("mTLS upstream: the client certificate is presented", "[tls]") {
     check_round_trip(side->port());
     CHECK(redis_cli(redis, {"GET", "tls-key"}) == "tls-value\n");
   }
-  // Without a client certificate the upstream refuses the sidecar.
+  // Without a client certificate the upstream refuses the sidecar (TLS 1.3 says so at the first
+  // read, after the handshake): a configuration fault, so fallback refuses writes rather than
+  // acknowledging what it could never replay.
   auto side = start_sidecar({"--upstream", redis.url(), "--tls-ca-file", certs.ca_crt});
   CHECK(upstream_error(*side).starts_with("ERR upstream"));
+  auto c = connect(side->port());
+  CHECK(write_refusal(c.get()).find("certificate required") != std::string::npos);
+}
+
+// A db the upstream refuses to SELECT is the URL's fault: writes are refused, not journaled.
+TEST_CASE("a URL db the upstream refuses: fallback refuses writes", "[auth]") {
+  SIDECAR_ONLY();
+  redis_server redis;
+  auto side = start_sidecar({"--upstream", redis.url("", "", 99)});
+  auto c = connect(side->port());
+  CHECK(write_refusal(c.get()).find("SELECT 99 failed") != std::string::npos);
+}
+
+// The upstream's password changes while the sidecar runs: Redis keeps the logins it accepted
+// (the pool's and the health probe's), but each new connection is refused. The first refusal
+// (here a BLPOP's dedicated connection) makes the probe log in afresh, so the sidecar goes to
+// fallback and refuses writes, instead of reporting healthy while new connections fail.
+TEST_CASE("the upstream password changed under the sidecar: fallback refuses writes", "[auth]") {
+  SIDECAR_ONLY();
+  redis_server redis(password_server("old-pass-51b0"));
+  auto side = start_sidecar({"--upstream", redis.url("", "old-pass-51b0"),
+                             "--health-probe-interval-ms=50", "--fallback-after-ms=200"});
+  auto c = connect(side->port());
+  CHECK(str(c.get(), {"SET", "k", "before"}) == "OK");
+  CHECK(redis_cli(redis, {"CONFIG", "SET", "requirepass", "new-pass-51b0"}) == "OK\n");
+  auto blocked = connect(side->port());
+  CHECK(error_of(blocked.get(), {"BLPOP", "list", "0.1"}).find("ERR upstream") == 0);
+  // The pool's connections still write until fallback begins; then writes are refused.
+  std::string last;
+  CHECK(eventually([&] {
+    auto r = command(c.get(), {"SET", "k", "after"});
+    last = r ? describe(r.get()) : "(no reply)";
+    return last.find("refuses the sidecar") != std::string::npos &&
+           last.find("WRONGPASS") != std::string::npos;
+  }));
+  INFO(last);
+  CHECK(side->log().find("new-pass-51b0") == std::string::npos);
+  CHECK(side->log().find("old-pass-51b0") == std::string::npos);
 }
 
 TEST_CASE("TLS upstream with a password", "[tls][auth]") {

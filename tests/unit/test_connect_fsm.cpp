@@ -214,7 +214,7 @@ TEST_CASE("refusals of the credentials are told from other errors", "[connect_fs
   connect_fsm fsm(u, 2);
   fsm.start();
   CHECK(fsm.on_done("Host not found") == step::failed);
-  CHECK(fsm.refusal() == config_refusal::none);
+  CHECK(fsm.refusal() == redis_sidecar::config_refusal::none);
 }
 
 TEST_CASE("NOAUTH: the upstream wants a password the URL lacks", "[connect_fsm]") {
@@ -244,6 +244,18 @@ TEST_CASE("NOPROTO and SELECT failures", "[connect_fsm]") {
     REQUIRE(fsm.on_done("") == step::receive);
     CHECK(fsm.on_reply(reply_of("-ERR DB index is out of range\r\n")) == step::failed);
     CHECK(fsm.error().find("SELECT 99") != std::string_view::npos);
+    // The URL's to fix: no retry ends it.
+    CHECK(fsm.refusal() == redis_sidecar::config_refusal::database);
+  }
+  SECTION("SELECT refused by something a retry may end") {
+    const auto u = url(false, "", "", 3);
+    connect_fsm fsm(u, 2);
+    REQUIRE(through_transport(fsm, false) == step::send);
+    REQUIRE(fsm.on_done("") == step::receive);
+    REQUIRE(fsm.on_reply(reply_of(hello_frame)) == step::send);
+    REQUIRE(fsm.on_done("") == step::receive);
+    CHECK(fsm.on_reply(reply_of("-BUSY Redis is busy running a script\r\n")) == step::failed);
+    CHECK(fsm.refusal() == redis_sidecar::config_refusal::none);
   }
 }
 
