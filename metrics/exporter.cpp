@@ -135,6 +135,15 @@ bool listening_spec(const std::string& host, std::uint16_t port, std::string& sp
   return false;
 }
 
+}  // namespace
+
+bool valid_listen_address(const std::string& host, std::uint16_t port, std::string& error) {
+  std::string spec;
+  return listening_spec(host, port, spec, error);
+}
+
+namespace {
+
 // Opens and at once closes a TCP connection to host:port (IPv4; the wildcard means loopback).
 void poke(const std::string& host, std::uint16_t port) {
   sockaddr_in addr{};

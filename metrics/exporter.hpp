@@ -29,6 +29,11 @@ namespace detail {
 struct exporter_state;
 }
 
+/// Whether start() could take `host:port` as an address to listen on (an IP address this build's
+/// HTTP server supports), without binding it: what --check-config checks. On false `error` says
+/// why, as start() would.
+bool valid_listen_address(const std::string& host, std::uint16_t port, std::string& error);
+
 class exporter {
  public:
   /// `m` must outlive the exporter. Serves nothing until start().

@@ -62,6 +62,12 @@ int run(const rs::config& cfg) {
                     "(ulimit -n, the container's nofile limit) or lower --max-clients");
   }
   if (cfg.check_config) {
+    if (std::string why;
+        cfg.metrics_enabled &&
+        !rs::metrics::valid_listen_address(cfg.metrics_listen.host, cfg.metrics_listen.port, why)) {
+      rs::log::error(why + " (--metrics-listen; 'off' disables it)");
+      return 2;
+    }
     std::printf("configuration OK: upstream %s\n", cfg.upstream.masked().c_str());
     return 0;
   }
