@@ -4,6 +4,7 @@
 // helpers below, so a password never reaches a log line.
 #include "proxy/config/url.hpp"
 
+#include <algorithm>
 #include <boost/url.hpp>
 #include <cctype>
 #include <cstddef>
@@ -128,6 +129,15 @@ std::string quote_masked(std::string_view text) {
   return out;
 }
 
+// `text` with the port `port` masked: a port that is not a number is likely a password written
+// without its "@host" (redis://user:SECRET), which an error must not show.
+std::string without_port(std::string_view text, std::string_view port) {
+  std::string shown(text);
+  if (const auto at = shown.find(":" + std::string(port)); !port.empty() && at != std::string::npos)
+    shown.replace(at + 1, port.size(), mask);
+  return shown;
+}
+
 // An '@' left unencoded in a password makes Boost.URL see a strange host and path; say so instead.
 bool has_two_ats(std::string_view text) {
   const auto sep = text.find("://");
@@ -224,7 +234,13 @@ bool parse_host_port(boost::urls::url_view u, std::string_view text, upstream_ur
   }
   if (!u.has_port()) return true;
   const auto port = parse_digits(u.port(), 65535);
-  if (!port || *port == 0) return fail(error, text, "the port must be a number from 1 to 65535");
+  if (!port || *port == 0) {
+    const std::string_view p = u.port();
+    const bool digits =
+        std::all_of(p.begin(), p.end(), [](char c) { return c >= '0' && c <= '9'; });
+    return fail(error, digits ? std::string(text) : without_port(text, p),
+                "the port must be a number from 1 to 65535");
+  }
   out.port = static_cast<std::uint16_t>(*port);
   return true;
 }
@@ -286,8 +302,9 @@ bool parse_upstream_url(std::string_view text, upstream_url& out, std::string& e
     result.password = u.password();
   }
   if (u.has_port() && u.port().empty() && !u.encoded_path().empty() &&
-      u.encoded_path().front() != '/')
-    return fail(error, text, "the port must be a number from 1 to 65535");
+      u.encoded_path().front() != '/')  // "host:SECRET": Boost.URL reads SECRET as a path
+    return fail(error, without_port(text, u.encoded_path().substr(0, u.encoded_path().find('/'))),
+                "the port must be a number from 1 to 65535");
   if (!parse_host_port(u, text, result, error)) return false;
   if (!parse_db_parts(u, text, result, error)) return false;
   out = std::move(result);

@@ -127,6 +127,7 @@ TEST_CASE("parse_upstream_url errors never contain the password", "[url]") {
       "redis://u:Zq7Se?cret@h",      "redis://u:Zq7Se?cret@h?db=x",
       "redis://h?Zq7Secret",         "redis://h?Zq7Secret=1",
       "x!:Zq7Secret@h://",           "u:Zq7Secret@h/0?db=1",
+      "redis://u:Zq7Secret",         "rediss://default:Zq7Secret/0",  // no "@host"
   };
   for (const auto& text : urls) {
     INFO(text);
