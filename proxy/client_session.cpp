@@ -1246,11 +1246,16 @@ std::optional<std::string> client_session::upstream_id_frame(
   long long id = 0;
   if (at == 0 || !parse_int(args[at], id)) return std::nullopt;  // Redis' error, if any
   std::uint64_t upstream = 0;
-  for (const client_session* s : ctx_.sessions) {
+  for (client_session* s : ctx_.sessions) {
     if (static_cast<long long>(s->id_) != id || !s->dedicated_) continue;
     upstream = s->dedicated_->upstream_id();
-    // Tracking messages go to that connection from now on: it must not serve another client.
-    if (sub == sub_id::client_tracking) s->dedicated_->keep_out_of_pool();
+    // Tracking messages go to that connection from now on: it must not serve another client,
+    // nor be let go while the client lives (when it unsubscribes to subscribe again, or its
+    // BLPOP ends), or the redirect would break, where on Redis it holds.
+    if (sub == sub_id::client_tracking) {
+      s->dedicated_->keep_out_of_pool();
+      s->redirect_target_ = true;
+    }
   }
   if (sub == sub_id::client_tracking) {
     redirect_upstream_ = upstream;
@@ -1360,7 +1365,7 @@ void client_session::reset_session() {
   drop_dedicated();
   proto_ = 2;
   db_ = cfg_.upstream.db;
-  in_multi_ = watching_ = raw_ = multi_open_ = fallback_multi_ = false;
+  in_multi_ = watching_ = raw_ = multi_open_ = fallback_multi_ = redirect_target_ = false;
   raw_reset_ = raw_reset_state::none;
   raw_sticky_ = leaving_raw_ = raw_replies_unsure_ = raw_multi_ = false;
   reply_mode_ = reply_mode::on;
@@ -2009,6 +2014,17 @@ void client_session::deliver_raw(std::string_view frame) {
   std::string rewritten;
   if (!rewrites_due_.empty() && rewrite_due_reply(frame, rewritten) && !rewritten.empty())
     frame = rewritten;
+  // RESP3's notice that the redirect target is gone names it by its upstream connection's id:
+  // the client knows it by the sidecar's (as CLIENT GETREDIR says).
+  static constexpr std::string_view redir_broken = ">2\r\n$21\r\ntracking-redir-broken\r\n:";
+  long long upstream = 0;
+  if (frame.starts_with(redir_broken) && frame.ends_with("\r\n") &&
+      parse_int(frame.substr(redir_broken.size(), frame.size() - redir_broken.size() - 2),
+                upstream)) {
+    rewritten =
+        std::string(redir_broken) + std::to_string(client_id_of_upstream(upstream)) + "\r\n";
+    frame = rewritten;
+  }
   const bool unsubscribed_all = subs_.on_frame(frame, proto_);
   out_.append(frame);
   notify_writer();
@@ -2079,7 +2095,7 @@ void client_session::dedicated_lost(connection* c) {
 }
 
 bool client_session::state_is_clean() const {
-  return !raw_ && !in_multi_ && !watching_ && db_ == cfg_.upstream.db;
+  return !raw_ && !in_multi_ && !watching_ && !redirect_target_ && db_ == cfg_.upstream.db;
 }
 
 void client_session::maybe_release_dedicated() {

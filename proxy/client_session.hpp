@@ -293,6 +293,9 @@ class client_session : public reply_sink,
 
   int proto_ = 2;
   int db_;
+  // Another client's CLIENT TRACKING ... REDIRECT names this one: its dedicated connection stays
+  // its own (state_is_clean()) until it leaves or resets.
+  bool redirect_target_ = false;
   bool authed_;
   bool raw_ = false;
   // RESET in raw mode (raw_reset()): sent without a marker (inside a MULTI), its +RESET not back

@@ -285,6 +285,42 @@ TEST_CASE("CLIENT TRACKING REDIRECT names a client by its CLIENT ID", "[client][
   CHECK(std::string(msg->element[2]->element[0]->str) == "tracked");
 }
 
+// The redirect target unsubscribes and subscribes again, as client libraries do when they
+// reconfigure: on Redis its connection, and so the redirect, stays. Then it leaves: a RESP3
+// tracking client is told so by a push naming it by the id CLIENT ID gave it.
+TEST_CASE("CLIENT TRACKING REDIRECT outlasts the target's resubscribe and names it when broken",
+          "[client][tracking]") {
+  proxied env;
+  auto writer = env.client();
+  auto sink = std::make_unique<raw_client>(env.port());
+  sink->send("CLIENT ID\r\nSUBSCRIBE __redis__:invalidate\r\n");
+  const std::string id_reply = read_value(*sink);
+  REQUIRE(id_reply.starts_with(":"));
+  const std::string id = id_reply.substr(1, id_reply.size() - 3);
+  CHECK(read_value(*sink) == "*3\r\n$9\r\nsubscribe\r\n$20\r\n__redis__:invalidate\r\n:1\r\n");
+  raw_client reader(env.port());
+  reader.send("HELLO 3\r\nCLIENT TRACKING on REDIRECT " + id + "\r\nGET k1\r\n");
+  CHECK(read_value(reader).starts_with("%7\r\n"));
+  CHECK(read_value(reader) == "+OK\r\n");
+  CHECK(read_value(reader) == "_\r\n");
+  sink->send("UNSUBSCRIBE\r\nPING\r\nSUBSCRIBE __redis__:invalidate\r\n");
+  CHECK(read_value(*sink) == "*3\r\n$11\r\nunsubscribe\r\n$20\r\n__redis__:invalidate\r\n:0\r\n");
+  CHECK(read_value(*sink) == "+PONG\r\n");
+  CHECK(read_value(*sink) == "*3\r\n$9\r\nsubscribe\r\n$20\r\n__redis__:invalidate\r\n:1\r\n");
+  CHECK(str(writer.get(), {"SET", "k1", "v"}) == "OK");
+  CHECK(read_value(*sink) ==
+        "*3\r\n$7\r\nmessage\r\n$20\r\n__redis__:invalidate\r\n*1\r\n$2\r\nk1\r\n");
+  reader.send("GET k2\r\n");
+  CHECK(read_value(reader) == "_\r\n");
+  sink.reset();  // the target leaves
+  CHECK(eventually([&] {
+    auto c = env.client();
+    return elements(c.get(), {"PUBSUB", "NUMSUB", "__redis__:invalidate"}).at(1) == "0";
+  }));
+  CHECK(str(writer.get(), {"SET", "k2", "v"}) == "OK");
+  CHECK(read_value(reader) == ">2\r\n$21\r\ntracking-redir-broken\r\n:" + id + "\r\n");
+}
+
 // A client waiting in a blocking command shows flag b, as in Redis, and cmd is that command.
 TEST_CASE("CLIENT LIST shows a client waiting in a blocking command with flag b",
           "[client][list]") {
