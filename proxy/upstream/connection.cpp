@@ -73,6 +73,15 @@ bool refused_by_configuration(const error_code& ec) {
   }
 }
 
+int certificate_requested_index() {
+  static const int index = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+  return index;
+}
+
+bool certificate_requested(SSL* ssl) {
+  return ssl != nullptr && SSL_get_ex_data(ssl, certificate_requested_index()) != nullptr;
+}
+
 std::string tls_error_text(const error_code& ec, SSL* ssl) {
   if (ssl != nullptr) {
     long verify = SSL_get_verify_result(ssl);
@@ -83,6 +92,15 @@ std::string tls_error_text(const error_code& ec, SSL* ssl) {
 }
 
 }  // namespace
+
+void note_certificate_requests(SSL_CTX* ctx) {
+  certificate_requested_index();  // made before any handshake can need it
+  SSL_CTX_set_client_cert_cb(ctx, [](SSL* ssl, X509**, EVP_PKEY**) {
+    static int requested = 1;
+    SSL_set_ex_data(ssl, certificate_requested_index(), &requested);
+    return 0;  // none to give
+  });
+}
 
 connection::connection(asio::any_io_executor ex, const config& cfg, ssl::context* tls, stats& st,
                        int proto, bool reconnect)
@@ -519,10 +537,19 @@ awaitable<bool> connection::connect_once() {
   attempt->over = true;
   deadline.cancel();
   refusal_ = refusal != config_refusal::none ? refusal : fsm.refusal();
+  // The upstream asked for a client certificate the sidecar has none of, and the attempt failed
+  // after the handshake (see note_certificate_requests()).
+  const bool no_certificate = step == connect_fsm::step::failed && tls_ &&
+                              certificate_requested(tls_->native_handle()) &&
+                              fsm.error().find("timed out") == std::string::npos;
+  if (no_certificate && refusal_ == config_refusal::none) refusal_ = config_refusal::certificate;
   if (step == connect_fsm::step::failed && refusal_ != config_refusal::none)
     ++stats_.upstream_refusals;
   if (step == connect_fsm::step::failed) {
     last_error_ = fsm.error();
+    if (no_certificate)
+      last_error_ +=
+          " (the upstream asks for a client certificate: --tls-cert-file, --tls-key-file)";
     error_code ignored;
     if (tls_) tls_->socket().close(ignored);
     if (plain_) plain_->close(ignored);

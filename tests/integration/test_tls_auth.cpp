@@ -114,7 +114,7 @@ TEST_CASE("mTLS upstream: the client certificate is presented", "[tls]") {
   auto side = start_sidecar({"--upstream", redis.url(), "--tls-ca-file", certs.ca_crt});
   CHECK(upstream_error(*side).starts_with("ERR upstream"));
   auto c = connect(side->port());
-  CHECK(write_refusal(c.get()).find("certificate required") != std::string::npos);
+  CHECK(write_refusal(c.get()).find("asks for a client certificate") != std::string::npos);
 }
 
 // A db the upstream refuses to SELECT is the URL's fault: writes are refused, not journaled.
