@@ -541,7 +541,7 @@ awaitable<bool> connection::connect_once() {
   // after the handshake (see note_certificate_requests()).
   const bool no_certificate = step == connect_fsm::step::failed && tls_ &&
                               certificate_requested(tls_->native_handle()) &&
-                              fsm.error().find("timed out") == std::string::npos;
+                              !attempt->deadline_hit;
   if (no_certificate && refusal_ == config_refusal::none) refusal_ = config_refusal::certificate;
   if (step == connect_fsm::step::failed && refusal_ != config_refusal::none)
     ++stats_.upstream_refusals;
