@@ -582,7 +582,7 @@ client_session::outcome client_session::handle_raw(std::span<const std::string_v
     return outcome::next;
   }
   // RESET with arguments goes on as any request: Redis refuses it, in order, and resets nothing.
-  if (id == command_id::reset && args.size() == 1) return raw_reset(frame);
+  if (id == command_id::reset && args.size() == 1) return raw_reset(frame, args);
   if (id == command_id::hello && !markers_unusable()) return raw_hello(args);
   const sub_id sub = id == command_id::client && args.size() >= 2
                          ? commands::lookup_sub(command_id::client, args[1])
@@ -1343,15 +1343,15 @@ client_session::outcome client_session::cmd_reset(std::span<const std::string_vi
 // no +RESET may come (SKIP skips it; Redis turns replies on only for the commands after RESET):
 // the marker's reply alone says it ran. Inside a MULTI no marker can go (it would be queued if
 // RESET were refused): +RESET alone ends the wait.
-client_session::outcome client_session::raw_reset(std::string_view frame) {
+client_session::outcome client_session::raw_reset(std::string_view frame,
+                                                  std::span<const std::string_view> args) {
   switch (raw_reset_) {
     case raw_reset_state::answered: reset_session(); return outcome::next;
     case raw_reset_state::refused: raw_reset_ = raw_reset_state::none; return outcome::next;
     case raw_reset_state::none: break;
     default: return outcome::wait;
   }
-  const std::array<std::string_view, 1> reset{"RESET"};
-  if (!dedicated_ || !dedicated_->send_raw(frame)) return cmd_reset(reset);
+  if (!dedicated_ || !dedicated_->send_raw(frame)) return cmd_reset(args);
   raw_reset_ = raw_reset_state::sent;
   if (raw_replies_unsure_ || !raw_multi_) {
     marker m;

@@ -147,7 +147,7 @@ class client_session : public reply_sink,
   outcome cmd_select(std::span<const std::string_view> args, std::string_view frame);
   outcome cmd_client(std::span<const std::string_view> args, std::string_view frame);
   outcome cmd_reset(std::span<const std::string_view> args);
-  outcome raw_reset(std::string_view frame);
+  outcome raw_reset(std::string_view frame, std::span<const std::string_view> args);
   outcome raw_answer_later(std::span<const std::string_view> args);
   outcome raw_unavailable();
   /// The answer to a request raw mode held for its marker (raw_answer_later()), appended to `r`;

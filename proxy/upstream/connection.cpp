@@ -421,6 +421,13 @@ awaitable<bool> connection::connect_once() {
     if (self->plain_) self->plain_->close(ignored);
   });
   const bool& deadline_hit = attempt->deadline_hit;
+  // A failed read or write of the attempt: its error text, and whether the upstream refused the
+  // sidecar's configuration (a TLS alert about its certificate or protocol version).
+  auto io_error = [&](error_code ec) {
+    if (deadline_hit) return std::string("timed out");
+    if (refused_by_configuration(ec)) refusal = config_refusal::certificate;
+    return ec.message();
+  };
 
   tcp::resolver resolver(ex_);
   tcp::resolver::results_type endpoints;
@@ -490,9 +497,7 @@ awaitable<bool> connection::connect_once() {
       }
       case connect_fsm::step::send: {
         auto [ec, n] = co_await write_all(asio::buffer(fsm.bytes()));
-        if (ec) error = deadline_hit ? "timed out" : ec.message();
-        if (ec && !deadline_hit && refused_by_configuration(ec))
-          refusal = config_refusal::certificate;
+        if (ec) error = io_error(ec);
         step = fsm.on_done(error);
         break;
       }
@@ -506,9 +511,7 @@ awaitable<bool> connection::connect_once() {
           auto [ec, n] = co_await read_some(asio::buffer(reply_buf.data() + old, 4096));
           reply_buf.resize(old + n);
           if (ec) {
-            error = deadline_hit ? "timed out" : ec.message();
-            if (!deadline_hit && refused_by_configuration(ec))
-              refusal = config_refusal::certificate;
+            error = io_error(ec);
             break;
           }
         }
