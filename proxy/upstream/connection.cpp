@@ -421,19 +421,25 @@ awaitable<bool> connection::connect_once() {
     if (self->plain_) self->plain_->close(ignored);
   });
   const bool& deadline_hit = attempt->deadline_hit;
-  // A failed read or write of the attempt: its error text, and whether the upstream refused the
-  // sidecar's configuration (a TLS alert about its certificate or protocol version).
-  auto io_error = [&](error_code ec) {
-    if (deadline_hit) return std::string("timed out");
-    if (refused_by_configuration(ec)) refusal = config_refusal::certificate;
-    return ec.message();
-  };
 
   tcp::resolver resolver(ex_);
   tcp::resolver::results_type endpoints;
   std::string reply_buf;
   resp::reply_parser parser(resp::reply_limits(cfg_.limits));
   std::size_t parsed_from = 0;
+  // A failed read or write of the attempt: its error text, and whether the upstream refused the
+  // sidecar's configuration (a TLS alert about its certificate or protocol version) or dropped a
+  // plaintext connection before its first reply, as a TLS-only port (a managed Redis' usual one)
+  // does with a request that is not a TLS handshake.
+  bool plaintext_dropped = false;
+  auto io_error = [&](error_code ec) {
+    if (deadline_hit) return std::string("timed out");
+    if (refused_by_configuration(ec)) refusal = config_refusal::certificate;
+    if (tls_ctx_ == nullptr && parsed_from == 0 &&
+        (ec == asio::error::connection_reset || ec == asio::error::eof))
+      plaintext_dropped = true;
+    return ec.message();
+  };
 
   auto step = fsm.start();
   while (step != connect_fsm::step::ready && step != connect_fsm::step::failed) {
@@ -553,6 +559,8 @@ awaitable<bool> connection::connect_once() {
     if (no_certificate)
       last_error_ +=
           " (the upstream asks for a client certificate: --tls-cert-file, --tls-key-file)";
+    else if (plaintext_dropped && !counted_ready_)
+      last_error_ += " (if the upstream's port expects TLS, use a rediss:// URL)";
     error_code ignored;
     if (tls_) tls_->socket().close(ignored);
     if (plain_) plain_->close(ignored);

@@ -117,6 +117,20 @@ TEST_CASE("mTLS upstream: the client certificate is presented", "[tls]") {
   CHECK(write_refusal(c.get()).find("asks for a client certificate") != std::string::npos);
 }
 
+// redis:// to a TLS-only port (a managed Redis' usual mistake): Redis drops the connection
+// without a word, which alone looks like an outage; the error says what to check.
+TEST_CASE("a redis:// URL for a TLS port: the error suggests rediss://", "[tls]") {
+  SIDECAR_ONLY();
+  redis_server redis(tls_server(false));
+  std::string url = redis.url();
+  REQUIRE(url.starts_with("rediss://"));
+  url.erase(5, 1);  // rediss:// -> redis://
+  auto side = start_sidecar({"--upstream", url});
+  CHECK(upstream_error(*side).find("if the upstream's port expects TLS, use a rediss:// URL") !=
+        std::string::npos);
+  CHECK(side->log().find("use a rediss:// URL") != std::string::npos);
+}
+
 // A db the upstream refuses to SELECT is the URL's fault: writes are refused, not journaled.
 TEST_CASE("a URL db the upstream refuses: fallback refuses writes", "[auth]") {
   SIDECAR_ONLY();
