@@ -207,7 +207,7 @@ awaitable<void> client_session::read_loop(std::shared_ptr<client_session> self) 
         if (batch_.empty()) {  // the next request cannot be framed
           const std::string_view avail(in_.data() + in_start_, in_end_ - in_start_);
           ctx_.st.count(error_kind::protocol);
-          const std::string_view why = request_error_text(avail);
+          const std::string why = request_error_text(avail);
           log::info("client " + std::to_string(id_) + " (" + peer_address() +
                     ") closed: protocol error: " + std::string(why));
           reply_error(why);
@@ -1384,18 +1384,23 @@ void client_session::reset_session() {
 }
 
 // The error for the request parser_ refused: Redis' own words for a length only refused before
-// AUTH (the configured limits would have taken it).
-std::string_view client_session::request_error_text(std::string_view request) const {
+// AUTH (the configured limits would have taken it), and for a byte where a '$' should be.
+std::string client_session::request_error_text(std::string_view request) const {
   const auto e = parser_.error();
   if (!authed_ && (e == resp::request_error::invalid_multibulk_length ||
                    e == resp::request_error::invalid_bulk_length)) {
     resp::request_parser configured(cfg_.limits);
     if (configured.parse(request) != resp::parse_status::error)
-      return e == resp::request_error::invalid_multibulk_length
-                 ? errors::unauthenticated_multibulk_length
-                 : errors::unauthenticated_bulk_length;
+      return std::string(e == resp::request_error::invalid_multibulk_length
+                             ? errors::unauthenticated_multibulk_length
+                             : errors::unauthenticated_bulk_length);
   }
-  return errors::for_request_error(e);
+  if (e == resp::request_error::expected_bulk) {
+    char c = parser_.unexpected_byte();
+    if (c == '\r' || c == '\n') c = ' ';  // as Redis keeps an error to one line
+    return std::string(errors::expected_bulk) + ", got '" + c + "'";
+  }
+  return std::string(errors::for_request_error(e));
 }
 
 void client_session::authenticated() {

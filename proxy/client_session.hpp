@@ -266,7 +266,7 @@ class client_session : public reply_sink,
   bool raw_quit_ = false;     // a QUIT went to the dedicated connection in raw mode
   void authenticated();
   void apply_auth_limits();
-  std::string_view request_error_text(std::string_view request) const;
+  std::string request_error_text(std::string_view request) const;
   // After a script that may write (EVAL, EVALSHA, FCALL): it may have written keys it did not
   // declare, whose invalidations are still on their way, so GETs skip L1 and read on the channel
   // (joining no earlier read) until the first such read is answered; on the RESP3 channel that

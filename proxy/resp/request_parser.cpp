@@ -226,7 +226,10 @@ parse_status request_parser::parse_multibulk(std::string_view data) {
   while (remaining_ > 0) {
     if (bulk_len_ < 0) {
       if (pos_ >= data.size()) return parse_status::need_more;
-      if (data[pos_] != '$') return fail(request_error::expected_bulk);
+      if (data[pos_] != '$') {
+        unexpected_ = data[pos_];
+        return fail(request_error::expected_bulk);
+      }
       std::int64_t len = 0;
       if (!quick_header(data, pos_, limits_.max_inline_bytes, len, cr)) {
         switch (find_crlf(data, pos_, scan_, limits_.max_inline_bytes, cr)) {

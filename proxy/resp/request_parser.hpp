@@ -68,6 +68,8 @@ class request_parser {
   bool is_empty() const { return frame_size_ > 0 && views_.empty(); }
 
   request_error error() const { return error_; }
+  /// After expected_bulk: the byte found where a '$' should have been (Redis names it).
+  char unexpected_byte() const { return unexpected_; }
 
  private:
   parse_status parse_multibulk(std::string_view data);
@@ -88,6 +90,7 @@ class request_parser {
   std::size_t frame_size_ = 0;
   bool inline_ = false;
   request_error error_ = request_error::none;
+  char unexpected_ = 0;
   // (offset, length) of each arg: relative to the frame start, or to inline_scratch_ when inline.
   std::vector<std::pair<std::size_t, std::size_t>> offsets_;
   std::vector<std::string_view> views_;

@@ -34,8 +34,10 @@ TEST_CASE("malformed multibulk and bulk lengths are rejected and the connection 
   check_protocol_error(env, "*abc\r\n", errors::invalid_multibulk_length);
   check_protocol_error(env, "*1\r\n$abc\r\n", errors::invalid_bulk_length);
   check_protocol_error(env, "*1\r\n$-5\r\n", errors::invalid_bulk_length);
-  // Redis appends ", got '+'"; the sidecar's message is that prefix.
-  check_protocol_error(env, "*1\r\n+foo\r\n", errors::expected_bulk, direct_mode());
+  // The byte where a '$' should be is named, as Redis names it (a line break as a space).
+  check_protocol_error(env, "*1\r\n+foo\r\n", "ERR Protocol error: expected '$', got '+'");
+  check_protocol_error(env, "*2\r\n$1\r\na\r\n:1\r\n", "ERR Protocol error: expected '$', got ':'");
+  check_protocol_error(env, "*1\r\n\r\n", "ERR Protocol error: expected '$', got ' '");
 }
 
 TEST_CASE("a good request before a malformed one is still answered", "[protocol]") {

@@ -161,6 +161,18 @@ TEST_CASE("request_parser rejects malformed multibulk requests", "[resp][request
   for (const auto& r : rows) check_every_split(r.input, r.expected);
 }
 
+TEST_CASE("request_parser names the byte found where a bulk should start",
+          "[resp][request_parser]") {
+  for (const auto& [input, byte] : std::vector<std::pair<std::string, char>>{
+           {"*1\r\n+PING\r\n", '+'}, {"*2\r\n$1\r\na\r\n:1\r\n", ':'}, {"*1\r\n\r\n", '\r'}}) {
+    request_parser p;
+    INFO(input);
+    REQUIRE(p.parse(input) == parse_status::error);
+    CHECK(p.error() == request_error::expected_bulk);
+    CHECK(p.unexpected_byte() == byte);
+  }
+}
+
 TEST_CASE("request_parser splits inline commands like sdssplitargs", "[resp][request_parser]") {
   const std::vector<row> rows = {
       {"PING\r\n", complete(6, {"PING"}, true)},
