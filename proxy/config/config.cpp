@@ -551,8 +551,35 @@ std::vector<std::string> unknown_variables(const char* const* env) {
       }
     }
     if (known) continue;
-    out.push_back(std::string(name) + " names no setting of redis-sidecar and is ignored" +
-                  (closest.empty() ? std::string() : "; did you mean " + closest + "?"));
+    // Not a near miss: the shortest name the unknown one begins or ends (REDIS_SIDECAR_TLS_CA for
+    // _TLS_CA_FILE, REDIS_SIDECAR_CA_FILE for _TLS_CA_FILE).
+    const std::string_view word = name.substr(prefix.size());
+    for (const auto& o : options) {
+      if (best < 4 || word.size() < 4) break;
+      const std::string known_name = env_name(o);
+      const std::string_view known_word = std::string_view(known_name).substr(prefix.size());
+      if ((known_word.starts_with(word) || known_word.ends_with(word)) &&
+          (closest.empty() || known_name.size() < closest.size()))
+        closest = known_name;
+    }
+    std::string line = std::string(name) + " names no setting of redis-sidecar and is ignored";
+    // The parts of the upstream's address have no settings of their own: they are the URL's.
+    const std::string_view part = word.starts_with("UPSTREAM_") ? word.substr(9) : word;
+    constexpr std::string_view url =
+        "REDIS_SIDECAR_UPSTREAM (redis[s]://user:password@host:port/db)";
+    if (part == "HOST" || part == "PORT")
+      line += "; the upstream's host and port go in " + std::string(url) +
+              ", the sidecar's own in REDIS_SIDECAR_LISTEN";
+    else if (part == "PASSWORD" || part == "PASS")
+      line += "; the upstream's password goes in " + std::string(url) +
+              ", the one clients must give in REDIS_SIDECAR_REQUIREPASS";
+    else if (part == "USER" || part == "USERNAME" || part == "DB" || part == "DATABASE" ||
+             part == "TLS" || part == "SSL" || part == "URL")
+      line += "; the upstream's user, password, host, port, db and TLS (rediss://) go in " +
+              std::string(url);
+    else if (!closest.empty())
+      line += "; did you mean " + closest + "?";
+    out.push_back(std::move(line));
   }
   return out;
 }

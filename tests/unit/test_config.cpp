@@ -630,3 +630,23 @@ TEST_CASE("REDIS_SIDECAR_* variables that name no setting are reported, with the
   const char* none[] = {nullptr};
   CHECK(redis_sidecar::unknown_variables(none).empty());
 }
+
+TEST_CASE("REDIS_SIDECAR_* variables: a name cut short, and the URL's parts, get a hint",
+          "[config]") {
+  const char* env[] = {"REDIS_SIDECAR_TLS_CA=/ca.pem", "REDIS_SIDECAR_CA_FILE=/ca.pem",
+                       "REDIS_SIDECAR_PASSWORD=x",     "REDIS_SIDECAR_UPSTREAM_HOST=h",
+                       "REDIS_SIDECAR_DB=2",           "REDIS_SIDECAR_TLS=true",
+                       "REDIS_SIDECAR_ABC=1",          nullptr};
+  const auto w = redis_sidecar::unknown_variables(env);
+  REQUIRE(w.size() == 7);
+  CHECK(w[0].ends_with("; did you mean REDIS_SIDECAR_TLS_CA_FILE?"));
+  CHECK(w[1].ends_with("; did you mean REDIS_SIDECAR_TLS_CA_FILE?"));
+  CHECK(w[2] ==
+        "REDIS_SIDECAR_PASSWORD names no setting of redis-sidecar and is ignored; the upstream's "
+        "password goes in REDIS_SIDECAR_UPSTREAM (redis[s]://user:password@host:port/db), the one "
+        "clients must give in REDIS_SIDECAR_REQUIREPASS");
+  CHECK(w[3].ends_with("the sidecar's own in REDIS_SIDECAR_LISTEN"));
+  CHECK(w[4].find("go in REDIS_SIDECAR_UPSTREAM") != std::string::npos);
+  CHECK(w[5].find("TLS (rediss://) go in REDIS_SIDECAR_UPSTREAM") != std::string::npos);
+  CHECK(w[6] == "REDIS_SIDECAR_ABC names no setting of redis-sidecar and is ignored");
+}
