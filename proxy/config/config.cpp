@@ -413,6 +413,16 @@ std::string check_tls(const config& cfg, const sources& src) {
              " given but the upstream URL is redis://; use rediss:// (upstream " +
              cfg.upstream.masked() + " from " + cfg.upstream_source + ")";
   }
+  // The name the certificate must hold: a DNS name or an IP address, not a URL or host:port.
+  const std::string& sni = cfg.tls_server_name;
+  if (!sni.empty() &&
+      (sni.find_first_not_of(
+           "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._:") !=
+           std::string::npos ||
+       std::count(sni.begin(), sni.end(), ':') == 1))  // host:port (IPv6 has two or more)
+    return "invalid value '" + sni + "' for " + std::string(source_of(src, "tls-server-name")) +
+           ": expected the host name (or IP address) the upstream's certificate holds, without "
+           "scheme, port or path";
   if (cfg.tls_cert_file.empty() != cfg.tls_key_file.empty()) {
     const bool cert = !cfg.tls_cert_file.empty();
     return std::string(source_of(src, cert ? "tls-cert-file" : "tls-key-file")) +

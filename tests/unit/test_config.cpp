@@ -603,6 +603,15 @@ TEST_CASE("cache, fallback, metrics and logging options", "[config]") {
         "invalid value 'drop' for --fallback-writes: expected journal or reject");
   CHECK(error_of({up, "--log-format=xml"}) ==
         "invalid value 'xml' for --log-format: expected text or json");
+  for (const char* bad : {"--tls-server-name=rediss://cache.example.com",
+                          "--tls-server-name=cache.example.com:6380", "--tls-server-name=a b"})
+    CHECK_THAT(error_of({"--upstream=rediss://h:6380", bad}),
+               Catch::StartsWith("invalid value '") &&
+                   Catch::Contains("for --tls-server-name: expected the host name"));
+  for (const char* good : {"--tls-server-name=cache.example.com", "--tls-server-name=10.0.0.1",
+                           "--tls-server-name=::1", "--tls-server-name=_svc.example.com"})
+    CHECK(run_ok({"--upstream=rediss://h:6380", good}).tls_server_name ==
+          std::string_view(good).substr(18));
   CHECK_THAT(error_of({up, "--metrics-listen=unix:/tmp/m.sock"}),
              Catch::Contains("needs a TCP HOST:PORT"));
   CHECK_THAT(error_of({up, "--metrics-listen=127.0.0.1:99999"}),
