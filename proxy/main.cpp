@@ -154,6 +154,7 @@ int main(int argc, char** argv) {
         return 2;
       case rs::parse_outcome::run: break;
     }
+    rs::hide_secret_flags(argc, argv);
     rs::log::level lvl;
     if (rs::log::parse_level(cfg.log_level, lvl)) rs::log::set_level(lvl);
     rs::log::format fmt;

@@ -594,6 +594,35 @@ std::vector<std::string> unknown_variables(const char* const* env) {
   return out;
 }
 
+void hide_secret_flags(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view arg = argv[i];
+    if (!arg.starts_with("--")) continue;
+    const auto eq = arg.find('=');
+    const auto name = arg.substr(2, eq == std::string_view::npos ? std::string_view::npos : eq - 2);
+    if (name != "upstream" && name != "requirepass") continue;
+    char* value = nullptr;
+    if (eq != std::string_view::npos)
+      value = argv[i] + eq + 1;
+    else if (i + 1 < argc)
+      value = argv[++i];
+    else
+      continue;
+    const std::size_t size = std::strlen(value);
+    std::size_t from = 0, to = size;  // --requirepass: all of it
+    if (name == "upstream") {         // the URL's password: between "user:" and '@'
+      const std::string_view url(value, size);
+      const auto scheme = url.find("://");
+      const auto at = url.find('@', scheme == std::string_view::npos ? 0 : scheme + 3);
+      const auto colon = url.find(':', scheme == std::string_view::npos ? 0 : scheme + 3);
+      if (scheme == std::string_view::npos || at == std::string_view::npos || colon > at) continue;
+      from = colon + 1;
+      to = at;
+    }
+    std::memset(value + from, '*', to - from);
+  }
+}
+
 parse_outcome parse_config(int argc, const char* const* argv, config& out,
                            std::string& out_message) {
   for (int i = 1; i < argc; ++i) {

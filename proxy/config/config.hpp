@@ -99,6 +99,11 @@ parse_outcome parse_config(int argc, const char* const* argv, config& out, std::
 /// The --help text.
 std::string usage();
 
+/// Overwrites with '*', in place, the secrets given as flags (the value of --requirepass, the
+/// password in --upstream's URL), so that `ps` and /proc/PID/cmdline stop showing them once
+/// parse_config() has taken them. Environment variables are not shown there.
+void hide_secret_flags(int argc, char** argv);
+
 /// A warning for each REDIS_SIDECAR_* variable in `env` (NAME=value entries, null-terminated, as
 /// `environ`) that names no setting, with the closest one that does: a misspelled variable would
 /// otherwise be ignored without a word, its default used instead.

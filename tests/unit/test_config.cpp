@@ -659,3 +659,28 @@ TEST_CASE("REDIS_SIDECAR_* variables: a name cut short, and the URL's parts, get
   CHECK(w[5].find("TLS (rediss://) go in REDIS_SIDECAR_UPSTREAM") != std::string::npos);
   CHECK(w[6] == "REDIS_SIDECAR_ABC names no setting of redis-sidecar and is ignored");
 }
+
+TEST_CASE("secrets given as flags are overwritten in argv once parsed", "[config]") {
+  std::vector<std::string> args = {"redis-sidecar",
+                                   "--upstream",
+                                   "rediss://app:p%40ss:w@cache.example.com:6380/2",
+                                   "--requirepass=client-secret",
+                                   "--pool-size",
+                                   "3",
+                                   "--upstream=redis://:only-pass@h",
+                                   "--requirepass",
+                                   "s2",
+                                   "--upstream=redis://user@h:1",
+                                   "--upstream"};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  redis_sidecar::hide_secret_flags(static_cast<int>(argv.size()), argv.data());
+  CHECK(std::string(argv[2]) == "rediss://app:********@cache.example.com:6380/2");
+  CHECK(std::string(argv[3]) == "--requirepass=*************");
+  CHECK(std::string(argv[4]) == "--pool-size");
+  CHECK(std::string(argv[5]) == "3");
+  CHECK(std::string(argv[6]) == "--upstream=redis://:*********@h");
+  CHECK(std::string(argv[8]) == "**");
+  CHECK(std::string(argv[9]) == "--upstream=redis://user@h:1");
+  CHECK(std::string(argv[10]) == "--upstream");
+}
