@@ -238,6 +238,11 @@ bool parse_listen(std::string_view v, listen_address& out, std::string& why) {
     out = result;
     return true;
   }
+  if (const auto scheme = v.find("://"); scheme != std::string_view::npos)
+    return fail_with(why, "expected HOST:PORT without a scheme" +
+                              (v.find('@') == std::string_view::npos
+                                   ? ", e.g. " + std::string(v.substr(scheme + 3))
+                                   : std::string()));
   const auto colon = v.rfind(':');
   std::string_view host = colon == std::string_view::npos ? "" : v.substr(0, colon);
   const auto port_text = colon == std::string_view::npos ? v : v.substr(colon + 1);

@@ -612,6 +612,11 @@ TEST_CASE("cache, fallback, metrics and logging options", "[config]") {
                            "--tls-server-name=::1", "--tls-server-name=_svc.example.com"})
     CHECK(run_ok({"--upstream=rediss://h:6380", good}).tls_server_name ==
           std::string_view(good).substr(18));
+  CHECK(error_of({up, "--listen=tcp://127.0.0.1:6379"}) ==
+        "invalid value 'tcp://127.0.0.1:6379' for --listen: expected HOST:PORT without a scheme, "
+        "e.g. 127.0.0.1:6379");
+  CHECK_THAT(error_of({up, "--metrics-listen=http://0.0.0.0:9379"}),
+             Catch::EndsWith("expected HOST:PORT without a scheme, e.g. 0.0.0.0:9379"));
   CHECK_THAT(error_of({up, "--metrics-listen=unix:/tmp/m.sock"}),
              Catch::Contains("needs a TCP HOST:PORT"));
   CHECK_THAT(error_of({up, "--metrics-listen=127.0.0.1:99999"}),
