@@ -34,7 +34,7 @@ std::optional<ssl::context> make_tls_context(const config& cfg, std::string& err
       return std::nullopt;
     }
   }
-  if (cfg.tls_cert_file.empty()) note_certificate_requests(ctx.native_handle());
+  note_certificate_requests(ctx.native_handle());
   if (!cfg.tls_cert_file.empty()) {
     ctx.use_certificate_chain_file(cfg.tls_cert_file, ec);
     if (ec) {

@@ -95,11 +95,16 @@ std::string tls_error_text(const error_code& ec, SSL* ssl) {
 
 void note_certificate_requests(SSL_CTX* ctx) {
   certificate_requested_index();  // made before any handshake can need it
-  SSL_CTX_set_client_cert_cb(ctx, [](SSL* ssl, X509**, EVP_PKEY**) {
-    static int requested = 1;
-    SSL_set_ex_data(ssl, certificate_requested_index(), &requested);
-    return 0;  // none to give
-  });
+  // A client's cert_cb runs when the server asks for a certificate, whether or not the client has
+  // one (without one, OpenSSL then sends none).
+  SSL_CTX_set_cert_cb(
+      ctx,
+      [](SSL* ssl, void*) {
+        static int requested = 1;
+        SSL_set_ex_data(ssl, certificate_requested_index(), &requested);
+        return 1;
+      },
+      nullptr);
 }
 
 connection::connection(asio::any_io_executor ex, const config& cfg, ssl::context* tls, stats& st,
@@ -428,16 +433,17 @@ awaitable<bool> connection::connect_once() {
   resp::reply_parser parser(resp::reply_limits(cfg_.limits));
   std::size_t parsed_from = 0;
   // A failed read or write of the attempt: its error text, and whether the upstream refused the
-  // sidecar's configuration (a TLS alert about its certificate or protocol version) or dropped a
-  // plaintext connection before its first reply, as a TLS-only port (a managed Redis' usual one)
-  // does with a request that is not a TLS handshake.
-  bool plaintext_dropped = false;
+  // sidecar's configuration (a TLS alert about its certificate or protocol version) or dropped the
+  // connection before its first reply: what a TLS-only port (a managed Redis' usual one) does with
+  // a request that is not a TLS handshake, and what TLS 1.3 does after a handshake whose client
+  // certificate the upstream refuses (the alert may be lost to the reset).
+  bool dropped = false;
   auto io_error = [&](error_code ec) {
     if (deadline_hit) return std::string("timed out");
     if (refused_by_configuration(ec)) refusal = config_refusal::certificate;
-    if (tls_ctx_ == nullptr && parsed_from == 0 &&
-        (ec == asio::error::connection_reset || ec == asio::error::eof))
-      plaintext_dropped = true;
+    if (parsed_from == 0 && (ec == asio::error::connection_reset || ec == asio::error::eof ||
+                             ec == asio::error::broken_pipe || ec == ssl::error::stream_truncated))
+      dropped = true;
     return ec.message();
   };
 
@@ -546,20 +552,25 @@ awaitable<bool> connection::connect_once() {
   attempt->over = true;
   deadline.cancel();
   refusal_ = refusal != config_refusal::none ? refusal : fsm.refusal();
-  // The upstream asked for a client certificate the sidecar has none of, and the attempt failed
-  // after the handshake (see note_certificate_requests()).
-  const bool no_certificate = step == connect_fsm::step::failed && tls_ &&
-                              certificate_requested(tls_->native_handle()) &&
-                              !attempt->deadline_hit;
-  if (no_certificate && refusal_ == config_refusal::none) refusal_ = config_refusal::certificate;
+  // The upstream asked for a client certificate and dropped the connection after the handshake
+  // (see note_certificate_requests()): it refuses the certificate, or the lack of one.
+  const bool certificate_refused = step == connect_fsm::step::failed && tls_ &&
+                                   (dropped || refusal == config_refusal::certificate) &&
+                                   certificate_requested(tls_->native_handle());
+  if (certificate_refused && refusal_ == config_refusal::none)
+    refusal_ = config_refusal::certificate;
   if (step == connect_fsm::step::failed && refusal_ != config_refusal::none)
     ++stats_.upstream_refusals;
   if (step == connect_fsm::step::failed) {
     last_error_ = fsm.error();
-    if (no_certificate)
+    if (certificate_refused && cfg_.tls_cert_file.empty())
       last_error_ +=
           " (the upstream asks for a client certificate: --tls-cert-file, --tls-key-file)";
-    else if (plaintext_dropped && !counted_ready_)
+    else if (certificate_refused)
+      last_error_ +=
+          " (the upstream asked for a client certificate and closed the connection: "
+          "does it trust --tls-cert-file's issuer?)";
+    else if (dropped && !tls_ctx_ && !counted_ready_)
       last_error_ += " (if the upstream's port expects TLS, use a rediss:// URL)";
     error_code ignored;
     if (tls_) tls_->socket().close(ignored);

@@ -49,10 +49,10 @@ struct pending_reply {
   std::uint8_t tag = 0;  // what the sink learns from the reply (client_session::tag)
 };
 
-/// Without a client certificate (--tls-cert-file), notes on each TLS connection whether the
-/// upstream asked for one: a connection attempt that then fails after the handshake (TLS 1.3
-/// refuses the missing certificate only then, and the upstream may close before its alert is
-/// read) is the configuration's fault. Called once on the context.
+/// Notes on each TLS connection whether the upstream asked for a client certificate: a
+/// connection attempt it then drops after the handshake (TLS 1.3 refuses a missing or untrusted
+/// certificate only then, and the upstream may close before its alert is read) is the
+/// configuration's fault. Called once on the context.
 void note_certificate_requests(SSL_CTX* ctx);
 
 class connection : public std::enable_shared_from_this<connection>, public turn_listener {

@@ -253,6 +253,8 @@ struct certificate_store {
               "subjectAltName=DNS:localhost,IP:127.0.0.1\n"
               "extendedKeyUsage=serverAuth,clientAuth\n");
     make_cert(f.dir, "client", "redis-sidecar test client", "ca", "extendedKeyUsage=clientAuth\n");
+    make_cert(f.dir, "other_client", "client of another CA", "other_ca",
+              "extendedKeyUsage=clientAuth\n");
     f.ca_crt = f.dir + "/ca.crt";
     f.ca_key = f.dir + "/ca.key";
     f.server_crt = f.dir + "/server.crt";
@@ -260,6 +262,8 @@ struct certificate_store {
     f.client_crt = f.dir + "/client.crt";
     f.client_key = f.dir + "/client.key";
     f.other_ca_crt = f.dir + "/other_ca.crt";
+    f.other_client_crt = f.dir + "/other_client.crt";
+    f.other_client_key = f.dir + "/other_client.key";
   }
   ~certificate_store() { remove_temp_dir(files.dir); }
 };

@@ -18,13 +18,14 @@ namespace redis_sidecar::test {
 
 /// Certificates made once per test process in a private temp dir: a CA, a server certificate for
 /// localhost/127.0.0.1 signed by it, a client certificate (mTLS) signed by it, and a second,
-/// unrelated CA (for "wrong CA" tests).
+/// unrelated CA with a client certificate of its own (for "wrong CA" tests).
 struct tls_files {
   std::string dir;
   std::string ca_crt, ca_key;
   std::string server_crt, server_key;
   std::string client_crt, client_key;
   std::string other_ca_crt;  // a CA that did not sign the server certificate
+  std::string other_client_crt, other_client_key;  // a client certificate other_ca signed
 };
 const tls_files& test_certificates();
 
