@@ -198,7 +198,7 @@ void client_session::drain() {
 awaitable<void> client_session::read_loop(std::shared_ptr<client_session> self) {
   while (!closing_) {
     // Frame and handle every complete request in the buffer.
-    batch_now_ = clock::now();
+    framed_at_ = batch_now_ = clock::now();
     while (!closing_) {
       if (batch_next_ == batch_.size()) {
         if (in_start_ == in_end_) break;
@@ -222,8 +222,12 @@ awaitable<void> client_session::read_loop(std::shared_ptr<client_session> self) 
       outcome o;
       answered_here_ = false;
       answered_by_ = metrics::source::local;
+      retrying_ = miss_pending_ = false;
       while ((o = handle(args, frame, r.is_inline, r.info, r.key)) == outcome::wait) {
-        // The barrier (or --max-pipeline): wait until the in-flight replies drain.
+        // The barrier (or --max-pipeline): wait until the in-flight replies drain. The request is
+        // handled again then, as if new, but counted once: the attempt that answers it counts.
+        retrying_ = true;
+        miss_pending_ = false;
         reader_waiting_ = true;
         watch_for_close();
         drain_wake_.expires_at(clock::time_point::max());
@@ -232,7 +236,8 @@ awaitable<void> client_session::read_loop(std::shared_ptr<client_session> self) 
         batch_now_ = clock::now();
         if (closing_ || closed_) co_return;
       }
-      if (answered_here_) ctx_.metrics->observe(command_, answered_by_, clock::now() - batch_now_);
+      if (miss_pending_) ctx_.tier->count_miss();
+      if (answered_here_) ctx_.metrics->observe(command_, answered_by_, clock::now() - framed_at_);
       in_start_ += r.size;
       ++batch_next_;
       if (o == outcome::close) {
@@ -347,8 +352,10 @@ client_session::outcome client_session::handle(std::span<const std::string_view>
                                                std::string_view frame, bool is_inline,
                                                const commands::command_info* info, key_hint key) {
   if (args.empty()) return outcome::next;  // empty lines and "*0": ignored, as Redis does
-  ++ctx_.st.requests;
-  ++requests_;
+  if (!retrying_) {
+    ++ctx_.st.requests;
+    ++requests_;
+  }
   if (is_inline) {  // forward inline commands as arrays
     inline_scratch_.clear();
     resp::append_command(inline_scratch_, args);
@@ -478,8 +485,9 @@ std::optional<client_session::outcome> client_session::near_get(std::string_view
   if (writes_key_in_flight(db, key)) return std::nullopt;  // forwarded: ordered after the write
   // ttl mode: a script's undeclared keys are as stale as any write made past the sidecar.
   const bool after_script = after_script_ && cache_tier::coherent(mode);
-  if (after_script) tier.count_miss();
-  if (const auto v = after_script ? std::nullopt : tier.hit(db, key, mono_ms(batch_now_))) {
+  if (after_script) miss_pending_ = true;
+  if (const auto v =
+          after_script ? std::nullopt : tier.hit(db, key, mono_ms(batch_now_), &miss_pending_)) {
     reply_hit(*v);
     answered_by_ = metrics::source::cache;
     return outcome::next;
@@ -496,7 +504,7 @@ std::optional<client_session::outcome> client_session::near_get(std::string_view
   if (after_script && script_barrier_seq_ == std::numeric_limits<std::uint64_t>::max())
     script_barrier_seq_ = next_seq_;
   current_ = channel;
-  slots_.push_back(slot{false, {}, batch_now_, command_});
+  slots_.push_back(slot{false, {}, framed_at_, command_});
   ++next_seq_;
   return outcome::next;
 }
@@ -1497,7 +1505,7 @@ client_session::outcome client_session::submit_to(const std::shared_ptr<connecti
         batch_now_, cache_tier::flight{sent_on_, ctx_.tier->write_clock()}});
     cache_arena_.append(fill_frame_);
   }
-  slots_.push_back(slot{false, {}, batch_now_, command_});
+  slots_.push_back(slot{false, {}, framed_at_, command_});
   ++next_seq_;
   return outcome::next;
 }

@@ -398,6 +398,11 @@ class client_session : public reply_sink,
   const commands::command_info* last_command_ = nullptr;  // CLIENT LIST's cmd
   std::string last_client_sub_;  // its subcommand, lower case, when it was CLIENT
   std::chrono::steady_clock::time_point batch_now_;
+  // When the request being handled was read: its latency counts from here, through any wait
+  // behind earlier replies (batch_now_ moves on after such a wait: deadlines, L1's clock).
+  std::chrono::steady_clock::time_point framed_at_;
+  bool retrying_ = false;       // handling the request again after a wait: counted already
+  bool miss_pending_ = false;   // the attempt missed L1: counted once the request is answered
   std::uint16_t command_ = 0;   // metrics command index of the request being handled
   bool answered_here_ = false;  // handle() replied itself (local or from L1)
   metrics::source answered_by_ = metrics::source::local;

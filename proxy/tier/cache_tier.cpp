@@ -345,7 +345,7 @@ bool cache_tier::key_cached(std::string_view key) const {
 }
 
 std::optional<cache_tier::hit_value> cache_tier::hit(int db, std::string_view key,
-                                                     cache::time_ms now) {
+                                                     cache::time_ms now, bool* missed) {
   if (mode_ != cache_mode::ttl && !coherent(mode_)) return std::nullopt;
   if (!key_cached(key)) return std::nullopt;
   const auto s = lookup(db, key, now, mode_ == cache_mode::tracking);
@@ -356,7 +356,10 @@ std::optional<cache_tier::hit_value> cache_tier::hit(int db, std::string_view ke
     ++counters_.hits;
     return hit_value{s->value, s->absent};
   }
-  ++counters_.misses;
+  if (missed != nullptr)
+    *missed = true;
+  else
+    ++counters_.misses;
   return std::nullopt;
 }
 

@@ -101,8 +101,11 @@ class cache_tier {
   };
   /// A GET hit in normal operation: the value when L1 may answer it (mode ttl, tracking or
   /// keyspace, a cached key, and in the coherent modes an entry the channel protects now); in
-  /// tracking mode also nil for an absent key the channel protects. Counts hit or miss.
-  std::optional<hit_value> hit(int db, std::string_view key, cache::time_ms now);
+  /// tracking mode also nil for an absent key the channel protects. Counts a hit; a miss too, or,
+  /// with `missed`, sets *missed instead, for a caller whose request may be retried (it counts
+  /// the miss with count_miss() once the request is answered).
+  std::optional<hit_value> hit(int db, std::string_view key, cache::time_ms now,
+                               bool* missed = nullptr);
   /// A value read on the invalidation channel (tracking, keyspace): fresh until invalidated or
   /// the channel is lost.
   void store_tracked(int db, std::string_view key, std::string_view value,

@@ -192,6 +192,58 @@ TEST_CASE("gauges of active things return to 0, counters count", "[observability
   CHECK(sample(text, "redis_sidecar_build_info", R"(version=")" REDIS_SIDECAR_VERSION R"(")") == 1);
 }
 
+// A request behind the client's in-flight replies (a GET that misses L1 while a SET is
+// upstream, CLIENT LIST after a script) waits for them and is handled again: counted once, in
+// requests and hits or misses, and its latency counts from its arrival, through the wait.
+TEST_CASE("a request handled again after a wait is counted once, timed from its arrival",
+          "[observability]") {
+  SIDECAR_ONLY();
+  proxied env({}, quick);
+  const auto before = metrics_text(env);
+  raw_client raw(env.port());
+  std::string pipeline;
+  for (int i = 0; i < 10; ++i)
+    pipeline +=
+        "*2\r\n$4\r\nINCR\r\n$1\r\ni\r\n*2\r\n$3\r\nGET\r\n$2\r\nm" + std::to_string(i) + "\r\n";
+  raw.send(pipeline);
+  for (int i = 0; i < 10; ++i) {
+    CHECK(read_value(raw) == ":" + std::to_string(i + 1) + "\r\n");
+    CHECK(read_value(raw) == "$-1\r\n");
+  }
+  // The metrics are taken at the monitor's ticks: wait for one past the replies (a count above
+  // 20 would never come down to it).
+  std::string after;
+  CHECK(eventually([&] {
+    after = metrics_text(env);
+    return sample(after, "redis_sidecar_requests_total") -
+               sample(before, "redis_sidecar_requests_total") >=
+           20;
+  }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // any late count shows
+  after = metrics_text(env);
+  CHECK(sample(after, "redis_sidecar_requests_total") -
+            sample(before, "redis_sidecar_requests_total") ==
+        20);
+  CHECK(sample(after, "redis_sidecar_cache_misses_total") +
+            sample(after, "redis_sidecar_cache_hits_total") -
+            sample(before, "redis_sidecar_cache_misses_total") -
+            sample(before, "redis_sidecar_cache_hits_total") ==
+        10);
+  // A script that keeps Redis busy for 300 ms, CLIENT LIST behind it: the client waits as long
+  // for CLIENT LIST's reply, and so does its histogram (only a lower bound: nothing is timed).
+  const std::string busy =
+      "local s=redis.call('TIME') local e=s[1]*1000000+s[2]+300000 while true do local "
+      "n=redis.call('TIME') if n[1]*1000000+n[2]>=e then break end end return 1";
+  raw.send("*3\r\n$4\r\nEVAL\r\n$" + std::to_string(busy.size()) + "\r\n" + busy +
+           "\r\n$1\r\n0\r\n*2\r\n$6\r\nCLIENT\r\n$4\r\nLIST\r\n");
+  CHECK(read_value(raw) == ":1\r\n");
+  CHECK(read_value(raw).starts_with("$"));
+  CHECK(eventually([&] {
+    return sample(metrics_text(env), "redis_sidecar_request_duration_seconds_sum",
+                  R"(command="client",source="local")") >= 0.3;
+  }));
+}
+
 // 50 clients' requests that are all ready at once (they arrive while the sidecar is stopped) are
 // read in turns of its event loop of at most turn_policy::max_handlers handlers (16: 4 turns), and
 // each turn's requests leave in one write: each client, having nothing in flight, joins the shared
