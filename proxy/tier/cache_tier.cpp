@@ -383,6 +383,9 @@ void cache_tier::store_tracked_absent(int db, std::string_view key, cache::time_
 // a write made past the sidecar after it is not seen (but by a read of the channel in between).
 void cache_tier::invalidated(int db, std::string_view key) {
   ++counters_.pushed_invalidations;
+  // A write of the key is journaled, still to be replayed: L1 holds what the upstream will hold
+  // once it is (a replay refused for now leaves fallback on, the upstream answering meanwhile).
+  if (!unreplayed_.empty() && unreplayed_.contains(key_hash(db, key))) return;
   if (mode_ == cache_mode::tracking) {
     const auto v = l1_.value_in_place(db, key, key_hash(db, key));
     if (v && !v->empty() &&
@@ -396,7 +399,16 @@ void cache_tier::invalidated(int db, std::string_view key) {
 
 void cache_tier::flushed() {
   ++counters_.pushed_invalidations;
-  l1_.clear();
+  if (unreplayed_.empty()) {
+    l1_.clear();
+    return;
+  }
+  // Keys with a journaled write still to be replayed keep their values (see invalidated()).
+  std::vector<std::pair<int, std::string>> gone;
+  l1_.for_each([&](const cache::entry_ref& e) {
+    if (!unreplayed_.contains(key_hash(e.db, e.key))) gone.emplace_back(e.db, std::string(e.key));
+  });
+  for (const auto& [db, key] : gone) l1_.erase(db, key);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -27,7 +27,6 @@ bool health_fsm::move_to(upstream_state next, std::string_view cause) {
 }
 
 bool health_fsm::on_probe_ok(std::int64_t now, double latency_ms) {
-  (void)now;
   last_probe_ms_ = latency_ms;
   ++probes_;
   switch (state_) {
@@ -37,6 +36,7 @@ bool health_fsm::on_probe_ok(std::int64_t now, double latency_ms) {
     case upstream_state::failing:
       return move_to(upstream_state::healthy, "the upstream answers again");
     case upstream_state::fallback:
+      if (now < recovery_held_until_) return false;
       if (++good_probes_ < options_.recover_after_probes) return false;
       return move_to(upstream_state::recovering,
                      "the upstream answers again; replaying the fallback journal");

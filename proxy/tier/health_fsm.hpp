@@ -43,6 +43,10 @@ class health_fsm {
   bool on_failure(std::int64_t now, std::string cause);
   bool on_tick(std::int64_t now);
   bool on_replay_done(std::int64_t now);
+  /// The upstream answers but refused the replay's writes (a replica, maxmemory): good probes in
+  /// fallback count toward recovery only from `until` on, so a refusal that lasts is retried at
+  /// the caller's pace, not at every second probe.
+  void hold_recovery(std::int64_t until) { recovery_held_until_ = until; }
 
   upstream_state state() const { return state_; }
   /// True while requests are answered from L1 (fallback, recovering).
@@ -72,6 +76,7 @@ class health_fsm {
   upstream_state state_ = upstream_state::connecting;
   std::int64_t failing_since_ = 0;
   std::uint32_t good_probes_ = 0;
+  std::int64_t recovery_held_until_ = 0;
   std::string last_error_;
   std::int64_t last_error_at_ = 0;
   double last_probe_ms_ = 0;

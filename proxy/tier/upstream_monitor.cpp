@@ -17,6 +17,17 @@ using clock = std::chrono::steady_clock;
 constexpr std::size_t replay_window = 256;  // journal records in flight during replay
 
 // "-ERR upstream unavailable: connection refused\r\n" -> "ERR upstream unavailable: ..."
+
+// Replies that refuse a replayed write for now, or for the sidecar's permissions, rather than
+// answer it: a replica (READONLY, the old primary back after a failover), maxmemory reached (OOM),
+// a failed save or too few replicas, a Redis loading or busy, an ACL change (NOPERM, NOAUTH). The
+// write stays journaled and the replay stops; it goes on at the next recovery.
+bool refuses_for_now(std::string_view frame) {
+  static constexpr std::array<std::string_view, 12> codes{
+      "READONLY", "OOM",      "MISCONF",     "NOREPLICAS", "MASTERDOWN", "LOADING",
+      "BUSY",     "TRYAGAIN", "CLUSTERDOWN", "NOPERM",     "NOAUTH",     "WRONGPASS"};
+  return std::find(codes.begin(), codes.end(), resp::error_code(frame)) != codes.end();
+}
 // Why `c` failed, when only a change of configuration ends it (its credentials refused, the
 // certificate not verified, the URL leading back to the sidecar); "" for any other failure.
 std::string refusal_of(const connection* c) {
@@ -155,6 +166,17 @@ void upstream_monitor::deliver(std::uint64_t seq, std::string_view frame, std::u
     replay_failed(resp::error_text(frame));
     return;
   }
+  // Refused for now: this write and those after it stay journaled (a later one Redis applied
+  // despite the refusal before it is sent again, as after a lost reply), and fallback goes on.
+  if (error && refuses_for_now(frame)) {
+    const std::string_view code = resp::error_code(frame);
+    const bool refused = code == "NOPERM" || code == "NOAUTH" || code == "WRONGPASS";
+    // Tried again after 1 s, doubling up to 30 s while the refusals last.
+    const unsigned shift = std::min<unsigned>(replay_refusals_++, 5);
+    fsm_.hold_recovery(now_ms() + std::min<std::int64_t>(1000LL << shift, 30000));
+    replay_failed("the upstream refuses its writes (" + resp::error_text(frame) + ")", refused);
+    return;
+  }
   // The upstream answered this write (an error reply, e.g. WRONGTYPE, is an answer: the write is
   // done as far as replay goes; it is logged, not retried).
   auto& journal = tier_.journal();
@@ -235,6 +257,7 @@ void upstream_monitor::replay_some() {
       replay_conn_->close();
       replay_conn_.reset();
       tier_.replay_done();  // L1 forgets what it kept for the replay: the upstream answers now
+      replay_refusals_ = 0;
       if (fsm_.on_replay_done(now_ms())) transitioned();
     }
     return;
@@ -257,9 +280,10 @@ void upstream_monitor::replay_some() {
   }
 }
 
-void upstream_monitor::replay_failed(std::string cause) {
+void upstream_monitor::replay_failed(std::string cause, bool refused) {
   replay_outstanding_ = 0;
-  std::string refusal = refusal_of(replay_conn_.get());
+  std::string refusal =
+      refused ? "a journaled write was refused: " + cause : refusal_of(replay_conn_.get());
   if (replay_conn_) replay_conn_->close();
   replay_conn_.reset();
   failure("journal replay failed: " + cause, std::move(refusal));

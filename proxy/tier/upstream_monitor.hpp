@@ -66,7 +66,9 @@ class upstream_monitor : public reply_sink, public std::enable_shared_from_this<
   void failure(std::string cause, std::string refusal = {});
   void transitioned();
   void replay_some();
-  void replay_failed(std::string cause);
+  /// `refused`: the upstream refuses the journal's writes for the sidecar's permissions (an ACL
+  /// change): fallback then refuses new writes too, as for a refused login.
+  void replay_failed(std::string cause, bool refused = false);
   std::shared_ptr<connection> open_connection();
   std::chrono::milliseconds next_delay();
 
@@ -78,6 +80,7 @@ class upstream_monitor : public reply_sink, public std::enable_shared_from_this<
   pool& pool_;
   cache_tier& tier_;
   health_fsm fsm_;
+  unsigned replay_refusals_ = 0;  // replays refused in a row (refuses_for_now())
   steady_timer timer_;
   bool stopped_ = false;
   bool hurry_ = false;

@@ -109,6 +109,49 @@ TEST_CASE("upstream killed: L1 serves GET/SET, writes replay in order on restart
   CHECK(log.find("recovering -> healthy: fallback journal replayed") != std::string::npos);
 }
 
+// The upstream comes back refusing writes for now: as a replica (-READONLY, the old primary after
+// a failover) or full (-OOM). Such a reply does not answer a replayed write: it stays journaled,
+// fallback goes on (L1 answering the acknowledged values) and the replay is tried again, with
+// backoff, until the upstream takes it. Before, the replay took the error for an answer, dropped
+// the journal and went healthy: every write acknowledged in fallback was lost.
+TEST_CASE("a replay the upstream refuses for now (OOM) keeps the journal and is tried again",
+          "[fallback]") {
+  SIDECAR_ONLY();
+  proxied env({}, with({}));
+  auto c = env.client();
+  CHECK(str(c.get(), {"SET", "k", "v0"}) == "OK");
+  env.redis.kill();
+  REQUIRE(eventually([&] {
+    auto cc = connect(env.port());
+    return cc && reply_text(cc.get(), {"SET", "k", "v1"}) == "status OK";
+  }));
+  c = env.client();
+  CHECK(str(c.get(), {"SET", "other", "x"}) == "OK");
+  // The sidecar is stopped while Redis comes back full, so that it replays to a full Redis.
+  REQUIRE(::kill(env.side->pid(), SIGSTOP) == 0);
+  env.redis.start();
+  CHECK(redis_cli(env.redis, {"CONFIG", "SET", "maxmemory", "1"}) == "OK\n");
+  REQUIRE(::kill(env.side->pid(), SIGCONT) == 0);
+  std::string readyz;
+  CHECK(eventually([&] {
+    readyz = http_get(env.side->metrics_port(), "/readyz").body;
+    return readyz.find("the upstream refuses its writes (OOM") != std::string::npos;
+  }));
+  INFO(readyz);
+  c = env.client();
+  CHECK(str(c.get(), {"GET", "k"}) == "v1");  // fallback: L1, with the journaled values
+  CHECK(str(c.get(), {"GET", "other"}) == "x");
+  CHECK(redis_cli(env.redis, {"GET", "k"}) == "\n");  // not replayed (Redis restarted empty)
+  // Room again: the replay goes through, and the sidecar back to normal.
+  CHECK(redis_cli(env.redis, {"CONFIG", "SET", "maxmemory", "0"}) == "OK\n");
+  CHECK(eventually([&] { return redis_cli(env.redis, {"GET", "other"}) == "x\n"; }));
+  CHECK(redis_cli(env.redis, {"GET", "k"}) == "v1\n");
+  CHECK(eventually([&] {
+    return http_get(env.side->metrics_port(), "/readyz").body.find("\"state\":\"healthy\"") !=
+           std::string::npos;
+  }));
+}
+
 // A relative expiry acknowledged in fallback counts from when the sidecar acknowledged it.
 // Journaled as sent, the replay would start it again: keys the sidecar already answered as expired
 // would come back on the upstream, for as long again. They are journaled as the times they fall at.

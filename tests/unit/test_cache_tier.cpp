@@ -823,6 +823,24 @@ TEST_CASE("health: connecting, healthy, failing, fallback, recovering, healthy",
   CHECK(quick.reached());
 }
 
+TEST_CASE("health: a replay refused for now holds recovery until the given time", "[health]") {
+  health_fsm h({0, 2});
+  CHECK(h.on_probe_ok(0, 0.3));
+  CHECK(h.on_failure(100, "connection refused"));
+  CHECK(h.state() == upstream_state::fallback);
+  CHECK_FALSE(h.on_probe_ok(200, 0.3));
+  CHECK(h.on_probe_ok(300, 0.3));
+  CHECK(h.state() == upstream_state::recovering);
+  h.hold_recovery(1300);
+  CHECK(h.on_failure(310, "journal replay failed: the upstream refuses its writes (READONLY)"));
+  CHECK(h.state() == upstream_state::fallback);
+  for (std::int64_t t = 400; t < 1300; t += 100) CHECK_FALSE(h.on_probe_ok(t, 0.3));
+  CHECK(h.last_probe_ms() == 0.3);  // probes still count as answered
+  CHECK_FALSE(h.on_probe_ok(1300, 0.3));
+  CHECK(h.on_probe_ok(1400, 0.3));
+  CHECK(h.state() == upstream_state::recovering);
+}
+
 TEST_CASE("health: an upstream never reached fails into fallback, but is never reached",
           "[health]") {
   health_fsm h({1000, 2});
