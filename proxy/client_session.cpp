@@ -1773,6 +1773,7 @@ void client_session::reply(std::string_view bytes) {
   if (slots_.empty()) {
     out_.append(bytes);
     notify_writer();
+    check_output_limit();  // answers from L1 or the sidecar count as Redis' replies do
     return;
   }
   slots_.push_back(slot{true, std::string(bytes), {}, 0});
@@ -1792,6 +1793,7 @@ void client_session::reply_hit(const cache_tier::hit_value& v) {
   if (slots_.empty()) {
     append(out_);
     notify_writer();
+    check_output_limit();
     return;
   }
   slot s{true, {}, {}, 0};
@@ -2041,7 +2043,12 @@ void client_session::deliver_raw(std::string_view frame) {
   const bool unsubscribed_all = subs_.on_frame(frame, proto_);
   out_.append(frame);
   notify_writer();
-  if (out_.size() > cfg_.max_pubsub_output_bytes) {
+  // A subscriber's limit is --max-pubsub-output-bytes; a MONITOR's (and any other raw client's)
+  // --max-output-bytes, as Redis counts a MONITOR among its normal clients.
+  if (!subs_.subscribed()) {
+    check_output_limit();
+    if (closed_) return;
+  } else if (out_.size() > cfg_.max_pubsub_output_bytes) {
     ctx_.st.count(error_kind::output_buffer);
     log::warn("client " + std::to_string(id_) + " closed: subscriber output above " +
               std::to_string(cfg_.max_pubsub_output_bytes) + " bytes");
@@ -2074,7 +2081,7 @@ void client_session::leave_raw() {
 }
 
 void client_session::check_output_limit() {
-  if (out_.size() > cfg_.max_output_bytes) {
+  if (out_.size() > cfg_.max_output_bytes && !closed_) {
     ctx_.st.count(error_kind::output_buffer);
     log::warn("client " + std::to_string(id_) + " closed: unread replies above " +
               std::to_string(cfg_.max_output_bytes) + " bytes");

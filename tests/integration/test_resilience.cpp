@@ -149,6 +149,46 @@ TEST_CASE("a client that leaves mid-pipeline does not disturb others", "[resilie
   CHECK(str(c.get(), {"GET", "big"}) == big);
 }
 
+// A client that stops reading is closed once its unread replies pass --max-output-bytes, as
+// Redis closes one past client-output-buffer-limit: replies from Redis, answers from L1 (which
+// went into the output unchecked: a client pipelining GETs of a cached 100 KB value grew the
+// sidecar by ~500 MB and stalled every other client) and a MONITOR (held to the subscribers'
+// limit before; Redis counts it among its normal clients). Nothing times out: each waits for
+// the close to be counted.
+TEST_CASE("a client that does not read is closed at --max-output-bytes, L1 hits and MONITOR too",
+          "[resilience]") {
+  SIDECAR_ONLY();
+  proxied env({}, {"--max-output-bytes=1mb", "--max-pubsub-output-bytes=64mb"});
+  auto c = env.client();
+  const std::string value(100000, 'v');
+  REQUIRE(str(c.get(), {"SET", "cached", value}) == "OK");
+  REQUIRE(str(c.get(), {"GET", "cached"}) == value);  // read on the channel: cached
+  REQUIRE(str(c.get(), {"GET", "cached"}) == value);
+  const std::string counted = R"(redis_sidecar_errors_total{kind="output_buffer"})";
+  const auto closed_for_output = [&](double n) {
+    return eventually([&] { return metric(env, counted) == n; });
+  };
+  std::string gets;
+  for (int i = 0; i < 500; ++i) gets += "*2\r\n$3\r\nGET\r\n$6\r\ncached\r\n";
+  {
+    raw_client hits(env.port());
+    hits.send(gets);  // 50 MB of answers from L1, none read
+    CHECK(closed_for_output(1));
+    CHECK(hits.closed_by_peer());
+  }
+  CHECK(str(c.get(), {"GET", "cached"}) == value);  // the others are served on
+  {
+    raw_client monitor(env.port());
+    monitor.send("*1\r\n$7\r\nMONITOR\r\n");
+    CHECK(monitor.read_exact(5) == "+OK\r\n");
+    for (int i = 0; i < 100; ++i)  // 10 MB of MONITOR lines, none read
+      REQUIRE(str(c.get(), {"SET", "m" + std::to_string(i), value}) == "OK");
+    CHECK(closed_for_output(2));
+    CHECK(monitor.closed_by_peer());
+  }
+  CHECK(str(c.get(), {"PING"}) == "PONG");
+}
+
 // The series that counts a sidecar's open client connections.
 const char* const client_connections = "redis_sidecar_client_connections";
 
