@@ -172,7 +172,7 @@ exporter::exporter(const sidecar_metrics& m)
 exporter::~exporter() { stop(); }
 
 bool exporter::start(const std::string& host, std::uint16_t port, std::string& error,
-                     std::size_t threads) noexcept {
+                     std::size_t threads, std::uint32_t request_timeout_ms) noexcept {
   std::string spec;
   try {
     if (state_->exposer) {
@@ -186,7 +186,7 @@ bool exporter::start(const std::string& host, std::uint16_t port, std::string& e
       starting_guard guard(ctx);
       exposer = std::make_unique<prometheus::Exposer>(
           std::vector<std::string>{"listening_ports", spec, "num_threads", std::to_string(threads),
-                                   "request_timeout_ms", "10000"},
+                                   "request_timeout_ms", std::to_string(request_timeout_ms)},
           &callbacks());
     } catch (const std::exception& e) {
       error = "cannot serve metrics on " + spec + ": " + (ctx.error.empty() ? e.what() : ctx.error);

@@ -47,8 +47,13 @@ class exporter {
   /// HTTP threads. On failure returns false and sets `error` to one line naming the address and
   /// the cause, e.g. "cannot serve metrics on 127.0.0.1:9379: cannot bind to 127.0.0.1:9379: 98
   /// (Address already in use)".
+  ///
+  /// Each thread serves one connection at a time, and a connection that sends no request holds
+  /// its thread until `request_timeout_ms`: so a few idle connections (a port scan, a stuck client)
+  /// must not leave the kubelet's probes (1 s timeout by default) waiting. 8 threads cost about
+  /// 100 KB; a request that has not come within 2 s is not a scrape's or a probe's.
   bool start(const std::string& host, std::uint16_t port, std::string& error,
-             std::size_t threads = 2) noexcept;
+             std::size_t threads = 8, std::uint32_t request_timeout_ms = 2000) noexcept;
 
   /// The bound port (the real one when started with port 0); 0 when not serving.
   std::uint16_t port() const noexcept;

@@ -192,6 +192,29 @@ TEST_CASE("gauges of active things return to 0, counters count", "[observability
   CHECK(sample(text, "redis_sidecar_build_info", R"(version=")" REDIS_SIDECAR_VERSION R"(")") == 1);
 }
 
+// Connections to the metrics port that send nothing (a port scan, a stuck client) each hold one
+// of the HTTP server's threads until its request timeout. With 2 threads and 10 s, two such
+// connections left /healthz unanswered for 10 s, so a kubelet's liveness probe (1 s timeout)
+// failed and the pod restarted. 6 of them now leave /healthz and /metrics answered at once.
+TEST_CASE("idle connections to the metrics port do not hold up /healthz", "[observability]") {
+  SIDECAR_ONLY();
+  proxied env({}, quick);
+  std::vector<int> idle;
+  for (int i = 0; i < 6; ++i) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(env.side->metrics_port());
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0);
+    idle.push_back(fd);
+  }
+  // http_get() gives up after 5 s without an answer.
+  CHECK(http_get(env.side->metrics_port(), "/healthz").status == 200);
+  CHECK(http_get(env.side->metrics_port(), "/metrics").status == 200);
+  for (const int fd : idle) ::close(fd);
+}
+
 // A request behind the client's in-flight replies (a GET that misses L1 while a SET is
 // upstream, CLIENT LIST after a script) waits for them and is handled again: counted once, in
 // requests and hits or misses, and its latency counts from its arrival, through the wait.
