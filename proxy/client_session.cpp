@@ -262,16 +262,6 @@ awaitable<void> client_session::read_loop(std::shared_ptr<client_session> self) 
     // Make room and read more. in_ keeps its size between reads (bytes past in_end_ are stale)
     // and is never zero-filled (read_buffer.hpp); a partial frame moves to the front only when the
     // room behind it runs short, and in_ grows only for a frame larger than it.
-    if (in_end_ - in_start_ > cfg_.max_query_buffer_bytes) {
-      ctx_.st.count(error_kind::query_buffer);
-      log::warn("client " + std::to_string(id_) + " (" + peer_address() +
-                ") closed: unparsed input above " + std::to_string(cfg_.max_query_buffer_bytes) +
-                " bytes (--max-query-buffer-bytes)");
-      reply_error(errors::query_buffer);
-      note_close(errors::query_buffer);
-      close_after_flush();
-      break;
-    }
     in_.make_room(in_start_, in_end_, read_chunk, read_chunk, max_kept_input);
     // When a read left nothing queued, the next one waits for the client without a recv() that
     // fails first (drained_read.hpp).
@@ -308,6 +298,18 @@ awaitable<void> client_session::read_loop(std::shared_ptr<client_session> self) 
           close_now();
         }
       }
+      break;
+    }
+    // Input not handled yet, however it came (a large request read whole in one read too), as
+    // Redis measures its query buffer after each read.
+    if (in_end_ - in_start_ > cfg_.max_query_buffer_bytes) {
+      ctx_.st.count(error_kind::query_buffer);
+      log::warn("client " + std::to_string(id_) + " (" + peer_address() +
+                ") closed: unparsed input above " + std::to_string(cfg_.max_query_buffer_bytes) +
+                " bytes (--max-query-buffer-bytes)");
+      reply_error(errors::query_buffer);
+      note_close(errors::query_buffer);
+      close_after_flush();
       break;
     }
   }
