@@ -250,7 +250,9 @@ cache_tier::cache_tier(const config& cfg)
       miss_is_error_(cfg.fallback_miss == "error"),
       journal_writes_(cfg.fallback_writes == "journal"),
       ttl_ms_(cfg.cache_ttl_ms),
-      l1_(cache::options{cfg.cache_max_bytes, cfg.cache_max_entry_bytes}),
+      max_entry_bytes_(cfg.cache_max_entry_bytes),
+      // L1 also holds each value's header (store()): the limit is on key + value alone.
+      l1_(cache::options{cfg.cache_max_bytes, cfg.cache_max_entry_bytes + max_header_bytes}),
       journal_(cfg.fallback_journal_max_bytes),
       fence_(enabled_ ? 16384 : 1, l1_.hash_seed()),
       hold_ms_(2 * static_cast<std::int64_t>(cfg.command_timeout_ms)) {
@@ -271,7 +273,11 @@ void cache_tier::store(int db, std::string_view key, std::uint64_t hash, std::st
                        bool written) {
   // The stored value is this header (flags, then the upstream's expiry and the tracking epoch when
   // flagged) followed by the value; L1 copies the two in place, so the value is copied once.
-  char header[1 + 8 + 4];
+  if (key.size() > max_entry_bytes_ || value.size() > max_entry_bytes_ - key.size()) {
+    l1_.erase(db, key);  // as L1 forgets a pair too large for it: no older value stays
+    return;
+  }
+  char header[max_header_bytes];
   std::size_t n = 0;
   header[n++] = static_cast<char>((upstream_expiry > 0 ? flag_expiry : 0) |
                                   (upstream_expiry == expiry_unknown ? flag_expiry_unknown : 0) |

@@ -237,6 +237,8 @@ class cache_tier {
   static constexpr unsigned char flag_expiry_unknown = 16;
   // The value of this sidecar's own write, as its reply acknowledged it (see invalidated()).
   static constexpr unsigned char flag_written = 32;
+  // The flags, the upstream's expiry and the tracking epoch that precede a value in L1.
+  static constexpr std::size_t max_header_bytes = 1 + 8 + 4;
   // The fence's name for writes served in fallback and replayed from the journal.
   static constexpr std::uint32_t fallback_conn = 0xffffffff;
   // store()'s upstream_expiry for a value whose upstream expiry is not known.
@@ -302,6 +304,7 @@ class cache_tier {
   bool set_pxat_ = false;       // the upstream takes SET ... PXAT: see set_upstream_version()
   std::string writes_refused_;  // see refuse_writes()
   std::int64_t ttl_ms_;
+  std::size_t max_entry_bytes_;  // --cache-max-entry-bytes: key + value
   cache::lru_cache l1_;
   cache::write_journal journal_;
   // Journaled writes not replayed yet, per key (by key_hash): see replayed().

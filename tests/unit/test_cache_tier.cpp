@@ -125,6 +125,21 @@ TEST_CASE("tier: SET forms store what the upstream acknowledged", "[tier]") {
   CHECK(serve(tier, {"MGET", "m1", "m2"}) == "*2\r\n$1\r\nx\r\n$1\r\ny\r\n");
 }
 
+// --cache-max-entry-bytes bounds key + value; the header L1 keeps with a value (flags, expiry,
+// tracking epoch) is not counted against it (a pair of exactly the limit was refused).
+TEST_CASE("tier: --cache-max-entry-bytes bounds key + value exactly", "[tier]") {
+  config cfg = make_config();
+  cfg.cache_max_entry_bytes = 1000;
+  cache_tier tier(cfg);
+  const std::string fits(999, 'f'), too_big(1000, 'b');
+  pass(tier, {"SET", "k", fits, "EX", "100"}, "+OK\r\n");  // key + value = 1000
+  CHECK(serve(tier, {"GET", "k"}) == "$999\r\n" + fits + "\r\n");
+  pass(tier, {"SET", "k", too_big}, "+OK\r\n");  // 1001: not kept, nor the older value
+  CHECK(serve(tier, {"EXISTS", "k"}) == ":0\r\n");
+  pass(tier, {"GET", "j"}, "$999\r\n" + fits + "\r\n");
+  CHECK(serve(tier, {"GET", "j"}) == "$999\r\n" + fits + "\r\n");
+}
+
 TEST_CASE("tier: writes invalidate the keys they touch", "[tier]") {
   const config cfg = make_config();
   cache_tier tier(cfg);
