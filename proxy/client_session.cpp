@@ -515,7 +515,10 @@ client_session::outcome client_session::serve_fallback(const commands::command_i
                                                        std::span<const std::string_view> args,
                                                        std::string_view frame) {
   std::string r;
-  ctx_.tier->serve(effective_db(), info, args, frame, proto_, mono_ms(batch_now_), wall_ms(), r);
+  // A command L1 cannot answer failed for want of the upstream, and is counted so.
+  if (ctx_.tier->serve(effective_db(), info, args, frame, proto_, mono_ms(batch_now_), wall_ms(),
+                       r) == cache_tier::result::not_servable)
+    ctx_.st.count(error_kind::upstream_unavailable);
   reply(r);
   answered_by_ = metrics::source::fallback;
   return outcome::next;
@@ -558,6 +561,7 @@ client_session::outcome client_session::fallback_transaction(
       std::string e(errors::fallback_not_servable_prefix);
       e += info != nullptr ? info->name : std::string_view("unknown");
       e += errors::fallback_in_transaction_suffix;
+      ctx_.st.count(error_kind::upstream_unavailable);
       reply_error(e);
       return outcome::next;
     }
@@ -1062,6 +1066,7 @@ client_session::outcome client_session::cmd_select(std::span<const std::string_v
     // Another db needs a connection of its own, and in fallback there is none to be had (L1
     // answers for the URL's db): refused like any command L1 cannot serve, and the client stays
     // where it is, so what it sends next is still answered from L1.
+    ctx_.st.count(error_kind::upstream_unavailable);
     reply_error(std::string(errors::fallback_not_servable_prefix) + "select" +
                 std::string(errors::fallback_not_servable_suffix));
     return outcome::next;

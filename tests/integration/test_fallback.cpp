@@ -78,8 +78,13 @@ TEST_CASE("upstream killed: L1 serves GET/SET, writes replay in order on restart
   CHECK(str(c.get(), {"MSET", "m1", "x", "m2", "y"}) == "OK");
   CHECK(integer(c.get(), {"DEL", "m2"}) == 1);
   CHECK(integer(c.get(), {"EXISTS", "m1", "m2", "k"}) == 2);
+  const std::string unavailable_count =
+      R"(redis_sidecar_errors_total{kind="upstream_unavailable"})";
+  const double unavailable_before = metric(env, unavailable_count);
   CHECK(error_of(c.get(), {"HGETALL", "h"}) == unavailable("hgetall"));
   CHECK(error_of(c.get(), {"LPUSH", "l", "x"}) == unavailable("lpush"));
+  // Counted as errors (the dashboard's errors panel stayed empty while clients got them).
+  CHECK(eventually([&] { return metric(env, unavailable_count) == unavailable_before + 2; }));
 
   env.redis.start();  // empty: no persistence, so what it holds after recovery came from replay
   REQUIRE(eventually([&] {
