@@ -144,10 +144,10 @@ void near_cache::open() {
     subscribe();  // CLIENT TRACKING ... REDIRECT follows once both are answered
     return;
   }
-  if (keyspace_known_) {
-    subscribe();
-    return;
-  }
+  // Checked at every opening, a reconnection too: a restarted upstream (or the new primary after
+  // a failover) may not have the notifications a CONFIG SET gave the old one, and a channel that
+  // said ready without them would leave L1 serving values written since.
+  keyspace_known_ = false;
   const std::array<std::string_view, 3> get{"CONFIG", "GET", "notify-keyspace-events"};
   control(*conn_, get, tag_config);
 }

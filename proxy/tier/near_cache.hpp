@@ -175,7 +175,7 @@ class near_cache : public reply_sink,
 
   channel channel_ = channel::tracking;  // what open() sets up
   int proto_ = 3;                        // 2 once the upstream refused RESP3
-  bool keyspace_known_ = false;          // notifications confirmed: reopening only subscribes
+  bool keyspace_known_ = false;          // notifications confirmed on this opening
   std::string keyspace_why_;             // how they were confirmed
   std::string refusals_;                 // why stronger modes were refused (auto), for the log
   bool probing_ = false;

@@ -249,6 +249,32 @@ TEST_CASE("auto mode: keyspace when tracking is refused, ttl or fallback without
   }
 }
 
+// The upstream restarts (or a failover lands) without the notifications it had: the channel,
+// reopened, checks again and leaves keyspace mode. Before, it subscribed and said ready, and L1
+// served every value written since until --cache-ttl.
+TEST_CASE("keyspace: an upstream back without its notifications leaves keyspace mode",
+          "[near][keyspace]") {
+  SIDECAR_ONLY();
+  proxied env(options({notify_on}), with({"--cache-mode=keyspace"}));
+  REQUIRE(mode_is(env, "keyspace"));
+  {
+    auto admin = env.upstream();
+    REQUIRE(str(admin.get(), {"CONFIG", "SET", "notify-keyspace-events", ""}) == "OK");
+    REQUIRE(str(admin.get(), {"CONFIG", "REWRITE"}) == "OK");  // the restart's config too
+  }
+  env.redis.kill();
+  env.redis.start();
+  CHECK(mode_is(env, "fallback"));
+  CHECK(logged(env, "--cache-mode=keyspace: notify-keyspace-events is ''"));
+  auto writer = env.upstream();
+  auto reader = env.client();
+  REQUIRE(str(writer.get(), {"SET", "k", "1"}) == "OK");
+  CHECK(eventually([&] { return get(reader.get(), "k") == "1"; }));  // the pool reconnected
+  CHECK(get(reader.get(), "k") == "1");
+  REQUIRE(str(writer.get(), {"SET", "k", "2"}) == "OK");
+  CHECK(get(reader.get(), "k") == "2");
+}
+
 TEST_CASE("keyspace detection by a probe write where CONFIG is denied",
           "[near][auto][keyspace][probe]") {
   SIDECAR_ONLY();
