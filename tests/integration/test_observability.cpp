@@ -222,6 +222,9 @@ TEST_CASE("a request handled again after a wait is counted once, timed from its 
           "[observability]") {
   SIDECAR_ONLY();
   proxied env({}, quick);
+  // The metrics are taken every 50 ms (--health-probe-interval-ms): what the start-up's own
+  // requests counted shows by then.
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
   const auto before = metrics_text(env);
   raw_client raw(env.port());
   std::string pipeline;
