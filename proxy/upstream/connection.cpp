@@ -460,6 +460,17 @@ awaitable<bool> connection::connect_once() {
         break;
       }
       case connect_fsm::step::connect: {
+        // A socket the sidecar cannot open (out of file descriptors) is its own fault, not the
+        // upstream's: said so, where the connect would report only "Operation canceled".
+        error_code open_ec;
+        if (!endpoints.empty()) plain_->open(endpoints.begin()->endpoint().protocol(), open_ec);
+        if (open_ec) {
+          error = open_ec == asio::error::no_descriptors
+                      ? "the sidecar is out of file descriptors (" + open_ec.message() + ")"
+                      : open_ec.message();
+          step = fsm.on_done(error);
+          break;
+        }
         auto [ec, ep] = co_await asio::async_connect(*plain_, endpoints, use_nothrow);
         if (ec) error = deadline_hit ? "timed out" : ec.message();
         if (!ec && is_own_listener(ep)) {

@@ -318,6 +318,10 @@ TEST_CASE("out of file descriptors: new clients refused, connected ones still se
   CHECK(refused > 0);
   for (auto& c : first) CHECK(str(c.get(), {"PING"}) == "PONG");
   CHECK(env.side->log().find("out of file descriptors") != std::string::npos);
+  // A connected client's command that needs a connection of its own is told whose fault it is
+  // (it said "Operation canceled" before).
+  CHECK_THAT(error_of(first[0].get(), {"BLPOP", "q", "0.1"}),
+             Catch::Contains("the sidecar is out of file descriptors"));
   extra.clear();
   CHECK(eventually([&] { return str(env.client().get(), {"PING"}) == "PONG"; }));
 }
