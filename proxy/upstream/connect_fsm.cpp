@@ -63,7 +63,13 @@ connect_fsm::step connect_fsm::on_done(std::string_view error) {
         return fail("cannot connect to " + url_.endpoint() + ": " + std::string(error));
       case phase::handshaking:
         return fail("TLS handshake with " + url_.endpoint() + " failed: " + std::string(error));
-      default: return fail("write to " + url_.endpoint() + " failed: " + std::string(error));
+      default: {  // sending the handshake's request, or waiting for its reply
+        const char* what = phase_ == phase::hello  ? "HELLO"
+                           : phase_ == phase::auth ? "AUTH"
+                                                   : "SELECT";
+        return fail(std::string(what) + " to " + url_.endpoint() +
+                    " failed: " + std::string(error));
+      }
     }
   }
   switch (phase_) {
