@@ -143,10 +143,16 @@ void server::publish() {
   snap.upstream_up = h.upstream_up();
   snap.last_error = h.last_error();
   if (!snap.last_error.empty()) {
-    const auto unix_now = std::chrono::duration_cast<std::chrono::milliseconds>(
-                              std::chrono::system_clock::now().time_since_epoch())
-                              .count();
-    snap.last_error_unix_ms = unix_now - (upstream_monitor::now_ms() - h.last_error_at());
+    // Converted once per error: the two clocks, read anew at every snapshot, would move it by a
+    // millisecond now and then.
+    if (h.last_error_at() != error_at_converted_) {
+      const auto unix_now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                std::chrono::system_clock::now().time_since_epoch())
+                                .count();
+      error_at_converted_ = h.last_error_at();
+      error_unix_ms_ = unix_now - (upstream_monitor::now_ms() - h.last_error_at());
+    }
+    snap.last_error_unix_ms = error_unix_ms_;
   }
   if (h.probes() > 0) snap.last_probe_seconds = h.last_probe_ms() / 1000.0;
   snap.cache_mode = std::string(cache_tier::mode_name(tier_.mode()));

@@ -106,6 +106,9 @@ class server {
   throttled_count refused_;  // refused at --max-clients
   awaitable<void> out_of_descriptors(int listener);
   std::size_t sessions_peak_ = 0;  // most clients at once since the last trim
+  // The last upstream error's time on the steady clock, and as Unix ms for /readyz (converted once per error).
+  std::int64_t error_at_converted_ = -1;
+  std::int64_t error_unix_ms_ = 0;
   void trim_after_burst();
 };
 
