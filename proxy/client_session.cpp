@@ -217,6 +217,12 @@ awaitable<void> client_session::read_loop(std::shared_ptr<client_session> self) 
         }
       }
       const framed& r = batch_[batch_next_];
+      // A request larger than the limit is refused however it came (its end in the same read as
+      // the rest too, where the check before each read never sees it unparsed).
+      if (r.size > cfg_.max_query_buffer_bytes) {
+        refuse_query_buffer();
+        break;
+      }
       const auto args = batch_args(r);
       const std::string_view frame(in_.data() + in_start_, r.size);
       outcome o;
@@ -262,6 +268,10 @@ awaitable<void> client_session::read_loop(std::shared_ptr<client_session> self) 
     // Make room and read more. in_ keeps its size between reads (bytes past in_end_ are stale)
     // and is never zero-filled (read_buffer.hpp); a partial frame moves to the front only when the
     // room behind it runs short, and in_ grows only for a frame larger than it.
+    if (in_end_ - in_start_ > cfg_.max_query_buffer_bytes) {  // a request still incomplete
+      refuse_query_buffer();
+      break;
+    }
     in_.make_room(in_start_, in_end_, read_chunk, read_chunk, max_kept_input);
     // When a read left nothing queued, the next one waits for the client without a recv() that
     // fails first (drained_read.hpp).
@@ -298,18 +308,6 @@ awaitable<void> client_session::read_loop(std::shared_ptr<client_session> self) 
           close_now();
         }
       }
-      break;
-    }
-    // Input not handled yet, however it came (a large request read whole in one read too), as
-    // Redis measures its query buffer after each read.
-    if (in_end_ - in_start_ > cfg_.max_query_buffer_bytes) {
-      ctx_.st.count(error_kind::query_buffer);
-      log::warn("client " + std::to_string(id_) + " (" + peer_address() +
-                ") closed: unparsed input above " + std::to_string(cfg_.max_query_buffer_bytes) +
-                " bytes (--max-query-buffer-bytes)");
-      reply_error(errors::query_buffer);
-      note_close(errors::query_buffer);
-      close_after_flush();
       break;
     }
   }
@@ -2085,6 +2083,15 @@ void client_session::leave_raw() {
   // on the upstream shows who holds what).
   send_own(std::array<std::string_view, 3>{"CLIENT", "SETNAME", upstream_client_name});
   maybe_release_dedicated();
+}
+
+void client_session::refuse_query_buffer() {
+  ctx_.st.count(error_kind::query_buffer);
+  log::warn("client " + std::to_string(id_) + " (" + peer_address() + ") closed: a request above " +
+            std::to_string(cfg_.max_query_buffer_bytes) + " bytes (--max-query-buffer-bytes)");
+  reply_error(errors::query_buffer);
+  note_close(errors::query_buffer);
+  close_after_flush();
 }
 
 void client_session::check_output_limit() {

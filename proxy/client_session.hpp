@@ -212,6 +212,8 @@ class client_session : public reply_sink,
   /// given counts. Builds nothing at other levels.
   void note_close(std::string_view why, std::string_view detail = {});
   void check_output_limit();
+  /// A request above --max-query-buffer-bytes: Redis' error, then the connection closes.
+  void refuse_query_buffer();
   std::chrono::steady_clock::time_point default_deadline() const;
   std::string_view upstream_version() const;
 

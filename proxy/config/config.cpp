@@ -620,8 +620,9 @@ void hide_secret_flags(int argc, char** argv) {
       const auto scheme = url.find("://");
       const auto at = url.find('@', scheme == std::string_view::npos ? 0 : scheme + 3);
       const auto colon = url.find(':', scheme == std::string_view::npos ? 0 : scheme + 3);
-      if (scheme == std::string_view::npos || at == std::string_view::npos || colon > at) continue;
-      from = colon + 1;
+      if (scheme == std::string_view::npos || at == std::string_view::npos) continue;
+      // "user:password@", or a lone "SECRET@", which some clients read as a password.
+      from = colon < at ? colon + 1 : scheme + 3;
       to = at;
     }
     std::memset(value + from, '*', to - from);

@@ -252,7 +252,10 @@ cache_tier::cache_tier(const config& cfg)
       ttl_ms_(cfg.cache_ttl_ms),
       max_entry_bytes_(cfg.cache_max_entry_bytes),
       // L1 also holds each value's header (store()): the limit is on key + value alone.
-      l1_(cache::options{cfg.cache_max_bytes, cfg.cache_max_entry_bytes + max_header_bytes}),
+      l1_(cache::options{cfg.cache_max_bytes,
+                         cfg.cache_max_entry_bytes > SIZE_MAX - max_header_bytes
+                             ? SIZE_MAX
+                             : cfg.cache_max_entry_bytes + max_header_bytes}),
       journal_(cfg.fallback_journal_max_bytes),
       fence_(enabled_ ? 16384 : 1, l1_.hash_seed()),
       hold_ms_(2 * static_cast<std::int64_t>(cfg.command_timeout_ms)) {

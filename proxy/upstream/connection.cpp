@@ -312,6 +312,7 @@ awaitable<void> connection::run(std::shared_ptr<connection> self) {
     attempts_ = 0;
     state_ = state::ready;
     counted_ready_ = true;
+    any_connection_ready_ = true;
     ++stats_.upstream_connections;
     broken_ = false;
     timed_out_ = false;
@@ -564,10 +565,13 @@ awaitable<bool> connection::connect_once() {
   deadline.cancel();
   refusal_ = refusal != config_refusal::none ? refusal : fsm.refusal();
   // The upstream asked for a client certificate and dropped the connection after the handshake
-  // (see note_certificate_requests()): it refuses the certificate, or the lack of one.
-  const bool certificate_refused = step == connect_fsm::step::failed && tls_ &&
-                                   (dropped || refusal == config_refusal::certificate) &&
-                                   certificate_requested(tls_->native_handle());
+  // (see note_certificate_requests()), and no connection of this process ever got through: it
+  // refuses the certificate, or the lack of one. (Once one got through, a drop is an outage's: a
+  // Redis restarting, a load balancer without backends.)
+  const bool certificate_refused =
+      step == connect_fsm::step::failed && tls_ &&
+      (refusal == config_refusal::certificate || (dropped && !any_connection_ready_)) &&
+      certificate_requested(tls_->native_handle());
   if (certificate_refused && refusal_ == config_refusal::none)
     refusal_ = config_refusal::certificate;
   if (step == connect_fsm::step::failed && refusal_ != config_refusal::none)
@@ -581,7 +585,7 @@ awaitable<bool> connection::connect_once() {
       last_error_ +=
           " (the upstream asked for a client certificate and closed the connection: "
           "does it trust --tls-cert-file's issuer?)";
-    else if (dropped && !tls_ctx_ && !counted_ready_)
+    else if (dropped && !tls_ctx_ && !any_connection_ready_)
       last_error_ += " (if the upstream's port expects TLS, use a rediss:// URL)";
     error_code ignored;
     if (tls_) tls_->socket().close(ignored);

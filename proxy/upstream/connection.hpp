@@ -219,6 +219,9 @@ class connection : public std::enable_shared_from_this<connection>, public turn_
   std::weak_ptr<client_session> owner_;
   std::weak_ptr<connection_watcher> watcher_;
   bool counted_ready_ = false;
+  // Some upstream connection of this process got through its handshake (all live on the one
+  // io_context thread): a drop after the handshake is then not taken for the configuration's.
+  static inline bool any_connection_ready_ = false;
   bool quiet_ = false;
   bool subscriber_ = false;  // RESP2 pub/sub arrays go to the watcher
   bool pooled_ok_ = true;

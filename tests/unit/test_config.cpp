@@ -686,6 +686,6 @@ TEST_CASE("secrets given as flags are overwritten in argv once parsed", "[config
   CHECK(std::string(argv[5]) == "3");
   CHECK(std::string(argv[6]) == "--upstream=redis://:*********@h");
   CHECK(std::string(argv[8]) == "**");
-  CHECK(std::string(argv[9]) == "--upstream=redis://user@h:1");
+  CHECK(std::string(argv[9]) == "--upstream=redis://****@h:1");  // a lone user: masked too
   CHECK(std::string(argv[10]) == "--upstream");
 }
