@@ -26,6 +26,12 @@ void write_journal::pop_front() {
   records_.pop_front();
 }
 
+void write_journal::erase(std::size_t i) {
+  assert(i < records_.size());
+  bytes_ -= records_[i].frame.size() + record_overhead;
+  records_.erase(records_.begin() + static_cast<std::ptrdiff_t>(i));
+}
+
 void write_journal::clear() {
   records_.clear();
   bytes_ = 0;

@@ -42,6 +42,10 @@ class write_journal {
   /// Drops the oldest record (after it was replayed). Precondition: !empty().
   void pop_front();
 
+  /// Drops the i-th oldest record (replayed behind older ones the upstream refused for now).
+  /// Precondition: i < size().
+  void erase(std::size_t i);
+
   void clear();
   bool empty() const { return records_.empty(); }
   std::size_t size() const { return records_.size(); }

@@ -18,16 +18,21 @@ constexpr std::size_t replay_window = 256;  // journal records in flight during 
 
 // "-ERR upstream unavailable: connection refused\r\n" -> "ERR upstream unavailable: ..."
 
-// Replies that refuse a replayed write for now, or for the sidecar's permissions, rather than
-// answer it: a replica (READONLY, the old primary back after a failover), maxmemory reached (OOM),
-// a failed save or too few replicas, a Redis loading or busy, an ACL change (NOPERM, NOAUTH). The
-// write stays journaled and the replay stops; it goes on at the next recovery.
+// Replies that refuse a replayed write for now rather than answer it: a replica (READONLY, the
+// old primary back after a failover), maxmemory reached (OOM), a failed save or too few replicas,
+// a Redis loading or busy, a login gone (NOAUTH, WRONGPASS). The write stays journaled, to be
+// tried again at the next recovery. (NOPERM answers: the ACL refuses that write to that key, as
+// it would have refused the client; WRONGTYPE and the like too.)
 bool refuses_for_now(std::string_view frame) {
-  static constexpr std::array<std::string_view, 12> codes{
+  static constexpr std::array<std::string_view, 11> codes{
       "READONLY", "OOM",      "MISCONF",     "NOREPLICAS", "MASTERDOWN", "LOADING",
-      "BUSY",     "TRYAGAIN", "CLUSTERDOWN", "NOPERM",     "NOAUTH",     "WRONGPASS"};
+      "BUSY",     "TRYAGAIN", "CLUSTERDOWN", "NOAUTH",     "WRONGPASS"};
   return std::find(codes.begin(), codes.end(), resp::error_code(frame)) != codes.end();
 }
+
+// A write the upstream has refused this long, through every recovery since, is dropped (logged
+// as an error, counted as rejected): a value larger than maxmemory, a URL that names a replica.
+constexpr std::int64_t refused_write_kept_ms = 5 * 60 * 1000;
 // Why `c` failed, when only a change of configuration ends it (its credentials refused, the
 // certificate not verified, the URL leading back to the sidecar); "" for any other failure.
 std::string refusal_of(const connection* c) {
@@ -166,29 +171,59 @@ void upstream_monitor::deliver(std::uint64_t seq, std::string_view frame, std::u
     replay_failed(resp::error_text(frame));
     return;
   }
-  // Refused for now: this write and those after it stay journaled (a later one Redis applied
-  // despite the refusal before it is sent again, as after a lost reply), and fallback goes on.
-  if (error && refuses_for_now(frame)) {
-    const std::string_view code = resp::error_code(frame);
-    const bool refused = code == "NOPERM" || code == "NOAUTH" || code == "WRONGPASS";
-    // Tried again after 1 s, doubling up to 30 s while the refusals last.
-    const unsigned shift = std::min<unsigned>(replay_refusals_++, 5);
-    fsm_.hold_recovery(now_ms() + std::min<std::int64_t>(1000LL << shift, 30000));
-    replay_failed("the upstream refuses its writes (" + resp::error_text(frame) + ")", refused);
-    return;
-  }
-  // The upstream answered this write (an error reply, e.g. WRONGTYPE, is an answer: the write is
-  // done as far as replay goes; it is logged, not retried).
+  // The reply is the record's after those this attempt kept (refused): records are answered in
+  // the order they were sent.
   auto& journal = tier_.journal();
-  const auto& record = journal.front();
-  if (error)
+  const std::size_t index = replay_kept_;
+  if (index >= journal.size()) return;
+  const auto& record = journal.at(index);
+  --replay_outstanding_;
+  if (error && refuses_for_now(frame)) {
+    const std::int64_t now = now_ms();
+    if (index == 0 && front_refused_since_ == 0) front_refused_since_ = now;
+    if (index != 0 || now - front_refused_since_ < refused_write_kept_ms) {
+      // Kept, in its place; no more is sent, and the records in flight behind it are still
+      // answered one by one (those Redis ran despite it are done, not sent again).
+      ++replay_kept_;
+      if (replay_refusal_.empty()) replay_refusal_ = resp::error_text(frame);
+      if (replay_outstanding_ == 0) replay_refused();
+      return;
+    }
+    log::error("fallback journal replay: dropped a write the upstream has refused for " +
+               std::to_string(refused_write_kept_ms / 60000) +
+               " minutes: " + resp::error_text(frame));
+    tier_.replay_dropped();
+  } else if (error) {
+    // The upstream answered this write with an error (WRONGTYPE, NOPERM): done as far as replay
+    // goes; logged, not retried.
     log::warn("fallback journal replay: the upstream refused a write: " + resp::error_text(frame));
+  }
   if (replay_parser_.parse(record.frame) == resp::parse_status::complete)
     tier_.replayed(record.db, replay_parser_.args());
   replay_parser_.reset();
-  journal.pop_front();
-  --replay_outstanding_;
+  if (index == 0) {
+    journal.pop_front();
+    front_refused_since_ = 0;
+  } else {
+    journal.erase(index);
+  }
+  if (!replay_refusal_.empty()) {
+    if (replay_outstanding_ == 0) replay_refused();
+    return;
+  }
   replay_some();
+}
+
+// The attempt's records are all answered, some refused for now: fallback goes on (the upstream
+// answers, so nothing that waits on it is reset) and the replay is tried again after 1 s,
+// doubling up to 30 s while the refusals last.
+void upstream_monitor::replay_refused() {
+  const unsigned shift = std::min<unsigned>(replay_refusals_++, 5);
+  fsm_.hold_recovery(now_ms() + std::min<std::int64_t>(1000LL << shift, 30000));
+  const std::string cause = "the upstream refuses its writes (" + replay_refusal_ + ")";
+  refused_not_stalled_ = true;
+  replay_failed(cause);
+  refused_not_stalled_ = false;
 }
 
 void upstream_monitor::hurry() {
@@ -229,18 +264,23 @@ void upstream_monitor::transitioned() {
     log::warn("upstream " + cfg_.upstream.masked() + ": " + fsm_.transition());
   }
   if (s == upstream_state::fallback) {
-    // Requests waiting on a stalled upstream fail now, not at their deadlines.
-    static const std::string reason = "upstream unreachable (fallback mode)";
-    pool_.reset_shared(reason);
     if (replay_conn_) replay_conn_->close();
     replay_conn_.reset();
-    replay_outstanding_ = 0;
-    if (on_fallback_) on_fallback_(reason);
+    replay_outstanding_ = replay_kept_ = 0;
+    replay_refusal_.clear();
+    // Requests waiting on a stalled upstream fail now, not at their deadlines (not when the
+    // upstream answers but refused the replay's writes: nothing waits on it then).
+    static const std::string reason = "upstream unreachable (fallback mode)";
+    if (!refused_not_stalled_) {
+      pool_.reset_shared(reason);
+      if (on_fallback_) on_fallback_(reason);
+    }
   }
   if (s == upstream_state::recovering) {
     replay_conn_ = open_connection();
     replay_db_ = cfg_.upstream.db;
-    replay_outstanding_ = 0;
+    replay_outstanding_ = replay_kept_ = 0;
+    replay_refusal_.clear();
     if (!tier_.journal().empty())
       log::info("replaying " + std::to_string(tier_.journal().size()) +
                 " writes accepted during fallback");
@@ -250,7 +290,7 @@ void upstream_monitor::transitioned() {
 }
 
 void upstream_monitor::replay_some() {
-  if (fsm_.state() != upstream_state::recovering || !replay_conn_) return;
+  if (fsm_.state() != upstream_state::recovering || !replay_conn_ || replay_kept_ > 0) return;
   auto& journal = tier_.journal();
   if (journal.size() == replay_outstanding_) {
     if (replay_outstanding_ == 0) {
@@ -280,10 +320,10 @@ void upstream_monitor::replay_some() {
   }
 }
 
-void upstream_monitor::replay_failed(std::string cause, bool refused) {
-  replay_outstanding_ = 0;
-  std::string refusal =
-      refused ? "a journaled write was refused: " + cause : refusal_of(replay_conn_.get());
+void upstream_monitor::replay_failed(std::string cause) {
+  replay_outstanding_ = replay_kept_ = 0;
+  replay_refusal_.clear();
+  std::string refusal = refusal_of(replay_conn_.get());
   if (replay_conn_) replay_conn_->close();
   replay_conn_.reset();
   failure("journal replay failed: " + cause, std::move(refusal));

@@ -66,9 +66,8 @@ class upstream_monitor : public reply_sink, public std::enable_shared_from_this<
   void failure(std::string cause, std::string refusal = {});
   void transitioned();
   void replay_some();
-  /// `refused`: the upstream refuses the journal's writes for the sidecar's permissions (an ACL
-  /// change): fallback then refuses new writes too, as for a refused login.
-  void replay_failed(std::string cause, bool refused = false);
+  void replay_failed(std::string cause);
+  void replay_refused();
   std::shared_ptr<connection> open_connection();
   std::chrono::milliseconds next_delay();
 
@@ -81,6 +80,11 @@ class upstream_monitor : public reply_sink, public std::enable_shared_from_this<
   cache_tier& tier_;
   health_fsm fsm_;
   unsigned replay_refusals_ = 0;  // replays refused in a row (refuses_for_now())
+  // This attempt: journal records refused for now, kept at the front, and the first refusal.
+  std::size_t replay_kept_ = 0;
+  std::string replay_refusal_;
+  std::int64_t front_refused_since_ = 0;  // when the journal's oldest record was first refused
+  bool refused_not_stalled_ = false;      // the fallback being entered is replay_refused()'s
   steady_timer timer_;
   bool stopped_ = false;
   bool hurry_ = false;

@@ -157,6 +157,41 @@ TEST_CASE("a replay the upstream refuses for now (OOM) keeps the journal and is 
   }));
 }
 
+// A journaled write the upstream's ACL refuses (NOPERM) is answered, not refused for now: the
+// client would have had that error without the outage. It is logged and dropped, and the replay
+// goes on: the writes behind it are applied once, and the sidecar is healthy again. (Taken for a
+// refusal for now, it kept the sidecar in fallback for good and re-applied the INCR behind it at
+// every retry.)
+TEST_CASE("a replayed write the ACL refuses is answered: the writes behind it apply once",
+          "[fallback][auth]") {
+  SIDECAR_ONLY();
+  redis_options opts;
+  opts.requirepass = "admin-pass-77c";
+  opts.acl = {"user app on >app-pass-77c ~app:* &* +@all -@dangerous"};
+  redis_server redis(opts);
+  sidecar side(with({"--upstream", redis.url("app", "app-pass-77c")}));
+  REQUIRE(side.running());
+  auto c = connect(side.port());
+  REQUIRE(str(c.get(), {"SET", "app:c", "5"}) == "OK");
+  redis.kill();
+  CHECK(eventually([&] {
+    auto cc = connect(side.port());
+    return cc && reply_text(cc.get(), {"SET", "other:y", "1"}) == "status OK";  // journaled
+  }));
+  c = connect(side.port());
+  CHECK(integer(c.get(), {"INCR", "app:c"}) == 6);
+  redis.start();  // empty: the replayed INCR makes app:c 1, once
+  CHECK(eventually([&] { return redis_cli(redis, {"GET", "app:c"}) == "1\n"; }));
+  CHECK(eventually([&] {
+    return http_get(side.metrics_port(), "/readyz").body.find("\"state\":\"healthy\"") !=
+           std::string::npos;
+  }));
+  std::this_thread::sleep_for(std::chrono::seconds(2));  // long enough for any retry to show
+  CHECK(redis_cli(redis, {"GET", "app:c"}) == "1\n");
+  CHECK(redis_cli(redis, {"EXISTS", "other:y"}) == "0\n");
+  CHECK(side.log().find("the upstream refused a write: NOPERM") != std::string::npos);
+}
+
 // A relative expiry acknowledged in fallback counts from when the sidecar acknowledged it.
 // Journaled as sent, the replay would start it again: keys the sidecar already answered as expired
 // would come back on the upstream, for as long again. They are journaled as the times they fall at.

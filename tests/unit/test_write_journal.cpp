@@ -93,3 +93,16 @@ TEST_CASE("write_journal frees room as it is replayed and on clear", "[cache]") 
   REQUIRE(j.push(4, del_b));
   CHECK(j.front().db == 4);
 }
+
+TEST_CASE("write_journal drops a record behind older ones", "[cache]") {
+  write_journal j(1 << 20);
+  REQUIRE(j.push(0, set_a));
+  REQUIRE(j.push(1, del_b));
+  REQUIRE(j.push(2, set_a));
+  const std::size_t full = j.bytes();
+  j.erase(1);
+  CHECK(j.size() == 2);
+  CHECK(j.at(0).db == 0);
+  CHECK(j.at(1).db == 2);
+  CHECK(j.bytes() == full - del_b.size() - overhead);
+}
