@@ -226,11 +226,17 @@ void near_cache::probe_done(std::uint64_t generation, bool ok) {
   probing_ = false;
   probe_timer_.cancel();
   if (!ok) {
-    refused("no keyspace notification for a probe write within " +
-            std::to_string(cfg_.health_probe_timeout_ms) +
-            " ms (CONFIG GET refused; notify-keyspace-events is probably off)");
+    const std::string why = "no keyspace notification for a probe write within " +
+                            std::to_string(cfg_.health_probe_timeout_ms) +
+                            " ms (CONFIG GET refused; notify-keyspace-events is probably off)";
+    // After an earlier probe showed them, one may time out on an upstream slow after a restart:
+    // it is tried again at the probe's pace (no hit is served meanwhile), the mode kept.
+    if (keyspace_probed_ && ++probe_misses_ < 3) return not_now(why);
+    refused(why);
     return;
   }
+  keyspace_probed_ = true;
+  probe_misses_ = 0;
   keyspace_known_ = true;
   keyspace_why_ = "a probe write's notification arrived (CONFIG GET refused)";
   become_ready(mode::keyspace, "keyspace notifications, " + keyspace_why_);
@@ -505,7 +511,11 @@ void near_cache::deliver(std::uint64_t seq, std::string_view frame, std::uint8_t
     case tag_probe:
       if (error) {
         probing_ = false;
-        return refused("the keyspace probe write was refused (" + resp::error_text(frame) + ")");
+        const std::string why =
+            "the keyspace probe write was refused (" + resp::error_text(frame) + ")";
+        // Once a probe has shown the notifications, a refused one (a replica's READONLY, OOM)
+        // says nothing about them: tried again later, the mode kept.
+        return keyspace_probed_ ? not_now(why) : refused(why);
       }
       return;
     default: return;

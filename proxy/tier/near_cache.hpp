@@ -176,6 +176,8 @@ class near_cache : public reply_sink,
   channel channel_ = channel::tracking;  // what open() sets up
   int proto_ = 3;                        // 2 once the upstream refused RESP3
   bool keyspace_known_ = false;          // notifications confirmed on this opening
+  bool keyspace_probed_ = false;         // a probe write's notification came once (CONFIG refused)
+  int probe_misses_ = 0;                 // probes since then without their notification
   std::string keyspace_why_;             // how they were confirmed
   std::string refusals_;                 // why stronger modes were refused (auto), for the log
   bool probing_ = false;
