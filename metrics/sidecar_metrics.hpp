@@ -137,7 +137,8 @@ inline constexpr std::array<family_info, static_cast<std::size_t>(gauge_id::coun
          "1 when the last upstream health probe succeeded, else 0."},
         {"redis_sidecar_upstream_connections", family_type::gauge,
          "Upstream connections in the ready state: the pool's and clients' dedicated ones (the "
-         "health probe and the invalidation channel have one each besides)."},
+         "health probe, the invalidation channel and the journal's replay have their own "
+         "besides)."},
         {"redis_sidecar_upstream_probe_duration_seconds", family_type::gauge,
          "Round-trip time of the last successful upstream health probe."},
         {"redis_sidecar_fallback_active", family_type::gauge,

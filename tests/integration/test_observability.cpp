@@ -222,8 +222,11 @@ TEST_CASE("a request handled again after a wait is counted once, timed from its 
           "[observability]") {
   SIDECAR_ONLY();
   proxied env({}, quick);
-  // The metrics are taken every 50 ms (--health-probe-interval-ms): what the start-up's own
-  // requests counted shows by then.
+  // L1 answers once auto mode has settled (before, GETs are neither hits nor misses); the
+  // metrics are taken every 50 ms (--health-probe-interval-ms): what the start-up's own requests
+  // counted shows by then.
+  REQUIRE(
+      eventually([&] { return metric(env, R"(redis_sidecar_cache_mode{mode="tracking"})") == 1; }));
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
   const auto before = metrics_text(env);
   raw_client raw(env.port());

@@ -159,11 +159,16 @@ TEST_CASE("a client that does not read is closed at --max-output-bytes, L1 hits 
           "[resilience]") {
   SIDECAR_ONLY();
   proxied env({}, {"--max-output-bytes=1mb", "--max-pubsub-output-bytes=64mb"});
+  REQUIRE(
+      eventually([&] { return metric(env, R"(redis_sidecar_cache_mode{mode="tracking"})") == 1; }));
   auto c = env.client();
   const std::string value(100000, 'v');
   REQUIRE(str(c.get(), {"SET", "cached", value}) == "OK");
   REQUIRE(str(c.get(), {"GET", "cached"}) == value);  // read on the channel: cached
-  REQUIRE(str(c.get(), {"GET", "cached"}) == value);
+  const std::string hits_total = "redis_sidecar_cache_hits_total";
+  REQUIRE(eventually([&] {  // a hit: the pipeline below is answered from L1
+    return str(c.get(), {"GET", "cached"}) == value && metric(env, hits_total) > 0;
+  }));
   const std::string counted = R"(redis_sidecar_errors_total{kind="output_buffer"})";
   const auto closed_for_output = [&](double n) {
     return eventually([&] { return metric(env, counted) == n; });
