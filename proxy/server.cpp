@@ -70,7 +70,10 @@ server::server(asio::io_context& io, const config& cfg, ssl::context* tls,
   metrics_[metrics::gauge_id::cache_max_bytes].set(static_cast<std::int64_t>(cfg.cache_max_bytes));
   metrics_[metrics::gauge_id::fallback_journal_max_bytes].set(
       static_cast<std::int64_t>(cfg.fallback_journal_max_bytes));
-  monitor_->on_change([this] { publish(); });
+  monitor_->on_change([this] {
+    near_->heartbeat();
+    publish();
+  });
   monitor_->on_fallback([this](const std::string& reason) {
     near_->upstream_stalled(reason);
     for (client_session* s : ctx_.sessions) s->upstream_stalled(reason);

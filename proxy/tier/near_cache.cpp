@@ -103,6 +103,18 @@ std::shared_ptr<connection> near_cache::make_connection(int proto, bool subscrib
   return c;
 }
 
+void near_cache::heartbeat() {
+  const auto now = clock::now();
+  if (!ready_ || !conn_ || proto_ != 3 || heartbeat_due_ || now < next_heartbeat_) return;
+  static constexpr std::string_view ping = "*1\r\n$4\r\nPING\r\n";
+  // Twice the health probe's timeout: a PING behind a large read still has time.
+  const auto deadline = now + 2 * std::chrono::milliseconds(cfg_.health_probe_timeout_ms);
+  // Overdue, the connection's watchdog resets it: closed() then stops L1's hits.
+  if (conn_->submit(ping, pending_reply{sink_ref(this), generation_, deadline, tag_heartbeat}))
+    heartbeat_due_ = true;
+  next_heartbeat_ = now + std::chrono::seconds(1);
+}
+
 void near_cache::control(connection& c, std::span<const std::string_view> args, tag t) {
   request_.clear();
   resp::append_command(request_, args);
@@ -288,6 +300,7 @@ void near_cache::not_now(const std::string& why) {
 void near_cache::drop_channel() {
   ++generation_;
   ready_ = false;
+  heartbeat_due_ = false;
   probing_ = false;
   probe_timer_.cancel();
   invalidate_all_flights();
@@ -456,6 +469,10 @@ void near_cache::deliver(std::uint64_t seq, std::string_view frame, std::uint8_t
     return;
   }
   if (seq != generation_) return;  // a channel given up since
+  if (t == tag_heartbeat) {
+    heartbeat_due_ = false;
+    return;
+  }
   if (error && ((conn_ && conn_->failing()) || (sub_ && sub_->failing())))
     return;  // the connection failed, not the command: closed() follows
   if (error && t != tag_reads_probe_queued) {

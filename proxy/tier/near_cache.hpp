@@ -94,6 +94,11 @@ class near_cache : public reply_sink,
   /// the client) instead of waiting out a stalled upstream until --command-timeout-ms; the channel
   /// is lost as on any broken connection and opened again at the health probe's pace.
   void upstream_stalled(const std::string& reason);
+  /// Called at every health probe tick: once a second, a PING on a ready RESP3 channel (the one
+  /// its invalidations come on), with 2 x --health-probe-timeout-ms to answer. A channel whose path
+  /// died without a FIN or reset (a NAT that forgot the flow) would otherwise keep L1 answering
+  /// hits that no invalidation can reach, for as long as no miss is read on it.
+  void heartbeat();
 
   void deliver(std::uint64_t seq, std::string_view frame, std::uint8_t tag,
                std::chrono::steady_clock::time_point received) override;
@@ -117,6 +122,7 @@ class near_cache : public reply_sink,
     tag_caching = 7,      // CLIENT CACHING YES before a batch; seq: the batch's first read
     tag_reads_probe = 8,  // EXEC of the channel's first, probing, read (MULTI / PTTL / GET / EXEC)
     tag_reads_probe_queued = 9,  // its MULTI, PTTL and GET: an error says why the EXEC failed
+    tag_heartbeat = 10,          // PING on the channel (heartbeat())
   };
   enum class channel : std::uint8_t { tracking, keyspace, reads };
   using flight = flight_table::flight;
@@ -176,6 +182,8 @@ class near_cache : public reply_sink,
   channel channel_ = channel::tracking;  // what open() sets up
   int proto_ = 3;                        // 2 once the upstream refused RESP3
   bool keyspace_known_ = false;          // notifications confirmed on this opening
+  bool heartbeat_due_ = false;           // a heartbeat PING not answered yet (this generation)
+  std::chrono::steady_clock::time_point next_heartbeat_{};
   bool keyspace_probed_ = false;         // a probe write's notification came once (CONFIG refused)
   int probe_misses_ = 0;                 // probes since then without their notification
   std::string keyspace_why_;             // how they were confirmed
