@@ -509,8 +509,12 @@ awaitable<bool> connection::connect_once() {
         auto [ec] = co_await tls_->handshake();
         if (ec) {
           error = deadline_hit ? "timed out" : tls_error_text(ec, tls_->native_handle());
-          if (!deadline_hit && (SSL_get_verify_result(tls_->native_handle()) != X509_V_OK ||
-                                refused_by_configuration(ec)))
+          // Under TLS 1.2 a certificate the upstream asked for and did not get fails the
+          // handshake itself (a handshake_failure alert, which names nothing).
+          if (!deadline_hit &&
+              (SSL_get_verify_result(tls_->native_handle()) != X509_V_OK ||
+               refused_by_configuration(ec) ||
+               (cfg_.tls_cert_file.empty() && certificate_requested(tls_->native_handle()))))
             refusal = config_refusal::certificate;
         } else {
           ++stats_.tls_handshakes;

@@ -115,6 +115,21 @@ TEST_CASE("mTLS upstream: the client certificate is presented", "[tls]") {
   CHECK(upstream_error(*side).starts_with("ERR upstream"));
   auto c = connect(side->port());
   CHECK(write_refusal(c.get()).find("asks for a client certificate") != std::string::npos);
+  // Under TLS 1.2 the missing certificate fails the handshake itself, with an alert that names
+  // nothing (handshake_failure): writes were journaled as in an outage before, 3 of 3.
+  redis_options tls12 = tls_server(true);
+  tls12.extra = {"tls-protocols TLSv1.2"};
+  redis_server redis12(tls12);
+  auto side12 = start_sidecar({"--upstream", redis12.url(), "--tls-ca-file", certs.ca_crt});
+  auto c12 = connect(side12->port());
+  std::string last;
+  CHECK(eventually([&] {
+    auto r = command(c12.get(), {"SET", "k", "v"});
+    last = r ? describe(r.get()) : "(no reply)";
+    return last == "status OK" || last.find("refuses the sidecar") != std::string::npos;
+  }));
+  INFO(last);
+  CHECK(last.find("asks for a client certificate") != std::string::npos);
 }
 
 // A client certificate the upstream does not trust: TLS 1.3 refuses it after the handshake, and
