@@ -427,6 +427,8 @@ awaitable<bool> connection::connect_once() {
     if (self->plain_) self->plain_->close(ignored);
   });
   const bool& deadline_hit = attempt->deadline_hit;
+  tcp::endpoint connected_to;
+  bool handshake_timed_out = false;
 
   tcp::resolver resolver(ex_);
   tcp::resolver::results_type endpoints;
@@ -474,6 +476,7 @@ awaitable<bool> connection::connect_once() {
         }
         auto [ec, ep] = co_await asio::async_connect(*plain_, endpoints, use_nothrow);
         if (ec) error = deadline_hit ? "timed out" : ec.message();
+        if (!ec) connected_to = ep;
         if (!ec && is_own_listener(ep)) {
           refusal = config_refusal::own_listener;
           error = "that address (" + ep.address().to_string() + ":" + std::to_string(ep.port()) +
@@ -508,6 +511,7 @@ awaitable<bool> connection::connect_once() {
         tls_sessions::offer(tls_->native_handle());
         auto [ec] = co_await tls_->handshake();
         if (ec) {
+          handshake_timed_out = deadline_hit;
           error = deadline_hit ? "timed out" : tls_error_text(ec, tls_->native_handle());
           // Under TLS 1.2 a certificate the upstream asked for and did not get fails the
           // handshake itself (a handshake_failure alert, which names nothing).
@@ -578,10 +582,19 @@ awaitable<bool> connection::connect_once() {
       certificate_requested(tls_->native_handle());
   if (certificate_refused && refusal_ == config_refusal::none)
     refusal_ = config_refusal::certificate;
+  // A TLS handshake that got no answer, before any connection ever got through: a plaintext
+  // Redis reads a ClientHello as an unfinished inline command and waits, silent. One PING in
+  // plaintext tells, and then it is the URL's fault (rediss:// for a plaintext port).
+  bool plaintext_port = false;
+  if (step == connect_fsm::step::failed && handshake_timed_out && !any_connection_ready_ &&
+      refusal_ == config_refusal::none)
+    plaintext_port = co_await answers_plaintext(connected_to);
+  if (plaintext_port) refusal_ = config_refusal::certificate;
   if (step == connect_fsm::step::failed && refusal_ != config_refusal::none)
     ++stats_.upstream_refusals;
   if (step == connect_fsm::step::failed) {
     last_error_ = fsm.error();
+    if (plaintext_port) last_error_ += " (the port answers plaintext Redis: use a redis:// URL)";
     if (certificate_refused && cfg_.tls_cert_file.empty())
       last_error_ +=
           " (the upstream asks for a client certificate: --tls-cert-file, --tls-key-file)";
@@ -604,6 +617,29 @@ awaitable<bool> connection::connect_once() {
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
 #endif
+
+// Whether `ep` answers a plaintext PING (+PONG, or an error such as NOAUTH) within
+// --connect-timeout-ms.
+awaitable<bool> connection::answers_plaintext(tcp::endpoint ep) {
+  auto socket = std::make_shared<tcp::socket>(ex_);
+  steady_timer deadline(ex_);
+  deadline.expires_after(std::chrono::milliseconds(cfg_.connect_timeout_ms));
+  deadline.async_wait([socket](error_code ec) {
+    error_code ignored;
+    if (!ec) socket->close(ignored);
+  });
+  auto [ec] = co_await socket->async_connect(ep, use_nothrow);
+  if (!ec)
+    std::tie(ec, std::ignore) = co_await asio::async_write(
+        *socket, asio::buffer(std::string_view("*1\r\n$4\r\nPING\r\n")), use_nothrow);
+  char reply[8] = {};
+  std::size_t n = 0;
+  if (!ec) std::tie(ec, n) = co_await socket->async_read_some(asio::buffer(reply), use_nothrow);
+  deadline.cancel();
+  error_code ignored;
+  socket->close(ignored);
+  co_return n > 0 && (reply[0] == '+' || reply[0] == '-');
+}
 
 // --log-level debug: one line per connection made, with what a TLS or RESP problem needs.
 void connection::log_connected(std::chrono::steady_clock::time_point started) {

@@ -140,6 +140,7 @@ class connection : public std::enable_shared_from_this<connection>, public turn_
  private:
   awaitable<void> run(std::shared_ptr<connection> self);
   awaitable<bool> connect_once();
+  awaitable<bool> answers_plaintext(tcp::endpoint ep);
   void log_connected(std::chrono::steady_clock::time_point started);
   awaitable<void> read_loop();
   /// Waits until the stream has failed and its last write is over: run() keeps the stream until

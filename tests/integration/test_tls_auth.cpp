@@ -158,6 +158,27 @@ TEST_CASE("mTLS upstream: a client certificate from another CA is refused, write
   }
 }
 
+// rediss:// to a plaintext Redis port: Redis reads the ClientHello as an unfinished inline command
+// and stays silent, so the handshake times out as against a stalled upstream, and writes were
+// journaled (5 of 5 starts before). A plaintext PING tells the two apart: a config refusal.
+TEST_CASE("a rediss:// URL for a plaintext port is refused, writes too", "[tls]") {
+  SIDECAR_ONLY();
+  const auto& certs = test_certificates();
+  redis_server redis;
+  auto side = start_sidecar({"--upstream", "rediss://127.0.0.1:" + std::to_string(redis.port()),
+                             "--tls-ca-file", certs.ca_crt, "--connect-timeout-ms=300",
+                             "--fallback-after-ms=200", "--health-probe-interval-ms=50"});
+  auto c = connect(side->port());
+  std::string last;
+  CHECK(eventually([&] {
+    auto r = command(c.get(), {"SET", "k", "v"});
+    last = r ? describe(r.get()) : "(no reply)";
+    return last == "status OK" || last.find("refuses the sidecar") != std::string::npos;
+  }));
+  INFO(last);
+  CHECK(last.find("the port answers plaintext Redis: use a redis:// URL") != std::string::npos);
+}
+
 // redis:// to a TLS-only port (a managed Redis' usual mistake): Redis drops the connection
 // without a word, which alone looks like an outage; the error says what to check.
 TEST_CASE("a redis:// URL for a TLS port: the error suggests rediss://", "[tls]") {
