@@ -107,8 +107,8 @@ void near_cache::heartbeat() {
   const auto now = clock::now();
   if (!ready_ || !conn_ || proto_ != 3 || heartbeat_due_ || now < next_heartbeat_) return;
   static constexpr std::string_view ping = "*1\r\n$4\r\nPING\r\n";
-  // Twice the health probe's timeout: a PING behind a large read still has time.
-  const auto deadline = now + 2 * std::chrono::milliseconds(cfg_.health_probe_timeout_ms);
+  // As long as a read on the channel has: a slow upstream fails no more than it did.
+  const auto deadline = now + std::chrono::milliseconds(cfg_.command_timeout_ms);
   // Overdue, the connection's watchdog resets it: closed() then stops L1's hits.
   if (conn_->submit(ping, pending_reply{sink_ref(this), generation_, deadline, tag_heartbeat}))
     heartbeat_due_ = true;
@@ -532,7 +532,7 @@ void near_cache::deliver(std::uint64_t seq, std::string_view frame, std::uint8_t
             "the keyspace probe write was refused (" + resp::error_text(frame) + ")";
         // Once a probe has shown the notifications, a refused one (a replica's READONLY, OOM)
         // says nothing about them: tried again later, the mode kept.
-        return keyspace_probed_ ? not_now(why) : refused(why);
+        return keyspace_probed_ && ++probe_misses_ < 3 ? not_now(why) : refused(why);
       }
       return;
     default: return;

@@ -94,10 +94,11 @@ class near_cache : public reply_sink,
   /// the client) instead of waiting out a stalled upstream until --command-timeout-ms; the channel
   /// is lost as on any broken connection and opened again at the health probe's pace.
   void upstream_stalled(const std::string& reason);
-  /// Called at every health probe tick: once a second, a PING on a ready RESP3 channel (the one
-  /// its invalidations come on), with 2 x --health-probe-timeout-ms to answer. A channel whose path
-  /// died without a FIN or reset (a NAT that forgot the flow) would otherwise keep L1 answering
-  /// hits that no invalidation can reach, for as long as no miss is read on it.
+  /// Called at every health probe tick: at most once a second, a PING on a ready RESP3 channel
+  /// (the one its invalidations come on), with --command-timeout-ms to answer, as its reads have.
+  /// A channel whose path died without a FIN or reset (a NAT that forgot the flow) would
+  /// otherwise keep L1 answering hits that no invalidation can reach, for as long as no miss is
+  /// read on it.
   void heartbeat();
 
   void deliver(std::uint64_t seq, std::string_view frame, std::uint8_t tag,

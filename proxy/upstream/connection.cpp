@@ -73,6 +73,14 @@ bool refused_by_configuration(const error_code& ec) {
   }
 }
 
+// The upstream's handshake_failure alert, which names no cause (TLS 1.2's answer to a missing
+// client certificate among others).
+bool handshake_failure_alert(const error_code& ec) {
+  return ec.category() == asio::error::get_ssl_category() &&
+         ERR_GET_REASON(static_cast<unsigned long>(ec.value())) ==
+             SSL_R_SSLV3_ALERT_HANDSHAKE_FAILURE;
+}
+
 int certificate_requested_index() {
   static const int index = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
   return index;
@@ -515,10 +523,10 @@ awaitable<bool> connection::connect_once() {
           error = deadline_hit ? "timed out" : tls_error_text(ec, tls_->native_handle());
           // Under TLS 1.2 a certificate the upstream asked for and did not get fails the
           // handshake itself (a handshake_failure alert, which names nothing).
-          if (!deadline_hit &&
-              (SSL_get_verify_result(tls_->native_handle()) != X509_V_OK ||
-               refused_by_configuration(ec) ||
-               (cfg_.tls_cert_file.empty() && certificate_requested(tls_->native_handle()))))
+          if (!deadline_hit && (SSL_get_verify_result(tls_->native_handle()) != X509_V_OK ||
+                                refused_by_configuration(ec) ||
+                                (cfg_.tls_cert_file.empty() && handshake_failure_alert(ec) &&
+                                 certificate_requested(tls_->native_handle()))))
             refusal = config_refusal::certificate;
         } else {
           ++stats_.tls_handshakes;

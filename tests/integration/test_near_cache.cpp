@@ -54,14 +54,15 @@ class channel_blackhole {
   struct link {
     int client, server;
     bool channel = false;
+    bool client_done = false, server_done = false;  // read to its end: polled no more
   };
   void run() {
     std::vector<char> buf(65536);
     while (!stop_) {
       std::vector<pollfd> fds{{listen_fd_, POLLIN, 0}};
       for (const auto& p : pairs_) {
-        fds.push_back({p.client, POLLIN, 0});
-        fds.push_back({p.server, POLLIN, 0});
+        fds.push_back({p.client_done ? -1 : p.client, POLLIN, 0});
+        fds.push_back({p.server_done ? -1 : p.server, POLLIN, 0});
       }
       if (::poll(fds.data(), fds.size(), 50) <= 0) continue;
       if (fds[0].revents & POLLIN) {
@@ -89,6 +90,7 @@ class channel_blackhole {
           const ssize_t n = ::recv(from, buf.data(), buf.size(), 0);
           if (n <= 0) {
             ::shutdown(to, SHUT_WR);
+            (from_client ? p.client_done : p.server_done) = true;
             continue;
           }
           if (from_client && std::string_view(buf.data(), n).find("TRACKING") != std::string::npos)
@@ -116,12 +118,13 @@ class channel_blackhole {
 // The channel's path dies without a word (no FIN, no reset): nothing read on it any more, so a
 // workload of hits alone sent nothing that could find out, and L1 served a value changed on Redis
 // for as long as TCP keepalive took (2 x 60 s), or forever without it. A PING every second, with
-// 2 x --health-probe-timeout-ms to answer, finds it: hits stop, the channel is opened again.
+// --command-timeout-ms to answer (1 s here), finds it: hits stop, the channel is opened again.
 TEST_CASE("tracking: a channel whose path died silently stops serving hits", "[near][tracking]") {
   SIDECAR_ONLY();
   redis_server redis;
   channel_blackhole relay(redis.port());
-  sidecar side(with({"--upstream", "redis://127.0.0.1:" + std::to_string(relay.port())}));
+  sidecar side(with({"--upstream", "redis://127.0.0.1:" + std::to_string(relay.port()),
+                     "--command-timeout-ms=1000"}));
   REQUIRE(side.running());
   auto direct = context_ptr(redis.connect_direct());
   auto c = connect(side.port());

@@ -166,7 +166,7 @@ TEST_CASE("a rediss:// URL for a plaintext port is refused, writes too", "[tls]"
   const auto& certs = test_certificates();
   redis_server redis;
   auto side = start_sidecar({"--upstream", "rediss://127.0.0.1:" + std::to_string(redis.port()),
-                             "--tls-ca-file", certs.ca_crt, "--connect-timeout-ms=300",
+                             "--tls-ca-file", certs.ca_crt, "--connect-timeout-ms=1000",
                              "--fallback-after-ms=200", "--health-probe-interval-ms=50"});
   auto c = connect(side->port());
   std::string last;
