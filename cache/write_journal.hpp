@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <deque>
 #include <string>
 #include <string_view>
@@ -19,6 +20,9 @@ namespace redis_sidecar::cache {
 struct journal_record {
   int db;             // the database selected when the write was accepted
   std::string frame;  // the complete RESP request, as received
+  // Replays that the upstream refused it for now (READONLY, OOM, ...), and when the first was.
+  std::uint32_t refusals = 0;
+  std::int64_t refused_since = 0;
 };
 
 class write_journal {
@@ -38,6 +42,7 @@ class write_journal {
 
   /// The i-th oldest record (replay pipelines several). Precondition: i < size().
   const journal_record& at(std::size_t i) const { return records_[i]; }
+  journal_record& at(std::size_t i) { return records_[i]; }
 
   /// Drops the oldest record (after it was replayed). Precondition: !empty().
   void pop_front();

@@ -78,7 +78,8 @@ inline constexpr std::array<family_info, static_cast<std::size_t>(counter_id::co
         {"redis_sidecar_fallback_writes_replayed_total", family_type::counter,
          "Journaled writes replayed to the upstream after an outage."},
         {"redis_sidecar_fallback_writes_rejected_total", family_type::counter,
-         "Writes refused during fallback (reject mode, or the journal was full)."},
+         "Writes refused during fallback (reject mode, the journal full, the upstream refusing "
+         "the sidecar), and journaled writes dropped after 5 minutes of refused replays."},
         {"redis_sidecar_cache_invalidations_received_total", family_type::counter,
          "Invalidation messages received from the upstream (tracking or keyspace notifications)."},
         {"redis_sidecar_cache_stale_serves_total", family_type::counter,

@@ -985,6 +985,20 @@ void cache_tier::replayed(int db, std::span<const std::string_view> args) {
     });
 }
 
+void cache_tier::replay_dropped(int db, std::span<const std::string_view> args) {
+  ++counters_.rejected;
+  if (args.empty()) return;
+  if (const command_info* info = commands::lookup(args[0]))
+    commands::for_each_key(*info, args, [&](std::string_view key) {
+      const std::uint64_t hash = key_hash(db, key);
+      if (const auto later = unreplayed_.find(hash); later != unreplayed_.end()) {
+        if (--later->second > 0) return;  // a later write's value: it may still reach it
+        unreplayed_.erase(later);
+      }
+      l1_.erase(db, key);
+    });
+}
+
 void cache_tier::replay_done() {
   for (const kept_key& k : kept_) l1_.erase(k.db, k.key);
   std::vector<kept_key>().swap(kept_);  // its memory too: it may have held a long outage's keys

@@ -122,8 +122,10 @@ class cache_tier {
   /// journaled now could not be replayed before the configuration changes, so fallback refuses
   /// writes, saying why (`why` empty: accepted again).
   void refuse_writes(std::string why) { writes_refused_ = std::move(why); }
-  /// A journaled write the upstream refused for too long is dropped: counted as rejected.
-  void replay_dropped() { ++counters_.rejected; }
+  /// A journaled write the upstream refused for too long, dropped: counted as rejected, and L1
+  /// forgets the value it left for a key no later journaled write holds (it never reached the
+  /// upstream).
+  void replay_dropped(int db, std::span<const std::string_view> args);
   /// A GET that L1 was not asked to answer (right after a script) counts as a miss.
   void count_miss() { ++counters_.misses; }
   /// An invalidation message for `key` / for everything (FLUSHALL, FLUSHDB).

@@ -4,6 +4,7 @@
 #include <array>
 #include <random>
 
+#include "proxy/commands/keys.hpp"
 #include "proxy/log.hpp"
 #include "proxy/resp/value.hpp"
 #include "proxy/resp/writer.hpp"
@@ -30,9 +31,11 @@ bool refuses_for_now(std::string_view frame) {
   return std::find(codes.begin(), codes.end(), resp::error_code(frame)) != codes.end();
 }
 
-// A write the upstream has refused this long, through every recovery since, is dropped (logged
-// as an error, counted as rejected): a value larger than maxmemory, a URL that names a replica.
+// A write the upstream has refused this long, in at least refused_write_tries replays, is
+// dropped (logged as an error, counted as rejected): a value larger than maxmemory, a URL that
+// names a replica.
 constexpr std::int64_t refused_write_kept_ms = 5 * 60 * 1000;
+constexpr std::uint32_t refused_write_tries = 3;
 // Why `c` failed, when only a change of configuration ends it (its credentials refused, the
 // certificate not verified, the URL leading back to the sidecar); "" for any other failure.
 std::string refusal_of(const connection* c) {
@@ -163,7 +166,15 @@ void upstream_monitor::deliver(std::uint64_t seq, std::string_view frame, std::u
     return;
   }
   if (t == tag_select) {
-    if (error && replay_conn_ && replay_conn_->failing()) replay_failed(resp::error_text(frame));
+    // Nothing is sent behind a SELECT until it is answered: refused (-BUSY while a script runs),
+    // the writes for its db would run in another one.
+    if (!select_pending_) return;
+    select_pending_ = false;
+    if (error && replay_conn_ && replay_conn_->failing())
+      return replay_failed(resp::error_text(frame));
+    if (error && replay_refusal_.empty()) replay_refusal_ = resp::error_text(frame);
+    if (replay_refusal_.empty()) return replay_some();
+    if (replay_outstanding_ == 0) replay_refused();
     return;
   }
   if (t != tag_replay || replay_outstanding_ == 0) return;
@@ -176,42 +187,80 @@ void upstream_monitor::deliver(std::uint64_t seq, std::string_view frame, std::u
   auto& journal = tier_.journal();
   const std::size_t index = replay_kept_;
   if (index >= journal.size()) return;
-  const auto& record = journal.at(index);
+  auto& record = journal.at(index);
   --replay_outstanding_;
+  const bool parsed = replay_parser_.parse(record.frame) == resp::parse_status::complete;
+  const auto args = parsed ? replay_parser_.args() : std::span<const std::string_view>();
   if (error && refuses_for_now(frame)) {
     const std::int64_t now = now_ms();
-    if (index == 0 && front_refused_since_ == 0) front_refused_since_ = now;
-    if (index != 0 || now - front_refused_since_ < refused_write_kept_ms) {
+    if (record.refused_since == 0) record.refused_since = now;
+    const bool drop = ++record.refusals >= refused_write_tries &&
+                      now - record.refused_since >= refused_write_kept_ms;
+    if (!drop) {
       // Kept, in its place; no more is sent, and the records in flight behind it are still
-      // answered one by one (those Redis ran despite it are done, not sent again).
-      ++replay_kept_;
+      // answered one by one.
+      keep(record.db, args);
       if (replay_refusal_.empty()) replay_refusal_ = resp::error_text(frame);
+      replay_parser_.reset();
       if (replay_outstanding_ == 0) replay_refused();
       return;
     }
-    log::error("fallback journal replay: dropped a write the upstream has refused for " +
-               std::to_string(refused_write_kept_ms / 60000) +
+    log::error("fallback journal replay: dropped a write the upstream refused " +
+               std::to_string(record.refusals) + " times in " +
+               std::to_string((now - record.refused_since) / 60000) +
                " minutes: " + resp::error_text(frame));
-    tier_.replay_dropped();
-  } else if (error) {
-    // The upstream answered this write with an error (WRONGTYPE, NOPERM): done as far as replay
-    // goes; logged, not retried.
-    log::warn("fallback journal replay: the upstream refused a write: " + resp::error_text(frame));
-  }
-  if (replay_parser_.parse(record.frame) == resp::parse_status::complete)
-    tier_.replayed(record.db, replay_parser_.args());
-  replay_parser_.reset();
-  if (index == 0) {
-    journal.pop_front();
-    front_refused_since_ = 0;
+    tier_.replay_dropped(record.db, args);
+  } else if (replay_kept_ > 0 && touches_kept(record.db, args)) {
+    // Ran behind a kept write of the same key (or a kept write reaching beyond its keys): kept
+    // too, to run again after it, in order (at least once, as after a lost reply).
+    keep(record.db, args);
+    replay_parser_.reset();
+    if (replay_outstanding_ == 0) replay_refused();
+    return;
   } else {
-    journal.erase(index);
+    // The upstream answered this write; an error reply (WRONGTYPE, NOPERM) is an answer: the
+    // write is done as far as replay goes, logged, not retried.
+    if (error)
+      log::warn("fallback journal replay: the upstream refused a write: " +
+                resp::error_text(frame));
+    if (parsed) tier_.replayed(record.db, args);
+    cautious_ = false;
   }
+  replay_parser_.reset();
+  if (index == 0)
+    journal.pop_front();
+  else
+    journal.erase(index);
   if (!replay_refusal_.empty()) {
     if (replay_outstanding_ == 0) replay_refused();
     return;
   }
   replay_some();
+}
+
+// The keys of a journaled write this attempt keeps (refused for now), or all of them for a write
+// that reaches beyond its keys (FLUSHDB, SWAPDB, MOVE, COPY) or cannot be read.
+void upstream_monitor::keep(int db, std::span<const std::string_view> args) {
+  ++replay_kept_;
+  const commands::command_info* info = args.empty() ? nullptr : commands::lookup(args[0]);
+  if (info == nullptr || cache_tier::writes_beyond_keys(*info)) {
+    kept_everything_ = true;
+    return;
+  }
+  commands::for_each_key(*info, args, [&](std::string_view key) {
+    kept_keys_.insert(std::to_string(db) + ':' + std::string(key));
+  });
+}
+
+bool upstream_monitor::touches_kept(int db, std::span<const std::string_view> args) const {
+  if (kept_everything_) return true;
+  const commands::command_info* info = args.empty() ? nullptr : commands::lookup(args[0]);
+  if (info == nullptr || cache_tier::writes_beyond_keys(*info)) return true;
+  bool touches = false;
+  commands::for_each_key(*info, args, [&](std::string_view key) {
+    touches = touches || kept_keys_.contains(std::to_string(db) + ':' + std::string(key));
+  });
+  return touches;
 }
 
 // The attempt's records are all answered, some refused for now: fallback goes on (the upstream
@@ -266,8 +315,7 @@ void upstream_monitor::transitioned() {
   if (s == upstream_state::fallback) {
     if (replay_conn_) replay_conn_->close();
     replay_conn_.reset();
-    replay_outstanding_ = replay_kept_ = 0;
-    replay_refusal_.clear();
+    reset_replay_attempt();
     // Requests waiting on a stalled upstream fail now, not at their deadlines (not when the
     // upstream answers but refused the replay's writes: nothing waits on it then).
     static const std::string reason = "upstream unreachable (fallback mode)";
@@ -279,8 +327,10 @@ void upstream_monitor::transitioned() {
   if (s == upstream_state::recovering) {
     replay_conn_ = open_connection();
     replay_db_ = cfg_.upstream.db;
-    replay_outstanding_ = replay_kept_ = 0;
-    replay_refusal_.clear();
+    reset_replay_attempt();
+    // After refusals, one record at a time until one is answered: nothing runs behind a refused
+    // one then.
+    cautious_ = replay_refusals_ > 0;
     if (!tier_.journal().empty())
       log::info("replaying " + std::to_string(tier_.journal().size()) +
                 " writes accepted during fallback");
@@ -289,8 +339,18 @@ void upstream_monitor::transitioned() {
   if (on_change_) on_change_();
 }
 
+void upstream_monitor::reset_replay_attempt() {
+  replay_outstanding_ = replay_kept_ = 0;
+  replay_refusal_.clear();
+  kept_keys_.clear();
+  kept_everything_ = false;
+  select_pending_ = false;
+}
+
 void upstream_monitor::replay_some() {
-  if (fsm_.state() != upstream_state::recovering || !replay_conn_ || replay_kept_ > 0) return;
+  if (fsm_.state() != upstream_state::recovering || !replay_conn_ || replay_kept_ > 0 ||
+      select_pending_)
+    return;
   auto& journal = tier_.journal();
   if (journal.size() == replay_outstanding_) {
     if (replay_outstanding_ == 0) {
@@ -303,7 +363,8 @@ void upstream_monitor::replay_some() {
     return;
   }
   const auto deadline = clock::now() + std::chrono::milliseconds(cfg_.command_timeout_ms);
-  while (replay_outstanding_ < journal.size() && replay_outstanding_ < replay_window) {
+  const std::size_t window = cautious_ ? 1 : replay_window;
+  while (replay_outstanding_ < journal.size() && replay_outstanding_ < window) {
     const auto& record = journal.at(replay_outstanding_);
     if (record.db != replay_db_) {
       std::string select;
@@ -313,6 +374,8 @@ void upstream_monitor::replay_some() {
       if (!replay_conn_->submit(select, pending_reply{sink_ref(this), 0, deadline, tag_select}))
         return replay_failed(replay_conn_->last_error());
       replay_db_ = record.db;
+      select_pending_ = true;  // the db's writes follow its answer
+      return;
     }
     if (!replay_conn_->submit(record.frame, pending_reply{sink_ref(this), 0, deadline, tag_replay}))
       return replay_failed(replay_conn_->last_error());
@@ -321,8 +384,7 @@ void upstream_monitor::replay_some() {
 }
 
 void upstream_monitor::replay_failed(std::string cause) {
-  replay_outstanding_ = replay_kept_ = 0;
-  replay_refusal_.clear();
+  reset_replay_attempt();
   std::string refusal = refusal_of(replay_conn_.get());
   if (replay_conn_) replay_conn_->close();
   replay_conn_.reset();

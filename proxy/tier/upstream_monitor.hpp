@@ -17,7 +17,9 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
+#include <unordered_set>
 
 #include "proxy/asio.hpp"
 #include "proxy/config/config.hpp"
@@ -68,6 +70,9 @@ class upstream_monitor : public reply_sink, public std::enable_shared_from_this<
   void replay_some();
   void replay_failed(std::string cause);
   void replay_refused();
+  void reset_replay_attempt();
+  void keep(int db, std::span<const std::string_view> args);
+  bool touches_kept(int db, std::span<const std::string_view> args) const;
   std::shared_ptr<connection> open_connection();
   std::chrono::milliseconds next_delay();
 
@@ -83,7 +88,10 @@ class upstream_monitor : public reply_sink, public std::enable_shared_from_this<
   // This attempt: journal records refused for now, kept at the front, and the first refusal.
   std::size_t replay_kept_ = 0;
   std::string replay_refusal_;
-  std::int64_t front_refused_since_ = 0;  // when the journal's oldest record was first refused
+  std::unordered_set<std::string> kept_keys_;  // "db:key" of the kept records
+  bool kept_everything_ = false;               // a kept record reaches beyond its keys
+  bool select_pending_ = false;                // a SELECT sent, its answer not back yet
+  bool cautious_ = false;                      // one record at a time (see transitioned())
   bool refused_not_stalled_ = false;      // the fallback being entered is replay_refused()'s
   steady_timer timer_;
   bool stopped_ = false;
