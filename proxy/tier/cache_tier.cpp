@@ -963,6 +963,14 @@ cache_tier::result cache_tier::serve_write_keys(int db, std::span<const std::str
 // write is replayed, L1 still holds its value, which the upstream holds now, until the replay is
 // done (replay_done()): a key L1 forgot before then would read as a miss while the sidecar still
 // answers from L1.
+bool cache_tier::last_unreplayed(std::uint64_t hash) {
+  const auto it = unreplayed_.find(hash);
+  if (it == unreplayed_.end()) return true;
+  if (--it->second > 0) return false;
+  unreplayed_.erase(it);
+  return true;
+}
+
 void cache_tier::replayed(int db, std::span<const std::string_view> args) {
   ++counters_.replayed;
   if (args.empty()) return;
@@ -970,10 +978,7 @@ void cache_tier::replayed(int db, std::span<const std::string_view> args) {
     commands::for_each_key(*info, args, [&](std::string_view key) {
       const std::uint64_t hash = key_hash(db, key);
       fence_.touched(hash, fallback_conn);  // it ran just now, on its own connection
-      if (const auto later = unreplayed_.find(hash); later != unreplayed_.end()) {
-        if (--later->second > 0) return;
-        unreplayed_.erase(later);
-      }
+      if (!last_unreplayed(hash)) return;
       if (!l1_.value_in_place(db, key, hash)) return;  // nothing to keep
       const std::size_t bytes = sizeof(kept_key) + key.size();
       if (kept_bytes_ + bytes > journal_.max_bytes()) {  // see kept_
@@ -990,12 +995,8 @@ void cache_tier::replay_dropped(int db, std::span<const std::string_view> args) 
   if (args.empty()) return;
   if (const command_info* info = commands::lookup(args[0]))
     commands::for_each_key(*info, args, [&](std::string_view key) {
-      const std::uint64_t hash = key_hash(db, key);
-      if (const auto later = unreplayed_.find(hash); later != unreplayed_.end()) {
-        if (--later->second > 0) return;  // a later write's value: it may still reach it
-        unreplayed_.erase(later);
-      }
-      l1_.erase(db, key);
+      // A later write's value: it may still reach the upstream.
+      if (last_unreplayed(key_hash(db, key))) l1_.erase(db, key);
     });
 }
 

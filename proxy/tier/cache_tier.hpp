@@ -282,6 +282,9 @@ class cache_tier {
   /// The entry as stored; entries of absent keys only with `absent_too`.
   std::optional<stored> lookup(int db, std::string_view key, cache::time_ms now,
                                bool absent_too = false);
+  /// One journaled write of the key (`hash`) is done with (replayed or dropped): false while a
+  /// later journaled write (unreplayed_) still holds its value in L1 for the replay.
+  bool last_unreplayed(std::uint64_t hash);
   bool journal_write(int db, std::span<const std::string_view> args, std::string_view frame,
                      std::string& out);
 

@@ -283,6 +283,7 @@ void connection::write_done(error_code ec) {
   }
   start_write();  // what came while this write was out
   shut_when_written();
+  if (retiring_) hand_over_if_answered();
 }
 
 std::chrono::milliseconds connection::backoff() {
@@ -319,6 +320,8 @@ awaitable<void> connection::run(std::shared_ptr<connection> self) {
     if (log::enabled(log::level::debug)) log_connected(connect_started);
     attempts_ = 0;
     state_ = state::ready;
+    ready_since_ = clock::now();
+    ready_epoch_ = readonly_epoch_;
     counted_ready_ = true;
     any_connection_ready_ = true;
     ++stats_.upstream_connections;
@@ -334,12 +337,21 @@ awaitable<void> connection::run(std::shared_ptr<connection> self) {
       co_await (read_loop() && write_drain() && watchdog());
     }
     --stats_.upstream_connections;
-    fail_pending(timed_out_ ? error_frame(errors::upstream_timeout)
-                            : error_frame(errors::upstream_closed, last_error_));
-    drop_unwritten();
+    // Handed over (note_readonly()): nothing written is unanswered; what was queued meanwhile
+    // stays, for the next stream, as requests that come while connecting do.
+    const bool handover = std::exchange(handing_over_, false) && !closing_;
+    retiring_ = false;
+    if (handover) {
+      held_ = false;
+      hold_.stream_lost();
+    } else {
+      fail_pending(timed_out_ ? error_frame(errors::upstream_timeout)
+                              : error_frame(errors::upstream_closed, last_error_));
+      drop_unwritten();
+    }
     rstart_ = rend_ = 0;
     parser_.reset();
-    if (!closing_ && !quiet_) log::warn("upstream connection lost: " + last_error_);
+    if (!handover && !closing_ && !quiet_) log::warn("upstream connection lost: " + last_error_);
     if (log::enabled(log::level::debug))
       log::debug("upstream connection id=" + std::to_string(upstream_id_) +
                  " ended: " + (closing_ ? std::string("closed by the sidecar") : last_error_));
@@ -774,7 +786,37 @@ void connection::dispatch(std::string_view frame, bool push, clock::time_point r
     if (pending_.size() > 1 && pending_[1].sink) pending_[1].sink->prefetch(pending_[1].seq, false);
     if (pending_[0].sink) pending_[0].sink->prefetch(pending_[0].seq, true);
   }
+  if (frame[0] == '-' && frame.starts_with("-READONLY")) note_readonly(received);
   if (entry.sink) entry.sink->deliver(entry.seq, frame, entry.tag, received);
+  if (retiring_) hand_over_if_answered();
+}
+
+void connection::note_readonly(clock::time_point now) {
+  met_replica_ = true;
+  if (!reconnect_ || retiring_ || closing_ || broken_) return;
+  const auto up_for = now - ready_since_;
+  if (readonly_retires_ > 0 &&
+      up_for < std::chrono::seconds(1u << std::min(readonly_retires_ - 1, 5u)))
+    return;
+  readonly_retires_ =
+      readonly_retires_ == 0 || up_for > std::chrono::seconds(64) ? 1 : readonly_retires_ + 1;
+  retiring_ = true;
+  ++readonly_epoch_;
+  if (quiet_) return;
+  const std::string what = "upstream " + cfg_.upstream.masked() +
+                           " answered READONLY: it is a replica now; connection " +
+                           std::to_string(serial_) +
+                           " reconnects once its replies are in, to reach the primary";
+  if (readonly_retires_ == 1)
+    log::warn(what);
+  else if (log::enabled(log::level::debug))
+    log::debug(what + " (" + std::to_string(readonly_retires_) + " times in a row)");
+}
+
+void connection::hand_over_if_answered() {
+  if (!retiring_ || writing_ || broken_ || pending_.size() > wbuf_requests_) return;
+  handing_over_ = true;
+  teardown("reconnecting: the upstream answered READONLY", false);
 }
 
 awaitable<void> connection::write_drain() {

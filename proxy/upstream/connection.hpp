@@ -123,7 +123,15 @@ class connection : public std::enable_shared_from_this<connection>, public turn_
   /// Some pending request is a client's (not only the sidecar's own, whose replies are dropped).
   bool owes_clients() const;
   /// Ready, with requests waiting for this turn's write.
-  bool batching() const { return state_ == state::ready && !broken_ && !wbuf_.empty(); }
+  bool batching() const {
+    return state_ == state::ready && !broken_ && !retiring_ && !wbuf_.empty();
+  }
+  /// Waiting for its last replies before it reconnects (a replica answered it: note_readonly()).
+  bool retiring() const { return retiring_; }
+  /// This stream was answered READONLY, or a shared connection of the process was since it got
+  /// through: a dedicated connection is then closed rather than kept idle or handed to a client
+  /// (pool), which gets a new one that may reach the primary.
+  bool met_replica() const { return met_replica_ || ready_epoch_ != readonly_epoch_; }
   /// Why the connection is down, safe to show (no credentials).
   const std::string& last_error() const { return last_error_; }
   /// Whether the last connection attempt failed in a way only a change of configuration ends.
@@ -155,6 +163,15 @@ class connection : public std::enable_shared_from_this<connection>, public turn_
   void fail_pending(std::string_view error_line);
   void dispatch(std::string_view frame, bool push, std::chrono::steady_clock::time_point received);
   void shut_when_written();  // lingering: once nothing is left to write, shut our side
+  /// A -READONLY reply: the upstream is a replica now (the old primary after a failover, with
+  /// the URL's name or service address moved to the new one). A shared connection then writes
+  /// nothing more on this stream; once the replies to what it wrote are in, it reconnects (the
+  /// name resolved again) and what was queued meanwhile goes on the new stream (hand_over()).
+  /// A stream that keeps landing on a replica waits 1 s, 2 s, ... 32 s of its life before the
+  /// next try, so an upstream that is a replica by configuration is not reconnected per write.
+  void note_readonly(std::chrono::steady_clock::time_point now);
+  /// Retiring, with nothing written left unanswered: the stream ends, its queue kept.
+  void hand_over_if_answered();
   bool is_own_listener(const tcp::endpoint& ep) const;
   /// A reply with pushes inside it (reply_parser::embedded_pushes()): the pushes, then the reply
   /// without them.
@@ -168,7 +185,9 @@ class connection : public std::enable_shared_from_this<connection>, public turn_
   /// The stream is gone: what it had not written is dropped (its requests have failed).
   void drop_unwritten();
   /// The stream is up and no write is out.
-  bool write_may_start() const { return !writing_ && state_ == state::ready && !broken_; }
+  bool write_may_start() const {
+    return !writing_ && state_ == state::ready && !broken_ && !retiring_;
+  }
   /// Writes everything queued, if write_may_start(); write_done() goes on.
   void start_write();
   void write_done(error_code ec);
@@ -220,6 +239,13 @@ class connection : public std::enable_shared_from_this<connection>, public turn_
   std::weak_ptr<client_session> owner_;
   std::weak_ptr<connection_watcher> watcher_;
   bool counted_ready_ = false;
+  bool retiring_ = false;          // note_readonly(): no more writes on this stream
+  bool handing_over_ = false;      // the stream ends for a new one; pending_ and wbuf_ stay
+  bool met_replica_ = false;       // a READONLY answered on this stream
+  unsigned readonly_retires_ = 0;  // streams retired for READONLY in a row
+  std::chrono::steady_clock::time_point ready_since_;
+  std::uint64_t ready_epoch_ = 0;                   // readonly_epoch_ when this stream got through
+  static inline std::uint64_t readonly_epoch_ = 0;  // READONLY retirements in the process
   // Some upstream connection of this process got through its handshake (all live on the one
   // io_context thread): a drop after the handshake is then not taken for the configuration's.
   static inline bool any_connection_ready_ = false;

@@ -17,12 +17,13 @@ const std::shared_ptr<connection>& pool::shared(int proto, const connection* cur
   for (const auto& c : conns)
     if (c->batching()) return c;
   for (const auto& c : conns)
-    if (c.get() == current && c->usable()) return c;
+    if (c.get() == current && c->usable() && !c->retiring()) return c;
   auto& next = next_[proto == 3 ? 1 : 0];
-  // Prefer a usable connection: when one is down, new clients go to the others.
+  // Prefer a usable connection: when one is down (or waits to reconnect, retiring), new clients
+  // go to the others.
   for (std::size_t i = 0; i < conns.size(); ++i) {
     const auto& c = conns[next++ % conns.size()];
-    if (c->usable()) return c;
+    if (c->usable() && !c->retiring()) return c;
   }
   return conns[next++ % conns.size()];
 }
@@ -32,7 +33,7 @@ std::shared_ptr<connection> pool::acquire_dedicated(int proto) {
   while (!idle.empty()) {
     auto c = std::move(idle.back());
     idle.pop_back();
-    if (c->current_state() == connection::state::ready) return c;
+    if (c->current_state() == connection::state::ready && !c->met_replica()) return c;
     c->close();
   }
   auto c = std::make_shared<connection>(ex_, cfg_, tls_, stats_, proto, false);
@@ -42,7 +43,7 @@ std::shared_ptr<connection> pool::acquire_dedicated(int proto) {
 
 void pool::release_dedicated(std::shared_ptr<connection> c) {
   auto& idle = idle_[c->proto() == 3 ? 1 : 0];
-  if (c->raw() || c->owes_clients() || !c->pooled_ok() ||
+  if (c->raw() || c->owes_clients() || !c->pooled_ok() || c->met_replica() ||
       c->current_state() != connection::state::ready || idle.size() >= max_idle_dedicated) {
     c->close();
     return;

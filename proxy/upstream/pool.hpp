@@ -26,11 +26,12 @@ class pool {
   /// usable one, round robin. Never null; valid as long as the pool.
   const std::shared_ptr<connection>& shared(int proto, const connection* current = nullptr);
 
-  /// A connection for one client's exclusive use: an idle clean one if any, else a new one.
+  /// A connection for one client's exclusive use: an idle clean one if any (not one that met a
+  /// replica: connection::met_replica()), else a new one.
   std::shared_ptr<connection> acquire_dedicated(int proto);
   /// Gives back a dedicated connection whose state is clean (no MULTI, WATCH, subscription, db 0
-  /// of the URL, no client's request pending: the sidecar's own may be); kept idle up to a bound,
-  /// else closed.
+  /// of the URL, no client's request pending: the sidecar's own may be) and that met no replica;
+  /// kept idle up to a bound, else closed.
   void release_dedicated(std::shared_ptr<connection> c);
 
   /// Opens the RESP2 shared connections now (start-up), so the first client does not wait.

@@ -2,11 +2,7 @@
 // TRACKING invalidations while another client writes to Redis directly (the staleness checker),
 // across a killed tracking connection and an upstream restart; ttl mode's bounded staleness;
 // auto mode's choice when tracking is refused; single flight for concurrent misses.
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <poll.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -15,105 +11,10 @@
 #include <thread>
 
 #include "tests/integration/near_support.hpp"
+#include "tests/support/tcp_relay.hpp"
 
 namespace redis_sidecar::test {
 using namespace near;
-
-namespace {
-
-// A TCP relay in front of Redis that can swallow, both ways and without a word, the bytes of the
-// connections whose client sent CLIENT TRACKING (the invalidation channel): a path that died
-// with no FIN or reset reaching either end, as behind a NAT that forgot the flow.
-class channel_blackhole {
- public:
-  explicit channel_blackhole(std::uint16_t upstream) : upstream_(upstream) {
-    listen_fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REQUIRE(::bind(listen_fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-    REQUIRE(::listen(listen_fd_, 64) == 0);
-    socklen_t len = sizeof a;
-    ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&a), &len);
-    port_ = ntohs(a.sin_port);
-    thread_ = std::thread([this] { run(); });
-  }
-  ~channel_blackhole() {
-    stop_ = true;
-    thread_.join();
-    for (const auto& p : pairs_) {
-      ::close(p.client);
-      ::close(p.server);
-    }
-    ::close(listen_fd_);
-  }
-  std::uint16_t port() const { return port_; }
-  void swallow() { swallow_ = true; }
-
- private:
-  struct link {
-    int client, server;
-    bool channel = false;
-    bool client_done = false, server_done = false;  // read to its end: polled no more
-  };
-  void run() {
-    std::vector<char> buf(65536);
-    while (!stop_) {
-      std::vector<pollfd> fds{{listen_fd_, POLLIN, 0}};
-      for (const auto& p : pairs_) {
-        fds.push_back({p.client_done ? -1 : p.client, POLLIN, 0});
-        fds.push_back({p.server_done ? -1 : p.server, POLLIN, 0});
-      }
-      if (::poll(fds.data(), fds.size(), 50) <= 0) continue;
-      if (fds[0].revents & POLLIN) {
-        const int c = ::accept(listen_fd_, nullptr, nullptr);
-        const int u = ::socket(AF_INET, SOCK_STREAM, 0);
-        sockaddr_in a{};
-        a.sin_family = AF_INET;
-        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        a.sin_port = htons(upstream_);
-        if (c >= 0 && ::connect(u, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
-          pairs_.push_back({c, u});
-        } else {
-          if (c >= 0) ::close(c);
-          ::close(u);
-        }
-        continue;  // the fds vector no longer matches pairs_
-      }
-      for (std::size_t i = 0; i < pairs_.size(); ++i) {
-        link& p = pairs_[i];
-        for (const bool from_client : {true, false}) {
-          if (!(fds[1 + 2 * i + (from_client ? 0 : 1)].revents & (POLLIN | POLLHUP | POLLERR)))
-            continue;
-          const int from = from_client ? p.client : p.server,
-                    to = from_client ? p.server : p.client;
-          const ssize_t n = ::recv(from, buf.data(), buf.size(), 0);
-          if (n <= 0) {
-            ::shutdown(to, SHUT_WR);
-            (from_client ? p.client_done : p.server_done) = true;
-            continue;
-          }
-          if (from_client && std::string_view(buf.data(), n).find("TRACKING") != std::string::npos)
-            p.channel = true;
-          if (p.channel && swallow_) continue;
-          for (ssize_t sent = 0; sent < n;) {
-            const ssize_t k = ::send(to, buf.data() + sent, n - sent, MSG_NOSIGNAL);
-            if (k <= 0) break;
-            sent += k;
-          }
-        }
-      }
-    }
-  }
-  std::uint16_t upstream_;
-  std::uint16_t port_ = 0;
-  int listen_fd_ = -1;
-  std::vector<link> pairs_;
-  std::atomic<bool> stop_{false}, swallow_{false};
-  std::thread thread_;
-};
-
-}  // namespace
 
 // The channel's path dies without a word (no FIN, no reset): nothing read on it any more, so a
 // workload of hits alone sent nothing that could find out, and L1 served a value changed on Redis
@@ -122,7 +23,7 @@ class channel_blackhole {
 TEST_CASE("tracking: a channel whose path died silently stops serving hits", "[near][tracking]") {
   SIDECAR_ONLY();
   redis_server redis;
-  channel_blackhole relay(redis.port());
+  tcp_relay relay(redis.port(), "TRACKING");  // the channel's client sends CLIENT TRACKING
   sidecar side(with({"--upstream", "redis://127.0.0.1:" + std::to_string(relay.port()),
                      "--command-timeout-ms=1000"}));
   REQUIRE(side.running());
@@ -135,7 +36,7 @@ TEST_CASE("tracking: a channel whose path died silently stops serving hits", "[n
     return at == std::string::npos ? -1.0 : std::atof(text.c_str() + at + 32);
   };
   REQUIRE(eventually([&] { return get(c.get(), "bk") == "v1" && hits() > 0; }));  // a hit
-  relay.swallow();
+  relay.swallow_marked();
   REQUIRE(str(direct.get(), {"SET", "bk", "v2"}) == "OK");  // its invalidation is swallowed
   CHECK(eventually([&] { return get(c.get(), "bk") == "v2"; }));
   CHECK(side.log().find("cache invalidation channel lost") != std::string::npos);

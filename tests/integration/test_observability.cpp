@@ -14,6 +14,7 @@
 
 #include "tests/integration/common.hpp"
 #include "tests/metrics/http_get.hpp"
+#include "tests/support/tcp_relay.hpp"
 
 namespace redis_sidecar::test {
 namespace {
@@ -69,9 +70,7 @@ struct mute_listener {
   int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);  // not in the sidecar: close() closes
   std::uint16_t port = 0;
   mute_listener() {
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sockaddr_in a = loopback_address(0);
     REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
     REQUIRE(::listen(fd, 16) == 0);
     socklen_t n = sizeof a;
@@ -202,10 +201,7 @@ TEST_CASE("idle connections to the metrics port do not hold up /healthz", "[obse
   std::vector<int> idle;
   for (int i = 0; i < 6; ++i) {
     const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(env.side->metrics_port());
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    const sockaddr_in addr = loopback_address(env.side->metrics_port());
     REQUIRE(::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0);
     idle.push_back(fd);
   }

@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "tests/integration/common.hpp"
+#include "tests/support/tcp_relay.hpp"
 
 namespace redis_sidecar::test {
 namespace {
@@ -363,6 +364,64 @@ TEST_CASE("stalled upstream: clients idle on dedicated connections do not wait f
   db1.send("GET a\r\n");
   for (raw_client* s : {&tx, &watching, &db1}) CHECK(s->closed_by_peer(std::chrono::seconds(20)));
   env.redis.resume();
+}
+
+// A failover behind the upstream's address (a DNS name, a cloud endpoint or a service address
+// moved to the new primary, the old one demoted to its replica): the connections opened before it
+// stay on the old primary, and Redis keeps them. Every write through them got -READONLY for as
+// long as they lived, while the health probe's PING, which a replica answers, said healthy. A
+// shared connection answered READONLY now reconnects once the replies to what it wrote are in; a
+// dedicated one is not handed to another client. Writes reach the new primary after at most one
+// READONLY per pooled connection.
+TEST_CASE("a failover behind the upstream's address: READONLY sends the pool to the new primary",
+          "[resilience]") {
+  SIDECAR_ONLY();
+  redis_server a, b;
+  tcp_relay endpoint(a.port());
+  sidecar side({"--upstream", "redis://127.0.0.1:" + std::to_string(endpoint.port())});
+  REQUIRE(side.running());
+  auto c = connect(side.port());
+  REQUIRE(str(c.get(), {"SET", "k", "before"}) == "OK");
+  // A transaction leaves an idle dedicated connection on the old primary.
+  REQUIRE(str(c.get(), {"MULTI"}) == "OK");
+  REQUIRE(str(c.get(), {"SET", "t", "before"}) == "QUEUED");
+  REQUIRE(elements(c.get(), {"EXEC"}) == std::vector<std::string>{"OK"});
+  // b becomes a's replica, then its primary; a its replica; the endpoint moves to b.
+  const std::string a_port = std::to_string(a.port()), b_port = std::to_string(b.port());
+  REQUIRE(redis_cli(b, {"REPLICAOF", "127.0.0.1", a_port}) == "OK\n");
+  REQUIRE(eventually([&] {
+    return redis_cli(b, {"INFO", "replication"}).find("master_link_status:up") != std::string::npos;
+  }));
+  REQUIRE(redis_cli(b, {"REPLICAOF", "NO", "ONE"}) == "OK\n");
+  REQUIRE(redis_cli(a, {"REPLICAOF", "127.0.0.1", b_port}) == "OK\n");
+  endpoint.retarget(b.port());
+
+  // Writes from many clients, so that every pooled connection is used: each may answer one
+  // READONLY, then writes go through, on b.
+  int readonly = 0, in_a_row = 0;
+  for (int i = 0; i < 200 && in_a_row < 40; ++i) {
+    auto w = connect(side.port());
+    auto r = must(w.get(), {"SET", "k", "after-" + std::to_string(i)});
+    INFO("SET " << i << " replied " << describe(r.get()));
+    if (r->type == REDIS_REPLY_ERROR) {
+      CHECK(std::string(r->str).starts_with("READONLY"));
+      ++readonly;
+      in_a_row = 0;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    } else {
+      ++in_a_row;
+    }
+  }
+  WARN("READONLY replies before the writes reached the new primary: " << readonly);
+  CHECK(in_a_row == 40);
+  CHECK(readonly <= 8);
+  CHECK(redis_cli(b, {"GET", "k"}).starts_with("after-"));
+  // A transaction now gets a connection that reaches b, not the idle one left on a.
+  REQUIRE(str(c.get(), {"MULTI"}) == "OK");
+  REQUIRE(str(c.get(), {"SET", "t", "after"}) == "QUEUED");
+  CHECK(elements(c.get(), {"EXEC"}) == std::vector<std::string>{"OK"});
+  CHECK(redis_cli(b, {"GET", "t"}) == "after\n");
+  CHECK(side.log().find("answered READONLY: it is a replica now") != std::string::npos);
 }
 
 }  // namespace redis_sidecar::test
