@@ -104,6 +104,16 @@ std::shared_ptr<connection> near_cache::make_connection(int proto, bool subscrib
 }
 
 void near_cache::heartbeat() {
+  // The pool left a replica for the primary behind the upstream's address (a failover): the
+  // channel follows it, so that it hears of the writes the pool's reads see. (On the old primary,
+  // now a replica, it would hear only what replication brings it, if anything.)
+  if (conn_ && readonly_epoch_ != connection::readonly_epoch()) {
+    readonly_epoch_ = connection::readonly_epoch();
+    log::info(std::string(channel_name()) +
+              " reconnects: the upstream's connections left a replica for the primary");
+    conn_->reset("reconnecting to the primary");
+    return;
+  }
   const auto now = clock::now();
   if (!ready_ || !conn_ || proto_ != 3 || heartbeat_due_ || now < next_heartbeat_) return;
   static constexpr std::string_view ping = "*1\r\n$4\r\nPING\r\n";
@@ -124,6 +134,7 @@ void near_cache::control(connection& c, std::span<const std::string_view> args, 
 // Sets up the channel for channel_ and proto_ (see the header's table).
 void near_cache::open() {
   ++generation_;
+  readonly_epoch_ = connection::readonly_epoch();
   sub_id_ = -1;
   sub_ready_ = false;
   conn_ = make_connection(proto_, false);

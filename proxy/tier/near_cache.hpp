@@ -193,6 +193,7 @@ class near_cache : public reply_sink,
   std::string probe_key_;
 
   std::uint64_t generation_ = 0;      // the channel's number; control replies carry it
+  std::uint64_t readonly_epoch_ = 0;  // connection::readonly_epoch() when the channel opened
   std::shared_ptr<connection> conn_;  // reads (and, in RESP3, the invalidations)
   std::shared_ptr<connection> sub_;   // RESP2: the subscriber connection
   std::int64_t sub_id_ = -1;          // its CLIENT ID (tracking with REDIRECT)

@@ -100,6 +100,12 @@ awaitable<void> upstream_monitor::run(std::shared_ptr<upstream_monitor> self) {
       refusals_seen_ = stats_.upstream_refusals;
       relogin_ = true;
     }
+    // The pool left a replica for the primary behind the upstream's address (a failover): the
+    // probe follows it, or it would go on probing the old primary.
+    if (connection::readonly_epoch() != readonly_epoch_seen_) {
+      readonly_epoch_seen_ = connection::readonly_epoch();
+      relogin_ = true;
+    }
     if (relogin_ && !probe_outstanding_) {
       relogin_ = false;
       if (probe_conn_) probe_conn_->close();

@@ -105,6 +105,7 @@ class upstream_monitor : public reply_sink, public std::enable_shared_from_this<
   std::uint64_t timeouts_seen_ = 0;
   std::uint64_t refusals_seen_ = 0;  // stats::upstream_refusals, as last read
   bool relogin_ = false;             // the next probe goes on a connection of its own, new
+  std::uint64_t readonly_epoch_seen_ = 0;  // connection::readonly_epoch(), as last read
   unsigned failed_probes_ = 0;      // in a row, for the probe's backoff
   std::int64_t next_probe_at_ = 0;  // monotonic ms
 

@@ -132,6 +132,10 @@ class connection : public std::enable_shared_from_this<connection>, public turn_
   /// through: a dedicated connection is then closed rather than kept idle or handed to a client
   /// (pool), which gets a new one that may reach the primary.
   bool met_replica() const { return met_replica_ || ready_epoch_ != readonly_epoch_; }
+  /// How many times a shared connection of the process was sent to reconnect by a READONLY: the
+  /// connections of the health probe and the near cache follow them to the new primary when it
+  /// changes.
+  static std::uint64_t readonly_epoch() { return readonly_epoch_; }
   /// Why the connection is down, safe to show (no credentials).
   const std::string& last_error() const { return last_error_; }
   /// Whether the last connection attempt failed in a way only a change of configuration ends.

@@ -371,8 +371,8 @@ TEST_CASE("stalled upstream: clients idle on dedicated connections do not wait f
 // stay on the old primary, and Redis keeps them. Every write through them got -READONLY for as
 // long as they lived, while the health probe's PING, which a replica answers, said healthy. A
 // shared connection answered READONLY now reconnects once the replies to what it wrote are in; a
-// dedicated one is not handed to another client. Writes reach the new primary after at most one
-// READONLY per pooled connection.
+// dedicated one is not handed to another client; the near cache's channel and the health probe
+// follow. Writes reach the new primary after at most one READONLY per pooled connection.
 TEST_CASE("a failover behind the upstream's address: READONLY sends the pool to the new primary",
           "[resilience]") {
   SIDECAR_ONLY();
@@ -422,6 +422,27 @@ TEST_CASE("a failover behind the upstream's address: READONLY sends the pool to 
   CHECK(elements(c.get(), {"EXEC"}) == std::vector<std::string>{"OK"});
   CHECK(redis_cli(b, {"GET", "t"}) == "after\n");
   CHECK(side.log().find("answered READONLY: it is a replica now") != std::string::npos);
+  // The near cache's channel (tracking, by default) and the health probe follow the pool: none
+  // of the sidecar's connections is left on a, and b has the tracking one.
+  CHECK(eventually([&] {
+    return redis_cli(a, {"CLIENT", "LIST"}).find("name=redis-sidecar") == std::string::npos;
+  }));
+  CHECK(eventually([&] {
+    return redis_cli(b, {"CLIENT", "LIST"}).find("flags=t") != std::string::npos;
+  }));
+  INFO(redis_cli(a, {"CLIENT", "LIST"}));
+  INFO(side.log());
+  // Coherent on b: a write made there directly reaches the sidecar's readers.
+  auto reader = connect(side.port());
+  CHECK(eventually([&] {
+    auto r = command(reader.get(), {"GET", "k"});
+    return r && r->type == REDIS_REPLY_STRING;
+  }));
+  CHECK(redis_cli(b, {"SET", "k", "direct"}) == "OK\n");
+  CHECK(eventually([&] {
+    auto r = command(reader.get(), {"GET", "k"});
+    return r && r->type == REDIS_REPLY_STRING && std::string(r->str, r->len) == "direct";
+  }));
 }
 
 }  // namespace redis_sidecar::test
