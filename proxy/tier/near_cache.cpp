@@ -111,7 +111,9 @@ void near_cache::heartbeat() {
     readonly_epoch_ = connection::readonly_epoch();
     log::info(std::string(channel_name()) +
               " reconnects: the upstream's connections left a replica for the primary");
-    conn_->reset("reconnecting to the primary");
+    // As when the channel is lost, but the reads in flight on it are still answered.
+    if (ready_) tier_.channel_lost();
+    drop_channel();
     return;
   }
   const auto now = clock::now();
