@@ -2128,6 +2128,17 @@ void client_session::dedicated_lost(connection* c) {
   }
 }
 
+// A client whose connection state keeps it on its dedicated connection (a SELECTed db, a
+// tracking redirect) would go on writing to the demoted primary for as long as it stays: it is
+// closed once the replies before are written, so that it reconnects, restores its state, and
+// reaches the primary. A transaction ends by itself (EXECABORT), and its connection is not reused.
+void client_session::dedicated_demoted(connection* c) {
+  if (dedicated_.get() != c || in_multi_ || watching_ || state_is_clean()) return;
+  note_close("its upstream was demoted to a replica (a failover): ",
+             "closed so that it reconnects to the primary");
+  close_after_flush();
+}
+
 bool client_session::state_is_clean() const {
   return !raw_ && !in_multi_ && !watching_ && !redirect_target_ && db_ == cfg_.upstream.db;
 }

@@ -117,6 +117,9 @@ class client_session : public reply_sink,
   void prefetch(std::uint64_t seq, bool entry) override;
   /// The dedicated connection closed for good.
   void dedicated_lost(connection* c);
+  /// The dedicated connection's upstream, a primary when it connected, answered READONLY: it was
+  /// demoted by a failover.
+  void dedicated_demoted(connection* c);
 
  private:
   std::shared_ptr<reply_sink> owner() override { return shared_from_this(); }

@@ -140,6 +140,10 @@ connect_fsm::step connect_fsm::on_reply(const resp::value& reply) {
     case phase::hello:
       if (!is_error) {
         if (const resp::value* v = hello_field(reply, "version")) version_ = v->str;
+        if (const resp::value* v = hello_field(reply, "role")) {
+          if (v->str == "master") role_ = server_role::primary;
+          if (v->str == "replica" || v->str == "slave") role_ = server_role::replica;
+        }
         if (const resp::value* v = hello_field(reply, "id");
             v != nullptr && v->type == resp::value::kind::integer && v->integer > 0)
           client_id_ = static_cast<std::uint64_t>(v->integer);

@@ -58,6 +58,10 @@ class connect_fsm {
   std::string_view server_version() const { return version_; }
   /// The connection's client id on the upstream, from HELLO (0: not known, Redis before 6).
   std::uint64_t client_id() const { return client_id_; }
+  /// What HELLO's "role" said the upstream is: a primary, a replica, or not known (no HELLO, or
+  /// no such field).
+  enum class server_role : std::uint8_t { unknown, primary, replica };
+  server_role role() const { return role_; }
   int proto() const { return proto_; }
 
  private:
@@ -77,6 +81,7 @@ class connect_fsm {
   config_refusal refusal_ = config_refusal::none;
   std::string version_;
   std::uint64_t client_id_ = 0;
+  server_role role_ = server_role::unknown;
 };
 
 }  // namespace redis_sidecar

@@ -321,6 +321,10 @@ awaitable<void> connection::run(std::shared_ptr<connection> self) {
     attempts_ = 0;
     state_ = state::ready;
     ready_since_ = clock::now();
+    // Handed over for a READONLY and landed on a primary (or on an upstream that does not say):
+    // the other connections follow (readonly_epoch()).
+    if (std::exchange(left_replica_, false) && role_ != connect_fsm::server_role::replica)
+      ++readonly_epoch_;
     ready_epoch_ = readonly_epoch_;
     counted_ready_ = true;
     any_connection_ready_ = true;
@@ -630,6 +634,7 @@ awaitable<bool> connection::connect_once() {
     co_return false;
   }
   server_version_ = fsm.server_version();
+  role_ = fsm.role();
   upstream_id_ = fsm.client_id();
   // Bytes after the last handshake reply belong to nobody: the upstream speaks only when asked.
   co_return true;
@@ -786,22 +791,30 @@ void connection::dispatch(std::string_view frame, bool push, clock::time_point r
     if (pending_.size() > 1 && pending_[1].sink) pending_[1].sink->prefetch(pending_[1].seq, false);
     if (pending_[0].sink) pending_[0].sink->prefetch(pending_[0].seq, true);
   }
-  if (frame[0] == '-' && frame.starts_with("-READONLY")) note_readonly(received);
+  const bool readonly = frame[0] == '-' && frame.starts_with("-READONLY");
+  if (readonly) note_readonly(received);
   if (entry.sink) entry.sink->deliver(entry.seq, frame, entry.tag, received);
+  if (readonly && demoted_ && !reconnect_)
+    if (auto owner = owner_.lock()) owner->dedicated_demoted(this);
   if (retiring_) hand_over_if_answered();
 }
 
 void connection::note_readonly(clock::time_point now) {
-  met_replica_ = true;
+  if (role_ != connect_fsm::server_role::replica) demoted_ = true;
   if (!reconnect_ || retiring_ || closing_ || broken_) return;
+  // A primary demoted under this connection: a failover is under way, and the address may move
+  // to the new primary only later (a DNS TTL), so for a minute the stream is renewed every
+  // second while it lands on a replica; else the wait doubles.
+  if (role_ == connect_fsm::server_role::primary) demoted_at_ = now;
   const auto up_for = now - ready_since_;
-  if (readonly_retires_ > 0 &&
-      up_for < std::chrono::seconds(1u << std::min(readonly_retires_ - 1, 5u)))
-    return;
+  const bool failing_over =
+      demoted_at_ != clock::time_point{} && now - demoted_at_ < std::chrono::seconds(60);
+  const auto wait = failing_over ? std::chrono::seconds(1)
+                                 : std::chrono::seconds(1u << std::min(readonly_retires_ - 1, 5u));
+  if (readonly_retires_ > 0 && up_for < wait) return;
   readonly_retires_ =
       readonly_retires_ == 0 || up_for > std::chrono::seconds(64) ? 1 : readonly_retires_ + 1;
   retiring_ = true;
-  ++readonly_epoch_;
   if (quiet_) return;
   const std::string what = "upstream " + cfg_.upstream.masked() +
                            " answered READONLY: it is a replica now; connection " +
@@ -815,7 +828,7 @@ void connection::note_readonly(clock::time_point now) {
 
 void connection::hand_over_if_answered() {
   if (!retiring_ || writing_ || broken_ || pending_.size() > wbuf_requests_) return;
-  handing_over_ = true;
+  handing_over_ = left_replica_ = true;
   teardown("reconnecting: the upstream answered READONLY", false);
 }
 

@@ -128,12 +128,14 @@ class connection : public std::enable_shared_from_this<connection>, public turn_
   }
   /// Waiting for its last replies before it reconnects (a replica answered it: note_readonly()).
   bool retiring() const { return retiring_; }
-  /// This stream was answered READONLY, or a shared connection of the process was since it got
-  /// through: a dedicated connection is then closed rather than kept idle or handed to a client
-  /// (pool), which gets a new one that may reach the primary.
-  bool met_replica() const { return met_replica_ || ready_epoch_ != readonly_epoch_; }
-  /// How many times a shared connection of the process was sent to reconnect by a READONLY: the
-  /// connections of the health probe and the near cache follow them to the new primary when it
+  /// This stream's upstream said it was a primary and answers READONLY now (demoted by a
+  /// failover), or a shared connection of the process has since left a demoted primary for a
+  /// primary: a dedicated connection is then closed rather than kept idle or handed to a client
+  /// (pool), which gets a new one that may reach the primary. (Not for an upstream that was a
+  /// replica all along: its connections are kept, as any would answer READONLY.)
+  bool met_replica() const { return demoted_ || ready_epoch_ != readonly_epoch_; }
+  /// How many times a shared connection of the process, sent to reconnect by a READONLY, reached
+  /// a primary: the connections of the health probe and the near cache follow it there when it
   /// changes.
   static std::uint64_t readonly_epoch() { return readonly_epoch_; }
   /// Why the connection is down, safe to show (no credentials).
@@ -172,7 +174,9 @@ class connection : public std::enable_shared_from_this<connection>, public turn_
   /// nothing more on this stream; once the replies to what it wrote are in, it reconnects (the
   /// name resolved again) and what was queued meanwhile goes on the new stream (hand_over()).
   /// A stream that keeps landing on a replica waits 1 s, 2 s, ... 32 s of its life before the
-  /// next try, so an upstream that is a replica by configuration is not reconnected per write.
+  /// next try, so an upstream that is a replica by configuration is not reconnected per write
+  /// (1 s for a minute after a primary was seen demoted: the address may move late).
+  /// A dedicated connection tells its client (client_session::dedicated_demoted()).
   void note_readonly(std::chrono::steady_clock::time_point now);
   /// Retiring, with nothing written left unanswered: the stream ends, its queue kept.
   void hand_over_if_answered();
@@ -245,11 +249,14 @@ class connection : public std::enable_shared_from_this<connection>, public turn_
   bool counted_ready_ = false;
   bool retiring_ = false;          // note_readonly(): no more writes on this stream
   bool handing_over_ = false;      // the stream ends for a new one; pending_ and wbuf_ stay
-  bool met_replica_ = false;       // a READONLY answered on this stream
+  bool demoted_ = false;           // a READONLY on a stream whose upstream said it was a primary
+  bool left_replica_ = false;  // handed over for a READONLY; the next stream may reach a primary
+  connect_fsm::server_role role_ = connect_fsm::server_role::unknown;  // this stream's HELLO's
   unsigned readonly_retires_ = 0;  // streams retired for READONLY in a row
   std::chrono::steady_clock::time_point ready_since_;
+  std::chrono::steady_clock::time_point demoted_at_{};  // a primary's last READONLY here
   std::uint64_t ready_epoch_ = 0;                   // readonly_epoch_ when this stream got through
-  static inline std::uint64_t readonly_epoch_ = 0;  // READONLY retirements in the process
+  static inline std::uint64_t readonly_epoch_ = 0;  // see readonly_epoch()
   // Some upstream connection of this process got through its handshake (all live on the one
   // io_context thread): a drop after the handshake is then not taken for the configuration's.
   static inline bool any_connection_ready_ = false;

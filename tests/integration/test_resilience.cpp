@@ -382,6 +382,10 @@ TEST_CASE("a failover behind the upstream's address: READONLY sends the pool to 
   REQUIRE(side.running());
   auto c = connect(side.port());
   REQUIRE(str(c.get(), {"SET", "k", "before"}) == "OK");
+  // A client in another db holds a dedicated connection for as long as it stays.
+  auto db1 = connect(side.port());
+  REQUIRE(str(db1.get(), {"SELECT", "1"}) == "OK");
+  REQUIRE(str(db1.get(), {"SET", "d", "before"}) == "OK");
   // A transaction leaves an idle dedicated connection on the old primary.
   REQUIRE(str(c.get(), {"MULTI"}) == "OK");
   REQUIRE(str(c.get(), {"SET", "t", "before"}) == "QUEUED");
@@ -422,6 +426,13 @@ TEST_CASE("a failover behind the upstream's address: READONLY sends the pool to 
   CHECK(elements(c.get(), {"EXEC"}) == std::vector<std::string>{"OK"});
   CHECK(redis_cli(b, {"GET", "t"}) == "after\n");
   CHECK(side.log().find("answered READONLY: it is a replica now") != std::string::npos);
+  // The client in db 1 gets its READONLY, then is closed: reconnected, it reaches b.
+  CHECK(error_of(db1.get(), {"SET", "d", "after"}).starts_with("READONLY"));
+  CHECK(command(db1.get(), {"PING"}) == nullptr);  // closed
+  db1 = connect(side.port());
+  REQUIRE(str(db1.get(), {"SELECT", "1"}) == "OK");
+  CHECK(str(db1.get(), {"SET", "d", "after"}) == "OK");
+  CHECK(redis_cli(b, {"-n", "1", "GET", "d"}) == "after\n");
   // The near cache's channel (tracking, by default) and the health probe follow the pool: none
   // of the sidecar's connections is left on a, and b has the tracking one.
   CHECK(eventually([&] {
@@ -443,6 +454,48 @@ TEST_CASE("a failover behind the upstream's address: READONLY sends the pool to 
     auto r = command(reader.get(), {"GET", "k"});
     return r && r->type == REDIS_REPLY_STRING && std::string(r->str, r->len) == "direct";
   }));
+}
+
+// An upstream that is a replica by configuration answers every write READONLY, as Redis does; the
+// sidecar does not churn connections for it: a pooled connection tries again after 1 s, 2 s, ...
+// of its life, transactions' dedicated connections are reused (closing each after its READONLY
+// opened one upstream connection per transaction), and the near cache's channel stays.
+TEST_CASE("an upstream that is a replica all along: writes get READONLY, connections are reused",
+          "[resilience]") {
+  SIDECAR_ONLY();
+  redis_server primary, replica;
+  REQUIRE(redis_cli(replica, {"REPLICAOF", "127.0.0.1", std::to_string(primary.port())}) == "OK\n");
+  sidecar side({"--upstream", "redis://127.0.0.1:" + std::to_string(replica.port())});
+  REQUIRE(side.running());
+  auto c = connect(side.port());
+  REQUIRE(str(c.get(), {"PING"}) == "PONG");
+  const auto connections_received = [&] {
+    const std::string info = redis_cli(replica, {"INFO", "stats"});
+    const auto at = info.find("total_connections_received:");
+    return at == std::string::npos ? -1 : std::atol(info.c_str() + at + 27);
+  };
+  REQUIRE(eventually([&] {  // the pool, the probe and the channel are up
+    return side.log().find("invalidation channel ready") != std::string::npos;
+  }));
+  const long before = connections_received();
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+  int transactions = 0;
+  while (std::chrono::steady_clock::now() < until) {
+    CHECK(error_of(c.get(), {"SET", "k", "v"}).starts_with("READONLY"));
+    REQUIRE(str(c.get(), {"MULTI"}) == "OK");
+    CHECK(error_of(c.get(), {"INCR", "n"}).starts_with("READONLY"));
+    CHECK(error_of(c.get(), {"EXEC"}).starts_with("EXECABORT"));
+    ++transactions;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  const long opened = connections_received() - before;
+  INFO(transactions << " transactions, " << opened << " upstream connections opened");
+  CHECK(transactions > 20);
+  // The pool's retries (at 0, 1 and 3 s of a stream's life, per pooled connection) and a
+  // dedicated connection or two.
+  CHECK(opened <= 8);
+  const std::string log = side.log();
+  CHECK(log.find("invalidation channel ready") == log.rfind("invalidation channel ready"));
 }
 
 }  // namespace redis_sidecar::test

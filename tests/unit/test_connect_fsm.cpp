@@ -78,6 +78,34 @@ TEST_CASE("HELLO's version and the connection's id, from a RESP3 map or a RESP2 
   CHECK(fsm.client_id() == 0);
 }
 
+// What the upstream is decides what a later READONLY means (connection::note_readonly()): a
+// primary demoted since, or a replica all along.
+TEST_CASE("HELLO's role: primary, replica, or not known", "[connect_fsm]") {
+  using role = connect_fsm::server_role;
+  const auto u = url(false, "", "", 0);
+  const std::pair<std::string_view, role> cases[] = {
+      {"%2\r\n$7\r\nversion\r\n$6\r\n7.0.15\r\n$4\r\nrole\r\n$6\r\nmaster\r\n", role::primary},
+      {"*4\r\n$7\r\nversion\r\n$6\r\n7.0.15\r\n$4\r\nrole\r\n$7\r\nreplica\r\n", role::replica},
+      {"*4\r\n$7\r\nversion\r\n$5\r\n5.0.0\r\n$4\r\nrole\r\n$5\r\nslave\r\n", role::replica},
+      {"*4\r\n$7\r\nversion\r\n$6\r\n7.0.15\r\n$4\r\nrole\r\n$8\r\nsentinel\r\n", role::unknown},
+      {hello_frame, role::unknown},  // no role field
+  };
+  for (const auto& [frame, expected] : cases) {
+    INFO(frame);
+    connect_fsm fsm(u, frame[0] == '%' ? 3 : 2);
+    REQUIRE(through_transport(fsm, false) == step::send);
+    REQUIRE(fsm.on_done("") == step::receive);
+    CHECK(fsm.on_reply(reply_of(frame)) == step::ready);
+    CHECK(fsm.role() == expected);
+  }
+  // Redis before 6: no HELLO, no role.
+  connect_fsm fsm(u, 2);
+  REQUIRE(through_transport(fsm, false) == step::send);
+  REQUIRE(fsm.on_done("") == step::receive);
+  CHECK(fsm.on_reply(reply_of("-ERR unknown command 'HELLO'\r\n")) == step::ready);
+  CHECK(fsm.role() == role::unknown);
+}
+
 TEST_CASE("TLS upstream with ACL user and db: handshake, HELLO AUTH, SELECT", "[connect_fsm]") {
   const auto u = url(true, "app", "s3cret", 5);
   connect_fsm fsm(u, 3);
