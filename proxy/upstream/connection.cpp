@@ -791,7 +791,9 @@ void connection::dispatch(std::string_view frame, bool push, clock::time_point r
     if (pending_.size() > 1 && pending_[1].sink) pending_[1].sink->prefetch(pending_[1].seq, false);
     if (pending_[0].sink) pending_[0].sink->prefetch(pending_[0].seq, true);
   }
-  const bool readonly = frame[0] == '-' && frame.starts_with("-READONLY");
+  // Redis' own text (a script's error_reply() can start "-READONLY" too).
+  const bool readonly =
+      frame[0] == '-' && frame.starts_with("-READONLY You can't write against a read only ");
   if (readonly) note_readonly(received);
   if (entry.sink) entry.sink->deliver(entry.seq, frame, entry.tag, received);
   if (readonly && demoted_ && !reconnect_)
