@@ -1891,6 +1891,8 @@ void client_session::apply_tag(std::string_view frame, std::uint8_t t) {
       break;
     default: break;
   }
+  if (t == tag_exec || t == tag_exec_abort || t == tag_discard || t == tag_unwatch)
+    close_if_demoted();
 }
 
 // EXEC (or DISCARD) of the oldest transaction came back. `executed`: EXEC, whose array reply
@@ -2131,9 +2133,15 @@ void client_session::dedicated_lost(connection* c) {
 // A client whose connection state keeps it on its dedicated connection (a SELECTed db, a
 // tracking redirect) would go on writing to the demoted primary for as long as it stays: it is
 // closed once the replies before are written, so that it reconnects, restores its state, and
-// reaches the primary. A transaction ends by itself (EXECABORT), and its connection is not reused.
+// reaches the primary. Not in the middle of a transaction or a WATCH: once it ends (EXECABORT,
+// DISCARD, UNWATCH; apply_tag()). A client whose state is clean gives the connection back, and
+// the pool does not reuse it.
 void client_session::dedicated_demoted(connection* c) {
-  if (dedicated_.get() != c || in_multi_ || watching_ || state_is_clean()) return;
+  if (dedicated_.get() == c) close_if_demoted();
+}
+
+void client_session::close_if_demoted() {
+  if (!dedicated_ || !dedicated_->demoted() || in_multi_ || watching_ || state_is_clean()) return;
   note_close("its upstream was demoted to a replica (a failover): ",
              "closed so that it reconnects to the primary");
   close_after_flush();

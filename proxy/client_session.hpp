@@ -210,6 +210,8 @@ class client_session : public reply_sink,
   void maybe_release_dedicated();
   void drop_dedicated();
   bool state_is_clean() const;
+  /// dedicated_demoted(), once no transaction or WATCH is open.
+  void close_if_demoted();
   void close_after_flush();
   /// Records why the session is ending, for --log-level debug's closing line; the first reason
   /// given counts. Builds nothing at other levels.

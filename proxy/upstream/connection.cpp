@@ -802,7 +802,9 @@ void connection::dispatch(std::string_view frame, bool push, clock::time_point r
 }
 
 void connection::note_readonly(clock::time_point now) {
-  if (role_ != connect_fsm::server_role::replica) demoted_ = true;
+  // Only an upstream that said it was a primary: one that did not say (Redis before 6) may be a
+  // replica all along, whose clients would be closed at every write.
+  if (role_ == connect_fsm::server_role::primary) demoted_ = true;
   if (!reconnect_ || retiring_ || closing_ || broken_) return;
   // A primary demoted under this connection: a failover is under way, and the address may move
   // to the new primary only later (a DNS TTL), so for a minute the stream is renewed every
@@ -816,7 +818,7 @@ void connection::note_readonly(clock::time_point now) {
   if (readonly_retires_ > 0 && up_for < wait) return;
   readonly_retires_ =
       readonly_retires_ == 0 || up_for > std::chrono::seconds(64) ? 1 : readonly_retires_ + 1;
-  retiring_ = true;
+  retiring_ = left_replica_ = true;  // left_replica_: however this stream ends
   if (quiet_) return;
   const std::string what = "upstream " + cfg_.upstream.masked() +
                            " answered READONLY: it is a replica now; connection " +
@@ -830,7 +832,7 @@ void connection::note_readonly(clock::time_point now) {
 
 void connection::hand_over_if_answered() {
   if (!retiring_ || writing_ || broken_ || pending_.size() > wbuf_requests_) return;
-  handing_over_ = left_replica_ = true;
+  handing_over_ = true;
   teardown("reconnecting: the upstream answered READONLY", false);
 }
 

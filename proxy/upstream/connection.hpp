@@ -134,6 +134,8 @@ class connection : public std::enable_shared_from_this<connection>, public turn_
   /// (pool), which gets a new one that may reach the primary. (Not for an upstream that was a
   /// replica all along: its connections are kept, as any would answer READONLY.)
   bool met_replica() const { return demoted_ || ready_epoch_ != readonly_epoch_; }
+  /// This stream's upstream said it was a primary (HELLO's role) and answers READONLY now.
+  bool demoted() const { return demoted_; }
   /// How many times a shared connection of the process, sent to reconnect by a READONLY, reached
   /// a primary: the connections of the health probe and the near cache follow it there when it
   /// changes.

@@ -386,6 +386,11 @@ TEST_CASE("a failover behind the upstream's address: READONLY sends the pool to 
   auto db1 = connect(side.port());
   REQUIRE(str(db1.get(), {"SELECT", "1"}) == "OK");
   REQUIRE(str(db1.get(), {"SET", "d", "before"}) == "OK");
+  auto db1tx = connect(side.port());  // the same, writing only in transactions
+  REQUIRE(str(db1tx.get(), {"SELECT", "1"}) == "OK");
+  REQUIRE(str(db1tx.get(), {"MULTI"}) == "OK");
+  REQUIRE(str(db1tx.get(), {"SET", "x", "before"}) == "QUEUED");
+  REQUIRE(elements(db1tx.get(), {"EXEC"}) == std::vector<std::string>{"OK"});
   // A transaction leaves an idle dedicated connection on the old primary.
   REQUIRE(str(c.get(), {"MULTI"}) == "OK");
   REQUIRE(str(c.get(), {"SET", "t", "before"}) == "QUEUED");
@@ -433,6 +438,11 @@ TEST_CASE("a failover behind the upstream's address: READONLY sends the pool to 
   REQUIRE(str(db1.get(), {"SELECT", "1"}) == "OK");
   CHECK(str(db1.get(), {"SET", "d", "after"}) == "OK");
   CHECK(redis_cli(b, {"-n", "1", "GET", "d"}) == "after\n");
+  // Its transaction is refused (READONLY, then EXECABORT), then it is closed too.
+  REQUIRE(str(db1tx.get(), {"MULTI"}) == "OK");
+  CHECK(error_of(db1tx.get(), {"SET", "x", "after"}).starts_with("READONLY"));
+  CHECK(error_of(db1tx.get(), {"EXEC"}).starts_with("EXECABORT"));
+  CHECK(command(db1tx.get(), {"PING"}) == nullptr);  // closed
   // The near cache's channel (tracking, by default) and the health probe follow the pool: none
   // of the sidecar's connections is left on a, and b has the tracking one.
   CHECK(eventually([&] {
