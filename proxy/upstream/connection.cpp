@@ -796,20 +796,19 @@ void connection::dispatch(std::string_view frame, bool push, clock::time_point r
       frame[0] == '-' && frame.starts_with("-READONLY You can't write against a read only ");
   if (readonly) note_readonly(received);
   if (entry.sink) entry.sink->deliver(entry.seq, frame, entry.tag, received);
-  if (readonly && demoted_ && !reconnect_)
+  if (readonly && !reconnect_ && demoted())
     if (auto owner = owner_.lock()) owner->dedicated_demoted(this);
   if (retiring_) hand_over_if_answered();
 }
 
 void connection::note_readonly(clock::time_point now) {
-  // Only an upstream that said it was a primary: one that did not say (Redis before 6) may be a
-  // replica all along, whose clients would be closed at every write.
-  if (role_ == connect_fsm::server_role::primary) demoted_ = true;
+  // Only an upstream that said it was a primary counts as demoted: one that did not say (Redis
+  // before 6) may be a replica all along, whose clients would be closed at every write.
+  if (role_ == connect_fsm::server_role::primary) demoted_at_ = now;
   if (!reconnect_ || retiring_ || closing_ || broken_) return;
   // A primary demoted under this connection: a failover is under way, and the address may move
   // to the new primary only later (a DNS TTL), so for a minute the stream is renewed every
   // second while it lands on a replica; else the wait doubles.
-  if (role_ == connect_fsm::server_role::primary) demoted_at_ = now;
   const auto up_for = now - ready_since_;
   const bool failing_over =
       demoted_at_ != clock::time_point{} && now - demoted_at_ < std::chrono::seconds(60);

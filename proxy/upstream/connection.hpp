@@ -133,9 +133,10 @@ class connection : public std::enable_shared_from_this<connection>, public turn_
   /// primary: a dedicated connection is then closed rather than kept idle or handed to a client
   /// (pool), which gets a new one that may reach the primary. (Not for an upstream that was a
   /// replica all along: its connections are kept, as any would answer READONLY.)
-  bool met_replica() const { return demoted_ || ready_epoch_ != readonly_epoch_; }
-  /// This stream's upstream said it was a primary (HELLO's role) and answers READONLY now.
-  bool demoted() const { return demoted_; }
+  bool met_replica() const { return demoted() || ready_epoch_ != readonly_epoch_; }
+  /// The upstream said it was a primary (HELLO's role) and answered READONLY since (for a
+  /// dedicated connection, which has one stream).
+  bool demoted() const { return demoted_at_ != std::chrono::steady_clock::time_point{}; }
   /// How many times a shared connection of the process, sent to reconnect by a READONLY, reached
   /// a primary: the connections of the health probe and the near cache follow it there when it
   /// changes.
@@ -251,12 +252,11 @@ class connection : public std::enable_shared_from_this<connection>, public turn_
   bool counted_ready_ = false;
   bool retiring_ = false;          // note_readonly(): no more writes on this stream
   bool handing_over_ = false;      // the stream ends for a new one; pending_ and wbuf_ stay
-  bool demoted_ = false;           // a READONLY on a stream whose upstream said it was a primary
   bool left_replica_ = false;  // handed over for a READONLY; the next stream may reach a primary
   connect_fsm::server_role role_ = connect_fsm::server_role::unknown;  // this stream's HELLO's
   unsigned readonly_retires_ = 0;  // streams retired for READONLY in a row
   std::chrono::steady_clock::time_point ready_since_;
-  std::chrono::steady_clock::time_point demoted_at_{};  // a primary's last READONLY here
+  std::chrono::steady_clock::time_point demoted_at_{};  // a primary's last READONLY: demoted()
   std::uint64_t ready_epoch_ = 0;                   // readonly_epoch_ when this stream got through
   static inline std::uint64_t readonly_epoch_ = 0;  // see readonly_epoch()
   // Some upstream connection of this process got through its handshake (all live on the one
