@@ -95,6 +95,11 @@ const std::array options{
            max_tcp_keepalive_seconds,
            "TCP keepalive on upstream and client connections: first probe after SECONDS idle, "
            "a dead peer or path found in about 2 x SECONDS (0: off)"},
+    option{"dedicated-idle-timeout", "Timeouts", "DURATION", kind::seconds,
+           &config::dedicated_idle_ms, 0, u32_max,
+           "close a dedicated upstream connection (MULTI, blocking, SUBSCRIBE) idle this long "
+           "(300, 60s, 5m, 1500ms; 0: keep up to 16 per protocol)",
+           "60s"},
     option{"cache-mode", "Cache and fallback", "MODE", kind::choice, &config::cache_mode, 0, 0,
            "tracking, keyspace, ttl, fallback, off, or auto (the strongest the upstream supports)",
            {}, "auto|tracking|keyspace|ttl|fallback|off"},

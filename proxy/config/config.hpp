@@ -42,6 +42,9 @@ struct config {
   std::uint32_t tcp_keepalive_s = 60;       // --tcp-keepalive: idle seconds before TCP keepalive
                                             // probes on upstream and client connections, 0 off,
                                             // default 60 (proxy/tcp_keepalive.hpp)
+  std::uint32_t dedicated_idle_ms = 60'000;  // --dedicated-idle-timeout: an idle clean dedicated
+                                             // connection is closed after this, 0 keeps it (at
+                                             // most 16 per protocol), default 60s
 
   std::size_t max_clients = 10000;          // --max-clients, default 10000 (Redis' maxclients)
   std::size_t max_pipeline = 2000;          // --max-pipeline: in-flight requests per client before

@@ -443,6 +443,54 @@ TEST_CASE("MULTI/EXEC runs queued commands, DISCARD and EXECABORT work", "[state
   CHECK(error_of(a.get(), {"EXEC"}) == "ERR EXEC without MULTI");
 }
 
+// A burst of transactions leaves dedicated connections idle in the pool; managed Redis plans count
+// every open connection against a limit, so they are closed after --dedicated-idle-timeout. The
+// newest idle one is reused first, and one closed for idleness is simply opened again.
+TEST_CASE("idle dedicated connections close after --dedicated-idle-timeout", "[stateful][multi]") {
+  SIDECAR_ONLY();
+  proxied env({}, {"--dedicated-idle-timeout", "3s"});
+  auto up = env.upstream();
+  const std::string own_id = std::to_string(integer(up.get(), {"CLIENT", "ID"}));
+  // The sidecar's connections to the upstream.
+  const auto sidecar_connections = [&] {
+    std::size_t n = 0;
+    for (const auto& line : lines_of(str(up.get(), {"CLIENT", "LIST"})))
+      n += field(line, "id") != own_id;
+    return n;
+  };
+  auto warm = env.client();
+  CHECK(str(warm.get(), {"SET", "n", "0"}) == "OK");
+  const std::size_t base = sidecar_connections();
+
+  std::vector<context_ptr> clients;
+  for (int i = 0; i < 5; ++i) {
+    clients.push_back(env.client());
+    CHECK(str(clients.back().get(), {"MULTI"}) == "OK");
+    CHECK(str(clients.back().get(), {"INCR", "n"}) == "QUEUED");
+  }
+  // Five transactions open at once: five dedicated connections.
+  CHECK(sidecar_connections() == base + 5);
+  for (auto& c : clients) {
+    auto exec = must(c.get(), {"EXEC"});
+    REQUIRE(exec->type == REDIS_REPLY_ARRAY);
+    CHECK(exec->elements == 1);
+  }
+  CHECK(str(warm.get(), {"GET", "n"}) == "5");
+  // Idle in the pool, then closed once the timeout has passed (the clients are still connected).
+  CHECK(eventually([&] { return sidecar_connections() == base; }));
+  CHECK(str(clients[2].get(), {"PING"}) == "PONG");
+
+  // A transaction after that opens a connection again.
+  CHECK(str(clients[2].get(), {"MULTI"}) == "OK");
+  CHECK(str(clients[2].get(), {"INCR", "n"}) == "QUEUED");
+  CHECK(sidecar_connections() == base + 1);
+  auto exec = must(clients[2].get(), {"EXEC"});
+  REQUIRE(exec->type == REDIS_REPLY_ARRAY);
+  REQUIRE(exec->elements == 1);
+  CHECK(exec->element[0]->integer == 6);
+  CHECK(eventually([&] { return sidecar_connections() == base; }));
+}
+
 // Inside MULTI the commands the sidecar answers itself (they act on the client's session, not on
 // the upstream connection the transaction runs on) are refused, and EXEC then discards the
 // transaction, as Redis does after a command it refuses while queueing. Answering them at once

@@ -508,6 +508,23 @@ TEST_CASE("TCP keepalive is on by default, can be turned off, and is bounded", "
                           Catch::Contains("REDIS_SIDECAR_TCP_KEEPALIVE"));
 }
 
+TEST_CASE("idle dedicated connections close after a minute by default, or never", "[config]") {
+  env_guard env;
+  CHECK(config{}.dedicated_idle_ms == 60'000);
+  CHECK(run_ok({up}).dedicated_idle_ms == 60'000);
+  CHECK(run_ok({up, "--dedicated-idle-timeout=0"}).dedicated_idle_ms == 0);
+  CHECK(run_ok({up, "--dedicated-idle-timeout", "5m"}).dedicated_idle_ms == 300'000);
+  CHECK(run_ok({up, "--dedicated-idle-timeout=1500ms"}).dedicated_idle_ms == 1500);
+  env.set("REDIS_SIDECAR_DEDICATED_IDLE_TIMEOUT", "10");
+  CHECK(run_ok({up}).dedicated_idle_ms == 10'000);
+  CHECK(run_ok({up, "--dedicated-idle-timeout=20s"}).dedicated_idle_ms == 20'000);
+  CHECK_THAT(error_of({up, "--dedicated-idle-timeout=1d"}),
+             Catch::StartsWith("invalid value '1d' for --dedicated-idle-timeout: expected a "
+                               "duration"));
+  CHECK_THAT(usage(), Catch::Contains("\n  --dedicated-idle-timeout DURATION") &&
+                          Catch::Contains("REDIS_SIDECAR_DEDICATED_IDLE_TIMEOUT"));
+}
+
 TEST_CASE("busy polling is off unless asked for, and bounded", "[config]") {
   env_guard env;
   CHECK(config{}.busy_poll_us == 0);
