@@ -134,16 +134,21 @@ connect_fsm::step connect_fsm::after_auth() {
   return step::send;
 }
 
+connect_fsm::server_role connect_fsm::role_in_hello(const resp::value& reply) {
+  const resp::value* v = hello_field(reply, "role");
+  if (v == nullptr) return server_role::unknown;
+  if (v->str == "master") return server_role::primary;
+  if (v->str == "replica" || v->str == "slave") return server_role::replica;
+  return server_role::unknown;
+}
+
 connect_fsm::step connect_fsm::on_reply(const resp::value& reply) {
   const bool is_error = reply.type == resp::value::kind::error;
   switch (phase_) {
     case phase::hello:
       if (!is_error) {
         if (const resp::value* v = hello_field(reply, "version")) version_ = v->str;
-        if (const resp::value* v = hello_field(reply, "role")) {
-          if (v->str == "master") role_ = server_role::primary;
-          if (v->str == "replica" || v->str == "slave") role_ = server_role::replica;
-        }
+        role_ = role_in_hello(reply);
         if (const resp::value* v = hello_field(reply, "id");
             v != nullptr && v->type == resp::value::kind::integer && v->integer > 0)
           client_id_ = static_cast<std::uint64_t>(v->integer);

@@ -62,6 +62,8 @@ class connect_fsm {
   /// no such field).
   enum class server_role : std::uint8_t { unknown, primary, replica };
   server_role role() const { return role_; }
+  /// The role a HELLO reply (a RESP3 map or a RESP2 flat array) gives.
+  static server_role role_in_hello(const resp::value& reply);
   int proto() const { return proto_; }
 
  private:

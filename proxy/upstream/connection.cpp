@@ -829,6 +829,17 @@ void connection::note_readonly(clock::time_point now) {
     log::debug(what + " (" + std::to_string(readonly_retires_) + " times in a row)");
 }
 
+void connection::leave_if(connect_fsm::server_role was, clock::time_point now) {
+  if (!reconnect_ || role_ != was || state_ != state::ready || retiring_ || closing_ || broken_)
+    return;
+  if (role_ == connect_fsm::server_role::primary) demoted_at_ = now;
+  retiring_ = left_replica_ = true;
+  if (!quiet_ && log::enabled(log::level::debug))
+    log::debug("upstream " + cfg_.upstream.masked() + ": connection " + std::to_string(serial_) +
+               " reconnects once its replies are in, to reach the primary");
+  hand_over_if_answered();
+}
+
 void connection::hand_over_if_answered() {
   if (!retiring_ || writing_ || broken_ || pending_.size() > wbuf_requests_) return;
   handing_over_ = true;

@@ -141,6 +141,13 @@ class connection : public std::enable_shared_from_this<connection>, public turn_
   /// a primary: the connections of the health probe and the near cache follow it there when it
   /// changes.
   static std::uint64_t readonly_epoch() { return readonly_epoch_; }
+  /// What this stream's HELLO said the upstream is (unknown before Redis 6, or before ready).
+  connect_fsm::server_role role() const { return role_; }
+  /// The health probe saw the role behind the upstream's address change (a failover): a shared
+  /// connection whose stream's HELLO said `was` leaves that stream as after a READONLY
+  /// (note_readonly()), without waiting for a write to be refused, so that a workload of reads
+  /// follows the primary too.
+  void leave_if(connect_fsm::server_role was, std::chrono::steady_clock::time_point now);
   /// Why the connection is down, safe to show (no credentials).
   const std::string& last_error() const { return last_error_; }
   /// Whether the last connection attempt failed in a way only a change of configuration ends.

@@ -106,6 +106,12 @@ void pool::reset_shared(const std::string& reason) {
     for (auto& c : conns) c->reset(reason);
 }
 
+void pool::leave_shared_if(connect_fsm::server_role was) {
+  const auto now = std::chrono::steady_clock::now();
+  for (auto& conns : shared_)
+    for (auto& c : conns) c->leave_if(was, now);
+}
+
 void pool::close_all() {
   for (auto& conns : shared_)
     for (auto& c : conns) c->close();

@@ -366,6 +366,35 @@ TEST_CASE("stalled upstream: clients idle on dedicated connections do not wait f
   env.redis.resume();
 }
 
+// Two Redis servers behind one address (a relay), the sidecar in front of it: a managed Redis'
+// primary endpoint. fail_over() makes b a's replica, then its primary, and demotes a to b's
+// replica, as a managed failover does; the address stays on a until moved.
+struct failover_rig {
+  redis_server a, b;
+  tcp_relay endpoint{a.port()};
+  sidecar side{{"--upstream", "redis://127.0.0.1:" + std::to_string(endpoint.port())}};
+
+  failover_rig() { REQUIRE(side.running()); }
+  void fail_over() {
+    const std::string a_port = std::to_string(a.port()), b_port = std::to_string(b.port());
+    REQUIRE(redis_cli(b, {"REPLICAOF", "127.0.0.1", a_port}) == "OK\n");
+    REQUIRE(eventually([&] {
+      return redis_cli(b, {"INFO", "replication"}).find("master_link_status:up") !=
+             std::string::npos;
+    }));
+    REQUIRE(redis_cli(b, {"REPLICAOF", "NO", "ONE"}) == "OK\n");
+    REQUIRE(redis_cli(a, {"REPLICAOF", "127.0.0.1", b_port}) == "OK\n");
+  }
+  /// Coherent on b: a write made there directly reaches the sidecar's reader `c` (through L1).
+  void check_coherent_on_b(redisContext* c) {
+    CHECK(redis_cli(b, {"SET", "k", "direct"}) == "OK\n");
+    CHECK(eventually([&] {
+      auto r = command(c, {"GET", "k"});
+      return r && r->type == REDIS_REPLY_STRING && std::string(r->str, r->len) == "direct";
+    }));
+  }
+};
+
 // A failover behind the upstream's address (a DNS name, a cloud endpoint or a service address
 // moved to the new primary, the old one demoted to its replica): the connections opened before it
 // stay on the old primary, and Redis keeps them. Every write through them got -READONLY for as
@@ -376,10 +405,8 @@ TEST_CASE("stalled upstream: clients idle on dedicated connections do not wait f
 TEST_CASE("a failover behind the upstream's address: READONLY sends the pool to the new primary",
           "[resilience]") {
   SIDECAR_ONLY();
-  redis_server a, b;
-  tcp_relay endpoint(a.port());
-  sidecar side({"--upstream", "redis://127.0.0.1:" + std::to_string(endpoint.port())});
-  REQUIRE(side.running());
+  failover_rig rig;
+  auto& [a, b, endpoint, side] = rig;
   auto c = connect(side.port());
   REQUIRE(str(c.get(), {"SET", "k", "before"}) == "OK");
   // A client in another db holds a dedicated connection for as long as it stays.
@@ -396,13 +423,7 @@ TEST_CASE("a failover behind the upstream's address: READONLY sends the pool to 
   REQUIRE(str(c.get(), {"SET", "t", "before"}) == "QUEUED");
   REQUIRE(elements(c.get(), {"EXEC"}) == std::vector<std::string>{"OK"});
   // b becomes a's replica, then its primary; a its replica; the endpoint moves to b.
-  const std::string a_port = std::to_string(a.port()), b_port = std::to_string(b.port());
-  REQUIRE(redis_cli(b, {"REPLICAOF", "127.0.0.1", a_port}) == "OK\n");
-  REQUIRE(eventually([&] {
-    return redis_cli(b, {"INFO", "replication"}).find("master_link_status:up") != std::string::npos;
-  }));
-  REQUIRE(redis_cli(b, {"REPLICAOF", "NO", "ONE"}) == "OK\n");
-  REQUIRE(redis_cli(a, {"REPLICAOF", "127.0.0.1", b_port}) == "OK\n");
+  rig.fail_over();
   endpoint.retarget(b.port());
 
   // Writes from many clients, so that every pooled connection is used: each may answer one
@@ -453,17 +474,62 @@ TEST_CASE("a failover behind the upstream's address: READONLY sends the pool to 
   }));
   INFO(redis_cli(a, {"CLIENT", "LIST"}));
   INFO(side.log());
-  // Coherent on b: a write made there directly reaches the sidecar's readers.
   auto reader = connect(side.port());
   CHECK(eventually([&] {
     auto r = command(reader.get(), {"GET", "k"});
     return r && r->type == REDIS_REPLY_STRING;
   }));
-  CHECK(redis_cli(b, {"SET", "k", "direct"}) == "OK\n");
+  rig.check_coherent_on_b(reader.get());
+}
+
+// A workload of reads meets no READONLY: through a failover it stayed on the demoted primary (a
+// replica of the new one, as far as replication has come) for as long as the connections lived.
+// The health probe's HELLO, once a second, now finds the demotion: the pool, the probe and the
+// near cache's channel move to the new primary, and when the address moves only later (a DNS
+// TTL), they follow it then.
+TEST_CASE("a failover behind the upstream's address: the health probe moves a read-only workload",
+          "[resilience]") {
+  SIDECAR_ONLY();
+  failover_rig rig;
+  auto& [a, b, endpoint, side] = rig;
+  auto c = connect(side.port());
+  REQUIRE(str(c.get(), {"SET", "k", "v"}) == "OK");
+  const auto sidecar_on = [](const redis_server& r) {
+    return redis_cli(r, {"CLIENT", "LIST"}).find("name=redis-sidecar") != std::string::npos;
+  };
+  int reads = 0, wrong = 0;
+  const auto read = [&] {
+    auto r = command(c.get(), {"GET", "k"});
+    ++reads;
+    if (!r || r->type != REDIS_REPLY_STRING || std::string(r->str, r->len) != "v") ++wrong;
+  };
+  rig.fail_over();
+  SECTION("the address moves with the demotion") { endpoint.retarget(b.port()); }
+  SECTION("the address moves 3 s after the demotion") {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+    while (std::chrono::steady_clock::now() < until) {
+      read();
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    endpoint.retarget(b.port());
+  }
+  // Reads only, until none of the sidecar's connections is left on a.
   CHECK(eventually([&] {
-    auto r = command(reader.get(), {"GET", "k"});
-    return r && r->type == REDIS_REPLY_STRING && std::string(r->str, r->len) == "direct";
+    read();
+    return !sidecar_on(a);
   }));
+  INFO(redis_cli(a, {"CLIENT", "LIST"}));
+  INFO(side.log());
+  CHECK(wrong == 0);
+  WARN(reads << " reads, all served");
+  CHECK(side.log().find("the primary behind its address is a replica now") != std::string::npos);
+  CHECK(eventually([&] {  // the near cache's tracking channel is on b
+    return redis_cli(b, {"CLIENT", "LIST"}).find("flags=t") != std::string::npos;
+  }));
+  rig.check_coherent_on_b(c.get());
+  // And the pool writes there.
+  CHECK(str(c.get(), {"SET", "k", "after"}) == "OK");
+  CHECK(redis_cli(b, {"GET", "k"}) == "after\n");
 }
 
 // An upstream that is a replica by configuration answers every write READONLY, as Redis does; the
