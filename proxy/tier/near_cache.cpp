@@ -98,19 +98,23 @@ std::shared_ptr<connection> near_cache::make_connection(int proto, bool subscrib
   auto c = std::make_shared<connection>(ex_, cfg_, tls_, own_stats_, proto, false);
   c->set_quiet(true);
   c->set_subscriber(subscriber);
+  c->set_checks_role(!subscriber);  // a RESP2 subscriber may not send HELLO
   c->set_watcher(weak_from_this());
   c->start();
   return c;
 }
 
 void near_cache::heartbeat() {
-  // The pool left a replica for the primary behind the upstream's address (a failover): the
-  // channel follows it, so that it hears of the writes the pool's reads see. (On the old primary,
-  // now a replica, it would hear only what replication brings it, if anything.)
-  if (conn_ && readonly_epoch_ != connection::readonly_epoch()) {
+  // The pool left a replica for the primary behind the upstream's address (a failover), or the
+  // channel's own HELLO found its primary demoted: the channel follows, so that it hears of the
+  // writes the pool's reads see, and reads what they wrote. (On the old primary, now a replica,
+  // it would hear only what replication brings it, later.)
+  if (conn_ && (readonly_epoch_ != connection::readonly_epoch() || conn_->demoted())) {
     readonly_epoch_ = connection::readonly_epoch();
     log::info(std::string(channel_name()) +
-              " reconnects: the upstream's connections left a replica for the primary");
+              (conn_->demoted()
+                   ? " reconnects: the upstream behind its address is a replica now"
+                   : " reconnects: the upstream's connections left a replica for the primary"));
     // As when the channel is lost, but the reads in flight on it are still answered.
     if (ready_) tier_.channel_lost();
     drop_channel();

@@ -126,23 +126,13 @@ awaitable<void> upstream_monitor::run(std::shared_ptr<upstream_monitor> self) {
 }
 
 void upstream_monitor::probe() {
-  const std::int64_t now = now_ms();
   if (!probe_conn_ || probe_conn_->current_state() == connection::state::closed ||
-      probe_conn_->current_state() == connection::state::down) {
+      probe_conn_->current_state() == connection::state::down)
     probe_conn_ = open_connection();
-    probe_opened_at_ = now;
-  }
   static constexpr std::string_view ping = "*1\r\n$4\r\nPING\r\n";
-  // HELLO without AUTH keeps the login; the connection's own HELLO said the upstream has it.
-  static constexpr std::string_view hello = "*2\r\n$5\r\nHELLO\r\n$1\r\n2\r\n";
-  probe_asks_role_ = probe_conn_->current_state() == connection::state::ready &&
-                     probe_conn_->role() == connect_fsm::server_role::primary &&
-                     now >= next_role_check_at_;
-  if (probe_asks_role_) next_role_check_at_ = now + 1000;
   probe_sent_ = clock::now();
   const auto deadline = probe_sent_ + std::chrono::milliseconds(cfg_.health_probe_timeout_ms);
-  if (!probe_conn_->submit(probe_asks_role_ ? hello : ping,
-                           pending_reply{sink_ref(this), 0, deadline, tag_probe})) {
+  if (!probe_conn_->submit(ping, pending_reply{sink_ref(this), 0, deadline, tag_probe})) {
     ++failed_probes_;
     failure(probe_conn_->last_error().empty() ? "upstream unavailable" : probe_conn_->last_error(),
             refusal_of(probe_conn_.get()));
@@ -179,13 +169,6 @@ void upstream_monitor::deliver(std::uint64_t seq, std::string_view frame, std::u
     // What the upstream runs decides how fallback journals relative expiries (cache_tier.hpp).
     if (probe_conn_) tier_.set_upstream_version(probe_conn_->server_version());
     if (fsm_.on_probe_ok(now_ms(), ms)) transitioned();
-    bool says_replica = false;
-    if (probe_asks_role_) {
-      const auto hello = resp::decode(frame);
-      says_replica =
-          hello && connect_fsm::role_in_hello(*hello) == connect_fsm::server_role::replica;
-    }
-    follow_failover(says_replica);
     return;
   }
   if (t == tag_select) {
@@ -296,34 +279,6 @@ void upstream_monitor::replay_refused() {
   refused_not_stalled_ = true;
   replay_failed(cause);
   refused_not_stalled_ = false;
-}
-
-void upstream_monitor::follow_failover(bool hello_says_replica) {
-  const std::int64_t now = now_ms();
-  if (hello_says_replica) {
-    log::warn("upstream " + cfg_.upstream.masked() +
-              ": the primary behind its address is a replica now (a failover); the pooled "
-              "connections reconnect to reach the new primary");
-    demotion_seen_at_ = next_follow_at_ = now;
-    pool_.leave_shared_if(connect_fsm::server_role::primary);
-    relogin_ = true;  // the probe follows too
-    return;
-  }
-  if (demotion_seen_at_ == 0 || !probe_conn_) return;
-  if (now - demotion_seen_at_ > 60'000) {
-    demotion_seen_at_ = 0;
-    return;
-  }
-  // The address still leads to the demoted primary (a DNS TTL, an endpoint not moved yet).
-  if (probe_conn_->role() == connect_fsm::server_role::replica) {
-    if (now - probe_opened_at_ >= 1000) relogin_ = true;
-    return;
-  }
-  // It leads to a primary: the shared connections that landed on a replica leave it.
-  if (probe_conn_->role() == connect_fsm::server_role::primary && now >= next_follow_at_) {
-    next_follow_at_ = now + 1000;
-    pool_.leave_shared_if(connect_fsm::server_role::replica);
-  }
 }
 
 void upstream_monitor::hurry() {

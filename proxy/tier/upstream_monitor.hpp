@@ -4,10 +4,7 @@
 // Every --health-probe-interval-ms it sends PING on a probe connection of its own (opened again
 // after each failure, so a probe also tests connect, TLS and AUTH) with a deadline of
 // --health-probe-timeout-ms, and reads the pool's command-timeout counter: a reply is a good
-// probe, anything else a failure with its cause. Once a second, on a connection to a primary, the
-// probe is HELLO instead, whose role tells a failover that demoted that primary behind the
-// upstream's address (a replica answers PING too): the pool then moves to the new primary without
-// waiting for a write to be refused (follow_failover()). Transitions are logged once each. Entering
+// probe, anything else a failure with its cause. Transitions are logged once each. Entering
 // fallback resets the shared connections, so requests stuck on a stalled upstream fail at once
 // instead of waiting for their own deadlines. In `recovering` it replays the journal, in order,
 // on a connection of its own (SELECTing each write's db), and only then declares the upstream
@@ -77,11 +74,6 @@ class upstream_monitor : public reply_sink, public std::enable_shared_from_this<
   void keep(int db, std::span<const std::string_view> args);
   bool touches_kept(int db, std::span<const std::string_view> args) const;
   std::shared_ptr<connection> open_connection();
-  /// After a good probe: a HELLO that found the primary demoted sends the shared connections to
-  /// reconnect; then, for a minute, the probe looks again every second while the address still
-  /// leads to a replica, and once it leads to a primary, the shared connections that landed on a
-  /// replica meanwhile reconnect too.
-  void follow_failover(bool hello_says_replica);
   std::chrono::milliseconds next_delay();
 
   asio::any_io_executor ex_;
@@ -109,11 +101,6 @@ class upstream_monitor : public reply_sink, public std::enable_shared_from_this<
 
   std::shared_ptr<connection> probe_conn_;
   bool probe_outstanding_ = false;
-  bool probe_asks_role_ = false;         // the outstanding probe is HELLO, not PING
-  std::int64_t probe_opened_at_ = 0;     // monotonic ms
-  std::int64_t next_role_check_at_ = 0;  // monotonic ms
-  std::int64_t demotion_seen_at_ = 0;    // monotonic ms; 0: no failover being followed
-  std::int64_t next_follow_at_ = 0;      // monotonic ms
   std::chrono::steady_clock::time_point probe_sent_;
   std::uint64_t timeouts_seen_ = 0;
   std::uint64_t refusals_seen_ = 0;  // stats::upstream_refusals, as last read

@@ -242,6 +242,7 @@ bool connection::hold_now() const {
 // What it does not take goes out asynchronously, write_done() following.
 void connection::start_write() {
   if (!write_may_start() || wbuf_.empty()) return;
+  if (role_check_due_) add_role_check();
   writing_ = true;
   wbuf_inflight_.clear();
   wbuf_inflight_.swap(wbuf_);
@@ -321,6 +322,8 @@ awaitable<void> connection::run(std::shared_ptr<connection> self) {
     attempts_ = 0;
     state_ = state::ready;
     ready_since_ = clock::now();
+    next_role_check_ = ready_since_ + std::chrono::seconds(1);  // HELLO just said
+    role_check_due_ = false;
     // Handed over for a READONLY and landed on a primary (or on an upstream that does not say):
     // the other connections follow (readonly_epoch()).
     if (std::exchange(left_replica_, false) && role_ != connect_fsm::server_role::replica)
@@ -341,7 +344,7 @@ awaitable<void> connection::run(std::shared_ptr<connection> self) {
       co_await (read_loop() && write_drain() && watchdog());
     }
     --stats_.upstream_connections;
-    // Handed over (note_readonly()): nothing written is unanswered; what was queued meanwhile
+    // Handed over (note_replica()): nothing written is unanswered; what was queued meanwhile
     // stays, for the next stream, as requests that come while connecting do.
     const bool handover = std::exchange(handing_over_, false) && !closing_;
     retiring_ = false;
@@ -794,14 +797,20 @@ void connection::dispatch(std::string_view frame, bool push, clock::time_point r
   // Redis' own text (a script's error_reply() can start "-READONLY" too).
   const bool readonly =
       frame[0] == '-' && frame.starts_with("-READONLY You can't write against a read only ");
-  if (readonly) note_readonly(received);
-  if (entry.sink) entry.sink->deliver(entry.seq, frame, entry.tag, received);
+  if (readonly) note_replica(received, "answered READONLY");
+  if (entry.sink) {
+    entry.sink->deliver(entry.seq, frame, entry.tag, received);
+  } else if (entry.tag == role_check_tag) {
+    ++stats_.inflight_requests;  // add_role_check() did not count it
+    role_check_out_ = false;
+    note_role(frame, received);
+  }
   if (readonly && !reconnect_ && demoted())
     if (auto owner = owner_.lock()) owner->dedicated_demoted(this);
   if (retiring_) hand_over_if_answered();
 }
 
-void connection::note_readonly(clock::time_point now) {
+void connection::note_replica(clock::time_point now, std::string_view why) {
   // Only an upstream that said it was a primary counts as demoted: one that did not say (Redis
   // before 6) may be a replica all along, whose clients would be closed at every write.
   if (role_ == connect_fsm::server_role::primary) demoted_at_ = now;
@@ -819,9 +828,8 @@ void connection::note_readonly(clock::time_point now) {
       readonly_retires_ == 0 || up_for > std::chrono::seconds(64) ? 1 : readonly_retires_ + 1;
   retiring_ = left_replica_ = true;  // left_replica_: however this stream ends
   if (quiet_) return;
-  const std::string what = "upstream " + cfg_.upstream.masked() +
-                           " answered READONLY: it is a replica now; connection " +
-                           std::to_string(serial_) +
+  const std::string what = "upstream " + cfg_.upstream.masked() + " " + std::string(why) +
+                           ": it is a replica now; connection " + std::to_string(serial_) +
                            " reconnects once its replies are in, to reach the primary";
   if (readonly_retires_ == 1)
     log::warn(what);
@@ -829,15 +837,54 @@ void connection::note_readonly(clock::time_point now) {
     log::debug(what + " (" + std::to_string(readonly_retires_) + " times in a row)");
 }
 
-void connection::leave_if(connect_fsm::server_role was, clock::time_point now) {
-  if (!reconnect_ || role_ != was || state_ != state::ready || retiring_ || closing_ || broken_)
+void connection::check_role(clock::time_point now) {
+  if (!checks_role_ || state_ != state::ready || retiring_ || closing_ || broken_) return;
+  // Another shared connection left a demoted primary and reached a primary (readonly_epoch()):
+  // this older stream may be on the demoted node still, if its traffic has not told it. It leaves
+  // once, without left_replica_: reaching the primary again is no news for the others.
+  if (reconnect_ && role_ == connect_fsm::server_role::primary && ready_epoch_ != readonly_epoch_) {
+    ready_epoch_ = readonly_epoch_;
+    retiring_ = true;
+    hand_over_if_answered();
     return;
-  if (role_ == connect_fsm::server_role::primary) demoted_at_ = now;
-  retiring_ = left_replica_ = true;
-  if (!quiet_ && log::enabled(log::level::debug))
-    log::debug("upstream " + cfg_.upstream.masked() + ": connection " + std::to_string(serial_) +
-               " reconnects once its replies are in, to reach the primary");
-  hand_over_if_answered();
+  }
+  if (now < next_role_check_) return;
+  if (role_ == connect_fsm::server_role::primary) {
+    if (!role_check_out_) role_check_due_ = true;  // joins the next write (start_write())
+    return;
+  }
+  // Landed on a replica within a minute of a demotion: the address may have moved since.
+  if (reconnect_ && role_ == connect_fsm::server_role::replica && demoted() &&
+      now - demoted_at_ < std::chrono::seconds(60)) {
+    next_role_check_ = now + std::chrono::seconds(1);
+    note_replica(now, "is still a replica");
+    if (retiring_) hand_over_if_answered();
+  }
+}
+
+// Rides on a write of clients' requests: no write of its own, and a connection that carries none
+// has nothing to check for.
+void connection::add_role_check() {
+  // HELLO without AUTH keeps the login and, with the stream's own protocol, changes nothing.
+  static constexpr std::string_view hello2 = "*2\r\n$5\r\nHELLO\r\n$1\r\n2\r\n";
+  static constexpr std::string_view hello3 = "*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n";
+  const auto now = clock::now();
+  role_check_due_ = false;
+  role_check_out_ = true;
+  next_role_check_ = now + std::chrono::seconds(1);
+  wbuf_.append(proto_ == 3 ? hello3 : hello2);
+  pending_.push_back(pending_reply{
+      nullptr, 0, now + std::chrono::milliseconds(cfg_.command_timeout_ms), role_check_tag});
+  ++wbuf_requests_;
+  // Not counted in flight: the gauge is the clients' requests and the sidecar's own on their
+  // behalf; what takes it off counts it back (dispatch(), fail_pending()).
+}
+
+void connection::note_role(std::string_view frame, clock::time_point now) {
+  if (role_ != connect_fsm::server_role::primary) return;
+  const auto hello = resp::decode(frame);
+  if (hello && connect_fsm::role_in_hello(*hello) == connect_fsm::server_role::replica)
+    note_replica(now, "says in HELLO it is a replica");
 }
 
 void connection::hand_over_if_answered() {
@@ -875,6 +922,7 @@ awaitable<void> connection::watchdog() {
       }
     }
     reads_seen = reads_;
+    check_role(clock::now());
     if (!pending_.empty() && pending_.front().deadline < clock::now()) {
       if (!quiet_) stats_.count(error_kind::upstream_timeout);
       if (!quiet_)
@@ -897,6 +945,10 @@ void connection::fail_pending(std::string_view error_line) {
     pending_reply entry = std::move(pending_.front());
     pending_.pop_front();
     --stats_.inflight_requests;
+    if (!entry.sink && entry.tag == role_check_tag) {
+      ++stats_.inflight_requests;  // add_role_check() did not count it
+      role_check_out_ = false;
+    }
     if (entry.sink) {
       if (error_line.find("unavailable") != std::string_view::npos)
         stats_.count(error_kind::upstream_unavailable);

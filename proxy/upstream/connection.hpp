@@ -111,6 +111,10 @@ class connection : public std::enable_shared_from_this<connection>, public turn_
   void set_subscriber(bool on) { subscriber_ = on; }
   /// Quiet connections log nothing themselves (the health probe: its monitor logs transitions).
   void set_quiet(bool q) { quiet_ = q; }
+  /// Checks once a second, with the next write, that the upstream is still the primary its
+  /// HELLO said (check_role()): for the shared connections and the near cache's reads; a
+  /// connection that finds it demoted reports demoted(), and a shared one reconnects.
+  void set_checks_role(bool on) { checks_role_ = on; }
   /// Drops the current stream (pending requests fail at once) and reconnects if it may.
   void reset(std::string reason);
   /// True while the connection is failing its pending requests (their frames are its own errors,
@@ -126,7 +130,7 @@ class connection : public std::enable_shared_from_this<connection>, public turn_
   bool batching() const {
     return state_ == state::ready && !broken_ && !retiring_ && !wbuf_.empty();
   }
-  /// Waiting for its last replies before it reconnects (a replica answered it: note_readonly()).
+  /// Waiting for its last replies before it reconnects (a replica answered it: note_replica()).
   bool retiring() const { return retiring_; }
   /// This stream's upstream said it was a primary and answers READONLY now (demoted by a
   /// failover), or a shared connection of the process has since left a demoted primary for a
@@ -141,13 +145,6 @@ class connection : public std::enable_shared_from_this<connection>, public turn_
   /// a primary: the connections of the health probe and the near cache follow it there when it
   /// changes.
   static std::uint64_t readonly_epoch() { return readonly_epoch_; }
-  /// What this stream's HELLO said the upstream is (unknown before Redis 6, or before ready).
-  connect_fsm::server_role role() const { return role_; }
-  /// The health probe saw the role behind the upstream's address change (a failover): a shared
-  /// connection whose stream's HELLO said `was` leaves that stream as after a READONLY
-  /// (note_readonly()), without waiting for a write to be refused, so that a workload of reads
-  /// follows the primary too.
-  void leave_if(connect_fsm::server_role was, std::chrono::steady_clock::time_point now);
   /// Why the connection is down, safe to show (no credentials).
   const std::string& last_error() const { return last_error_; }
   /// Whether the last connection attempt failed in a way only a change of configuration ends.
@@ -179,15 +176,26 @@ class connection : public std::enable_shared_from_this<connection>, public turn_
   void fail_pending(std::string_view error_line);
   void dispatch(std::string_view frame, bool push, std::chrono::steady_clock::time_point received);
   void shut_when_written();  // lingering: once nothing is left to write, shut our side
-  /// A -READONLY reply: the upstream is a replica now (the old primary after a failover, with
-  /// the URL's name or service address moved to the new one). A shared connection then writes
-  /// nothing more on this stream; once the replies to what it wrote are in, it reconnects (the
-  /// name resolved again) and what was queued meanwhile goes on the new stream (hand_over()).
-  /// A stream that keeps landing on a replica waits 1 s, 2 s, ... 32 s of its life before the
-  /// next try, so an upstream that is a replica by configuration is not reconnected per write
-  /// (1 s for a minute after a primary was seen demoted: the address may move late).
+  /// The upstream is a replica now: it answered -READONLY (`why`), or the HELLO a shared
+  /// connection sends once a second (check_role()) says so (the old primary after a failover,
+  /// with the URL's name or service address moved to the new one). A shared connection then
+  /// writes nothing more on this stream; once the replies to what it wrote are in, it reconnects
+  /// (the name resolved again) and what was queued meanwhile goes on the new stream
+  /// (hand_over()). A stream that keeps landing on a replica waits 1 s, 2 s, ... 32 s of its life
+  /// before the next try, so an upstream that is a replica by configuration is not reconnected
+  /// per write (1 s for a minute after a primary was seen demoted: the address may move late).
   /// A dedicated connection tells its client (client_session::dedicated_demoted()).
-  void note_readonly(std::chrono::steady_clock::time_point now);
+  void note_replica(std::chrono::steady_clock::time_point now, std::string_view why);
+  /// The watchdog's tick, with set_checks_role(): each second, on a stream whose HELLO said
+  /// primary, HELLO again with the next write (add_role_check()), whose role tells a demotion
+  /// that no write met (note_role()); on a shared stream that landed on a replica within a
+  /// minute of a demotion, another try at the primary (note_replica()); and once, on a shared
+  /// stream older than readonly_epoch(), a reconnect. So a workload of reads, and connections
+  /// that carry none, follow a failover too.
+  void check_role(std::chrono::steady_clock::time_point now);
+  void add_role_check();
+  /// The reply to check_role()'s HELLO.
+  void note_role(std::string_view frame, std::chrono::steady_clock::time_point now);
   /// Retiring, with nothing written left unanswered: the stream ends, its queue kept.
   void hand_over_if_answered();
   bool is_own_listener(const tcp::endpoint& ep) const;
@@ -257,12 +265,18 @@ class connection : public std::enable_shared_from_this<connection>, public turn_
   std::weak_ptr<client_session> owner_;
   std::weak_ptr<connection_watcher> watcher_;
   bool counted_ready_ = false;
-  bool retiring_ = false;          // note_readonly(): no more writes on this stream
+  bool retiring_ = false;          // note_replica(): no more writes on this stream
   bool handing_over_ = false;      // the stream ends for a new one; pending_ and wbuf_ stay
   bool left_replica_ = false;  // handed over for a READONLY; the next stream may reach a primary
   connect_fsm::server_role role_ = connect_fsm::server_role::unknown;  // this stream's HELLO's
   unsigned readonly_retires_ = 0;  // streams retired for READONLY in a row
   std::chrono::steady_clock::time_point ready_since_;
+  std::chrono::steady_clock::time_point next_role_check_{};  // check_role()
+  bool checks_role_ = false;                                 // set_checks_role()
+  bool role_check_due_ = false;  // check_role(): add_role_check() at the next write
+  bool role_check_out_ = false;  // its HELLO is written, its reply not in yet
+  // The tag of check_role()'s HELLO, the sidecar's own request (no sink); others of those are 0.
+  static constexpr std::uint8_t role_check_tag = 0xff;
   std::chrono::steady_clock::time_point demoted_at_{};  // a primary's last READONLY: demoted()
   std::uint64_t ready_epoch_ = 0;                   // readonly_epoch_ when this stream got through
   static inline std::uint64_t readonly_epoch_ = 0;  // see readonly_epoch()

@@ -14,6 +14,7 @@ const std::shared_ptr<connection>& pool::shared(int proto, const connection* cur
   if (conns.empty()) {
     for (std::size_t i = 0; i < cfg_.pool_size; ++i) {
       auto c = std::make_shared<connection>(ex_, cfg_, tls_, stats_, proto, true);
+      c->set_checks_role(true);
       c->start();
       conns.push_back(std::move(c));
     }
@@ -104,12 +105,6 @@ std::string_view pool::server_version() const {
 void pool::reset_shared(const std::string& reason) {
   for (auto& conns : shared_)
     for (auto& c : conns) c->reset(reason);
-}
-
-void pool::leave_shared_if(connect_fsm::server_role was) {
-  const auto now = std::chrono::steady_clock::now();
-  for (auto& conns : shared_)
-    for (auto& c : conns) c->leave_if(was, now);
 }
 
 void pool::close_all() {

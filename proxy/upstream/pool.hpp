@@ -42,9 +42,6 @@ class pool {
   std::string_view server_version() const;
   /// Drops the shared connections' streams (their pending requests fail at once); they reconnect.
   void reset_shared(const std::string& reason);
-  /// The health probe saw the role behind the upstream's address change: the shared connections
-  /// whose stream's HELLO said `was` reconnect (connection::leave_if()).
-  void leave_shared_if(connect_fsm::server_role was);
   void close_all();
 
  private:
