@@ -98,7 +98,6 @@ std::shared_ptr<connection> near_cache::make_connection(int proto, bool subscrib
   auto c = std::make_shared<connection>(ex_, cfg_, tls_, own_stats_, proto, false);
   c->set_quiet(true);
   c->set_subscriber(subscriber);
-  c->set_checks_role(!subscriber);  // a RESP2 subscriber may not send HELLO
   c->set_watcher(weak_from_this());
   c->start();
   return c;
@@ -108,13 +107,16 @@ void near_cache::heartbeat() {
   // The pool left a replica for the primary behind the upstream's address (a failover), or the
   // channel's own HELLO found its primary demoted: the channel follows, so that it hears of the
   // writes the pool's reads see, and reads what they wrote. (On the old primary, now a replica,
-  // it would hear only what replication brings it, later.)
-  if (conn_ && (readonly_epoch_ != connection::readonly_epoch() || conn_->demoted())) {
-    readonly_epoch_ = connection::readonly_epoch();
+  // it would hear only what replication brings it, later.) Not a channel opened on a primary
+  // after the demotion: it reached the new primary itself.
+  const bool epoch_moved = readonly_epoch_ != connection::readonly_epoch();
+  readonly_epoch_ = connection::readonly_epoch();
+  if (conn_ && ((epoch_moved && conn_->left_behind()) || hello_says_replica_)) {
     log::info(std::string(channel_name()) +
-              (conn_->demoted()
+              (hello_says_replica_
                    ? " reconnects: the upstream behind its address is a replica now"
                    : " reconnects: the upstream's connections left a replica for the primary"));
+    hello_says_replica_ = false;
     // As when the channel is lost, but the reads in flight on it are still answered.
     if (ready_) tier_.channel_lost();
     drop_channel();
@@ -123,10 +125,15 @@ void near_cache::heartbeat() {
   const auto now = clock::now();
   if (!ready_ || !conn_ || proto_ != 3 || heartbeat_due_ || now < next_heartbeat_) return;
   static constexpr std::string_view ping = "*1\r\n$4\r\nPING\r\n";
+  // On a primary, HELLO: its role tells a failover that demoted it (a replica answers PING too).
+  // Sent here, between whole reads, never inside a read's MULTI (flush()).
+  static constexpr std::string_view hello = "*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n";
+  const bool on_primary = conn_->role() == connect_fsm::server_role::primary;
   // As long as a read on the channel has: a slow upstream fails no more than it did.
   const auto deadline = now + std::chrono::milliseconds(cfg_.command_timeout_ms);
   // Overdue, the connection's watchdog resets it: closed() then stops L1's hits.
-  if (conn_->submit(ping, pending_reply{sink_ref(this), generation_, deadline, tag_heartbeat}))
+  if (conn_->submit(on_primary ? hello : ping,
+                    pending_reply{sink_ref(this), generation_, deadline, tag_heartbeat}))
     heartbeat_due_ = true;
   next_heartbeat_ = now + std::chrono::seconds(1);
 }
@@ -141,6 +148,7 @@ void near_cache::control(connection& c, std::span<const std::string_view> args, 
 void near_cache::open() {
   ++generation_;
   readonly_epoch_ = connection::readonly_epoch();
+  hello_says_replica_ = false;
   sub_id_ = -1;
   sub_ready_ = false;
   conn_ = make_connection(proto_, false);
@@ -488,6 +496,11 @@ void near_cache::deliver(std::uint64_t seq, std::string_view frame, std::uint8_t
   if (seq != generation_) return;  // a channel given up since
   if (t == tag_heartbeat) {
     heartbeat_due_ = false;
+    if (frame.starts_with('%') && conn_ && conn_->role() == connect_fsm::server_role::primary) {
+      const auto hello = resp::decode(frame);
+      if (hello && connect_fsm::role_in_hello(*hello) == connect_fsm::server_role::replica)
+        hello_says_replica_ = true;  // heartbeat() lets go of the channel
+    }
     return;
   }
   if (error && ((conn_ && conn_->failing()) || (sub_ && sub_->failing())))

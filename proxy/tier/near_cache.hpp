@@ -123,7 +123,7 @@ class near_cache : public reply_sink,
     tag_caching = 7,      // CLIENT CACHING YES before a batch; seq: the batch's first read
     tag_reads_probe = 8,  // EXEC of the channel's first, probing, read (MULTI / PTTL / GET / EXEC)
     tag_reads_probe_queued = 9,  // its MULTI, PTTL and GET: an error says why the EXEC failed
-    tag_heartbeat = 10,          // PING on the channel (heartbeat())
+    tag_heartbeat = 10,          // PING or HELLO on the channel (heartbeat())
   };
   enum class channel : std::uint8_t { tracking, keyspace, reads };
   using flight = flight_table::flight;
@@ -194,6 +194,7 @@ class near_cache : public reply_sink,
 
   std::uint64_t generation_ = 0;      // the channel's number; control replies carry it
   std::uint64_t readonly_epoch_ = 0;  // connection::readonly_epoch() when the channel opened
+  bool hello_says_replica_ = false;   // the heartbeat's HELLO found the primary demoted
   std::shared_ptr<connection> conn_;  // reads (and, in RESP3, the invalidations)
   std::shared_ptr<connection> sub_;   // RESP2: the subscriber connection
   std::int64_t sub_id_ = -1;          // its CLIENT ID (tracking with REDIRECT)

@@ -797,7 +797,7 @@ void connection::dispatch(std::string_view frame, bool push, clock::time_point r
   // Redis' own text (a script's error_reply() can start "-READONLY" too).
   const bool readonly =
       frame[0] == '-' && frame.starts_with("-READONLY You can't write against a read only ");
-  if (readonly) note_replica(received, "answered READONLY");
+  if (readonly) note_replica(received, "answered READONLY: it is a replica now");
   if (entry.sink) {
     entry.sink->deliver(entry.seq, frame, entry.tag, received);
   } else if (entry.tag == role_check_tag) {
@@ -813,7 +813,7 @@ void connection::dispatch(std::string_view frame, bool push, clock::time_point r
 void connection::note_replica(clock::time_point now, std::string_view why) {
   // Only an upstream that said it was a primary counts as demoted: one that did not say (Redis
   // before 6) may be a replica all along, whose clients would be closed at every write.
-  if (role_ == connect_fsm::server_role::primary) demoted_at_ = now;
+  if (role_ == connect_fsm::server_role::primary) demoted_at_ = last_demotion_ = now;
   if (!reconnect_ || retiring_ || closing_ || broken_) return;
   // A primary demoted under this connection: a failover is under way, and the address may move
   // to the new primary only later (a DNS TTL), so for a minute the stream is renewed every
@@ -829,7 +829,7 @@ void connection::note_replica(clock::time_point now, std::string_view why) {
   retiring_ = left_replica_ = true;  // left_replica_: however this stream ends
   if (quiet_) return;
   const std::string what = "upstream " + cfg_.upstream.masked() + " " + std::string(why) +
-                           ": it is a replica now; connection " + std::to_string(serial_) +
+                           "; connection " + std::to_string(serial_) +
                            " reconnects once its replies are in, to reach the primary";
   if (readonly_retires_ == 1)
     log::warn(what);
@@ -840,10 +840,11 @@ void connection::note_replica(clock::time_point now, std::string_view why) {
 void connection::check_role(clock::time_point now) {
   if (!checks_role_ || state_ != state::ready || retiring_ || closing_ || broken_) return;
   // Another shared connection left a demoted primary and reached a primary (readonly_epoch()):
-  // this older stream may be on the demoted node still, if its traffic has not told it. It leaves
+  // this stream, older or on a replica, may be on the demoted node still. It leaves
   // once, without left_replica_: reaching the primary again is no news for the others.
-  if (reconnect_ && role_ == connect_fsm::server_role::primary && ready_epoch_ != readonly_epoch_) {
+  if (reconnect_ && ready_epoch_ != readonly_epoch_) {
     ready_epoch_ = readonly_epoch_;
+    if (!left_behind()) return;  // it reached the new primary itself
     retiring_ = true;
     hand_over_if_answered();
     return;
@@ -857,7 +858,7 @@ void connection::check_role(clock::time_point now) {
   if (reconnect_ && role_ == connect_fsm::server_role::replica && demoted() &&
       now - demoted_at_ < std::chrono::seconds(60)) {
     next_role_check_ = now + std::chrono::seconds(1);
-    note_replica(now, "is still a replica");
+    note_replica(now, "is still a replica, within a minute of a demotion");
     if (retiring_) hand_over_if_answered();
   }
 }
@@ -884,13 +885,13 @@ void connection::note_role(std::string_view frame, clock::time_point now) {
   if (role_ != connect_fsm::server_role::primary) return;
   const auto hello = resp::decode(frame);
   if (hello && connect_fsm::role_in_hello(*hello) == connect_fsm::server_role::replica)
-    note_replica(now, "says in HELLO it is a replica");
+    note_replica(now, "says in HELLO it is a replica now");
 }
 
 void connection::hand_over_if_answered() {
   if (!retiring_ || writing_ || broken_ || pending_.size() > wbuf_requests_) return;
   handing_over_ = true;
-  teardown("reconnecting: the upstream answered READONLY", false);
+  teardown("reconnecting to reach the primary", false);
 }
 
 awaitable<void> connection::write_drain() {

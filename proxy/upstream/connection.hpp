@@ -133,11 +133,14 @@ class connection : public std::enable_shared_from_this<connection>, public turn_
   /// Waiting for its last replies before it reconnects (a replica answered it: note_replica()).
   bool retiring() const { return retiring_; }
   /// This stream's upstream said it was a primary and answers READONLY now (demoted by a
-  /// failover), or a shared connection of the process has since left a demoted primary for a
-  /// primary: a dedicated connection is then closed rather than kept idle or handed to a client
-  /// (pool), which gets a new one that may reach the primary. (Not for an upstream that was a
-  /// replica all along: its connections are kept, as any would answer READONLY.)
-  bool met_replica() const { return demoted() || ready_epoch_ != readonly_epoch_; }
+  /// failover), or, this stream older than the demotion, a shared connection of the process has
+  /// since left a demoted primary for a primary: a dedicated connection is then closed rather than
+  /// kept idle or handed to a client (pool), which gets a new one that may reach the primary. (Not
+  /// for an upstream that was a replica all along: its connections are kept, as any would answer
+  /// READONLY.)
+  bool met_replica() const {
+    return demoted() || (ready_epoch_ != readonly_epoch_ && left_behind());
+  }
   /// The upstream said it was a primary (HELLO's role) and answered READONLY since (for a
   /// dedicated connection, which has one stream).
   bool demoted() const { return demoted_at_ != std::chrono::steady_clock::time_point{}; }
@@ -145,6 +148,15 @@ class connection : public std::enable_shared_from_this<connection>, public turn_
   /// a primary: the connections of the health probe and the near cache follow it there when it
   /// changes.
   static std::uint64_t readonly_epoch() { return readonly_epoch_; }
+  /// This stream may be on a node the primary left: it got through before the last demotion any
+  /// connection found, or it is on a replica. One opened after it that said primary is on the
+  /// new primary, so when readonly_epoch() moves again it need not follow.
+  bool left_behind() const {
+    return state_ != state::ready || ready_since_ < last_demotion_ ||
+           role_ == connect_fsm::server_role::replica;
+  }
+  /// What this stream's HELLO said the upstream is (unknown before Redis 6, or before ready).
+  connect_fsm::server_role role() const { return role_; }
   /// Why the connection is down, safe to show (no credentials).
   const std::string& last_error() const { return last_error_; }
   /// Whether the last connection attempt failed in a way only a change of configuration ends.
@@ -280,6 +292,8 @@ class connection : public std::enable_shared_from_this<connection>, public turn_
   std::chrono::steady_clock::time_point demoted_at_{};  // a primary's last READONLY: demoted()
   std::uint64_t ready_epoch_ = 0;                   // readonly_epoch_ when this stream got through
   static inline std::uint64_t readonly_epoch_ = 0;  // see readonly_epoch()
+  // The last time a connection found the primary it had reached demoted (left_behind())
+  static inline std::chrono::steady_clock::time_point last_demotion_{};
   // Some upstream connection of this process got through its handshake (all live on the one
   // io_context thread): a drop after the handshake is then not taken for the configuration's.
   static inline bool any_connection_ready_ = false;
