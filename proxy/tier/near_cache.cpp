@@ -496,11 +496,10 @@ void near_cache::deliver(std::uint64_t seq, std::string_view frame, std::uint8_t
   if (seq != generation_) return;  // a channel given up since
   if (t == tag_heartbeat) {
     heartbeat_due_ = false;
-    if (frame.starts_with('%') && conn_ && conn_->role() == connect_fsm::server_role::primary) {
-      const auto hello = resp::decode(frame);
-      if (hello && connect_fsm::role_in_hello(*hello) == connect_fsm::server_role::replica)
-        hello_says_replica_ = true;  // heartbeat() lets go of the channel
-    }
+    // HELLO's reply: a demotion found here counts for every connection (left_behind()), and
+    // heartbeat() lets go of the channel.
+    if (frame.starts_with('%') && conn_ && conn_->note_role(frame, received))
+      hello_says_replica_ = true;
     return;
   }
   if (error && ((conn_ && conn_->failing()) || (sub_ && sub_->failing())))

@@ -813,7 +813,12 @@ void connection::dispatch(std::string_view frame, bool push, clock::time_point r
 void connection::note_replica(clock::time_point now, std::string_view why) {
   // Only an upstream that said it was a primary counts as demoted: one that did not say (Redis
   // before 6) may be a replica all along, whose clients would be closed at every write.
-  if (role_ == connect_fsm::server_role::primary) demoted_at_ = last_demotion_ = now;
+  if (role_ == connect_fsm::server_role::primary) {
+    demoted_at_ = now;
+    // A stream older than the last demotion found is of the same failover, found later: moving
+    // the mark would make streams that reached the new primary meanwhile look left behind.
+    if (ready_since_ >= last_demotion_) last_demotion_ = now;
+  }
   if (!reconnect_ || retiring_ || closing_ || broken_) return;
   // A primary demoted under this connection: a failover is under way, and the address may move
   // to the new primary only later (a DNS TTL), so for a minute the stream is renewed every
@@ -881,11 +886,13 @@ void connection::add_role_check() {
   // behalf; what takes it off counts it back (dispatch(), fail_pending()).
 }
 
-void connection::note_role(std::string_view frame, clock::time_point now) {
-  if (role_ != connect_fsm::server_role::primary) return;
+bool connection::note_role(std::string_view frame, clock::time_point now) {
+  if (role_ != connect_fsm::server_role::primary) return false;
   const auto hello = resp::decode(frame);
-  if (hello && connect_fsm::role_in_hello(*hello) == connect_fsm::server_role::replica)
-    note_replica(now, "says in HELLO it is a replica now");
+  if (!hello || connect_fsm::role_in_hello(*hello) != connect_fsm::server_role::replica)
+    return false;
+  note_replica(now, "says in HELLO it is a replica now");
+  return true;
 }
 
 void connection::hand_over_if_answered() {
