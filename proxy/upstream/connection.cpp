@@ -931,6 +931,7 @@ awaitable<void> connection::watchdog() {
     }
     reads_seen = reads_;
     check_role(clock::now());
+    if (broken_) co_return;  // handed over (check_role())
     if (!pending_.empty() && pending_.front().deadline < clock::now()) {
       if (!quiet_) stats_.count(error_kind::upstream_timeout);
       if (!quiet_)
