@@ -111,12 +111,11 @@ void near_cache::heartbeat() {
   // after the demotion: it reached the new primary itself.
   const bool epoch_moved = readonly_epoch_ != connection::readonly_epoch();
   readonly_epoch_ = connection::readonly_epoch();
-  if (conn_ && ((epoch_moved && conn_->left_behind()) || hello_says_replica_)) {
+  if (conn_ && ((epoch_moved && conn_->left_behind()) || conn_->demoted())) {
     log::info(std::string(channel_name()) +
-              (hello_says_replica_
+              (conn_->demoted()
                    ? " reconnects: the upstream behind its address is a replica now"
                    : " reconnects: the upstream's connections left a replica for the primary"));
-    hello_says_replica_ = false;
     // As when the channel is lost, but the reads in flight on it are still answered.
     if (ready_) tier_.channel_lost();
     drop_channel();
@@ -148,7 +147,6 @@ void near_cache::control(connection& c, std::span<const std::string_view> args, 
 void near_cache::open() {
   ++generation_;
   readonly_epoch_ = connection::readonly_epoch();
-  hello_says_replica_ = false;
   sub_id_ = -1;
   sub_ready_ = false;
   conn_ = make_connection(proto_, false);
@@ -497,9 +495,8 @@ void near_cache::deliver(std::uint64_t seq, std::string_view frame, std::uint8_t
   if (t == tag_heartbeat) {
     heartbeat_due_ = false;
     // HELLO's reply: a demotion found here counts for every connection (left_behind()), and
-    // heartbeat() lets go of the channel.
-    if (frame.starts_with('%') && conn_ && conn_->note_role(frame, received))
-      hello_says_replica_ = true;
+    // heartbeat() lets go of the channel (its connection's demoted()).
+    if (frame.starts_with('%') && conn_) conn_->note_role(frame, received);
     return;
   }
   if (error && ((conn_ && conn_->failing()) || (sub_ && sub_->failing())))

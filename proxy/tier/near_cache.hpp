@@ -194,7 +194,6 @@ class near_cache : public reply_sink,
 
   std::uint64_t generation_ = 0;      // the channel's number; control replies carry it
   std::uint64_t readonly_epoch_ = 0;  // connection::readonly_epoch() when the channel opened
-  bool hello_says_replica_ = false;   // the heartbeat's HELLO found the primary demoted
   std::shared_ptr<connection> conn_;  // reads (and, in RESP3, the invalidations)
   std::shared_ptr<connection> sub_;   // RESP2: the subscriber connection
   std::int64_t sub_id_ = -1;          // its CLIENT ID (tracking with REDIRECT)
