@@ -103,24 +103,27 @@ std::shared_ptr<connection> near_cache::make_connection(int proto, bool subscrib
   return c;
 }
 
-void near_cache::heartbeat() {
-  // The pool left a replica for the primary behind the upstream's address (a failover), or the
-  // channel's own HELLO found its primary demoted: the channel follows, so that it hears of the
-  // writes the pool's reads see, and reads what they wrote. (On the old primary, now a replica,
-  // it would hear only what replication brings it, later.) Not a channel opened on a primary
-  // after the demotion: it reached the new primary itself.
+// The pool left a replica for the primary behind the upstream's address (a failover), or the
+// channel's own HELLO found its primary demoted: the channel follows, so that it hears of the
+// writes the pool's reads see, and reads what they wrote. (On the old primary, now a replica, it
+// would hear only what replication brings it, later.) Not a channel opened on a primary after the
+// demotion: it reached the new primary itself.
+bool near_cache::follow_failover() {
   const bool epoch_moved = readonly_epoch_ != connection::readonly_epoch();
   readonly_epoch_ = connection::readonly_epoch();
-  if (conn_ && ((epoch_moved && conn_->left_behind()) || conn_->demoted())) {
-    log::info(std::string(channel_name()) +
-              (conn_->demoted()
-                   ? " reconnects: the upstream behind its address is a replica now"
-                   : " reconnects: the upstream's connections left a replica for the primary"));
-    // As when the channel is lost, but the reads in flight on it are still answered.
-    if (ready_) tier_.channel_lost();
-    drop_channel();
-    return;
-  }
+  if (!conn_ || !((epoch_moved && conn_->left_behind()) || conn_->demoted())) return false;
+  log::info(std::string(channel_name()) +
+            (conn_->demoted()
+                 ? " reconnects: the upstream behind its address is a replica now"
+                 : " reconnects: the upstream's connections left a replica for the primary"));
+  // As when the channel is lost, but the reads in flight on it are still answered.
+  if (ready_) tier_.channel_lost();
+  drop_channel();
+  return true;
+}
+
+void near_cache::heartbeat() {
+  if (follow_failover()) return;
   const auto now = clock::now();
   if (!ready_ || !conn_ || proto_ != 3 || heartbeat_due_ || now < next_heartbeat_) return;
   static constexpr std::string_view ping = "*1\r\n$4\r\nPING\r\n";

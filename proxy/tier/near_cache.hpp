@@ -73,8 +73,15 @@ class near_cache : public reply_sink,
   void start();
   void stop();
 
-  /// True while misses can be read on the channel (a coherent mode or ttl, channel up).
-  bool ready() const { return ready_; }
+  /// True while misses can be read on the channel (a coherent mode or ttl, channel up). A channel
+  /// the pool left on the old primary in a failover is let go of here, at the first miss after a
+  /// pooled connection reached the new primary (the clients' writes go there from then on), not
+  /// at the health probe's next tick: the demoted node, not caught up yet, would answer a client
+  /// with the value from before its own write. The miss is read on the pool meanwhile.
+  bool ready() {
+    if (readonly_epoch_ != connection::readonly_epoch()) follow_failover();
+    return ready_;
+  }
   /// The read connection: a session's requests in flight there are ordered with it.
   connection* conn() const { return conn_.get(); }
   /// Reads `key` (the URL's db) on the channel, or joins a read in flight; the reply goes to
@@ -131,6 +138,8 @@ class near_cache : public reply_sink,
   using waiter = flight_table::waiter;
 
   awaitable<void> run(std::shared_ptr<near_cache> self);
+  /// Lets go of the channel if the connections found a failover it is left behind by; true then.
+  bool follow_failover();
   std::shared_ptr<connection> make_connection(int proto, bool subscriber);
   void open();
   void control(connection& c, std::span<const std::string_view> args, tag t);
