@@ -886,13 +886,11 @@ void connection::add_role_check() {
   // behalf; what takes it off counts it back (dispatch(), fail_pending()).
 }
 
-bool connection::note_role(std::string_view frame, clock::time_point now) {
-  if (role_ != connect_fsm::server_role::primary) return false;
+void connection::note_role(std::string_view frame, clock::time_point now) {
+  if (role_ != connect_fsm::server_role::primary) return;
   const auto hello = resp::decode(frame);
-  if (!hello || connect_fsm::role_in_hello(*hello) != connect_fsm::server_role::replica)
-    return false;
-  note_replica(now, "says in HELLO it is a replica now");
-  return true;
+  if (hello && connect_fsm::role_in_hello(*hello) == connect_fsm::server_role::replica)
+    note_replica(now, "says in HELLO it is a replica now");
 }
 
 void connection::hand_over_if_answered() {

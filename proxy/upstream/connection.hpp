@@ -157,10 +157,10 @@ class connection : public std::enable_shared_from_this<connection>, public turn_
   }
   /// What this stream's HELLO said the upstream is (unknown before Redis 6, or before ready).
   connect_fsm::server_role role() const { return role_; }
-  /// A reply to a HELLO sent on this stream (check_role()'s, or the near cache's heartbeat): true
-  /// when the stream said primary and the reply says replica, which counts as a demotion found
-  /// (note_replica()).
-  bool note_role(std::string_view frame, std::chrono::steady_clock::time_point now);
+  /// A reply to a HELLO sent on this stream (check_role()'s, or the near cache's heartbeat): when
+  /// the stream said primary and the reply says replica, a demotion found (note_replica(); then
+  /// demoted()).
+  void note_role(std::string_view frame, std::chrono::steady_clock::time_point now);
   /// Why the connection is down, safe to show (no credentials).
   const std::string& last_error() const { return last_error_; }
   /// Whether the last connection attempt failed in a way only a change of configuration ends.
