@@ -355,6 +355,10 @@ client_session::outcome client_session::handle(std::span<const std::string_view>
   if (!retrying_) {
     ++ctx_.st.requests;
     ++requests_;
+    if (active_window_ != ctx_.st.active_window) {
+      active_window_ = ctx_.st.active_window;
+      ++ctx_.st.active_clients;
+    }
   }
   if (is_inline) {  // forward inline commands as arrays
     inline_scratch_.clear();

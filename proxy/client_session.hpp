@@ -398,6 +398,7 @@ class client_session : public reply_sink,
   bool drained_reads_ = false;  // a TCP client: reads use drained_read_buffer
   std::uint64_t reads_ = 0;     // reads completed, for reset_unseen()
   std::uint64_t requests_ = 0;  // requests handled, for the debug log's closing line
+  std::uint64_t active_window_ = ~std::uint64_t{0};  // stats::active_window last counted in
   std::string close_reason_;    // why the session ends, for the debug log (note_close())
   std::uint64_t reads_at_sweep_ = 0;
   std::string name_;

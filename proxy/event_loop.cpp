@@ -215,6 +215,13 @@ void run(asio::io_context& io, std::chrono::microseconds busy_poll, stats* count
         contention ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
     if (!contention || !contention->allow(idle, counters)) {
       bool woken = false;
+      if (counters != nullptr && naps.enabled() &&
+          naps.tick(std::chrono::steady_clock::now(), counters->active_clients)) {
+        // A new window of the crowd's count. Ticked at every wait, not only before naps: ticked
+        // there, most of the longer naps' gain at 50 clients went (bench/RESULTS.md).
+        counters->active_clients = 0;
+        ++counters->active_window;
+      }
       if (counters != nullptr &&
           naps.nap(counters->requests, counters->upstream_writes, counters->inflight_requests)) {
         // The app's next requests may be here already: a nap would only hold them back.

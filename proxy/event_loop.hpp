@@ -42,7 +42,9 @@
 // app's sends find nobody to wake, and the loop serves several requests per wake-up instead of one.
 // It costs no CPU, only latency of up to one nap to the requests that arrive during it, and only
 // under concurrent load (nap_policy). Where requests went upstream, the loop does not nap: Redis
-// then sets the pace, and the replies it sends should be forwarded at once.
+// then sets the pace, and the replies it sends should be forwarded at once. Among many clients
+// (8 or more within the last millisecond) a nap lasts three times as long: each of them comes
+// back only after the app has served the others, so a longer nap holds back nobody waiting.
 //
 // State is per thread: an io_context per thread gets a loop, and a deferral, of its own.
 #pragma once
@@ -151,17 +153,42 @@ struct turn_policy {
 /// 0.95-1.03x at 10, 1.04-1.11x at 20 to 300, and less CPU per request in the app. Pipelined
 /// clients (`-P 16`, many requests per read) lost about 6 % to naps, so they do not nap. A lone
 /// client seldom does: a wake-up serves two of its requests only when the next comes before the
-/// loop waits again. Sans-I/O: the loop reports its wake-ups, the handlers it ran, and the
-/// counters as it would sleep.
+/// loop waits again.
+///
+/// In a crowd (crowd_clients or more distinct clients sent requests within the last window), a
+/// nap lasts crowd_factor times as long. Each of those clients then waits for its reply while the
+/// app serves the others, so it comes back long after a nap: the nap holds back no one who is
+/// waiting, and a longer one leaves the app's sends more time to find nobody to wake. With a few
+/// clients, each comes back within a nap, and a longer nap only delays it. Measured on the EPYC VM
+/// (L1-hit GET at `-P 1`, against 10 µs naps in the same pairs; bench/RESULTS.md): 0.94-1.17x the
+/// GETs/s at 50 clients (faster in 5 of 6 pairs, p50 lower in 6), 1.05-1.19x at 10 (4 of 4),
+/// 1.15-1.44x at 20; unchanged below 8 clients. Sans-I/O: the loop reports its wake-ups, the
+/// handlers it ran, the counters as it would sleep, and the clients it served in each window.
 class nap_policy {
  public:
+  using clock = std::chrono::steady_clock;
   static constexpr std::uint64_t min_requests = 2;
   static constexpr std::uint64_t max_requests_per_handler = 2;
+  static constexpr auto window = std::chrono::milliseconds(1);
+  static constexpr std::uint32_t crowd_clients = 8;
+  static constexpr int crowd_factor = 3;
 
-  /// `length`: how long a nap lasts; zero: never nap.
+  /// `length`: how long a nap lasts out of a crowd; zero: never nap.
   explicit nap_policy(std::chrono::microseconds length) : length_(length) {}
 
-  std::chrono::microseconds length() const { return length_; }
+  bool enabled() const { return length_.count() > 0; }
+  std::chrono::microseconds length() const { return crowded_ ? length_ * crowd_factor : length_; }
+  /// The loop, about to wait, at `now`, with the distinct clients that sent requests since the
+  /// current window began. Returns true when a new window begins: the caller counts from zero.
+  bool tick(clock::time_point now, std::uint32_t clients) {
+    const auto elapsed = now - window_start_;
+    if (elapsed < window) return false;
+    // A window the loop slept through is no crowd: clients spread over a longer time may each
+    // have sent one request.
+    crowded_ = elapsed < 2 * window && clients >= crowd_clients;
+    window_start_ = now;
+    return true;
+  }
   /// The loop is woken (by an event, or at a nap's end), with these counters' values.
   void woke(std::uint64_t requests, std::uint64_t upstream_writes) {
     requests_ = requests;
@@ -172,13 +199,15 @@ class nap_policy {
   void ran(std::size_t n) { handlers_ += n; }
   /// Whether the loop, out of events with these counters' values, should nap.
   bool nap(std::uint64_t requests, std::uint64_t upstream_writes, std::int64_t inflight) const {
-    if (length_.count() <= 0 || inflight != 0 || upstream_writes != writes_) return false;
+    if (!enabled() || inflight != 0 || upstream_writes != writes_) return false;
     const std::uint64_t served = requests - requests_;
     return served >= min_requests && served <= max_requests_per_handler * handlers_;
   }
 
  private:
   std::chrono::microseconds length_;
+  clock::time_point window_start_{};
+  bool crowded_ = false;        // in the last window
   std::uint64_t requests_ = 0;  // counters' values at the last wake-up
   std::uint64_t writes_ = 0;
   std::uint64_t handlers_ = 0;  // handlers run since the last wake-up
@@ -193,7 +222,8 @@ namespace event_loop {
 /// decide, before it sleeps. `counters`, if given, tells it whether upstream replies are due
 /// (inflight_requests) and gets the time spent polling (busy_poll_ns) and the times polling
 /// stopped for want of a CPU (busy_poll_backoffs). With `nap` above zero and `counters` given, the
-/// loop naps that long where nap_policy says so (counted in counters->naps); the thread's timer
+/// loop naps where nap_policy says so (counted in counters->naps; counters->active_clients tells
+/// it the crowd, and it moves counters->active_window on); the thread's timer
 /// slack is then set to 1 µs, so that a nap is not stretched by the kernel's default 50 µs.
 void run(asio::io_context& io,
          std::chrono::microseconds busy_poll = std::chrono::microseconds::zero(),

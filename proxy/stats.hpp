@@ -41,6 +41,11 @@ struct stats {
   std::uint64_t busy_poll_ns = 0;         // counter: time the event loop spent polling
   std::uint64_t busy_poll_backoffs = 0;   // counter: polling stopped for waits for a CPU
   std::uint64_t naps = 0;                 // counter: naps of the event loop (--nap-us)
+  // Not exported: the event loop's measure of concurrency. A client session that handles a
+  // request counts itself in active_clients once per value of active_window, which the loop
+  // moves on (and active_clients back to zero) every nap_policy::window.
+  std::uint64_t active_window = 0;
+  std::uint32_t active_clients = 0;
   std::uint64_t tls_handshakes = 0;       // counter: upstream TLS handshakes completed
   std::uint64_t tls_resumed = 0;          // counter: ... of them resuming an earlier session
   std::array<std::uint64_t, static_cast<std::size_t>(error_kind::count_)> errors{};

@@ -275,6 +275,48 @@ TEST_CASE("nap_policy naps after wake-ups that served several unpipelined L1 hit
   CHECK_FALSE(off.nap(5, 0, 0));
 }
 
+TEST_CASE("nap_policy naps three times as long while eight or more clients are active",
+          "[event_loop]") {
+  using namespace std::chrono_literals;
+  using clock = nap_policy::clock;
+  nap_policy p(10us);
+  clock::time_point t{10s};
+  // The first tick only starts a window: what came before it is not known.
+  CHECK(p.tick(t, 50));
+  CHECK(p.length() == 10us);
+  CHECK_FALSE(p.tick(t += 999us, 50));  // within the window: counting goes on
+  CHECK(p.length() == 10us);
+  CHECK(p.tick(t += 1us, 8));  // 8 clients in the window just over: a crowd
+  CHECK(p.length() == 30us);
+  CHECK_FALSE(p.tick(t += 500us, 3));
+  CHECK(p.length() == 30us);      // the crowd of the last whole window holds
+  CHECK(p.tick(t += 1500us, 7));  // 7 in the next window (1.5 ms, not stretched too far)
+  CHECK(p.length() == 10us);
+  CHECK(p.tick(t += 1ms, 20));
+  CHECK(p.length() == 30us);
+  // A window the loop slept through is no crowd, however many clients came over its length.
+  CHECK(p.tick(t += 2ms, 100));
+  CHECK(p.length() == 10us);
+  CHECK(p.tick(t += 1ms, 100));
+  CHECK(p.length() == 30us);
+
+  // The crowd lengthens naps; it does not decide whether the loop naps.
+  p.woke(100, 7);
+  p.ran(1);
+  CHECK_FALSE(p.nap(101, 7, 0));  // one request per wake-up: still no nap
+  CHECK(p.nap(102, 7, 0));
+  CHECK_FALSE(p.nap(102, 8, 0));
+
+  nap_policy off(0us);
+  CHECK_FALSE(off.enabled());
+  off.tick(t, 100);
+  off.tick(t += 1ms, 100);
+  CHECK(off.length() == 0us);
+  off.woke(0, 0);
+  off.ran(10);
+  CHECK_FALSE(off.nap(5, 0, 0));
+}
+
 TEST_CASE("cpu_contention_policy stops polling while the loop waits for a CPU, backing off",
           "[event_loop]") {
   using namespace std::chrono_literals;
