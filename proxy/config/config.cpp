@@ -136,7 +136,8 @@ const std::array options{
     option{"nap-us", "Latency", "US", kind::count, &config::nap_us, 0, 1000,
            "while unpipelined clients are served from L1 alone, sleep US between turns instead "
            "of waiting for the next request to wake the sidecar: the app's sends then wake "
-           "nobody (0: off)"},
+           "nobody; three times US while 8 or more clients sent requests within the last "
+           "millisecond (0: off)"},
     option{"write-hold-rtt-us", "Latency", "US", kind::count, &config::write_hold_rtt_us, 0,
            100000,
            "while the upstream's round trip is under US, a small write waits for the replies to "
