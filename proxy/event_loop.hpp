@@ -160,10 +160,11 @@ struct turn_policy {
 /// app serves the others, so it comes back long after a nap: the nap holds back no one who is
 /// waiting, and a longer one leaves the app's sends more time to find nobody to wake. With a few
 /// clients, each comes back within a nap, and a longer nap only delays it. Measured on the EPYC VM
-/// (L1-hit GET at `-P 1`, against 10 µs naps in the same pairs; bench/RESULTS.md): 0.94-1.17x the
-/// GETs/s at 50 clients (faster in 5 of 6 pairs, p50 lower in 6), 1.05-1.19x at 10 (4 of 4),
-/// 1.15-1.44x at 20; unchanged below 8 clients. Sans-I/O: the loop reports its wake-ups, the
-/// handlers it ran, the counters as it would sleep, and the clients it served in each window.
+/// (L1-hit GET at `-P 1`, against the build with 10 µs naps for all, in interleaved pairs and
+/// triples; bench/RESULTS.md): 1.04-1.13x the GETs/s at 50 clients (faster in 14 of 14, p50 lower
+/// in 14), 0.95-1.13x at 10 (faster in 10 of 11), 1.01-1.31x at 20 (3); unchanged below 8
+/// clients. Sans-I/O: the loop reports its wake-ups, the handlers it ran, the counters as it
+/// would sleep, and the clients it served in each window.
 class nap_policy {
  public:
   using clock = std::chrono::steady_clock;
